@@ -1,0 +1,710 @@
+//! JSON bodies (reference §2.4-§2.6, §1.6): route data, cluster info, heartbeats, broker
+//! registration, consumer lists, queue locks, topic lists and KV tables.
+//!
+//! Writing: fields are declared in alphabetical order of their JSON names and nulls are
+//! omitted, as fastjson writes them. [`JsonStyle::Fastjson`] writes maps whose keys are
+//! integers with unquoted keys (`{0:"addr"}`), which clients older than 4.9.4 and every
+//! GET_BROKER_CLUSTER_INFO reader expect; [`JsonStyle::Standard`] writes plain JSON. The choice
+//! is driven by the key's type, so a topic named "123" stays quoted.
+//!
+//! Reading accepts both forms: bare integer keys are quoted before parsing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::code::version;
+use crate::error::{ProtocolError, Result};
+
+/// How integer-keyed maps are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonStyle {
+    /// `{"0":"addr"}`: standard JSON.
+    Standard,
+    /// `{0:"addr"}`: fastjson's default for `Map<Long, String>`.
+    Fastjson,
+}
+
+impl JsonStyle {
+    /// The style a NameServer uses for a GET_ROUTEINFO_BY_TOPIC answer (reference §1.6 #2):
+    /// standard JSON for clients at V4_9_4 or later, or that ask for it.
+    pub fn for_route_request(client_version: i32, accept_standard_json_only: bool) -> JsonStyle {
+        if client_version >= version::V4_9_4 || accept_standard_json_only {
+            JsonStyle::Standard
+        } else {
+            JsonStyle::Fastjson
+        }
+    }
+}
+
+/// Serializes `value` as JSON in `style`.
+pub fn to_json<T: Serialize>(value: &T, style: JsonStyle) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let result = match style {
+        JsonStyle::Standard => serde_json::to_writer(&mut out, value),
+        JsonStyle::Fastjson => {
+            let mut ser =
+                serde_json::Serializer::with_formatter(&mut out, FastjsonFormatter::default());
+            value.serialize(&mut ser)
+        }
+    };
+    // Our body types only hold strings, integers, booleans, sequences and maps with string or
+    // integer keys: serde_json cannot fail on them, and writing to a Vec cannot fail.
+    debug_assert!(result.is_ok(), "JSON body serialization failed: {result:?}");
+    out
+}
+
+/// Parses a JSON body in either style.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8 { what })?;
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            let quoted = quote_bare_integer_keys(text);
+            if quoted == text {
+                return Err(ProtocolError::json(what, first));
+            }
+            serde_json::from_str(&quoted).map_err(|e| ProtocolError::json(what, e))
+        }
+    }
+}
+
+/// Rewrites `{0:"a",-1:"b"}` as `{"0":"a","-1":"b"}`, leaving string contents alone.
+fn quote_bare_integer_keys(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    let mut in_string = false;
+    let mut copied = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' | b',' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let start = j;
+                if j < b.len() && b[j] == b'-' {
+                    j += 1;
+                }
+                let digits = j;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                let end = j;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if end > digits && j < b.len() && b[j] == b':' {
+                    out.push_str(&text[copied..start]);
+                    out.push('"');
+                    out.push_str(&text[start..end]);
+                    out.push('"');
+                    copied = end;
+                    i = end;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// A serde_json formatter that leaves integer map keys unquoted. serde_json writes an integer
+/// key as begin_string, write_<int>, end_string and a string key as begin_string, fragments,
+/// end_string; deferring the opening quote of a key until we see which one tells them apart.
+#[derive(Default)]
+struct FastjsonFormatter {
+    in_key: bool,
+    quote_pending: bool,
+    bare_number: bool,
+}
+
+impl FastjsonFormatter {
+    fn flush_quote<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        if self.quote_pending {
+            self.quote_pending = false;
+            w.write_all(b"\"")?;
+        }
+        Ok(())
+    }
+
+    fn key_number<W: ?Sized + io::Write>(&mut self, w: &mut W, text: &str) -> io::Result<()> {
+        if self.in_key && self.quote_pending {
+            self.quote_pending = false;
+            self.bare_number = true;
+        }
+        w.write_all(text.as_bytes())
+    }
+}
+
+macro_rules! key_numbers {
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method<W: ?Sized + io::Write>(&mut self, w: &mut W, value: $ty) -> io::Result<()> {
+            self.key_number(w, &value.to_string())
+        })*
+    };
+}
+
+impl serde_json::ser::Formatter for FastjsonFormatter {
+    key_numbers!(write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64,
+                 write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64);
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.in_key = true;
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b",")
+        }
+    }
+
+    fn end_object_key<W: ?Sized + io::Write>(&mut self, _w: &mut W) -> io::Result<()> {
+        self.in_key = false;
+        Ok(())
+    }
+
+    fn begin_string<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        if self.in_key {
+            self.quote_pending = true;
+            Ok(())
+        } else {
+            w.write_all(b"\"")
+        }
+    }
+
+    fn end_string<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        if self.bare_number {
+            self.bare_number = false;
+            return Ok(());
+        }
+        self.flush_quote(w)?;
+        w.write_all(b"\"")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        s: &str,
+    ) -> io::Result<()> {
+        self.flush_quote(w)?;
+        w.write_all(s.as_bytes())
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> io::Result<()> {
+        self.flush_quote(w)?;
+        serde_json::ser::CompactFormatter.write_char_escape(w, escape)
+    }
+}
+
+/// Helpers every body type has.
+pub trait JsonBody: Serialize + DeserializeOwned {
+    /// A name for error messages.
+    const WHAT: &'static str;
+
+    fn to_json(&self, style: JsonStyle) -> Vec<u8> {
+        to_json(self, style)
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Self> {
+        from_json(bytes, Self::WHAT)
+    }
+}
+
+macro_rules! json_bodies {
+    ($($ty:ident => $what:literal,)*) => { $(impl JsonBody for $ty { const WHAT: &'static str = $what; })* };
+}
+
+#[cfg(test)]
+use proptest_derive::Arbitrary;
+
+/// Test strategies for the outer collections of nested bodies: a few elements each, so that
+/// round-trip cases stay small (the default of up to 100 per level multiplies).
+#[cfg(test)]
+mod few {
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    pub fn vec<T: Arbitrary + 'static>() -> impl Strategy<Value = Vec<T>> {
+        proptest::collection::vec(any::<T>(), 0..4)
+    }
+
+    pub fn map<K: Arbitrary + Ord + 'static, V: Arbitrary + 'static>(
+    ) -> impl Strategy<Value = BTreeMap<K, V>> {
+        proptest::collection::btree_map(any::<K>(), any::<V>(), 0..4)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes and clusters
+
+/// GET_ROUTEINFO_BY_TOPIC body (`TopicRouteData`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct TopicRouteData {
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub broker_datas: Vec<BrokerData>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub filter_server_table: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_topic_conf: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub queue_datas: Vec<QueueData>,
+}
+
+/// One broker group (a master and its slaves) in a route or cluster table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerData {
+    /// brokerId -> address; id 0 is the master.
+    #[serde(default)]
+    pub broker_addrs: BTreeMap<i64, String>,
+    pub broker_name: String,
+    #[serde(default)]
+    pub cluster: String,
+}
+
+impl BrokerData {
+    /// The master's address (brokerId 0), if the group has one.
+    pub fn master_addr(&self) -> Option<&str> {
+        self.broker_addrs.get(&0).map(String::as_str)
+    }
+}
+
+/// A topic's queues on one broker group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct QueueData {
+    pub broker_name: String,
+    pub perm: i32,
+    pub read_queue_nums: i32,
+    /// Written as `topicSysFlag`; the pre-4.9 name `topicSynFlag` is accepted too.
+    #[serde(default, alias = "topicSynFlag")]
+    pub topic_sys_flag: i32,
+    pub write_queue_nums: i32,
+}
+
+/// GET_BROKER_CLUSTER_INFO body (`ClusterInfo`); always written in [`JsonStyle::Fastjson`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub broker_addr_table: BTreeMap<String, BrokerData>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub cluster_addr_table: BTreeMap<String, BTreeSet<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker registration
+
+/// REGISTER_BROKER body (uncompressed form).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterBrokerBody {
+    #[serde(default)]
+    pub filter_server_list: Vec<String>,
+    pub topic_config_serialize_wrapper: TopicConfigSerializeWrapper,
+}
+
+impl RegisterBrokerBody {
+    /// The `bodyCrc32` header value for an encoded body (CRC32 masked to 31 bits).
+    pub fn crc32(encoded: &[u8]) -> i32 {
+        (crc32fast::hash(encoded) & 0x7FFF_FFFF) as i32
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct TopicConfigSerializeWrapper {
+    #[serde(default)]
+    pub data_version: DataVersion,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub topic_config_table: BTreeMap<String, TopicConfig>,
+}
+
+/// A broker's metadata version: a registration with an unchanged version changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct DataVersion {
+    #[serde(default)]
+    pub counter: i64,
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
+impl JsonBody for DataVersion {
+    const WHAT: &'static str = "DataVersion";
+}
+
+/// A topic's configuration on a broker (`TopicConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct TopicConfig {
+    /// 5.x topic attributes; omitted when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub order: bool,
+    pub perm: i32,
+    pub read_queue_nums: i32,
+    #[serde(default = "default_topic_filter_type")]
+    pub topic_filter_type: String,
+    pub topic_name: String,
+    #[serde(default)]
+    pub topic_sys_flag: i32,
+    pub write_queue_nums: i32,
+}
+
+fn default_topic_filter_type() -> String {
+    "SINGLE_TAG".to_owned()
+}
+
+impl TopicConfig {
+    /// A readable and writable topic with `queues` read and write queues.
+    pub fn new(topic_name: impl Into<String>, queues: i32) -> Self {
+        TopicConfig {
+            attributes: BTreeMap::new(),
+            order: false,
+            perm: crate::code::perm::READ | crate::code::perm::WRITE,
+            read_queue_nums: queues,
+            topic_filter_type: default_topic_filter_type(),
+            topic_name: topic_name.into(),
+            topic_sys_flag: 0,
+            write_queue_nums: queues,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client heartbeats
+
+/// HEART_BEAT body (`HeartbeatData`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatData {
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub consumer_data_set: Vec<ConsumerData>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub producer_data_set: Vec<ProducerData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerData {
+    pub consume_from_where: ConsumeFromWhere,
+    pub consume_type: ConsumeType,
+    pub group_name: String,
+    pub message_model: MessageModel,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub subscription_data_set: Vec<SubscriptionData>,
+    #[serde(default)]
+    pub unit_mode: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerData {
+    pub group_name: String,
+}
+
+/// One topic subscription of a consumer group (`SubscriptionData`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionData {
+    #[serde(default)]
+    pub class_filter_mode: bool,
+    /// Java hashes of the tags.
+    #[serde(default)]
+    pub code_set: BTreeSet<i32>,
+    #[serde(default = "default_expression_type")]
+    pub expression_type: String,
+    /// The expression as written: `*`, `TagA || TagB`, or SQL92.
+    pub sub_string: String,
+    #[serde(default)]
+    pub sub_version: i64,
+    #[serde(default)]
+    pub tags_set: BTreeSet<String>,
+    pub topic: String,
+}
+
+fn default_expression_type() -> String {
+    "TAG".to_owned()
+}
+
+/// The subscription expression that matches every tag.
+pub const SUB_ALL: &str = "*";
+
+impl SubscriptionData {
+    /// Builds a TAG subscription as `FilterAPI.buildSubscriptionData` does: `*` or empty means
+    /// every tag; otherwise split on `||`, trim, and keep each tag and its Java hash.
+    pub fn tag(topic: impl Into<String>, expression: &str, sub_version: i64) -> Self {
+        let expression = expression.trim();
+        let mut tags_set = BTreeSet::new();
+        let mut code_set = BTreeSet::new();
+        let sub_string = if expression.is_empty() || expression == SUB_ALL {
+            SUB_ALL.to_owned()
+        } else {
+            for tag in expression.split("||").map(str::trim).filter(|t| !t.is_empty()) {
+                code_set.insert(crate::message::java_string_hash(tag));
+                tags_set.insert(tag.to_owned());
+            }
+            expression.to_owned()
+        };
+        SubscriptionData {
+            class_filter_mode: false,
+            code_set,
+            expression_type: default_expression_type(),
+            sub_string,
+            sub_version,
+            tags_set,
+            topic: topic.into(),
+        }
+    }
+
+    /// Whether this subscription takes every tag.
+    pub fn matches_all(&self) -> bool {
+        self.sub_string == SUB_ALL || self.tags_set.is_empty()
+    }
+}
+
+/// `ConsumeFromWhere`; unknown names from newer clients read as `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConsumeFromWhere {
+    ConsumeFromLastOffset,
+    ConsumeFromFirstOffset,
+    ConsumeFromTimestamp,
+    ConsumeFromLastOffsetAndFromMinWhenBootFirst,
+    ConsumeFromMinOffset,
+    ConsumeFromMaxOffset,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `ConsumeType`: pull (actively) or push (passively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConsumeType {
+    ConsumeActively,
+    ConsumePassively,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `MessageModel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MessageModel {
+    Clustering,
+    Broadcasting,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer lists, queue locks, lists and tables
+
+/// GET_CONSUMER_LIST_BY_GROUP response body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerListBody {
+    #[serde(default)]
+    pub consumer_id_list: Vec<String>,
+}
+
+/// A message queue: one queue of a topic on one broker group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct MessageQueue {
+    pub broker_name: String,
+    pub queue_id: i32,
+    pub topic: String,
+}
+
+/// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ request body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct LockBatchRequestBody {
+    pub client_id: String,
+    pub consumer_group: String,
+    #[serde(default)]
+    pub mq_set: BTreeSet<MessageQueue>,
+    #[serde(default)]
+    pub only_this_broker: bool,
+}
+
+/// LOCK_BATCH_MQ response body: the queues now locked by the requester.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct LockBatchResponseBody {
+    #[serde(default, rename = "lockOKMQSet")]
+    pub lock_ok_mq_set: BTreeSet<MessageQueue>,
+}
+
+/// GET_ALL_TOPIC_LIST_FROM_NAMESERVER and GET_TOPICS_BY_CLUSTER response body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct TopicList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_addr: Option<String>,
+    #[serde(default)]
+    pub topic_list: BTreeSet<String>,
+}
+
+/// GET_KVLIST_BY_NAMESPACE response body and the REGISTER_BROKER response body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct KvTable {
+    #[serde(default)]
+    pub table: BTreeMap<String, String>,
+}
+
+json_bodies! {
+    TopicRouteData => "TopicRouteData",
+    ClusterInfo => "ClusterInfo",
+    RegisterBrokerBody => "RegisterBrokerBody",
+    HeartbeatData => "HeartbeatData",
+    ConsumerListBody => "consumer id list",
+    LockBatchRequestBody => "LockBatchRequestBody",
+    LockBatchResponseBody => "LockBatchResponseBody",
+    TopicList => "TopicList",
+    KvTable => "KVTable",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_integer_keys_lose_their_quotes() {
+        let mut m: BTreeMap<i64, BTreeMap<String, i32>> = BTreeMap::new();
+        m.insert(-3, [("123".to_owned(), 1), ("a\"b".to_owned(), 2)].into());
+        m.insert(0, BTreeMap::new());
+        let text = String::from_utf8(to_json(&m, JsonStyle::Fastjson)).unwrap();
+        assert_eq!(text, r#"{-3:{"123":1,"a\"b":2},0:{}}"#);
+        let std = String::from_utf8(to_json(&m, JsonStyle::Standard)).unwrap();
+        assert_eq!(std, r#"{"-3":{"123":1,"a\"b":2},"0":{}}"#);
+        let empty_key: BTreeMap<String, i32> = [(String::new(), 1)].into();
+        assert_eq!(to_json(&empty_key, JsonStyle::Fastjson), br#"{"":1}"#);
+    }
+
+    #[test]
+    fn bare_keys_are_quoted_but_strings_are_left_alone() {
+        let s = r#"{0:"a{1:b}", 12 : [1,2],"x,-3:":{-3:"\",4:"}}"#;
+        assert_eq!(
+            quote_bare_integer_keys(s),
+            r#"{"0":"a{1:b}", "12" : [1,2],"x,-3:":{"-3":"\",4:"}}"#
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        assert!(matches!(
+            TopicRouteData::from_json(b"{0:"),
+            Err(ProtocolError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            TopicRouteData::from_json(&[0xC3, 0x28]),
+            Err(ProtocolError::InvalidUtf8 { .. })
+        ));
+        assert!(HeartbeatData::from_json(br#"{"clientID":5}"#).is_err());
+    }
+
+    #[test]
+    fn subscription_expressions_follow_filter_api() {
+        let s = SubscriptionData::tag("T", " TagA ||TagB|| ", 1);
+        assert_eq!(s.tags_set.iter().collect::<Vec<_>>(), vec!["TagA", "TagB"]);
+        assert!(s.code_set.contains(&2_598_919));
+        assert!(!s.matches_all());
+        assert!(SubscriptionData::tag("T", "*", 1).matches_all());
+        assert_eq!(SubscriptionData::tag("T", "", 1).sub_string, "*");
+    }
+
+    #[test]
+    fn route_style_follows_the_client_version() {
+        assert_eq!(JsonStyle::for_route_request(400, false), JsonStyle::Fastjson);
+        assert_eq!(JsonStyle::for_route_request(400, true), JsonStyle::Standard);
+        assert_eq!(JsonStyle::for_route_request(401, false), JsonStyle::Standard);
+    }
+
+    fn round_trips<T: JsonBody + PartialEq + std::fmt::Debug>(v: &T) {
+        for style in [JsonStyle::Standard, JsonStyle::Fastjson] {
+            let bytes = v.to_json(style);
+            assert_eq!(&T::from_json(&bytes).unwrap(), v, "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    macro_rules! body_round_trips {
+        ($($test:ident: $ty:ty,)*) => {
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(48))]
+                $(#[test] fn $test(v in any::<$ty>()) { round_trips(&v); })*
+            }
+        };
+    }
+
+    body_round_trips! {
+        route: TopicRouteData,
+        cluster: ClusterInfo,
+        register: RegisterBrokerBody,
+        data_version: DataVersion,
+        heartbeat: HeartbeatData,
+        consumer_list: ConsumerListBody,
+        lock_request: LockBatchRequestBody,
+        lock_response: LockBatchResponseBody,
+        topic_list: TopicList,
+        kv_table: KvTable,
+    }
+}
