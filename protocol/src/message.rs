@@ -546,7 +546,7 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 
 fn parse_hex(id: &str) -> Result<Vec<u8>> {
     let bad = || ProtocolError::InvalidMessageId { id: id.to_owned(), reason: "not hexadecimal" };
-    if id.len() % 2 != 0 {
+    if !id.len().is_multiple_of(2) {
         return Err(bad());
     }
     id.as_bytes()

@@ -1,4 +1,5 @@
-//! Real-process tests of the `rocketraft` binary.
+//! Real-process tests of the `rocketraft` binary (Cargo builds it fresh for this package's
+//! tests and points `CARGO_BIN_EXE_rocketraft` at it).
 
 mod cli {
     use std::process::Command;
