@@ -34,6 +34,8 @@ mod wire {
                 let mut out = BytesMut::new();
                 encode_frame(&resp, &mut out).unwrap();
                 stream.write_all(&out).await.unwrap();
+                // madsim's TCP sends only on flush (real tokio's flush is a no-op).
+                stream.flush().await.unwrap();
             }
         }
     }
@@ -47,10 +49,12 @@ mod wire {
         client
             .spawn(async move {
                 madsim::time::sleep(std::time::Duration::from_millis(10)).await;
-                let mut stream = TcpStream::connect("10.0.0.1:9876").await.unwrap();
+                let stream = TcpStream::connect("10.0.0.1:9876").await.unwrap();
+                let (mut reader, mut writer) = tokio::io::split(stream);
                 let mut rng = madsim::rand::thread_rng();
                 let mut wire = BytesMut::new();
                 let mut sent = Vec::new();
+                let mut chunks = Vec::new();
                 for opaque in 0..REQUESTS {
                     let body = vec![opaque as u8; rng.gen_range(0..3000)];
                     let mut req = RemotingCommand::request_without_header(11)
@@ -63,12 +67,18 @@ mod wire {
                     encode_frame(&req, &mut wire).unwrap();
                     sent.push(req);
                 }
-                // Write in random chunks so frames straddle reads.
+                // Random chunk sizes so that frames straddle reads on the other side.
                 while !wire.is_empty() {
                     let n = rng.gen_range(1..=wire.len().min(5000));
-                    let chunk = wire.split_to(n);
-                    stream.write_all(&chunk).await.unwrap();
+                    chunks.push(wire.split_to(n));
                 }
+                // Write from another task: the server answers while we still send.
+                tokio::spawn(async move {
+                    for chunk in chunks {
+                        writer.write_all(&chunk).await.unwrap();
+                        writer.flush().await.unwrap();
+                    }
+                });
                 let mut decoder = FrameDecoder::default();
                 let mut buf = BytesMut::new();
                 let mut trace = TraceHash::default();
@@ -77,7 +87,7 @@ mod wire {
                 let start = madsim::time::Instant::now();
                 let mut got = 0;
                 while got < REQUESTS {
-                    assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "server closed early");
+                    assert!(reader.read_buf(&mut buf).await.unwrap() > 0, "server closed early");
                     while let Some(resp) = decoder.decode(&mut buf).unwrap() {
                         let req = &sent[got as usize];
                         assert!(resp.is_response());
