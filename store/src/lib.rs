@@ -1,5 +1,20 @@
-//! RocketMQ's storage model: the CommitLog (memmap2 segments of framed entries, the Raft log of
-//! a broker group), ConsumeQueue (20-byte entries per topic queue), IndexFile (lookup by key),
-//! recovery, flush and retention. Sync code: it knows nothing of Raft or sockets.
+//! RocketMQ's storage model for RocketRaft: the CommitLog (segments of framed Raft entries
+//! whose payloads are RocketMQ message records), ConsumeQueue (20-byte entries per topic
+//! queue), IndexFile (lookup by key), recovery, flush and retention.
 //!
-//! Built by issue "Store"; this crate is the place reserved for it in the workspace.
+//! Sync code that knows nothing of Raft or sockets: every file goes through the [`io::Storage`]
+//! seam (mmap in production, an in-memory simulated disk with power loss in the simulation).
+//! The Raft layer drives it: it appends entries, runs flush jobs (group commit) and reports
+//! durability to openraft, and feeds committed entries to [`dispatch`].
+
+pub mod checkpoint;
+pub mod commitlog;
+pub mod entry;
+pub mod error;
+pub mod io;
+pub mod types;
+
+pub use commitlog::{CommitLog, CommitLogConfig, FlushJob, LogCut, RecoveryReport};
+pub use entry::{EntryKind, EntryMeta, LogEntry};
+pub use error::{StoreError, StoreResult};
+pub use types::{CommitLogOffset, QueueOffset, RaftIndex};

@@ -1,0 +1,969 @@
+//! The CommitLog: the Raft log of a broker group replica, in fixed-size segment files of
+//! framed entries ([`crate::entry`]), named by their 20-digit start position.
+//!
+//! Files under `commitlog/`:
+//! - `<base>`: a segment of `segment_size_bytes`; entries never straddle segments (a filler
+//!   closes a segment whose tail is too short for the next entry);
+//! - `<base>.idx`: the position index of that segment: slot k holds the u64 position of the
+//!   entry with raft index `slot_base + k`, where `slot_base` is the index of the segment's
+//!   first entry (so `entries(range)` and truncation are O(1) seeks);
+//! - `checkpoint`: where the log starts and a point known durable ([`LogCut`]s).
+//!
+//! Invariants:
+//! - Indexes are contiguous from `start` to `end`; truncation and purge only trim the ends.
+//! - Every entry's `prev_crc` is the crc of the entry before it, so recovery cannot run from
+//!   new entries into stale bytes left by a truncation or a torn write.
+//! - The same entries appended from the same starting cut give byte-identical segments on
+//!   every replica (records' PHYSICALOFFSET is set from the real position at append time).
+//! - `flushed` never passes `end`, and nothing at or after a position is reported durable
+//!   before a sync covering it returned.
+//! - The checkpoint never claims a durable point beyond the current end: a truncation below
+//!   it rewrites it first.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rocketraft_protocol::message::RecordView;
+
+use crate::checkpoint::RecordFile;
+use crate::entry::{self, EntryMeta, Header, LogEntry, ENTRY_HEADER_BYTES, FILLER_MIN_BYTES};
+use crate::error::{IoContext, StoreError, StoreResult};
+use crate::io::{join, Storage, StorageFile};
+use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, RaftIndex};
+
+const DIR: &str = "commitlog";
+const CHECKPOINT: &str = "commitlog/checkpoint";
+const IDX_SUFFIX: &str = ".idx";
+/// Slot base of a segment whose first entry is not known yet (recovery only).
+const UNKNOWN_INDEX: RaftIndex = RaftIndex(u64::MAX);
+
+/// Configuration of a CommitLog. Every replica of a group must use the same segment size:
+/// positions (and so message ids and ConsumeQueue entries) depend on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitLogConfig {
+    /// Size of each segment file. Default 1 GiB (RocketMQ's `mappedFileSizeCommitLog`).
+    pub segment_size_bytes: u64,
+    /// Rewrite the checkpoint after this many newly durable entries. Recovery scans (and
+    /// checks) at most this many entries plus what was never flushed. Default 10,000.
+    pub checkpoint_every_entries: u64,
+}
+
+impl Default for CommitLogConfig {
+    fn default() -> Self {
+        CommitLogConfig { segment_size_bytes: 1 << 30, checkpoint_every_entries: 10_000 }
+    }
+}
+
+impl CommitLogConfig {
+    fn validate(&self) -> StoreResult<()> {
+        let min = 4096;
+        if self.segment_size_bytes < min || self.segment_size_bytes > u32::MAX as u64 {
+            return Err(StoreError::Config(format!(
+                "segment_size_bytes must be between {min} and {} (got {})",
+                u32::MAX,
+                self.segment_size_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The largest entry a segment can hold.
+    pub fn entry_max_bytes(&self) -> usize {
+        self.segment_size_bytes as usize
+    }
+
+    fn idx_capacity(&self) -> u64 {
+        (self.segment_size_bytes / ENTRY_HEADER_BYTES as u64 + 1) * 8
+    }
+}
+
+/// A point between two entries: the next index, where it goes, and the crc it must chain to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCut {
+    pub next_index: RaftIndex,
+    pub position: CommitLogOffset,
+    pub prev_crc: u32,
+}
+
+impl LogCut {
+    const BYTES: usize = 20;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.next_index.0.to_be_bytes());
+        out.extend_from_slice(&self.position.0.to_be_bytes());
+        out.extend_from_slice(&self.prev_crc.to_be_bytes());
+    }
+
+    fn decode(b: &[u8]) -> LogCut {
+        LogCut {
+            next_index: RaftIndex(u64::from_be_bytes(b[0..8].try_into().unwrap_or_default())),
+            position: CommitLogOffset(u64::from_be_bytes(b[8..16].try_into().unwrap_or_default())),
+            prev_crc: u32::from_be_bytes(b[16..20].try_into().unwrap_or_default()),
+        }
+    }
+
+    fn after(meta: &EntryMeta) -> LogCut {
+        LogCut { next_index: meta.index.next(), position: meta.end(), prev_crc: meta.crc }
+    }
+}
+
+struct Segment<F> {
+    base: u64,
+    data: Arc<F>,
+    idx: Arc<F>,
+    /// Raft index of slot 0.
+    slot_base: RaftIndex,
+}
+
+/// What [`CommitLog::open`] found, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Entries checked by crc during the scan.
+    pub entries_scanned: u64,
+    /// Where the scan stopped: the end of the log.
+    pub end: LogCut,
+    /// Why it stopped there, if not at clean zeros.
+    pub cut_reason: Option<String>,
+    /// Segment files removed because they lay wholly before the start or after the end.
+    pub segments_removed: usize,
+}
+
+/// A set of syncs to run outside the log's lock; see [`CommitLog::flush_job`].
+pub struct FlushJob<F> {
+    syncs: Vec<(Arc<F>, u64, u64)>,
+    target: LogCut,
+    epoch: u64,
+}
+
+impl<F: StorageFile> FlushJob<F> {
+    /// Runs the syncs. An error means the disk refused: nothing in the job is durable.
+    pub fn run(&self) -> StoreResult<()> {
+        for (file, offset, len) in &self.syncs {
+            file.sync_range(*offset, *len).doing(|| "syncing the CommitLog".to_owned())?;
+        }
+        Ok(())
+    }
+
+    /// The point that is durable once [`FlushJob::run`] succeeds.
+    pub fn target(&self) -> LogCut {
+        self.target
+    }
+}
+
+/// The CommitLog of one replica. Mutations take `&mut self`; reads take `&self` and may run
+/// concurrently behind a read lock.
+pub struct CommitLog<S: Storage> {
+    storage: S,
+    config: CommitLogConfig,
+    segments: Vec<Segment<S::File>>,
+    start: LogCut,
+    end: LogCut,
+    last: Option<EntryMeta>,
+    flushed: LogCut,
+    checkpointed: LogCut,
+    checkpoint: RecordFile<S>,
+    /// Byte range written since the last flush job was taken.
+    dirty: Option<Range<u64>>,
+    /// Lowest index whose slot was written since the last flush job was taken.
+    dirty_index_from: Option<RaftIndex>,
+    /// Bumped by truncation and reset: flush jobs from an older epoch do not count.
+    epoch: u64,
+    writes_refused: Option<StoreError>,
+    scratch: Vec<u8>,
+}
+
+impl<S: Storage> CommitLog<S> {
+    /// Opens (or creates) the CommitLog in `storage` and recovers it: entries up to the
+    /// checkpoint are trusted, the rest are scanned and checked by crc and chain; the log ends
+    /// at the first entry that fails, and everything recovered is synced before it is
+    /// reported durable.
+    pub fn open(storage: S, config: CommitLogConfig) -> StoreResult<(Self, RecoveryReport)> {
+        config.validate()?;
+        let (checkpoint, record) = RecordFile::open(&storage, CHECKPOINT)?;
+        let saved = record
+            .filter(|r| r.len() == 2 * LogCut::BYTES)
+            .map(|r| (LogCut::decode(&r[..LogCut::BYTES]), LogCut::decode(&r[LogCut::BYTES..])));
+        let mut log = CommitLog {
+            storage,
+            config,
+            segments: Vec::new(),
+            start: LogCut::default(),
+            end: LogCut::default(),
+            last: None,
+            flushed: LogCut::default(),
+            checkpointed: LogCut::default(),
+            checkpoint,
+            dirty: None,
+            dirty_index_from: None,
+            epoch: 0,
+            writes_refused: None,
+            scratch: Vec::new(),
+        };
+        let report = log.recover(saved)?;
+        Ok((log, report))
+    }
+
+    fn recover(&mut self, saved: Option<(LogCut, LogCut)>) -> StoreResult<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        let seg_size = self.config.segment_size_bytes;
+        let names = self.storage.list(DIR).doing(|| "listing the CommitLog".to_owned())?;
+        let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_offset_file_name(n)).collect();
+        bases.sort_unstable();
+
+        let (mut start, trusted) = saved.unwrap_or_default();
+        // Segments wholly before the start were purged; a crash can leave their files behind.
+        let first_needed = start.position.0 - start.position.0 % seg_size;
+        for &base in bases.iter().filter(|b| **b < first_needed) {
+            self.remove_segment_files(base)?;
+            report.segments_removed += 1;
+        }
+        bases.retain(|b| *b >= first_needed);
+        for pair in bases.windows(2) {
+            if pair[1] != pair[0] + seg_size {
+                return Err(StoreError::CorruptFile {
+                    what: "CommitLog".into(),
+                    reason: format!(
+                        "segment {} is missing between {} and {}",
+                        offset_file_name(pair[0] + seg_size),
+                        offset_file_name(pair[0]),
+                        offset_file_name(pair[1])
+                    ),
+                });
+            }
+        }
+        let mut scan_from = trusted;
+        match bases.first() {
+            None => {
+                // Nothing on disk: the log is empty at its saved start.
+                self.start = start;
+                self.end = start;
+                self.flushed = start;
+                self.checkpointed = start;
+                report.end = start;
+                self.write_checkpoint()?;
+                return Ok(report);
+            }
+            Some(&first) if saved.is_none() || first > start.position.0 => {
+                // No checkpoint, or the files of the start were purged after it was written:
+                // the log starts at the first entry of the first segment.
+                start = self.first_entry_cut(first)?;
+                scan_from = start;
+            }
+            Some(_) => {}
+        }
+        self.start = start;
+        for &base in &bases {
+            let known = (base <= start.position.0).then_some(start.next_index);
+            let seg = self.open_segment(base, known)?;
+            self.segments.push(seg);
+        }
+        if scan_from.next_index < start.next_index || scan_from.position < start.position {
+            scan_from = start;
+        }
+        // Entries before `scan_from` are trusted; check that the last of them is where the
+        // checkpoint says, or scan everything.
+        self.end = scan_from;
+        if scan_from != start && !self.cut_matches(scan_from) {
+            tracing::warn!(
+                "CommitLog checkpoint does not match the segments: scanning all of them"
+            );
+            scan_from = start;
+            self.end = start;
+        }
+        let (end, last, scanned, reason) = self.scan(scan_from, start)?;
+        report.entries_scanned = scanned;
+        report.cut_reason = reason;
+        // Segments after the one holding the end hold nothing that chains: drop them.
+        let end_seg = self.segment_slot(end.position.0);
+        while self.segments.len() > end_seg + 1 {
+            let seg = self.segments.pop().expect("checked length");
+            self.remove_segment_files(seg.base)?;
+            report.segments_removed += 1;
+        }
+        if let Some(seg) = self.segments.last_mut() {
+            // The end segment numbers its slots from the next entry if it holds none yet.
+            if seg.slot_base == UNKNOWN_INDEX || seg.base == end.position.0 {
+                seg.slot_base = end.next_index;
+            }
+        }
+        self.end = end;
+        self.last = last;
+        // What was read back may sit only in the page cache: make it durable before saying so.
+        for seg in &self.segments {
+            seg.data.sync_range(0, seg_size).doing(|| "syncing recovered segments".to_owned())?;
+            seg.idx
+                .sync_range(0, self.config.idx_capacity())
+                .doing(|| "syncing recovered position index".to_owned())?;
+        }
+        self.flushed = end;
+        self.write_checkpoint()?;
+        report.end = end;
+        if let Some(reason) = &report.cut_reason {
+            tracing::warn!(end = %end.position, %reason, "CommitLog recovery cut the tail");
+        }
+        Ok(report)
+    }
+
+    /// Whether the entry before `cut` is on disk where `cut` says, with the crc it says.
+    fn cut_matches(&self, cut: LogCut) -> bool {
+        let Some(prev) = cut.next_index.0.checked_sub(1) else { return false };
+        match self.entry_meta(RaftIndex(prev)) {
+            Ok(meta) => {
+                let bytes = self.read_raw(meta.position, meta.size as usize);
+                meta.end() == cut.position
+                    && meta.crc == cut.prev_crc
+                    && bytes.is_ok_and(|b| entry::decode(&b, meta.position).is_ok())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The cut before the first entry of the segment at `base` (a log without checkpoint).
+    fn first_entry_cut(&self, base: u64) -> StoreResult<LogCut> {
+        let path = join(DIR, &offset_file_name(base));
+        let data = self.storage.open(&path).doing(|| format!("opening {path}"))?;
+        let mut header = [0u8; ENTRY_HEADER_BYTES];
+        data.read_at(0, &mut header).doing(|| format!("reading {path}"))?;
+        Ok(match entry::parse_header(&header) {
+            Header::Entry { index, prev_crc, .. } => {
+                LogCut { next_index: RaftIndex(index), position: CommitLogOffset(base), prev_crc }
+            }
+            _ => LogCut { next_index: RaftIndex(0), position: CommitLogOffset(base), prev_crc: 0 },
+        })
+    }
+
+    /// Walks entries from `from`, checking crc, index and chain, and rewriting their slots.
+    #[allow(clippy::type_complexity)]
+    fn scan(
+        &mut self,
+        from: LogCut,
+        start: LogCut,
+    ) -> StoreResult<(LogCut, Option<EntryMeta>, u64, Option<String>)> {
+        let seg_size = self.config.segment_size_bytes;
+        let mut cut = from;
+        let mut last = if from.next_index > start.next_index {
+            Some(self.entry_meta(RaftIndex(from.next_index.0 - 1))?)
+        } else {
+            None
+        };
+        let mut scanned = 0;
+        let mut buf = Vec::new();
+        loop {
+            let pos = cut.position.0;
+            let slot = self.segment_slot(pos);
+            let Some(seg) = self.segments.get(slot) else { return Ok((cut, last, scanned, None)) };
+            let seg_end = seg.base + seg_size;
+            let remaining = seg_end - pos;
+            if remaining < FILLER_MIN_BYTES {
+                cut.position = CommitLogOffset(seg_end);
+                continue;
+            }
+            let mut header = [0u8; ENTRY_HEADER_BYTES];
+            let n = (remaining as usize).min(ENTRY_HEADER_BYTES);
+            seg.data.read_at(pos - seg.base, &mut header[..n]).doing(|| "scanning".into())?;
+            let stop = |why: String| Ok((cut, last, scanned, Some(why)));
+            match entry::parse_header(&header[..n]) {
+                Header::Empty => return Ok((cut, last, scanned, None)),
+                Header::Filler { size } if pos + u64::from(size) == seg_end => {
+                    cut.position = CommitLogOffset(seg_end);
+                }
+                Header::Entry { size, index, prev_crc, .. } => {
+                    if index != cut.next_index.0 {
+                        return stop(format!("index {index} where {} was due", cut.next_index));
+                    }
+                    let chained = prev_crc == cut.prev_crc || (last.is_none() && cut == start);
+                    if !chained {
+                        return stop(format!("entry {index} does not chain to the one before"));
+                    }
+                    if pos + u64::from(size) > seg_end {
+                        return stop(format!("entry {index} runs past its segment"));
+                    }
+                    buf.resize(size as usize, 0);
+                    seg.data.read_at(pos - seg.base, &mut buf).doing(|| "scanning".into())?;
+                    let meta = match entry::decode(&buf, cut.position) {
+                        Ok((meta, _)) => meta,
+                        Err(e) => return stop(e.to_string()),
+                    };
+                    self.write_slot(slot, meta.index, meta.position)?;
+                    scanned += 1;
+                    cut = LogCut::after(&meta);
+                    last = Some(meta);
+                }
+                Header::Filler { .. } => {
+                    return stop("filler does not reach its segment end".into())
+                }
+                Header::Invalid => return stop("torn or corrupt entry header".into()),
+            }
+        }
+    }
+
+    /// Opens a segment; its slot base is `known`, or the index of the entry at its start.
+    fn open_segment(&self, base: u64, known: Option<RaftIndex>) -> StoreResult<Segment<S::File>> {
+        let path = join(DIR, &offset_file_name(base));
+        let data = self.storage.open(&path).doing(|| format!("opening {path}"))?;
+        if data.capacity() != self.config.segment_size_bytes {
+            return Err(StoreError::Config(format!(
+                "segment {path} is {} bytes but segment_size_bytes is {}: every replica and \
+                 restart must keep the size the log was created with",
+                data.capacity(),
+                self.config.segment_size_bytes
+            )));
+        }
+        let idx_path = format!("{path}{IDX_SUFFIX}");
+        let idx = match self.storage.open(&idx_path) {
+            Ok(f) => f,
+            Err(_) => self
+                .storage
+                .create(&idx_path, self.config.idx_capacity())
+                .doing(|| format!("creating {idx_path}"))?,
+        };
+        let slot_base = match known {
+            Some(i) => i,
+            None => {
+                // A later segment numbers its slots from the entry at its start.
+                let mut header = [0u8; ENTRY_HEADER_BYTES];
+                data.read_at(0, &mut header).doing(|| format!("reading {path}"))?;
+                match entry::parse_header(&header) {
+                    Header::Entry { index, .. } => RaftIndex(index),
+                    _ => UNKNOWN_INDEX,
+                }
+            }
+        };
+        Ok(Segment { base, data, idx, slot_base })
+    }
+
+    fn create_segment(&mut self, base: u64, slot_base: RaftIndex) -> StoreResult<()> {
+        let path = join(DIR, &offset_file_name(base));
+        let idx_path = format!("{path}{IDX_SUFFIX}");
+        // Leftovers of a truncated or reset log would hold stale bytes: start clean.
+        self.storage.remove(&path).doing(|| format!("removing {path}"))?;
+        self.storage.remove(&idx_path).doing(|| format!("removing {idx_path}"))?;
+        let data = self
+            .storage
+            .create(&path, self.config.segment_size_bytes)
+            .doing(|| format!("creating {path}"))?;
+        let idx = self
+            .storage
+            .create(&idx_path, self.config.idx_capacity())
+            .doing(|| format!("creating {idx_path}"))?;
+        self.segments.push(Segment { base, data, idx, slot_base });
+        Ok(())
+    }
+
+    fn remove_segment_files(&self, base: u64) -> StoreResult<()> {
+        let path = join(DIR, &offset_file_name(base));
+        self.storage.remove(&path).doing(|| format!("removing {path}"))?;
+        let idx = format!("{path}{IDX_SUFFIX}");
+        self.storage.remove(&idx).doing(|| format!("removing {idx}"))
+    }
+
+    fn write_checkpoint(&mut self) -> StoreResult<()> {
+        let mut rec = Vec::with_capacity(2 * LogCut::BYTES);
+        self.start.encode(&mut rec);
+        self.flushed.encode(&mut rec);
+        self.checkpoint.write(&rec)?;
+        self.checkpointed = self.flushed;
+        Ok(())
+    }
+
+    /// Index in `segments` of the segment holding `position` (may be one past the last).
+    fn segment_slot(&self, position: u64) -> usize {
+        match self.segments.first() {
+            Some(first) if position >= first.base => {
+                ((position - first.base) / self.config.segment_size_bytes) as usize
+            }
+            _ => usize::MAX,
+        }
+    }
+
+    fn segment_for_index(&self, index: RaftIndex) -> &Segment<S::File> {
+        let i = self.segments.partition_point(|s| s.slot_base <= index);
+        &self.segments[i.saturating_sub(1)]
+    }
+
+    fn write_slot(
+        &self,
+        seg: usize,
+        index: RaftIndex,
+        position: CommitLogOffset,
+    ) -> StoreResult<()> {
+        let s = &self.segments[seg];
+        let at = (index.0 - s.slot_base.0) * 8;
+        s.idx.write_at(at, &position.0.to_be_bytes()).doing(|| "writing the position index".into())
+    }
+
+    fn check_index(&self, index: RaftIndex) -> StoreResult<()> {
+        if index < self.start.next_index || index >= self.end.next_index {
+            return Err(StoreError::IndexOutOfRange {
+                index,
+                first: self.start.next_index,
+                last: RaftIndex(self.end.next_index.0.wrapping_sub(1)),
+            });
+        }
+        Ok(())
+    }
+
+    fn slot_position(&self, index: RaftIndex) -> StoreResult<CommitLogOffset> {
+        self.check_index(index)?;
+        let seg = self.segment_for_index(index);
+        let mut b = [0u8; 8];
+        seg.idx
+            .read_at((index.0 - seg.slot_base.0) * 8, &mut b)
+            .doing(|| "reading the position index".into())?;
+        let pos = u64::from_be_bytes(b);
+        if pos < seg.base || pos >= seg.base + self.config.segment_size_bytes {
+            return Err(StoreError::Corrupt {
+                position: CommitLogOffset(pos),
+                reason: format!("position index slot of entry {index} points outside its segment"),
+            });
+        }
+        Ok(CommitLogOffset(pos))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading
+
+    /// The first entry's index (the start of the log; equal to `end().next_index` if empty).
+    pub fn start(&self) -> LogCut {
+        self.start
+    }
+
+    /// Where the next entry goes.
+    pub fn end(&self) -> LogCut {
+        self.end
+    }
+
+    /// The last entry, if the log has any.
+    pub fn last(&self) -> Option<EntryMeta> {
+        self.last
+    }
+
+    /// The point up to which everything is durable.
+    pub fn flushed(&self) -> LogCut {
+        self.flushed
+    }
+
+    pub fn config(&self) -> &CommitLogConfig {
+        &self.config
+    }
+
+    /// The header fields of entry `index` (its crc is checked when its bytes are read).
+    pub fn entry_meta(&self, index: RaftIndex) -> StoreResult<EntryMeta> {
+        let pos = self.slot_position(index)?;
+        let seg = &self.segments[self.segment_slot(pos.0)];
+        let mut header = [0u8; ENTRY_HEADER_BYTES];
+        seg.data
+            .read_at(pos.0 - seg.base, &mut header)
+            .doing(|| "reading an entry header".into())?;
+        match entry::parse_header(&header) {
+            Header::Entry { size, index: i, term, leader, kind, prev_crc, crc } if i == index.0 => {
+                Ok(EntryMeta { index, term, leader, kind, position: pos, size, crc, prev_crc })
+            }
+            _ => Err(StoreError::Corrupt {
+                position: pos,
+                reason: format!("no header of entry {index}"),
+            }),
+        }
+    }
+
+    /// Entries `range` (end exclusive), each checked by crc.
+    pub fn entries(&self, range: Range<RaftIndex>) -> StoreResult<Vec<LogEntry>> {
+        if range.start >= range.end {
+            return Ok(Vec::new());
+        }
+        self.check_index(range.start)?;
+        self.check_index(RaftIndex(range.end.0 - 1))?;
+        let mut out = Vec::with_capacity((range.end.0 - range.start.0) as usize);
+        let mut index = range.start;
+        let mut buf = Vec::new();
+        while index < range.end {
+            // Read a run of entries that share a segment in one read.
+            let first = self.slot_position(index)?;
+            let seg_i = self.segment_slot(first.0);
+            let seg = &self.segments[seg_i];
+            let seg_next =
+                self.segments.get(seg_i + 1).map_or(self.end.next_index, |s| s.slot_base);
+            let run_end = range.end.min(seg_next);
+            let stop = if run_end == self.end.next_index {
+                self.end.position
+            } else if run_end < seg_next {
+                self.slot_position(run_end)?
+            } else {
+                self.entry_meta(RaftIndex(run_end.0 - 1))?.end()
+            };
+            buf.resize((stop.0 - first.0) as usize, 0);
+            seg.data.read_at(first.0 - seg.base, &mut buf).doing(|| "reading entries".into())?;
+            let mut at = 0usize;
+            while index < run_end {
+                let pos = CommitLogOffset(first.0 + at as u64);
+                let size = match entry::parse_header(&buf[at..]) {
+                    Header::Entry { size, .. } if at + size as usize <= buf.len() => size as usize,
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            position: pos,
+                            reason: "bad entry header".into(),
+                        })
+                    }
+                };
+                let (meta, e) = entry::decode(&buf[at..at + size], pos)?;
+                if meta.index != index {
+                    return Err(StoreError::Corrupt {
+                        position: pos,
+                        reason: format!("found entry {} where {index} was due", meta.index),
+                    });
+                }
+                out.push(e);
+                at += size;
+                index = index.next();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raw bytes `[position, position + len)`, which must lie inside one entry's payload area.
+    pub fn read_raw(&self, position: CommitLogOffset, len: usize) -> StoreResult<Vec<u8>> {
+        self.check_position(position)?;
+        let end = position.0 + len as u64;
+        if end > self.end.position.0 {
+            return Err(StoreError::PastEnd {
+                position: CommitLogOffset(end),
+                end: self.end.position,
+            });
+        }
+        let seg = &self.segments[self.segment_slot(position.0)];
+        if end > seg.base + self.config.segment_size_bytes {
+            return Err(StoreError::Corrupt {
+                position,
+                reason: "read crosses a segment end".into(),
+            });
+        }
+        let mut buf = vec![0u8; len];
+        seg.data
+            .read_at(position.0 - seg.base, &mut buf)
+            .doing(|| "reading the CommitLog".into())?;
+        Ok(buf)
+    }
+
+    fn check_position(&self, position: CommitLogOffset) -> StoreResult<()> {
+        if position < self.start.position {
+            return Err(StoreError::Purged { position, first: self.start.position });
+        }
+        if position >= self.end.position {
+            return Err(StoreError::PastEnd { position, end: self.end.position });
+        }
+        Ok(())
+    }
+
+    /// The entry holding `position`: binary search over its segment's position slots.
+    fn entry_containing(&self, position: CommitLogOffset) -> StoreResult<EntryMeta> {
+        self.check_position(position)?;
+        let seg_i = self.segment_slot(position.0);
+        let seg = &self.segments[seg_i];
+        let first = seg.slot_base.max(self.start.next_index);
+        let after = self.segments.get(seg_i + 1).map_or(self.end.next_index, |s| s.slot_base);
+        let (mut lo, mut hi) = (first.0, after.0);
+        // Find the last index whose position is <= `position`.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.slot_position(RaftIndex(mid))? <= position {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let meta = self.entry_meta(RaftIndex(lo))?;
+        if position < meta.position || position >= meta.end() {
+            return Err(StoreError::Corrupt {
+                position,
+                reason: "no entry holds this position".into(),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Reads message records by `(position, size)`, as a ConsumeQueue lists them. Each entry
+    /// they live in is checked by crc (once per call) and each record must decode whole at
+    /// exactly that size: corrupt bytes are never served.
+    pub fn read_records(&self, wanted: &[(CommitLogOffset, u32)]) -> StoreResult<Vec<Bytes>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut cached: Option<(EntryMeta, Bytes)> = None;
+        for &(position, size) in wanted {
+            let hit =
+                cached.as_ref().is_some_and(|(m, _)| position >= m.position && position < m.end());
+            if !hit {
+                let meta = self.entry_containing(position)?;
+                let bytes = self.read_raw(meta.position, meta.size as usize)?;
+                entry::decode(&bytes, meta.position)?;
+                cached = Some((meta, Bytes::from(bytes)));
+            }
+            let (meta, bytes) = cached.as_ref().expect("filled above");
+            let from = (position.0 - meta.position.0) as usize;
+            let to = from + size as usize;
+            if from < ENTRY_HEADER_BYTES || to > bytes.len() {
+                return Err(StoreError::Corrupt {
+                    position,
+                    reason: "record outside its entry's payload".into(),
+                });
+            }
+            let record = bytes.slice(from..to);
+            let view = RecordView::decode(&record)
+                .map_err(|e| StoreError::Corrupt { position, reason: e.to_string() })?;
+            if view.total_size != record.len() || view.physical_offset != position.0 as i64 {
+                return Err(StoreError::Corrupt {
+                    position,
+                    reason: "record size or offset mismatch".into(),
+                });
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writing
+
+    /// While set, appends fail with this error (e.g. the disk-usage limit was reached).
+    pub fn refuse_writes(&mut self, why: Option<StoreError>) {
+        self.writes_refused = why;
+    }
+
+    /// Appends entries after the last one. They are written but not durable until a flush
+    /// covers them ([`CommitLog::flush`] or a [`FlushJob`]).
+    pub fn append(&mut self, entries: &[LogEntry]) -> StoreResult<()> {
+        if let Some(why) = &self.writes_refused {
+            return Err(match why {
+                StoreError::DiskFull { used_percent, limit_percent } => StoreError::DiskFull {
+                    used_percent: *used_percent,
+                    limit_percent: *limit_percent,
+                },
+                other => StoreError::Config(other.to_string()),
+            });
+        }
+        for e in entries {
+            self.append_one(e)?;
+        }
+        Ok(())
+    }
+
+    fn append_one(&mut self, e: &LogEntry) -> StoreResult<()> {
+        if e.index != self.end.next_index {
+            return Err(StoreError::NotContiguous { expected: self.end.next_index, got: e.index });
+        }
+        let size = e.stored_len() as u64;
+        let seg_size = self.config.segment_size_bytes;
+        if size > seg_size {
+            return Err(StoreError::EntryTooLarge {
+                bytes: size as usize,
+                max_bytes: seg_size as usize,
+            });
+        }
+        let mut pos = self.end.position.0;
+        let mut seg_i = self.segment_slot(pos);
+        if seg_i < self.segments.len() {
+            let seg_end = self.segments[seg_i].base + seg_size;
+            if pos + size > seg_end {
+                // Close this segment with a filler and move to the next one.
+                let remaining = seg_end - pos;
+                if remaining >= FILLER_MIN_BYTES {
+                    let seg = &self.segments[seg_i];
+                    seg.data
+                        .write_at(pos - seg.base, &entry::filler(remaining))
+                        .doing(|| "writing a segment filler".into())?;
+                    self.mark_dirty(pos..pos + FILLER_MIN_BYTES, e.index);
+                }
+                pos = seg_end;
+                seg_i += 1;
+            }
+        }
+        if seg_i >= self.segments.len() || self.segments.is_empty() {
+            let base = pos - pos % seg_size;
+            self.create_segment(base, e.index)?;
+            seg_i = self.segments.len() - 1;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, &mut scratch);
+        let result = meta.and_then(|meta| {
+            let seg = &self.segments[seg_i];
+            seg.data
+                .write_at(pos - seg.base, &scratch)
+                .doing(|| "appending to the CommitLog".into())?;
+            self.write_slot(seg_i, e.index, CommitLogOffset(pos))?;
+            Ok(meta)
+        });
+        self.scratch = scratch;
+        let meta = result?;
+        self.mark_dirty(pos..pos + size, e.index);
+        self.end = LogCut::after(&meta);
+        self.last = Some(meta);
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, bytes: Range<u64>, index: RaftIndex) {
+        self.dirty = Some(match self.dirty.take() {
+            Some(d) => d.start.min(bytes.start)..d.end.max(bytes.end),
+            None => bytes,
+        });
+        self.dirty_index_from = Some(self.dirty_index_from.map_or(index, |d| d.min(index)));
+    }
+
+    /// Takes what must be synced to make everything appended so far durable. Run it with
+    /// [`FlushJob::run`] outside any lock, then hand it to [`CommitLog::complete_flush`]. One
+    /// job covers every append before it: this is group commit.
+    pub fn flush_job(&mut self) -> Option<FlushJob<S::File>> {
+        let dirty = self.dirty.take()?;
+        let index_from = self.dirty_index_from.take().unwrap_or(self.end.next_index);
+        let seg_size = self.config.segment_size_bytes;
+        let mut syncs = Vec::new();
+        for seg in &self.segments {
+            let (lo, hi) = (seg.base.max(dirty.start), (seg.base + seg_size).min(dirty.end));
+            if lo < hi {
+                syncs.push((seg.data.clone(), lo - seg.base, hi - lo));
+            }
+            let slot_lo = index_from.max(seg.slot_base);
+            let next_base = self.segments.iter().find(|s| s.base > seg.base).map(|s| s.slot_base);
+            let slot_hi = next_base.unwrap_or(self.end.next_index).min(self.end.next_index);
+            if slot_lo < slot_hi {
+                let a = (slot_lo.0 - seg.slot_base.0) * 8;
+                syncs.push((seg.idx.clone(), a, (slot_hi.0 - slot_lo.0) * 8));
+            }
+        }
+        Some(FlushJob { syncs, target: self.end, epoch: self.epoch })
+    }
+
+    /// Records a job that ran successfully; returns the durable point. A job taken before a
+    /// truncation or reset does not move it.
+    pub fn complete_flush(&mut self, job: FlushJob<S::File>) -> StoreResult<LogCut> {
+        if job.epoch == self.epoch && job.target.next_index >= self.flushed.next_index {
+            self.flushed = job.target;
+            if self.flushed.next_index.0 - self.checkpointed.next_index.0
+                >= self.config.checkpoint_every_entries
+            {
+                self.write_checkpoint()?;
+            }
+        }
+        Ok(self.flushed)
+    }
+
+    /// Makes everything appended so far durable, in the caller's thread.
+    pub fn flush(&mut self) -> StoreResult<LogCut> {
+        if let Some(job) = self.flush_job() {
+            job.run()?;
+            self.complete_flush(job)?;
+        }
+        Ok(self.flushed)
+    }
+
+    /// Deletes every entry after `index` (all of them for `None`). Used when a follower's
+    /// uncommitted tail conflicts with its leader's log.
+    pub fn truncate_after(&mut self, index: Option<RaftIndex>) -> StoreResult<()> {
+        let keep_last = match index {
+            Some(i) if i.next() >= self.end.next_index => return Ok(()),
+            Some(i) if i >= self.start.next_index => Some(self.entry_meta(i)?),
+            _ => None,
+        };
+        let new_end = keep_last.as_ref().map_or(self.start, LogCut::after);
+        self.epoch += 1;
+        if new_end.next_index < self.flushed.next_index {
+            // The checkpoint must never claim entries that no longer exist.
+            self.flushed = new_end;
+            self.write_checkpoint()?;
+        }
+        let keep_seg = self.segment_slot(new_end.position.0);
+        while self.segments.len() > keep_seg + 1 {
+            let seg = self.segments.pop().expect("checked length");
+            self.remove_segment_files(seg.base)?;
+        }
+        if new_end.position == self.start.position && self.segments.len() == 1 {
+            // Nothing left; a fresh segment is made by the next append.
+            if let Some(seg) = self.segments.pop() {
+                self.remove_segment_files(seg.base)?;
+            }
+        }
+        self.end = new_end;
+        self.last = keep_last;
+        // The old entries after the cut still chain from the kept ones: put an empty header
+        // at the cut so the next flush makes the truncation itself durable. (Before that
+        // flush a crash may bring the old tail back; nothing in it was acknowledged.)
+        let seg_i = self.segment_slot(new_end.position.0);
+        if let Some(seg) = self.segments.get(seg_i) {
+            let at = new_end.position.0 - seg.base;
+            let len = (self.config.segment_size_bytes - at).min(ENTRY_HEADER_BYTES as u64);
+            seg.data
+                .write_at(at, &[0u8; ENTRY_HEADER_BYTES][..len as usize])
+                .doing(|| "marking a truncation".into())?;
+            let from = new_end.position.0;
+            self.mark_dirty(from..from + len, new_end.next_index);
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments whose entries all have indexes `<= index` (the last segment is
+    /// always kept). Returns the new start. Entries after `index` are never touched; some at
+    /// or before it may stay until their segment can go as a whole.
+    pub fn purge_through(&mut self, index: RaftIndex) -> StoreResult<LogCut> {
+        let mut n = 0;
+        while n + 1 < self.segments.len() && self.segments[n + 1].slot_base.0 <= index.0 + 1 {
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(self.start);
+        }
+        let next = &self.segments[n];
+        self.start = if next.base == self.end.position.0 {
+            // The kept segment holds nothing yet: the log is empty at its end.
+            self.end
+        } else {
+            let mut header = [0u8; ENTRY_HEADER_BYTES];
+            next.data.read_at(0, &mut header).doing(|| "reading a segment start".into())?;
+            let Header::Entry { index: first, prev_crc, .. } = entry::parse_header(&header) else {
+                return Err(StoreError::Corrupt {
+                    position: CommitLogOffset(next.base),
+                    reason: "segment does not start with an entry".into(),
+                });
+            };
+            LogCut { next_index: RaftIndex(first), position: CommitLogOffset(next.base), prev_crc }
+        };
+        if self.start.next_index == self.end.next_index {
+            self.last = None;
+        }
+        if self.flushed.next_index < self.start.next_index {
+            self.flushed = self.start;
+        }
+        self.write_checkpoint()?;
+        for seg in self.segments.drain(..n).collect::<Vec<_>>() {
+            self.remove_segment_files(seg.base)?;
+        }
+        Ok(self.start)
+    }
+
+    /// Discards the whole log and starts it again at `cut` (a follower installing a snapshot:
+    /// `cut` is where the leader's log continues, so positions stay identical).
+    pub fn reset(&mut self, cut: LogCut) -> StoreResult<()> {
+        self.epoch += 1;
+        for seg in std::mem::take(&mut self.segments) {
+            self.remove_segment_files(seg.base)?;
+        }
+        self.start = cut;
+        self.end = cut;
+        self.flushed = cut;
+        self.last = None;
+        self.dirty = None;
+        self.dirty_index_from = None;
+        self.write_checkpoint()
+    }
+
+    /// Paths and sizes of the segment files, oldest first (for retention and stats).
+    pub fn segment_files(&self) -> Vec<(String, u64)> {
+        self.segments.iter().map(|s| (join(DIR, &offset_file_name(s.base)), s.base)).collect()
+    }
+
+    /// The first raft index stored in each segment, oldest first.
+    pub fn segment_first_indexes(&self) -> Vec<RaftIndex> {
+        self.segments.iter().map(|s| s.slot_base.max(self.start.next_index)).collect()
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+}

@@ -1,0 +1,73 @@
+//! Store errors. API errors (a read past the end, a purged offset, a full disk) are values the
+//! caller can act on; `Io` from a sync means the disk refused and nothing after it may be
+//! reported durable (the caller stops: STYLE.md rule 9).
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::types::{CommitLogOffset, QueueOffset, RaftIndex};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("I/O error while {doing}: {source}")]
+    Io {
+        doing: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk fail their checks. They are never served.
+    #[error("corrupt data at CommitLog position {position}: {reason}")]
+    Corrupt { position: CommitLogOffset, reason: String },
+    /// A file other than the CommitLog is damaged.
+    #[error("corrupt {what}: {reason}")]
+    CorruptFile { what: String, reason: String },
+    /// An index before the first or after the last entry.
+    #[error("raft index {index} is outside the log [{first}, {last}]")]
+    IndexOutOfRange { index: RaftIndex, first: RaftIndex, last: RaftIndex },
+    /// A CommitLog position that was purged by retention.
+    #[error("CommitLog position {position} was purged (the log now starts at {first})")]
+    Purged { position: CommitLogOffset, first: CommitLogOffset },
+    /// A CommitLog position at or past the end of what was written.
+    #[error("CommitLog position {position} is past the end {end}")]
+    PastEnd { position: CommitLogOffset, end: CommitLogOffset },
+    /// Entries must follow the last one without a gap.
+    #[error("cannot append raft index {got}: the next index is {expected}")]
+    NotContiguous { expected: RaftIndex, got: RaftIndex },
+    #[error("entry of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    EntryTooLarge { bytes: usize, max_bytes: usize },
+    #[error("message record of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    MessageTooLarge { bytes: usize, max_bytes: usize },
+    #[error("invalid entry payload: {reason}")]
+    BadPayload { reason: String },
+    /// Writes are refused above the disk-usage limit (`disk_max_used_ratio`).
+    #[error("disk is {used_percent:.1}% full (limit {limit_percent:.1}%): writes are refused until retention frees space")]
+    DiskFull { used_percent: f64, limit_percent: f64 },
+    #[error("queue offset {offset} is not in [{min}, {max})")]
+    QueueOffsetOutOfRange { offset: QueueOffset, min: QueueOffset, max: QueueOffset },
+    #[error("ConsumeQueue {topic}/{queue_id} expects offset {expected}, got {got}")]
+    QueueGap { topic: String, queue_id: i32, expected: QueueOffset, got: QueueOffset },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Attaches what was being done to an io::Error.
+pub(crate) trait IoContext<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> StoreResult<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> StoreResult<T> {
+        self.map_err(|source| StoreError::Io { doing: what(), source })
+    }
+}
+
+impl StoreError {
+    /// True when the error came from the disk refusing a write or a sync: the process must
+    /// not continue as if the data were durable.
+    pub fn is_fatal_io(&self) -> bool {
+        matches!(self, StoreError::Io { .. })
+    }
+}

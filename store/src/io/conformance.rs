@@ -1,0 +1,118 @@
+//! One suite for every [`Storage`] implementation (STYLE.md rule 3). Call [`run`] with a
+//! fresh, empty storage; it panics with the name of the first property that fails.
+
+use std::io::ErrorKind;
+
+use super::{read_all, Storage, StorageFile};
+
+/// Runs every check against `storage`, which must start empty.
+pub fn run<S: Storage>(storage: &S) {
+    files_start_zeroed_and_keep_their_capacity(storage);
+    writes_are_read_back(storage);
+    out_of_range_is_an_error(storage);
+    create_refuses_existing_and_open_refuses_missing(storage);
+    listing_is_sorted_and_shows_directories(storage);
+    remove_is_idempotent(storage);
+    remove_dir_all_takes_the_subtree(storage);
+    sync_accepts_any_in_range_span(storage);
+    handles_share_one_file(storage);
+    disk_usage_is_sane(storage);
+}
+
+fn files_start_zeroed_and_keep_their_capacity<S: Storage>(s: &S) {
+    let f = s.create("zero/f", 4096).unwrap();
+    assert_eq!(f.capacity(), 4096);
+    assert!(read_all(&*f).unwrap().iter().all(|b| *b == 0), "new file reads as zeros");
+    assert_eq!(s.open("zero/f").unwrap().capacity(), 4096, "open reports the capacity");
+}
+
+fn writes_are_read_back<S: Storage>(s: &S) {
+    let f = s.create("rw", 100).unwrap();
+    f.write_at(10, b"hello").unwrap();
+    f.write_at(12, b"LL").unwrap();
+    let mut buf = [0u8; 7];
+    f.read_at(9, &mut buf).unwrap();
+    assert_eq!(&buf, b"\0heLLo\0", "overlapping writes: the last one wins");
+    f.write_at(95, b"12345").unwrap();
+    let mut end = [0u8; 5];
+    f.read_at(95, &mut end).unwrap();
+    assert_eq!(&end, b"12345", "a write may end exactly at the capacity");
+}
+
+fn out_of_range_is_an_error<S: Storage>(s: &S) {
+    let f = s.create("range", 8).unwrap();
+    assert!(f.write_at(6, b"abc").is_err(), "write past the end");
+    assert!(f.write_at(u64::MAX, b"a").is_err(), "offset overflow");
+    assert!(f.read_at(7, &mut [0u8; 2]).is_err(), "read past the end");
+    assert!(f.sync_range(4, 5).is_err(), "sync past the end");
+}
+
+fn create_refuses_existing_and_open_refuses_missing<S: Storage>(s: &S) {
+    s.create("dup", 8).unwrap();
+    assert_eq!(s.create("dup", 8).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(s.open("missing").unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+fn listing_is_sorted_and_shows_directories<S: Storage>(s: &S) {
+    s.create("list/b", 8).unwrap();
+    s.create("list/a", 8).unwrap();
+    s.create("list/sub/c", 8).unwrap();
+    assert_eq!(s.list("list").unwrap(), vec!["a", "b", "sub"]);
+    assert_eq!(s.list("list/sub").unwrap(), vec!["c"]);
+    assert!(s.list("nothing/here").unwrap().is_empty(), "a missing directory lists empty");
+}
+
+fn remove_is_idempotent<S: Storage>(s: &S) {
+    s.create("gone", 8).unwrap();
+    s.remove("gone").unwrap();
+    s.remove("gone").unwrap();
+    assert_eq!(s.open("gone").unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+fn remove_dir_all_takes_the_subtree<S: Storage>(s: &S) {
+    s.create("tree/x/1", 8).unwrap();
+    s.create("tree/x/y/2", 8).unwrap();
+    s.create("tree/keep", 8).unwrap();
+    s.remove_dir_all("tree/x").unwrap();
+    assert_eq!(s.list("tree").unwrap(), vec!["keep"]);
+    s.remove_dir_all("tree/x").unwrap();
+}
+
+fn sync_accepts_any_in_range_span<S: Storage>(s: &S) {
+    let f = s.create("sync", 64).unwrap();
+    f.write_at(0, &[7u8; 64]).unwrap();
+    f.sync_range(0, 0).unwrap();
+    f.sync_range(3, 17).unwrap();
+    f.sync_range(0, 64).unwrap();
+    assert!(read_all(&*f).unwrap().iter().all(|b| *b == 7));
+}
+
+fn handles_share_one_file<S: Storage>(s: &S) {
+    let a = s.create("shared", 8).unwrap();
+    let b = s.open("shared").unwrap();
+    a.write_at(0, b"x").unwrap();
+    let mut buf = [0u8; 1];
+    b.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"x", "a second handle sees the first one's writes");
+}
+
+fn disk_usage_is_sane<S: Storage>(s: &S) {
+    let u = s.disk_usage().unwrap();
+    assert!(u.total_bytes > 0 && u.available_bytes <= u.total_bytes);
+    assert!((0.0..=1.0).contains(&u.used_ratio()));
+    assert!(s.modified_ms("sync").unwrap() >= 0);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mmap_storage_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        super::run(&super::super::mmap::MmapStorage::new(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn sim_storage_conforms() {
+        super::run(&super::super::sim::SimStorage::new());
+    }
+}

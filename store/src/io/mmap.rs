@@ -1,0 +1,188 @@
+//! [`Storage`] over real files mapped with memmap2. Writes are memcpy into the mapping,
+//! durability is `msync` of the written range (`MmapRaw::flush_range`), creating or removing a
+//! file also fsyncs its directory.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+use super::{check_range, DiskUsage, Storage, StorageFile};
+
+/// Files under one root directory.
+#[derive(Debug, Clone)]
+pub struct MmapStorage {
+    root: PathBuf,
+}
+
+impl MmapStorage {
+    /// Uses (and creates) `root`.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(MmapStorage { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// A mapped file. The mapping lives as long as the handle.
+pub struct MmapFile {
+    map: MmapRaw,
+    capacity: u64,
+}
+
+impl std::fmt::Debug for MmapFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmapFile").field("capacity", &self.capacity).finish()
+    }
+}
+
+impl MmapFile {
+    fn map(file: &fs::File) -> io::Result<MmapFile> {
+        let capacity = file.metadata()?.len();
+        if capacity == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "cannot map an empty file"));
+        }
+        let map = MmapRaw::map_raw(file)?;
+        Ok(MmapFile { map, capacity })
+    }
+}
+
+impl StorageFile for MmapFile {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(self.capacity, offset, data.len() as u64)?;
+        // SAFETY: the range is inside the mapping (checked above); the mapping is writable and
+        // lives as long as `self`. The Storage contract (one writer per file, no reader of a
+        // range while it is written) rules out overlapping concurrent access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(offset as usize),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(self.capacity, offset, buf.len() as u64)?;
+        // SAFETY: as in write_at; `buf` is ours and cannot overlap the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+        Ok(())
+    }
+
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range(self.capacity, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(offset as usize, len as usize)
+    }
+}
+
+impl Storage for MmapStorage {
+    type File = MmapFile;
+
+    fn create(&self, path: &str, capacity_bytes: u64) -> io::Result<Arc<MmapFile>> {
+        let full = self.path(path);
+        let parent = full.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&parent)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&full)?;
+        file.set_len(capacity_bytes)?;
+        file.sync_all()?;
+        sync_dir(&parent)?;
+        Ok(Arc::new(MmapFile::map(&file)?))
+    }
+
+    fn open(&self, path: &str) -> io::Result<Arc<MmapFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(self.path(path))?;
+        Ok(Arc::new(MmapFile::map(&file)?))
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        match fs::read_dir(self.path(dir)) {
+            Ok(entries) => {
+                for e in entries {
+                    if let Some(name) = e?.file_name().to_str() {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, path: &str) -> io::Result<()> {
+        let full = self.path(path);
+        match fs::remove_file(&full) {
+            Ok(()) => sync_dir(full.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove_dir_all(&self, dir: &str) -> io::Result<()> {
+        let full = self.path(dir);
+        match fs::remove_dir_all(&full) {
+            Ok(()) => sync_dir(full.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn modified_ms(&self, path: &str) -> io::Result<i64> {
+        let modified = fs::metadata(self.path(path))?.modified()?;
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0))
+    }
+
+    fn disk_usage(&self) -> io::Result<DiskUsage> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(self.root.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: c_path is a valid NUL-terminated string and st a valid out-pointer.
+        let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: statvfs returned 0, so it filled the struct.
+        let st = unsafe { st.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        let frsize = st.f_frsize as u64;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(DiskUsage {
+            total_bytes: st.f_blocks as u64 * frsize,
+            available_bytes: st.f_bavail as u64 * frsize,
+        })
+    }
+}
