@@ -656,7 +656,7 @@ impl<S: Storage> CommitLog<S> {
     }
 
     /// The entry holding `position`: binary search over its segment's position slots.
-    fn entry_containing(&self, position: CommitLogOffset) -> StoreResult<EntryMeta> {
+    pub fn entry_containing(&self, position: CommitLogOffset) -> StoreResult<EntryMeta> {
         self.check_position(position)?;
         let seg_i = self.segment_slot(position.0);
         let seg = &self.segments[seg_i];

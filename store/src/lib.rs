@@ -9,12 +9,20 @@
 
 pub mod checkpoint;
 pub mod commitlog;
+pub mod consumequeue;
+pub mod dispatch;
 pub mod entry;
 pub mod error;
+pub mod indexfile;
 pub mod io;
+pub mod retention;
 pub mod types;
 
 pub use commitlog::{CommitLog, CommitLogConfig, FlushJob, LogCut, RecoveryReport};
+pub use consumequeue::{ConsumeQueue, ConsumeQueueConfig, CqEntry};
+pub use dispatch::{Arrival, DispatchConfig, Dispatcher};
 pub use entry::{EntryKind, EntryMeta, LogEntry};
 pub use error::{StoreError, StoreResult};
+pub use indexfile::{index_key, IndexConfig, IndexService};
+pub use retention::RetentionConfig;
 pub use types::{CommitLogOffset, QueueOffset, RaftIndex};

@@ -1,0 +1,227 @@
+//! Dispatch: turning committed CommitLog entries into ConsumeQueue and IndexFile entries.
+//!
+//! The Raft state machine calls [`Dispatcher::dispatch`] with each committed entry and its
+//! position in the CommitLog; [`Dispatcher::flush`] makes the queues and indexes durable and
+//! then records how far dispatch got in the `checkpoint` file. After a crash,
+//! [`Dispatcher::open`] drops queue entries and index files past that point and says where to
+//! dispatch again from; re-dispatching an entry that is already there changes nothing. So the
+//! queues and indexes are a pure function of the committed log: rebuilding them from the
+//! CommitLog gives identical files.
+//!
+//! What is dispatched (as RocketMQ's `CommitLogDispatcher`s do): every record except
+//! transaction half messages (PREPARED) and rollbacks goes to its topic queue; every KEYS token
+//! and the UNIQ_KEY of every record except rollbacks goes to the index as `topic#key`.
+
+use std::collections::BTreeMap;
+
+use rocketraft_protocol::message::{property, split_keys, tags_code, RecordView};
+use rocketraft_protocol::sysflag::message as msgflag;
+
+use crate::checkpoint::RecordFile;
+use crate::commitlog::{CommitLog, LogCut};
+use crate::consumequeue::{list_queues, ConsumeQueue, ConsumeQueueConfig, CqEntry};
+use crate::entry::{EntryKind, LogEntry, ENTRY_HEADER_BYTES};
+use crate::error::{StoreError, StoreResult};
+use crate::indexfile::{index_key, IndexConfig, IndexService};
+use crate::io::Storage;
+use crate::types::{CommitLogOffset, QueueOffset, RaftIndex};
+
+const CHECKPOINT: &str = "checkpoint";
+
+/// Sizes of the derived files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchConfig {
+    pub consume_queue: ConsumeQueueConfig,
+    pub index: IndexConfig,
+}
+
+/// A message that became visible: long-polling pulls on its queue can be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub topic: String,
+    pub queue_id: i32,
+    pub queue_offset: QueueOffset,
+}
+
+/// ConsumeQueues and the IndexFiles of one replica, and how far they are built.
+pub struct Dispatcher<S: Storage> {
+    storage: S,
+    config: DispatchConfig,
+    queues: BTreeMap<(String, i32), ConsumeQueue<S>>,
+    index: IndexService<S>,
+    checkpoint: RecordFile<S>,
+    /// The next entry to dispatch and where it is.
+    next: LogCut,
+    /// Records before this position are already in the index (recovery re-dispatches whole
+    /// entries from before it).
+    index_from: CommitLogOffset,
+}
+
+impl<S: Storage + Clone> Dispatcher<S> {
+    /// Opens the queues and indexes and undoes whatever was dispatched after the checkpoint.
+    /// The caller must dispatch committed entries again from [`Dispatcher::next`].
+    pub fn open(storage: S, config: DispatchConfig, log: &CommitLog<S>) -> StoreResult<Self> {
+        let (checkpoint, record) = RecordFile::open(&storage, CHECKPOINT)?;
+        let saved = record.filter(|r| r.len() == 16).map(|r| LogCut {
+            next_index: RaftIndex(u64::from_be_bytes(r[0..8].try_into().unwrap_or_default())),
+            position: CommitLogOffset(u64::from_be_bytes(r[8..16].try_into().unwrap_or_default())),
+            prev_crc: 0,
+        });
+        let mut queues = BTreeMap::new();
+        for (topic, id) in list_queues(&storage)? {
+            let q = ConsumeQueue::open(storage.clone(), &topic, id, &config.consume_queue)?;
+            queues.insert((topic, id), q);
+        }
+        let mut index = IndexService::open(storage.clone(), config.index.clone())?;
+        // Nothing before the log's start can be dispatched again: start there at the earliest.
+        let mut next = saved.unwrap_or(log.start());
+        if next.next_index < log.start().next_index {
+            next = log.start();
+        }
+        for q in queues.values_mut() {
+            q.recover(next.position)?;
+        }
+        let mut index_from = next.position;
+        let dropped = index.truncate_from(next.position)?;
+        let damaged = index.take_rebuild();
+        let rebuild = match (dropped, damaged) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(rebuild) = rebuild.filter(|r| *r < next.position) {
+            // Re-dispatch from the entry holding the first record the index lost; records
+            // before `rebuild` in it are indexed already.
+            let rebuild = rebuild.max(log.start().position);
+            let meta = if rebuild < log.end().position {
+                Some(log.entry_containing(rebuild)?)
+            } else {
+                None
+            };
+            if let Some(meta) = meta {
+                next = LogCut { next_index: meta.index, position: meta.position, prev_crc: 0 };
+                index_from = rebuild;
+            }
+        }
+        Ok(Dispatcher { storage, config, queues, index, checkpoint, next, index_from })
+    }
+
+    /// The next entry to dispatch.
+    pub fn next(&self) -> LogCut {
+        self.next
+    }
+
+    /// Dispatches one committed entry stored at `position`. Entries before [`Dispatcher::next`]
+    /// are skipped; a gap is an error (a bug in the caller).
+    pub fn dispatch(
+        &mut self,
+        position: CommitLogOffset,
+        entry: &LogEntry,
+    ) -> StoreResult<Vec<Arrival>> {
+        if entry.index < self.next.next_index {
+            return Ok(Vec::new());
+        }
+        if entry.index != self.next.next_index {
+            return Err(StoreError::NotContiguous {
+                expected: self.next.next_index,
+                got: entry.index,
+            });
+        }
+        let mut arrivals = Vec::new();
+        if entry.kind == EntryKind::Messages {
+            let payload_at = position.0 + ENTRY_HEADER_BYTES as u64;
+            let mut at = 0usize;
+            while at < entry.payload.len() {
+                let view = RecordView::decode(&entry.payload[at..])
+                    .map_err(|e| StoreError::BadPayload { reason: e.to_string() })?;
+                let record_pos = CommitLogOffset(payload_at + at as u64);
+                self.dispatch_record(&view, record_pos, &mut arrivals)?;
+                at += view.total_size;
+            }
+        }
+        self.next = LogCut {
+            next_index: entry.index.next(),
+            position: CommitLogOffset(position.0 + entry.stored_len() as u64),
+            prev_crc: 0,
+        };
+        Ok(arrivals)
+    }
+
+    fn dispatch_record(
+        &mut self,
+        r: &RecordView<'_>,
+        pos: CommitLogOffset,
+        arrivals: &mut Vec<Arrival>,
+    ) -> StoreResult<()> {
+        let tran = msgflag::transaction_value(r.sys_flag);
+        if tran == msgflag::TRANSACTION_NOT_TYPE || tran == msgflag::TRANSACTION_COMMIT {
+            let key = (r.topic.to_owned(), r.queue_id);
+            if !self.queues.contains_key(&key) {
+                let q = ConsumeQueue::open(
+                    self.storage.clone(),
+                    r.topic,
+                    r.queue_id,
+                    &self.config.consume_queue,
+                )?;
+                self.queues.insert(key.clone(), q);
+            }
+            let q = self.queues.get_mut(&key).expect("inserted above");
+            let offset =
+                QueueOffset(u64::try_from(r.queue_offset).map_err(|_| StoreError::BadPayload {
+                    reason: format!("negative queue offset {}", r.queue_offset),
+                })?);
+            let entry = CqEntry {
+                position: pos,
+                size: r.total_size as u32,
+                tags_code: tags_code(r.property(property::TAGS)),
+            };
+            q.append(offset, entry)?;
+            arrivals.push(Arrival { topic: key.0, queue_id: key.1, queue_offset: offset });
+        }
+        if tran != msgflag::TRANSACTION_ROLLBACK && pos >= self.index_from {
+            if let Some(keys) = r.property(property::KEYS) {
+                for k in split_keys(keys) {
+                    self.index.put(&index_key(r.topic, k), pos, r.store_timestamp)?;
+                }
+            }
+            if let Some(uniq) = r.property(property::UNIQ_KEY) {
+                self.index.put(&index_key(r.topic, uniq), pos, r.store_timestamp)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes queues and indexes durable, then records the progress.
+    pub fn flush(&mut self) -> StoreResult<LogCut> {
+        for q in self.queues.values_mut() {
+            q.flush()?;
+        }
+        self.index.flush()?;
+        let mut rec = Vec::with_capacity(16);
+        rec.extend_from_slice(&self.next.next_index.0.to_be_bytes());
+        rec.extend_from_slice(&self.next.position.0.to_be_bytes());
+        self.checkpoint.write(&rec)?;
+        Ok(self.next)
+    }
+
+    /// One queue, if it exists.
+    pub fn queue(&self, topic: &str, queue_id: i32) -> Option<&ConsumeQueue<S>> {
+        self.queues.get(&(topic.to_owned(), queue_id))
+    }
+
+    /// Every queue, by (topic, queue id).
+    pub fn queues(&self) -> impl Iterator<Item = (&(String, i32), &ConsumeQueue<S>)> {
+        self.queues.iter()
+    }
+
+    pub fn index(&self) -> &IndexService<S> {
+        &self.index
+    }
+
+    /// Drops queue entries and index files that point only before `log_start` (retention).
+    pub fn purge_before(&mut self, log_start: CommitLogOffset) -> StoreResult<()> {
+        for q in self.queues.values_mut() {
+            q.purge_before(log_start)?;
+        }
+        self.index.purge_before(log_start)
+    }
+}
