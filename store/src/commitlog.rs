@@ -47,11 +47,17 @@ pub struct CommitLogConfig {
     /// Rewrite the checkpoint after this many newly durable entries. Recovery scans (and
     /// checks) at most this many entries plus what was never flushed. Default 10,000.
     pub checkpoint_every_entries: u64,
+    /// The largest message record accepted. Default 4 MiB (RocketMQ's `maxMessageSize`).
+    pub message_max_bytes: usize,
 }
 
 impl Default for CommitLogConfig {
     fn default() -> Self {
-        CommitLogConfig { segment_size_bytes: 1 << 30, checkpoint_every_entries: 10_000 }
+        CommitLogConfig {
+            segment_size_bytes: 1 << 30,
+            checkpoint_every_entries: 10_000,
+            message_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
+        }
     }
 }
 
@@ -782,7 +788,8 @@ impl<S: Storage> CommitLog<S> {
             seg_i = self.segments.len() - 1;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, &mut scratch);
+        let max = self.config.message_max_bytes;
+        let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, max, &mut scratch);
         let result = meta.and_then(|meta| {
             let seg = &self.segments[seg_i];
             seg.data
