@@ -21,18 +21,13 @@ use crate::io::Storage;
 use crate::types::RaftIndex;
 
 /// When an append counts as done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushMode {
     /// Durable before done (group commit).
+    #[default]
     Sync,
     /// Done when written; synced every `interval_ms`.
     Async { interval_ms: u64 },
-}
-
-impl Default for FlushMode {
-    fn default() -> Self {
-        FlushMode::Sync
-    }
 }
 
 impl FlushMode {
@@ -46,20 +41,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Waiters for durability, keyed by the last raft index each one needs.
 pub struct GroupCommit<W> {
+    mode: FlushMode,
     waiters: Mutex<BTreeMap<RaftIndex, Vec<W>>>,
 }
 
 impl<W> Default for GroupCommit<W> {
     fn default() -> Self {
-        GroupCommit { waiters: Mutex::new(BTreeMap::new()) }
+        GroupCommit::new(FlushMode::Sync)
     }
 }
 
 impl<W> GroupCommit<W> {
-    /// Waits for entries up to `index` (inclusive) to be durable. If they already are
-    /// (`flushed`), the waiter comes straight back.
+    pub fn new(mode: FlushMode) -> Self {
+        GroupCommit { mode, waiters: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn mode(&self) -> FlushMode {
+        self.mode
+    }
+
+    /// Whether the driver should run [`GroupCommit::flush_once`] now, `ms_since_flush` after
+    /// the last one: in sync mode as soon as anyone waits, in async mode every interval.
+    pub fn flush_due(&self, ms_since_flush: u64) -> bool {
+        match self.mode {
+            FlushMode::Sync => self.pending() > 0,
+            FlushMode::Async { interval_ms } => ms_since_flush >= interval_ms,
+        }
+    }
+
+    /// Registers interest in entries up to `index` (inclusive). The waiter comes straight back
+    /// when they count as done already: durable (`flushed`) in sync mode, written in async
+    /// mode. Otherwise a later [`GroupCommit::release`] hands it back.
     pub fn wait(&self, index: RaftIndex, flushed: LogCut, waiter: W) -> Option<W> {
-        if index < flushed.next_index {
+        if index < flushed.next_index || matches!(self.mode, FlushMode::Async { .. }) {
             return Some(waiter);
         }
         lock(&self.waiters).entry(index).or_default().push(waiter);
@@ -143,6 +157,19 @@ mod tests {
         lock(&log).append(&[entry(5)]).unwrap();
         assert!(gc.wait(RaftIndex(5), flushed, 5).is_none());
         assert!(gc.release(flushed).is_empty(), "not covered yet");
+    }
+
+    #[test]
+    fn async_mode_answers_at_once_and_flushes_on_its_interval() {
+        let gc = GroupCommit::new(FlushMode::Async { interval_ms: 500 });
+        let flushed = LogCut::default();
+        assert_eq!(gc.wait(RaftIndex(7), flushed, "w"), Some("w"), "done when written");
+        assert!(!gc.flush_due(499));
+        assert!(gc.flush_due(500));
+        let sync = GroupCommit::new(FlushMode::Sync);
+        assert!(!sync.flush_due(10_000), "nothing waits");
+        assert!(sync.wait(RaftIndex(0), flushed, ()).is_none());
+        assert!(sync.flush_due(0));
     }
 
     #[test]

@@ -689,7 +689,7 @@ mod kill {
             let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
             let mut reported = None;
             let wanted = 20 + round * 150;
-            while let Some(line) = lines.next() {
+            for line in lines.by_ref() {
                 if let Some(n) = line.unwrap().strip_prefix("durable ") {
                     let n: u64 = n.parse().unwrap();
                     reported = Some(n);
