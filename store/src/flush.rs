@@ -130,18 +130,18 @@ mod tests {
         }
     }
 
+    fn small_log(storage: SimStorage) -> Mutex<CommitLog<SimStorage>> {
+        let config = CommitLogConfig {
+            segment_size_bytes: 4096,
+            checkpoint_every_entries: 10,
+            ..Default::default()
+        };
+        Mutex::new(CommitLog::open(storage, config).unwrap().0)
+    }
+
     #[test]
     fn one_sync_releases_every_waiter_it_covers() {
-        let (log, _) = CommitLog::open(
-            SimStorage::new(),
-            CommitLogConfig {
-                segment_size_bytes: 4096,
-                checkpoint_every_entries: 10,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let log = Mutex::new(log);
+        let log = small_log(SimStorage::new());
         let gc = GroupCommit::default();
         for i in 0..5 {
             lock(&log).append(&[entry(i)]).unwrap();
@@ -175,16 +175,7 @@ mod tests {
     #[test]
     fn a_failed_sync_releases_nothing() {
         let storage = SimStorage::new();
-        let (log, _) = CommitLog::open(
-            storage.clone(),
-            CommitLogConfig {
-                segment_size_bytes: 4096,
-                checkpoint_every_entries: 10,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let log = Mutex::new(log);
+        let log = small_log(storage.clone());
         let gc = GroupCommit::default();
         lock(&log).append(&[entry(0)]).unwrap();
         gc.wait(RaftIndex(0), lock(&log).flushed(), ());
