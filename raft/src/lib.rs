@@ -1,5 +1,25 @@
-//! openraft wiring: the store's CommitLog as `RaftLogStorage`, the state machine that
-//! dispatches committed entries to ConsumeQueue/IndexFile and metadata, the Raft RPC transport
-//! and the madsim-capable `AsyncRuntime`.
+//! openraft wiring for RocketRaft: each broker group replica's CommitLog is its Raft log
+//! (DLedger style).
 //!
-//! Built by issue "Raft"; this crate is the place reserved for it in the workspace.
+//! - [`runtime`]: openraft's `AsyncRuntime` over madsim-tokio and madsim's RNG, so the same code
+//!   runs on real tokio and deterministically in the simulation.
+//! - [`types`]: the Raft type configuration, requests (message records, metadata commands) and
+//!   their mapping to CommitLog entries.
+//! - [`meta`]: the metadata store trait with sled and in-memory backends.
+//! - [`log_store`]: `RaftLogStorage` on the CommitLog, with group commit.
+//! - [`state_machine`]: apply (dispatch, metadata), snapshots, install.
+
+// openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
+#![allow(clippy::result_large_err)]
+
+pub mod error;
+pub mod log_store;
+pub mod meta;
+pub mod runtime;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use meta::{MemMeta, MetaStore, SledMeta};
+pub use state_machine::StateMachine;
+pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -10,7 +10,8 @@
 //! - `checkpoint`: where the log starts and a point known durable ([`LogCut`]s).
 //!
 //! Invariants:
-//! - Indexes are contiguous from `start` to `end`; truncation and purge only trim the ends.
+//! - Indexes are contiguous from `start` to `end`; truncation and purge only trim the ends. An
+//!   append past the end restarts the log at that index (the start moves; see `append_one`).
 //! - Every entry's `prev_crc` is the crc of the entry before it, so recovery cannot run from
 //!   new entries into stale bytes left by a truncation or a torn write.
 //! - The same entries appended from the same starting cut give byte-identical segments on
@@ -573,6 +574,19 @@ impl<S: Storage> CommitLog<S> {
         }
     }
 
+    /// The cut just before entry `index` (`end()` for the next index to be written): where a
+    /// snapshot taken after `index - 1` says the log continues.
+    pub fn cut_before(&self, index: RaftIndex) -> StoreResult<LogCut> {
+        if index == self.end.next_index {
+            return Ok(self.end);
+        }
+        if index == self.start.next_index {
+            return Ok(self.start);
+        }
+        let meta = self.entry_meta(index)?;
+        Ok(LogCut { next_index: index, position: meta.position, prev_crc: meta.prev_crc })
+    }
+
     /// Entries `range` (end exclusive), each checked by crc.
     pub fn entries(&self, range: Range<RaftIndex>) -> StoreResult<Vec<LogEntry>> {
         if range.start >= range.end {
@@ -753,6 +767,26 @@ impl<S: Storage> CommitLog<S> {
     }
 
     fn append_one(&mut self, e: &LogEntry) -> StoreResult<()> {
+        if e.index > self.end.next_index {
+            // A gap: the log restarts at the new index. The entries before it leave the log
+            // (as if purged); positions and the crc chain continue unbroken, so recovery still
+            // cannot skip into stale bytes. openraft's storage test suite does this; a running
+            // node always appends right after its last entry (or after a truncate or reset).
+            if self.last.is_some() {
+                tracing::warn!(expected = %self.end.next_index, got = %e.index, "append leaves a gap: earlier entries leave the log");
+            } else {
+                // Nothing to keep: drop leftover empty segments so slots number from here.
+                for seg in std::mem::take(&mut self.segments) {
+                    self.remove_segment_files(seg.base)?;
+                }
+            }
+            self.start = LogCut { next_index: e.index, ..self.end };
+            self.end = self.start;
+            self.flushed = self.start;
+            self.last = None;
+            self.epoch += 1;
+            self.write_checkpoint()?;
+        }
         if e.index != self.end.next_index {
             return Err(StoreError::NotContiguous { expected: self.end.next_index, got: e.index });
         }

@@ -111,7 +111,8 @@ impl<S: Storage + Clone> Dispatcher<S> {
     }
 
     /// Dispatches one committed entry stored at `position`. Entries before [`Dispatcher::next`]
-    /// are skipped; a gap is an error (a bug in the caller).
+    /// are skipped (dispatched already). Entries without messages need not be passed at all:
+    /// the caller may skip them, so indexes may jump forward.
     pub fn dispatch(
         &mut self,
         position: CommitLogOffset,
@@ -119,12 +120,6 @@ impl<S: Storage + Clone> Dispatcher<S> {
     ) -> StoreResult<Vec<Arrival>> {
         if entry.index < self.next.next_index {
             return Ok(Vec::new());
-        }
-        if entry.index != self.next.next_index {
-            return Err(StoreError::NotContiguous {
-                expected: self.next.next_index,
-                got: entry.index,
-            });
         }
         let mut arrivals = Vec::new();
         if entry.kind == EntryKind::Messages {
@@ -201,6 +196,20 @@ impl<S: Storage + Clone> Dispatcher<S> {
         rec.extend_from_slice(&self.next.position.0.to_be_bytes());
         self.checkpoint.write(&rec)?;
         Ok(self.next)
+    }
+
+    /// Discards every queue and index file and starts dispatch again at `cut` (a follower
+    /// whose log was reset to a snapshot's cut).
+    pub fn reset(&mut self, cut: LogCut) -> StoreResult<LogCut> {
+        use crate::error::IoContext;
+        self.queues.clear();
+        for dir in ["consumequeue", "index"] {
+            self.storage.remove_dir_all(dir).doing(|| format!("removing {dir}"))?;
+        }
+        self.index = IndexService::open(self.storage.clone(), self.config.index.clone())?;
+        self.next = cut;
+        self.index_from = cut.position;
+        self.flush()
     }
 
     /// One queue, if it exists.

@@ -269,6 +269,28 @@ mod crash {
     }
 
     #[test]
+    fn an_append_past_the_end_restarts_the_log_there() {
+        let storage = SimStorage::new();
+        let (mut log, _) = CommitLog::open(storage.clone(), config()).unwrap();
+        log.append(&[entry(5, 1, 10, 0), entry(6, 1, 10, 0)]).unwrap();
+        assert!(log.append(&[entry(4, 1, 10, 0)]).is_err(), "nothing before the end");
+        log.flush().unwrap();
+        let reopened = |s: &SimStorage| CommitLog::open(s.clone(), config()).unwrap().0;
+        let log2 = reopened(&storage);
+        assert_eq!((log2.start().next_index, log2.end().next_index), (RaftIndex(5), RaftIndex(7)));
+        // A gap restarts the log at the new index; positions and the chain continue.
+        let end = log.end();
+        log.append(&[entry(9, 2, 10, 0)]).unwrap();
+        assert_eq!(log.start().next_index, RaftIndex(9));
+        assert_eq!(log.entry_meta(RaftIndex(9)).unwrap().position, end.position);
+        assert!(log.entries(RaftIndex(5)..RaftIndex(7)).is_err(), "the old entries left the log");
+        log.flush().unwrap();
+        drop(log);
+        let log = reopened(&storage);
+        assert_eq!((log.start().next_index, log.end().next_index), (RaftIndex(9), RaftIndex(10)));
+    }
+
+    #[test]
     fn truncated_entries_never_come_back() {
         // Entries 5..10 are truncated and 5' (a different term) appended in their place: no
         // crash or reopen may resurrect the old 6..10 behind it, even though their bytes
@@ -755,5 +777,52 @@ mod disk_full {
         let (log, _) = CommitLog::open(s, cfg).unwrap();
         assert_eq!(log.end().next_index, RaftIndex(10));
         assert_eq!(log.entries(RaftIndex(0)..RaftIndex(10)).unwrap().len(), 10);
+    }
+}
+
+mod reset {
+    //! A follower that installs a snapshot restarts its log and its queues at the snapshot's
+    //! cut, and the positions it writes from there match the leader's.
+    use rocketraft_store::io::sim::SimStorage;
+    use rocketraft_store::*;
+
+    use super::messages::Leader;
+
+    #[test]
+    fn a_reset_log_continues_at_the_leaders_positions() {
+        let cfg = CommitLogConfig {
+            segment_size_bytes: 8192,
+            checkpoint_every_entries: 10,
+            ..Default::default()
+        };
+        let leader_disk = SimStorage::new();
+        let (mut leader_log, _) = CommitLog::open(leader_disk.clone(), cfg.clone()).unwrap();
+        let mut leader = Leader::default();
+        let entries: Vec<_> = (0..30).map(|i| leader.entry("T", 2, i)).collect();
+        leader_log.append(&entries).unwrap();
+        // The snapshot covers 0..=19; the follower gets its cut and then entries 20..
+        let cut = leader_log.cut_before(RaftIndex(20)).unwrap();
+        let follower_disk = SimStorage::new();
+        let (mut f_log, _) = CommitLog::open(follower_disk.clone(), cfg.clone()).unwrap();
+        let mut d =
+            Dispatcher::open(follower_disk.clone(), DispatchConfig::default(), &f_log).unwrap();
+        f_log.reset(cut).unwrap();
+        d.reset(cut).unwrap();
+        f_log.append(&entries[20..]).unwrap();
+        for i in 20..30 {
+            let (a, b) = (
+                leader_log.entry_meta(RaftIndex(i)).unwrap(),
+                f_log.entry_meta(RaftIndex(i)).unwrap(),
+            );
+            assert_eq!((a.position, a.crc), (b.position, b.crc), "entry {i}");
+            d.dispatch(b.position, &entries[i as usize]).unwrap();
+        }
+        let q = d.queue("T", 0).unwrap();
+        assert!(q.min_offset() > QueueOffset(0), "the queue starts where the snapshot left it");
+        // Reopening keeps the reset start.
+        drop(f_log);
+        let (f_log, _) = CommitLog::open(follower_disk, cfg).unwrap();
+        assert_eq!(f_log.start(), cut);
+        assert_eq!(f_log.end().next_index, RaftIndex(30));
     }
 }

@@ -1,0 +1,287 @@
+//! openraft's log storage (v2) on the store's CommitLog: the CommitLog *is* the Raft log.
+//!
+//! - `append` writes the entries and hands openraft's callback to the group commit: in sync
+//!   mode it is called once a sync covers the entries (a flusher task runs the syncs off the
+//!   async workers, one sync per batch of waiting appends); in async mode at once, with the
+//!   flusher syncing every interval.
+//! - `purge` is logical at once (the purged id is saved durably and reads start after it) and
+//!   physical per whole segment (retention deletes segments later).
+//! - the vote, the committed id and the purged id live in the metadata store.
+//!
+//! The flusher task holds only a weak reference: it ends when the store is dropped.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote};
+use rocketraft_store::io::Storage;
+use rocketraft_store::{CommitLog, FlushMode, GroupCommit, RaftIndex};
+
+use crate::meta::{MetaOp, MetaStore};
+use crate::types::{decode, encode, from_log_entry, to_log_entry, NodeId, TypeConfig};
+
+pub(crate) const KEY_VOTE: &[u8] = b"raft/vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"raft/committed";
+pub(crate) const KEY_PURGED: &[u8] = b"raft/purged";
+
+/// How long the flusher sleeps when nothing wakes it (it then checks whether to exit).
+const FLUSHER_IDLE_MS: u64 = 50;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Callback = LogFlushed<TypeConfig>;
+
+struct Flusher<S: Storage> {
+    log: Arc<Mutex<CommitLog<S>>>,
+    group_commit: Arc<GroupCommit<Callback>>,
+}
+
+/// The Raft log of one replica.
+pub struct LogStore<S: Storage, M: MetaStore> {
+    log: Arc<Mutex<CommitLog<S>>>,
+    meta: Arc<M>,
+    flusher: Arc<Flusher<S>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Reads entries concurrently with appends.
+pub struct LogReader<S: Storage, M: MetaStore> {
+    log: Arc<Mutex<CommitLog<S>>>,
+    meta: Arc<M>,
+}
+
+impl<S: Storage, M: MetaStore> Clone for LogReader<S, M> {
+    fn clone(&self) -> Self {
+        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+    }
+}
+
+fn io_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn io_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn read_purged<M: MetaStore>(meta: &M) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+    match meta.get(KEY_PURGED).map_err(io_read)? {
+        Some(raw) => Ok(Some(decode(&raw).map_err(io_read)?)),
+        None => Ok(None),
+    }
+}
+
+fn entries_in<S: Storage, M: MetaStore>(
+    log: &Mutex<CommitLog<S>>,
+    meta: &M,
+    range: impl RangeBounds<u64>,
+) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+    let purged = read_purged(meta)?;
+    let log = lock(log);
+    let first = log.start().next_index.0.max(purged.map_or(0, |p| p.index + 1));
+    let end = log.end().next_index.0;
+    let from = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i + 1,
+        Bound::Unbounded => 0,
+    }
+    .max(first);
+    let to = match range.end_bound() {
+        Bound::Included(i) => i + 1,
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => end,
+    }
+    .min(end);
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    log.entries(RaftIndex(from)..RaftIndex(to))
+        .map_err(io_read)?
+        .into_iter()
+        .map(|e| from_log_entry(e).map_err(io_read))
+        .collect()
+}
+
+impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        entries_in(&self.log, &*self.meta, range)
+    }
+}
+
+impl<S: Storage, M: MetaStore> LogStore<S, M> {
+    /// Wraps a recovered CommitLog. Must be called inside the runtime (and, in the
+    /// simulation, inside the node) that will run Raft: it spawns the flusher task there.
+    pub fn new(log: Arc<Mutex<CommitLog<S>>>, meta: Arc<M>, mode: FlushMode) -> Self {
+        let flusher =
+            Arc::new(Flusher { log: log.clone(), group_commit: Arc::new(GroupCommit::new(mode)) });
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
+        LogStore { log, meta, flusher, wake }
+    }
+
+    /// The CommitLog, shared with the state machine.
+    pub fn commit_log(&self) -> Arc<Mutex<CommitLog<S>>> {
+        self.log.clone()
+    }
+}
+
+/// Runs flush cycles until the store is gone: on demand in sync mode, every interval in async
+/// mode. A failed sync fails every waiting append (openraft then stops this node: nothing may
+/// be acknowledged after the disk said no).
+async fn run_flusher<S: Storage>(
+    flusher: Weak<Flusher<S>>,
+    wake: Arc<tokio::sync::Notify>,
+    mode: FlushMode,
+) {
+    let idle = match mode {
+        FlushMode::Sync => Duration::from_millis(FLUSHER_IDLE_MS),
+        FlushMode::Async { interval_ms } => Duration::from_millis(interval_ms),
+    };
+    let mut ms_since_flush = 0u64;
+    loop {
+        let slept = tokio::time::timeout(idle, wake.notified()).await.is_err();
+        if slept {
+            ms_since_flush += idle.as_millis() as u64;
+        }
+        let Some(f) = flusher.upgrade() else { return };
+        if !f.group_commit.flush_due(ms_since_flush) {
+            continue;
+        }
+        ms_since_flush = 0;
+        let (log, gc) = (f.log.clone(), f.group_commit.clone());
+        drop(f);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = gc.flush_once(&log);
+            (r, gc)
+        })
+        .await;
+        match result {
+            Ok((Ok((_, done)), _)) => {
+                for cb in done {
+                    cb.log_io_completed(Ok(()));
+                }
+            }
+            Ok((Err(e), gc)) => {
+                tracing::error!(error = %e, "CommitLog sync failed: failing every waiting append");
+                let all = gc.release(rocketraft_store::LogCut {
+                    next_index: RaftIndex(u64::MAX),
+                    ..Default::default()
+                });
+                for cb in all {
+                    cb.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the CommitLog flush task failed"),
+        }
+    }
+}
+
+impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogStore<S, M> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        entries_in(&self.log, &*self.meta, range)
+    }
+}
+
+impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
+    type LogReader = LogReader<S, M>;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id = read_purged(&*self.meta)?;
+        let last = lock(&self.log).last();
+        let last_log_id = match last {
+            Some(m) if last_purged_log_id.is_none_or(|p| m.index.0 > p.index) => {
+                Some(crate::types::log_id(m.term, m.leader, m.index.0))
+            }
+            _ => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let raw = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.meta
+            .write(vec![MetaOp::Put(KEY_VOTE.to_vec(), raw)])
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        match self.meta.get(KEY_VOTE).map_err(|e| StorageIOError::read_vote(&e))? {
+            Some(raw) => Ok(Some(decode(&raw).map_err(|e| StorageIOError::read_vote(&e))?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let raw = encode(&committed).map_err(io_write)?;
+        self.meta.write(vec![MetaOp::Put(KEY_COMMITTED.to_vec(), raw)]).map_err(io_write)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match self.meta.get(KEY_COMMITTED).map_err(io_read)? {
+            Some(raw) => decode(&raw).map_err(io_read),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Vec::new();
+        for e in entries {
+            batch.push(
+                to_log_entry(&e)
+                    .map_err(|err| StorageIOError::write_log_entry(*e.get_log_id(), &err))?,
+            );
+        }
+        let (last, flushed) = {
+            let mut log = lock(&self.log);
+            log.append(&batch).map_err(io_write)?;
+            (log.last().map(|m| m.index), log.flushed())
+        };
+        let Some(last) = last else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        match self.flusher.group_commit.wait(last, flushed, callback) {
+            Some(done) => done.log_io_completed(Ok(())),
+            None => self.wake.notify_one(),
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let keep = log_id.index.checked_sub(1).map(RaftIndex);
+        lock(&self.log).truncate_after(keep).map_err(io_write)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let raw = encode(&log_id).map_err(io_write)?;
+        self.meta.write(vec![MetaOp::Put(KEY_PURGED.to_vec(), raw)]).map_err(io_write)?;
+        lock(&self.log).purge_through(RaftIndex(log_id.index)).map_err(io_write)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! The Raft state machine of a broker group replica.
+//!
+//! Applying a committed entry: message records go to the ConsumeQueues and IndexFiles
+//! (dispatch) and wake long-polling pulls; metadata commands change topics, groups and consumer
+//! offsets in the metadata store, in the same atomic write as the new applied id.
+//!
+//! A snapshot is what a log needs beside itself: the metadata (topics, groups, offsets,
+//! membership) at an applied id, and the log cut where the next entry goes. A follower that
+//! installs one and does not hold the snapshot's last entry restarts its CommitLog and queues
+//! at that cut (the messages before it were purged everywhere by retention), so positions stay
+//! identical to the leader's.
+//!
+//! Dispatch flushes its files every `DISPATCH_FLUSH_EVERY` entries; on start the state machine
+//! dispatches again from the dispatch checkpoint up to the applied id.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership,
+};
+use rocketraft_store::io::Storage;
+use rocketraft_store::{Arrival, CommitLog, CommitLogOffset, Dispatcher, LogCut, RaftIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::log_store::lock;
+use crate::meta::{MetaOp, MetaStore};
+use crate::types::{
+    decode, encode, to_log_entry, GroupMeta, MetaCommand, NodeId, Request, Response, TopicMeta,
+    TypeConfig,
+};
+
+const KEY_APPLIED: &[u8] = b"sm/applied";
+const KEY_MEMBERSHIP: &[u8] = b"sm/membership";
+const KEY_SNAPSHOT: &[u8] = b"sm/snapshot";
+const PREFIX_TOPIC: &[u8] = b"topic/";
+const PREFIX_GROUP: &[u8] = b"group/";
+const PREFIX_OFFSET: &[u8] = b"offset/";
+/// The replicated metadata, as prefixes of the metadata store.
+const REPLICATED: [&[u8]; 3] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET];
+/// Flush the queues and indexes after this many dispatched entries.
+const DISPATCH_FLUSH_EVERY: u64 = 1_000;
+
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+
+/// Called with the messages each apply made visible (long polling wakes on it).
+pub type ArrivalListener = Arc<dyn Fn(&[Arrival]) + Send + Sync>;
+
+fn key(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `offset/<group>\0<topic>\0<queue id>`
+pub fn offset_key(group: &str, topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut k = PREFIX_OFFSET.to_vec();
+    k.extend_from_slice(group.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(queue_id.to_string().as_bytes());
+    k
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotBody {
+    /// Where the entry after the snapshot goes.
+    cut_next_index: u64,
+    cut_position: u64,
+    cut_prev_crc: u32,
+    /// The replicated metadata, key by key.
+    metadata: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The state machine; cheap to clone (the snapshot builder is a clone).
+pub struct StateMachine<S: Storage, M: MetaStore> {
+    log: Arc<Mutex<CommitLog<S>>>,
+    dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    meta: Arc<M>,
+    listener: Option<ArrivalListener>,
+    undispatched_flush: Arc<Mutex<u64>>,
+}
+
+impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
+    fn clone(&self) -> Self {
+        StateMachine {
+            log: self.log.clone(),
+            dispatcher: self.dispatcher.clone(),
+            meta: self.meta.clone(),
+            listener: self.listener.clone(),
+            undispatched_flush: self.undispatched_flush.clone(),
+        }
+    }
+}
+
+fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+fn sm_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn apply_error(log_id: LogId<NodeId>, e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::apply(log_id, &e).into()
+}
+
+fn snapshot_error(
+    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(Some(meta.signature()), &e).into()
+}
+
+impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
+    /// Wraps the replica's log, dispatcher and metadata, and dispatches whatever was applied
+    /// but not yet durably dispatched before a restart.
+    pub fn new(
+        log: Arc<Mutex<CommitLog<S>>>,
+        dispatcher: Arc<Mutex<Dispatcher<S>>>,
+        meta: Arc<M>,
+        listener: Option<ArrivalListener>,
+    ) -> Result<Self, StorageError<NodeId>> {
+        let sm = StateMachine {
+            log,
+            dispatcher,
+            meta,
+            listener,
+            undispatched_flush: Arc::new(Mutex::new(0)),
+        };
+        sm.catch_up_dispatch()?;
+        Ok(sm)
+    }
+
+    fn applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        match self.meta.get(KEY_APPLIED).map_err(sm_read)? {
+            Some(raw) => decode(&raw).map_err(sm_read),
+            None => Ok(None),
+        }
+    }
+
+    fn catch_up_dispatch(&self) -> Result<(), StorageError<NodeId>> {
+        let Some(applied) = self.applied()? else { return Ok(()) };
+        let log = lock(&self.log);
+        let mut d = lock(&self.dispatcher);
+        let from = d.next().next_index.max(log.start().next_index);
+        let to = RaftIndex((applied.index + 1).min(log.end().next_index.0));
+        if from >= to {
+            return Ok(());
+        }
+        for e in log.entries(from..to).map_err(sm_read)? {
+            let position = log.entry_meta(e.index).map_err(sm_read)?.position;
+            d.dispatch(position, &e).map_err(sm_write)?;
+        }
+        d.flush().map_err(sm_write)?;
+        tracing::info!(from = %from, to = %to, "dispatched entries applied before the restart");
+        Ok(())
+    }
+
+    /// A topic's configuration.
+    pub fn topic(&self, name: &str) -> Result<Option<TopicMeta>, StorageError<NodeId>> {
+        self.read_value(&key(PREFIX_TOPIC, name))
+    }
+
+    /// Every topic.
+    pub fn topics(&self) -> Result<Vec<TopicMeta>, StorageError<NodeId>> {
+        self.scan(PREFIX_TOPIC)
+    }
+
+    /// A subscription group's configuration.
+    pub fn group(&self, name: &str) -> Result<Option<GroupMeta>, StorageError<NodeId>> {
+        self.read_value(&key(PREFIX_GROUP, name))
+    }
+
+    /// A group's committed offset on a queue.
+    pub fn consumer_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<Option<u64>, StorageError<NodeId>> {
+        self.read_value(&offset_key(group, topic, queue_id))
+    }
+
+    fn read_value<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        match self.meta.get(k).map_err(sm_read)? {
+            Some(raw) => Ok(Some(decode(&raw).map_err(sm_read)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StorageError<NodeId>> {
+        self.meta
+            .scan_prefix(prefix)
+            .map_err(sm_read)?
+            .into_iter()
+            .map(|(_, v)| decode(&v).map_err(sm_read))
+            .collect()
+    }
+
+    fn command_ops(cmd: &MetaCommand, ops: &mut Vec<MetaOp>) -> Result<(), StorageError<NodeId>> {
+        match cmd {
+            MetaCommand::PutTopic(t) => {
+                ops.push(MetaOp::Put(key(PREFIX_TOPIC, &t.name), encode(t).map_err(sm_write)?))
+            }
+            MetaCommand::DeleteTopic { topic } => {
+                ops.push(MetaOp::Delete(key(PREFIX_TOPIC, topic)))
+            }
+            MetaCommand::PutGroup(g) => {
+                ops.push(MetaOp::Put(key(PREFIX_GROUP, &g.name), encode(g).map_err(sm_write)?))
+            }
+            MetaCommand::DeleteGroup { group } => {
+                ops.push(MetaOp::Delete(key(PREFIX_GROUP, group)));
+                let mut p = PREFIX_OFFSET.to_vec();
+                p.extend_from_slice(group.as_bytes());
+                p.push(0);
+                ops.push(MetaOp::DeletePrefix(p));
+            }
+            MetaCommand::CommitOffsets(offsets) => {
+                for o in offsets {
+                    ops.push(MetaOp::Put(
+                        offset_key(&o.group, &o.topic, o.queue_id),
+                        encode(&o.offset).map_err(sm_write)?,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn current_cut(&self, applied: Option<LogId<NodeId>>) -> Result<LogCut, StorageError<NodeId>> {
+        let log = lock(&self.log);
+        let next = applied.map_or(log.start().next_index, |a| RaftIndex(a.index + 1));
+        let next = next.max(log.start().next_index).min(log.end().next_index);
+        log.cut_before(next).map_err(sm_read)
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        lock(&self.dispatcher).flush().map_err(sm_write)?;
+        let applied = self.applied()?;
+        let membership: Membership = self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default();
+        let cut = self.current_cut(applied)?;
+        let mut metadata = Vec::new();
+        for prefix in REPLICATED {
+            metadata.extend(self.meta.scan_prefix(prefix).map_err(sm_read)?);
+        }
+        let body = SnapshotBody {
+            cut_next_index: cut.next_index.0,
+            cut_position: cut.position.0,
+            cut_prev_crc: cut.prev_crc,
+            metadata,
+        };
+        let data = encode(&body).map_err(sm_read)?;
+        let snapshot_id = match applied {
+            Some(a) => format!("{}-{}-{}", a.leader_id.term, a.index, cut.position.0),
+            None => format!("empty-{}", cut.position.0),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let stored = encode(&(meta.clone(), data.clone())).map_err(sm_write)?;
+        self.meta.write(vec![MetaOp::Put(KEY_SNAPSHOT.to_vec(), stored)]).map_err(sm_write)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl<S: Storage + Clone, M: MetaStore> RaftSnapshotBuilder<TypeConfig> for StateMachine<S, M> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.build()
+    }
+}
+
+impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMachine<S, M> {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        Ok((self.applied()?, self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut ops = Vec::new();
+        let mut arrivals = Vec::new();
+        let mut last_applied = None;
+        let mut dispatched = 0;
+        for e in entries {
+            let mut position = CommitLogOffset(0);
+            match &e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Request::Messages(_)) => {
+                    position = lock(&self.log)
+                        .entry_meta(RaftIndex(e.log_id.index))
+                        .map_err(|err| apply_error(e.log_id, err))?
+                        .position;
+                    let stored = to_log_entry(&e).map_err(|err| apply_error(e.log_id, err))?;
+                    let got = lock(&self.dispatcher)
+                        .dispatch(position, &stored)
+                        .map_err(|err| apply_error(e.log_id, err))?;
+                    arrivals.extend(got);
+                    dispatched += 1;
+                }
+                EntryPayload::Normal(Request::Metadata(cmds)) => {
+                    for cmd in cmds {
+                        Self::command_ops(cmd, &mut ops)?;
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = Membership::new(Some(e.log_id), m.clone());
+                    ops.push(MetaOp::Put(
+                        KEY_MEMBERSHIP.to_vec(),
+                        encode(&stored).map_err(sm_write)?,
+                    ));
+                }
+            }
+            last_applied = Some(e.log_id);
+            responses.push(Response { entry_position: position.0 });
+        }
+        if let Some(applied) = last_applied {
+            ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&Some(applied)).map_err(sm_write)?));
+            self.meta.write(ops).map_err(sm_write)?;
+        }
+        let mut pending = lock(&self.undispatched_flush);
+        *pending += dispatched;
+        if *pending >= DISPATCH_FLUSH_EVERY {
+            lock(&self.dispatcher).flush().map_err(sm_write)?;
+            *pending = 0;
+        }
+        drop(pending);
+        if let (Some(listener), false) = (&self.listener, arrivals.is_empty()) {
+            listener(&arrivals);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = decode(&data).map_err(|e| snapshot_error(meta, e))?;
+        let cut = LogCut {
+            next_index: RaftIndex(body.cut_next_index),
+            position: CommitLogOffset(body.cut_position),
+            prev_crc: body.cut_prev_crc,
+        };
+        // Keep the log if it holds the snapshot's last entry (openraft then purges up to it);
+        // otherwise start it again where the leader's continues.
+        {
+            let mut log = lock(&self.log);
+            let holds_last = match meta.last_log_id {
+                Some(last) => log.entry_meta(RaftIndex(last.index)).is_ok_and(|m| {
+                    m.term == last.leader_id.term && m.leader == last.leader_id.node_id
+                }),
+                None => true,
+            };
+            if !holds_last {
+                log.reset(cut).map_err(sm_write)?;
+                lock(&self.dispatcher).reset(cut).map_err(sm_write)?;
+            }
+        }
+        let mut ops: Vec<MetaOp> =
+            REPLICATED.iter().map(|p| MetaOp::DeletePrefix(p.to_vec())).collect();
+        ops.extend(body.metadata.into_iter().map(|(k, v)| MetaOp::Put(k, v)));
+        ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&meta.last_log_id).map_err(sm_write)?));
+        ops.push(MetaOp::Put(
+            KEY_MEMBERSHIP.to_vec(),
+            encode(&meta.last_membership).map_err(sm_write)?,
+        ));
+        ops.push(MetaOp::Put(
+            KEY_SNAPSHOT.to_vec(),
+            encode(&(meta.clone(), data)).map_err(sm_write)?,
+        ));
+        self.meta.write(ops).map_err(sm_write)?;
+        self.catch_up_dispatch()
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        type Stored = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
+        Ok(self
+            .read_value::<Stored>(KEY_SNAPSHOT)?
+            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
