@@ -8,6 +8,8 @@
 //! - [`meta`]: the metadata store trait with sled and in-memory backends.
 //! - [`log_store`]: `RaftLogStorage` on the CommitLog, with group commit.
 //! - [`state_machine`]: apply (dispatch, metadata), snapshots, install.
+//! - [`network`]: the Raft RPC transport over TCP (length-prefixed bincode frames).
+//! - [`node`]: one replica: recovery, membership check, bootstrap, RPC server.
 
 // openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
 #![allow(clippy::result_large_err)]
@@ -15,11 +17,14 @@
 pub mod error;
 pub mod log_store;
 pub mod meta;
+pub mod network;
+pub mod node;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
 pub use meta::{MemMeta, MetaStore, SledMeta};
+pub use node::{NodeConfig, RaftNode, RaftTiming, StartError};
 pub use state_machine::StateMachine;
 pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

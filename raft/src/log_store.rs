@@ -158,18 +158,18 @@ async fn run_flusher<S: Storage>(
         ms_since_flush = 0;
         let (log, gc) = (f.log.clone(), f.group_commit.clone());
         drop(f);
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::runtime::run_blocking(move || {
             let r = gc.flush_once(&log);
             (r, gc)
         })
         .await;
         match result {
-            Ok((Ok((_, done)), _)) => {
+            (Ok((_, done)), _) => {
                 for cb in done {
                     cb.log_io_completed(Ok(()));
                 }
             }
-            Ok((Err(e), gc)) => {
+            (Err(e), gc) => {
                 tracing::error!(error = %e, "CommitLog sync failed: failing every waiting append");
                 let all = gc.release(rocketraft_store::LogCut {
                     next_index: RaftIndex(u64::MAX),
@@ -179,7 +179,6 @@ async fn run_flusher<S: Storage>(
                     cb.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 }
             }
-            Err(e) => tracing::error!(error = %e, "the CommitLog flush task failed"),
         }
     }
 }

@@ -59,6 +59,8 @@ pub type Rng = rand::rngs::ThreadRng;
 
 /// openraft's instant is std's `Instant`, which madsim virtualises (it overrides the clock
 /// call underneath), so converting it to the runtime's instant is safe in both worlds.
+// Under madsim both are std's Instant and the conversion is the identity.
+#[allow(clippy::useless_conversion)]
 fn to_runtime_instant(i: openraft::TokioInstant) -> tokio::time::Instant {
     i.into_std().into()
 }
@@ -123,4 +125,20 @@ impl openraft::AsyncRuntime for MadRuntime {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (openraft::async_runtime::TokioOneShotSender(tx), rx)
     }
+}
+
+/// Runs blocking work (a sync) off the async workers: on a blocking thread with real tokio,
+/// inline under madsim (which forbids blocking threads; its simulated disk never blocks).
+pub async fn run_blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(madsim)]
+    return f();
+    #[cfg(not(madsim))]
+    return match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
 }

@@ -1,0 +1,299 @@
+//! The Raft RPC transport: TCP between the replicas of a group, on their own port (40911 by
+//! default), written against the `tokio` (madsim-tokio) API so the same code runs in the
+//! simulation.
+//!
+//! Wire format: each message is `u32 length (big-endian) | bincode 2 payload`. A request is an
+//! [`Envelope`] naming the group and the target node, so a misdirected connection is refused
+//! instead of fed into the wrong Raft. Frames over [`RPC_FRAME_MAX_BYTES`] and payloads that do
+//! not decode close the connection with a logged error; the node keeps running.
+//!
+//! A client keeps one connection per peer and reuses it; a failed or timed-out call drops it
+//! and the next call reconnects. Every call is bounded by openraft's RPC timeout.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::CodecError;
+use crate::types::{decode, encode, NodeId, TypeConfig};
+
+/// The default Raft port (DESIGN.md §7).
+pub const RAFT_PORT_DEFAULT: u16 = 40911;
+/// The largest RPC frame accepted (append batches and snapshot chunks stay well below).
+pub const RPC_FRAME_MAX_BYTES: usize = 64 << 20;
+/// Connect timeout when openraft's RPC option does not bound it tighter.
+const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
+
+/// A request with its address: group and target node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub group: String,
+    pub to: NodeId,
+    pub body: RpcRequest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcResponse {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The envelope named another group or node.
+    Misdirected {
+        reason: String,
+    },
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {RPC_FRAME_MAX_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+async fn write_frame<T: Serialize, W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    value: &T,
+) -> Result<(), FrameError> {
+    let payload = encode(value)?;
+    if payload.len() > RPC_FRAME_MAX_BYTES {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    w.write_all(&frame).await?;
+    // madsim's TCP sends only on flush; real tokio's flush is a no-op.
+    w.flush().await?;
+    Ok(())
+}
+
+async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > RPC_FRAME_MAX_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok(decode(&payload)?)
+}
+
+/// Serves Raft RPCs for `raft` on `listener` until the listener fails.
+pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, group: String, id: NodeId) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "Raft listener failed");
+                return;
+            }
+        };
+        let (raft, group) = (raft.clone(), group.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, raft, &group, id).await {
+                match e {
+                    FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                    e => tracing::warn!(%peer, error = %e, "closing a Raft connection"),
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    group: &str,
+    id: NodeId,
+) -> Result<(), FrameError> {
+    loop {
+        let envelope: Envelope = read_frame(&mut stream).await?;
+        let response = if envelope.group != group || envelope.to != id {
+            RpcResponse::Misdirected {
+                reason: format!(
+                    "this is node {id} of group {group:?}, not node {} of group {:?}",
+                    envelope.to, envelope.group
+                ),
+            }
+        } else {
+            match envelope.body {
+                RpcRequest::Append(req) => RpcResponse::Append(raft.append_entries(req).await),
+                RpcRequest::Vote(req) => RpcResponse::Vote(raft.vote(req).await),
+                RpcRequest::Snapshot(req) => {
+                    RpcResponse::Snapshot(raft.install_snapshot(req).await)
+                }
+            }
+        };
+        write_frame(&mut stream, &response).await?;
+    }
+}
+
+/// Makes one [`PeerClient`] per target.
+#[derive(Debug, Clone)]
+pub struct Network {
+    group: String,
+}
+
+impl Network {
+    pub fn new(group: impl Into<String>) -> Self {
+        Network { group: group.into() }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            group: self.group.clone(),
+            target,
+            addr: node.addr.clone(),
+            conn: Mutex::new(None),
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    group: String,
+    target: NodeId,
+    addr: String,
+    // madsim's TcpStream is not Sync and openraft needs a Sync network: only touched through
+    // `&mut self`, so `Mutex::get_mut` never blocks.
+    conn: Mutex<Option<TcpStream>>,
+}
+
+type CallError = RPCError<NodeId, BasicNode, RaftError<NodeId>>;
+
+impl PeerClient {
+    async fn call(
+        &mut self,
+        body: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, (bool, String)> {
+        let envelope = Envelope { group: self.group.clone(), to: self.target, body };
+        let slot = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let stream = match slot.take() {
+            Some(s) => s,
+            None => {
+                let connect_ms = (timeout.as_millis() as u64).min(CONNECT_TIMEOUT_MS_MAX);
+                match tokio::time::timeout(
+                    Duration::from_millis(connect_ms),
+                    TcpStream::connect(&self.addr),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err((true, format!("connect to {}: {e}", self.addr))),
+                    Err(_) => return Err((true, format!("connect to {} timed out", self.addr))),
+                }
+            }
+        };
+        let mut stream = stream;
+        let exchange = async {
+            write_frame(&mut stream, &envelope).await?;
+            read_frame::<RpcResponse, _>(&mut stream).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(resp)) => {
+                // Only a connection that completed an exchange is reused.
+                *self.conn.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err((false, e.to_string())),
+            Err(_) => Err((false, format!("RPC to {} timed out after {timeout:?}", self.addr))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+fn transport_error<E: std::error::Error>(
+    unreachable: bool,
+    msg: String,
+) -> RPCError<NodeId, BasicNode, E> {
+    let err = TransportError(msg);
+    if unreachable {
+        RPCError::Unreachable(Unreachable::new(&err))
+    } else {
+        RPCError::Network(NetworkError::new(&err))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, CallError> {
+        match self.call(RpcRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(RpcResponse::Append(Ok(r))) => Ok(r),
+            Ok(RpcResponse::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(transport_error(false, format!("unexpected answer {other:?}"))),
+            Err((unreachable, msg)) => Err(transport_error(unreachable, msg)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(RpcRequest::Snapshot(rpc), option.hard_ttl()).await {
+            Ok(RpcResponse::Snapshot(Ok(r))) => Ok(r),
+            Ok(RpcResponse::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(transport_error(false, format!("unexpected answer {other:?}"))),
+            Err((unreachable, msg)) => Err(transport_error(unreachable, msg)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, CallError> {
+        match self.call(RpcRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(RpcResponse::Vote(Ok(r))) => Ok(r),
+            Ok(RpcResponse::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(other) => Err(transport_error(false, format!("unexpected answer {other:?}"))),
+            Err((unreachable, msg)) => Err(transport_error(unreachable, msg)),
+        }
+    }
+}

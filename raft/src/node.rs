@@ -1,0 +1,171 @@
+//! One replica of a broker group: its CommitLog, queues, metadata, Raft and RPC server.
+//!
+//! [`RaftNode::start`] recovers the store, refuses to start if the configured peers disagree
+//! with the membership it has stored, starts Raft and its RPC server, and bootstraps the group
+//! exactly once: on first start (no vote, empty log, nothing applied) the replica with the
+//! lowest id initializes the membership from the static peer list; the others wait for it.
+//! Create it inside the runtime (and, in the simulation, inside the node) that should own it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use rocketraft_store::io::Storage;
+use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, Dispatcher, FlushMode};
+use tokio::net::TcpListener;
+
+use crate::log_store::LogStore;
+use crate::meta::MetaStore;
+use crate::network::{serve, Network};
+use crate::state_machine::{ArrivalListener, StateMachine};
+use crate::types::{NodeId, TypeConfig};
+
+/// Raft timing and snapshots. Defaults: heartbeat 250 ms, election timeout 1000-2000 ms
+/// (DESIGN.md §5), a snapshot every 10,000 entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_every_entries: 10_000,
+        }
+    }
+}
+
+/// Everything a replica needs to know.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The broker group (RocketMQ's brokerName); every RPC names it.
+    pub group: String,
+    pub id: NodeId,
+    /// Every voter of the group, this one included: id -> Raft address (host:port).
+    pub peers: BTreeMap<NodeId, String>,
+    pub timing: RaftTiming,
+    pub commit_log: CommitLogConfig,
+    pub dispatch: DispatchConfig,
+    pub flush: FlushMode,
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid Raft configuration: {0}")]
+    Config(String),
+    #[error(
+        "the configured peers {configured:?} disagree with the membership {stored:?} stored in \
+         this data directory: fix the peer list, or point data_dir at this group's directory"
+    )]
+    MembershipMismatch { configured: BTreeSet<NodeId>, stored: BTreeSet<NodeId> },
+    #[error("store: {0}")]
+    Store(#[from] rocketraft_store::StoreError),
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+/// A running replica.
+pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
+    pub raft: Raft<TypeConfig>,
+    pub state_machine: StateMachine<S, M>,
+    pub log: Arc<Mutex<CommitLog<S>>>,
+    pub dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
+    /// Recovers the replica from `storage` and `meta` and starts it, serving Raft RPCs on
+    /// `listener` (already bound to this replica's Raft address).
+    pub async fn start(
+        config: NodeConfig,
+        storage: S,
+        meta: M,
+        listener: TcpListener,
+        arrivals: Option<ArrivalListener>,
+    ) -> Result<Self, StartError> {
+        if !config.peers.contains_key(&config.id) {
+            return Err(StartError::Config(format!(
+                "node {} is not in its own peer list",
+                config.id
+            )));
+        }
+        let raft_config = Config {
+            cluster_name: config.group.clone(),
+            heartbeat_interval: config.timing.heartbeat_interval_ms,
+            election_timeout_min: config.timing.election_timeout_min_ms,
+            election_timeout_max: config.timing.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
+            // The log is purged by retention (whole segments), not right after a snapshot.
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+
+        let meta = Arc::new(meta);
+        let (log, report) = CommitLog::open(storage.clone(), config.commit_log.clone())?;
+        tracing::info!(group = %config.group, id = config.id, end = %report.end.next_index, "CommitLog recovered");
+        let dispatcher =
+            Arc::new(Mutex::new(Dispatcher::open(storage, config.dispatch.clone(), &log)?));
+        let log = Arc::new(Mutex::new(log));
+        let mut log_store = LogStore::new(log.clone(), meta.clone(), config.flush);
+        let mut state_machine = StateMachine::new(log.clone(), dispatcher.clone(), meta, arrivals)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let configured: BTreeSet<NodeId> = config.peers.keys().copied().collect();
+        let (applied, membership) =
+            state_machine.applied_state().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let stored: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if !stored.is_empty() && stored != configured {
+            return Err(StartError::MembershipMismatch { configured, stored });
+        }
+        let fresh = applied.is_none()
+            && log_store.read_vote().await.map_err(|e| StartError::Raft(e.to_string()))?.is_none()
+            && log_store
+                .get_log_state()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .last_log_id
+                .is_none();
+
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            Network::new(config.group.clone()),
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let server = tokio::spawn(serve(listener, raft.clone(), config.group.clone(), config.id));
+
+        let lowest = *config.peers.keys().next().expect("checked non-empty");
+        if fresh && config.id == lowest {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
+        }
+        Ok(RaftNode { raft, state_machine, log, dispatcher, server })
+    }
+
+    /// Stops Raft and the RPC server (the data stays; start again to recover).
+    pub async fn shutdown(self) {
+        self.server.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft shutdown");
+        }
+    }
+}
