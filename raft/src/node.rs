@@ -23,6 +23,11 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Raft timing and snapshots. Defaults: heartbeat 250 ms, election timeout 1000-2000 ms
 /// (DESIGN.md §5), a snapshot every 10,000 entries.
+///
+/// The election timeout is how long a follower hears nothing from its leader before it starts
+/// an election. openraft 0.9 waits its leader lease (= its `election_timeout_max`) *plus* a
+/// random `election_timeout_min..max` after the last leader contact, so the values passed to
+/// openraft are derived to make that total fall within this range ([`openraft_election_window`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftTiming {
     pub heartbeat_interval_ms: u64,
@@ -41,6 +46,21 @@ impl Default for RaftTiming {
             snapshot_every_entries: 10_000,
         }
     }
+}
+
+/// openraft's `(election_timeout_min, election_timeout_max)` for a total wait within
+/// `[min, max]`: `max' = max / 2`, `min' = max(min - max', heartbeat + 1)`, so that
+/// `max' + [min', max')` lies in `[min, max)` whenever `min >= max / 2 + heartbeat`.
+pub fn openraft_election_window(t: &RaftTiming) -> Result<(u64, u64), String> {
+    let max = t.election_timeout_max_ms / 2;
+    let min = t.election_timeout_min_ms.saturating_sub(max).max(t.heartbeat_interval_ms + 1);
+    if min >= max {
+        return Err(format!(
+            "election timeout {}-{} ms leaves no room above the {} ms heartbeat: widen it",
+            t.election_timeout_min_ms, t.election_timeout_max_ms, t.heartbeat_interval_ms
+        ));
+    }
+    Ok((min, max))
 }
 
 /// Everything a replica needs to know.
@@ -98,11 +118,13 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 config.id
             )));
         }
+        let (election_min, election_max) =
+            openraft_election_window(&config.timing).map_err(StartError::Config)?;
         let raft_config = Config {
             cluster_name: config.group.clone(),
             heartbeat_interval: config.timing.heartbeat_interval_ms,
-            election_timeout_min: config.timing.election_timeout_min_ms,
-            election_timeout_max: config.timing.election_timeout_max_ms,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.timing.snapshot_every_entries),
             // The log is purged by retention (whole segments), not right after a snapshot.
             max_in_snapshot_log_to_keep: u64::MAX,
@@ -167,5 +189,26 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_total_election_wait_falls_in_the_configured_range() {
+        let t = RaftTiming::default();
+        let (min, max) = openraft_election_window(&t).unwrap();
+        assert_eq!((min, max), (251, 1000));
+        // openraft waits max + [min, max): 1251..2000 ms, inside 1000..2000.
+        assert!(max + min >= t.election_timeout_min_ms && 2 * max <= t.election_timeout_max_ms);
+        let tight = RaftTiming {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 400,
+            ..t
+        };
+        assert!(openraft_election_window(&tight).is_err());
     }
 }
