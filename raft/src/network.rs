@@ -104,19 +104,36 @@ async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
     Ok(decode(&payload)?)
 }
 
-/// Serves Raft RPCs for `raft` on `listener` until the listener fails.
-pub async fn serve(listener: TcpListener, raft: Raft<TypeConfig>, group: String, id: NodeId) {
+/// Serves Raft RPCs for `raft` on `listener` until `stop` changes (or its sender is dropped)
+/// or the listener fails. Every connection task ends with it, so a stopped node's old
+/// connections cannot keep feeding a dead Raft while a restarted one listens on the port.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    group: String,
+    id: NodeId,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stop_accept = stop.clone();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop_accept.changed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "Raft listener failed");
                 return;
             }
         };
-        let (raft, group) = (raft.clone(), group.clone());
+        let (raft, group, mut stop) = (raft.clone(), group.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, raft, &group, id).await {
+            let result = tokio::select! {
+                r = serve_connection(stream, raft, &group, id) => r,
+                _ = stop.changed() => Ok(()),
+            };
+            if let Err(e) = result {
                 match e {
                     FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
                     e => tracing::warn!(%peer, error = %e, "closing a Raft connection"),

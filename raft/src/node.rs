@@ -99,6 +99,7 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub state_machine: StateMachine<S, M>,
     pub log: Arc<Mutex<CommitLog<S>>>,
     pub dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -168,7 +169,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let server = tokio::spawn(serve(listener, raft.clone(), config.group.clone(), config.id));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let server =
+            tokio::spawn(serve(listener, raft.clone(), config.group.clone(), config.id, stop_rx));
 
         let lowest = *config.peers.keys().next().expect("checked non-empty");
         if fresh && config.id == lowest {
@@ -180,12 +183,15 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
         }
-        Ok(RaftNode { raft, state_machine, log, dispatcher, server })
+        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server })
     }
 
-    /// Stops Raft and the RPC server (the data stays; start again to recover).
+    /// Stops Raft, the RPC server and its connections (the data stays; start again to
+    /// recover).
     pub async fn shutdown(self) {
-        self.server.abort();
+        let _ = self.stop.send(true);
+        // The listener is closed when the server task returns: wait, so the port is free.
+        let _ = self.server.await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft shutdown");
         }

@@ -298,3 +298,313 @@ mod cluster {
         }
     }
 }
+
+mod recovery {
+    //! Catch-up by snapshot after the log was purged; a full disk on the leader; a membership
+    //! that disagrees with the stored one; corrupt and misdirected RPC frames. Three replicas
+    //! in one process on loopback TCP, on the simulated disk (so faults can be injected).
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use rocketraft_raft::network::{Envelope, RpcRequest, RpcResponse};
+    use rocketraft_raft::types::ConsumerOffset;
+    use rocketraft_raft::{
+        MemMeta, MetaCommand, NodeConfig, RaftNode, RaftTiming, Request, StartError,
+    };
+    use rocketraft_store::io::sim::SimStorage;
+    use rocketraft_store::{
+        CommitLogConfig, CommitLogOffset, DispatchConfig, FlushMode, RaftIndex,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    type Node = RaftNode<SimStorage, MemMeta>;
+
+    struct Group {
+        peers: BTreeMap<u64, String>,
+        disks: BTreeMap<u64, (SimStorage, MemMeta)>,
+        nodes: BTreeMap<u64, Node>,
+    }
+
+    fn config(id: u64, peers: &BTreeMap<u64, String>) -> NodeConfig {
+        NodeConfig {
+            group: "broker-a".into(),
+            id,
+            peers: peers.clone(),
+            timing: RaftTiming {
+                heartbeat_interval_ms: 100,
+                election_timeout_min_ms: 600,
+                election_timeout_max_ms: 800,
+                snapshot_every_entries: 40,
+            },
+            commit_log: CommitLogConfig { segment_size_bytes: 4096, ..Default::default() },
+            dispatch: DispatchConfig::default(),
+            flush: FlushMode::Sync,
+        }
+    }
+
+    fn offset_write(n: u64) -> Request {
+        Request::Metadata(vec![MetaCommand::CommitOffsets(vec![ConsumerOffset {
+            group: "g".into(),
+            topic: format!("topic-{}", n % 7),
+            queue_id: (n % 4) as i32,
+            offset: n,
+        }])])
+    }
+
+    impl Group {
+        async fn start() -> Group {
+            let mut listeners = BTreeMap::new();
+            let mut peers = BTreeMap::new();
+            for id in 0..3u64 {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                peers.insert(id, l.local_addr().unwrap().to_string());
+                listeners.insert(id, l);
+            }
+            let disks: BTreeMap<_, _> =
+                (0..3).map(|id| (id, (SimStorage::new(), MemMeta::new()))).collect();
+            let mut g = Group { peers, disks, nodes: BTreeMap::new() };
+            for id in 0..3 {
+                g.start_node(id, listeners.remove(&id)).await.unwrap();
+            }
+            g
+        }
+
+        async fn start_node(
+            &mut self,
+            id: u64,
+            listener: Option<TcpListener>,
+        ) -> Result<(), StartError> {
+            let listener = match listener {
+                Some(l) => l,
+                None => TcpListener::bind(&self.peers[&id]).await.unwrap(),
+            };
+            let (disk, meta) = self.disks[&id].clone();
+            let node = RaftNode::start(config(id, &self.peers), disk, meta, listener, None).await?;
+            self.nodes.insert(id, node);
+            Ok(())
+        }
+
+        async fn leader(&self, not: Option<u64>) -> u64 {
+            for _ in 0..100 {
+                for n in self.nodes.values() {
+                    if let Some(l) = n.raft.metrics().borrow().current_leader {
+                        if self.nodes.contains_key(&l) && Some(l) != not {
+                            return l;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no leader within 10 s");
+        }
+
+        async fn write(&self, leader: u64, range: std::ops::Range<u64>) {
+            for n in range {
+                self.nodes[&leader].raft.client_write(offset_write(n)).await.unwrap();
+            }
+        }
+
+        async fn wait_applied(&self, index: u64) {
+            for n in self.nodes.values() {
+                n.raft
+                    .wait(Some(Duration::from_secs(20)))
+                    .applied_index_at_least(Some(index), "catch up")
+                    .await
+                    .unwrap();
+            }
+        }
+
+        fn last_index(&self, id: u64) -> u64 {
+            self.nodes[&id].raft.metrics().borrow().last_log_index.unwrap()
+        }
+    }
+
+    /// Bytes of a log from `from` to its end.
+    fn bytes_from(node: &Node, from: CommitLogOffset) -> Vec<u8> {
+        let log = node.log.lock().unwrap();
+        let seg = log.config().segment_size_bytes;
+        let (mut at, end) = (from.0.max(log.start().position.0), log.end().position.0);
+        let mut out = Vec::new();
+        while at < end {
+            let stop = end.min(at - at % seg + seg);
+            out.extend(log.read_raw(CommitLogOffset(at), (stop - at) as usize).unwrap());
+            at = stop;
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_down_while_the_log_was_purged_catches_up_by_snapshot() {
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let lagger = (0..3).find(|id| *id != leader).unwrap();
+        g.write(leader, 0..20).await;
+        g.wait_applied(g.last_index(leader)).await;
+
+        tracing::info!("--- the lagger stops; the others write on, snapshot and purge their logs");
+        g.nodes.remove(&lagger).unwrap().shutdown().await;
+        g.write(leader, 20..400).await;
+        let last = g.last_index(leader);
+        for n in g.nodes.values() {
+            // The snapshot policy (every 40 entries) has built one near the end by now.
+            let m = n
+                .raft
+                .wait(Some(Duration::from_secs(20)))
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index + 40 >= last), "a recent snapshot")
+                .await
+                .unwrap();
+            n.raft.trigger().purge_log(m.snapshot.unwrap().index).await.unwrap();
+        }
+        for _ in 0..50 {
+            let started = g.nodes[&leader].log.lock().unwrap().start().next_index;
+            if started > RaftIndex(20) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader_start = g.nodes[&leader].log.lock().unwrap().start();
+        assert!(
+            leader_start.next_index > RaftIndex(20),
+            "the leader's log was purged past what the lagger has"
+        );
+
+        tracing::info!("--- the lagger restarts and gets the snapshot");
+        g.start_node(lagger, None).await.unwrap();
+        g.write(leader, 400..420).await;
+        let last = g.last_index(leader);
+        g.wait_applied(last).await;
+        let lag_start = g.nodes[&lagger].log.lock().unwrap().start();
+        assert!(
+            lag_start.next_index > RaftIndex(20),
+            "the lagger's log restarted at the snapshot's cut"
+        );
+        let from = lag_start.position;
+        assert!(
+            bytes_from(&g.nodes[&lagger], from) == bytes_from(&g.nodes[&leader], from),
+            "logs differ after the cut"
+        );
+        let off = g.nodes[&lagger].state_machine.consumer_offset("g", "topic-0", 0).unwrap();
+        assert_eq!(off, Some(392), "metadata arrived with the snapshot and the entries after it");
+        for (_, n) in std::mem::take(&mut g.nodes) {
+            n.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_stops_the_leader_and_loses_nothing_committed() {
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..30).await;
+        let committed = g.last_index(leader);
+        g.wait_applied(committed).await;
+
+        tracing::info!(
+            "--- the leader's disk fills up: its next append fails and Raft stops there"
+        );
+        g.disks[&leader].0.set_disk_full(true);
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            g.nodes[&leader].raft.client_write(offset_write(99)),
+        )
+        .await;
+        assert!(!matches!(r, Ok(Ok(_))), "a write the disk refused was acknowledged");
+        let old = g.nodes.remove(&leader).unwrap();
+        let new_leader = g.leader(Some(leader)).await;
+        g.write(new_leader, 100..110).await;
+        old.shutdown().await;
+
+        tracing::info!("--- with space again the old leader restarts with everything committed, and catches up");
+        g.disks[&leader].0.set_disk_full(false);
+        g.start_node(leader, None).await.unwrap();
+        let last = g.last_index(new_leader);
+        g.wait_applied(last).await;
+        for n in g.nodes.values() {
+            assert_eq!(
+                n.state_machine.consumer_offset("g", "topic-4", 1).unwrap(),
+                Some(109), // write 109 (after the failover) went to topic-4 queue 1
+                "node {}",
+                n.raft.metrics().borrow().id
+            );
+        }
+        for (_, n) in std::mem::take(&mut g.nodes) {
+            n.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_list_that_disagrees_with_the_stored_membership_refuses_to_start() {
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..3).await;
+        g.wait_applied(g.last_index(leader)).await;
+        let id = (0..3).find(|id| *id != leader).unwrap();
+        g.nodes.remove(&id).unwrap().shutdown().await;
+        let mut wrong = g.peers.clone();
+        wrong.remove(&((id + 1) % 3));
+        wrong.insert(7, "127.0.0.1:1".into());
+        let (disk, meta) = g.disks[&id].clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = RaftNode::start(config(id, &wrong), disk, meta, listener, None)
+            .await
+            .err()
+            .expect("must refuse");
+        assert!(matches!(err, StartError::MembershipMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("fix the peer list"));
+        for (_, n) in std::mem::take(&mut g.nodes) {
+            n.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_and_misdirected_frames_close_or_answer_but_never_crash() {
+        let g = Group::start().await;
+        let leader = g.leader(None).await;
+        let target = &g.peers[&leader];
+
+        tracing::info!("--- a frame that does not decode: the connection is closed");
+        let mut s = TcpStream::connect(target).await.unwrap();
+        s.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap_or(0),
+            0
+        );
+
+        tracing::info!("--- a frame over the limit: closed before it is read");
+        let mut s = TcpStream::connect(target).await.unwrap();
+        s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap_or(0),
+            0
+        );
+
+        tracing::info!("--- a well-formed request for another group: answered as misdirected");
+        let mut s = TcpStream::connect(target).await.unwrap();
+        let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1, 9), None);
+        let env = Envelope { group: "broker-b".into(), to: leader, body: RpcRequest::Vote(vote) };
+        let payload = bincode::serde::encode_to_vec(&env, bincode::config::standard()).unwrap();
+        s.write_all(&(payload.len() as u32).to_be_bytes()).await.unwrap();
+        s.write_all(&payload).await.unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut resp).await.unwrap();
+        let (resp, _): (RpcResponse, usize) =
+            bincode::serde::decode_from_slice(&resp, bincode::config::standard()).unwrap();
+        assert!(matches!(resp, RpcResponse::Misdirected { .. }), "{resp:?}");
+
+        tracing::info!("--- the group still works");
+        g.write(leader, 0..5).await;
+        assert_eq!(g.leader(None).await, leader, "no election was caused");
+        for (_, n) in g.nodes {
+            n.shutdown().await;
+        }
+    }
+}
