@@ -10,6 +10,7 @@
 //! - [`state_machine`]: apply (dispatch, metadata), snapshots, install.
 //! - [`network`]: the Raft RPC transport over TCP (length-prefixed bincode frames).
 //! - [`node`]: one replica: recovery, membership check, bootstrap, RPC server.
+//! - [`proposer`]: the leader's send path: queue offsets in log order, sends batched.
 
 // openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
 #![allow(clippy::result_large_err)]
@@ -19,6 +20,7 @@ pub mod log_store;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;
@@ -26,5 +28,6 @@ pub mod types;
 pub use log_store::LogStore;
 pub use meta::{MemMeta, MetaStore, SledMeta};
 pub use node::{NodeConfig, RaftNode, RaftTiming, StartError};
+pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig};
 pub use state_machine::StateMachine;
 pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -607,4 +607,147 @@ mod recovery {
             n.shutdown().await;
         }
     }
+
+    fn record(queue_id: i32, body: String) -> Vec<u8> {
+        use rocketraft_protocol::message::{body_crc, MessageRecord};
+        let body = bytes::Bytes::from(body);
+        MessageRecord {
+            body_crc: body_crc(&body),
+            queue_id,
+            flag: 0,
+            queue_offset: -1,
+            physical_offset: 0,
+            sys_flag: 0,
+            born_timestamp: 1,
+            born_host: "127.0.0.1:1".parse().unwrap(),
+            store_timestamp: 2,
+            store_host: "127.0.0.1:10911".parse().unwrap(),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body,
+            topic: "T".into(),
+            properties: String::new(),
+        }
+        .encode()
+        .unwrap()
+    }
+
+    /// Concurrent sends through the leader's proposer get dense, unique queue offsets and
+    /// positions that read back their own records; after a failover the new leader continues
+    /// every queue where it stopped; a follower answers NotLeader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proposer_assigns_dense_offsets_across_a_failover() {
+        use rocketraft_protocol::message::RecordView;
+        use rocketraft_raft::{ProposeError, Proposer, ProposerConfig};
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let proposers: BTreeMap<u64, Proposer> = g
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                (
+                    *id,
+                    Proposer::start(
+                        n.raft.clone(),
+                        n.dispatcher.clone(),
+                        ProposerConfig::default(),
+                    ),
+                )
+            })
+            .collect();
+        let follower = (0..3).find(|id| *id != leader).unwrap();
+        let err = proposers[&follower].submit(vec![record(0, "x".into())]).await.unwrap_err();
+        assert_eq!(err, ProposeError::NotLeader { leader: Some(leader) });
+
+        let send_all = |p: Proposer, round: u32| async move {
+            let mut tasks = Vec::new();
+            for w in 0..16i32 {
+                let p = p.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for i in 0..25 {
+                        let placed = p
+                            .submit(vec![record(w % 4, format!("r{round}-w{w}-{i}"))])
+                            .await
+                            .unwrap();
+                        out.push((w % 4, placed[0]));
+                    }
+                    out
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        };
+        let check =
+            |g: &Group, id: u64, placed: &[(i32, rocketraft_raft::Placed)], per_queue: u64| {
+                for q in 0..4 {
+                    let mut offsets: Vec<u64> = placed
+                        .iter()
+                        .filter(|(qq, _)| *qq == q)
+                        .map(|(_, p)| p.queue_offset.0)
+                        .collect();
+                    offsets.sort_unstable();
+                    assert_eq!(
+                        offsets,
+                        (0..per_queue).collect::<Vec<_>>(),
+                        "queue {q}: dense and unique"
+                    );
+                }
+                let log = g.nodes[&id].log.lock().unwrap();
+                for (q, p) in placed {
+                    let raw = log
+                        .read_records(&[(
+                            p.position,
+                            (*log)
+                                .read_raw(p.position, 4)
+                                .map(|b| u32::from_be_bytes(b[..4].try_into().unwrap()))
+                                .unwrap(),
+                        )])
+                        .unwrap();
+                    let r = RecordView::decode(&raw[0]).unwrap();
+                    assert_eq!(
+                        (r.queue_id, r.queue_offset as u64, r.physical_offset as u64),
+                        (*q, p.queue_offset.0, p.position.0)
+                    );
+                }
+            };
+        let first = send_all(proposers[&leader].clone(), 0).await;
+        check(&g, leader, &first, 100);
+
+        tracing::info!("--- the leader stops; the new one continues every queue where it stopped");
+        g.nodes.remove(&leader).unwrap().shutdown().await;
+        let new_leader = g.leader(Some(leader)).await;
+        let mut both = first.clone();
+        loop {
+            match proposers[&new_leader].submit(vec![record(0, "probe".into())]).await {
+                Ok(p) => {
+                    both.push((0, p[0]));
+                    break;
+                }
+                Err(ProposeError::NotLeader { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let second = send_all(proposers[&new_leader].clone(), 1).await;
+        both.extend(second);
+        // 100 per queue before, 100 after, and the probe in queue 0.
+        let mut q0: Vec<u64> =
+            both.iter().filter(|(q, _)| *q == 0).map(|(_, p)| p.queue_offset.0).collect();
+        q0.sort_unstable();
+        assert_eq!(q0, (0..201).collect::<Vec<_>>());
+        for q in 1..4 {
+            let mut o: Vec<u64> =
+                both.iter().filter(|(qq, _)| *qq == q).map(|(_, p)| p.queue_offset.0).collect();
+            o.sort_unstable();
+            assert_eq!(o, (0..200).collect::<Vec<_>>(), "queue {q}");
+        }
+        for (_, n) in std::mem::take(&mut g.nodes) {
+            n.shutdown().await;
+        }
+    }
 }
