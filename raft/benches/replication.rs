@@ -73,6 +73,8 @@ fn cluster() -> Cluster {
                 commit_log: CommitLogConfig { segment_size_bytes: 256 << 20, ..Default::default() },
                 dispatch: DispatchConfig::default(),
                 flush: FlushMode::Sync,
+                retention: Default::default(),
+                retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             };
             let base = dir.path().join(format!("n{id}"));
             let storage = MmapStorage::new(base.join("data")).unwrap();

@@ -15,6 +15,7 @@
 // openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
 #![allow(clippy::result_large_err)]
 
+pub mod clock;
 pub mod error;
 pub mod log_store;
 pub mod meta;

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use rocketraft_store::io::Storage;
-use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, Dispatcher, FlushMode};
+use rocketraft_store::retention::{self, RetentionConfig};
+use rocketraft_store::{
+    CommitLog, CommitLogConfig, DispatchConfig, Dispatcher, FlushMode, RaftIndex,
+};
 use tokio::net::TcpListener;
 
 use crate::log_store::LogStore;
@@ -75,7 +78,13 @@ pub struct NodeConfig {
     pub commit_log: CommitLogConfig,
     pub dispatch: DispatchConfig,
     pub flush: FlushMode,
+    pub retention: RetentionConfig,
+    /// How often retention runs. Default 10,000 ms ([`RETENTION_CHECK_MS_DEFAULT`]).
+    pub retention_check_ms: u64,
 }
+
+/// How often a replica checks retention and disk usage by default.
+pub const RETENTION_CHECK_MS_DEFAULT: u64 = 10_000;
 
 /// Why a replica could not start.
 #[derive(Debug, thiserror::Error)]
@@ -170,8 +179,21 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let server =
-            tokio::spawn(serve(listener, raft.clone(), config.group.clone(), config.id, stop_rx));
+        let server = tokio::spawn(serve(
+            listener,
+            raft.clone(),
+            config.group.clone(),
+            config.id,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(run_retention(
+            raft.clone(),
+            log.clone(),
+            dispatcher.clone(),
+            config.retention.clone(),
+            config.retention_check_ms,
+            stop_rx,
+        ));
 
         let lowest = *config.peers.keys().next().expect("checked non-empty");
         if fresh && config.id == lowest {
@@ -194,6 +216,48 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let _ = self.server.await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft shutdown");
+        }
+    }
+}
+
+/// Retention for a replica: every `check_ms`, refuse or re-allow appends by disk usage, and
+/// delete the segments retention allows that a snapshot covers. The purge goes through openraft
+/// (`trigger().purge_log`), so its view of the log stays consistent; the queues and indexes are
+/// then trimmed to where the log starts.
+async fn run_retention<S: Storage + Clone>(
+    raft: Raft<TypeConfig>,
+    log: Arc<Mutex<CommitLog<S>>>,
+    dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    config: RetentionConfig,
+    check_ms: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::log_store::lock;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(check_ms)) => {}
+            _ = stop.changed() => return,
+        }
+        // Entries a snapshot covers may go; the rest are still needed to catch followers up.
+        let limit =
+            raft.metrics().borrow().snapshot.map_or(RaftIndex(0), |s| RaftIndex(s.index + 1));
+        let planned = retention::plan(&lock(&log), crate::clock::now_ms(), limit, &config);
+        let (disk, through) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "retention check failed");
+                continue;
+            }
+        };
+        lock(&log).refuse_writes(retention::refusal(disk, &config));
+        if let Some(through) = through {
+            if raft.trigger().purge_log(through.0).await.is_err() {
+                return; // Raft has stopped
+            }
+        }
+        let start = lock(&log).start().position;
+        if let Err(e) = lock(&dispatcher).purge_before(start) {
+            tracing::error!(error = %e, "trimming queues after a purge failed");
         }
     }
 }

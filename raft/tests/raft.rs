@@ -157,6 +157,8 @@ mod cluster {
             commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
             dispatch: DispatchConfig::default(),
             flush: FlushMode::Sync,
+            retention: Default::default(),
+            retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
         }
     }
 
@@ -324,6 +326,8 @@ mod recovery {
         peers: BTreeMap<u64, String>,
         disks: BTreeMap<u64, (SimStorage, MemMeta)>,
         nodes: BTreeMap<u64, Node>,
+        /// Every segment counts as old and retention runs every 100 ms.
+        retain_nothing: bool,
     }
 
     fn config(id: u64, peers: &BTreeMap<u64, String>) -> NodeConfig {
@@ -340,6 +344,8 @@ mod recovery {
             commit_log: CommitLogConfig { segment_size_bytes: 4096, ..Default::default() },
             dispatch: DispatchConfig::default(),
             flush: FlushMode::Sync,
+            retention: Default::default(),
+            retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
         }
     }
 
@@ -354,6 +360,10 @@ mod recovery {
 
     impl Group {
         async fn start() -> Group {
+            Self::start_with(false).await
+        }
+
+        async fn start_with(retain_nothing: bool) -> Group {
             let mut listeners = BTreeMap::new();
             let mut peers = BTreeMap::new();
             for id in 0..3u64 {
@@ -363,7 +373,7 @@ mod recovery {
             }
             let disks: BTreeMap<_, _> =
                 (0..3).map(|id| (id, (SimStorage::new(), MemMeta::new()))).collect();
-            let mut g = Group { peers, disks, nodes: BTreeMap::new() };
+            let mut g = Group { peers, disks, nodes: BTreeMap::new(), retain_nothing };
             for id in 0..3 {
                 g.start_node(id, listeners.remove(&id)).await.unwrap();
             }
@@ -380,7 +390,12 @@ mod recovery {
                 None => TcpListener::bind(&self.peers[&id]).await.unwrap(),
             };
             let (disk, meta) = self.disks[&id].clone();
-            let node = RaftNode::start(config(id, &self.peers), disk, meta, listener, None).await?;
+            let mut c = config(id, &self.peers);
+            if self.retain_nothing {
+                c.retention.file_reserved_hours = 0;
+                c.retention_check_ms = 100;
+            }
+            let node = RaftNode::start(c, disk, meta, listener, None).await?;
             self.nodes.insert(id, node);
             Ok(())
         }
@@ -746,6 +761,40 @@ mod recovery {
             o.sort_unstable();
             assert_eq!(o, (0..200).collect::<Vec<_>>(), "queue {q}");
         }
+        for (_, n) in std::mem::take(&mut g.nodes) {
+            n.shutdown().await;
+        }
+    }
+
+    /// The retention task of a running replica purges old segments that a snapshot covers,
+    /// through openraft; the group keeps taking writes and a restarted replica recovers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_purges_a_running_replicas_log() {
+        let mut g = Group::start_with(true).await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..300).await;
+        let last = g.last_index(leader);
+        g.wait_applied(last).await;
+        for n in g.nodes.values() {
+            let m = n
+                .raft
+                .wait(Some(std::time::Duration::from_secs(20)))
+                .metrics(|m| m.purged.is_some(), "retention purged the log")
+                .await
+                .unwrap();
+            let start = n.log.lock().unwrap().start();
+            assert!(start.next_index.0 > 0 && start.next_index.0 <= m.purged.unwrap().index + 1);
+        }
+        g.write(leader, 300..310).await;
+        let id = (0..3).find(|id| *id != leader).unwrap();
+        g.nodes.remove(&id).unwrap().shutdown().await;
+        g.start_node(id, None).await.unwrap();
+        g.write(leader, 310..320).await;
+        g.wait_applied(g.last_index(leader)).await;
+        assert_eq!(
+            g.nodes[&id].state_machine.consumer_offset("g", "topic-3", 3).unwrap(),
+            Some(311)
+        );
         for (_, n) in std::mem::take(&mut g.nodes) {
             n.shutdown().await;
         }

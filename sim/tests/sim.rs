@@ -165,6 +165,8 @@ mod raft_failover {
             commit_log: CommitLogConfig { segment_size_bytes: 64 * 1024, ..Default::default() },
             dispatch: DispatchConfig::default(),
             flush: FlushMode::Sync,
+            retention: Default::default(),
+            retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
         }
     }
 

@@ -101,25 +101,16 @@ pub struct RetentionReport {
     pub disk: DiskState,
 }
 
-/// Runs one retention pass: refuses or re-allows writes by disk usage, deletes what
-/// [`segments_to_delete`] allows, and drops queue entries and index files that pointed only
-/// into the deleted segments.
-pub fn apply<S: Storage + Clone>(
-    log: &mut CommitLog<S>,
-    dispatcher: &mut Dispatcher<S>,
+/// What retention would do now: the disk state, and the last raft index of the segments that
+/// may be deleted (delete through it), if any.
+pub fn plan<S: Storage>(
+    log: &CommitLog<S>,
     now_ms: i64,
     purge_limit: RaftIndex,
     config: &RetentionConfig,
-) -> StoreResult<RetentionReport> {
+) -> StoreResult<(DiskState, Option<RaftIndex>)> {
     let usage = log.storage().disk_usage().doing(|| "measuring disk usage".into())?;
     let disk = disk_state(usage, config);
-    log.refuse_writes(match disk {
-        DiskState::Full { used_ratio } => Some(StoreError::DiskFull {
-            used_percent: used_ratio * 100.0,
-            limit_percent: config.disk_max_used_ratio * 100.0,
-        }),
-        _ => None,
-    });
     let mut segments = Vec::new();
     for ((path, _), first_index) in log.segment_files().into_iter().zip(log.segment_first_indexes())
     {
@@ -128,13 +119,41 @@ pub fn apply<S: Storage + Clone>(
         segments.push(SegmentInfo { first_index, modified_ms });
     }
     let n = segments_to_delete(&segments, now_ms, disk, purge_limit, config);
-    if n > 0 {
-        let through = RaftIndex(segments[n].first_index.0 - 1);
+    let through = (n > 0).then(|| RaftIndex(segments[n].first_index.0 - 1));
+    Ok((disk, through))
+}
+
+/// The error appends get while the disk is above its limit, or `None` when they may go on.
+pub fn refusal(disk: DiskState, config: &RetentionConfig) -> Option<StoreError> {
+    match disk {
+        DiskState::Full { used_ratio } => Some(StoreError::DiskFull {
+            used_percent: used_ratio * 100.0,
+            limit_percent: config.disk_max_used_ratio * 100.0,
+        }),
+        _ => None,
+    }
+}
+
+/// Runs one retention pass on a log without Raft: refuses or re-allows writes by disk usage,
+/// deletes what [`plan`] allows, and drops queue entries and index files that pointed only into
+/// the deleted segments. (A Raft replica purges through openraft instead, then calls
+/// `Dispatcher::purge_before`.)
+pub fn apply<S: Storage + Clone>(
+    log: &mut CommitLog<S>,
+    dispatcher: &mut Dispatcher<S>,
+    now_ms: i64,
+    purge_limit: RaftIndex,
+    config: &RetentionConfig,
+) -> StoreResult<RetentionReport> {
+    let (disk, through) = plan(log, now_ms, purge_limit, config)?;
+    log.refuse_writes(refusal(disk, config));
+    let before = log.segment_files().len();
+    if let Some(through) = through {
         let start = log.purge_through(through)?;
         dispatcher.purge_before(start.position)?;
-        tracing::info!(segments = n, start = %start.position, "retention deleted old CommitLog segments");
+        tracing::info!(start = %start.position, "retention deleted old CommitLog segments");
     }
-    Ok(RetentionReport { segments_deleted: n, disk })
+    Ok(RetentionReport { segments_deleted: before - log.segment_files().len(), disk })
 }
 
 #[cfg(test)]
