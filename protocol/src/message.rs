@@ -115,6 +115,30 @@ pub struct MessageRecord {
     pub properties: String,
 }
 
+/// An empty IPv4 record (hosts `0.0.0.0:0`, every number 0): set the fields that matter.
+impl Default for MessageRecord {
+    fn default() -> Self {
+        let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+        MessageRecord {
+            body_crc: body_crc(&[]),
+            queue_id: 0,
+            flag: 0,
+            queue_offset: 0,
+            physical_offset: 0,
+            sys_flag: 0,
+            born_timestamp: 0,
+            born_host: nowhere,
+            store_timestamp: 0,
+            store_host: nowhere,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: Bytes::new(),
+            topic: String::new(),
+            properties: String::new(),
+        }
+    }
+}
+
 fn host_bytes(addr: &SocketAddr) -> usize {
     match addr {
         SocketAddr::V4(_) => 8,

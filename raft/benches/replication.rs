@@ -23,25 +23,10 @@ use rocketraft_store::{CommitLogConfig, DispatchConfig, FlushMode};
 
 fn record(queue_id: i32) -> Vec<u8> {
     let body = Bytes::from(vec![b'x'; 1024]);
-    MessageRecord {
-        body_crc: body_crc(&body),
-        queue_id,
-        flag: 0,
-        queue_offset: 0,
-        physical_offset: 0,
-        sys_flag: 0,
-        born_timestamp: 1,
-        born_host: "127.0.0.1:1".parse().unwrap(),
-        store_timestamp: 2,
-        store_host: "127.0.0.1:10911".parse().unwrap(),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
-        body,
-        topic: "BenchTopic".into(),
-        properties: String::new(),
-    }
-    .encode()
-    .unwrap()
+    let topic = "BenchTopic".into();
+    MessageRecord { body_crc: body_crc(&body), queue_id, body, topic, ..Default::default() }
+        .encode()
+        .unwrap()
 }
 
 struct Cluster {

@@ -114,9 +114,7 @@ mod cluster {
     use rocketraft_protocol::message::{body_crc, MessageRecord};
     use rocketraft_raft::{NodeConfig, RaftNode, RaftTiming, Request, SledMeta};
     use rocketraft_store::io::mmap::MmapStorage;
-    use rocketraft_store::{
-        CommitLogConfig, CommitLogOffset, DispatchConfig, FlushMode, QueueOffset,
-    };
+    use rocketraft_store::{CommitLogConfig, DispatchConfig, FlushMode, QueueOffset};
     use tokio::net::TcpListener;
 
     type Node = RaftNode<MmapStorage, SledMeta>;
@@ -126,19 +124,10 @@ mod cluster {
         let rec = MessageRecord {
             body_crc: body_crc(&body),
             queue_id,
-            flag: 0,
             queue_offset,
-            physical_offset: 0,
-            sys_flag: 0,
-            born_timestamp: 1,
-            born_host: "127.0.0.1:1".parse().unwrap(),
-            store_timestamp: 2,
-            store_host: "127.0.0.1:10911".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
             body,
             topic: "T".into(),
-            properties: String::new(),
+            ..Default::default()
         };
         Bytes::from(rec.encode().unwrap())
     }
@@ -194,16 +183,7 @@ mod cluster {
     /// The bytes of a replica's log from its start to its end.
     fn log_bytes(node: &Node) -> Vec<u8> {
         let log = node.log.lock().unwrap();
-        let (start, end) = (log.start().position.0, log.end().position.0);
-        let seg = log.config().segment_size_bytes;
-        let mut out = Vec::new();
-        let mut at = start;
-        while at < end {
-            let stop = end.min(at - at % seg + seg);
-            out.extend(log.read_raw(CommitLogOffset(at), (stop - at) as usize).unwrap());
-            at = stop;
-        }
-        out
+        log.bytes_between(log.start().position, log.end().position).unwrap()
     }
 
     async fn wait_applied(nodes: &BTreeMap<u64, Node>, index: u64) {
@@ -438,15 +418,7 @@ mod recovery {
     /// Bytes of a log from `from` to its end.
     fn bytes_from(node: &Node, from: CommitLogOffset) -> Vec<u8> {
         let log = node.log.lock().unwrap();
-        let seg = log.config().segment_size_bytes;
-        let (mut at, end) = (from.0.max(log.start().position.0), log.end().position.0);
-        let mut out = Vec::new();
-        while at < end {
-            let stop = end.min(at - at % seg + seg);
-            out.extend(log.read_raw(CommitLogOffset(at), (stop - at) as usize).unwrap());
-            at = stop;
-        }
-        out
+        log.bytes_between(from, log.end().position).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,19 +601,9 @@ mod recovery {
         MessageRecord {
             body_crc: body_crc(&body),
             queue_id,
-            flag: 0,
-            queue_offset: -1,
-            physical_offset: 0,
-            sys_flag: 0,
-            born_timestamp: 1,
-            born_host: "127.0.0.1:1".parse().unwrap(),
-            store_timestamp: 2,
-            store_host: "127.0.0.1:10911".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
             body,
             topic: "T".into(),
-            properties: String::new(),
+            ..Default::default()
         }
         .encode()
         .unwrap()

@@ -145,9 +145,7 @@ mod raft_failover {
     use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, Request, TypeConfig};
     use rocketraft_sim::{replay_hint, TraceHash};
     use rocketraft_store::io::sim::SimStorage;
-    use rocketraft_store::{
-        CommitLog, CommitLogConfig, CommitLogOffset, DispatchConfig, FlushMode,
-    };
+    use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, FlushMode};
 
     type Registry =
         Arc<Mutex<BTreeMap<u64, (openraft::Raft<TypeConfig>, Arc<Mutex<CommitLog<SimStorage>>>)>>>;
@@ -183,16 +181,7 @@ mod raft_failover {
 
     fn log_bytes(log: &Mutex<CommitLog<SimStorage>>) -> Vec<u8> {
         let log = log.lock().unwrap();
-        let (start, end) = (log.start().position.0, log.end().position.0);
-        let seg = log.config().segment_size_bytes;
-        let mut out = Vec::new();
-        let mut at = start;
-        while at < end {
-            let stop = end.min(at - at % seg + seg);
-            out.extend(log.read_raw(CommitLogOffset(at), (stop - at) as usize).unwrap());
-            at = stop;
-        }
-        out
+        log.bytes_between(log.start().position, log.end().position).unwrap()
     }
 
     async fn leader(registry: &Registry, not: Option<u64>) -> (u64, u64) {

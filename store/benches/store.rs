@@ -24,23 +24,16 @@ fn record(queue_offset: i64) -> Vec<u8> {
     let body = Bytes::from(vec![b'x'; RECORD_BODY_BYTES]);
     MessageRecord {
         body_crc: body_crc(&body),
-        queue_id: 0,
-        flag: 0,
         queue_offset,
-        physical_offset: 0,
-        sys_flag: 0,
         born_timestamp: 1_700_000_000_000,
-        born_host: "10.0.0.9:5555".parse().unwrap(),
         store_timestamp: 1_700_000_000_001,
-        store_host: "10.0.0.1:10911".parse().unwrap(),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
         body,
         topic: "BenchTopic".into(),
         properties: properties_to_string([
             ("TAGS", "TagA"),
             ("UNIQ_KEY", "0A00000904D2112233440000"),
         ]),
+        ..Default::default()
     }
     .encode()
     .unwrap()

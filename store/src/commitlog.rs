@@ -665,6 +665,25 @@ impl<S: Storage> CommitLog<S> {
         Ok(buf)
     }
 
+    /// The raw bytes of `[from, to)`, across segments (fillers included): what replicas compare
+    /// to show their logs are byte-identical. `from` is clamped to the log's start.
+    pub fn bytes_between(
+        &self,
+        from: CommitLogOffset,
+        to: CommitLogOffset,
+    ) -> StoreResult<Vec<u8>> {
+        let seg = self.config.segment_size_bytes;
+        let end = to.0.min(self.end.position.0);
+        let mut at = from.0.max(self.start.position.0);
+        let mut out = Vec::with_capacity(end.saturating_sub(at) as usize);
+        while at < end {
+            let stop = end.min(at - at % seg + seg);
+            out.extend(self.read_raw(CommitLogOffset(at), (stop - at) as usize)?);
+            at = stop;
+        }
+        Ok(out)
+    }
+
     fn check_position(&self, position: CommitLogOffset) -> StoreResult<()> {
         if position < self.start.position {
             return Err(StoreError::Purged { position, first: self.start.position });

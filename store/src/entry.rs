@@ -303,21 +303,10 @@ mod tests {
     fn message_payloads_get_their_positions() {
         use rocketraft_protocol::message::{MessageRecord, RecordView};
         let rec = MessageRecord {
-            body_crc: 0,
-            queue_id: 0,
-            flag: 0,
-            queue_offset: 0,
             physical_offset: -1,
-            sys_flag: 0,
-            born_timestamp: 0,
-            born_host: "1.2.3.4:5".parse().unwrap(),
-            store_timestamp: 0,
-            store_host: "1.2.3.4:6".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
             body: Bytes::from_static(b"x"),
             topic: "T".into(),
-            properties: String::new(),
+            ..Default::default()
         };
         let mut payload = rec.encode().unwrap();
         let second_at = payload.len();
