@@ -73,6 +73,9 @@ struct SnapshotBody {
     cut_prev_crc: u32,
     /// The replicated metadata, key by key.
     metadata: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Each queue's next offset (topic, queue id, offset): a replica that resets its log to the
+    /// cut starts its queues there, so offsets continue instead of restarting at 0.
+    queues: Vec<(String, i32, u64)>,
 }
 
 /// The state machine; cheap to clone (the snapshot builder is a clone).
@@ -253,11 +256,16 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         for prefix in REPLICATED {
             metadata.extend(self.meta.scan_prefix(prefix).map_err(sm_read)?);
         }
+        let queues = lock(&self.dispatcher)
+            .queues()
+            .map(|((topic, id), q)| (topic.clone(), *id, q.max_offset().0))
+            .collect();
         let body = SnapshotBody {
             cut_next_index: cut.next_index.0,
             cut_position: cut.position.0,
             cut_prev_crc: cut.prev_crc,
             metadata,
+            queues,
         };
         let data = encode(&body).map_err(sm_read)?;
         let snapshot_id = match applied {
@@ -379,7 +387,12 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
             };
             if !holds_last {
                 log.reset(cut).map_err(sm_write)?;
-                lock(&self.dispatcher).reset(cut).map_err(sm_write)?;
+                let mut d = lock(&self.dispatcher);
+                d.reset(cut).map_err(sm_write)?;
+                for (topic, id, next) in &body.queues {
+                    d.seed_queue(topic, *id, rocketraft_store::QueueOffset(*next))
+                        .map_err(sm_write)?;
+                }
             }
         }
         let mut ops: Vec<MetaOp> =

@@ -426,12 +426,25 @@ mod recovery {
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
         let lagger = (0..3).find(|id| *id != leader).unwrap();
+        let proposer = rocketraft_raft::Proposer::start(
+            g.nodes[&leader].raft.clone(),
+            g.nodes[&leader].dispatcher.clone(),
+            Default::default(),
+        );
+        for i in 0..12 {
+            proposer.submit(vec![record(i % 4, format!("before-{i}"))]).await.unwrap();
+        }
         g.write(leader, 0..20).await;
         g.wait_applied(g.last_index(leader)).await;
 
         tracing::info!("--- the lagger stops; the others write on, snapshot and purge their logs");
         g.nodes.remove(&lagger).unwrap().shutdown().await;
         g.write(leader, 20..400).await;
+        for i in 0..8 {
+            // Queue 0 only: queues 1-3 get nothing more after the lagger left.
+            proposer.submit(vec![record(0, format!("during-{i}"))]).await.unwrap();
+        }
+        g.write(leader, 400..420).await;
         let last = g.last_index(leader);
         for n in g.nodes.values() {
             // The snapshot policy (every 40 entries) has built one near the end by now.
@@ -458,7 +471,7 @@ mod recovery {
 
         tracing::info!("--- the lagger restarts and gets the snapshot");
         g.start_node(lagger, None).await.unwrap();
-        g.write(leader, 400..420).await;
+        g.write(leader, 420..440).await;
         let last = g.last_index(leader);
         g.wait_applied(last).await;
         let lag_start = g.nodes[&lagger].log.lock().unwrap().start();
@@ -472,7 +485,17 @@ mod recovery {
             "logs differ after the cut"
         );
         let off = g.nodes[&lagger].state_machine.consumer_offset("g", "topic-0", 0).unwrap();
-        assert_eq!(off, Some(392), "metadata arrived with the snapshot and the entries after it");
+        assert_eq!(off, Some(420), "metadata arrived with the snapshot and the entries after it");
+        for q in 0..4 {
+            let next = |id: u64| {
+                g.nodes[&id].dispatcher.lock().unwrap().queue("T", q).map(|q| q.max_offset())
+            };
+            assert_eq!(next(lagger), next(leader), "queue {q} continues where the group left it");
+        }
+        assert_eq!(
+            g.nodes[&leader].dispatcher.lock().unwrap().queue("T", 0).unwrap().max_offset().0,
+            11
+        );
         for (_, n) in std::mem::take(&mut g.nodes) {
             n.shutdown().await;
         }

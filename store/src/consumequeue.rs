@@ -13,6 +13,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::checkpoint::RecordFile;
 use crate::error::{IoContext, StoreError, StoreResult};
 use crate::io::{join, Storage, StorageFile};
 use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, QueueOffset};
@@ -20,6 +21,8 @@ use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, Qu
 /// Bytes per entry.
 pub const CQ_ENTRY_BYTES: u64 = 20;
 const DIR: &str = "consumequeue";
+/// The record file holding a queue's start offset, when it was started at one.
+const BASE_FILE: &str = "base";
 
 /// One ConsumeQueue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +84,9 @@ pub struct ConsumeQueue<S: Storage> {
     min: QueueOffset,
     max: QueueOffset,
     dirty: Option<Range<u64>>,
+    /// Where the queue starts when it was started empty at an offset (a replica that reset to
+    /// a snapshot), persisted in `base`.
+    base: Option<RecordFile<S>>,
 }
 
 impl<S: Storage> ConsumeQueue<S> {
@@ -120,6 +126,19 @@ impl<S: Storage> ConsumeQueue<S> {
             }
             files.push((start, f));
         }
+        let base_path = join(&dir, BASE_FILE);
+        let (base, base_offset) = if storage
+            .list(&dir)
+            .doing(|| format!("listing {dir}"))?
+            .iter()
+            .any(|n| n == BASE_FILE)
+        {
+            let (file, record) = RecordFile::open(&storage, &base_path)?;
+            let offset = record.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes);
+            (Some(file), offset)
+        } else {
+            (None, None)
+        };
         let mut q = ConsumeQueue {
             storage,
             dir,
@@ -130,13 +149,55 @@ impl<S: Storage> ConsumeQueue<S> {
             min: QueueOffset(0),
             max: QueueOffset(0),
             dirty: None,
+            base,
         };
-        if let Some((start, _)) = q.files.first() {
-            q.min = QueueOffset(start / CQ_ENTRY_BYTES);
-        }
-        q.max = q.scan_end()?;
-        q.min = q.min.min(q.max);
+        q.min = q.first_written()?.max(QueueOffset(base_offset.unwrap_or(0)));
+        q.max = q.scan_end()?.max(q.min);
         Ok(q)
+    }
+
+    /// The first written entry of the first file (a queue started at an offset has never
+    /// written the entries before it), or where the files start if none is.
+    fn first_written(&self) -> StoreResult<QueueOffset> {
+        let Some((start, file)) = self.files.first() else { return Ok(QueueOffset(0)) };
+        let first = start / CQ_ENTRY_BYTES;
+        let n = self.file_bytes / CQ_ENTRY_BYTES;
+        let chunk = 4096u64;
+        let mut buf = vec![0u8; (chunk * CQ_ENTRY_BYTES) as usize];
+        let mut i = 0;
+        while i < n {
+            let count = chunk.min(n - i);
+            let bytes = &mut buf[..(count * CQ_ENTRY_BYTES) as usize];
+            file.read_at(i * CQ_ENTRY_BYTES, bytes).doing(|| format!("scanning {}", self.dir))?;
+            if let Some(k) =
+                bytes.chunks(CQ_ENTRY_BYTES as usize).position(|e| CqEntry::decode(e).is_some())
+            {
+                return Ok(QueueOffset(first + i + k as u64));
+            }
+            i += count;
+        }
+        Ok(QueueOffset(first))
+    }
+
+    /// Starts an empty queue at `offset`: its next entry will be `offset` (a replica whose log
+    /// was reset to a snapshot's cut continues the queue where the group left it). Durable.
+    pub fn start_at(&mut self, offset: QueueOffset) -> StoreResult<()> {
+        if self.max > self.min || !self.files.is_empty() {
+            return Err(StoreError::Config(format!(
+                "queue {}/{} is not empty",
+                self.topic, self.queue_id
+            )));
+        }
+        let file = match self.base.take() {
+            Some(f) => f,
+            None => RecordFile::open(&self.storage, &join(&self.dir, BASE_FILE))?.0,
+        };
+        let mut file = file;
+        file.write(&offset.0.to_be_bytes())?;
+        self.base = Some(file);
+        self.min = offset;
+        self.max = offset;
+        Ok(())
     }
 
     fn scan_end(&self) -> StoreResult<QueueOffset> {
@@ -484,5 +545,28 @@ mod tests {
                 "seed {seed}: nothing after the cut returns"
             );
         }
+    }
+
+    #[test]
+    fn a_queue_started_at_an_offset_keeps_it_across_reopens() {
+        let s = SimStorage::new();
+        let mut q = ConsumeQueue::open(s.clone(), "T", 2, &small()).unwrap();
+        q.start_at(QueueOffset(10)).unwrap();
+        let mut q = ConsumeQueue::open(s.clone(), "T", 2, &small()).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (QueueOffset(10), QueueOffset(10)));
+        assert!(matches!(
+            q.append(QueueOffset(9), e(900)),
+            Err(StoreError::QueueGap { .. }) | Ok(())
+        ));
+        q.append(QueueOffset(10), e(1000)).unwrap();
+        q.append(QueueOffset(11), e(1100)).unwrap();
+        let q = ConsumeQueue::open(s.clone(), "T", 2, &small()).unwrap();
+        assert_eq!(
+            (q.min_offset(), q.max_offset()),
+            (QueueOffset(10), QueueOffset(12)),
+            "min is the first written entry, not the file start"
+        );
+        assert_eq!(q.range(QueueOffset(10), 5).unwrap().len(), 2);
+        assert!(q.range(QueueOffset(8), 5).unwrap().is_empty());
     }
 }

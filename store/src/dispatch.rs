@@ -80,6 +80,8 @@ impl<S: Storage + Clone> Dispatcher<S> {
         }
         for q in queues.values_mut() {
             q.recover(next.position)?;
+            // Entries that point before the log's start were purged with it.
+            q.purge_before(log.start().position)?;
         }
         let mut index_from = next.position;
         let dropped = index.truncate_from(next.position)?;
@@ -210,6 +212,21 @@ impl<S: Storage + Clone> Dispatcher<S> {
         self.next = cut;
         self.index_from = cut.position;
         self.flush()
+    }
+
+    /// Starts an empty queue at `next_offset` (after [`Dispatcher::reset`]: the queue continues
+    /// where the group's snapshot says it was).
+    pub fn seed_queue(
+        &mut self,
+        topic: &str,
+        queue_id: i32,
+        next_offset: QueueOffset,
+    ) -> StoreResult<()> {
+        let mut q =
+            ConsumeQueue::open(self.storage.clone(), topic, queue_id, &self.config.consume_queue)?;
+        q.start_at(next_offset)?;
+        self.queues.insert((topic.to_owned(), queue_id), q);
+        Ok(())
     }
 
     /// One queue, if it exists.
