@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::CodecError;
-use crate::types::{decode, encode, NodeId, TypeConfig};
+use crate::types::{decode_untrusted, encode, NodeId, TypeConfig};
 
 /// The default Raft port (DESIGN.md §7).
 pub const RAFT_PORT_DEFAULT: u16 = 40911;
@@ -101,7 +101,7 @@ async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
-    Ok(decode(&payload)?)
+    Ok(decode_untrusted::<T, RPC_FRAME_MAX_BYTES>(&payload)?)
 }
 
 /// Serves Raft RPCs for `raft` on `listener` until `stop` changes (or its sender is dropped)

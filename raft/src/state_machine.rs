@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::log_store::lock;
 use crate::meta::{MetaOp, MetaStore};
 use crate::types::{
-    decode, encode, to_log_entry, GroupMeta, MetaCommand, NodeId, Request, Response, TopicMeta,
-    TypeConfig,
+    decode, decode_untrusted, encode, to_log_entry, GroupMeta, MetaCommand, NodeId, Request,
+    Response, TopicMeta, TypeConfig,
 };
 
 const KEY_APPLIED: &[u8] = b"sm/applied";
@@ -39,6 +39,8 @@ const PREFIX_GROUP: &[u8] = b"group/";
 const PREFIX_OFFSET: &[u8] = b"offset/";
 /// The replicated metadata, as prefixes of the metadata store.
 const REPLICATED: [&[u8]; 3] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET];
+/// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
+const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
 /// Flush the queues and indexes after this many dispatched entries.
 const DISPATCH_FLUSH_EVERY: u64 = 1_000;
 
@@ -369,7 +371,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = decode(&data).map_err(|e| snapshot_error(meta, e))?;
+        // The snapshot came from a peer: bound what it may make us allocate.
+        let body: SnapshotBody = decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&data)
+            .map_err(|e| snapshot_error(meta, e))?;
         let cut = LogCut {
             next_index: RaftIndex(body.cut_next_index),
             position: CommitLogOffset(body.cut_position),

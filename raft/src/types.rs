@@ -98,6 +98,19 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Decodes bytes from a peer: no collection may claim more than `limit_bytes`, so a hostile
+/// length prefix cannot make us allocate beyond what the frame could hold.
+pub(crate) fn decode_untrusted<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let config = bincode_config().with_limit::<LIMIT>();
+    match bincode::serde::decode_from_slice(bytes, config) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(CodecError(format!("{} trailing bytes", bytes.len() - used))),
+        Err(e) => Err(CodecError(e.to_string())),
+    }
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     match bincode::serde::decode_from_slice(bytes, bincode_config()) {
         Ok((v, used)) if used == bytes.len() => Ok(v),

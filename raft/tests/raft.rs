@@ -584,6 +584,20 @@ mod recovery {
             0
         );
 
+        tracing::info!("--- a small frame claiming a huge collection: refused, nothing allocated");
+        let mut s = TcpStream::connect(target).await.unwrap();
+        // Envelope { group: String (length 2^60 as a varint), .. }
+        let hostile = [0xFD, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        s.write_all(&(hostile.len() as u32).to_be_bytes()).await.unwrap();
+        s.write_all(&hostile).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap_or(0),
+            0
+        );
+
         tracing::info!("--- a frame over the limit: closed before it is read");
         let mut s = TcpStream::connect(target).await.unwrap();
         s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
