@@ -1,4 +1,12 @@
 //! The NameServer: a route registry that brokers register with every 30 s and that evicts a
-//! broker silent for 120 s (scanned every 10 s) or whose connection closed.
+//! broker silent for 120 s (scanned every 10 s) or whose connection closed. NameServers never
+//! talk to each other; brokers register with each.
 //!
-//! Built by issue "NameServer"; this crate is the place reserved for it in the workspace.
+//! - [`registry`]: the decisions (register, evict, build routes) as plain functions over the
+//!   route table, tested without sockets or clocks.
+//!
+//! The remoting server that wraps it is the rest of issue "NameServer".
+
+pub mod registry;
+
+pub use registry::{Registered, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};

@@ -1,0 +1,367 @@
+//! The route registry: which brokers are alive, which topics they serve, and the routes
+//! clients ask for (reference §2.5-§2.6). Plain functions over a table: no sockets, no clocks
+//! (the caller passes the time), so every decision is unit-tested (STYLE.md rule 2).
+//!
+//! Invariants:
+//! - a broker address appears under at most one (broker name, broker id): re-registering an
+//!   address with another id (a slave that became master) replaces the old entry;
+//! - a topic's queues come only from master (brokerId 0) registrations of that broker name;
+//! - routes list only live brokers: eviction (silence past the expiry, or a closed connection)
+//!   removes a broker's address and, when no address of the broker name is left, its queues.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rocketraft_protocol::body::{
+    BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicRouteData,
+};
+
+/// RocketMQ's `BROKER_CHANNEL_EXPIRED_TIME`: a broker silent this long is evicted.
+pub const BROKER_EXPIRY_MS_DEFAULT: i64 = 120_000;
+/// The master's broker id.
+pub const MASTER_ID: i64 = 0;
+
+/// An identifier of the connection a registration arrived on (closing it evicts the broker).
+pub type ConnId = u64;
+
+/// One REGISTER_BROKER request, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub cluster: String,
+    pub broker_name: String,
+    pub broker_addr: String,
+    pub broker_id: i64,
+    pub ha_server_addr: String,
+    pub data_version: DataVersion,
+    /// The broker's topics (used when it registers as master).
+    pub topics: BTreeMap<String, TopicConfig>,
+}
+
+/// What a registration answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registered {
+    /// The master's address, for a slave.
+    pub master_addr: Option<String>,
+    /// The master's HA address, for a slave.
+    pub ha_server_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Live {
+    broker_name: String,
+    broker_id: i64,
+    last_update_ms: i64,
+    data_version: DataVersion,
+    ha_server_addr: String,
+    conn: ConnId,
+}
+
+/// The NameServer's whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    clusters: BTreeMap<String, BTreeSet<String>>,
+    brokers: BTreeMap<String, BrokerData>,
+    /// topic -> broker name -> queues
+    topics: BTreeMap<String, BTreeMap<String, QueueData>>,
+    /// broker address -> liveness
+    live: BTreeMap<String, Live>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a registration (REGISTER_BROKER) at `now_ms` on connection `conn`.
+    pub fn register(&mut self, r: Registration, now_ms: i64, conn: ConnId) -> Registered {
+        self.clusters.entry(r.cluster.clone()).or_default().insert(r.broker_name.clone());
+        let broker = self.brokers.entry(r.broker_name.clone()).or_insert_with(|| BrokerData {
+            broker_addrs: BTreeMap::new(),
+            broker_name: r.broker_name.clone(),
+            cluster: r.cluster.clone(),
+        });
+        broker.cluster = r.cluster.clone();
+        // "Switch slave to master": the same address under another id goes first.
+        broker.broker_addrs.retain(|id, addr| !(addr == &r.broker_addr && *id != r.broker_id));
+        broker.broker_addrs.insert(r.broker_id, r.broker_addr.clone());
+        if r.broker_id == MASTER_ID {
+            self.replace_queues(&r.broker_name, &r.topics);
+        }
+        // An address registered under another broker name earlier moves here.
+        if let Some(old) = self.live.get(&r.broker_addr) {
+            if old.broker_name != r.broker_name {
+                let old_name = old.broker_name.clone();
+                self.remove_addr_from(&old_name, &r.broker_addr);
+            }
+        }
+        self.live.insert(
+            r.broker_addr.clone(),
+            Live {
+                broker_name: r.broker_name.clone(),
+                broker_id: r.broker_id,
+                last_update_ms: now_ms,
+                data_version: r.data_version,
+                ha_server_addr: r.ha_server_addr.clone(),
+                conn,
+            },
+        );
+        if r.broker_id == MASTER_ID {
+            return Registered::default();
+        }
+        let broker = &self.brokers[&r.broker_name];
+        let master_addr = broker.broker_addrs.get(&MASTER_ID).cloned();
+        let ha_server_addr =
+            master_addr.as_ref().and_then(|m| self.live.get(m)).map(|l| l.ha_server_addr.clone());
+        Registered { master_addr, ha_server_addr }
+    }
+
+    fn replace_queues(&mut self, broker_name: &str, topics: &BTreeMap<String, TopicConfig>) {
+        for queues in self.topics.values_mut() {
+            queues.remove(broker_name);
+        }
+        for (name, t) in topics {
+            self.topics.entry(name.clone()).or_default().insert(
+                broker_name.to_owned(),
+                QueueData {
+                    broker_name: broker_name.to_owned(),
+                    perm: t.perm,
+                    read_queue_nums: t.read_queue_nums,
+                    topic_sys_flag: t.topic_sys_flag,
+                    write_queue_nums: t.write_queue_nums,
+                },
+            );
+        }
+        self.topics.retain(|_, q| !q.is_empty());
+    }
+
+    /// Whether a registration with `version` would change nothing (QUERY_DATA_VERSION).
+    pub fn data_version_changed(&self, broker_addr: &str, version: DataVersion) -> bool {
+        self.live.get(broker_addr).is_none_or(|l| l.data_version != version)
+    }
+
+    /// Removes one broker address (UNREGISTER_BROKER, or eviction).
+    pub fn unregister(&mut self, broker_name: &str, broker_addr: &str) {
+        self.remove_addr_from(broker_name, broker_addr);
+    }
+
+    fn remove_addr_from(&mut self, broker_name: &str, broker_addr: &str) {
+        if self.live.get(broker_addr).is_some_and(|l| l.broker_name == broker_name) {
+            self.live.remove(broker_addr);
+        }
+        let Some(broker) = self.brokers.get_mut(broker_name) else { return };
+        broker.broker_addrs.retain(|_, a| a != broker_addr);
+        if broker.broker_addrs.is_empty() {
+            let cluster = broker.cluster.clone();
+            self.brokers.remove(broker_name);
+            if let Some(names) = self.clusters.get_mut(&cluster) {
+                names.remove(broker_name);
+                if names.is_empty() {
+                    self.clusters.remove(&cluster);
+                }
+            }
+        }
+        if !self.brokers.contains_key(broker_name) {
+            // No address of the group is left: its queues leave the routes. (With only the
+            // master gone, RocketMQ keeps them: producers skip a group without id 0, consumers
+            // can still pull from its slaves while a new master is elected.)
+            for queues in self.topics.values_mut() {
+                queues.remove(broker_name);
+            }
+            self.topics.retain(|_, q| !q.is_empty());
+        }
+    }
+
+    /// Evicts every broker whose last registration is older than `expiry_ms` at `now_ms`
+    /// (silent for longer than the expiry); returns the evicted addresses.
+    pub fn evict_expired(&mut self, now_ms: i64, expiry_ms: i64) -> Vec<String> {
+        let expired: Vec<(String, String)> = self
+            .live
+            .iter()
+            .filter(|(_, l)| now_ms - l.last_update_ms > expiry_ms)
+            .map(|(addr, l)| (l.broker_name.clone(), addr.clone()))
+            .collect();
+        for (name, addr) in &expired {
+            self.remove_addr_from(name, addr);
+        }
+        expired.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Evicts the brokers that registered on a connection that closed; returns their addresses.
+    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<String> {
+        let gone: Vec<(String, String)> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.conn == conn)
+            .map(|(addr, l)| (l.broker_name.clone(), addr.clone()))
+            .collect();
+        for (name, addr) in &gone {
+            self.remove_addr_from(name, addr);
+        }
+        gone.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// The route of a topic (GET_ROUTEINFO_BY_TOPIC), `None` if no live broker serves it.
+    pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        let queues = self.topics.get(topic)?;
+        let queue_datas: Vec<QueueData> = queues.values().cloned().collect();
+        let broker_datas: Vec<BrokerData> =
+            queues.keys().filter_map(|name| self.brokers.get(name).cloned()).collect();
+        if broker_datas.is_empty() {
+            return None;
+        }
+        Some(TopicRouteData {
+            broker_datas,
+            filter_server_table: BTreeMap::new(),
+            order_topic_conf: None,
+            queue_datas,
+        })
+    }
+
+    /// Every live broker by cluster (GET_BROKER_CLUSTER_INFO).
+    pub fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            broker_addr_table: self.brokers.clone(),
+            cluster_addr_table: self.clusters.clone(),
+        }
+    }
+
+    /// Every topic with a live route (GET_ALL_TOPIC_LIST_FROM_NAMESERVER).
+    pub fn topics(&self) -> BTreeSet<String> {
+        self.topics.keys().cloned().collect()
+    }
+
+    /// The topics served by a cluster's brokers (GET_TOPICS_BY_CLUSTER).
+    pub fn topics_of_cluster(&self, cluster: &str) -> BTreeSet<String> {
+        let Some(names) = self.clusters.get(cluster) else { return BTreeSet::new() };
+        self.topics
+            .iter()
+            .filter(|(_, q)| q.keys().any(|b| names.contains(b)))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Removes a topic's route (DELETE_TOPIC_IN_NAMESRV).
+    pub fn delete_topic(&mut self, topic: &str) -> bool {
+        self.topics.remove(topic).is_some()
+    }
+
+    /// The broker id registered for an address, if it is alive.
+    pub fn broker_id_of(&self, broker_addr: &str) -> Option<i64> {
+        self.live.get(broker_addr).map(|l| l.broker_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    fn reg(name: &str, addr: &str, id: i64, topics: &[&str]) -> Registration {
+        Registration {
+            cluster: "DefaultCluster".into(),
+            broker_name: name.into(),
+            broker_addr: addr.into(),
+            broker_id: id,
+            ha_server_addr: format!("{addr}-ha"),
+            data_version: DataVersion { counter: 1, timestamp: 1 },
+            topics: topics.iter().map(|t| (t.to_string(), TopicConfig::new(*t, 4))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_master_registration_publishes_its_topics() {
+        let mut r = Registry::new();
+        assert_eq!(
+            r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 0, 1),
+            Registered::default()
+        );
+        let route = r.route("T1").unwrap();
+        assert_eq!(route.broker_datas[0].master_addr(), Some("10.0.0.1:10911"));
+        assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+        assert_eq!(r.topics(), ["T1".to_owned(), "T2".to_owned()].into());
+        assert!(r.route("T3").is_none());
+    }
+
+    #[test]
+    fn slaves_get_the_master_address_but_do_not_publish_topics() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1"]), 0, 1);
+        let answer = r.register(reg("broker-a", "10.0.0.2:10911", 1, &["T1", "SlaveOnly"]), 0, 2);
+        assert_eq!(answer.master_addr.as_deref(), Some("10.0.0.1:10911"));
+        assert_eq!(answer.ha_server_addr.as_deref(), Some("10.0.0.1:10911-ha"));
+        assert!(r.route("SlaveOnly").is_none());
+        assert_eq!(r.route("T1").unwrap().broker_datas[0].broker_addrs.len(), 2);
+    }
+
+    #[test]
+    fn re_registering_an_address_with_another_id_replaces_it() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "n0:10911", 0, &["T1"]), 0, 1);
+        r.register(reg("broker-a", "n1:10911", 1, &["T1"]), 0, 2);
+        // n0 died; n1 won the election and registers as master; n0 comes back as a slave.
+        r.unregister("broker-a", "n0:10911");
+        let during = r.route("T1").expect("the slave still serves reads");
+        assert_eq!(during.broker_datas[0].master_addr(), None, "no master: producers skip it");
+        r.register(reg("broker-a", "n1:10911", 0, &["T1"]), 1, 2);
+        r.register(reg("broker-a", "n0:10911", 2, &["T1"]), 1, 3);
+        let addrs = &r.route("T1").unwrap().broker_datas[0].broker_addrs;
+        assert_eq!(addrs, &[(0, "n1:10911".to_owned()), (2, "n0:10911".to_owned())].into());
+        assert_eq!(r.broker_id_of("n1:10911"), Some(0));
+    }
+
+    #[test]
+    fn eviction_happens_after_120_s_of_silence_not_before() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "a:1", 0, &["T1"]), 0, 1);
+        r.register(reg("broker-b", "b:1", 0, &["T1"]), 0, 2);
+        r.register(reg("broker-b", "b:1", 0, &["T1"]), 60 * S, 2); // b keeps registering
+        assert!(
+            r.evict_expired(119 * S, BROKER_EXPIRY_MS_DEFAULT).is_empty(),
+            "119 s: still alive"
+        );
+        assert_eq!(r.evict_expired(121 * S, BROKER_EXPIRY_MS_DEFAULT), vec!["a:1".to_owned()]);
+        let route = r.route("T1").unwrap();
+        assert_eq!(route.broker_datas.len(), 1);
+        assert_eq!(route.broker_datas[0].broker_name, "broker-b");
+        assert_eq!(route.queue_datas.len(), 1, "the evicted broker's queues are gone");
+        assert_eq!(
+            r.cluster_info().cluster_addr_table["DefaultCluster"],
+            ["broker-b".to_owned()].into()
+        );
+    }
+
+    #[test]
+    fn a_closed_connection_evicts_at_once() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "a:1", 0, &["T1"]), 0, 7);
+        r.register(reg("broker-a", "a2:1", 1, &["T1"]), 0, 8);
+        assert_eq!(r.connection_closed(7), vec!["a:1".to_owned()]);
+        assert_eq!(
+            r.route("T1").unwrap().broker_datas[0].master_addr(),
+            None,
+            "the master is gone"
+        );
+        assert!(
+            r.cluster_info().broker_addr_table["broker-a"].broker_addrs.contains_key(&1),
+            "the slave stays"
+        );
+        assert!(r.connection_closed(99).is_empty());
+        assert_eq!(r.connection_closed(8), vec!["a2:1".to_owned()]);
+        assert!(r.route("T1").is_none(), "nothing of the group is left");
+    }
+
+    #[test]
+    fn a_new_master_registration_replaces_the_topic_set() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "a:1", 0, &["T1", "T2"]), 0, 1);
+        r.register(reg("broker-a", "a:1", 0, &["T2"]), 1, 1);
+        assert!(r.route("T1").is_none(), "T1 was deleted on the broker");
+        assert!(r.route("T2").is_some());
+        assert!(!r.data_version_changed("a:1", DataVersion { counter: 1, timestamp: 1 }));
+        assert!(r.data_version_changed("a:1", DataVersion { counter: 2, timestamp: 1 }));
+        assert!(r.data_version_changed("unknown:1", DataVersion::default()));
+        assert_eq!(r.topics_of_cluster("DefaultCluster"), ["T2".to_owned()].into());
+        assert!(r.delete_topic("T2"));
+        assert!(r.route("T2").is_none());
+    }
+}
