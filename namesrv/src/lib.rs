@@ -4,9 +4,10 @@
 //!
 //! - [`registry`]: the decisions (register, evict, build routes) as plain functions over the
 //!   route table, tested without sockets or clocks.
-//!
-//! The remoting server that wraps it is the rest of issue "NameServer".
+//! - [`server`]: the remoting server around it (RocketMQ frames over TCP).
 
 pub mod registry;
+pub mod server;
 
 pub use registry::{Registered, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};
+pub use server::{NameServer, NamesrvConfig, NAMESRV_PORT_DEFAULT};

@@ -1,0 +1,367 @@
+//! The NameServer's remoting server: RocketMQ frames over TCP (JSON and ROCKETMQ headers),
+//! answering brokers and clients from the [`Registry`], a scan that evicts silent brokers, and
+//! eviction when a broker's connection closes.
+//!
+//! Bounds: at most `connections_max` connections (more are closed at once, logged); one request
+//! at a time per connection, each frame at most `frame_max_bytes`. Malformed frames close the
+//! connection; malformed headers or bodies get SYSTEM_ERROR with a remark; unknown codes get
+//! REQUEST_CODE_NOT_SUPPORTED (even oneway, as RocketMQ answers). Configuration over the network
+//! (UPDATE_NAMESRV_CONFIG) is refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rocketraft_protocol::body::{
+    DataVersion, JsonBody, JsonStyle, KvTable, RegisterBrokerBody, TopicList,
+};
+use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::registry::{ConnId, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};
+
+/// The default NameServer port.
+pub const NAMESRV_PORT_DEFAULT: u16 = 9876;
+
+/// NameServer settings (defaults: DESIGN.md §5 and RocketMQ's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamesrvConfig {
+    /// Where to listen. Default `0.0.0.0:9876`.
+    pub listen: String,
+    /// How often silent brokers are looked for. Default 10,000 ms.
+    pub scan_interval_ms: u64,
+    /// A broker silent this long is evicted. Default 120,000 ms.
+    pub broker_expiry_ms: i64,
+    /// Connections beyond this are closed at once. Default 4,096.
+    pub connections_max: usize,
+    /// The largest frame accepted. Default 16 MiB.
+    pub frame_max_bytes: usize,
+}
+
+impl Default for NamesrvConfig {
+    fn default() -> Self {
+        NamesrvConfig {
+            listen: format!("0.0.0.0:{NAMESRV_PORT_DEFAULT}"),
+            scan_interval_ms: 10_000,
+            broker_expiry_ms: BROKER_EXPIRY_MS_DEFAULT,
+            connections_max: 4096,
+            frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// The KV config namespace whose table a registering broker gets back.
+const ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
+#[derive(Default)]
+struct State {
+    registry: Registry,
+    kv: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Milliseconds are counted from here (the runtime's clock: virtual under madsim).
+    epoch: tokio::time::Instant,
+    next_conn: AtomicU64,
+    connections: AtomicUsize,
+    config: NamesrvConfig,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+}
+
+/// A running NameServer.
+pub struct NameServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl NameServer {
+    /// Binds and starts serving (call inside the runtime that should own it).
+    pub async fn start(config: NamesrvConfig) -> std::io::Result<NameServer> {
+        let listener = TcpListener::bind(&config.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            // The runtime's clock (virtual under madsim, where it is std's Instant).
+            #[allow(clippy::disallowed_methods)]
+            epoch: tokio::time::Instant::now(),
+            next_conn: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            config,
+        });
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
+        tokio::spawn(scan_loop(shared.clone(), stop_rx));
+        tracing::info!(%addr, "NameServer listening");
+        Ok(NameServer { shared, addr, stop })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of the registry, for observation (tests, admin).
+    pub fn registry(&self) -> Registry {
+        self.shared.state().registry.clone()
+    }
+
+    /// Stops accepting, scanning and serving.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn scan_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(shared.config.scan_interval_ms)) => {}
+            _ = stop.changed() => return,
+        }
+        let now = shared.now_ms();
+        let evicted = shared.state().registry.evict_expired(now, shared.config.broker_expiry_ms);
+        for addr in evicted {
+            tracing::warn!(broker = %addr, "evicted a broker silent for over {} ms", shared.config.broker_expiry_ms);
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "NameServer listener failed");
+                return;
+            }
+        };
+        if shared.connections.fetch_add(1, Ordering::SeqCst) >= shared.config.connections_max {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(%peer, max = shared.config.connections_max, "too many connections: closing a new one");
+            continue;
+        }
+        let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (shared, mut stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            let result = tokio::select! {
+                r = serve_connection(stream, conn, &shared) => r,
+                _ = stop.changed() => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(%peer, error = %e, "closing a connection");
+            }
+            let evicted = shared.state().registry.connection_closed(conn);
+            for addr in evicted {
+                tracing::info!(broker = %addr, "evicted a broker whose connection closed");
+            }
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    conn: ConnId,
+    shared: &Shared,
+) -> Result<(), String> {
+    let mut decoder = FrameDecoder::new(shared.config.frame_max_bytes);
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        while let Some(cmd) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            if cmd.is_response() {
+                continue;
+            }
+            let oneway = cmd.is_oneway();
+            let response = handle(&cmd, conn, shared);
+            if oneway && response.code != response_code::REQUEST_CODE_NOT_SUPPORTED {
+                continue;
+            }
+            let mut out = BytesMut::new();
+            encode_frame(&response, &mut out).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn error(req: &RemotingCommand, code: i32, remark: impl Into<String>) -> RemotingCommand {
+    RemotingCommand::response_to(req, code, Some(remark.into()))
+}
+
+fn ok(req: &RemotingCommand) -> RemotingCommand {
+    RemotingCommand::response_to(req, response_code::SUCCESS, None)
+}
+
+fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand> {
+    req.decode_header::<H>().map_err(|e| error(req, response_code::SYSTEM_ERROR, e.to_string()))
+}
+
+/// Answers one request.
+fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingCommand {
+    let result = match req.code {
+        rc::REGISTER_BROKER => register(req, conn, shared),
+        rc::UNREGISTER_BROKER => header::<UnregisterBrokerRequestHeader>(req).map(|h| {
+            shared.state().registry.unregister(&h.broker_name, &h.broker_addr);
+            ok(req)
+        }),
+        rc::QUERY_DATA_VERSION => header::<QueryDataVersionRequestHeader>(req).and_then(|h| {
+            let version = DataVersion::from_json(&req.body)
+                .map_err(|e| error(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+            let changed = shared.state().registry.data_version_changed(&h.broker_addr, version);
+            Ok(ok(req).with_header(&QueryDataVersionResponseHeader { changed }))
+        }),
+        rc::GET_ROUTEINFO_BY_TOPIC => {
+            header::<GetRouteInfoRequestHeader>(req).map(|h| {
+                match shared.state().registry.route(&h.topic) {
+                    Some(route) => {
+                        let style = JsonStyle::for_route_request(
+                            req.version,
+                            h.accept_standard_json_only.unwrap_or(false),
+                        );
+                        ok(req).with_body(route.to_json(style))
+                    }
+                    None => error(
+                        req,
+                        response_code::TOPIC_NOT_EXIST,
+                        format!("No topic route info in name server for the topic: {}", h.topic),
+                    ),
+                }
+            })
+        }
+        rc::GET_BROKER_CLUSTER_INFO => {
+            Ok(ok(req)
+                .with_body(shared.state().registry.cluster_info().to_json(JsonStyle::Fastjson)))
+        }
+        rc::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+            let topic_list = shared.state().registry.topics();
+            Ok(ok(req).with_body(
+                TopicList { broker_addr: None, topic_list }.to_json(JsonStyle::Standard),
+            ))
+        }
+        rc::GET_TOPICS_BY_CLUSTER => header::<GetTopicsByClusterRequestHeader>(req).map(|h| {
+            let topic_list = shared.state().registry.topics_of_cluster(&h.cluster);
+            ok(req)
+                .with_body(TopicList { broker_addr: None, topic_list }.to_json(JsonStyle::Standard))
+        }),
+        rc::DELETE_TOPIC_IN_NAMESRV => header::<TopicRequestHeader>(req).map(|h| {
+            shared.state().registry.delete_topic(&h.topic);
+            ok(req)
+        }),
+        rc::PUT_KV_CONFIG => header::<PutKvConfigRequestHeader>(req).map(|h| {
+            shared.state().kv.entry(h.namespace).or_default().insert(h.key, h.value);
+            ok(req)
+        }),
+        rc::GET_KV_CONFIG => header::<KvConfigKeyRequestHeader>(req).map(|h| {
+            match shared.state().kv.get(&h.namespace).and_then(|t| t.get(&h.key)).cloned() {
+                Some(value) => {
+                    ok(req).with_header(&GetKvConfigResponseHeader { value: Some(value) })
+                }
+                None => error(
+                    req,
+                    response_code::QUERY_NOT_FOUND,
+                    format!("No config item, Namespace: {} Key: {}", h.namespace, h.key),
+                ),
+            }
+        }),
+        rc::DELETE_KV_CONFIG => header::<KvConfigKeyRequestHeader>(req).map(|h| {
+            if let Some(t) = shared.state().kv.get_mut(&h.namespace) {
+                t.remove(&h.key);
+            }
+            ok(req)
+        }),
+        rc::GET_KVLIST_BY_NAMESPACE => header::<GetKvListByNamespaceRequestHeader>(req).map(|h| {
+            match shared.state().kv.get(&h.namespace).cloned() {
+                Some(table) => ok(req).with_body(KvTable { table }.to_json(JsonStyle::Standard)),
+                None => error(
+                    req,
+                    response_code::QUERY_NOT_FOUND,
+                    format!("No config item, Namespace: {}", h.namespace),
+                ),
+            }
+        }),
+        rc::UPDATE_NAMESRV_CONFIG => Ok(error(
+            req,
+            response_code::NO_PERMISSION,
+            "changing the NameServer's configuration over the network is disabled",
+        )),
+        code => Ok(error(
+            req,
+            response_code::REQUEST_CODE_NOT_SUPPORTED,
+            format!(" request type {code} not supported"),
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn register(
+    req: &RemotingCommand,
+    conn: ConnId,
+    shared: &Shared,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: RegisterBrokerRequestHeader = header(req)?;
+    if h.compressed == Some(true) {
+        return Err(error(
+            req,
+            response_code::SYSTEM_ERROR,
+            "compressed registration bodies are not supported: set compressedRegister=false",
+        ));
+    }
+    if let Some(expected) = h.body_crc32.filter(|c| *c != 0) {
+        let actual = RegisterBrokerBody::crc32(&req.body);
+        if actual != expected {
+            return Err(error(req, response_code::SYSTEM_ERROR, format!("receive registerBroker request, crc32 not match (header {expected}, body {actual})")));
+        }
+    }
+    let body = if req.body.is_empty() {
+        RegisterBrokerBody::default()
+    } else {
+        RegisterBrokerBody::from_json(&req.body)
+            .map_err(|e| error(req, response_code::SYSTEM_ERROR, e.to_string()))?
+    };
+    let wrapper = body.topic_config_serialize_wrapper;
+    let registration = Registration {
+        cluster: h.cluster_name,
+        broker_name: h.broker_name,
+        broker_addr: h.broker_addr,
+        broker_id: h.broker_id,
+        ha_server_addr: h.ha_server_addr,
+        data_version: wrapper.data_version,
+        topics: wrapper.topic_config_table,
+    };
+    let now = shared.now_ms();
+    let mut state = shared.state();
+    let answer = state.registry.register(registration, now, conn);
+    let order_conf = state.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
+    drop(state);
+    let resp = ok(req).with_header(&RegisterBrokerResponseHeader {
+        ha_server_addr: answer.ha_server_addr,
+        master_addr: answer.master_addr,
+    });
+    Ok(resp.with_body(KvTable { table: order_conf }.to_json(JsonStyle::Standard)))
+}

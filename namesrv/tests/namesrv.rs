@@ -1,0 +1,216 @@
+//! The NameServer over real TCP, one module per theme.
+
+mod support {
+    use bytes::BytesMut;
+    use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+    use rocketraft_protocol::RemotingCommand;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A raw remoting client: what a broker or a RocketMQ client sends.
+    pub struct Conn {
+        stream: TcpStream,
+        decoder: FrameDecoder,
+        buf: BytesMut,
+        opaque: i32,
+    }
+
+    impl Conn {
+        pub async fn connect(addr: std::net::SocketAddr) -> Conn {
+            Conn {
+                stream: TcpStream::connect(addr).await.unwrap(),
+                decoder: FrameDecoder::default(),
+                buf: BytesMut::new(),
+                opaque: 0,
+            }
+        }
+
+        pub async fn send_raw(&mut self, bytes: &[u8]) {
+            self.stream.write_all(bytes).await.unwrap();
+            self.stream.flush().await.unwrap();
+        }
+
+        /// Sends `cmd` and waits for its response.
+        pub async fn call(&mut self, mut cmd: RemotingCommand) -> RemotingCommand {
+            self.opaque += 1;
+            cmd.opaque = self.opaque;
+            let mut out = BytesMut::new();
+            encode_frame(&cmd, &mut out).unwrap();
+            self.send_raw(&out).await;
+            self.read().await.expect("a response")
+        }
+
+        /// The next command, or `None` when the server closed the connection.
+        pub async fn read(&mut self) -> Option<RemotingCommand> {
+            loop {
+                if let Some(c) = self.decoder.decode(&mut self.buf).unwrap() {
+                    return Some(c);
+                }
+                if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+mod routes {
+    //! ```text
+    //!   broker-a (fake) --REGISTER_BROKER(T1)--> NameServer <--GET_ROUTEINFO_BY_TOPIC-- client
+    //!   broker-a goes silent -> evicted on the first scan after the expiry (1.5 s here)
+    //!   broker-b registers, then its connection closes -> evicted at once
+    //! ```
+    use std::time::Duration;
+
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    use rocketraft_protocol::body::*;
+    use rocketraft_protocol::headers::*;
+    use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+
+    use super::support::Conn;
+
+    fn register(name: &str, addr: &str, id: i64, topics: &[&str], crc_ok: bool) -> RemotingCommand {
+        let body = RegisterBrokerBody {
+            filter_server_list: vec![],
+            topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+                data_version: DataVersion { counter: 1, timestamp: 1 },
+                topic_config_table: topics
+                    .iter()
+                    .map(|t| (t.to_string(), TopicConfig::new(*t, 4)))
+                    .collect(),
+            },
+        }
+        .to_json(JsonStyle::Standard);
+        let crc = RegisterBrokerBody::crc32(&body);
+        let header = RegisterBrokerRequestHeader {
+            broker_name: name.into(),
+            broker_addr: addr.into(),
+            cluster_name: "DefaultCluster".into(),
+            ha_server_addr: format!("{addr}-ha"),
+            broker_id: id,
+            compressed: Some(false),
+            body_crc32: Some(if crc_ok { crc } else { crc ^ 1 }),
+        };
+        RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
+    }
+
+    fn route_request(topic: &str, version: i32) -> RemotingCommand {
+        let mut cmd = RemotingCommand::request(
+            request_code::GET_ROUTEINFO_BY_TOPIC,
+            &GetRouteInfoRequestHeader { topic: topic.into(), accept_standard_json_only: None },
+        );
+        cmd.version = version;
+        cmd
+    }
+
+    fn config() -> NamesrvConfig {
+        NamesrvConfig {
+            listen: "127.0.0.1:0".into(),
+            scan_interval_ms: 100,
+            broker_expiry_ms: 1500,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn register_route_in_both_json_forms_and_evict() {
+        let ns = NameServer::start(config()).await.unwrap();
+        let mut broker = Conn::connect(ns.local_addr()).await;
+        let resp = broker.call(register("broker-a", "127.0.0.1:10911", 0, &["T1"], true)).await;
+        assert_eq!(resp.code, response_code::SUCCESS, "{:?}", resp.remark);
+
+        tracing::info!("--- a slave learns its master's address");
+        let mut slave = Conn::connect(ns.local_addr()).await;
+        let resp = slave.call(register("broker-a", "127.0.0.1:10921", 1, &["T1"], true)).await;
+        let h: RegisterBrokerResponseHeader = resp.decode_header().unwrap();
+        assert_eq!(h.master_addr.as_deref(), Some("127.0.0.1:10911"));
+
+        tracing::info!("--- the route, in fastjson form for old clients, standard for 4.9.4+");
+        let mut client = Conn::connect(ns.local_addr()).await;
+        let old = client.call(route_request("T1", 400)).await;
+        assert_eq!(old.code, response_code::SUCCESS);
+        let text = String::from_utf8(old.body.to_vec()).unwrap();
+        assert!(text.contains(r#"{0:"127.0.0.1:10911""#), "{text}");
+        let new = client.call(route_request("T1", 409)).await;
+        let text = String::from_utf8(new.body.to_vec()).unwrap();
+        assert!(text.contains(r#"{"0":"127.0.0.1:10911""#), "{text}");
+        let route = TopicRouteData::from_json(&new.body).unwrap();
+        assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+        assert_eq!(route.broker_datas[0].broker_addrs.len(), 2);
+        let missing = client.call(route_request("Nope", 409)).await;
+        assert_eq!(missing.code, response_code::TOPIC_NOT_EXIST);
+
+        tracing::info!("--- the brokers stop registering: evicted on the first scan after 1.5 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            client.call(route_request("T1", 409)).await.code,
+            response_code::SUCCESS,
+            "still alive before the expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        assert_eq!(
+            client.call(route_request("T1", 409)).await.code,
+            response_code::TOPIC_NOT_EXIST,
+            "evicted after it"
+        );
+        drop((broker, slave));
+
+        tracing::info!("--- a closed connection evicts at once");
+        let mut b = Conn::connect(ns.local_addr()).await;
+        assert_eq!(
+            b.call(register("broker-b", "127.0.0.1:20911", 0, &["T2"], true)).await.code,
+            response_code::SUCCESS
+        );
+        assert_eq!(client.call(route_request("T2", 409)).await.code, response_code::SUCCESS);
+        drop(b);
+        let mut gone = false;
+        for _ in 0..50 {
+            if client.call(route_request("T2", 409)).await.code == response_code::TOPIC_NOT_EXIST {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone, "the route outlived its broker's connection");
+        let info = client
+            .call(RemotingCommand::request_without_header(request_code::GET_BROKER_CLUSTER_INFO))
+            .await;
+        assert!(ClusterInfo::from_json(&info.body).unwrap().broker_addr_table.is_empty());
+        ns.shutdown();
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_errors_and_garbage_closes_the_connection() {
+        let ns = NameServer::start(config()).await.unwrap();
+        let mut c = Conn::connect(ns.local_addr()).await;
+        let resp = c.call(register("broker-a", "127.0.0.1:10911", 0, &["T1"], false)).await;
+        assert_eq!(resp.code, response_code::SYSTEM_ERROR);
+        assert!(resp.remark.unwrap().contains("crc32 not match"));
+        let mut no_fields = RemotingCommand::request_without_header(request_code::REGISTER_BROKER);
+        no_fields.set_ext_field("brokerName", "x");
+        let resp = c.call(no_fields).await;
+        assert_eq!(resp.code, response_code::SYSTEM_ERROR);
+        assert!(resp.remark.unwrap().contains("is null"));
+        let resp = c
+            .call(RemotingCommand::request_without_header(request_code::UPDATE_NAMESRV_CONFIG))
+            .await;
+        assert_eq!(resp.code, response_code::NO_PERMISSION);
+        let resp = c.call(RemotingCommand::request_without_header(9999).into_oneway()).await;
+        assert_eq!(
+            resp.code,
+            response_code::REQUEST_CODE_NOT_SUPPORTED,
+            "answered even for oneway"
+        );
+        assert_eq!(ns.registry().topics().len(), 0, "nothing was registered");
+
+        let mut bad = Conn::connect(ns.local_addr()).await;
+        bad.send_raw(&[0, 0, 0, 6, 9, 0, 0, 0, 1, 2]).await; // serialize type 9
+        assert!(bad.read().await.is_none(), "a malformed frame closes the connection");
+        assert_eq!(
+            c.call(route_request("T1", 409)).await.code,
+            response_code::TOPIC_NOT_EXIST,
+            "the server goes on"
+        );
+        ns.shutdown();
+    }
+}
