@@ -69,7 +69,13 @@ mod routes {
 
     use super::support::Conn;
 
-    fn register(name: &str, addr: &str, id: i64, topics: &[&str], crc_ok: bool) -> RemotingCommand {
+    pub fn register(
+        name: &str,
+        addr: &str,
+        id: i64,
+        topics: &[&str],
+        crc_ok: bool,
+    ) -> RemotingCommand {
         let body = RegisterBrokerBody {
             filter_server_list: vec![],
             topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
@@ -211,6 +217,71 @@ mod routes {
             response_code::TOPIC_NOT_EXIST,
             "the server goes on"
         );
+        ns.shutdown();
+    }
+}
+
+mod interop {
+    //! A real RocketMQ client from a public registry: ali-ons (npm, pure JavaScript, speaks the
+    //! 4.x remoting protocol) fetches a route from our NameServer. It reports version 121, so it
+    //! gets fastjson's unquoted integer keys (`{0:"addr"}`) and parses them with its own JSON2.
+    //! Needs Node.js and `npm ci --prefix interop` (scripts/verify runs it).
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    use rocketraft_protocol::response_code;
+
+    use super::support::Conn;
+
+    fn interop_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop")
+    }
+
+    #[tokio::test]
+    async fn ali_ons_fetches_a_route() {
+        let dir = interop_dir();
+        assert!(
+            dir.join("node_modules/ali-ons").exists(),
+            "the interop clients are not installed: run `npm ci --prefix interop` (needs Node.js)"
+        );
+        let ns =
+            NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
+                .await
+                .unwrap();
+        let mut broker = Conn::connect(ns.local_addr()).await;
+        let resp = broker
+            .call(super::routes::register(
+                "broker-a",
+                "127.0.0.1:10911",
+                0,
+                &["InteropTopic"],
+                true,
+            ))
+            .await;
+        assert_eq!(resp.code, response_code::SUCCESS);
+
+        let addr = ns.local_addr().to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("node")
+                .arg(dir.join("ons_route.js"))
+                .args([addr.as_str(), "InteropTopic"])
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("node runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ali-ons failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let route: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(route["brokerDatas"][0]["brokerName"], "broker-a");
+        assert_eq!(route["brokerDatas"][0]["brokerAddrs"]["0"], "127.0.0.1:10911");
+        assert_eq!(route["queueDatas"][0]["writeQueueNums"], 4);
         ns.shutdown();
     }
 }
