@@ -133,9 +133,17 @@ impl Registry {
         self.topics.retain(|_, q| !q.is_empty());
     }
 
-    /// Whether a registration with `version` would change nothing (QUERY_DATA_VERSION).
+    /// Whether a registration with `version` would change anything (QUERY_DATA_VERSION).
     pub fn data_version_changed(&self, broker_addr: &str, version: DataVersion) -> bool {
         self.live.get(broker_addr).is_none_or(|l| l.data_version != version)
+    }
+
+    /// A broker asked about its data version: it is alive (as RocketMQ does, so a broker with
+    /// `forceRegister=false` that only re-registers on change is not evicted).
+    pub fn touch(&mut self, broker_addr: &str, now_ms: i64) {
+        if let Some(l) = self.live.get_mut(broker_addr) {
+            l.last_update_ms = now_ms;
+        }
     }
 
     /// Removes one broker address (UNREGISTER_BROKER, or eviction).
@@ -360,6 +368,11 @@ mod tests {
         assert!(!r.data_version_changed("a:1", DataVersion { counter: 1, timestamp: 1 }));
         assert!(r.data_version_changed("a:1", DataVersion { counter: 2, timestamp: 1 }));
         assert!(r.data_version_changed("unknown:1", DataVersion::default()));
+        r.touch("a:1", 100 * S);
+        assert!(
+            r.evict_expired(200 * S, BROKER_EXPIRY_MS_DEFAULT).is_empty(),
+            "a query keeps it alive"
+        );
         assert_eq!(r.topics_of_cluster("DefaultCluster"), ["T2".to_owned()].into());
         assert!(r.delete_topic("T2"));
         assert!(r.route("T2").is_none());

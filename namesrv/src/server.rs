@@ -233,7 +233,11 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
         rc::QUERY_DATA_VERSION => header::<QueryDataVersionRequestHeader>(req).and_then(|h| {
             let version = DataVersion::from_json(&req.body)
                 .map_err(|e| error(req, response_code::SYSTEM_ERROR, e.to_string()))?;
-            let changed = shared.state().registry.data_version_changed(&h.broker_addr, version);
+            let now = shared.now_ms();
+            let mut state = shared.state();
+            let changed = state.registry.data_version_changed(&h.broker_addr, version);
+            state.registry.touch(&h.broker_addr, now);
+            drop(state);
             Ok(ok(req).with_header(&QueryDataVersionResponseHeader { changed }))
         }),
         rc::GET_ROUTEINFO_BY_TOPIC => {
