@@ -221,6 +221,8 @@ mod routes {
     }
 }
 
+// Drives a real external process: real tokio only, never part of the simulation build.
+#[cfg(not(madsim))]
 mod interop {
     //! A real RocketMQ client from a public registry: ali-ons (npm, pure JavaScript, speaks the
     //! 4.x remoting protocol) fetches a route from our NameServer. It reports version 121, so it
