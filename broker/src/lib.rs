@@ -1,4 +1,24 @@
-//! The broker: remoting server and processors (send, pull with long polling, offsets,
-//! heartbeats, admin), the client manager, and the Raft role that decides master or slave.
+//! The broker: the remoting server and processors of a broker group replica, on top of its
+//! Raft node (`rocketraft-raft`).
 //!
-//! Built by issue "Broker"; this crate is the place reserved for it in the workspace.
+//! Built so far (issue "Broker", in progress): send on the leader through the proposer
+//! (followers answer SERVICE_NOT_AVAILABLE), pull with long polling on any replica, topic
+//! creation through Raft, queue offsets, heartbeats. Still to come: consumer offsets, the
+//! client manager, admin calls, queue locks, and registration with the NameServers by role.
+
+pub mod long_poll;
+pub mod server;
+
+use std::sync::Arc;
+
+pub use long_poll::PullWaiters;
+pub use server::{Broker, BrokerConfig, BROKER_PORT_DEFAULT};
+
+/// The arrival listener to start a replica's Raft node with, so its pulls wake on new
+/// messages.
+pub fn arrival_listener(
+    waiters: &Arc<PullWaiters>,
+) -> rocketraft_raft::state_machine::ArrivalListener {
+    let waiters = waiters.clone();
+    Arc::new(move |arrivals| waiters.arrived(arrivals))
+}

@@ -1,0 +1,600 @@
+//! The broker's remoting server and its processors for the core paths: send (on the leader,
+//! through the proposer), pull with long polling (on any replica, committed data only), topic
+//! creation through Raft, queue offsets, heartbeats.
+//!
+//! Requests on one connection run concurrently (a held pull must not block the sends behind
+//! it), at most `requests_in_flight_max` per connection; beyond that a request is answered
+//! SYSTEM_BUSY "[OVERLOAD]..." as RocketMQ does. Unknown codes get REQUEST_CODE_NOT_SUPPORTED,
+//! even oneway. Malformed frames close the connection; bad headers get the RocketMQ code a Java
+//! client expects, with a remark.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use openraft::Raft;
+use rocketraft_protocol::body::SubscriptionData;
+use rocketraft_protocol::code::perm;
+use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::message::{body_crc, offset_msg_id, MessageRecord, PROPERTIES_MAX_BYTES};
+use rocketraft_protocol::sysflag;
+use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
+use rocketraft_raft::types::TopicMeta;
+use rocketraft_raft::MetaStore;
+use rocketraft_raft::{
+    MetaCommand, ProposeError, Proposer, RaftNode, Request, StateMachine, TypeConfig,
+};
+use rocketraft_store::io::Storage;
+use rocketraft_store::{CommitLog, Dispatcher, QueueOffset};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::long_poll::PullWaiters;
+
+/// The default broker port.
+pub const BROKER_PORT_DEFAULT: u16 = 10911;
+
+/// Broker settings. Defaults follow RocketMQ's.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub cluster_name: String,
+    /// The broker group's name (all replicas share it).
+    pub broker_name: String,
+    /// Where to listen. Default `0.0.0.0:10911`.
+    pub listen: String,
+    /// The address clients reach this replica at: the store host of records and msgIds.
+    pub advertised_addr: SocketAddr,
+    /// `MSG_REGION` in send responses. Default "DefaultRegion".
+    pub region_id: String,
+    /// `TRACE_ON` in send responses. Default true.
+    pub trace_on: bool,
+    /// The largest message body accepted. Default 4 MiB.
+    pub message_max_bytes: usize,
+    /// The most messages one pull returns. Default 32.
+    pub pull_batch_max: i32,
+    /// The longest a pull is held (longer client values are cut). Default 30,000 ms.
+    pub suspend_max_ms: u64,
+    /// Connections beyond this are closed at once. Default 4,096.
+    pub connections_max: usize,
+    /// Requests running at once on one connection. Default 256.
+    pub requests_in_flight_max: usize,
+}
+
+impl BrokerConfig {
+    pub fn new(broker_name: impl Into<String>, advertised_addr: SocketAddr) -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: broker_name.into(),
+            listen: format!("0.0.0.0:{BROKER_PORT_DEFAULT}"),
+            advertised_addr,
+            region_id: "DefaultRegion".into(),
+            trace_on: true,
+            message_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
+            pull_batch_max: 32,
+            suspend_max_ms: 30_000,
+            connections_max: 4096,
+            requests_in_flight_max: 256,
+        }
+    }
+}
+
+struct Inner<S: Storage + Clone, M: MetaStore> {
+    config: BrokerConfig,
+    id: u64,
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachine<S, M>,
+    log: Arc<std::sync::Mutex<CommitLog<S>>>,
+    dispatcher: Arc<std::sync::Mutex<Dispatcher<S>>>,
+    proposer: Proposer,
+    waiters: Arc<PullWaiters>,
+    connections: AtomicUsize,
+    /// Spreads sends that name no queue (queueId < 0) over the writable queues.
+    next_queue: AtomicU64,
+    epoch_ms: i64,
+    epoch: tokio::time::Instant,
+}
+
+/// A running broker replica's remoting server.
+pub struct Broker {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Serves `node` (started with [`crate::arrival_listener`] of the same `waiters`).
+    /// `now_ms` is the wall-clock time at start (store timestamps count from it).
+    pub async fn start<S: Storage + Clone, M: MetaStore>(
+        config: BrokerConfig,
+        node: &RaftNode<S, M>,
+        waiters: Arc<PullWaiters>,
+        now_ms: i64,
+    ) -> std::io::Result<Broker> {
+        let listener = TcpListener::bind(&config.listen).await?;
+        let addr = listener.local_addr()?;
+        let proposer =
+            Proposer::start(node.raft.clone(), node.dispatcher.clone(), Default::default());
+        let inner = Arc::new(Inner {
+            id: node.raft.metrics().borrow().id,
+            config,
+            raft: node.raft.clone(),
+            state_machine: node.state_machine.clone(),
+            log: node.log.clone(),
+            dispatcher: node.dispatcher.clone(),
+            proposer,
+            waiters,
+            connections: AtomicUsize::new(0),
+            next_queue: AtomicU64::new(0),
+            epoch_ms: now_ms,
+            // The runtime's clock (virtual under madsim, where it is std's Instant).
+            #[allow(clippy::disallowed_methods)]
+            epoch: tokio::time::Instant::now(),
+        });
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(accept_loop(listener, inner, stop_rx));
+        Ok(Broker { addr, stop })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop<S: Storage + Clone, M: MetaStore>(
+    listener: TcpListener,
+    inner: Arc<Inner<S, M>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, peer)) = accepted else { return };
+        if inner.connections.fetch_add(1, Ordering::SeqCst) >= inner.config.connections_max {
+            inner.connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(%peer, "too many connections: closing a new one");
+            continue;
+        }
+        let (inner, mut stop) = (inner.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = serve_connection(stream, peer, inner.clone()) => {}
+                _ = stop.changed() => {}
+            }
+            inner.connections.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn serve_connection<S: Storage + Clone, M: MetaStore>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inner: Arc<Inner<S, M>>,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let max = inner.config.requests_in_flight_max;
+    let (tx, mut rx) = mpsc::channel::<RemotingCommand>(max);
+    let writer = tokio::spawn(async move {
+        while let Some(resp) = rx.recv().await {
+            let mut out = BytesMut::new();
+            if encode_frame(&resp, &mut out).is_err() {
+                continue;
+            }
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(max));
+    let mut decoder = FrameDecoder::default();
+    let mut buf = BytesMut::with_capacity(4096);
+    'read: loop {
+        loop {
+            let cmd = match decoder.decode(&mut buf) {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "malformed frame: closing the connection");
+                    break 'read;
+                }
+            };
+            if cmd.is_response() {
+                continue;
+            }
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                if !cmd.is_oneway() {
+                    let busy = RemotingCommand::response_to(
+                        &cmd,
+                        response_code::SYSTEM_BUSY,
+                        Some("[OVERLOAD]system busy, start flow control for a while".into()),
+                    );
+                    let _ = tx.send(busy).await;
+                }
+                continue;
+            };
+            let (inner, tx) = (inner.clone(), tx.clone());
+            tokio::spawn(async move {
+                let resp = handle(&cmd, peer, &inner).await;
+                drop(permit);
+                if let Some(resp) = resp {
+                    let _ = tx.send(resp).await;
+                }
+            });
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn reply(req: &RemotingCommand, code: i32, remark: impl Into<String>) -> RemotingCommand {
+    RemotingCommand::response_to(req, code, Some(remark.into()))
+}
+
+fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand> {
+    req.decode_header::<H>().map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))
+}
+
+async fn handle<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    peer: SocketAddr,
+    inner: &Inner<S, M>,
+) -> Option<RemotingCommand> {
+    let resp = match req.code {
+        rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 => send(req, peer, inner).await,
+        rc::PULL_MESSAGE => pull(req, inner).await,
+        rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
+        rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
+        rc::HEART_BEAT => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
+        code => Ok(reply(
+            req,
+            response_code::REQUEST_CODE_NOT_SUPPORTED,
+            format!(" request type {code} not supported"),
+        )),
+    }
+    .unwrap_or_else(|e| e);
+    if req.is_oneway() && resp.code != response_code::REQUEST_CODE_NOT_SUPPORTED {
+        return None;
+    }
+    Some(resp)
+}
+
+fn is_leader<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> bool {
+    inner.raft.metrics().borrow().current_leader == Some(inner.id)
+}
+
+fn not_master<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> RemotingCommand {
+    // SERVICE_NOT_AVAILABLE is retried on another broker by every RocketMQ producer.
+    reply(
+        req,
+        response_code::SERVICE_NOT_AVAILABLE,
+        format!(
+            "this replica of {} is not its master; send to the master",
+            inner.config.broker_name
+        ),
+    )
+}
+
+fn topic_of<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    topic: &str,
+) -> Result<TopicMeta, RemotingCommand> {
+    match inner.state_machine.topic(topic) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic[{topic}] not exist, apply first please!"),
+        )),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+async fn send<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    peer: SocketAddr,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: SendMessageRequestHeader = if req.code == rc::SEND_MESSAGE_V2 {
+        header::<SendMessageRequestHeaderV2>(req)?.into()
+    } else {
+        header(req)?
+    };
+    if !is_leader(inner) {
+        return Err(not_master(req, inner));
+    }
+    let topic = topic_of(req, inner, &h.topic)?;
+    if !perm::is_writeable(topic.perm) {
+        return Err(reply(
+            req,
+            response_code::NO_PERMISSION,
+            format!("the topic[{}] sending message is forbidden", h.topic),
+        ));
+    }
+    let queues = topic.write_queue_nums.max(1);
+    let queue_id = if h.queue_id < 0 {
+        (inner.next_queue.fetch_add(1, Ordering::Relaxed) % queues as u64) as i32
+    } else if h.queue_id >= queues {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "request queueId[{}] is illegal, topic:[{}] topicConfig.writeQueueNums:[{}]",
+                h.queue_id, h.topic, queues
+            ),
+        ));
+    } else {
+        h.queue_id
+    };
+    if req.body.len() > inner.config.message_max_bytes {
+        return Err(reply(
+            req,
+            response_code::MESSAGE_ILLEGAL,
+            format!(
+                "the message body size over max value, MAX: {}",
+                inner.config.message_max_bytes
+            ),
+        ));
+    }
+    let properties = h.properties.unwrap_or_default();
+    if properties.len() > PROPERTIES_MAX_BYTES {
+        return Err(reply(
+            req,
+            response_code::MESSAGE_ILLEGAL,
+            format!("the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"),
+        ));
+    }
+    let now_ms = inner.epoch_ms + inner.epoch.elapsed().as_millis() as i64;
+    let body = Bytes::copy_from_slice(&req.body);
+    let record = MessageRecord {
+        body_crc: body_crc(&body),
+        queue_id,
+        flag: h.flag,
+        sys_flag: h.sys_flag & !(sysflag::message::BORNHOST_V6 | sysflag::message::STOREHOST_V6),
+        born_timestamp: h.born_timestamp,
+        born_host: peer,
+        store_timestamp: now_ms,
+        store_host: inner.config.advertised_addr,
+        reconsume_times: h.reconsume_times.unwrap_or(0),
+        body,
+        topic: h.topic.clone(),
+        properties,
+        ..Default::default()
+    };
+    let encoded =
+        record.encode().map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?;
+    match inner.proposer.submit(vec![encoded]).await {
+        Ok(placed) => {
+            let p = placed[0];
+            Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
+                &SendMessageResponseHeader {
+                    msg_id: offset_msg_id(inner.config.advertised_addr, p.position.0 as i64),
+                    queue_id,
+                    queue_offset: p.queue_offset.0 as i64,
+                    transaction_id: None,
+                    msg_region: Some(inner.config.region_id.clone()),
+                    trace_on: Some(inner.config.trace_on),
+                },
+            ))
+        }
+        Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
+        Err(ProposeError::Overloaded) => Err(reply(
+            req,
+            response_code::SYSTEM_BUSY,
+            "[OVERLOAD]system busy, start flow control for a while",
+        )),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+enum Lookup {
+    Found { body: Vec<u8>, next: QueueOffset },
+    NoMatch { next: QueueOffset },
+    NoNew,
+    Moved { next: QueueOffset },
+}
+
+fn lookup<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    topic: &str,
+    queue_id: i32,
+    offset: QueueOffset,
+    max: usize,
+    sub: &SubscriptionData,
+) -> Result<(Lookup, QueueOffset, QueueOffset), String> {
+    let (entries, min, max_offset) = {
+        let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = d.queue(topic, queue_id) else {
+            return Ok((Lookup::NoNew, QueueOffset(0), QueueOffset(0)));
+        };
+        let (min, max_offset) = (q.min_offset(), q.max_offset());
+        if offset < min || offset > max_offset {
+            return Ok((
+                Lookup::Moved { next: if offset < min { min } else { max_offset } },
+                min,
+                max_offset,
+            ));
+        }
+        if offset == max_offset {
+            return Ok((Lookup::NoNew, min, max_offset));
+        }
+        // Scan up to 16 entries per wanted message for tag matches.
+        (q.range(offset, max * 16).map_err(|e| e.to_string())?, min, max_offset)
+    };
+    let mut wanted = Vec::new();
+    let mut scanned = 0u64;
+    for e in &entries {
+        scanned += 1;
+        if sub.matches_all() || sub.code_set.contains(&(e.tags_code as i32)) {
+            wanted.push((e.position, e.size));
+            if wanted.len() >= max {
+                break;
+            }
+        }
+    }
+    let next = QueueOffset(offset.0 + scanned);
+    if wanted.is_empty() {
+        return Ok((Lookup::NoMatch { next }, min, max_offset));
+    }
+    let records = inner
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .read_records(&wanted)
+        .map_err(|e| e.to_string())?;
+    let body = records.iter().flat_map(|r| r.iter().copied()).collect();
+    Ok((Lookup::Found { body, next }, min, max_offset))
+}
+
+async fn pull<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: PullMessageRequestHeader = header(req)?;
+    let topic = topic_of(req, inner, &h.topic)?;
+    if h.queue_id < 0 || h.queue_id >= topic.read_queue_nums.max(1) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
+                h.queue_id, h.topic, topic.read_queue_nums
+            ),
+        ));
+    }
+    let sub = match (&h.subscription, h.sys_flag & sysflag::pull::SUBSCRIPTION != 0) {
+        (Some(expr), true) => SubscriptionData::tag(h.topic.clone(), expr, h.sub_version),
+        _ => SubscriptionData::tag(h.topic.clone(), "*", h.sub_version),
+    };
+    let offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
+    let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
+    let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
+    let hold = Duration::from_millis(
+        (h.suspend_timeout_millis.max(0) as u64).min(inner.config.suspend_max_ms),
+    );
+    let notifier = inner.waiters.notifier(&h.topic, h.queue_id);
+    let deadline = tokio::time::sleep(hold);
+    tokio::pin!(deadline);
+    loop {
+        // Register interest before looking, so an arrival between the look and the wait wakes us.
+        let woken = notifier.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (found, min, max_offset) = lookup(inner, &h.topic, h.queue_id, offset, max, &sub)
+            .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e))?;
+        let respond = |code: i32, next: QueueOffset, body: Vec<u8>, remark: &str| {
+            let mut resp = reply(req, code, remark).with_header(&PullMessageResponseHeader {
+                suggest_which_broker_id: 0,
+                next_begin_offset: next.0 as i64,
+                min_offset: min.0 as i64,
+                max_offset: max_offset.0 as i64,
+            });
+            resp.body = body.into();
+            resp
+        };
+        match found {
+            Lookup::Found { body, next } => {
+                return Ok(respond(response_code::SUCCESS, next, body, "FOUND"))
+            }
+            Lookup::NoMatch { next } => {
+                return Ok(respond(
+                    response_code::PULL_RETRY_IMMEDIATELY,
+                    next,
+                    Vec::new(),
+                    "NO_MATCHED_MESSAGE",
+                ))
+            }
+            Lookup::Moved { next } => {
+                return Ok(respond(
+                    response_code::PULL_OFFSET_MOVED,
+                    next,
+                    Vec::new(),
+                    "OFFSET_MOVED",
+                ))
+            }
+            Lookup::NoNew if !suspend => {
+                return Ok(respond(
+                    response_code::PULL_NOT_FOUND,
+                    offset,
+                    Vec::new(),
+                    "NO_NEW_MESSAGE",
+                ))
+            }
+            Lookup::NoNew => {
+                tokio::select! {
+                    _ = &mut woken => continue,
+                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
+                }
+            }
+        }
+    }
+}
+
+async fn create_topic<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: CreateTopicRequestHeader = header(req)?;
+    let valid = !h.topic.is_empty()
+        && h.topic.len() <= rocketraft_protocol::message::TOPIC_V1_MAX_BYTES
+        && h.topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b));
+    if !valid {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("the topic[{}] is invalid: 1-127 characters of [A-Za-z0-9%|_-]", h.topic),
+        ));
+    }
+    if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "queue counts must be between 1 and 1024",
+        ));
+    }
+    if !is_leader(inner) {
+        return Err(not_master(req, inner));
+    }
+    let meta = TopicMeta {
+        name: h.topic,
+        read_queue_nums: h.read_queue_nums,
+        write_queue_nums: h.write_queue_nums,
+        perm: h.perm,
+        topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+        order: h.order.unwrap_or(false),
+        filter_type: h.topic_filter_type,
+    };
+    match inner.raft.client_write(Request::Metadata(vec![MetaCommand::PutTopic(meta)])).await {
+        Ok(_) => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
+        Err(e) if e.forward_to_leader().is_some() => Err(not_master(req, inner)),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+fn queue_offset<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: TopicQueueRequestHeader = header(req)?;
+    let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+    let (min, max) =
+        d.queue(&h.topic, h.queue_id).map_or((0, 0), |q| (q.min_offset().0, q.max_offset().0));
+    let offset = if req.code == rc::GET_MAX_OFFSET { max } else { min };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_header(&OffsetResponseHeader { offset: offset as i64 }))
+}

@@ -1,0 +1,302 @@
+//! The broker over real TCP: a three-replica group in one process, a broker server on each.
+//!
+//! ```text
+//!   create topic T on the leader (a follower refuses) -> send 20 messages (V2 header) to the
+//!   leader (a follower refuses with SERVICE_NOT_AVAILABLE) -> pull them from the leader and from
+//!   a follower (same bytes), with a tag filter -> a held pull wakes when a message is sent
+//! ```
+
+// A real-socket test on real tokio that measures how fast a held pull wakes: wall time.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rocketraft_broker::{arrival_listener, Broker, BrokerConfig, PullWaiters};
+use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::message::{decode_offset_msg_id, decode_records, properties_to_string};
+use rocketraft_protocol::sysflag;
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming};
+use rocketraft_store::io::sim::SimStorage;
+use rocketraft_store::{CommitLogConfig, DispatchConfig, FlushMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Conn {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: BytesMut,
+    opaque: i32,
+}
+
+impl Conn {
+    async fn connect(addr: std::net::SocketAddr) -> Conn {
+        Conn {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            decoder: FrameDecoder::default(),
+            buf: BytesMut::new(),
+            opaque: 0,
+        }
+    }
+
+    async fn call(&mut self, mut cmd: RemotingCommand) -> RemotingCommand {
+        self.opaque += 1;
+        cmd.opaque = self.opaque;
+        let mut out = BytesMut::new();
+        encode_frame(&cmd, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        loop {
+            if let Some(c) = self.decoder.decode(&mut self.buf).unwrap() {
+                assert_eq!(c.opaque, cmd.opaque);
+                return c;
+            }
+            assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
+        }
+    }
+}
+
+struct Replica {
+    node: RaftNode<SimStorage, MemMeta>,
+    broker: Broker,
+}
+
+async fn start_group() -> BTreeMap<u64, Replica> {
+    let mut listeners = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for id in 0..3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap().to_string());
+        listeners.insert(id, l);
+    }
+    let mut group = BTreeMap::new();
+    for id in 0..3u64 {
+        let waiters = Arc::new(PullWaiters::default());
+        let config = NodeConfig {
+            group: "broker-a".into(),
+            id,
+            peers: peers.clone(),
+            timing: RaftTiming {
+                heartbeat_interval_ms: 100,
+                election_timeout_min_ms: 600,
+                election_timeout_max_ms: 800,
+                snapshot_every_entries: 10_000,
+            },
+            commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
+            dispatch: DispatchConfig::default(),
+            flush: FlushMode::Sync,
+            retention: Default::default(),
+            retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+        };
+        let listener = listeners.remove(&id).unwrap();
+        let node = RaftNode::start(
+            config,
+            SimStorage::new(),
+            MemMeta::new(),
+            listener,
+            Some(arrival_listener(&waiters)),
+        )
+        .await
+        .unwrap();
+        let mut bc = BrokerConfig::new("broker-a", "127.0.0.1:10911".parse().unwrap());
+        bc.listen = "127.0.0.1:0".into();
+        let broker = Broker::start(bc.clone(), &node, waiters, 1_700_000_000_000).await.unwrap();
+        group.insert(id, Replica { node, broker });
+    }
+    group
+}
+
+async fn leader(group: &BTreeMap<u64, Replica>) -> u64 {
+    for _ in 0..100 {
+        if let Some(l) = group[&0].node.raft.metrics().borrow().current_leader {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader");
+}
+
+fn create_topic(topic: &str) -> RemotingCommand {
+    RemotingCommand::request(
+        request_code::UPDATE_AND_CREATE_TOPIC,
+        &CreateTopicRequestHeader {
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: 4,
+            write_queue_nums: 4,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: None,
+            order: None,
+        },
+    )
+}
+
+fn send(topic: &str, queue_id: i32, tag: &str, body: &str) -> RemotingCommand {
+    let v1 = SendMessageRequestHeader {
+        producer_group: "PG".into(),
+        topic: topic.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id,
+        sys_flag: 0,
+        born_timestamp: 1_700_000_000_000,
+        flag: 0,
+        properties: Some(properties_to_string([("TAGS", tag), ("KEYS", body)])),
+        reconsume_times: Some(0),
+        unit_mode: Some(false),
+        batch: Some(false),
+        max_reconsume_times: None,
+        broker_name: Some("broker-a".into()),
+    };
+    RemotingCommand::request(request_code::SEND_MESSAGE_V2, &SendMessageRequestHeaderV2::from(v1))
+        .with_body(body.as_bytes().to_vec())
+}
+
+fn pull(
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    subscription: Option<&str>,
+    suspend_ms: i64,
+) -> RemotingCommand {
+    RemotingCommand::request(
+        request_code::PULL_MESSAGE,
+        &PullMessageRequestHeader {
+            consumer_group: "CG".into(),
+            topic: topic.into(),
+            queue_id,
+            queue_offset: offset,
+            max_msg_nums: 32,
+            sys_flag: sysflag::pull::build(false, suspend_ms > 0, subscription.is_some()),
+            commit_offset: 0,
+            suspend_timeout_millis: suspend_ms,
+            subscription: subscription.map(str::to_owned),
+            sub_version: 1,
+            expression_type: Some("TAG".into()),
+            broker_name: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_pull_and_long_poll_on_a_three_replica_group() {
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let follower = (0..3).find(|id| *id != leader).unwrap();
+    let mut to_leader = Conn::connect(group[&leader].broker.local_addr()).await;
+    let mut to_follower = Conn::connect(group[&follower].broker.local_addr()).await;
+
+    tracing::info!("--- topics are created on the master only");
+    assert_eq!(
+        to_follower.call(create_topic("T")).await.code,
+        response_code::SERVICE_NOT_AVAILABLE
+    );
+    let mut created = false;
+    for _ in 0..50 {
+        // A new leader serves once it has applied its log.
+        if to_leader.call(create_topic("T")).await.code == response_code::SUCCESS {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created);
+    assert_eq!(
+        to_leader.call(send("Nope", 0, "TagA", "x")).await.code,
+        response_code::TOPIC_NOT_EXIST
+    );
+
+    tracing::info!("--- 20 sends to the master; a follower refuses (retryable)");
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+        let resp = to_leader.call(send("T", i % 4, tag, &format!("m{i}"))).await;
+        assert_eq!(resp.code, response_code::SUCCESS, "{:?}", resp.remark);
+        let h: SendMessageResponseHeader = resp.decode_header().unwrap();
+        assert_eq!((h.queue_id, h.queue_offset), (i % 4, (i / 4) as i64));
+        assert_eq!(h.msg_region.as_deref(), Some("DefaultRegion"));
+        let (host, position) = decode_offset_msg_id(&h.msg_id).unwrap();
+        assert_eq!(host, "127.0.0.1:10911".parse().unwrap());
+        sent.push(position);
+    }
+    assert_eq!(
+        to_follower.call(send("T", 0, "TagA", "x")).await.code,
+        response_code::SERVICE_NOT_AVAILABLE
+    );
+    let bad_queue = to_leader.call(send("T", 9, "TagA", "x")).await;
+    assert_eq!(bad_queue.code, response_code::SYSTEM_ERROR);
+    assert!(bad_queue.remark.unwrap().contains("queueId[9] is illegal"));
+
+    tracing::info!("--- pull from the master and from a follower: the same records");
+    let from_leader = to_leader.call(pull("T", 0, 0, None, 0)).await;
+    assert_eq!(from_leader.code, response_code::SUCCESS);
+    let records = decode_records(&from_leader.body).unwrap();
+    assert_eq!(records.iter().map(|r| r.queue_offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(records[0].body, b"m0");
+    assert_eq!(records[0].physical_offset, sent[0], "the msgId names the record's position");
+    let mut same = false;
+    for _ in 0..50 {
+        let r = to_follower.call(pull("T", 0, 0, None, 0)).await;
+        if r.code == response_code::SUCCESS && r.body == from_leader.body {
+            same = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(same, "a follower serves the same committed records");
+    let h: PullMessageResponseHeader = from_leader.decode_header().unwrap();
+    assert_eq!((h.next_begin_offset, h.max_offset), (5, 5));
+
+    tracing::info!("--- a tag filter (queue 1 has only TagB)");
+    let tag_b = to_leader.call(pull("T", 1, 0, Some("TagB"), 0)).await;
+    assert_eq!(decode_records(&tag_b.body).unwrap().len(), 5);
+    let tag_a = to_leader.call(pull("T", 1, 0, Some("TagA"), 0)).await;
+    assert_eq!(tag_a.code, response_code::PULL_RETRY_IMMEDIATELY, "no match: skip ahead");
+    assert_eq!(tag_a.decode_header::<PullMessageResponseHeader>().unwrap().next_begin_offset, 5);
+    assert_eq!(
+        to_leader.call(pull("T", 0, 99, None, 0)).await.code,
+        response_code::PULL_OFFSET_MOVED
+    );
+    assert_eq!(to_leader.call(pull("T", 0, 5, None, 0)).await.code, response_code::PULL_NOT_FOUND);
+
+    tracing::info!("--- a held pull wakes when a message arrives, and times out when none does");
+    let addr = group[&leader].broker.local_addr();
+    let held = tokio::spawn(async move {
+        let mut c = Conn::connect(addr).await;
+        let started = Instant::now();
+        let resp = c.call(pull("T", 0, 5, None, 10_000)).await;
+        (resp, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    assert_eq!(to_leader.call(send("T", 0, "TagA", "late")).await.code, response_code::SUCCESS);
+    let (resp, waited) = held.await.unwrap();
+    assert_eq!(resp.code, response_code::SUCCESS);
+    assert_eq!(decode_records(&resp.body).unwrap()[0].body, b"late");
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the arrival, not the 10 s timeout ({waited:?})"
+    );
+    eprintln!("long poll answered {:?} after the send", sent_at.elapsed());
+    let timed_out = to_leader.call(pull("T", 2, 5, None, 300)).await;
+    assert_eq!(timed_out.code, response_code::PULL_NOT_FOUND);
+
+    let max = RemotingCommand::request(
+        request_code::GET_MAX_OFFSET,
+        &TopicQueueRequestHeader { topic: "T".into(), queue_id: 0, broker_name: None },
+    );
+    assert_eq!(
+        to_leader.call(max).await.decode_header::<OffsetResponseHeader>().unwrap().offset,
+        6
+    );
+    let unknown = to_leader.call(RemotingCommand::request_without_header(9999)).await;
+    assert_eq!(unknown.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
