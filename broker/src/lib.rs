@@ -3,10 +3,12 @@
 //!
 //! Built so far (issue "Broker", in progress): send on the leader through the proposer
 //! (followers answer SERVICE_NOT_AVAILABLE), pull with long polling on any replica, topic
-//! creation through Raft, queue offsets, heartbeats. Still to come: consumer offsets, the
-//! client manager, admin calls, queue locks, and registration with the NameServers by role.
+//! creation through Raft, queue offsets, consumer offsets through Raft (batched), heartbeats.
+//! Still to come: the client manager, admin calls, queue locks, batch sends, and registration
+//! with the NameServers by role.
 
 pub mod long_poll;
+pub mod offsets;
 pub mod server;
 
 use std::sync::Arc;

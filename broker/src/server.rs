@@ -22,7 +22,7 @@ use rocketraft_protocol::headers::*;
 use rocketraft_protocol::message::{body_crc, offset_msg_id, MessageRecord, PROPERTIES_MAX_BYTES};
 use rocketraft_protocol::sysflag;
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
-use rocketraft_raft::types::TopicMeta;
+use rocketraft_raft::types::{ConsumerOffset, TopicMeta};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{
     MetaCommand, ProposeError, Proposer, RaftNode, Request, StateMachine, TypeConfig,
@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::long_poll::PullWaiters;
+use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
 
 /// The default broker port.
 pub const BROKER_PORT_DEFAULT: u16 = 10911;
@@ -90,6 +91,7 @@ struct Inner<S: Storage + Clone, M: MetaStore> {
     log: Arc<std::sync::Mutex<CommitLog<S>>>,
     dispatcher: Arc<std::sync::Mutex<Dispatcher<S>>>,
     proposer: Proposer,
+    offsets: OffsetCommitter,
     waiters: Arc<PullWaiters>,
     connections: AtomicUsize,
     /// Spreads sends that name no queue (queueId < 0) over the writable queues.
@@ -125,6 +127,7 @@ impl Broker {
             log: node.log.clone(),
             dispatcher: node.dispatcher.clone(),
             proposer,
+            offsets: OffsetCommitter::start(node.raft.clone(), OffsetBatchConfig::default()),
             waiters,
             connections: AtomicUsize::new(0),
             next_queue: AtomicU64::new(0),
@@ -256,6 +259,8 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::PULL_MESSAGE => pull(req, inner).await,
         rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
         rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
+        rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner),
+        rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner),
         rc::HEART_BEAT => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
         code => Ok(reply(
             req,
@@ -481,6 +486,15 @@ async fn pull<S: Storage + Clone, M: MetaStore>(
         (Some(expr), true) => SubscriptionData::tag(h.topic.clone(), expr, h.sub_version),
         _ => SubscriptionData::tag(h.topic.clone(), "*", h.sub_version),
     };
+    if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
+        // The commit-offset piggyback: the consumer's progress rides on its pull.
+        inner.offsets.commit(ConsumerOffset {
+            group: h.consumer_group.clone(),
+            topic: h.topic.clone(),
+            queue_id: h.queue_id,
+            offset: h.commit_offset as u64,
+        });
+    }
     let offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
     let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
     let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
@@ -597,4 +611,62 @@ fn queue_offset<S: Storage + Clone, M: MetaStore>(
     let offset = if req.code == rc::GET_MAX_OFFSET { max } else { min };
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_header(&OffsetResponseHeader { offset: offset as i64 }))
+}
+
+fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: QueryConsumerOffsetRequestHeader = header(req)?;
+    let stored = inner
+        .state_machine
+        .consumer_offset(&h.consumer_group, &h.topic, h.queue_id)
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let offset = match stored {
+        Some(o) => o,
+        None => {
+            // RocketMQ: no stored offset and the queue still starts at 0 -> 0; otherwise the
+            // consumer decides where to start (CONSUME_FROM_*).
+            let min = inner
+                .dispatcher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .queue(&h.topic, h.queue_id)
+                .map_or(0, |q| q.min_offset().0);
+            if min > 0 {
+                return Err(reply(
+                    req,
+                    response_code::QUERY_NOT_FOUND,
+                    "Not found, maybe this group consumer boot first",
+                ));
+            }
+            0
+        }
+    };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_header(&OffsetResponseHeader { offset: offset as i64 }))
+}
+
+fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: UpdateConsumerOffsetRequestHeader = header(req)?;
+    if !is_leader(inner) {
+        return Err(not_master(req, inner));
+    }
+    if h.commit_offset < 0 {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("commitOffset {} is negative", h.commit_offset),
+        ));
+    }
+    inner.offsets.commit(ConsumerOffset {
+        group: h.consumer_group,
+        topic: h.topic,
+        queue_id: h.queue_id,
+        offset: h.commit_offset as u64,
+    });
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }

@@ -300,3 +300,109 @@ async fn send_pull_and_long_poll_on_a_three_replica_group() {
         r.node.shutdown().await;
     }
 }
+
+fn update_offset(group: &str, queue_id: i32, offset: i64) -> RemotingCommand {
+    RemotingCommand::request(
+        request_code::UPDATE_CONSUMER_OFFSET,
+        &UpdateConsumerOffsetRequestHeader {
+            consumer_group: group.into(),
+            topic: "T".into(),
+            queue_id,
+            commit_offset: offset,
+            broker_name: None,
+        },
+    )
+    .into_oneway()
+}
+
+fn query_offset(group: &str, queue_id: i32) -> RemotingCommand {
+    RemotingCommand::request(
+        request_code::QUERY_CONSUMER_OFFSET,
+        &QueryConsumerOffsetRequestHeader {
+            consumer_group: group.into(),
+            topic: "T".into(),
+            queue_id,
+            broker_name: None,
+        },
+    )
+}
+
+async fn offset_on(conn: &mut Conn, group: &str, queue_id: i32) -> (i32, i64) {
+    let r = conn.call(query_offset(group, queue_id)).await;
+    (r.code, r.decode_header::<OffsetResponseHeader>().map_or(-1, |h| h.offset))
+}
+
+/// Offsets committed oneway (as Java consumers do) and piggybacked on a pull are replicated:
+/// a follower answers them, and they survive the leader stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_offsets_are_replicated_and_survive_a_leader_change() {
+    let mut group = start_group().await;
+    let leader = leader(&group).await;
+    let follower = (0..3).find(|id| *id != leader).unwrap();
+    let mut to_leader = Conn::connect(group[&leader].broker.local_addr()).await;
+    while to_leader.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..8 {
+        assert_eq!(
+            to_leader.call(send("T", i % 4, "TagA", &format!("m{i}"))).await.code,
+            response_code::SUCCESS
+        );
+    }
+    let mut to_follower = Conn::connect(group[&follower].broker.local_addr()).await;
+    assert_eq!(
+        offset_on(&mut to_follower, "CG", 0).await,
+        (response_code::SUCCESS, 0),
+        "nothing stored, queue starts at 0"
+    );
+
+    tracing::info!("--- commit oneway on the master, and through a pull's commit-offset flag");
+    let mut fire = Conn::connect(group[&leader].broker.local_addr()).await;
+    {
+        let mut out = BytesMut::new();
+        encode_frame(&update_offset("CG", 0, 2), &mut out).unwrap();
+        fire.stream.write_all(&out).await.unwrap();
+    }
+    let mut piggyback = pull("T", 1, 0, None, 0);
+    let mut h: PullMessageRequestHeader = piggyback.decode_header().unwrap();
+    h.sys_flag |= sysflag::pull::COMMIT_OFFSET;
+    h.commit_offset = 1;
+    piggyback = piggyback.with_header(&h);
+    assert_eq!(to_leader.call(piggyback).await.code, response_code::SUCCESS);
+    let mut replicated = false;
+    for _ in 0..50 {
+        if offset_on(&mut to_follower, "CG", 0).await == (response_code::SUCCESS, 2)
+            && offset_on(&mut to_follower, "CG", 1).await == (response_code::SUCCESS, 1)
+        {
+            replicated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replicated, "the follower answers the committed offsets");
+
+    tracing::info!("--- the leader stops; the new one has the offsets");
+    let old = group.remove(&leader).unwrap();
+    old.broker.shutdown();
+    old.node.shutdown().await;
+    let mut new_leader = None;
+    for _ in 0..100 {
+        let l = group
+            .values()
+            .find_map(|r| r.node.raft.metrics().borrow().current_leader)
+            .filter(|l| group.contains_key(l));
+        if l.is_some() {
+            new_leader = l;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut to_new =
+        Conn::connect(group[&new_leader.expect("a new leader")].broker.local_addr()).await;
+    assert_eq!(offset_on(&mut to_new, "CG", 0).await, (response_code::SUCCESS, 2));
+    assert_eq!(offset_on(&mut to_new, "CG", 1).await, (response_code::SUCCESS, 1));
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}

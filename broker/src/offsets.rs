@@ -1,0 +1,93 @@
+//! Consumer offsets: committed through Raft so every replica (and a new leader) has them.
+//!
+//! Consumers commit every 5 s per queue, usually oneway, and pulls piggyback commits too; one
+//! Raft entry per commit would be wasteful, so commits are batched: a task collects them for up to
+//! `batch_ms` (100 ms) or `batch_max` (1,024) distinct queues, keeps the last offset per (group,
+//! topic, queue), and proposes them as one `CommitOffsets` command. Only the leader proposes; a
+//! commit that reaches a follower, or is lost in a leader change, is simply sent again by the
+//! consumer's next periodic commit (RocketMQ's at-least-once contract). Bounded: at most
+//! `pending_max` commits wait; beyond that new ones are dropped and logged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::Raft;
+use rocketraft_raft::types::ConsumerOffset;
+use rocketraft_raft::{MetaCommand, Request, TypeConfig};
+use tokio::sync::mpsc;
+
+/// Batching limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetBatchConfig {
+    /// How long commits are collected before one proposal. Default 100 ms.
+    pub batch_ms: u64,
+    /// Distinct queues per proposal. Default 1,024.
+    pub batch_max: usize,
+    /// Commits waiting at most. Default 100,000.
+    pub pending_max: usize,
+}
+
+impl Default for OffsetBatchConfig {
+    fn default() -> Self {
+        OffsetBatchConfig { batch_ms: 100, batch_max: 1024, pending_max: 100_000 }
+    }
+}
+
+/// A handle to commit offsets; cheap to clone.
+#[derive(Clone)]
+pub struct OffsetCommitter {
+    tx: mpsc::Sender<ConsumerOffset>,
+}
+
+impl OffsetCommitter {
+    pub fn start(raft: Raft<TypeConfig>, config: OffsetBatchConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.pending_max);
+        tokio::spawn(run(raft, config, rx));
+        OffsetCommitter { tx }
+    }
+
+    /// Queues a commit; it reaches Raft within the batch interval.
+    pub fn commit(&self, offset: ConsumerOffset) {
+        if self.tx.try_send(offset).is_err() {
+            tracing::warn!("too many consumer offset commits waiting: dropping one (the consumer sends it again)");
+        }
+    }
+}
+
+async fn run(
+    raft: Raft<TypeConfig>,
+    config: OffsetBatchConfig,
+    mut rx: mpsc::Receiver<ConsumerOffset>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
+        batch.insert((first.group, first.topic, first.queue_id), first.offset);
+        let deadline = tokio::time::sleep(Duration::from_millis(config.batch_ms));
+        tokio::pin!(deadline);
+        while batch.len() < config.batch_max {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(o) => {
+                        batch.insert((o.group, o.topic, o.queue_id), o.offset);
+                    }
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        let offsets = batch
+            .into_iter()
+            .map(|((group, topic, queue_id), offset)| ConsumerOffset {
+                group,
+                topic,
+                queue_id,
+                offset,
+            })
+            .collect();
+        if let Err(e) =
+            raft.client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)])).await
+        {
+            tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
+        }
+    }
+}
