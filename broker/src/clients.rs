@@ -1,0 +1,294 @@
+//! The client manager: which producers and consumers are connected, what the consumers
+//! subscribe to, and which consumer holds which queue lock (orderly consumption). Plain
+//! functions over tables with the time passed in (STYLE.md rule 2); the server wraps them and
+//! pushes NOTIFY_CONSUMER_IDS_CHANGED to the groups a call reports as changed.
+//!
+//! Rules (RocketMQ's `ConsumerManager`, `ProducerManager`, `RebalanceLockManager`):
+//! - a client is known by its client id; each heartbeat refreshes it and replaces its
+//!   subscriptions; a client silent for `channel_expiry_ms` (120 s) or whose connection closed
+//!   leaves every group;
+//! - a consumer group's member list changing (join or leave) is reported, so its members
+//!   rebalance at once;
+//! - a queue lock belongs to one client of a group until `lock_expiry_ms` (60 s) after its last
+//!   renewal; another client gets it only once it expired or was released.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rocketraft_protocol::body::{HeartbeatData, MessageQueue, SubscriptionData};
+
+/// RocketMQ's channel expiry: a client silent this long is dropped.
+pub const CHANNEL_EXPIRY_MS_DEFAULT: i64 = 120_000;
+/// RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`.
+pub const LOCK_EXPIRY_MS_DEFAULT: i64 = 60_000;
+
+/// The connection a client talks on.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    conn: ConnId,
+    last_heartbeat_ms: i64,
+    subscriptions: BTreeMap<String, SubscriptionData>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lock {
+    client_id: String,
+    renewed_ms: i64,
+}
+
+/// Connected clients and queue locks of one broker replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientManager {
+    /// consumer group -> client id -> member
+    consumers: BTreeMap<String, BTreeMap<String, Member>>,
+    /// producer group -> client id -> (connection, last heartbeat)
+    producers: BTreeMap<String, BTreeMap<String, (ConnId, i64)>>,
+    /// (consumer group, queue) -> lock
+    locks: BTreeMap<(String, MessageQueue), Lock>,
+}
+
+impl ClientManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a heartbeat; returns the consumer groups whose member list changed.
+    pub fn heartbeat(
+        &mut self,
+        conn: ConnId,
+        data: &HeartbeatData,
+        now_ms: i64,
+    ) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for c in &data.consumer_data_set {
+            let members = self.consumers.entry(c.group_name.clone()).or_default();
+            let subscriptions =
+                c.subscription_data_set.iter().map(|s| (s.topic.clone(), s.clone())).collect();
+            let member = Member { conn, last_heartbeat_ms: now_ms, subscriptions };
+            if members.insert(data.client_id.clone(), member).is_none() {
+                changed.insert(c.group_name.clone());
+            }
+        }
+        for p in &data.producer_data_set {
+            self.producers
+                .entry(p.group_name.clone())
+                .or_default()
+                .insert(data.client_id.clone(), (conn, now_ms));
+        }
+        changed
+    }
+
+    /// UNREGISTER_CLIENT: the client leaves the named groups; returns the consumer groups that
+    /// changed.
+    pub fn unregister(
+        &mut self,
+        client_id: &str,
+        producer_group: Option<&str>,
+        consumer_group: Option<&str>,
+    ) -> BTreeSet<String> {
+        if let Some(g) = producer_group {
+            if let Some(p) = self.producers.get_mut(g) {
+                p.remove(client_id);
+            }
+        }
+        let mut changed = BTreeSet::new();
+        if let Some(g) = consumer_group {
+            if self.consumers.get_mut(g).is_some_and(|m| m.remove(client_id).is_some()) {
+                changed.insert(g.to_owned());
+            }
+        }
+        self.prune();
+        changed
+    }
+
+    /// A connection closed: its clients leave every group. Returns the consumer groups that
+    /// changed.
+    pub fn connection_closed(&mut self, conn: ConnId) -> BTreeSet<String> {
+        self.remove_where(|m_conn, _| m_conn == conn)
+    }
+
+    /// Drops clients silent for longer than `expiry_ms`; returns the consumer groups that
+    /// changed.
+    pub fn expire(&mut self, now_ms: i64, expiry_ms: i64) -> BTreeSet<String> {
+        self.remove_where(|_, last| now_ms - last > expiry_ms)
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(ConnId, i64) -> bool) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        for (group, members) in &mut self.consumers {
+            let before = members.len();
+            members.retain(|_, m| !gone(m.conn, m.last_heartbeat_ms));
+            if members.len() != before {
+                changed.insert(group.clone());
+            }
+        }
+        for members in self.producers.values_mut() {
+            members.retain(|_, (conn, last)| !gone(*conn, *last));
+        }
+        self.prune();
+        changed
+    }
+
+    fn prune(&mut self) {
+        self.consumers.retain(|_, m| !m.is_empty());
+        self.producers.retain(|_, m| !m.is_empty());
+    }
+
+    /// A group's client ids (GET_CONSUMER_LIST_BY_GROUP), sorted.
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        self.consumers.get(group).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The connections of a group's members (where NOTIFY_CONSUMER_IDS_CHANGED goes).
+    pub fn consumer_connections(&self, group: &str) -> BTreeSet<ConnId> {
+        self.consumers.get(group).map(|m| m.values().map(|c| c.conn).collect()).unwrap_or_default()
+    }
+
+    /// A member's subscription to a topic, if it has one.
+    pub fn subscription(&self, group: &str, topic: &str) -> Option<&SubscriptionData> {
+        self.consumers.get(group)?.values().find_map(|m| m.subscriptions.get(topic))
+    }
+
+    /// The connection of some live producer of a group (transaction check-back goes there).
+    pub fn producer_connection(&self, group: &str) -> Option<ConnId> {
+        self.producers.get(group)?.values().next().map(|(conn, _)| *conn)
+    }
+
+    /// LOCK_BATCH_MQ: locks (or renews) every queue that is free, expired or already the
+    /// client's; returns the queues the client now holds.
+    pub fn lock(
+        &mut self,
+        group: &str,
+        client_id: &str,
+        queues: &BTreeSet<MessageQueue>,
+        now_ms: i64,
+        expiry_ms: i64,
+    ) -> BTreeSet<MessageQueue> {
+        let mut held = BTreeSet::new();
+        for q in queues {
+            let key = (group.to_owned(), q.clone());
+            let free = match self.locks.get(&key) {
+                None => true,
+                Some(l) => l.client_id == client_id || now_ms - l.renewed_ms > expiry_ms,
+            };
+            if free {
+                self.locks
+                    .insert(key, Lock { client_id: client_id.to_owned(), renewed_ms: now_ms });
+                held.insert(q.clone());
+            }
+        }
+        held
+    }
+
+    /// UNLOCK_BATCH_MQ: releases the client's locks on these queues.
+    pub fn unlock(&mut self, group: &str, client_id: &str, queues: &BTreeSet<MessageQueue>) {
+        for q in queues {
+            let key = (group.to_owned(), q.clone());
+            if self.locks.get(&key).is_some_and(|l| l.client_id == client_id) {
+                self.locks.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocketraft_protocol::body::{
+        ConsumeFromWhere, ConsumeType, ConsumerData, MessageModel, ProducerData,
+    };
+
+    const S: i64 = 1000;
+
+    fn hb(client: &str, groups: &[&str]) -> HeartbeatData {
+        HeartbeatData {
+            client_id: client.into(),
+            consumer_data_set: groups
+                .iter()
+                .map(|g| ConsumerData {
+                    consume_from_where: ConsumeFromWhere::ConsumeFromLastOffset,
+                    consume_type: ConsumeType::ConsumePassively,
+                    group_name: g.to_string(),
+                    message_model: MessageModel::Clustering,
+                    subscription_data_set: vec![SubscriptionData::tag("T", "TagA", 1)],
+                    unit_mode: false,
+                })
+                .collect(),
+            producer_data_set: vec![ProducerData { group_name: "PG".into() }],
+        }
+    }
+
+    fn mq(q: i32) -> MessageQueue {
+        MessageQueue { broker_name: "broker-a".into(), queue_id: q, topic: "T".into() }
+    }
+
+    #[test]
+    fn joins_and_leaves_are_reported_refreshes_are_not() {
+        let mut m = ClientManager::new();
+        assert_eq!(m.heartbeat(1, &hb("c1", &["G"]), 0), ["G".to_owned()].into());
+        assert!(m.heartbeat(1, &hb("c1", &["G"]), 30 * S).is_empty(), "a refresh changes nothing");
+        assert_eq!(m.heartbeat(2, &hb("c2", &["G"]), 30 * S), ["G".to_owned()].into());
+        assert_eq!(m.consumer_ids("G"), vec!["c1".to_owned(), "c2".to_owned()]);
+        assert_eq!(m.consumer_connections("G"), [1, 2].into());
+        assert_eq!(m.subscription("G", "T").unwrap().sub_string, "TagA");
+        assert_eq!(m.producer_connection("PG"), Some(1));
+        assert_eq!(m.unregister("c2", Some("PG"), Some("G")), ["G".to_owned()].into());
+        assert_eq!(m.consumer_ids("G"), vec!["c1".to_owned()]);
+    }
+
+    #[test]
+    fn silent_clients_expire_after_120_s_and_closed_connections_at_once() {
+        let mut m = ClientManager::new();
+        m.heartbeat(1, &hb("c1", &["G"]), 0);
+        m.heartbeat(2, &hb("c2", &["G"]), 0);
+        m.heartbeat(2, &hb("c2", &["G"]), 60 * S);
+        assert!(m.expire(119 * S, CHANNEL_EXPIRY_MS_DEFAULT).is_empty());
+        assert_eq!(m.expire(121 * S, CHANNEL_EXPIRY_MS_DEFAULT), ["G".to_owned()].into());
+        assert_eq!(m.consumer_ids("G"), vec!["c2".to_owned()]);
+        assert_eq!(m.connection_closed(2), ["G".to_owned()].into());
+        assert!(m.consumer_ids("G").is_empty());
+        assert_eq!(m.producer_connection("PG"), None);
+    }
+
+    #[test]
+    fn a_lock_is_one_clients_until_released_or_expired() {
+        let mut m = ClientManager::new();
+        let both: BTreeSet<_> = [mq(0), mq(1)].into();
+        assert_eq!(m.lock("G", "c1", &[mq(0)].into(), 0, LOCK_EXPIRY_MS_DEFAULT), [mq(0)].into());
+        assert_eq!(
+            m.lock("G", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT),
+            [mq(1)].into(),
+            "q0 is c1's"
+        );
+        assert_eq!(
+            m.lock("H", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT),
+            both,
+            "another group locks apart"
+        );
+        assert_eq!(
+            m.lock("G", "c1", &[mq(0)].into(), 50 * S, LOCK_EXPIRY_MS_DEFAULT),
+            [mq(0)].into(),
+            "renewed"
+        );
+        assert!(
+            m.lock("G", "c2", &[mq(0)].into(), 109 * S, LOCK_EXPIRY_MS_DEFAULT).is_empty(),
+            "59 s after the renewal"
+        );
+        assert_eq!(
+            m.lock("G", "c2", &[mq(0)].into(), 111 * S, LOCK_EXPIRY_MS_DEFAULT),
+            [mq(0)].into(),
+            "expired"
+        );
+        m.unlock("G", "c1", &[mq(0)].into());
+        assert!(
+            m.lock("G", "c1", &[mq(0)].into(), 112 * S, LOCK_EXPIRY_MS_DEFAULT).is_empty(),
+            "c1 cannot unlock c2's"
+        );
+        m.unlock("G", "c2", &[mq(0)].into());
+        assert_eq!(
+            m.lock("G", "c1", &[mq(0)].into(), 113 * S, LOCK_EXPIRY_MS_DEFAULT),
+            [mq(0)].into()
+        );
+    }
+}
