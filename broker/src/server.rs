@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use openraft::Raft;
-use rocketraft_protocol::body::SubscriptionData;
+use rocketraft_protocol::body::{
+    ConsumerListBody, HeartbeatData, JsonBody, JsonStyle, LockBatchRequestBody,
+    LockBatchResponseBody, SubscriptionData,
+};
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::*;
@@ -33,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::clients::{ClientManager, ConnId, CHANNEL_EXPIRY_MS_DEFAULT, LOCK_EXPIRY_MS_DEFAULT};
 use crate::long_poll::PullWaiters;
 use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
 
@@ -93,6 +97,10 @@ struct Inner<S: Storage + Clone, M: MetaStore> {
     proposer: Proposer,
     offsets: OffsetCommitter,
     waiters: Arc<PullWaiters>,
+    clients: std::sync::Mutex<ClientManager>,
+    /// Each connection's response channel, for requests the broker sends (notifications).
+    channels: std::sync::Mutex<std::collections::HashMap<ConnId, mpsc::Sender<RemotingCommand>>>,
+    next_conn: AtomicU64,
     connections: AtomicUsize,
     /// Spreads sends that name no queue (queueId < 0) over the writable queues.
     next_queue: AtomicU64,
@@ -129,6 +137,9 @@ impl Broker {
             proposer,
             offsets: OffsetCommitter::start(node.raft.clone(), OffsetBatchConfig::default()),
             waiters,
+            clients: std::sync::Mutex::new(ClientManager::new()),
+            channels: std::sync::Mutex::new(std::collections::HashMap::new()),
+            next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             next_queue: AtomicU64::new(0),
             epoch_ms: now_ms,
@@ -137,6 +148,7 @@ impl Broker {
             epoch: tokio::time::Instant::now(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(expire_clients(inner.clone(), stop_rx.clone()));
         tokio::spawn(accept_loop(listener, inner, stop_rx));
         Ok(Broker { addr, stop })
     }
@@ -147,6 +159,52 @@ impl Broker {
 
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// How often silent clients are looked for.
+const CLIENT_SCAN_MS: u64 = 10_000;
+
+async fn expire_clients<S: Storage + Clone, M: MetaStore>(
+    inner: Arc<Inner<S, M>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(CLIENT_SCAN_MS)) => {}
+            _ = stop.changed() => return,
+        }
+        let changed = lock(&inner.clients).expire(now_ms(&inner), CHANNEL_EXPIRY_MS_DEFAULT);
+        notify_changed(&inner, changed);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> i64 {
+    inner.epoch_ms + inner.epoch.elapsed().as_millis() as i64
+}
+
+/// Tells every member of each changed group to rebalance now (oneway, best effort).
+fn notify_changed<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    groups: std::collections::BTreeSet<String>,
+) {
+    for group in groups {
+        let conns = lock(&inner.clients).consumer_connections(&group);
+        let channels = lock(&inner.channels);
+        for conn in conns {
+            if let Some(tx) = channels.get(&conn) {
+                let notify = RemotingCommand::request(
+                    rc::NOTIFY_CONSUMER_IDS_CHANGED,
+                    &NotifyConsumerIdsChangedRequestHeader { consumer_group: group.clone() },
+                )
+                .into_oneway();
+                let _ = tx.try_send(notify);
+            }
+        }
     }
 }
 
@@ -185,6 +243,8 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let max = inner.config.requests_in_flight_max;
     let (tx, mut rx) = mpsc::channel::<RemotingCommand>(max);
+    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    lock(&inner.channels).insert(conn, tx.clone());
     let writer = tokio::spawn(async move {
         while let Some(resp) = rx.recv().await {
             let mut out = BytesMut::new();
@@ -225,7 +285,7 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
             };
             let (inner, tx) = (inner.clone(), tx.clone());
             tokio::spawn(async move {
-                let resp = handle(&cmd, peer, &inner).await;
+                let resp = handle(&cmd, peer, conn, &inner).await;
                 drop(permit);
                 if let Some(resp) = resp {
                     let _ = tx.send(resp).await;
@@ -237,6 +297,9 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
             Ok(_) => {}
         }
     }
+    lock(&inner.channels).remove(&conn);
+    let changed = lock(&inner.clients).connection_closed(conn);
+    notify_changed(&inner, changed);
     drop(tx);
     let _ = writer.await;
 }
@@ -252,6 +315,7 @@ fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand>
 async fn handle<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     peer: SocketAddr,
+    conn: ConnId,
     inner: &Inner<S, M>,
 ) -> Option<RemotingCommand> {
     let resp = match req.code {
@@ -261,7 +325,10 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
         rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner),
         rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner),
-        rc::HEART_BEAT => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
+        rc::HEART_BEAT => heartbeat(req, conn, inner),
+        rc::UNREGISTER_CLIENT => unregister_client(req, inner),
+        rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
+        rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
         code => Ok(reply(
             req,
             response_code::REQUEST_CODE_NOT_SUPPORTED,
@@ -364,7 +431,7 @@ async fn send<S: Storage + Clone, M: MetaStore>(
             format!("the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"),
         ));
     }
-    let now_ms = inner.epoch_ms + inner.epoch.elapsed().as_millis() as i64;
+    let now_ms = now_ms(inner);
     let body = Bytes::copy_from_slice(&req.body);
     let record = MessageRecord {
         body_crc: body_crc(&body),
@@ -669,4 +736,70 @@ fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
         offset: h.commit_offset as u64,
     });
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+fn heartbeat<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    conn: ConnId,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let data = HeartbeatData::from_json(&req.body)
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
+    notify_changed(inner, changed);
+    // The response's version (409) is what Java clients record as the broker's version.
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+fn unregister_client<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: UnregisterClientRequestHeader = header(req)?;
+    let changed = lock(&inner.clients).unregister(
+        &h.client_id,
+        h.producer_group.as_deref(),
+        h.consumer_group.as_deref(),
+    );
+    notify_changed(inner, changed);
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+fn consumer_list<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: GetConsumerListByGroupRequestHeader = header(req)?;
+    let ids = lock(&inner.clients).consumer_ids(&h.consumer_group);
+    if ids.is_empty() {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("no consumer for this group, {}", h.consumer_group),
+        ));
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(ConsumerListBody { consumer_id_list: ids }.to_json(JsonStyle::Standard)))
+}
+
+fn queue_locks<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let body = LockBatchRequestBody::from_json(&req.body)
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let mut clients = lock(&inner.clients);
+    if req.code == rc::UNLOCK_BATCH_MQ {
+        clients.unlock(&body.consumer_group, &body.client_id, &body.mq_set);
+        return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None));
+    }
+    let held = clients.lock(
+        &body.consumer_group,
+        &body.client_id,
+        &body.mq_set,
+        now_ms(inner),
+        LOCK_EXPIRY_MS_DEFAULT,
+    );
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(LockBatchResponseBody { lock_ok_mq_set: held }.to_json(JsonStyle::Standard)))
 }

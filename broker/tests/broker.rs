@@ -31,6 +31,8 @@ struct Conn {
     decoder: FrameDecoder,
     buf: BytesMut,
     opaque: i32,
+    /// Requests the broker sent us (notifications), in arrival order.
+    pushed: Vec<RemotingCommand>,
 }
 
 impl Conn {
@@ -40,6 +42,7 @@ impl Conn {
             decoder: FrameDecoder::default(),
             buf: BytesMut::new(),
             opaque: 0,
+            pushed: Vec::new(),
         }
     }
 
@@ -51,11 +54,35 @@ impl Conn {
         self.stream.write_all(&out).await.unwrap();
         loop {
             if let Some(c) = self.decoder.decode(&mut self.buf).unwrap() {
+                if !c.is_response() {
+                    self.pushed.push(c);
+                    continue;
+                }
                 assert_eq!(c.opaque, cmd.opaque);
                 return c;
             }
             assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
         }
+    }
+
+    /// The next request the broker pushes, within `wait`.
+    async fn next_push(&mut self, wait: Duration) -> Option<RemotingCommand> {
+        if !self.pushed.is_empty() {
+            return Some(self.pushed.remove(0));
+        }
+        tokio::time::timeout(wait, async {
+            loop {
+                if let Some(c) = self.decoder.decode(&mut self.buf).unwrap() {
+                    return Some(c);
+                }
+                if self.stream.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }
 
@@ -401,6 +428,90 @@ async fn consumer_offsets_are_replicated_and_survive_a_leader_change() {
         Conn::connect(group[&new_leader.expect("a new leader")].broker.local_addr()).await;
     assert_eq!(offset_on(&mut to_new, "CG", 0).await, (response_code::SUCCESS, 2));
     assert_eq!(offset_on(&mut to_new, "CG", 1).await, (response_code::SUCCESS, 1));
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
+
+fn heartbeat(client: &str) -> RemotingCommand {
+    use rocketraft_protocol::body::*;
+    let data = HeartbeatData {
+        client_id: client.into(),
+        consumer_data_set: vec![ConsumerData {
+            consume_from_where: ConsumeFromWhere::ConsumeFromLastOffset,
+            consume_type: ConsumeType::ConsumePassively,
+            group_name: "CG".into(),
+            message_model: MessageModel::Clustering,
+            subscription_data_set: vec![SubscriptionData::tag("T", "*", 1)],
+            unit_mode: false,
+        }],
+        producer_data_set: vec![],
+    };
+    RemotingCommand::request_without_header(request_code::HEART_BEAT)
+        .with_body(data.to_json(JsonStyle::Standard))
+}
+
+/// Members of a consumer group are told at once when it changes; the member list and queue
+/// locks answer as RocketMQ's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_hear_of_group_changes_and_lock_queues() {
+    use rocketraft_protocol::body::*;
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let addr = group[&leader].broker.local_addr();
+    let mut c1 = Conn::connect(addr).await;
+    let mut c2 = Conn::connect(addr).await;
+    let hb = c1.call(heartbeat("c1")).await;
+    assert_eq!(hb.code, response_code::SUCCESS);
+    assert!(hb.version >= 401, "Java clients read the broker's version from this");
+    assert_eq!(c2.call(heartbeat("c2")).await.code, response_code::SUCCESS);
+
+    tracing::info!("--- c1 hears that c2 joined");
+    let notify = c1.next_push(Duration::from_secs(2)).await.expect("a notification");
+    assert_eq!(notify.code, request_code::NOTIFY_CONSUMER_IDS_CHANGED);
+    assert!(notify.is_oneway());
+    assert_eq!(
+        notify.decode_header::<NotifyConsumerIdsChangedRequestHeader>().unwrap().consumer_group,
+        "CG"
+    );
+    let list = c1
+        .call(RemotingCommand::request(
+            request_code::GET_CONSUMER_LIST_BY_GROUP,
+            &GetConsumerListByGroupRequestHeader { consumer_group: "CG".into(), broker_name: None },
+        ))
+        .await;
+    assert_eq!(ConsumerListBody::from_json(&list.body).unwrap().consumer_id_list, vec!["c1", "c2"]);
+
+    tracing::info!("--- queue locks: one client per queue");
+    let mq = |q| MessageQueue { broker_name: "broker-a".into(), queue_id: q, topic: "T".into() };
+    let lock = |client: &str, qs: &[i32]| {
+        let body = LockBatchRequestBody {
+            client_id: client.into(),
+            consumer_group: "CG".into(),
+            mq_set: qs.iter().map(|q| mq(*q)).collect(),
+            only_this_broker: false,
+        };
+        RemotingCommand::request_without_header(request_code::LOCK_BATCH_MQ)
+            .with_body(body.to_json(JsonStyle::Standard))
+    };
+    let got = c1.call(lock("c1", &[0, 1])).await;
+    assert_eq!(LockBatchResponseBody::from_json(&got.body).unwrap().lock_ok_mq_set.len(), 2);
+    let got = c2.call(lock("c2", &[1, 2])).await;
+    assert_eq!(LockBatchResponseBody::from_json(&got.body).unwrap().lock_ok_mq_set, [mq(2)].into());
+
+    tracing::info!("--- c2's connection closes: c1 hears it, and c2 leaves the list");
+    c1.pushed.clear();
+    drop(c2);
+    let notify = c1.next_push(Duration::from_secs(2)).await.expect("a notification");
+    assert_eq!(notify.code, request_code::NOTIFY_CONSUMER_IDS_CHANGED);
+    let list = c1
+        .call(RemotingCommand::request(
+            request_code::GET_CONSUMER_LIST_BY_GROUP,
+            &GetConsumerListByGroupRequestHeader { consumer_group: "CG".into(), broker_name: None },
+        ))
+        .await;
+    assert_eq!(ConsumerListBody::from_json(&list.body).unwrap().consumer_id_list, vec!["c1"]);
     for (_, r) in group {
         r.broker.shutdown();
         r.node.shutdown().await;
