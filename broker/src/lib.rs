@@ -10,6 +10,7 @@
 pub mod clients;
 pub mod long_poll;
 pub mod offsets;
+pub mod register;
 pub mod server;
 
 use std::sync::Arc;

@@ -67,6 +67,10 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     /// Requests running at once on one connection. Default 256.
     pub requests_in_flight_max: usize,
+    /// The NameServers to register with (host:port). Default none.
+    pub namesrv_addrs: Vec<String>,
+    /// How often to register. Default 30,000 ms.
+    pub register_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -83,6 +87,8 @@ impl BrokerConfig {
             suspend_max_ms: 30_000,
             connections_max: 4096,
             requests_in_flight_max: 256,
+            namesrv_addrs: Vec::new(),
+            register_interval_ms: 30_000,
         }
     }
 }
@@ -98,6 +104,8 @@ struct Inner<S: Storage + Clone, M: MetaStore> {
     offsets: OffsetCommitter,
     waiters: Arc<PullWaiters>,
     clients: std::sync::Mutex<ClientManager>,
+    /// Asks the registration task for a round now (after a topic is created).
+    register_now: Arc<tokio::sync::Notify>,
     /// Each connection's response channel, for requests the broker sends (notifications).
     channels: std::sync::Mutex<std::collections::HashMap<ConnId, mpsc::Sender<RemotingCommand>>>,
     next_conn: AtomicU64,
@@ -138,6 +146,7 @@ impl Broker {
             offsets: OffsetCommitter::start(node.raft.clone(), OffsetBatchConfig::default()),
             waiters,
             clients: std::sync::Mutex::new(ClientManager::new()),
+            register_now: Arc::new(tokio::sync::Notify::new()),
             channels: std::sync::Mutex::new(std::collections::HashMap::new()),
             next_conn: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -148,6 +157,23 @@ impl Broker {
             epoch: tokio::time::Instant::now(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        if !inner.config.namesrv_addrs.is_empty() {
+            let rc = crate::register::RegisterConfig {
+                cluster_name: inner.config.cluster_name.clone(),
+                broker_name: inner.config.broker_name.clone(),
+                broker_addr: inner.config.advertised_addr,
+                namesrv_addrs: inner.config.namesrv_addrs.clone(),
+                register_interval_ms: inner.config.register_interval_ms,
+                call_timeout_ms: 3_000,
+            };
+            tokio::spawn(crate::register::run(
+                rc,
+                inner.raft.clone(),
+                inner.state_machine.clone(),
+                inner.register_now.clone(),
+                stop_rx.clone(),
+            ));
+        }
         tokio::spawn(expire_clients(inner.clone(), stop_rx.clone()));
         tokio::spawn(accept_loop(listener, inner, stop_rx));
         Ok(Broker { addr, stop })
@@ -661,7 +687,11 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
         filter_type: h.topic_filter_type,
     };
     match inner.raft.client_write(Request::Metadata(vec![MetaCommand::PutTopic(meta)])).await {
-        Ok(_) => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
+        Ok(_) => {
+            // Publish the new topic's queues to the NameServers now, not in 30 s.
+            inner.register_now.notify_one();
+            Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+        }
         Err(e) if e.forward_to_leader().is_some() => Err(not_master(req, inner)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }

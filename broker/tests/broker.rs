@@ -92,6 +92,15 @@ struct Replica {
 }
 
 async fn start_group() -> BTreeMap<u64, Replica> {
+    start_group_with(Vec::new()).await
+}
+
+/// Replica `id` advertises 127.0.0.1:(10911 + id).
+fn advertised(id: u64) -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", 10911 + id).parse().unwrap()
+}
+
+async fn start_group_with(namesrv_addrs: Vec<String>) -> BTreeMap<u64, Replica> {
     let mut listeners = BTreeMap::new();
     let mut peers = BTreeMap::new();
     for id in 0..3u64 {
@@ -128,8 +137,9 @@ async fn start_group() -> BTreeMap<u64, Replica> {
         )
         .await
         .unwrap();
-        let mut bc = BrokerConfig::new("broker-a", "127.0.0.1:10911".parse().unwrap());
+        let mut bc = BrokerConfig::new("broker-a", advertised(id));
         bc.listen = "127.0.0.1:0".into();
+        bc.namesrv_addrs = namesrv_addrs.clone();
         let broker = Broker::start(bc.clone(), &node, waiters, 1_700_000_000_000).await.unwrap();
         group.insert(id, Replica { node, broker });
     }
@@ -247,7 +257,7 @@ async fn send_pull_and_long_poll_on_a_three_replica_group() {
         assert_eq!((h.queue_id, h.queue_offset), (i % 4, (i / 4) as i64));
         assert_eq!(h.msg_region.as_deref(), Some("DefaultRegion"));
         let (host, position) = decode_offset_msg_id(&h.msg_id).unwrap();
-        assert_eq!(host, "127.0.0.1:10911".parse().unwrap());
+        assert_eq!(host, advertised(leader));
         sent.push(position);
     }
     assert_eq!(
@@ -512,6 +522,85 @@ async fn consumers_hear_of_group_changes_and_lock_queues() {
         ))
         .await;
     assert_eq!(ConsumerListBody::from_json(&list.body).unwrap().consumer_id_list, vec!["c1"]);
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
+
+/// The leader registers as brokerId 0, followers as node id + 1; when the leader stops, the new
+/// leader is brokerId 0 in the NameServer's route within 1 s of its election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_namesrv_follows_the_raft_leader() {
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    let ns =
+        NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
+            .await
+            .unwrap();
+    let mut group = start_group_with(vec![ns.local_addr().to_string()]).await;
+    let leader = leader(&group).await;
+    let mut to_leader = Conn::connect(group[&leader].broker.local_addr()).await;
+    while to_leader.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let route_of =
+        |ns: &NameServer| ns.registry().route("T").map(|r| r.broker_datas[0].broker_addrs.clone());
+    let expect = |leader: u64| -> BTreeMap<i64, String> {
+        (0..3u64)
+            .map(|id| (if id == leader { 0 } else { id as i64 + 1 }, advertised(id).to_string()))
+            .collect()
+    };
+    // The master re-registers right after creating a topic: the route appears at once.
+    let mut members = None;
+    for _ in 0..50 {
+        members = Some(route_of(&ns));
+        if members == Some(Some(expect(leader))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        members,
+        Some(Some(expect(leader))),
+        "brokerId 0 is the leader, followers are node id + 1"
+    );
+
+    tracing::info!("--- the leader stops; the new leader re-registers as brokerId 0 at once");
+    let old = group.remove(&leader).unwrap();
+    old.broker.shutdown();
+    old.node.shutdown().await;
+    let mut elected = None;
+    for _ in 0..100 {
+        let l = group
+            .values()
+            .find_map(|r| r.node.raft.metrics().borrow().current_leader)
+            .filter(|l| group.contains_key(l));
+        if let Some(l) = l {
+            elected = Some((l, Instant::now()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (new_leader, elected_at) = elected.expect("a new leader");
+    let mut seen = None;
+    while elected_at.elapsed() < Duration::from_secs(5) {
+        let master = ns
+            .registry()
+            .cluster_info()
+            .broker_addr_table
+            .get("broker-a")
+            .and_then(|b| b.broker_addrs.get(&0).cloned());
+        if master == Some(advertised(new_leader).to_string()) {
+            seen = Some(elected_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = seen.expect("the new leader registered as brokerId 0");
+    eprintln!("new leader registered as brokerId 0 {seen:?} after its election was observed");
+    assert!(seen < Duration::from_secs(1), "{seen:?}");
+    assert!(route_of(&ns)
+        .is_some_and(|addrs| addrs.get(&0) == Some(&advertised(new_leader).to_string())));
     for (_, r) in group {
         r.broker.shutdown();
         r.node.shutdown().await;

@@ -1,0 +1,225 @@
+//! Registration with the NameServers, driven by the Raft role (DESIGN.md §5).
+//!
+//! - A replica registers with every NameServer every `register_interval_ms` (30 s), and at once
+//!   when its Raft role changes.
+//! - It registers as master (brokerId 0, with the group's topics) only after a linearizable
+//!   read confirms it still leads and it has applied everything up to that read; openraft 0.9
+//!   has no check-quorum, so `metrics().state == Leader` alone can be stale (a partitioned or
+//!   just-restarted ex-leader reports Leader for a while). Otherwise it registers as a slave
+//!   with brokerId = node id + 1 (DLedger's numbering; node 0 would otherwise be id 0).
+//! - On shutdown it unregisters from every NameServer.
+//!
+//! Each NameServer gets its own connection, reconnected on failure; a NameServer that does not
+//! answer delays nothing but its own registration (calls are bounded by `call_timeout_ms`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use openraft::Raft;
+use rocketraft_protocol::body::{
+    DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
+};
+use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
+use rocketraft_protocol::{request_code, RemotingCommand};
+use rocketraft_raft::{MetaStore, StateMachine, TypeConfig};
+use rocketraft_store::io::Storage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Registration settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterConfig {
+    pub cluster_name: String,
+    pub broker_name: String,
+    /// The address clients reach this replica at.
+    pub broker_addr: SocketAddr,
+    /// Every NameServer (host:port).
+    pub namesrv_addrs: Vec<String>,
+    /// Default 30,000 ms (RocketMQ's `registerNameServerPeriod`).
+    pub register_interval_ms: u64,
+    /// Bound on one call to a NameServer. Default 3,000 ms.
+    pub call_timeout_ms: u64,
+}
+
+/// The broker id a replica registers with.
+pub fn broker_id(is_master: bool, node_id: u64) -> i64 {
+    if is_master {
+        0
+    } else {
+        node_id as i64 + 1
+    }
+}
+
+struct NamesrvConn {
+    addr: String,
+    stream: Option<TcpStream>,
+    opaque: i32,
+}
+
+impl NamesrvConn {
+    async fn call(
+        &mut self,
+        mut cmd: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, String> {
+        self.opaque += 1;
+        cmd.opaque = self.opaque;
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => tokio::time::timeout(timeout, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
+                .map_err(|e| e.to_string())?,
+        };
+        let exchange = async {
+            let mut out = BytesMut::new();
+            encode_frame(&cmd, &mut out).map_err(|e| e.to_string())?;
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+            let mut decoder = FrameDecoder::default();
+            let mut buf = BytesMut::new();
+            loop {
+                if let Some(c) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+                    if c.is_response() && c.opaque == cmd.opaque {
+                        return Ok(c);
+                    }
+                    continue;
+                }
+                if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("closed".to_owned());
+                }
+            }
+        };
+        let resp =
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| "timed out".to_owned())??;
+        self.stream = Some(stream);
+        Ok(resp)
+    }
+}
+
+/// Whether this replica may register as master now: it leads, a linearizable read confirms
+/// it, and it has applied up to that read.
+async fn confirmed_master(raft: &Raft<TypeConfig>, node_id: u64, timeout: Duration) -> bool {
+    if raft.metrics().borrow().current_leader != Some(node_id) {
+        return false;
+    }
+    let Ok(Ok(read)) = tokio::time::timeout(timeout, raft.ensure_linearizable()).await else {
+        return false;
+    };
+    let index = read.map(|l| l.index);
+    raft.wait(Some(timeout))
+        .applied_index_at_least(index, "apply before serving as master")
+        .await
+        .is_ok()
+}
+
+/// Runs registration until `stop` changes, then unregisters. `now` asks for a round at once.
+pub async fn run<S: Storage + Clone, M: MetaStore>(
+    config: RegisterConfig,
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachine<S, M>,
+    now: std::sync::Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let node_id = raft.metrics().borrow().id;
+    let timeout = Duration::from_millis(config.call_timeout_ms);
+    let mut conns: Vec<NamesrvConn> = config
+        .namesrv_addrs
+        .iter()
+        .map(|a| NamesrvConn { addr: a.clone(), stream: None, opaque: 0 })
+        .collect();
+    let mut metrics = raft.metrics();
+    let mut last_role: Option<bool> = None;
+    let mut counter = 0i64;
+    loop {
+        let master = confirmed_master(&raft, node_id, timeout).await;
+        let id = broker_id(master, node_id);
+        let mut topics: BTreeMap<String, TopicConfig> = BTreeMap::new();
+        if master {
+            for t in state_machine.topics().unwrap_or_default() {
+                let mut tc = TopicConfig::new(t.name.clone(), t.write_queue_nums);
+                tc.read_queue_nums = t.read_queue_nums;
+                tc.perm = t.perm;
+                tc.order = t.order;
+                tc.topic_sys_flag = t.topic_sys_flag;
+                tc.topic_filter_type = t.filter_type.clone();
+                topics.insert(t.name, tc);
+            }
+        }
+        counter += 1;
+        let body = RegisterBrokerBody {
+            filter_server_list: vec![],
+            topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+                data_version: DataVersion { counter, timestamp: counter },
+                topic_config_table: topics,
+            },
+        }
+        .to_json(JsonStyle::Standard);
+        let header = RegisterBrokerRequestHeader {
+            broker_name: config.broker_name.clone(),
+            broker_addr: config.broker_addr.to_string(),
+            cluster_name: config.cluster_name.clone(),
+            ha_server_addr: config.broker_addr.to_string(),
+            broker_id: id,
+            compressed: Some(false),
+            body_crc32: Some(RegisterBrokerBody::crc32(&body)),
+        };
+        let cmd = RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body);
+        for c in &mut conns {
+            if let Err(e) = c.call(cmd.clone(), timeout).await {
+                tracing::warn!(namesrv = %c.addr, error = %e, "registration failed; retrying on the next round");
+            }
+        }
+        if last_role != Some(master) {
+            tracing::info!(broker_id = id, "registered with the NameServers");
+            last_role = Some(master);
+        }
+        // Next round: the interval, at once when the Raft role or leader changes, or when asked
+        // (a topic was created: RocketMQ brokers re-register right after).
+        let before = metrics.borrow().current_leader;
+        let deadline = tokio::time::sleep(Duration::from_millis(config.register_interval_ms));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = now.notified() => break,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if metrics.borrow().current_leader != before {
+                        break;
+                    }
+                }
+                _ = stop.changed() => {
+                    let unregister = RemotingCommand::request(
+                        request_code::UNREGISTER_BROKER,
+                        &UnregisterBrokerRequestHeader {
+                            broker_name: config.broker_name.clone(),
+                            broker_addr: config.broker_addr.to_string(),
+                            cluster_name: config.cluster_name.clone(),
+                            broker_id: id,
+                        },
+                    );
+                    for c in &mut conns {
+                        let _ = c.call(unregister.clone(), timeout).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slaves_never_take_the_master_id() {
+        assert_eq!(super::broker_id(true, 2), 0);
+        assert_eq!(super::broker_id(false, 0), 1);
+        assert_eq!(super::broker_id(false, 2), 3);
+    }
+}
