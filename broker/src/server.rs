@@ -7,6 +7,9 @@
 //! SYSTEM_BUSY "[OVERLOAD]..." as RocketMQ does. Unknown codes get REQUEST_CODE_NOT_SUPPORTED,
 //! even oneway. Malformed frames close the connection; bad headers get the RocketMQ code a Java
 //! client expects, with a remark.
+//!
+//! Lock order: the CommitLog before the dispatcher (the state machine takes them so); most
+//! handlers hold one at a time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -350,6 +353,10 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
         rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
         rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner),
+        rc::VIEW_MESSAGE_BY_ID => view_message(req, inner),
+        rc::QUERY_MESSAGE => query_message(req, inner),
+        rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
+        rc::GET_EARLIEST_MSG_STORETIME => earliest_store_time(req, inner),
         rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner),
         rc::HEART_BEAT => heartbeat(req, conn, inner),
         rc::UNREGISTER_CLIENT => unregister_client(req, inner),
@@ -832,4 +839,146 @@ fn queue_locks<S: Storage + Clone, M: MetaStore>(
     );
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(LockBatchResponseBody { lock_ok_mq_set: held }.to_json(JsonStyle::Standard)))
+}
+
+/// The record at a CommitLog position (its size is its first field), checked whole.
+fn record_at<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    position: u64,
+) -> Result<Bytes, String> {
+    let log = lock(&inner.log);
+    let head =
+        log.read_raw(rocketraft_store::CommitLogOffset(position), 4).map_err(|e| e.to_string())?;
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let mut records = log
+        .read_records(&[(rocketraft_store::CommitLogOffset(position), size)])
+        .map_err(|e| e.to_string())?;
+    Ok(records.remove(0))
+}
+
+fn store_time_in<S: Storage>(
+    log: &CommitLog<S>,
+    e: rocketraft_store::CqEntry,
+) -> rocketraft_store::StoreResult<i64> {
+    let raw = log.read_records(&[(e.position, e.size)])?;
+    rocketraft_protocol::message::RecordView::decode(&raw[0]).map(|r| r.store_timestamp).map_err(
+        |err| rocketraft_store::StoreError::Corrupt {
+            position: e.position,
+            reason: err.to_string(),
+        },
+    )
+}
+
+fn view_message<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: ViewMessageRequestHeader = header(req)?;
+    let record = u64::try_from(h.offset)
+        .map_err(|_| "negative offset".to_owned())
+        .and_then(|p| record_at(inner, p))
+        .map_err(|e| {
+            reply(
+                req,
+                response_code::SYSTEM_ERROR,
+                format!("can not find message by the offset {}: {e}", h.offset),
+            )
+        })?;
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_body(record))
+}
+
+/// The most records one QUERY_MESSAGE by UNIQ_KEY returns (RocketMQ's `defaultQueryMaxNum`).
+const UNIQUE_KEY_QUERY_MAX: usize = 32;
+/// The most records any QUERY_MESSAGE returns.
+const QUERY_MAX: usize = 64;
+
+fn query_message<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    use rocketraft_protocol::message::{property, split_keys, RecordView};
+    let h: QueryMessageRequestHeader = header(req)?;
+    let by_uniq = req.ext_field(UNIQUE_KEY_QUERY).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let max =
+        if by_uniq { UNIQUE_KEY_QUERY_MAX } else { (h.max_num.max(1) as usize).min(QUERY_MAX) };
+    let (positions, (last_ts, last_phy)) = {
+        let d = lock(&inner.dispatcher);
+        let index = d.index();
+        let found = index
+            .query(
+                &rocketraft_store::index_key(&h.topic, &h.key),
+                h.begin_timestamp,
+                h.end_timestamp,
+                max,
+            )
+            .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+        (found, index.last_update())
+    };
+    let mut body = Vec::new();
+    for p in positions {
+        let Ok(record) = record_at(inner, p.0) else { continue };
+        let Ok(r) = RecordView::decode(&record) else { continue };
+        // The index finds by hash: keep only records that really carry the key.
+        let matches = r.topic == h.topic
+            && (r.property(property::UNIQ_KEY) == Some(h.key.as_str())
+                || r.property(property::KEYS).is_some_and(|k| split_keys(k).any(|k| k == h.key)));
+        if matches {
+            body.extend_from_slice(&record);
+        }
+    }
+    if body.is_empty() {
+        return Err(reply(
+            req,
+            response_code::QUERY_NOT_FOUND,
+            format!("can not find message, maybe time range not correct: key {}", h.key),
+        ));
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_header(&QueryMessageResponseHeader {
+            index_last_update_timestamp: last_ts,
+            index_last_update_phyoffset: last_phy,
+        })
+        .with_body(body))
+}
+
+fn search_offset<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: SearchOffsetRequestHeader = header(req)?;
+    // Lock order: the CommitLog before the dispatcher (as the state machine takes them).
+    let log = lock(&inner.log);
+    let d = lock(&inner.dispatcher);
+    let offset = match d.queue(&h.topic, h.queue_id) {
+        Some(q) => {
+            q.search_by_timestamp(h.timestamp, |e| store_time_in(&log, e))
+                .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?
+                .0
+        }
+        None => 0,
+    };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_header(&OffsetResponseHeader { offset: offset as i64 }))
+}
+
+fn earliest_store_time<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: TopicQueueRequestHeader = header(req)?;
+    let first = {
+        let d = lock(&inner.dispatcher);
+        d.queue(&h.topic, h.queue_id).and_then(|q| q.get(q.min_offset()).ok().flatten())
+    };
+    let Some(first) = first else {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("no message in {}/{}", h.topic, h.queue_id),
+        ));
+    };
+    let timestamp = store_time_in(&lock(&inner.log), first)
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_header(&GetEarliestMsgStoretimeResponseHeader { timestamp }))
 }

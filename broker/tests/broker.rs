@@ -606,3 +606,98 @@ async fn the_namesrv_follows_the_raft_leader() {
         r.node.shutdown().await;
     }
 }
+
+/// Messages are found by key, by UNIQ_KEY, by offset msgId and by store time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_found_by_key_id_and_time() {
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
+    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let mut cmd = send("T", 0, "TagA", &format!("order-{i}"));
+        let mut h: SendMessageRequestHeaderV2 = cmd.decode_header().unwrap();
+        h.i = Some(properties_to_string([
+            ("TAGS", "TagA"),
+            ("KEYS", &format!("order-{i} common")),
+            ("UNIQ_KEY", &format!("U{i:04}")),
+        ]));
+        cmd = cmd.with_header(&h);
+        let resp = c.call(cmd).await;
+        ids.push(resp.decode_header::<SendMessageResponseHeader>().unwrap().msg_id);
+    }
+    let query = |key: &str, uniq: bool| {
+        let mut q = RemotingCommand::request(
+            request_code::QUERY_MESSAGE,
+            &QueryMessageRequestHeader {
+                topic: "T".into(),
+                key: key.into(),
+                max_num: 32,
+                begin_timestamp: 0,
+                end_timestamp: i64::MAX,
+            },
+        );
+        if uniq {
+            q.set_ext_field(UNIQUE_KEY_QUERY, "true");
+        }
+        q
+    };
+    let by_key = c.call(query("order-7", false)).await;
+    assert_eq!(by_key.code, response_code::SUCCESS);
+    let found = decode_records(&by_key.body).unwrap();
+    assert_eq!((found.len(), found[0].body), (1, &b"order-7"[..]));
+    assert_eq!(decode_records(&c.call(query("common", false)).await.body).unwrap().len(), 10);
+    let by_uniq = c.call(query("U0003", true)).await;
+    assert_eq!(decode_records(&by_uniq.body).unwrap()[0].body, b"order-3");
+    assert_eq!(c.call(query("nope", false)).await.code, response_code::QUERY_NOT_FOUND);
+
+    let (_, position) = decode_offset_msg_id(&ids[5]).unwrap();
+    let view = c
+        .call(RemotingCommand::request(
+            request_code::VIEW_MESSAGE_BY_ID,
+            &ViewMessageRequestHeader { offset: position },
+        ))
+        .await;
+    assert_eq!(decode_records(&view.body).unwrap()[0].body, b"order-5");
+    let bad = c
+        .call(RemotingCommand::request(
+            request_code::VIEW_MESSAGE_BY_ID,
+            &ViewMessageRequestHeader { offset: 3 },
+        ))
+        .await;
+    assert_eq!(
+        bad.code,
+        response_code::SYSTEM_ERROR,
+        "a position inside an entry header is no record"
+    );
+
+    let search = |ts: i64| {
+        RemotingCommand::request(
+            request_code::SEARCH_OFFSET_BY_TIMESTAMP,
+            &SearchOffsetRequestHeader {
+                topic: "T".into(),
+                queue_id: 0,
+                timestamp: ts,
+                broker_name: None,
+            },
+        )
+    };
+    let offset_of = |r: RemotingCommand| r.decode_header::<OffsetResponseHeader>().unwrap().offset;
+    assert_eq!(offset_of(c.call(search(0)).await), 0);
+    assert_eq!(offset_of(c.call(search(i64::MAX)).await), 10, "after every message: the end");
+    let earliest = c
+        .call(RemotingCommand::request(
+            request_code::GET_EARLIEST_MSG_STORETIME,
+            &TopicQueueRequestHeader { topic: "T".into(), queue_id: 0, broker_name: None },
+        ))
+        .await;
+    let ts = earliest.decode_header::<GetEarliestMsgStoretimeResponseHeader>().unwrap().timestamp;
+    assert!(ts >= 1_700_000_000_000, "store time counts from the broker's start time");
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
