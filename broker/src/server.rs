@@ -25,10 +25,12 @@ use rocketraft_protocol::body::{
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::*;
-use rocketraft_protocol::message::{body_crc, offset_msg_id, MessageRecord, PROPERTIES_MAX_BYTES};
+use rocketraft_protocol::message::{
+    body_crc, decode_batch, offset_msg_id, property, MessageRecord, PROPERTIES_MAX_BYTES,
+};
 use rocketraft_protocol::sysflag;
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
-use rocketraft_raft::types::{ConsumerOffset, TopicMeta};
+use rocketraft_raft::types::{ConsumerOffset, GroupMeta, TopicMeta};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{
     MetaCommand, ProposeError, Proposer, RaftNode, Request, StateMachine, TypeConfig,
@@ -348,7 +350,9 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Option<RemotingCommand> {
     let resp = match req.code {
-        rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 => send(req, peer, inner).await,
+        rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
+            send(req, peer, inner).await
+        }
         rc::PULL_MESSAGE => pull(req, inner).await,
         rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
         rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
@@ -415,11 +419,12 @@ async fn send<S: Storage + Clone, M: MetaStore>(
     peer: SocketAddr,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let h: SendMessageRequestHeader = if req.code == rc::SEND_MESSAGE_V2 {
-        header::<SendMessageRequestHeaderV2>(req)?.into()
-    } else {
-        header(req)?
-    };
+    let h: SendMessageRequestHeader =
+        if req.code == rc::SEND_MESSAGE_V2 || req.code == rc::SEND_BATCH_MESSAGE {
+            header::<SendMessageRequestHeaderV2>(req)?.into()
+        } else {
+            header(req)?
+        };
     if !is_leader(inner) {
         return Err(not_master(req, inner));
     }
@@ -456,41 +461,75 @@ async fn send<S: Storage + Clone, M: MetaStore>(
             ),
         ));
     }
-    let properties = h.properties.unwrap_or_default();
-    if properties.len() > PROPERTIES_MAX_BYTES {
-        return Err(reply(
-            req,
-            response_code::MESSAGE_ILLEGAL,
-            format!("the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"),
-        ));
-    }
-    let now_ms = now_ms(inner);
-    let body = Bytes::copy_from_slice(&req.body);
-    let record = MessageRecord {
-        body_crc: body_crc(&body),
-        queue_id,
-        flag: h.flag,
-        sys_flag: h.sys_flag & !(sysflag::message::BORNHOST_V6 | sysflag::message::STOREHOST_V6),
-        born_timestamp: h.born_timestamp,
-        born_host: peer,
-        store_timestamp: now_ms,
-        store_host: inner.config.advertised_addr,
-        reconsume_times: h.reconsume_times.unwrap_or(0),
-        body,
-        topic: h.topic.clone(),
-        properties,
-        ..Default::default()
+    let header_props = h.properties.unwrap_or_default();
+    // (flag, body, properties) of each message: one, or every message of a batch, which gets
+    // the batch's properties appended to its own (RocketMQ's rule).
+    let items: Vec<(i32, Bytes, String)> = if req.code == rc::SEND_BATCH_MESSAGE {
+        let batch = decode_batch(&req.body)
+            .map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?;
+        if batch.is_empty() {
+            return Err(reply(req, response_code::MESSAGE_ILLEGAL, "the batch is empty"));
+        }
+        batch
+            .into_iter()
+            .map(|m| {
+                let props = match (m.properties.is_empty(), header_props.is_empty()) {
+                    (_, true) => m.properties,
+                    (true, false) => header_props.clone(),
+                    (false, false) => {
+                        format!("{}{}{header_props}", m.properties, property::PROPERTY_SEPARATOR)
+                    }
+                };
+                (m.flag, m.body, props)
+            })
+            .collect()
+    } else {
+        vec![(h.flag, Bytes::copy_from_slice(&req.body), header_props)]
     };
-    let encoded =
-        record.encode().map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?;
-    match inner.proposer.submit(vec![encoded]).await {
+    let now_ms = now_ms(inner);
+    let mut encoded = Vec::with_capacity(items.len());
+    for (flag, body, properties) in items {
+        if properties.len() > PROPERTIES_MAX_BYTES {
+            return Err(reply(
+                req,
+                response_code::MESSAGE_ILLEGAL,
+                format!("the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"),
+            ));
+        }
+        let record = MessageRecord {
+            body_crc: body_crc(&body),
+            queue_id,
+            flag,
+            sys_flag: h.sys_flag
+                & !(sysflag::message::BORNHOST_V6 | sysflag::message::STOREHOST_V6),
+            born_timestamp: h.born_timestamp,
+            born_host: peer,
+            store_timestamp: now_ms,
+            store_host: inner.config.advertised_addr,
+            reconsume_times: h.reconsume_times.unwrap_or(0),
+            body,
+            topic: h.topic.clone(),
+            properties,
+            ..Default::default()
+        };
+        encoded.push(
+            record
+                .encode()
+                .map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?,
+        );
+    }
+    match inner.proposer.submit(encoded).await {
         Ok(placed) => {
-            let p = placed[0];
+            let msg_id = placed
+                .iter()
+                .map(|p| offset_msg_id(inner.config.advertised_addr, p.position.0 as i64))
+                .collect::<Vec<_>>()
+                .join(",");
             Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
                 &SendMessageResponseHeader {
-                    msg_id: offset_msg_id(inner.config.advertised_addr, p.position.0 as i64),
+                    msg_id,
                     queue_id,
-                    queue_offset: p.queue_offset.0 as i64,
+                    queue_offset: placed[0].queue_offset.0 as i64,
                     transaction_id: None,
                     msg_region: Some(inner.config.region_id.clone()),
                     trace_on: Some(inner.config.trace_on),
@@ -775,6 +814,11 @@ fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
 
+/// RocketMQ's retry topic of a consumer group.
+pub fn retry_topic(group: &str) -> String {
+    format!("%RETRY%{group}")
+}
+
 fn heartbeat<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     conn: ConnId,
@@ -784,6 +828,45 @@ fn heartbeat<S: Storage + Clone, M: MetaStore>(
         .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
     let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
     notify_changed(inner, changed);
+    if is_leader(inner) {
+        // As RocketMQ's defaults (autoCreateSubscriptionGroup): each consumer group gets its
+        // subscription group and its retry topic (1 queue, read-write) on first contact.
+        let mut commands = Vec::new();
+        for c in &data.consumer_data_set {
+            let retry = retry_topic(&c.group_name);
+            if matches!(inner.state_machine.topic(&retry), Ok(None)) {
+                commands.push(MetaCommand::PutTopic(TopicMeta {
+                    name: retry,
+                    read_queue_nums: 1,
+                    write_queue_nums: 1,
+                    perm: perm::READ | perm::WRITE,
+                    topic_sys_flag: 0,
+                    order: false,
+                    filter_type: "SINGLE_TAG".into(),
+                }));
+            }
+            if matches!(inner.state_machine.group(&c.group_name), Ok(None)) {
+                commands.push(MetaCommand::PutGroup(GroupMeta {
+                    name: c.group_name.clone(),
+                    consume_enable: true,
+                    consume_broadcast_enable: true,
+                    retry_queue_nums: 1,
+                    retry_max_times: 16,
+                }));
+            }
+        }
+        if !commands.is_empty() {
+            let (raft, register_now) = (inner.raft.clone(), inner.register_now.clone());
+            tokio::spawn(async move {
+                match raft.client_write(Request::Metadata(commands)).await {
+                    Ok(_) => register_now.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "retry topic not created (the next heartbeat tries again)")
+                    }
+                }
+            });
+        }
+    }
     // The response's version (409) is what Java clients record as the broker's version.
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }

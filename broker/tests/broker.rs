@@ -701,3 +701,65 @@ async fn messages_are_found_by_key_id_and_time() {
         r.node.shutdown().await;
     }
 }
+
+/// A batch send stores every message with consecutive offsets; a consumer's heartbeat creates
+/// its group's retry topic and subscription group on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_retry_topics() {
+    use rocketraft_protocol::message::{encode_batch, BatchMessage};
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
+    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let batch: Vec<BatchMessage> = (0..5)
+        .map(|i| BatchMessage {
+            flag: 0,
+            body: format!("b{i}").into(),
+            properties: properties_to_string([("KEYS", format!("k{i}").as_str())]),
+        })
+        .collect();
+    let mut cmd = send("T", 2, "TagA", "");
+    cmd.code = request_code::SEND_BATCH_MESSAGE;
+    let mut h: SendMessageRequestHeaderV2 = cmd.decode_header().unwrap();
+    h.m = Some(true);
+    h.i = Some(properties_to_string([("WAIT", "true")]));
+    let cmd = cmd.with_header(&h).with_body(encode_batch(&batch).unwrap());
+    let resp = c.call(cmd).await;
+    assert_eq!(resp.code, response_code::SUCCESS, "{:?}", resp.remark);
+    let r: SendMessageResponseHeader = resp.decode_header().unwrap();
+    assert_eq!(r.msg_id.split(',').count(), 5, "one offset msgId per message");
+    let pulled = c.call(pull("T", 2, 0, None, 0)).await;
+    let records = decode_records(&pulled.body).unwrap();
+    assert_eq!(records.iter().map(|r| r.queue_offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(records[3].body, b"b3");
+    assert_eq!(records[3].property("KEYS"), Some("k3"));
+    assert_eq!(records[3].property("WAIT"), Some("true"), "the batch's properties are appended");
+
+    assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
+    let mut everywhere = false;
+    for _ in 0..50 {
+        everywhere = group.values().all(|r| {
+            r.node
+                .state_machine
+                .topic(&rocketraft_broker::retry_topic("CG"))
+                .unwrap()
+                .is_some_and(|t| t.write_queue_nums == 1)
+                && r.node
+                    .state_machine
+                    .group("CG")
+                    .unwrap()
+                    .is_some_and(|g| g.retry_max_times == 16)
+        });
+        if everywhere {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(everywhere, "%RETRY%CG and the group exist on every replica");
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
