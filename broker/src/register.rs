@@ -24,6 +24,7 @@ use rocketraft_protocol::body::{
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
 use rocketraft_protocol::{request_code, RemotingCommand};
+use rocketraft_raft::types::TopicMeta;
 use rocketraft_raft::{MetaStore, StateMachine, TypeConfig};
 use rocketraft_store::io::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,13 +141,7 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         let mut topics: BTreeMap<String, TopicConfig> = BTreeMap::new();
         if master {
             for t in state_machine.topics().unwrap_or_default() {
-                let mut tc = TopicConfig::new(t.name.clone(), t.write_queue_nums);
-                tc.read_queue_nums = t.read_queue_nums;
-                tc.perm = t.perm;
-                tc.order = t.order;
-                tc.topic_sys_flag = t.topic_sys_flag;
-                tc.topic_filter_type = t.filter_type.clone();
-                topics.insert(t.name, tc);
+                topics.insert(t.name.clone(), topic_config(t));
             }
         }
         counter += 1;
@@ -212,6 +207,17 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             }
         }
     }
+}
+
+/// A replicated topic as RocketMQ's `TopicConfig`, for registrations and GET_ALL_TOPIC_CONFIG.
+pub(crate) fn topic_config(t: TopicMeta) -> TopicConfig {
+    let mut tc = TopicConfig::new(t.name, t.write_queue_nums);
+    tc.read_queue_nums = t.read_queue_nums;
+    tc.perm = t.perm;
+    tc.order = t.order;
+    tc.topic_sys_flag = t.topic_sys_flag;
+    tc.topic_filter_type = t.filter_type;
+    tc
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use openraft::Raft;
 use rocketraft_protocol::body::{
-    ConsumerListBody, HeartbeatData, JsonBody, JsonStyle, LockBatchRequestBody,
-    LockBatchResponseBody, SubscriptionData,
+    ConsumerListBody, DataVersion, HeartbeatData, JsonBody, JsonStyle, LockBatchRequestBody,
+    LockBatchResponseBody, SubscriptionData, SubscriptionGroupConfig, SubscriptionGroupWrapper,
+    TopicConfigSerializeWrapper,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
@@ -44,6 +45,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::clients::{ClientManager, ConnId, CHANNEL_EXPIRY_MS_DEFAULT, LOCK_EXPIRY_MS_DEFAULT};
 use crate::long_poll::PullWaiters;
 use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
+use crate::register::topic_config;
 
 /// The default broker port.
 pub const BROKER_PORT_DEFAULT: u16 = 10911;
@@ -355,6 +357,11 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         }
         rc::PULL_MESSAGE => pull(req, inner).await,
         rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
+        rc::DELETE_TOPIC_IN_BROKER => delete_topic(req, inner).await,
+        rc::GET_ALL_TOPIC_CONFIG => all_topic_configs(req, inner),
+        rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
+        rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
+        rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
         rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
         rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner),
         rc::VIEW_MESSAGE_BY_ID => view_message(req, inner),
@@ -720,9 +727,6 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
             "queue counts must be between 1 and 1024",
         ));
     }
-    if !is_leader(inner) {
-        return Err(not_master(req, inner));
-    }
     let meta = TopicMeta {
         name: h.topic,
         read_queue_nums: h.read_queue_nums,
@@ -732,15 +736,121 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
         order: h.order.unwrap_or(false),
         filter_type: h.topic_filter_type,
     };
-    match inner.raft.client_write(Request::Metadata(vec![MetaCommand::PutTopic(meta)])).await {
-        Ok(_) => {
-            // Publish the new topic's queues to the NameServers now, not in 30 s.
-            inner.register_now.notify_one();
-            Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
-        }
+    let done = propose_metadata(req, inner, vec![MetaCommand::PutTopic(meta)]).await?;
+    // Publish the new topic's queues to the NameServers now, not in 30 s.
+    inner.register_now.notify_one();
+    Ok(done)
+}
+
+/// Replicates metadata commands through Raft and answers SUCCESS once they are committed and
+/// applied on the leader; followers answer NOT_MASTER with the leader's address.
+async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    commands: Vec<MetaCommand>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    if !is_leader(inner) {
+        return Err(not_master(req, inner));
+    }
+    match inner.raft.client_write(Request::Metadata(commands)).await {
+        Ok(_) => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
         Err(e) if e.forward_to_leader().is_some() => Err(not_master(req, inner)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }
+}
+
+/// DELETE_TOPIC_IN_BROKER: the topic stops being routed and accepting sends on every replica.
+/// Its stored messages stay readable by offset until retention removes their files.
+async fn delete_topic<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: TopicRequestHeader = header(req)?;
+    let command = MetaCommand::DeleteTopic { topic: h.topic };
+    let done = propose_metadata(req, inner, vec![command]).await?;
+    inner.register_now.notify_one();
+    Ok(done)
+}
+
+/// The version stamped on metadata tables: the Raft index they were read at.
+fn data_version<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> DataVersion {
+    let applied = inner.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+    DataVersion { counter: applied as i64, timestamp: applied as i64 }
+}
+
+fn all_topic_configs<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let data_version = data_version(inner);
+    let topics = inner
+        .state_machine
+        .topics()
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let body = TopicConfigSerializeWrapper {
+        data_version,
+        topic_config_table: topics.into_iter().map(|t| (t.name.clone(), topic_config(t))).collect(),
+    };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
+}
+
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: the body is a `SubscriptionGroupConfig`.
+async fn create_group<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let g = SubscriptionGroupConfig::from_json(&req.body)
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    if g.group_name.is_empty() || g.retry_queue_nums < 0 || g.retry_max_times < 0 {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "a subscription group needs a name and non-negative retry settings",
+        ));
+    }
+    let meta = GroupMeta {
+        name: g.group_name,
+        consume_enable: g.consume_enable,
+        consume_broadcast_enable: g.consume_broadcast_enable,
+        retry_queue_nums: g.retry_queue_nums,
+        retry_max_times: g.retry_max_times,
+    };
+    propose_metadata(req, inner, vec![MetaCommand::PutGroup(meta)]).await
+}
+
+fn all_group_configs<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let data_version = data_version(inner);
+    let groups = inner
+        .state_machine
+        .groups()
+        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let table = groups
+        .into_iter()
+        .map(|g| {
+            let mut c = SubscriptionGroupConfig::new(g.name.clone());
+            c.consume_enable = g.consume_enable;
+            c.consume_broadcast_enable = g.consume_broadcast_enable;
+            c.retry_queue_nums = g.retry_queue_nums;
+            c.retry_max_times = g.retry_max_times;
+            (g.name, c)
+        })
+        .collect();
+    let body = SubscriptionGroupWrapper { data_version, subscription_group_table: table };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
+}
+
+/// DELETE_SUBSCRIPTIONGROUP: the group's configuration and all its committed offsets go.
+async fn delete_group<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: DeleteSubscriptionGroupRequestHeader = header(req)?;
+    propose_metadata(req, inner, vec![MetaCommand::DeleteGroup { group: h.group_name }]).await
 }
 
 fn queue_offset<S: Storage + Clone, M: MetaStore>(

@@ -763,3 +763,76 @@ async fn batches_and_retry_topics() {
         r.node.shutdown().await;
     }
 }
+
+/// The admin calls mqadmin makes: topic and subscription-group tables are listed, created and
+/// deleted through Raft, so every replica agrees, and a deleted topic takes no more sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_manage_topics_and_groups() {
+    use rocketraft_protocol::body::{
+        JsonBody, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+    };
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let follower = *group.keys().find(|&&id| id != leader).unwrap();
+    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
+    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = RemotingCommand::request(
+        request_code::GET_ALL_TOPIC_CONFIG,
+        &rocketraft_protocol::header::EmptyHeader,
+    );
+    let topics = TopicConfigSerializeWrapper::from_json(&c.call(all.clone()).await.body).unwrap();
+    assert_eq!(topics.topic_config_table["T"].write_queue_nums, 4);
+
+    let create_group = RemotingCommand::request(
+        request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+        &rocketraft_protocol::header::EmptyHeader,
+    )
+    .with_body(br#"{"groupName":"G","retryMaxTimes":3}"#.to_vec());
+    let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
+    assert_ne!(f.call(create_group.clone()).await.code, response_code::SUCCESS, "followers refuse");
+    let bad = create_group.clone().with_body(b"{not json".to_vec());
+    assert_eq!(c.call(bad).await.code, response_code::SYSTEM_ERROR);
+    assert_eq!(c.call(create_group).await.code, response_code::SUCCESS);
+    let list = RemotingCommand::request(
+        request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+        &rocketraft_protocol::header::EmptyHeader,
+    );
+    let groups = SubscriptionGroupWrapper::from_json(&c.call(list.clone()).await.body).unwrap();
+    assert_eq!(groups.subscription_group_table["G"].retry_max_times, 3);
+    assert!(groups.data_version.counter > 0);
+
+    let del_group = RemotingCommand::request(
+        request_code::DELETE_SUBSCRIPTIONGROUP,
+        &DeleteSubscriptionGroupRequestHeader { group_name: "G".into() },
+    );
+    assert_eq!(c.call(del_group).await.code, response_code::SUCCESS);
+    let groups = SubscriptionGroupWrapper::from_json(&c.call(list).await.body).unwrap();
+    assert!(!groups.subscription_group_table.contains_key("G"));
+
+    let del_topic = RemotingCommand::request(
+        request_code::DELETE_TOPIC_IN_BROKER,
+        &TopicRequestHeader { topic: "T".into() },
+    );
+    assert_eq!(c.call(del_topic).await.code, response_code::SUCCESS);
+    assert_eq!(c.call(send("T", 0, "", "x")).await.code, response_code::TOPIC_NOT_EXIST);
+    let topics = TopicConfigSerializeWrapper::from_json(&c.call(all).await.body).unwrap();
+    assert!(!topics.topic_config_table.contains_key("T"));
+    let mut gone = false;
+    for _ in 0..50 {
+        gone = group.values().all(|r| {
+            r.node.state_machine.topic("T").unwrap().is_none()
+                && r.node.state_machine.group("G").unwrap().is_none()
+        });
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the deletions reach every replica");
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}

@@ -602,6 +602,77 @@ pub struct TopicList {
     pub topic_list: BTreeSet<String>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Subscription groups
+
+/// A consumer group's configuration on a broker (`SubscriptionGroupConfig`): the
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200) request body. Missing fields take RocketMQ's
+/// defaults: enabled, broadcast allowed, 1 retry queue, 16 retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionGroupConfig {
+    pub group_name: String,
+    #[serde(default = "yes")]
+    pub consume_enable: bool,
+    #[serde(default = "yes")]
+    pub consume_from_min_enable: bool,
+    #[serde(default = "yes")]
+    pub consume_broadcast_enable: bool,
+    #[serde(default = "one")]
+    pub retry_queue_nums: i32,
+    #[serde(default = "sixteen")]
+    pub retry_max_times: i32,
+    #[serde(default)]
+    pub broker_id: i64,
+    #[serde(default = "one_i64")]
+    pub which_broker_when_consume_slowly: i64,
+    #[serde(default = "yes")]
+    pub notify_consumer_ids_changed_enable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> i32 {
+    1
+}
+fn one_i64() -> i64 {
+    1
+}
+fn sixteen() -> i32 {
+    16
+}
+
+impl SubscriptionGroupConfig {
+    /// A group with RocketMQ's defaults.
+    pub fn new(group_name: impl Into<String>) -> Self {
+        SubscriptionGroupConfig {
+            group_name: group_name.into(),
+            consume_enable: true,
+            consume_from_min_enable: true,
+            consume_broadcast_enable: true,
+            retry_queue_nums: 1,
+            retry_max_times: 16,
+            broker_id: 0,
+            which_broker_when_consume_slowly: 1,
+            notify_consumer_ids_changed_enable: true,
+        }
+    }
+}
+
+/// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201) response body (`SubscriptionGroupWrapper`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionGroupWrapper {
+    #[serde(default)]
+    pub data_version: DataVersion,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
+}
+
 /// GET_KVLIST_BY_NAMESPACE response body and the REGISTER_BROKER response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(Arbitrary))]
@@ -620,12 +691,23 @@ json_bodies! {
     LockBatchResponseBody => "LockBatchResponseBody",
     TopicList => "TopicList",
     KvTable => "KVTable",
+    TopicConfigSerializeWrapper => "TopicConfigSerializeWrapper",
+    SubscriptionGroupConfig => "SubscriptionGroupConfig",
+    SubscriptionGroupWrapper => "SubscriptionGroupWrapper",
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_bare_subscription_group_takes_rocketmq_defaults() {
+        let g = SubscriptionGroupConfig::from_json(br#"{"groupName":"G"}"#).unwrap();
+        assert_eq!(g, SubscriptionGroupConfig::new("G"));
+        assert_eq!((g.retry_queue_nums, g.retry_max_times), (1, 16));
+        assert!(SubscriptionGroupConfig::from_json(br#"{"retryMaxTimes":3}"#).is_err());
+    }
 
     #[test]
     fn only_integer_keys_lose_their_quotes() {
@@ -706,5 +788,8 @@ mod tests {
         lock_response: LockBatchResponseBody,
         topic_list: TopicList,
         kv_table: KvTable,
+        topic_configs: TopicConfigSerializeWrapper,
+        group_config: SubscriptionGroupConfig,
+        group_configs: SubscriptionGroupWrapper,
     }
 }

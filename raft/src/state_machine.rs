@@ -180,6 +180,11 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         self.read_value(&key(PREFIX_GROUP, name))
     }
 
+    /// Every subscription group.
+    pub fn groups(&self) -> Result<Vec<GroupMeta>, StorageError<NodeId>> {
+        self.scan(PREFIX_GROUP)
+    }
+
     /// A group's committed offset on a queue.
     pub fn consumer_offset(
         &self,
