@@ -19,9 +19,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use openraft::Raft;
 use rocketraft_protocol::body::{
-    ConsumerListBody, DataVersion, HeartbeatData, JsonBody, JsonStyle, LockBatchRequestBody,
-    LockBatchResponseBody, SubscriptionData, SubscriptionGroupConfig, SubscriptionGroupWrapper,
-    TopicConfigSerializeWrapper,
+    ConsumerListBody, DataVersion, HeartbeatData, JsonBody, JsonStyle, KvTable,
+    LockBatchRequestBody, LockBatchResponseBody, SubscriptionData, SubscriptionGroupConfig,
+    SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
@@ -359,6 +359,7 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
         rc::DELETE_TOPIC_IN_BROKER => delete_topic(req, inner).await,
         rc::GET_ALL_TOPIC_CONFIG => all_topic_configs(req, inner),
+        rc::GET_BROKER_RUNTIME_INFO => runtime_info(req, inner),
         rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
         rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
         rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
@@ -757,6 +758,50 @@ async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
         Err(e) if e.forward_to_leader().is_some() => Err(not_master(req, inner)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }
+}
+
+/// GET_BROKER_RUNTIME_INFO: RocketMQ's keys where this broker has the figure (version, boot
+/// time, uptime, CommitLog offsets), then this replica's Raft state under `raft*` keys.
+fn runtime_info<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let (min, max, flushed) = {
+        let log = lock(&inner.log);
+        (log.start().position.0, log.end().position.0, log.flushed().position.0)
+    };
+    let m = inner.raft.metrics().borrow().clone();
+    let up = inner.epoch.elapsed().as_secs();
+    let runtime = format!(
+        "[ {} days, {} hours, {} minutes, {} seconds ]",
+        up / 86_400,
+        up / 3_600 % 24,
+        up / 60 % 60,
+        up % 60
+    );
+    let index = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index).to_string();
+    let table: std::collections::BTreeMap<String, String> = [
+        ("brokerVersion", rocketraft_protocol::code::version::CURRENT.to_string()),
+        ("brokerVersionDesc", "V4_9_8".to_owned()),
+        ("bootTimestamp", inner.epoch_ms.to_string()),
+        ("runtime", runtime),
+        ("commitLogMinOffset", min.to_string()),
+        ("commitLogMaxOffset", max.to_string()),
+        ("commitLogFlushedOffset", flushed.to_string()),
+        ("clientConnections", inner.connections.load(Ordering::Relaxed).to_string()),
+        ("raftNodeId", inner.id.to_string()),
+        ("raftRole", format!("{:?}", m.state)),
+        ("raftTerm", m.current_term.to_string()),
+        ("raftLeader", m.current_leader.map_or_else(|| "none".to_owned(), |l| l.to_string())),
+        ("raftLastLogIndex", m.last_log_index.unwrap_or(0).to_string()),
+        ("raftLastApplied", index(m.last_applied)),
+        ("raftSnapshot", index(m.snapshot)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(KvTable { table }.to_json(JsonStyle::Standard)))
 }
 
 /// DELETE_TOPIC_IN_BROKER: the topic stops being routed and accepting sends on every replica.

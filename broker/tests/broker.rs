@@ -769,7 +769,7 @@ async fn batches_and_retry_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_manage_topics_and_groups() {
     use rocketraft_protocol::body::{
-        JsonBody, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+        JsonBody, KvTable, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
     };
     let group = start_group().await;
     let leader = leader(&group).await;
@@ -778,6 +778,7 @@ async fn admin_calls_manage_topics_and_groups() {
     while c.call(create_topic("T")).await.code != response_code::SUCCESS {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
     let all = RemotingCommand::request(
         request_code::GET_ALL_TOPIC_CONFIG,
         &rocketraft_protocol::header::EmptyHeader,
@@ -785,12 +786,24 @@ async fn admin_calls_manage_topics_and_groups() {
     let topics = TopicConfigSerializeWrapper::from_json(&c.call(all.clone()).await.body).unwrap();
     assert_eq!(topics.topic_config_table["T"].write_queue_nums, 4);
 
+    let runtime = RemotingCommand::request(
+        request_code::GET_BROKER_RUNTIME_INFO,
+        &rocketraft_protocol::header::EmptyHeader,
+    );
+    let info = KvTable::from_json(&c.call(runtime.clone()).await.body).unwrap().table;
+    assert_eq!(info["raftRole"], "Leader");
+    assert_eq!(info["raftLeader"], leader.to_string());
+    assert!(info["commitLogMaxOffset"].parse::<u64>().unwrap() > 0, "{info:?}");
+    assert!(info["runtime"].starts_with("[ 0 days, 0 hours"), "{info:?}");
+    let info = KvTable::from_json(&f.call(runtime).await.body).unwrap().table;
+    assert_eq!(info["raftRole"], "Follower");
+    assert_eq!(info["raftNodeId"], follower.to_string());
+
     let create_group = RemotingCommand::request(
         request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
         &rocketraft_protocol::header::EmptyHeader,
     )
     .with_body(br#"{"groupName":"G","retryMaxTimes":3}"#.to_vec());
-    let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
     assert_ne!(f.call(create_group.clone()).await.code, response_code::SUCCESS, "followers refuse");
     let bad = create_group.clone().with_body(b"{not json".to_vec());
     assert_eq!(c.call(bad).await.code, response_code::SYSTEM_ERROR);
