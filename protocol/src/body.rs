@@ -253,6 +253,11 @@ mod few {
         proptest::collection::vec(any::<T>(), 0..4)
     }
 
+    /// Floats that survive a JSON round trip exactly.
+    pub fn quarters() -> impl Strategy<Value = f64> {
+        (0u32..1_000_000).prop_map(|n| f64::from(n) / 4.0)
+    }
+
     pub fn map<K: Arbitrary + Ord + 'static, V: Arbitrary + 'static>(
     ) -> impl Strategy<Value = BTreeMap<K, V>> {
         proptest::collection::btree_map(any::<K>(), any::<V>(), 0..4)
@@ -673,6 +678,228 @@ pub struct SubscriptionGroupWrapper {
     pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Statistics keyed by message queue (reference §1.6 #4)
+//
+// fastjson writes a `Map<MessageQueue, _>` with the queue object itself as the key:
+// `{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:{...}}}`. That is not JSON, so
+// these bodies are written by hand and read after [`stringify_object_keys`] turns each object
+// key into a string key.
+
+/// A queue's offsets in GET_TOPIC_STATS_INFO (`TopicOffset`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct TopicOffset {
+    #[serde(default)]
+    pub last_update_timestamp: i64,
+    #[serde(default)]
+    pub max_offset: i64,
+    #[serde(default)]
+    pub min_offset: i64,
+}
+
+/// GET_TOPIC_STATS_INFO (202) response body (`TopicStatsTable`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct TopicStatsTable {
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub offset_table: BTreeMap<MessageQueue, TopicOffset>,
+}
+
+/// A group's progress on one queue in GET_CONSUME_STATS (`OffsetWrapper`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetWrapper {
+    #[serde(default)]
+    pub broker_offset: i64,
+    #[serde(default)]
+    pub consumer_offset: i64,
+    /// Store time of the last consumed message; 0 when nothing was consumed.
+    #[serde(default)]
+    pub last_timestamp: i64,
+}
+
+/// GET_CONSUME_STATS (208) response body (`ConsumeStats`).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct ConsumeStats {
+    #[cfg_attr(test, proptest(strategy = "few::quarters()"))]
+    pub consume_tps: f64,
+    #[cfg_attr(test, proptest(strategy = "few::map()"))]
+    pub offset_table: BTreeMap<MessageQueue, OffsetWrapper>,
+}
+
+fn write_queue_keyed<V: Serialize>(out: &mut Vec<u8>, entries: &BTreeMap<MessageQueue, V>) {
+    out.push(b'{');
+    for (i, (q, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Plain structs of strings and integers: serde_json cannot fail on them.
+        let _ = serde_json::to_writer(&mut *out, q);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    out.push(b'}');
+}
+
+fn read_queue_keyed<V>(
+    table: BTreeMap<String, V>,
+    what: &'static str,
+) -> Result<BTreeMap<MessageQueue, V>> {
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let q = serde_json::from_str(&k).map_err(|e| ProtocolError::json(what, e))?;
+            Ok((q, v))
+        })
+        .collect()
+}
+
+/// Parses a body whose maps may have object keys (fastjson) or string keys.
+fn from_object_keyed_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8 { what })?;
+    let text = stringify_object_keys(text).ok_or(ProtocolError::InvalidJson {
+        what,
+        reason: "unbalanced braces or an unterminated string".into(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| ProtocolError::json(what, e))
+}
+
+impl TopicStatsTable {
+    /// The body as fastjson writes it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = b"{\"offsetTable\":".to_vec();
+        write_queue_keyed(&mut out, &self.offset_table);
+        out.push(b'}');
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            offset_table: BTreeMap<String, TopicOffset>,
+        }
+        let raw: Raw = from_object_keyed_json(bytes, "TopicStatsTable")?;
+        Ok(TopicStatsTable { offset_table: read_queue_keyed(raw.offset_table, "TopicStatsTable")? })
+    }
+}
+
+impl ConsumeStats {
+    /// The body as fastjson writes it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = b"{\"consumeTps\":".to_vec();
+        let _ = serde_json::to_writer(&mut out, &self.consume_tps);
+        out.extend_from_slice(b",\"offsetTable\":");
+        write_queue_keyed(&mut out, &self.offset_table);
+        out.push(b'}');
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            consume_tps: f64,
+            #[serde(default)]
+            offset_table: BTreeMap<String, OffsetWrapper>,
+        }
+        let raw: Raw = from_object_keyed_json(bytes, "ConsumeStats")?;
+        Ok(ConsumeStats {
+            consume_tps: raw.consume_tps,
+            offset_table: read_queue_keyed(raw.offset_table, "ConsumeStats")?,
+        })
+    }
+}
+
+/// Rewrites every object used as a map key as a JSON string holding that object's text:
+/// `{{"a":1}:2}` becomes `{"{\"a\":1}":2}`. `None` if braces do not balance or a string does
+/// not end.
+fn stringify_object_keys(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 64);
+    // One entry per open `{` or `[`: true for objects.
+    let mut stack: Vec<bool> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                out.push_str(&text[i..end]);
+                expect_key = false;
+                i = end;
+                continue;
+            }
+            b'{' if expect_key => {
+                let end = value_end(bytes, i)?;
+                let key = serde_json::to_string(&text[i..end]).ok()?;
+                out.push_str(&key);
+                expect_key = false;
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                stack.push(b == b'{');
+                expect_key = b == b'{';
+            }
+            b'}' | b']' => {
+                stack.pop()?;
+                expect_key = false;
+            }
+            b',' => expect_key = stack.last() == Some(&true),
+            b if b.is_ascii_whitespace() => {}
+            _ => expect_key = false,
+        }
+        out.push(b as char);
+        i += 1;
+    }
+    stack.is_empty().then_some(out)
+}
+
+/// The index just past the string that opens at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just past the object or array that opens at `start`.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i = string_end(bytes, i)?;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// GET_KVLIST_BY_NAMESPACE response body and the REGISTER_BROKER response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(Arbitrary))]
@@ -700,6 +927,65 @@ json_bodies! {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn queue_keyed_tables_read_fastjson_text() {
+        let text = br#"{"offsetTable":{{"brokerName":"b","queueId":2,"topic":"t"}:{"lastUpdateTimestamp":0,"maxOffset":7,"minOffset":1} , {"brokerName":"b}","queueId":0,"topic":"t"}:{"maxOffset":3}}}"#;
+        let t = TopicStatsTable::decode(text).unwrap();
+        let q = |name: &str, id| MessageQueue {
+            broker_name: name.into(),
+            queue_id: id,
+            topic: "t".into(),
+        };
+        let want: BTreeMap<_, _> = [
+            (q("b", 2), TopicOffset { last_update_timestamp: 0, max_offset: 7, min_offset: 1 }),
+            (q("b}", 0), TopicOffset { max_offset: 3, ..Default::default() }),
+        ]
+        .into();
+        assert_eq!(t.offset_table, want);
+        let written = String::from_utf8(
+            TopicStatsTable {
+                offset_table: t
+                    .offset_table
+                    .clone()
+                    .into_iter()
+                    .filter(|(q, _)| q.queue_id == 2)
+                    .collect(),
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(
+            written,
+            r#"{"offsetTable":{{"brokerName":"b","queueId":2,"topic":"t"}:{"lastUpdateTimestamp":0,"maxOffset":7,"minOffset":1}}}"#
+        );
+        for bad in [
+            &br#"{"offsetTable":{{"brokerName":"b"}"#[..],
+            b"{\"consumeTps\":\"x",
+            b"}",
+            b"{\"offsetTable\":{{}:{}}}",
+        ] {
+            assert!(ConsumeStats::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn topic_stats_round_trip(v in any::<TopicStatsTable>()) {
+            prop_assert_eq!(TopicStatsTable::decode(&v.encode()).unwrap(), v);
+        }
+
+        #[test]
+        fn consume_stats_round_trip(v in any::<ConsumeStats>()) {
+            prop_assert_eq!(ConsumeStats::decode(&v.encode()).unwrap(), v);
+        }
+
+        #[test]
+        fn object_keyed_decoding_never_panics(text in ".{0,64}") {
+            let _ = ConsumeStats::decode(text.as_bytes());
+            let _ = TopicStatsTable::decode(text.as_bytes());
+        }
+    }
 
     #[test]
     fn a_bare_subscription_group_takes_rocketmq_defaults() {
