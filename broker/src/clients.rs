@@ -145,6 +145,14 @@ impl ClientManager {
         self.consumers.get(group).map(|m| m.values().map(|c| c.conn).collect()).unwrap_or_default()
     }
 
+    /// The topics any member of a group subscribes to.
+    pub fn subscribed_topics(&self, group: &str) -> BTreeSet<String> {
+        self.consumers
+            .get(group)
+            .map(|m| m.values().flat_map(|c| c.subscriptions.keys().cloned()).collect())
+            .unwrap_or_default()
+    }
+
     /// A member's subscription to a topic, if it has one.
     pub fn subscription(&self, group: &str, topic: &str) -> Option<&SubscriptionData> {
         self.consumers.get(group)?.values().find_map(|m| m.subscriptions.get(topic))

@@ -19,9 +19,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use openraft::Raft;
 use rocketraft_protocol::body::{
-    ConsumerListBody, DataVersion, HeartbeatData, JsonBody, JsonStyle, KvTable,
-    LockBatchRequestBody, LockBatchResponseBody, SubscriptionData, SubscriptionGroupConfig,
-    SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+    ConsumeStats, ConsumerListBody, DataVersion, HeartbeatData, JsonBody, JsonStyle, KvTable,
+    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, OffsetWrapper, SubscriptionData,
+    SubscriptionGroupConfig, SubscriptionGroupWrapper, TopicConfigSerializeWrapper, TopicOffset,
+    TopicStatsTable,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
@@ -360,6 +361,8 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::DELETE_TOPIC_IN_BROKER => delete_topic(req, inner).await,
         rc::GET_ALL_TOPIC_CONFIG => all_topic_configs(req, inner),
         rc::GET_BROKER_RUNTIME_INFO => runtime_info(req, inner),
+        rc::GET_TOPIC_STATS_INFO => topic_stats(req, inner),
+        rc::GET_CONSUME_STATS => consume_stats(req, inner),
         rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
         rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
         rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
@@ -802,6 +805,116 @@ fn runtime_info<S: Storage + Clone, M: MetaStore>(
     .collect();
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(KvTable { table }.to_json(JsonStyle::Standard)))
+}
+
+/// The store time of the message at `offset` of a queue, 0 if the queue has none there.
+fn store_time_at<S: Storage + Clone>(
+    log: &CommitLog<S>,
+    d: &Dispatcher<S>,
+    topic: &str,
+    queue_id: i32,
+    offset: u64,
+) -> rocketraft_store::StoreResult<i64> {
+    match d.queue(topic, queue_id).map(|q| q.get(QueueOffset(offset))).transpose()?.flatten() {
+        Some(e) => store_time_in(log, e),
+        None => Ok(0),
+    }
+}
+
+/// GET_TOPIC_STATS_INFO: each queue's min and max offsets and the store time of its newest
+/// message.
+fn topic_stats<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: TopicRequestHeader = header(req)?;
+    let t = topic_of(req, inner, &h.topic)?;
+    let log = lock(&inner.log);
+    let d = lock(&inner.dispatcher);
+    let mut table = TopicStatsTable::default();
+    for queue_id in 0..t.read_queue_nums.max(t.write_queue_nums) {
+        let (min, max) =
+            d.queue(&t.name, queue_id).map_or((0, 0), |q| (q.min_offset().0, q.max_offset().0));
+        let last = match max.checked_sub(1) {
+            Some(newest) => store_time_at(&log, &d, &t.name, queue_id, newest)
+                .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?,
+            None => 0,
+        };
+        let q = MessageQueue {
+            broker_name: inner.config.broker_name.clone(),
+            queue_id,
+            topic: t.name.clone(),
+        };
+        table.offset_table.insert(
+            q,
+            TopicOffset {
+                last_update_timestamp: last,
+                max_offset: max as i64,
+                min_offset: min as i64,
+            },
+        );
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_body(table.encode()))
+}
+
+/// GET_CONSUME_STATS: a group's committed offset against each queue's max offset, for one topic
+/// or for every topic the group subscribes to or has committed on. `consumeTps` is 0: the broker
+/// keeps no per-group rates yet.
+fn consume_stats<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: GetConsumeStatsRequestHeader = header(req)?;
+    let sm_error =
+        |e: openraft::StorageError<u64>| reply(req, response_code::SYSTEM_ERROR, e.to_string());
+    let topics: std::collections::BTreeSet<String> = match h.topic.filter(|t| !t.is_empty()) {
+        Some(t) => [t].into(),
+        None => {
+            let mut topics = lock(&inner.clients).subscribed_topics(&h.consumer_group);
+            topics.extend(inner.state_machine.offset_topics(&h.consumer_group).map_err(sm_error)?);
+            topics
+        }
+    };
+    let mut stats = ConsumeStats::default();
+    for topic in topics {
+        let Some(t) = inner.state_machine.topic(&topic).map_err(sm_error)? else { continue };
+        for queue_id in 0..t.read_queue_nums.max(t.write_queue_nums) {
+            let committed = inner
+                .state_machine
+                .consumer_offset(&h.consumer_group, &topic, queue_id)
+                .map_err(sm_error)?
+                .unwrap_or(0);
+            let log = lock(&inner.log);
+            let d = lock(&inner.dispatcher);
+            let max = d.queue(&topic, queue_id).map_or(0, |q| q.max_offset().0);
+            let last = match committed.checked_sub(1) {
+                Some(consumed) => store_time_at(&log, &d, &topic, queue_id, consumed)
+                    .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?,
+                None => 0,
+            };
+            let q = MessageQueue {
+                broker_name: inner.config.broker_name.clone(),
+                queue_id,
+                topic: topic.clone(),
+            };
+            stats.offset_table.insert(
+                q,
+                OffsetWrapper {
+                    broker_offset: max as i64,
+                    consumer_offset: committed as i64,
+                    last_timestamp: last,
+                },
+            );
+        }
+    }
+    if stats.offset_table.is_empty() {
+        return Err(reply(
+            req,
+            response_code::CONSUMER_NOT_ONLINE,
+            format!("the consumer group {} has no subscription or offset here", h.consumer_group),
+        ));
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_body(stats.encode()))
 }
 
 /// DELETE_TOPIC_IN_BROKER: the topic stops being routed and accepting sends on every replica.

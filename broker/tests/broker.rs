@@ -769,7 +769,8 @@ async fn batches_and_retry_topics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_manage_topics_and_groups() {
     use rocketraft_protocol::body::{
-        JsonBody, KvTable, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+        ConsumeStats, JsonBody, KvTable, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+        TopicStatsTable,
     };
     let group = start_group().await;
     let leader = leader(&group).await;
@@ -824,6 +825,47 @@ async fn admin_calls_manage_topics_and_groups() {
     let groups = SubscriptionGroupWrapper::from_json(&c.call(list).await.body).unwrap();
     assert!(!groups.subscription_group_table.contains_key("G"));
 
+    // Stats: three messages on queue 1, of which group G2 has consumed two.
+    for i in 0..3 {
+        assert_eq!(c.call(send("T", 1, "", &format!("m{i}"))).await.code, response_code::SUCCESS);
+    }
+    let commit = RemotingCommand::request(
+        request_code::UPDATE_CONSUMER_OFFSET,
+        &UpdateConsumerOffsetRequestHeader {
+            consumer_group: "G2".into(),
+            topic: "T".into(),
+            queue_id: 1,
+            commit_offset: 2,
+            broker_name: None,
+        },
+    );
+    assert_eq!(c.call(commit).await.code, response_code::SUCCESS);
+    while offset_on(&mut c, "G2", 1).await != (response_code::SUCCESS, 2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = RemotingCommand::request(
+        request_code::GET_TOPIC_STATS_INFO,
+        &TopicRequestHeader { topic: "T".into() },
+    );
+    let stats = TopicStatsTable::decode(&c.call(stats).await.body).unwrap().offset_table;
+    assert_eq!(stats.len(), 4);
+    let q1 = stats.iter().find(|(q, _)| q.queue_id == 1).unwrap().1;
+    assert_eq!((q1.min_offset, q1.max_offset), (0, 3));
+    assert!(q1.last_update_timestamp > 0);
+    let q0 = stats.iter().find(|(q, _)| q.queue_id == 0).unwrap().1;
+    assert_eq!((q0.max_offset, q0.last_update_timestamp), (0, 0));
+    let consume = |group: &str| {
+        RemotingCommand::request(
+            request_code::GET_CONSUME_STATS,
+            &GetConsumeStatsRequestHeader { consumer_group: group.into(), topic: None },
+        )
+    };
+    let progress = ConsumeStats::decode(&c.call(consume("G2")).await.body).unwrap().offset_table;
+    let q1 = progress.iter().find(|(q, _)| q.queue_id == 1).unwrap().1;
+    assert_eq!((q1.broker_offset, q1.consumer_offset), (3, 2));
+    assert!(q1.last_timestamp > 0 && q1.last_timestamp <= stats_newest(&stats));
+    assert_eq!(c.call(consume("nobody")).await.code, response_code::CONSUMER_NOT_ONLINE);
+
     let del_topic = RemotingCommand::request(
         request_code::DELETE_TOPIC_IN_BROKER,
         &TopicRequestHeader { topic: "T".into() },
@@ -848,4 +890,13 @@ async fn admin_calls_manage_topics_and_groups() {
         r.broker.shutdown();
         r.node.shutdown().await;
     }
+}
+
+fn stats_newest(
+    stats: &BTreeMap<
+        rocketraft_protocol::body::MessageQueue,
+        rocketraft_protocol::body::TopicOffset,
+    >,
+) -> i64 {
+    stats.values().map(|o| o.last_update_timestamp).max().unwrap_or(0)
 }

@@ -13,6 +13,7 @@
 //! Dispatch flushes its files every `DISPATCH_FLUSH_EVERY` entries; on start the state machine
 //! dispatches again from the dispatch checkpoint up to the applied id.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -183,6 +184,22 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     /// Every subscription group.
     pub fn groups(&self) -> Result<Vec<GroupMeta>, StorageError<NodeId>> {
         self.scan(PREFIX_GROUP)
+    }
+
+    /// The topics on which a group has committed offsets.
+    pub fn offset_topics(&self, group: &str) -> Result<BTreeSet<String>, StorageError<NodeId>> {
+        let mut prefix = PREFIX_OFFSET.to_vec();
+        prefix.extend_from_slice(group.as_bytes());
+        prefix.push(0);
+        let pairs = self.meta.scan_prefix(&prefix).map_err(sm_read)?;
+        Ok(pairs
+            .iter()
+            .filter_map(|(k, _)| {
+                let rest = &k[prefix.len()..];
+                let end = rest.iter().position(|&b| b == 0)?;
+                Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+            })
+            .collect())
     }
 
     /// A group's committed offset on a queue.
