@@ -101,6 +101,15 @@ fn advertised(id: u64) -> std::net::SocketAddr {
 }
 
 async fn start_group_with(namesrv_addrs: Vec<String>) -> BTreeMap<u64, Replica> {
+    start_group_advertising(namesrv_addrs, false).await
+}
+
+/// With `real_addrs`, each broker listens on a free port and advertises it, so clients that
+/// follow NameServer routes reach it; otherwise replica `id` advertises [`advertised`].
+async fn start_group_advertising(
+    namesrv_addrs: Vec<String>,
+    real_addrs: bool,
+) -> BTreeMap<u64, Replica> {
     let mut listeners = BTreeMap::new();
     let mut peers = BTreeMap::new();
     for id in 0..3u64 {
@@ -139,6 +148,11 @@ async fn start_group_with(namesrv_addrs: Vec<String>) -> BTreeMap<u64, Replica> 
         .unwrap();
         let mut bc = BrokerConfig::new("broker-a", advertised(id));
         bc.listen = "127.0.0.1:0".into();
+        if real_addrs {
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            bc.advertised_addr = free;
+            bc.listen = free.to_string();
+        }
         bc.namesrv_addrs = namesrv_addrs.clone();
         let broker = Broker::start(bc.clone(), &node, waiters, 1_700_000_000_000).await.unwrap();
         group.insert(id, Replica { node, broker });
@@ -899,4 +913,37 @@ fn stats_newest(
     >,
 ) -> i64 {
     stats.values().map(|o| o.last_update_timestamp).max().unwrap_or(0)
+}
+
+/// A real RocketMQ client (ali-ons from npm) against a NameServer and a 3-replica group over
+/// TCP: 1,000 sends with tags and keys, a clustering push consumer that gets them all, and a
+/// lookup of each by key. Needs Node.js and `npm ci --prefix interop` (scripts/verify runs it).
+#[cfg(not(madsim))] // runs node, a real process
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ali_ons_sends_consumes_and_finds_by_key() {
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    let ns =
+        NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
+            .await
+            .unwrap();
+    let group = start_group_advertising(vec![ns.local_addr().to_string()], true).await;
+    let leader = leader(&group).await;
+    let leader_addr = group[&leader].broker.local_addr();
+    let mut c = Conn::connect(leader_addr).await;
+    while c.call(create_topic("Interop")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let args =
+        [ns.local_addr().to_string(), leader_addr.to_string(), "Interop".into(), "1000".into()];
+    let result = tokio::task::spawn_blocking(move || {
+        rocketraft_tests::interop::run_node("ons_e2e.js", &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(result, serde_json::json!({"sent": 1000, "consumed": 1000, "found": 1000}));
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+    ns.shutdown();
 }

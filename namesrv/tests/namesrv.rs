@@ -228,25 +228,13 @@ mod interop {
     //! 4.x remoting protocol) fetches a route from our NameServer. It reports version 121, so it
     //! gets fastjson's unquoted integer keys (`{0:"addr"}`) and parses them with its own JSON2.
     //! Needs Node.js and `npm ci --prefix interop` (scripts/verify runs it).
-    use std::path::PathBuf;
-    use std::process::Command;
-
     use rocketraft_namesrv::{NameServer, NamesrvConfig};
     use rocketraft_protocol::response_code;
 
     use super::support::Conn;
 
-    fn interop_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop")
-    }
-
     #[tokio::test]
     async fn ali_ons_fetches_a_route() {
-        let dir = interop_dir();
-        assert!(
-            dir.join("node_modules/ali-ons").exists(),
-            "the interop clients are not installed: run `npm ci --prefix interop` (needs Node.js)"
-        );
         let ns =
             NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
                 .await
@@ -263,24 +251,12 @@ mod interop {
             .await;
         assert_eq!(resp.code, response_code::SUCCESS);
 
-        let addr = ns.local_addr().to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("node")
-                .arg(dir.join("ons_route.js"))
-                .args([addr.as_str(), "InteropTopic"])
-                .output()
+        let args = [ns.local_addr().to_string(), "InteropTopic".to_owned()];
+        let route = tokio::task::spawn_blocking(move || {
+            rocketraft_tests::interop::run_node("ons_route.js", &args)
         })
         .await
-        .unwrap()
-        .expect("node runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "ali-ons failed: {}{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let route: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        .unwrap();
         assert_eq!(route["brokerDatas"][0]["brokerName"], "broker-a");
         assert_eq!(route["brokerDatas"][0]["brokerAddrs"]["0"], "127.0.0.1:10911");
         assert_eq!(route["queueDatas"][0]["writeQueueNums"], 4);
