@@ -716,7 +716,8 @@ async fn messages_are_found_by_key_id_and_time() {
     }
 }
 
-/// A batch send stores every message with consecutive offsets; a consumer's heartbeat creates
+/// A batch send stores every message with consecutive offsets, a oneway send is stored too; a
+/// consumer's heartbeat creates
 /// its group's retry topic and subscription group on every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_and_retry_topics() {
@@ -750,6 +751,21 @@ async fn batches_and_retry_topics() {
     assert_eq!(records[3].body, b"b3");
     assert_eq!(records[3].property("KEYS"), Some("k3"));
     assert_eq!(records[3].property("WAIT"), Some("true"), "the batch's properties are appended");
+
+    // A oneway send (no response) is stored after the batch.
+    let mut out = BytesMut::new();
+    encode_frame(&send("T", 2, "TagA", "fire").into_oneway(), &mut out).unwrap();
+    c.stream.write_all(&out).await.unwrap();
+    let mut stored = false;
+    for _ in 0..50 {
+        let r = c.call(pull("T", 2, 5, None, 0)).await;
+        if r.code == response_code::SUCCESS {
+            stored = decode_records(&r.body).unwrap()[0].body == b"fire";
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored, "the oneway message follows the batch at offset 5");
 
     assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
     let mut everywhere = false;
