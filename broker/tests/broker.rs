@@ -717,8 +717,7 @@ async fn messages_are_found_by_key_id_and_time() {
 }
 
 /// A batch send stores every message with consecutive offsets, a oneway send is stored too; a
-/// consumer's heartbeat creates
-/// its group's retry topic and subscription group on every replica.
+/// consumer's heartbeat creates its group's retry topic and subscription group on every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_and_retry_topics() {
     use rocketraft_protocol::message::{encode_batch, BatchMessage};
