@@ -8,6 +8,7 @@
 //! with the NameServers by role.
 
 pub mod clients;
+pub mod config;
 pub mod long_poll;
 pub mod offsets;
 pub mod register;

@@ -895,6 +895,14 @@ async fn admin_calls_manage_topics_and_groups() {
     assert!(q1.last_timestamp > 0 && q1.last_timestamp <= stats_newest(&stats));
     assert_eq!(c.call(consume("nobody")).await.code, response_code::CONSUMER_NOT_ONLINE);
 
+    // Configuration changes only through the config file: nobody on the network can change it.
+    let update_config = RemotingCommand::request(
+        request_code::UPDATE_BROKER_CONFIG,
+        &rocketraft_protocol::header::EmptyHeader,
+    )
+    .with_body(b"brokerPermission=0".to_vec());
+    assert_eq!(c.call(update_config).await.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
+
     let del_topic = RemotingCommand::request(
         request_code::DELETE_TOPIC_IN_BROKER,
         &TopicRequestHeader { topic: "T".into() },

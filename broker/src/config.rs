@@ -1,0 +1,351 @@
+//! The broker's TOML config file: one replica of one broker group. Every key is optional except
+//! `advertised_addr` and `[raft] peers`; `broker.example.toml` at the repository root lists them
+//! all with their defaults. Unknown keys are errors, so a misspelt option is never ignored.
+//!
+//! There is no UPDATE_BROKER_CONFIG: configuration changes only by editing this file and
+//! restarting the replica, so nobody on the network can change it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rocketraft_raft::{NodeConfig, RaftTiming};
+use rocketraft_store::{
+    CommitLogConfig, ConsumeQueueConfig, DispatchConfig, FlushMode, IndexConfig, RetentionConfig,
+};
+use serde::Deserialize;
+
+use crate::server::BrokerConfig;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid broker config: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid broker config: {0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerFile {
+    /// RocketMQ's `brokerClusterName`. Default "DefaultCluster".
+    #[serde(default = "defaults::cluster_name")]
+    pub cluster_name: String,
+    /// The broker group (RocketMQ's `brokerName`), the same on all its replicas. Default
+    /// "broker-a".
+    #[serde(default = "defaults::broker_name")]
+    pub broker_name: String,
+    /// Where clients connect. Default "0.0.0.0:10911".
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// The address clients reach this replica at, registered with the NameServers. Required.
+    pub advertised_addr: SocketAddr,
+    /// NameServers to register with (host:port). Default none.
+    #[serde(default)]
+    pub namesrv_addrs: Vec<String>,
+    /// Where the CommitLog, ConsumeQueues, IndexFiles and metadata live. Default "store".
+    #[serde(default = "defaults::store_dir")]
+    pub store_dir: PathBuf,
+    #[serde(default)]
+    pub server: ServerSection,
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[server]`: the remoting server and registration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// `MSG_REGION` in send responses. Default "DefaultRegion".
+    pub region_id: String,
+    /// `TRACE_ON` in send responses. Default true.
+    pub trace_on: bool,
+    /// The largest message body accepted. Default 4 MiB.
+    pub message_max_bytes: usize,
+    /// The most messages one pull returns. Default 32.
+    pub pull_batch_max: i32,
+    /// The longest a pull is held. Default 30,000 ms.
+    pub suspend_max_ms: u64,
+    /// Connections beyond this are closed at once. Default 4,096.
+    pub connections_max: usize,
+    /// Requests running at once on one connection, then SYSTEM_BUSY. Default 256.
+    pub requests_in_flight_max: usize,
+    /// How often to register with every NameServer. Default 30,000 ms.
+    pub register_interval_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        let b = BrokerConfig::new(defaults::broker_name(), ([127, 0, 0, 1], 0).into());
+        ServerSection {
+            region_id: b.region_id,
+            trace_on: b.trace_on,
+            message_max_bytes: b.message_max_bytes,
+            pull_batch_max: b.pull_batch_max,
+            suspend_max_ms: b.suspend_max_ms,
+            connections_max: b.connections_max,
+            requests_in_flight_max: b.requests_in_flight_max,
+            register_interval_ms: b.register_interval_ms,
+        }
+    }
+}
+
+/// `[raft]`: this replica and its group.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// This replica's id: a key of `peers`. Required.
+    pub node_id: u64,
+    /// Every replica of the group, this one included: id -> Raft address (host:port).
+    /// Required; TOML keys are strings, so write `peers = { "0" = "10.0.0.1:20911", ... }`.
+    pub peers: BTreeMap<String, String>,
+    /// Leader heartbeats. Default 250 ms.
+    #[serde(default = "defaults::heartbeat")]
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in [min, max) stands for election.
+    /// Defaults 1,000 and 2,000 ms.
+    #[serde(default = "defaults::election_min")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "defaults::election_max")]
+    pub election_timeout_max_ms: u64,
+    /// Snapshot the metadata after this many entries. Default 10,000.
+    #[serde(default = "defaults::snapshot_every")]
+    pub snapshot_every_entries: u64,
+}
+
+/// `[store]`: files, flushing and retention.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// "sync" (durable before acknowledged) or "async" (synced every `flush_interval_ms`).
+    /// Default "sync".
+    pub flush: String,
+    /// Async flush interval. Default 500 ms.
+    pub flush_interval_ms: u64,
+    /// CommitLog segment size. Default 1 GiB.
+    pub segment_size_bytes: u64,
+    /// CommitLog checkpoint interval in entries. Default 10,000.
+    pub checkpoint_every_entries: u64,
+    /// ConsumeQueue entries per file. Default 300,000.
+    pub consume_queue_entries_per_file: u64,
+    /// IndexFile hash slots. Default 5,000,000.
+    pub index_slot_count: u32,
+    /// IndexFile entries. Default 20,000,000.
+    pub index_max: u32,
+    /// Keep segments this long after their last write. Default 72 hours.
+    pub file_reserved_hours: u64,
+    /// Delete the oldest segments early at this used-disk fraction. Default 0.75.
+    pub disk_clean_ratio: f64,
+    /// Refuse appends at this used-disk fraction. Default 0.90.
+    pub disk_max_used_ratio: f64,
+    /// How often retention runs. Default 10,000 ms.
+    pub retention_check_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let log = CommitLogConfig::default();
+        let retention = RetentionConfig::default();
+        let index = IndexConfig::default();
+        StoreSection {
+            flush: "sync".into(),
+            flush_interval_ms: FlushMode::ASYNC_INTERVAL_MS_DEFAULT,
+            segment_size_bytes: log.segment_size_bytes,
+            checkpoint_every_entries: log.checkpoint_every_entries,
+            consume_queue_entries_per_file: ConsumeQueueConfig::default().entries_per_file,
+            index_slot_count: index.slot_count,
+            index_max: index.index_max,
+            file_reserved_hours: retention.file_reserved_hours,
+            disk_clean_ratio: retention.disk_clean_ratio,
+            disk_max_used_ratio: retention.disk_max_used_ratio,
+            retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+        }
+    }
+}
+
+mod defaults {
+    use rocketraft_raft::RaftTiming;
+
+    pub fn cluster_name() -> String {
+        "DefaultCluster".into()
+    }
+    pub fn broker_name() -> String {
+        "broker-a".into()
+    }
+    pub fn listen() -> String {
+        format!("0.0.0.0:{}", crate::BROKER_PORT_DEFAULT)
+    }
+    pub fn store_dir() -> std::path::PathBuf {
+        "store".into()
+    }
+    pub fn heartbeat() -> u64 {
+        RaftTiming::default().heartbeat_interval_ms
+    }
+    pub fn election_min() -> u64 {
+        RaftTiming::default().election_timeout_min_ms
+    }
+    pub fn election_max() -> u64 {
+        RaftTiming::default().election_timeout_max_ms
+    }
+    pub fn snapshot_every() -> u64 {
+        RaftTiming::default().snapshot_every_entries
+    }
+}
+
+impl BrokerFile {
+    /// Parses and checks a config file's text.
+    pub fn parse(text: &str) -> Result<BrokerFile, ConfigError> {
+        let file: BrokerFile = toml::from_str(text)?;
+        file.node_config()?;
+        Ok(file)
+    }
+
+    /// The remoting server's settings.
+    pub fn broker_config(&self) -> BrokerConfig {
+        let s = &self.server;
+        let mut b = BrokerConfig::new(self.broker_name.clone(), self.advertised_addr);
+        b.cluster_name = self.cluster_name.clone();
+        b.listen = self.listen.clone();
+        b.namesrv_addrs = self.namesrv_addrs.clone();
+        b.region_id = s.region_id.clone();
+        b.trace_on = s.trace_on;
+        b.message_max_bytes = s.message_max_bytes;
+        b.pull_batch_max = s.pull_batch_max;
+        b.suspend_max_ms = s.suspend_max_ms;
+        b.connections_max = s.connections_max;
+        b.requests_in_flight_max = s.requests_in_flight_max;
+        b.register_interval_ms = s.register_interval_ms;
+        b
+    }
+
+    /// The Raft replica's settings, checked.
+    pub fn node_config(&self) -> Result<NodeConfig, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut peers = BTreeMap::new();
+        for (id, addr) in &self.raft.peers {
+            let Ok(id) = id.parse::<u64>() else {
+                return invalid(format!("[raft] peers: {id:?} is not a node id (an integer)"));
+            };
+            peers.insert(id, addr.clone());
+        }
+        if !peers.contains_key(&self.raft.node_id) {
+            return invalid(format!("[raft] node_id {} is not one of peers", self.raft.node_id));
+        }
+        let timing = RaftTiming {
+            heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            snapshot_every_entries: self.raft.snapshot_every_entries,
+        };
+        if let Err(e) = rocketraft_raft::node::openraft_election_window(&timing) {
+            return invalid(format!("[raft] timing: {e}"));
+        }
+        let st = &self.store;
+        let flush = match st.flush.as_str() {
+            "sync" => FlushMode::Sync,
+            "async" if st.flush_interval_ms > 0 => {
+                FlushMode::Async { interval_ms: st.flush_interval_ms }
+            }
+            "async" => return invalid("[store] flush_interval_ms must be above 0".into()),
+            other => {
+                return invalid(format!("[store] flush = {other:?}: use \"sync\" or \"async\""))
+            }
+        };
+        let ratios_ok = 0.0 < st.disk_clean_ratio
+            && st.disk_clean_ratio <= st.disk_max_used_ratio
+            && st.disk_max_used_ratio <= 1.0;
+        if !ratios_ok {
+            return invalid("[store] need 0 < disk_clean_ratio <= disk_max_used_ratio <= 1".into());
+        }
+        Ok(NodeConfig {
+            group: self.broker_name.clone(),
+            id: self.raft.node_id,
+            peers,
+            timing,
+            commit_log: CommitLogConfig {
+                segment_size_bytes: st.segment_size_bytes,
+                checkpoint_every_entries: st.checkpoint_every_entries,
+                message_max_bytes: self.server.message_max_bytes,
+            },
+            dispatch: DispatchConfig {
+                consume_queue: ConsumeQueueConfig {
+                    entries_per_file: st.consume_queue_entries_per_file,
+                },
+                index: IndexConfig { slot_count: st.index_slot_count, index_max: st.index_max },
+            },
+            flush,
+            retention: RetentionConfig {
+                file_reserved_hours: st.file_reserved_hours,
+                disk_clean_ratio: st.disk_clean_ratio,
+                disk_max_used_ratio: st.disk_max_used_ratio,
+            },
+            retention_check_ms: st.retention_check_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../broker.example.toml");
+    const MINIMAL: &str = r#"
+        advertised_addr = "10.0.0.1:10911"
+        [raft]
+        node_id = 1
+        peers = { "0" = "10.0.0.0:20911", "1" = "10.0.0.1:20911", "2" = "10.0.0.2:20911" }
+    "#;
+
+    /// The example documents the real defaults: it parses to the same settings as a file that
+    /// gives only the required keys.
+    #[test]
+    fn the_example_shows_every_default() {
+        let example = BrokerFile::parse(EXAMPLE).unwrap();
+        let minimal = BrokerFile::parse(MINIMAL).unwrap();
+        assert_eq!(minimal.node_config().unwrap().flush, FlushMode::Sync);
+        assert_eq!(example.server, minimal.server);
+        assert_eq!(example.store, minimal.store);
+        let (e, m) = (example.raft, minimal.raft);
+        assert_eq!(
+            (e.heartbeat_interval_ms, e.election_timeout_min_ms, e.election_timeout_max_ms),
+            (m.heartbeat_interval_ms, m.election_timeout_min_ms, m.election_timeout_max_ms)
+        );
+        assert_eq!(e.snapshot_every_entries, m.snapshot_every_entries);
+        assert_eq!(
+            (example.cluster_name, example.broker_name, example.listen, example.store_dir),
+            (minimal.cluster_name, minimal.broker_name, minimal.listen, minimal.store_dir)
+        );
+    }
+
+    #[test]
+    fn settings_reach_the_components() {
+        let text = format!(
+            "{MINIMAL}\n[store]\nflush = \"async\"\nflush_interval_ms = 200\n[server]\npull_batch_max = 8\n"
+        );
+        let file = BrokerFile::parse(&text).unwrap();
+        let node = file.node_config().unwrap();
+        assert_eq!((node.id, node.peers.len()), (1, 3));
+        assert_eq!(node.flush, FlushMode::Async { interval_ms: 200 });
+        let b = file.broker_config();
+        assert_eq!(b.pull_batch_max, 8);
+        assert_eq!(b.advertised_addr, "10.0.0.1:10911".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let refused = |text: String, why: &str| {
+            let e = BrokerFile::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(why), "{e:?} should mention {why:?}");
+        };
+        refused(format!("{MINIMAL}\n[server]\npul_batch_max = 8\n"), "pul_batch_max");
+        refused(MINIMAL.replace("advertised_addr = \"10.0.0.1:10911\"", ""), "advertised_addr");
+        refused(MINIMAL.replace("node_id = 1", "node_id = 7"), "node_id 7 is not one of peers");
+        refused(MINIMAL.replace("\"2\" =", "\"two\" ="), "\"two\" is not a node id");
+        refused(format!("{MINIMAL}\n[store]\nflush = \"sometimes\"\n"), "\"sometimes\"");
+        refused(format!("{MINIMAL}\n[store]\ndisk_clean_ratio = 0.95\n"), "disk_clean_ratio");
+        refused(format!("{MINIMAL}\nelection_timeout_max_ms = 100\n"), "[raft] timing");
+    }
+}
