@@ -75,6 +75,9 @@ pub struct ServerSection {
     pub requests_in_flight_max: usize,
     /// How often to register with every NameServer. Default 30,000 ms.
     pub register_interval_ms: u64,
+    /// RocketMQ's `autoCreateTopicEnable`: a send to an unknown topic creates it from the
+    /// template topic TBW102. Default true; turn it off in production.
+    pub auto_create_topic: bool,
 }
 
 impl Default for ServerSection {
@@ -89,6 +92,7 @@ impl Default for ServerSection {
             connections_max: b.connections_max,
             requests_in_flight_max: b.requests_in_flight_max,
             register_interval_ms: b.register_interval_ms,
+            auto_create_topic: b.auto_create_topic,
         }
     }
 }
@@ -218,6 +222,7 @@ impl BrokerFile {
         b.connections_max = s.connections_max;
         b.requests_in_flight_max = s.requests_in_flight_max;
         b.register_interval_ms = s.register_interval_ms;
+        b.auto_create_topic = s.auto_create_topic;
         b
     }
 

@@ -17,7 +17,7 @@ pub mod server;
 use std::sync::Arc;
 
 pub use long_poll::PullWaiters;
-pub use server::{retry_topic, Broker, BrokerConfig, BROKER_PORT_DEFAULT};
+pub use server::{retry_topic, Broker, BrokerConfig, AUTO_CREATE_TOPIC, BROKER_PORT_DEFAULT};
 
 /// The arrival listener to start a replica's Raft node with, so its pulls wake on new
 /// messages.

@@ -25,7 +25,7 @@ use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
 use rocketraft_protocol::{request_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
-use rocketraft_raft::{MetaStore, StateMachine, TypeConfig};
+use rocketraft_raft::{MetaCommand, MetaStore, Request, StateMachine, TypeConfig};
 use rocketraft_store::io::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,6 +43,8 @@ pub struct RegisterConfig {
     pub register_interval_ms: u64,
     /// Bound on one call to a NameServer. Default 3,000 ms.
     pub call_timeout_ms: u64,
+    /// As master, make sure the auto-creation template topic TBW102 exists (and so is routed).
+    pub auto_create_topic: bool,
 }
 
 /// The broker id a replica registers with.
@@ -138,6 +140,9 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
     loop {
         let master = confirmed_master(&raft, node_id, timeout).await;
         let id = broker_id(master, node_id);
+        if master && config.auto_create_topic {
+            ensure_template_topic(&raft, &state_machine).await;
+        }
         let mut topics: BTreeMap<String, TopicConfig> = BTreeMap::new();
         if master {
             for t in state_machine.topics().unwrap_or_default() {
@@ -206,6 +211,21 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
                 }
             }
         }
+    }
+}
+
+/// Creates TBW102 (8 queues, readable, writable, inheritable, as RocketMQ's brokers do) through
+/// Raft if it is missing. A failure is logged and retried on the next round.
+async fn ensure_template_topic<S: Storage + Clone, M: MetaStore>(
+    raft: &Raft<TypeConfig>,
+    state_machine: &StateMachine<S, M>,
+) {
+    if !matches!(state_machine.topic(crate::AUTO_CREATE_TOPIC), Ok(None)) {
+        return;
+    }
+    let command = Request::Metadata(vec![MetaCommand::PutTopic(crate::server::template_topic())]);
+    if let Err(e) = raft.client_write(command).await {
+        tracing::warn!(error = %e, "could not create {}; retrying", crate::AUTO_CREATE_TOPIC);
     }
 }
 

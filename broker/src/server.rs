@@ -79,6 +79,11 @@ pub struct BrokerConfig {
     pub namesrv_addrs: Vec<String>,
     /// How often to register. Default 30,000 ms.
     pub register_interval_ms: u64,
+    /// RocketMQ's `autoCreateTopicEnable`: the leader keeps the template topic TBW102 (8 queues)
+    /// registered, and a send to an unknown topic that names TBW102 as its default topic
+    /// creates it through Raft. Default true, as in RocketMQ; production clusters usually turn
+    /// it off so that a typo cannot create a topic.
+    pub auto_create_topic: bool,
 }
 
 impl BrokerConfig {
@@ -97,6 +102,7 @@ impl BrokerConfig {
             requests_in_flight_max: 256,
             namesrv_addrs: Vec::new(),
             register_interval_ms: 30_000,
+            auto_create_topic: true,
         }
     }
 }
@@ -173,6 +179,7 @@ impl Broker {
                 namesrv_addrs: inner.config.namesrv_addrs.clone(),
                 register_interval_ms: inner.config.register_interval_ms,
                 call_timeout_ms: 3_000,
+                auto_create_topic: inner.config.auto_create_topic,
             };
             tokio::spawn(crate::register::run(
                 rc,
@@ -409,6 +416,72 @@ fn not_master<S: Storage + Clone, M: MetaStore>(
     )
 }
 
+/// The template topic of auto-creation (RocketMQ's `TopicValidator.AUTO_CREATE_TOPIC_KEY_TOPIC`).
+pub const AUTO_CREATE_TOPIC: &str = "TBW102";
+
+/// TBW102 as RocketMQ's brokers create it: 8 queues, readable, writable, inheritable.
+pub(crate) fn template_topic() -> TopicMeta {
+    TopicMeta {
+        name: AUTO_CREATE_TOPIC.to_owned(),
+        read_queue_nums: 8,
+        write_queue_nums: 8,
+        perm: perm::READ | perm::WRITE | perm::INHERIT,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: "SINGLE_TAG".to_owned(),
+    }
+}
+
+/// RocketMQ's auto-creation: a send to an unknown topic whose default topic is TBW102 creates
+/// it with the smaller of the producer's and TBW102's queue counts and TBW102's permissions
+/// (minus inheritance). Refused with TOPIC_NOT_EXIST when disabled or for other templates.
+async fn auto_create<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    h: &SendMessageRequestHeader,
+) -> Result<TopicMeta, RemotingCommand> {
+    let not_exist = || {
+        reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic[{}] not exist, apply first please!", h.topic),
+        )
+    };
+    if !inner.config.auto_create_topic || h.default_topic != AUTO_CREATE_TOPIC {
+        return Err(not_exist());
+    }
+    // The master creates TBW102 on its first registration round; before that (or with no
+    // NameServers configured) its defaults apply.
+    let template = match inner.state_machine.topic(AUTO_CREATE_TOPIC) {
+        Ok(t) => t.unwrap_or_else(template_topic),
+        Err(e) => return Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    };
+    if !perm::is_inherited(template.perm) || !valid_topic_name(&h.topic) {
+        return Err(not_exist());
+    }
+    let queues = h.default_topic_queue_nums.clamp(1, template.write_queue_nums.max(1));
+    let meta = TopicMeta {
+        name: h.topic.clone(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm: template.perm & !perm::INHERIT,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: template.filter_type,
+    };
+    propose_metadata(req, inner, vec![MetaCommand::PutTopic(meta.clone())]).await?;
+    tracing::info!(topic = %meta.name, queues, "topic auto-created from {AUTO_CREATE_TOPIC}");
+    inner.register_now.notify_one();
+    Ok(meta)
+}
+
+/// 1-127 characters of `[A-Za-z0-9%|_-]`, as RocketMQ's topic validator allows.
+fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= rocketraft_protocol::message::TOPIC_V1_MAX_BYTES
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b))
+}
+
 fn topic_of<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -439,7 +512,10 @@ async fn send<S: Storage + Clone, M: MetaStore>(
     if !is_leader(inner) {
         return Err(not_master(req, inner));
     }
-    let topic = topic_of(req, inner, &h.topic)?;
+    let topic = match topic_of(req, inner, &h.topic) {
+        Err(e) if e.code == response_code::TOPIC_NOT_EXIST => auto_create(req, inner, &h).await?,
+        other => other?,
+    };
     if !perm::is_writeable(topic.perm) {
         return Err(reply(
             req,
@@ -714,10 +790,7 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: CreateTopicRequestHeader = header(req)?;
-    let valid = !h.topic.is_empty()
-        && h.topic.len() <= rocketraft_protocol::message::TOPIC_V1_MAX_BYTES
-        && h.topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b));
-    if !valid {
+    if !valid_topic_name(&h.topic) {
         return Err(reply(
             req,
             response_code::SYSTEM_ERROR,

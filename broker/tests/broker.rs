@@ -186,6 +186,13 @@ fn create_topic(topic: &str) -> RemotingCommand {
     )
 }
 
+/// A send that names no template topic, so an unknown topic is not auto-created.
+fn no_template(cmd: RemotingCommand) -> RemotingCommand {
+    let mut h: SendMessageRequestHeaderV2 = cmd.decode_header().unwrap();
+    h.c = String::new();
+    cmd.with_header(&h)
+}
+
 fn send(topic: &str, queue_id: i32, tag: &str, body: &str) -> RemotingCommand {
     let v1 = SendMessageRequestHeader {
         producer_group: "PG".into(),
@@ -257,9 +264,14 @@ async fn send_pull_and_long_poll_on_a_three_replica_group() {
     }
     assert!(created);
     assert_eq!(
-        to_leader.call(send("Nope", 0, "TagA", "x")).await.code,
+        to_leader.call(no_template(send("Nope", 0, "TagA", "x"))).await.code,
         response_code::TOPIC_NOT_EXIST
     );
+    // A send naming TBW102 as its template creates the topic (autoCreateTopicEnable).
+    let resp = to_leader.call(send("Auto", 1, "TagA", "x")).await;
+    assert_eq!(resp.code, response_code::SUCCESS, "{:?}", resp.remark);
+    let auto = group[&leader].node.state_machine.topic("Auto").unwrap().unwrap();
+    assert_eq!((auto.write_queue_nums, auto.perm), (4, 6), "4 queues asked, RW without inherit");
 
     tracing::info!("--- 20 sends to the master; a follower refuses (retryable)");
     let mut sent = Vec::new();
@@ -908,7 +920,10 @@ async fn admin_calls_manage_topics_and_groups() {
         &TopicRequestHeader { topic: "T".into() },
     );
     assert_eq!(c.call(del_topic).await.code, response_code::SUCCESS);
-    assert_eq!(c.call(send("T", 0, "", "x")).await.code, response_code::TOPIC_NOT_EXIST);
+    assert_eq!(
+        c.call(no_template(send("T", 0, "", "x"))).await.code,
+        response_code::TOPIC_NOT_EXIST
+    );
     let topics = TopicConfigSerializeWrapper::from_json(&c.call(all).await.body).unwrap();
     assert!(!topics.topic_config_table.contains_key("T"));
     let mut gone = false;
