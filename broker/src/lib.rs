@@ -11,6 +11,7 @@ pub mod clients;
 pub mod config;
 pub mod long_poll;
 pub mod offsets;
+pub mod rates;
 pub mod register;
 pub mod server;
 

@@ -116,6 +116,8 @@ struct Inner<S: Storage + Clone, M: MetaStore> {
     dispatcher: Arc<std::sync::Mutex<Dispatcher<S>>>,
     proposer: Proposer,
     offsets: OffsetCommitter,
+    /// Messages served per group, for GET_CONSUME_STATS.
+    rates: crate::rates::ConsumeRates,
     waiters: Arc<PullWaiters>,
     clients: std::sync::Mutex<ClientManager>,
     /// Asks the registration task for a round now (after a topic is created).
@@ -158,6 +160,7 @@ impl Broker {
             dispatcher: node.dispatcher.clone(),
             proposer,
             offsets: OffsetCommitter::start(node.raft.clone(), OffsetBatchConfig::default()),
+            rates: crate::rates::ConsumeRates::default(),
             waiters,
             clients: std::sync::Mutex::new(ClientManager::new()),
             register_now: Arc::new(tokio::sync::Notify::new()),
@@ -634,7 +637,7 @@ async fn send<S: Storage + Clone, M: MetaStore>(
 }
 
 enum Lookup {
-    Found { body: Vec<u8>, next: QueueOffset },
+    Found { body: Vec<u8>, messages: usize, next: QueueOffset },
     NoMatch { next: QueueOffset },
     NoNew,
     Moved { next: QueueOffset },
@@ -689,7 +692,7 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
         .read_records(&wanted)
         .map_err(|e| e.to_string())?;
     let body = records.iter().flat_map(|r| r.iter().copied()).collect();
-    Ok((Lookup::Found { body, next }, min, max_offset))
+    Ok((Lookup::Found { body, messages: records.len(), next }, min, max_offset))
 }
 
 async fn pull<S: Storage + Clone, M: MetaStore>(
@@ -748,8 +751,9 @@ async fn pull<S: Storage + Clone, M: MetaStore>(
             resp
         };
         match found {
-            Lookup::Found { body, next } => {
-                return Ok(respond(response_code::SUCCESS, next, body, "FOUND"))
+            Lookup::Found { body, messages, next } => {
+                inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
+                return Ok(respond(response_code::SUCCESS, next, body, "FOUND"));
             }
             Lookup::NoMatch { next } => {
                 return Ok(respond(
@@ -931,8 +935,8 @@ fn topic_stats<S: Storage + Clone, M: MetaStore>(
 }
 
 /// GET_CONSUME_STATS: a group's committed offset against each queue's max offset, for one topic
-/// or for every topic the group subscribes to or has committed on. `consumeTps` is 0: the broker
-/// keeps no per-group rates yet.
+/// or for every topic the group subscribes to or has committed on, and the messages per second
+/// this replica served the group over the last minute.
 fn consume_stats<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -948,7 +952,10 @@ fn consume_stats<S: Storage + Clone, M: MetaStore>(
             topics
         }
     };
-    let mut stats = ConsumeStats::default();
+    let mut stats = ConsumeStats {
+        consume_tps: inner.rates.tps(&h.consumer_group, now_ms(inner)),
+        ..Default::default()
+    };
     for topic in topics {
         let Some(t) = inner.state_machine.topic(&topic).map_err(sm_error)? else { continue };
         for queue_id in 0..t.read_queue_nums.max(t.write_queue_nums) {

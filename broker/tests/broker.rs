@@ -906,6 +906,14 @@ async fn admin_calls_manage_topics_and_groups() {
     assert_eq!((q1.broker_offset, q1.consumer_offset), (3, 2));
     assert!(q1.last_timestamp > 0 && q1.last_timestamp <= stats_newest(&stats));
     assert_eq!(c.call(consume("nobody")).await.code, response_code::CONSUMER_NOT_ONLINE);
+    // consumeTps: the messages served to a group's pulls over the last minute.
+    assert_eq!(c.call(pull("T", 1, 0, None, 0)).await.code, response_code::SUCCESS);
+    let cg_on_t = RemotingCommand::request(
+        request_code::GET_CONSUME_STATS,
+        &GetConsumeStatsRequestHeader { consumer_group: "CG".into(), topic: Some("T".into()) },
+    );
+    let cg = ConsumeStats::decode(&c.call(cg_on_t).await.body).unwrap();
+    assert_eq!(cg.consume_tps, 3.0 / 60.0, "3 messages pulled in the last minute");
 
     // Configuration changes only through the config file: nobody on the network can change it.
     let update_config = RemotingCommand::request(
