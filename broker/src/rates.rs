@@ -29,8 +29,10 @@ impl ConsumeRates {
             if groups.len() >= GROUPS_MAX {
                 return;
             }
+            groups.insert(group.to_owned(), VecDeque::new());
         }
-        let buckets = groups.entry(group.to_owned()).or_default();
+        // Pulls are a hot path: no allocation for a group already tracked.
+        let Some(buckets) = groups.get_mut(group) else { return };
         match buckets.back_mut() {
             Some((s, n)) if *s == second => *n += messages,
             _ => buckets.push_back((second, messages)),
