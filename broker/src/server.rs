@@ -352,8 +352,13 @@ fn reply(req: &RemotingCommand, code: i32, remark: impl Into<String>) -> Remotin
     RemotingCommand::response_to(req, code, Some(remark.into()))
 }
 
+/// Maps an internal error (storage, metadata) to SYSTEM_ERROR with its message as the remark.
+fn system_error<E: std::fmt::Display>(req: &RemotingCommand) -> impl Fn(E) -> RemotingCommand + '_ {
+    move |e| reply(req, response_code::SYSTEM_ERROR, e.to_string())
+}
+
 fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand> {
-    req.decode_header::<H>().map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))
+    req.decode_header::<H>().map_err(system_error(req))
 }
 
 async fn handle<S: Storage + Clone, M: MetaStore>(
@@ -913,8 +918,9 @@ fn topic_stats<S: Storage + Clone, M: MetaStore>(
         let (min, max) =
             d.queue(&t.name, queue_id).map_or((0, 0), |q| (q.min_offset().0, q.max_offset().0));
         let last = match max.checked_sub(1) {
-            Some(newest) => store_time_at(&log, &d, &t.name, queue_id, newest)
-                .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?,
+            Some(newest) => {
+                store_time_at(&log, &d, &t.name, queue_id, newest).map_err(system_error(req))?
+            }
             None => 0,
         };
         let q = MessageQueue {
@@ -942,13 +948,13 @@ fn consume_stats<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: GetConsumeStatsRequestHeader = header(req)?;
-    let sm_error =
-        |e: openraft::StorageError<u64>| reply(req, response_code::SYSTEM_ERROR, e.to_string());
     let topics: std::collections::BTreeSet<String> = match h.topic.filter(|t| !t.is_empty()) {
         Some(t) => [t].into(),
         None => {
             let mut topics = lock(&inner.clients).subscribed_topics(&h.consumer_group);
-            topics.extend(inner.state_machine.offset_topics(&h.consumer_group).map_err(sm_error)?);
+            topics.extend(
+                inner.state_machine.offset_topics(&h.consumer_group).map_err(system_error(req))?,
+            );
             topics
         }
     };
@@ -957,19 +963,21 @@ fn consume_stats<S: Storage + Clone, M: MetaStore>(
         ..Default::default()
     };
     for topic in topics {
-        let Some(t) = inner.state_machine.topic(&topic).map_err(sm_error)? else { continue };
+        let Some(t) = inner.state_machine.topic(&topic).map_err(system_error(req))? else {
+            continue;
+        };
         for queue_id in 0..t.read_queue_nums.max(t.write_queue_nums) {
             let committed = inner
                 .state_machine
                 .consumer_offset(&h.consumer_group, &topic, queue_id)
-                .map_err(sm_error)?
+                .map_err(system_error(req))?
                 .unwrap_or(0);
             let log = lock(&inner.log);
             let d = lock(&inner.dispatcher);
             let max = d.queue(&topic, queue_id).map_or(0, |q| q.max_offset().0);
             let last = match committed.checked_sub(1) {
                 Some(consumed) => store_time_at(&log, &d, &topic, queue_id, consumed)
-                    .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?,
+                    .map_err(system_error(req))?,
                 None => 0,
             };
             let q = MessageQueue {
@@ -1021,10 +1029,7 @@ fn all_topic_configs<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let data_version = data_version(inner);
-    let topics = inner
-        .state_machine
-        .topics()
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let topics = inner.state_machine.topics().map_err(system_error(req))?;
     let body = TopicConfigSerializeWrapper {
         data_version,
         topic_config_table: topics.into_iter().map(|t| (t.name.clone(), topic_config(t))).collect(),
@@ -1038,8 +1043,7 @@ async fn create_group<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let g = SubscriptionGroupConfig::from_json(&req.body)
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let g = SubscriptionGroupConfig::from_json(&req.body).map_err(system_error(req))?;
     if g.group_name.is_empty() || g.retry_queue_nums < 0 || g.retry_max_times < 0 {
         return Err(reply(
             req,
@@ -1062,10 +1066,7 @@ fn all_group_configs<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let data_version = data_version(inner);
-    let groups = inner
-        .state_machine
-        .groups()
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let groups = inner.state_machine.groups().map_err(system_error(req))?;
     let table = groups
         .into_iter()
         .map(|g| {
@@ -1112,7 +1113,7 @@ fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
     let stored = inner
         .state_machine
         .consumer_offset(&h.consumer_group, &h.topic, h.queue_id)
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(system_error(req))?;
     let offset = match stored {
         Some(o) => o,
         None => {
@@ -1172,8 +1173,7 @@ fn heartbeat<S: Storage + Clone, M: MetaStore>(
     conn: ConnId,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let data = HeartbeatData::from_json(&req.body)
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
     let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
     notify_changed(inner, changed);
     if is_leader(inner) {
@@ -1254,8 +1254,7 @@ fn queue_locks<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let body = LockBatchRequestBody::from_json(&req.body)
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let body = LockBatchRequestBody::from_json(&req.body).map_err(system_error(req))?;
     let mut clients = lock(&inner.clients);
     if req.code == rc::UNLOCK_BATCH_MQ {
         clients.unlock(&body.consumer_group, &body.client_id, &body.mq_set);
@@ -1342,7 +1341,7 @@ fn query_message<S: Storage + Clone, M: MetaStore>(
                 h.end_timestamp,
                 max,
             )
-            .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+            .map_err(system_error(req))?;
         (found, index.last_update())
     };
     let mut body = Vec::new();
@@ -1383,7 +1382,7 @@ fn search_offset<S: Storage + Clone, M: MetaStore>(
     let offset = match d.queue(&h.topic, h.queue_id) {
         Some(q) => {
             q.search_by_timestamp(h.timestamp, |e| store_time_in(&log, e))
-                .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?
+                .map_err(system_error(req))?
                 .0
         }
         None => 0,
@@ -1408,8 +1407,7 @@ fn earliest_store_time<S: Storage + Clone, M: MetaStore>(
             format!("no message in {}/{}", h.topic, h.queue_id),
         ));
     };
-    let timestamp = store_time_in(&lock(&inner.log), first)
-        .map_err(|e| reply(req, response_code::SYSTEM_ERROR, e.to_string()))?;
+    let timestamp = store_time_in(&lock(&inner.log), first).map_err(system_error(req))?;
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_header(&GetEarliestMsgStoretimeResponseHeader { timestamp }))
 }
