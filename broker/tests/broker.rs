@@ -160,6 +160,23 @@ async fn start_group_advertising(
     group
 }
 
+/// A connection to the leader once it has created `topic` (a new leader serves after applying
+/// its log, so the first attempts may be refused).
+async fn with_topic(group: &BTreeMap<u64, Replica>, leader: u64, topic: &str) -> Conn {
+    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
+    while c.call(create_topic(topic)).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c
+}
+
+async fn stop_group(group: BTreeMap<u64, Replica>) {
+    for (_, r) in group {
+        r.broker.shutdown();
+        r.node.shutdown().await;
+    }
+}
+
 async fn leader(group: &BTreeMap<u64, Replica>) -> u64 {
     for _ in 0..100 {
         if let Some(l) = group[&0].node.raft.metrics().borrow().current_leader {
@@ -358,10 +375,7 @@ async fn send_pull_and_long_poll_on_a_three_replica_group() {
     );
     let unknown = to_leader.call(RemotingCommand::request_without_header(9999)).await;
     assert_eq!(unknown.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 fn update_offset(group: &str, queue_id: i32, offset: i64) -> RemotingCommand {
@@ -464,10 +478,7 @@ async fn consumer_offsets_are_replicated_and_survive_a_leader_change() {
         Conn::connect(group[&new_leader.expect("a new leader")].broker.local_addr()).await;
     assert_eq!(offset_on(&mut to_new, "CG", 0).await, (response_code::SUCCESS, 2));
     assert_eq!(offset_on(&mut to_new, "CG", 1).await, (response_code::SUCCESS, 1));
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 fn heartbeat(client: &str) -> RemotingCommand {
@@ -548,10 +559,7 @@ async fn consumers_hear_of_group_changes_and_lock_queues() {
         ))
         .await;
     assert_eq!(ConsumerListBody::from_json(&list.body).unwrap().consumer_id_list, vec!["c1"]);
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 /// The leader registers as brokerId 0, followers as node id + 1; when the leader stops, the new
@@ -627,10 +635,7 @@ async fn the_namesrv_follows_the_raft_leader() {
     assert!(seen < Duration::from_secs(1), "{seen:?}");
     assert!(route_of(&ns)
         .is_some_and(|addrs| addrs.get(&0) == Some(&advertised(new_leader).to_string())));
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 /// Messages are found by key, by UNIQ_KEY, by offset msgId and by store time.
@@ -638,10 +643,7 @@ async fn the_namesrv_follows_the_raft_leader() {
 async fn messages_are_found_by_key_id_and_time() {
     let group = start_group().await;
     let leader = leader(&group).await;
-    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
-    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut c = with_topic(&group, leader, "T").await;
     let mut ids = Vec::new();
     for i in 0..10 {
         let mut cmd = send("T", 0, "TagA", &format!("order-{i}"));
@@ -722,10 +724,7 @@ async fn messages_are_found_by_key_id_and_time() {
         .await;
     let ts = earliest.decode_header::<GetEarliestMsgStoretimeResponseHeader>().unwrap().timestamp;
     assert!(ts >= 1_700_000_000_000, "store time counts from the broker's start time");
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 /// A batch send stores every message with consecutive offsets, a oneway send is stored too; a
@@ -735,10 +734,7 @@ async fn batches_and_retry_topics() {
     use rocketraft_protocol::message::{encode_batch, BatchMessage};
     let group = start_group().await;
     let leader = leader(&group).await;
-    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
-    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut c = with_topic(&group, leader, "T").await;
     let batch: Vec<BatchMessage> = (0..5)
         .map(|i| BatchMessage {
             flag: 0,
@@ -799,10 +795,7 @@ async fn batches_and_retry_topics() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(everywhere, "%RETRY%CG and the group exist on every replica");
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 /// The admin calls mqadmin makes: topic and subscription-group tables are listed, created and
@@ -816,10 +809,7 @@ async fn admin_calls_manage_topics_and_groups() {
     let group = start_group().await;
     let leader = leader(&group).await;
     let follower = *group.keys().find(|&&id| id != leader).unwrap();
-    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
-    while c.call(create_topic("T")).await.code != response_code::SUCCESS {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut c = with_topic(&group, leader, "T").await;
     let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
     let all = RemotingCommand::request(
         request_code::GET_ALL_TOPIC_CONFIG,
@@ -946,10 +936,7 @@ async fn admin_calls_manage_topics_and_groups() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "the deletions reach every replica");
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
 }
 
 fn stats_newest(
@@ -975,10 +962,7 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
     let group = start_group_advertising(vec![ns.local_addr().to_string()], true).await;
     let leader = leader(&group).await;
     let leader_addr = group[&leader].broker.local_addr();
-    let mut c = Conn::connect(leader_addr).await;
-    while c.call(create_topic("Interop")).await.code != response_code::SUCCESS {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    with_topic(&group, leader, "Interop").await;
     let args =
         [ns.local_addr().to_string(), leader_addr.to_string(), "Interop".into(), "1000".into()];
     let result = tokio::task::spawn_blocking(move || {
@@ -987,9 +971,6 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
     .await
     .unwrap();
     assert_eq!(result, serde_json::json!({"sent": 1000, "consumed": 1000, "found": 1000}));
-    for (_, r) in group {
-        r.broker.shutdown();
-        r.node.shutdown().await;
-    }
+    stop_group(group).await;
     ns.shutdown();
 }

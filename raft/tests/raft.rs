@@ -339,6 +339,12 @@ mod recovery {
     }
 
     impl Group {
+        async fn shutdown(&mut self) {
+            for (_, n) in std::mem::take(&mut self.nodes) {
+                n.shutdown().await;
+            }
+        }
+
         async fn start() -> Group {
             Self::start_with(false).await
         }
@@ -496,9 +502,7 @@ mod recovery {
             g.nodes[&leader].dispatcher.lock().unwrap().queue("T", 0).unwrap().max_offset().0,
             11
         );
-        for (_, n) in std::mem::take(&mut g.nodes) {
-            n.shutdown().await;
-        }
+        g.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,9 +541,7 @@ mod recovery {
                 n.raft.metrics().borrow().id
             );
         }
-        for (_, n) in std::mem::take(&mut g.nodes) {
-            n.shutdown().await;
-        }
+        g.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,9 +563,7 @@ mod recovery {
             .expect("must refuse");
         assert!(matches!(err, StartError::MembershipMismatch { .. }), "{err}");
         assert!(err.to_string().contains("fix the peer list"));
-        for (_, n) in std::mem::take(&mut g.nodes) {
-            n.shutdown().await;
-        }
+        g.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,9 +760,7 @@ mod recovery {
             o.sort_unstable();
             assert_eq!(o, (0..200).collect::<Vec<_>>(), "queue {q}");
         }
-        for (_, n) in std::mem::take(&mut g.nodes) {
-            n.shutdown().await;
-        }
+        g.shutdown().await;
     }
 
     /// The retention task of a running replica purges old segments that a snapshot covers,
@@ -794,8 +792,6 @@ mod recovery {
             g.nodes[&id].state_machine.consumer_offset("g", "topic-3", 3).unwrap(),
             Some(311)
         );
-        for (_, n) in std::mem::take(&mut g.nodes) {
-            n.shutdown().await;
-        }
+        g.shutdown().await;
     }
 }
