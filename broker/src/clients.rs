@@ -10,7 +10,10 @@
 //! - a consumer group's member list changing (join or leave) is reported, so its members
 //!   rebalance at once;
 //! - a queue lock belongs to one client of a group until `lock_expiry_ms` (60 s) after its last
-//!   renewal; another client gets it only once it expired or was released.
+//!   renewal; another client gets it only once it expired or was released, or the holder left
+//!   the group (unregistered, connection closed, or expired). RocketMQ keeps a departed
+//!   client's locks until they expire, which stalls an orderly queue for up to a minute after a
+//!   consumer crash; releasing them at once is safe because the holder can no longer consume.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,6 +100,7 @@ impl ClientManager {
             if self.consumers.get_mut(g).is_some_and(|m| m.remove(client_id).is_some()) {
                 changed.insert(g.to_owned());
             }
+            self.locks.retain(|(group, _), l| group != g || l.client_id != client_id);
         }
         self.prune();
         changed
@@ -116,13 +120,22 @@ impl ClientManager {
 
     fn remove_where(&mut self, gone: impl Fn(ConnId, i64) -> bool) -> BTreeSet<String> {
         let mut changed = BTreeSet::new();
+        let mut left = BTreeSet::new();
         for (group, members) in &mut self.consumers {
             let before = members.len();
-            members.retain(|_, m| !gone(m.conn, m.last_heartbeat_ms));
+            members.retain(|id, m| {
+                let stays = !gone(m.conn, m.last_heartbeat_ms);
+                if !stays {
+                    left.insert((group.clone(), id.clone()));
+                }
+                stays
+            });
             if members.len() != before {
                 changed.insert(group.clone());
             }
         }
+        // A consumer that left holds no queue: the next owner need not wait for the expiry.
+        self.locks.retain(|(group, _), l| !left.contains(&(group.clone(), l.client_id.clone())));
         for members in self.producers.values_mut() {
             members.retain(|_, (conn, last)| !gone(*conn, *last));
         }
@@ -257,6 +270,26 @@ mod tests {
         assert_eq!(m.connection_closed(2), ["G".to_owned()].into());
         assert!(m.consumer_ids("G").is_empty());
         assert_eq!(m.producer_connection("PG"), None);
+    }
+
+    #[test]
+    fn a_departed_clients_locks_are_free_at_once() {
+        let mut m = ClientManager::new();
+        m.heartbeat(1, &hb("c1", &["G"]), 0);
+        m.heartbeat(2, &hb("c2", &["G"]), 0);
+        m.heartbeat(3, &hb("c3", &["G"]), 0);
+        for (c, q) in [("c1", 0), ("c2", 1), ("c3", 2)] {
+            assert_eq!(m.lock("G", c, &[mq(q)].into(), 0, LOCK_EXPIRY_MS_DEFAULT), [mq(q)].into());
+        }
+        let all: BTreeSet<_> = [mq(0), mq(1), mq(2)].into();
+        assert!(m.lock("G", "c9", &all, S, LOCK_EXPIRY_MS_DEFAULT).is_empty(), "all held");
+        m.unregister("c1", None, Some("G"));
+        m.connection_closed(2);
+        assert_eq!(
+            m.lock("G", "c9", &all, 2 * S, LOCK_EXPIRY_MS_DEFAULT),
+            [mq(0), mq(1)].into(),
+            "c1 unregistered and c2's connection closed; c3 still holds q2"
+        );
     }
 
     #[test]

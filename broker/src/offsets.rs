@@ -7,6 +7,10 @@
 //! commit that reaches a follower, or is lost in a leader change, is simply sent again by the
 //! consumer's next periodic commit (RocketMQ's at-least-once contract). Bounded: at most
 //! `pending_max` commits wait; beyond that new ones are dropped and logged.
+//!
+//! A commit can also be awaited ([`OffsetCommitter::commit_and_wait`]): the answer comes once
+//! the batch holding it has committed through Raft, so a consumer handing a queue over knows the
+//! next owner reads its offset from any replica.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use openraft::Raft;
 use rocketraft_raft::types::ConsumerOffset;
 use rocketraft_raft::{MetaCommand, Request, TypeConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Batching limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +40,11 @@ impl Default for OffsetBatchConfig {
 /// A handle to commit offsets; cheap to clone.
 #[derive(Clone)]
 pub struct OffsetCommitter {
-    tx: mpsc::Sender<ConsumerOffset>,
+    tx: mpsc::Sender<Pending>,
 }
+
+/// A commit and, for an awaited one, where to say whether it committed.
+type Pending = (ConsumerOffset, Option<oneshot::Sender<bool>>);
 
 impl OffsetCommitter {
     pub fn start(raft: Raft<TypeConfig>, config: OffsetBatchConfig) -> Self {
@@ -48,27 +55,35 @@ impl OffsetCommitter {
 
     /// Queues a commit; it reaches Raft within the batch interval.
     pub fn commit(&self, offset: ConsumerOffset) {
-        if self.tx.try_send(offset).is_err() {
+        if self.tx.try_send((offset, None)).is_err() {
             tracing::warn!("too many consumer offset commits waiting: dropping one (the consumer sends it again)");
         }
     }
+
+    /// Queues a commit and waits until it is committed through Raft: true once it is, false if
+    /// it was dropped (queue full) or the proposal failed (not the leader any more).
+    pub async fn commit_and_wait(&self, offset: ConsumerOffset) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self.tx.try_send((offset, Some(done))).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
 }
 
-async fn run(
-    raft: Raft<TypeConfig>,
-    config: OffsetBatchConfig,
-    mut rx: mpsc::Receiver<ConsumerOffset>,
-) {
-    while let Some(first) = rx.recv().await {
+async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Receiver<Pending>) {
+    while let Some((first, waiter)) = rx.recv().await {
         let mut batch: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
+        let mut waiters: Vec<oneshot::Sender<bool>> = waiter.into_iter().collect();
         batch.insert((first.group, first.topic, first.queue_id), first.offset);
         let deadline = tokio::time::sleep(Duration::from_millis(config.batch_ms));
         tokio::pin!(deadline);
         while batch.len() < config.batch_max {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(o) => {
+                    Some((o, waiter)) => {
                         batch.insert((o.group, o.topic, o.queue_id), o.offset);
+                        waiters.extend(waiter);
                     }
                     None => break,
                 },
@@ -84,10 +99,18 @@ async fn run(
                 offset,
             })
             .collect();
-        if let Err(e) =
-            raft.client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)])).await
+        let committed = match raft
+            .client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)]))
+            .await
         {
-            tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
+                false
+            }
+        };
+        for w in waiters {
+            let _ = w.send(committed);
         }
     }
 }
