@@ -71,7 +71,7 @@ pub struct ServerSection {
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
-    /// Requests running at once on one connection, then SYSTEM_BUSY. Default 256.
+    /// Requests running at once on one connection, then SYSTEM_BUSY. Default 4,096.
     pub requests_in_flight_max: usize,
     /// How often to register with every NameServer. Default 30,000 ms.
     pub register_interval_ms: u64,

@@ -73,7 +73,8 @@ pub struct BrokerConfig {
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
-    /// Requests running at once on one connection. Default 256.
+    /// Requests running at once on one connection. Default 4,096 (a consumer holds one pull per
+    /// queue it owns, and a producer keeps up to 1,024 async sends in flight).
     pub requests_in_flight_max: usize,
     /// The NameServers to register with (host:port). Default none.
     pub namesrv_addrs: Vec<String>,
@@ -99,7 +100,7 @@ impl BrokerConfig {
             pull_batch_max: 32,
             suspend_max_ms: 30_000,
             connections_max: 4096,
-            requests_in_flight_max: 256,
+            requests_in_flight_max: 4096,
             namesrv_addrs: Vec::new(),
             register_interval_ms: 30_000,
             auto_create_topic: true,
@@ -148,6 +149,18 @@ impl Broker {
         now_ms: i64,
     ) -> std::io::Result<Broker> {
         let listener = TcpListener::bind(&config.listen).await?;
+        Self::start_on(listener, config, node, waiters, now_ms).await
+    }
+
+    /// As [`Broker::start`], on a listener already bound (`config.listen` is not used): a
+    /// caller that binds port 0 first knows the address to advertise before starting.
+    pub async fn start_on<S: Storage + Clone, M: MetaStore>(
+        listener: TcpListener,
+        config: BrokerConfig,
+        node: &RaftNode<S, M>,
+        waiters: Arc<PullWaiters>,
+        now_ms: i64,
+    ) -> std::io::Result<Broker> {
         let addr = listener.local_addr()?;
         let proposer =
             Proposer::start(node.raft.clone(), node.dispatcher.clone(), Default::default());
@@ -263,26 +276,30 @@ async fn accept_loop<S: Storage + Clone, M: MetaStore>(
             _ = stop.changed() => return,
         };
         let Ok((stream, peer)) = accepted else { return };
+        // Responses are small and must not wait for the client's delayed ACK (Nagle): RocketMQ
+        // sets tcpNoDelay too.
+        let _ = stream.set_nodelay(true);
         if inner.connections.fetch_add(1, Ordering::SeqCst) >= inner.config.connections_max {
             inner.connections.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(%peer, "too many connections: closing a new one");
             continue;
         }
-        let (inner, mut stop) = (inner.clone(), stop.clone());
+        let (inner, stop) = (inner.clone(), stop.clone());
         tokio::spawn(async move {
-            tokio::select! {
-                _ = serve_connection(stream, peer, inner.clone()) => {}
-                _ = stop.changed() => {}
-            }
+            serve_connection(stream, peer, inner.clone(), stop).await;
             inner.connections.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
 
+/// Serves one connection until the peer closes it, sends a malformed frame, or the broker
+/// stops; at a stop the socket closes at once, requests in flight or not (as if the process
+/// died), so clients fail over instead of waiting for held pulls and proposals.
 async fn serve_connection<S: Storage + Clone, M: MetaStore>(
     stream: TcpStream,
     peer: SocketAddr,
     inner: Arc<Inner<S, M>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let max = inner.config.requests_in_flight_max;
@@ -336,7 +353,14 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
                 }
             });
         }
-        match rd.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            r = rd.read_buf(&mut buf) => r,
+            _ = stop.changed() => {
+                writer.abort();
+                break 'read;
+            }
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -387,7 +411,7 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::QUERY_MESSAGE => query_message(req, inner),
         rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
         rc::GET_EARLIEST_MSG_STORETIME => earliest_store_time(req, inner),
-        rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner),
+        rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner).await,
         rc::HEART_BEAT => heartbeat(req, conn, inner),
         rc::UNREGISTER_CLIENT => unregister_client(req, inner),
         rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
@@ -455,7 +479,10 @@ async fn auto_create<S: Storage + Clone, M: MetaStore>(
             format!("topic[{}] not exist, apply first please!", h.topic),
         )
     };
-    if !inner.config.auto_create_topic || h.default_topic != AUTO_CREATE_TOPIC {
+    // A group's dead-letter topic is created on its first use whatever the setting, as
+    // RocketMQ's send-back does: consumers send there after the last retry.
+    let dead_letter = h.topic.starts_with(DLQ_PREFIX);
+    if !(inner.config.auto_create_topic || dead_letter) || h.default_topic != AUTO_CREATE_TOPIC {
         return Err(not_exist());
     }
     // The master creates TBW102 on its first registration round; before that (or with no
@@ -1139,7 +1166,10 @@ fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
         .with_header(&OffsetResponseHeader { offset: offset as i64 }))
 }
 
-fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
+/// Oneway commits are batched and forgotten; a commit that expects an answer gets it once the
+/// offset is committed through Raft (SYSTEM_ERROR if that failed), so a consumer that hands a
+/// queue over knows every replica already has the offset.
+async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
@@ -1154,14 +1184,26 @@ fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
             format!("commitOffset {} is negative", h.commit_offset),
         ));
     }
-    inner.offsets.commit(ConsumerOffset {
+    let offset = ConsumerOffset {
         group: h.consumer_group,
         topic: h.topic,
         queue_id: h.queue_id,
         offset: h.commit_offset as u64,
-    });
+    };
+    if req.is_oneway() {
+        inner.offsets.commit(offset);
+    } else if !inner.offsets.commit_and_wait(offset).await {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "the offset was not committed (leader changed or too many commits waiting); send it again",
+        ));
+    }
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
+
+/// The prefix of a consumer group's dead-letter topic (`%DLQ%<group>`).
+pub const DLQ_PREFIX: &str = "%DLQ%";
 
 /// RocketMQ's retry topic of a consumer group.
 pub fn retry_topic(group: &str) -> String {

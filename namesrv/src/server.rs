@@ -158,6 +158,8 @@ async fn accept_loop(
                 return;
             }
         };
+        // Small answers must not wait for the peer's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         if shared.connections.fetch_add(1, Ordering::SeqCst) >= shared.config.connections_max {
             shared.connections.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(%peer, max = shared.config.connections_max, "too many connections: closing a new one");

@@ -127,6 +127,8 @@ pub async fn serve(
                 return;
             }
         };
+        // Replies are small and latency-bound: no Nagle delay behind the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let (raft, group, mut stop) = (raft.clone(), group.clone(), stop.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
@@ -226,7 +228,10 @@ impl PeerClient {
                 )
                 .await
                 {
-                    Ok(Ok(s)) => s,
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        s
+                    }
                     Ok(Err(e)) => return Err((true, format!("connect to {}: {e}", self.addr))),
                     Err(_) => return Err((true, format!("connect to {} timed out", self.addr))),
                 }
