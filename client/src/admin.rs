@@ -1,0 +1,285 @@
+//! Admin calls (what the `rocketraft` command's admin verbs need): cluster and route
+//! information, topic creation and deletion, queue offsets and a group's progress, and
+//! message lookup by key, by UNIQ_KEY and by offset message id.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rocketraft_protocol::body::{
+    ClusterInfo, ConsumeStats, JsonBody, KvTable, TopicList, TopicRouteData, TopicStatsTable,
+};
+use rocketraft_protocol::code::perm;
+use rocketraft_protocol::headers::{
+    CreateTopicRequestHeader, GetConsumeStatsRequestHeader, QueryMessageRequestHeader,
+    TopicRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
+};
+use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+
+use crate::consumer::read_addr;
+use crate::core::{ClientConfig, Core};
+use crate::error::{ClientError, Result};
+use crate::message::MessageExt;
+
+/// Most messages a key lookup returns per broker group.
+pub const QUERY_MAX: i32 = 64;
+
+/// An admin handle.
+pub struct Admin {
+    core: Arc<Core>,
+}
+
+impl Admin {
+    pub async fn start(config: ClientConfig) -> Result<Admin> {
+        Ok(Admin { core: Core::start(config, None).await? })
+    }
+
+    /// Asks the NameServers in turn; the first answer wins.
+    async fn namesrv_call(&self, req: RemotingCommand) -> Result<RemotingCommand> {
+        let mut last = None;
+        for addr in &self.core.config.namesrv_addrs {
+            match self.core.call_ok(addr, req.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ClientError::InvalidArgument("no NameServer address".into())))
+    }
+
+    /// Broker groups and clusters (GET_BROKER_CLUSTER_INFO).
+    pub async fn cluster_info(&self) -> Result<ClusterInfo> {
+        let resp = self
+            .namesrv_call(RemotingCommand::request_without_header(
+                request_code::GET_BROKER_CLUSTER_INFO,
+            ))
+            .await?;
+        ClusterInfo::from_json(&resp.body)
+            .map_err(|e| ClientError::Protocol { addr: "NameServer".into(), source: e })
+    }
+
+    /// Every topic the NameServer knows.
+    pub async fn topics(&self) -> Result<BTreeSet<String>> {
+        let resp = self
+            .namesrv_call(RemotingCommand::request_without_header(
+                request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
+            ))
+            .await?;
+        TopicList::from_json(&resp.body)
+            .map(|l| l.topic_list)
+            .map_err(|e| ClientError::Protocol { addr: "NameServer".into(), source: e })
+    }
+
+    /// A topic's route, fetched now.
+    pub async fn route(&self, topic: &str) -> Result<TopicRouteData> {
+        Ok(self.core.routes.refresh(topic).await?.data.clone())
+    }
+
+    /// The master address of every broker group of `cluster` (all clusters if `None`).
+    pub async fn masters(&self, cluster: Option<&str>) -> Result<BTreeMap<String, String>> {
+        let info = self.cluster_info().await?;
+        let names: BTreeSet<String> = match cluster {
+            Some(c) => info.cluster_addr_table.get(c).cloned().ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "no cluster named {c:?} (known: {})",
+                    info.cluster_addr_table.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+            None => info.broker_addr_table.keys().cloned().collect(),
+        };
+        Ok(names
+            .into_iter()
+            .filter_map(|n| {
+                let addr = info.broker_addr_table.get(&n)?.master_addr()?.to_owned();
+                Some((n, addr))
+            })
+            .collect())
+    }
+
+    /// Creates (or updates) `topic` with `queues` read and write queues on every master of
+    /// `cluster` (all clusters if `None`); returns the broker groups it was created on.
+    pub async fn create_topic(
+        &self,
+        cluster: Option<&str>,
+        topic: &str,
+        queues: i32,
+        order: bool,
+    ) -> Result<Vec<String>> {
+        if !(1..=1024).contains(&queues) {
+            return Err(ClientError::InvalidArgument(format!(
+                "{queues} queues: a topic has 1 to 1024"
+            )));
+        }
+        let masters = self.masters(cluster).await?;
+        if masters.is_empty() {
+            return Err(ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: "no broker group has a master registered with the NameServers".into(),
+            });
+        }
+        let header = CreateTopicRequestHeader {
+            topic: topic.to_owned(),
+            default_topic: crate::producer::AUTO_CREATE_TOPIC.to_owned(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: perm::READ | perm::WRITE,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: Some(0),
+            order: Some(order),
+        };
+        let mut done = Vec::new();
+        for (name, addr) in masters {
+            let req = RemotingCommand::request(request_code::UPDATE_AND_CREATE_TOPIC, &header);
+            self.core.call_ok(&addr, req).await?;
+            done.push(name);
+        }
+        Ok(done)
+    }
+
+    /// Deletes `topic` from every master of `cluster` and from every NameServer.
+    pub async fn delete_topic(&self, cluster: Option<&str>, topic: &str) -> Result<()> {
+        let header = TopicRequestHeader { topic: topic.to_owned() };
+        for addr in self.masters(cluster).await?.values() {
+            let req = RemotingCommand::request(request_code::DELETE_TOPIC_IN_BROKER, &header);
+            self.core.call_ok(addr, req).await?;
+        }
+        for addr in &self.core.config.namesrv_addrs {
+            let req = RemotingCommand::request(request_code::DELETE_TOPIC_IN_NAMESRV, &header);
+            self.core.call_ok(addr, req).await?;
+        }
+        Ok(())
+    }
+
+    /// Min and max offsets of every queue of `topic` (GET_TOPIC_STATS_INFO on each group).
+    pub async fn topic_stats(&self, topic: &str) -> Result<TopicStatsTable> {
+        let route = self.core.routes.refresh(topic).await?;
+        let mut all = TopicStatsTable::default();
+        for b in &route.data.broker_datas {
+            let Some(addr) = read_addr(&route, &b.broker_name) else { continue };
+            let req = RemotingCommand::request(
+                request_code::GET_TOPIC_STATS_INFO,
+                &TopicRequestHeader { topic: topic.to_owned() },
+            );
+            let resp = self.core.call_ok(&addr, req).await?;
+            let t = TopicStatsTable::decode(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr, source: e })?;
+            all.offset_table.extend(t.offset_table);
+        }
+        Ok(all)
+    }
+
+    /// A group's committed offsets and the queues' ends (GET_CONSUME_STATS on every master
+    /// of the topic's route, or of the cluster when no topic is given).
+    pub async fn consume_stats(&self, group: &str, topic: Option<&str>) -> Result<ConsumeStats> {
+        let addrs: Vec<String> = match topic {
+            Some(t) => {
+                let route = self.core.routes.refresh(t).await?;
+                route
+                    .data
+                    .broker_datas
+                    .iter()
+                    .filter_map(|b| read_addr(&route, &b.broker_name))
+                    .collect()
+            }
+            None => self.masters(None).await?.into_values().collect(),
+        };
+        let mut all = ConsumeStats::default();
+        for addr in addrs {
+            let req = RemotingCommand::request(
+                request_code::GET_CONSUME_STATS,
+                &GetConsumeStatsRequestHeader {
+                    consumer_group: group.to_owned(),
+                    topic: topic.map(str::to_owned),
+                },
+            );
+            let resp = self.core.call_ok(&addr, req).await?;
+            let s = ConsumeStats::decode(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr, source: e })?;
+            all.consume_tps += s.consume_tps;
+            all.offset_table.extend(s.offset_table);
+        }
+        Ok(all)
+    }
+
+    /// A broker replica's runtime table (GET_BROKER_RUNTIME_INFO).
+    pub async fn runtime_info(&self, broker_addr: &str) -> Result<BTreeMap<String, String>> {
+        let req = RemotingCommand::request_without_header(request_code::GET_BROKER_RUNTIME_INFO);
+        let resp = self.core.call_ok(broker_addr, req).await?;
+        KvTable::from_json(&resp.body)
+            .map(|t| t.table)
+            .map_err(|e| ClientError::Protocol { addr: broker_addr.to_owned(), source: e })
+    }
+
+    /// Messages of `topic` carrying `key` among their KEYS (up to [`QUERY_MAX`] per group).
+    pub async fn query_by_key(&self, topic: &str, key: &str) -> Result<Vec<MessageExt>> {
+        self.query(topic, key, false).await
+    }
+
+    /// The message whose UNIQ_KEY (the producer's msgId) is `msg_id`, if stored.
+    pub async fn query_by_msg_id(&self, topic: &str, msg_id: &str) -> Result<Option<MessageExt>> {
+        Ok(self.query(topic, msg_id, true).await?.into_iter().next())
+    }
+
+    async fn query(&self, topic: &str, key: &str, uniq: bool) -> Result<Vec<MessageExt>> {
+        let route = self.core.routes.refresh(topic).await?;
+        let mut found = Vec::new();
+        for b in &route.data.broker_datas {
+            let Some(addr) = read_addr(&route, &b.broker_name) else { continue };
+            let mut req = RemotingCommand::request(
+                request_code::QUERY_MESSAGE,
+                &QueryMessageRequestHeader {
+                    topic: topic.to_owned(),
+                    key: key.to_owned(),
+                    max_num: QUERY_MAX,
+                    begin_timestamp: 0,
+                    end_timestamp: i64::MAX,
+                },
+            );
+            if uniq {
+                req.set_ext_field(UNIQUE_KEY_QUERY, "true");
+            }
+            let resp =
+                self.core.remoting.call(&addr, req, self.core.config.call_timeout_ms).await?;
+            if resp.code == response_code::QUERY_NOT_FOUND {
+                continue;
+            }
+            let resp = crate::core::expect_success(&addr, resp)?;
+            let records = decode_records(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
+            found.extend(records.iter().map(|r| MessageExt::from_record(r, &b.broker_name)));
+        }
+        Ok(found)
+    }
+
+    /// The message with the broker id `offset_msg_id` (VIEW_MESSAGE_BY_ID at the replica the
+    /// id names).
+    pub async fn view_by_offset_id(&self, offset_msg_id: &str) -> Result<MessageExt> {
+        let (host, offset) = decode_offset_msg_id(offset_msg_id)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let addr = host.to_string();
+        let req = RemotingCommand::request(
+            request_code::VIEW_MESSAGE_BY_ID,
+            &ViewMessageRequestHeader { offset },
+        );
+        let resp = self.core.call_ok(&addr, req).await?;
+        let records = decode_records(&resp.body)
+            .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
+        let r = records.first().ok_or_else(|| ClientError::Broker {
+            addr: addr.clone(),
+            code: response_code::SUCCESS,
+            remark: "the answer holds no message".into(),
+        })?;
+        let broker = self
+            .core
+            .routes
+            .brokers()
+            .into_iter()
+            .find(|(_, replicas)| replicas.values().any(|a| a == &addr))
+            .map(|(n, _)| n)
+            .unwrap_or_default();
+        Ok(MessageExt::from_record(r, &broker))
+    }
+
+    pub async fn shutdown(self) {
+        self.core.shutdown(None, None).await;
+    }
+}

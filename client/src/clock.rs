@@ -1,0 +1,16 @@
+//! Wall-clock time for message timestamps and UNIQ_KEYs: the one place the client reads it
+//! (STYLE.md rule 20). Under madsim the clock is simulated.
+
+/// Unix milliseconds now.
+#[allow(clippy::disallowed_methods)] // the clock seam itself
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The runtime's monotonic clock (virtual under madsim).
+#[allow(clippy::disallowed_methods)] // tokio's clock is madsim's under the simulation
+pub(crate) fn instant() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}

@@ -1,0 +1,962 @@
+//! The push consumer: rebalances a group's queues among its members, long-polls each queue it
+//! owns, hands the messages to the listener, and commits offsets.
+//!
+//! Delivery rules:
+//! - a queue's committed offset is the lowest offset not yet consumed (messages in flight or
+//!   waiting for a retry hold it back), so nothing is skipped: after a crash the next owner
+//!   starts at or before the first message not consumed (at-least-once);
+//! - **queue hand-over through broker locks** (clustering): a member takes a queue only once
+//!   it holds the queue's lock on the group's master, and a member that gives a queue up first
+//!   stops, lets running listener calls finish, commits (the broker answers once the offset is
+//!   committed through Raft) and only then unlocks. So a rebalance among live members
+//!   redelivers nothing. RocketMQ's concurrent consumers take queues without locks, which
+//!   redelivers whatever the previous owner had not yet committed; its orderly consumers lock
+//!   as we do. A member that dies loses its locks when its connection closes;
+//! - orderly listeners get one queue's messages one batch at a time, in queue order, and only
+//!   while the queue's lock is held (renewed every `lock_renew_ms`, trusted for 30 s);
+//! - a listener that returns [`ConsumeResult::Later`] (or panics) gets the messages again
+//!   after `retry_delays_ms[n]` (concurrent) or `orderly_retry_ms` (orderly), with
+//!   `reconsume_times` counting up. After `max_reconsume_times` retries a concurrent
+//!   consumer sends the message to the group's dead-letter topic `%DLQ%<group>`. Retries are
+//!   kept in the client, not sent back to a `%RETRY%` topic: RocketRaft's broker has no
+//!   delayed delivery yet (ARCHITECTURE.md);
+//! - bounded: at most `queue_cached_messages_max` messages and `queue_cached_bytes_max` bytes
+//!   wait per queue (pulling pauses beyond), at most `consume_concurrency_max` listener calls
+//!   run at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketraft_protocol::body::{
+    ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, MessageQueue,
+    SubscriptionData,
+};
+use rocketraft_protocol::headers::SendMessageRequestHeaderV2;
+use rocketraft_protocol::message::{properties_to_string, property};
+use rocketraft_protocol::{request_code, RemotingCommand};
+use tokio::sync::{watch, Notify, Semaphore};
+
+use super::{
+    commit_offset, group_members, initial_offset, lock_queues, offsets, pull, start_offset,
+    unlock_queues, CatchPanic, ConsumeFrom, ConsumeResult, MessageListener, Pulled,
+};
+use crate::clock;
+use crate::core::{expect_success, ClientConfig, Core};
+use crate::error::{ClientError, Result};
+use crate::lock;
+use crate::message::MessageExt;
+use crate::select::{allocate_averagely, subscribe_queues};
+
+/// RocketMQ's retry backoff (delay levels 3..18: 10 s, 30 s, 1 min ... 2 h).
+pub const RETRY_DELAYS_MS_DEFAULT: [u64; 16] = [
+    10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000, 480_000, 540_000,
+    600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// How long a client trusts a queue lock after taking it (RocketMQ's 30 s; the broker keeps it
+/// 60 s).
+const LOCK_TRUST_MS: u64 = 30_000;
+
+/// Push consumer settings. Defaults follow RocketMQ's `DefaultMQPushConsumer`.
+#[derive(Debug, Clone)]
+pub struct PushConsumerConfig {
+    pub client: ClientConfig,
+    /// The consumer group.
+    pub group: String,
+    /// Topic -> tag expression (`*`, `TagA || TagB`).
+    pub subscriptions: BTreeMap<String, String>,
+    /// Clustering (the group shares the queues) or broadcasting (every member reads all).
+    /// Default clustering.
+    pub model: MessageModel,
+    /// Where to start a queue without a committed offset. Default [`ConsumeFrom::LastOffset`].
+    pub consume_from: ConsumeFrom,
+    /// Listener calls running at once. Default 20 (`consumeThreadMax`).
+    pub consume_concurrency_max: usize,
+    /// Messages per listener call. Default 1 (`consumeMessageBatchMaxSize`).
+    pub consume_batch_max: usize,
+    /// Messages per pull. Default 32 (`pullBatchSize`).
+    pub pull_batch_max: i32,
+    /// How long the broker holds a pull that finds nothing. Default 15,000 ms.
+    pub pull_suspend_ms: u64,
+    /// Wait after a failed pull. Default 1,000 ms.
+    pub pull_error_backoff_ms: u64,
+    /// Messages waiting per queue before pulling pauses. Default 1,000.
+    pub queue_cached_messages_max: usize,
+    /// Bytes waiting per queue before pulling pauses. Default 100 MiB.
+    pub queue_cached_bytes_max: usize,
+    /// How often the group's queues are shared out again. Default 10,000 ms (DESIGN.md §6).
+    pub rebalance_ms: u64,
+    /// How soon a rebalance is retried when a queue's lock was not free. Default 1,000 ms.
+    pub rebalance_retry_ms: u64,
+    /// How often offsets are committed. Default 5,000 ms (`persistConsumerOffsetInterval`).
+    pub commit_ms: u64,
+    /// How often held queue locks are renewed. Default 20,000 ms.
+    pub lock_renew_ms: u64,
+    /// Retries of a concurrent listener's failed message before the dead-letter topic.
+    /// Default 16.
+    pub max_reconsume_times: i32,
+    /// Wait before the n-th retry of a concurrent listener's failed message (the last entry
+    /// repeats). Default [`RETRY_DELAYS_MS_DEFAULT`].
+    pub retry_delays_ms: Vec<u64>,
+    /// Wait before an orderly listener's failed batch is retried. Default 1,000 ms
+    /// (`suspendCurrentQueueTimeMillis`).
+    pub orderly_retry_ms: u64,
+    /// Broadcasting only: where the offset file lives. Default
+    /// `$HOME/.rocketraft_offsets/<client id>/<group>` (RocketMQ's layout).
+    pub offset_dir: Option<PathBuf>,
+    /// How long shutdown waits for running listener calls. Default 30,000 ms.
+    pub shutdown_wait_ms: u64,
+}
+
+impl PushConsumerConfig {
+    pub fn new(namesrv_addrs: &str, group: impl Into<String>) -> Self {
+        PushConsumerConfig {
+            client: ClientConfig::new(namesrv_addrs),
+            group: group.into(),
+            subscriptions: BTreeMap::new(),
+            model: MessageModel::Clustering,
+            consume_from: ConsumeFrom::LastOffset,
+            consume_concurrency_max: 20,
+            consume_batch_max: 1,
+            pull_batch_max: 32,
+            pull_suspend_ms: 15_000,
+            pull_error_backoff_ms: 1_000,
+            queue_cached_messages_max: 1_000,
+            queue_cached_bytes_max: 100 << 20,
+            rebalance_ms: 10_000,
+            rebalance_retry_ms: 1_000,
+            commit_ms: 5_000,
+            lock_renew_ms: 20_000,
+            max_reconsume_times: 16,
+            retry_delays_ms: RETRY_DELAYS_MS_DEFAULT.to_vec(),
+            orderly_retry_ms: 1_000,
+            offset_dir: None,
+            shutdown_wait_ms: 30_000,
+        }
+    }
+
+    /// Subscribes to `topic` with a tag expression.
+    pub fn subscribe(mut self, topic: impl Into<String>, expression: impl Into<String>) -> Self {
+        self.subscriptions.insert(topic.into(), expression.into());
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(ClientError::InvalidArgument(m.to_owned()));
+        if self.group.is_empty() {
+            return bad("the consumer group name is empty");
+        }
+        if self.subscriptions.is_empty() {
+            return bad("subscribe to at least one topic before starting");
+        }
+        if self.consume_concurrency_max == 0 || self.consume_batch_max == 0 {
+            return bad("consume_concurrency_max and consume_batch_max must be at least 1");
+        }
+        if self.pull_batch_max <= 0 || self.queue_cached_messages_max == 0 {
+            return bad("pull_batch_max and queue_cached_messages_max must be at least 1");
+        }
+        if self.retry_delays_ms.is_empty() {
+            return bad("retry_delays_ms needs at least one delay");
+        }
+        if self.rebalance_ms == 0 || self.commit_ms == 0 || self.lock_renew_ms == 0 {
+            return bad("rebalance_ms, commit_ms and lock_renew_ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A running push consumer.
+pub struct PushConsumer {
+    inner: Arc<dyn Running>,
+}
+
+trait Running: Send + Sync {
+    fn shutdown(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Stops every loop at once, without commits (a consumer dropped without shutdown).
+    fn halt(&self);
+    fn assigned(&self) -> BTreeSet<MessageQueue>;
+    fn client_id(&self) -> String;
+}
+
+impl PushConsumer {
+    /// Starts consuming with a concurrent listener: messages of one queue may be handled in
+    /// parallel and out of order.
+    pub async fn start_concurrently<L: MessageListener>(
+        config: PushConsumerConfig,
+        listener: L,
+    ) -> Result<PushConsumer> {
+        Self::start(config, listener, false).await
+    }
+
+    /// Starts consuming with an orderly listener: each queue's messages one batch at a time,
+    /// in queue order, while this member holds the queue's lock.
+    pub async fn start_orderly<L: MessageListener>(
+        config: PushConsumerConfig,
+        listener: L,
+    ) -> Result<PushConsumer> {
+        Self::start(config, listener, true).await
+    }
+
+    async fn start<L: MessageListener>(
+        config: PushConsumerConfig,
+        listener: L,
+        orderly: bool,
+    ) -> Result<PushConsumer> {
+        config.validate()?;
+        let rebalance_now = Arc::new(Notify::new());
+        let notify = rebalance_now.clone();
+        let group = config.group.clone();
+        let handler: crate::remoting::InboundHandler = Arc::new(move |addr, req| {
+            if req.code == request_code::NOTIFY_CONSUMER_IDS_CHANGED {
+                tracing::debug!(%addr, %group, "group members changed: rebalancing now");
+                notify.notify_one();
+            }
+            None
+        });
+        let core = Core::start(config.client.clone(), Some(handler)).await?;
+        let sub_version = clock::now_ms();
+        let subs: BTreeMap<String, SubscriptionData> = config
+            .subscriptions
+            .iter()
+            .map(|(t, e)| (t.clone(), SubscriptionData::tag(t.clone(), e, sub_version)))
+            .collect();
+        let offset_dir = match config.model {
+            MessageModel::Broadcasting => Some(config.offset_dir.clone().unwrap_or_else(|| {
+                let home =
+                    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+                home.join(".rocketraft_offsets")
+                    .join(core.client_id.replace([':', '@'], "_"))
+                    .join(&config.group)
+            })),
+            MessageModel::Clustering => None,
+        };
+        let local_offsets = match &offset_dir {
+            Some(dir) => offsets::load(dir)?,
+            None => BTreeMap::new(),
+        };
+        let inner = Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(config.consume_concurrency_max)),
+            core,
+            config,
+            listener: Arc::new(listener),
+            orderly,
+            subs,
+            queues: Mutex::new(BTreeMap::new()),
+            local_offsets: Mutex::new(local_offsets),
+            offset_dir,
+            rebalance_now,
+        });
+        for topic in inner.subs.keys() {
+            if let Err(e) = inner.core.routes.get(topic).await {
+                tracing::warn!(%topic, error = %e, "no route yet; consumption starts once the topic exists");
+            }
+        }
+        inner.core.heartbeat(&inner.heartbeat_data()).await;
+        inner.core.poll_routes();
+        let weak = Arc::downgrade(&inner);
+        inner.core.every(inner.core.config.heartbeat_ms, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(c) = weak.upgrade() {
+                    c.core.heartbeat(&c.heartbeat_data()).await;
+                }
+            }
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.core.every(inner.config.commit_ms, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(c) = weak.upgrade() {
+                    c.commit_all(false).await;
+                }
+            }
+        });
+        if inner.config.model == MessageModel::Clustering {
+            let weak = Arc::downgrade(&inner);
+            inner.core.every(inner.config.lock_renew_ms, move || {
+                let weak = weak.clone();
+                async move {
+                    if let Some(c) = weak.upgrade() {
+                        c.renew_locks().await;
+                    }
+                }
+            });
+        }
+        tokio::spawn(rebalance_loop(inner.clone()));
+        Ok(PushConsumer { inner })
+    }
+
+    /// The queues this member consumes now.
+    pub fn assigned_queues(&self) -> BTreeSet<MessageQueue> {
+        self.inner.assigned()
+    }
+
+    pub fn client_id(&self) -> String {
+        self.inner.client_id()
+    }
+
+    /// Stops pulling, waits for running listener calls (up to `shutdown_wait_ms`), commits
+    /// every offset, releases the queue locks and leaves the group.
+    pub async fn shutdown(self) {
+        self.inner.clone().shutdown().await
+    }
+}
+
+impl Drop for PushConsumer {
+    /// A consumer dropped without [`PushConsumer::shutdown`] stops its loops; it commits
+    /// nothing more (the last periodic commit stands) and its locks expire on the broker.
+    fn drop(&mut self) {
+        self.inner.halt();
+    }
+}
+
+struct Inner<L> {
+    core: Arc<Core>,
+    config: PushConsumerConfig,
+    listener: Arc<L>,
+    orderly: bool,
+    subs: BTreeMap<String, SubscriptionData>,
+    queues: Mutex<BTreeMap<MessageQueue, Arc<ProcessQueue>>>,
+    permits: Arc<Semaphore>,
+    /// Broadcasting: the offsets in the local file.
+    local_offsets: Mutex<BTreeMap<MessageQueue, i64>>,
+    offset_dir: Option<PathBuf>,
+    rebalance_now: Arc<Notify>,
+}
+
+/// One owned queue: what was pulled and not yet consumed.
+struct ProcessQueue {
+    mq: MessageQueue,
+    /// Turns true when the queue is given up (rebalance or shutdown).
+    dropped: watch::Sender<bool>,
+    state: Mutex<QueueState>,
+    /// Signalled when messages arrive or finish.
+    changed: Notify,
+}
+
+struct QueueState {
+    next_pull: i64,
+    /// offset -> message, pulled and not yet consumed (running or retrying included).
+    cached: BTreeMap<i64, MessageExt>,
+    cached_bytes: usize,
+    /// Listener calls running on this queue's messages.
+    running: usize,
+    /// The last offset committed (or read at start).
+    committed: i64,
+    /// Until when this member may trust its lock (clustering).
+    locked_until: Option<tokio::time::Instant>,
+}
+
+impl ProcessQueue {
+    fn is_dropped(&self) -> bool {
+        *self.dropped.borrow()
+    }
+
+    /// The offset to commit: the first not consumed.
+    fn consumed_offset(&self) -> i64 {
+        let s = lock(&self.state);
+        s.cached.keys().next().copied().unwrap_or(s.next_pull)
+    }
+
+    fn finish(&self, offsets: &[i64]) {
+        let mut s = lock(&self.state);
+        for o in offsets {
+            if let Some(m) = s.cached.remove(o) {
+                s.cached_bytes = s.cached_bytes.saturating_sub(m.body.len());
+            }
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+}
+
+impl<L: MessageListener> Running for Inner<L> {
+    fn shutdown(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { self.stop().await })
+    }
+
+    fn halt(&self) {
+        for pq in lock(&self.queues).values() {
+            pq.dropped.send_replace(true);
+        }
+        self.core.halt();
+    }
+
+    fn assigned(&self) -> BTreeSet<MessageQueue> {
+        lock(&self.queues)
+            .iter()
+            .filter(|(_, pq)| !pq.is_dropped())
+            .map(|(q, _)| q.clone())
+            .collect()
+    }
+
+    fn client_id(&self) -> String {
+        self.core.client_id.clone()
+    }
+}
+
+async fn rebalance_loop<L: MessageListener>(inner: Arc<Inner<L>>) {
+    let mut stopped = inner.core.stopped();
+    loop {
+        let all_taken = inner.rebalance().await;
+        let wait =
+            if all_taken { inner.config.rebalance_ms } else { inner.config.rebalance_retry_ms };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = inner.rebalance_now.notified() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+impl<L: MessageListener> Inner<L> {
+    fn heartbeat_data(&self) -> HeartbeatData {
+        HeartbeatData {
+            client_id: self.core.client_id.clone(),
+            consumer_data_set: vec![ConsumerData {
+                consume_from_where: match self.config.consume_from {
+                    ConsumeFrom::LastOffset => ConsumeFromWhere::ConsumeFromLastOffset,
+                    ConsumeFrom::FirstOffset => ConsumeFromWhere::ConsumeFromFirstOffset,
+                    ConsumeFrom::Timestamp(_) => ConsumeFromWhere::ConsumeFromTimestamp,
+                },
+                consume_type: ConsumeType::ConsumePassively,
+                group_name: self.config.group.clone(),
+                message_model: self.config.model,
+                subscription_data_set: self.subs.values().cloned().collect(),
+                unit_mode: false,
+            }],
+            producer_data_set: Vec::new(),
+        }
+    }
+
+    /// One rebalance round over every subscribed topic; false if some queue could not be
+    /// taken yet (its lock is still held by the previous owner).
+    async fn rebalance(self: &Arc<Self>) -> bool {
+        let mut all_taken = true;
+        for (topic, sub) in &self.subs {
+            let route = match self.core.routes.get(topic).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%topic, error = %e, "no route: nothing to consume yet");
+                    continue;
+                }
+            };
+            let queues = subscribe_queues(topic, &route.data);
+            let mine: BTreeSet<MessageQueue> = match self.config.model {
+                MessageModel::Broadcasting => queues.into_iter().collect(),
+                MessageModel::Clustering => {
+                    match group_members(&self.core, &self.config.group, &route).await {
+                        Ok(members) => allocate_averagely(&queues, &members, &self.core.client_id)
+                            .into_iter()
+                            .collect(),
+                        Err(e) => {
+                            tracing::debug!(%topic, error = %e, "group members unknown: keeping the queues held");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let current: BTreeMap<MessageQueue, Arc<ProcessQueue>> = lock(&self.queues)
+                .iter()
+                .filter(|(q, _)| &q.topic == topic)
+                .map(|(q, pq)| (q.clone(), pq.clone()))
+                .collect();
+            for (q, pq) in &current {
+                if !mine.contains(q) && !pq.is_dropped() {
+                    tracing::info!(queue = ?q, "giving the queue up (rebalance)");
+                    let me = self.clone();
+                    let pq = pq.clone();
+                    tokio::spawn(async move { me.give_up(pq).await });
+                }
+            }
+            let wanted: Vec<MessageQueue> =
+                mine.iter().filter(|q| !current.contains_key(*q)).cloned().collect();
+            if mine.iter().any(|q| current.get(q).is_some_and(|pq| pq.is_dropped())) {
+                all_taken = false; // still being given up: take it again next round
+            }
+            if wanted.is_empty() {
+                continue;
+            }
+            let granted = match self.config.model {
+                MessageModel::Broadcasting => wanted.clone(),
+                MessageModel::Clustering => {
+                    let mut by_broker: BTreeMap<String, BTreeSet<MessageQueue>> = BTreeMap::new();
+                    for q in &wanted {
+                        by_broker.entry(q.broker_name.clone()).or_default().insert(q.clone());
+                    }
+                    let mut granted = Vec::new();
+                    for (broker, qs) in by_broker {
+                        match lock_queues(&self.core, &self.config.group, &route, &broker, qs).await
+                        {
+                            Ok(got) => granted.extend(got),
+                            Err(e) => tracing::debug!(%broker, error = %e, "queue locks not taken"),
+                        }
+                    }
+                    granted
+                }
+            };
+            if granted.len() < wanted.len() {
+                all_taken = false;
+            }
+            for q in granted {
+                if let Err(e) = self.take(q.clone(), sub.clone()).await {
+                    all_taken = false;
+                    tracing::debug!(queue = ?q, error = %e, "queue not taken: its offset is unknown");
+                    if self.config.model == MessageModel::Clustering {
+                        let broker = q.broker_name.clone();
+                        let _ = unlock_queues(
+                            &self.core,
+                            &self.config.group,
+                            &route,
+                            &broker,
+                            [q].into(),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        all_taken
+    }
+
+    /// Starts consuming a queue this member now owns.
+    async fn take(self: &Arc<Self>, mq: MessageQueue, sub: SubscriptionData) -> Result<()> {
+        let start = match self.config.model {
+            MessageModel::Clustering => {
+                initial_offset(&self.core, &self.config.group, &mq, self.config.consume_from)
+                    .await?
+            }
+            MessageModel::Broadcasting => {
+                let known = lock(&self.local_offsets).get(&mq).copied();
+                match known {
+                    Some(o) => o,
+                    None => start_offset(&self.core, &mq, self.config.consume_from).await?,
+                }
+            }
+        };
+        tracing::info!(queue = ?mq, offset = start, "consuming the queue");
+        let locked_until = (self.config.model == MessageModel::Clustering)
+            .then(|| clock::instant() + Duration::from_millis(LOCK_TRUST_MS));
+        let pq = Arc::new(ProcessQueue {
+            mq: mq.clone(),
+            dropped: watch::channel(false).0,
+            state: Mutex::new(QueueState {
+                next_pull: start,
+                cached: BTreeMap::new(),
+                cached_bytes: 0,
+                running: 0,
+                committed: start,
+                locked_until,
+            }),
+            changed: Notify::new(),
+        });
+        lock(&self.queues).insert(mq, pq.clone());
+        tokio::spawn(self.clone().pull_loop(pq.clone(), sub));
+        if self.orderly {
+            tokio::spawn(self.clone().orderly_loop(pq));
+        }
+        Ok(())
+    }
+
+    /// Gives a queue up: stop pulling, let running calls finish, commit, unlock, forget.
+    async fn give_up(self: &Arc<Self>, pq: Arc<ProcessQueue>) {
+        pq.dropped.send_replace(true);
+        pq.changed.notify_waiters();
+        self.wait_idle(&pq).await;
+        let offset = pq.consumed_offset();
+        match self.commit(&pq.mq, offset).await {
+            Ok(()) => lock(&pq.state).committed = offset,
+            Err(e) => {
+                tracing::warn!(queue = ?pq.mq, error = %e, "offset not committed on hand-over; the next owner may see some messages again")
+            }
+        }
+        if self.config.model == MessageModel::Clustering {
+            if let Ok(route) = self.core.routes.get(&pq.mq.topic).await {
+                if let Err(e) = unlock_queues(
+                    &self.core,
+                    &self.config.group,
+                    &route,
+                    &pq.mq.broker_name,
+                    [pq.mq.clone()].into(),
+                )
+                .await
+                {
+                    tracing::debug!(queue = ?pq.mq, error = %e, "unlock failed; the lock expires by itself");
+                }
+            }
+        }
+        let mut queues = lock(&self.queues);
+        if queues.get(&pq.mq).is_some_and(|p| Arc::ptr_eq(p, &pq)) {
+            queues.remove(&pq.mq);
+        }
+    }
+
+    /// Waits until no listener call runs on the queue (at most `shutdown_wait_ms`).
+    async fn wait_idle(&self, pq: &ProcessQueue) {
+        let wait = async {
+            loop {
+                let notified = pq.changed.notified();
+                if lock(&pq.state).running == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_millis(self.config.shutdown_wait_ms), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(queue = ?pq.mq, "listener calls still running after the shutdown wait");
+        }
+    }
+
+    async fn commit(&self, mq: &MessageQueue, offset: i64) -> Result<()> {
+        match &self.offset_dir {
+            None => commit_offset(&self.core, &self.config.group, mq, offset).await,
+            Some(dir) => {
+                let table = {
+                    let mut t = lock(&self.local_offsets);
+                    t.insert(mq.clone(), offset);
+                    t.clone()
+                };
+                offsets::store(dir, &table)
+            }
+        }
+    }
+
+    /// Commits every owned queue whose consumed offset moved (all of them if `force`).
+    async fn commit_all(&self, force: bool) {
+        let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
+        for pq in queues {
+            if pq.is_dropped() && !force {
+                continue; // give_up commits it
+            }
+            let offset = pq.consumed_offset();
+            if !force && offset == lock(&pq.state).committed {
+                continue;
+            }
+            match self.commit(&pq.mq, offset).await {
+                Ok(()) => lock(&pq.state).committed = offset,
+                Err(e) => {
+                    tracing::debug!(queue = ?pq.mq, error = %e, "offset not committed; trying again next period")
+                }
+            }
+        }
+    }
+
+    async fn renew_locks(&self) {
+        let held: Vec<Arc<ProcessQueue>> =
+            lock(&self.queues).values().filter(|pq| !pq.is_dropped()).cloned().collect();
+        let mut by_topic_broker: BTreeMap<(String, String), BTreeSet<MessageQueue>> =
+            BTreeMap::new();
+        for pq in &held {
+            by_topic_broker
+                .entry((pq.mq.topic.clone(), pq.mq.broker_name.clone()))
+                .or_default()
+                .insert(pq.mq.clone());
+        }
+        for ((topic, broker), qs) in by_topic_broker {
+            let Ok(route) = self.core.routes.get(&topic).await else { continue };
+            match lock_queues(&self.core, &self.config.group, &route, &broker, qs.clone()).await {
+                Ok(got) => {
+                    let until = clock::instant() + Duration::from_millis(LOCK_TRUST_MS);
+                    for pq in held.iter().filter(|pq| got.contains(&pq.mq)) {
+                        lock(&pq.state).locked_until = Some(until);
+                        pq.changed.notify_waiters();
+                    }
+                    for q in qs.difference(&got) {
+                        tracing::warn!(queue = ?q, "lock lost to another member: giving the queue up");
+                        if let Some(pq) = held.iter().find(|pq| &pq.mq == q) {
+                            let _ = pq.dropped.send_replace(true);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(%broker, error = %e, "locks not renewed"),
+            }
+        }
+    }
+
+    async fn pull_loop(self: Arc<Self>, pq: Arc<ProcessQueue>, sub: SubscriptionData) {
+        let mut dropped = pq.dropped.subscribe();
+        loop {
+            if pq.is_dropped() || self.core.is_stopped() {
+                return;
+            }
+            let (offset, full) = {
+                let s = lock(&pq.state);
+                let full = s.cached.len() >= self.config.queue_cached_messages_max
+                    || s.cached_bytes >= self.config.queue_cached_bytes_max;
+                (s.next_pull, full)
+            };
+            if full {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = dropped.wait_for(|d| *d) => return,
+                }
+                continue;
+            }
+            let pulled = tokio::select! {
+                r = pull(&self.core, &self.config.group, &pq.mq, &sub, offset, self.config.pull_batch_max, self.config.pull_suspend_ms) => r,
+                _ = dropped.wait_for(|d| *d) => return,
+            };
+            match pulled {
+                Ok(Pulled::Found { messages, next }) => {
+                    let fresh: Vec<MessageExt> =
+                        messages.into_iter().filter(|m| m.queue_offset >= offset).collect();
+                    {
+                        let mut s = lock(&pq.state);
+                        for m in &fresh {
+                            s.cached_bytes += m.body.len();
+                            s.cached.insert(m.queue_offset, m.clone());
+                        }
+                        s.next_pull = next;
+                    }
+                    pq.changed.notify_waiters();
+                    if !self.orderly {
+                        for chunk in fresh.chunks(self.config.consume_batch_max) {
+                            let permit = tokio::select! {
+                                p = self.permits.clone().acquire_owned() => match p {
+                                    Ok(p) => p,
+                                    Err(_) => return,
+                                },
+                                _ = dropped.wait_for(|d| *d) => return,
+                            };
+                            tokio::spawn(self.clone().consume_concurrently(
+                                pq.clone(),
+                                chunk.to_vec(),
+                                permit,
+                            ));
+                        }
+                    }
+                }
+                Ok(Pulled::Nothing { next }) => lock(&pq.state).next_pull = next,
+                Ok(Pulled::Moved { next }) => {
+                    tracing::warn!(queue = ?pq.mq, from = offset, to = next, "offset outside the queue: moving on");
+                    lock(&pq.state).next_pull = next;
+                }
+                Err(e) => {
+                    tracing::debug!(queue = ?pq.mq, error = %e, "pull failed; trying again");
+                    if matches!(e, ClientError::Broker { .. } | ClientError::NoRoute { .. }) {
+                        let _ = self.core.routes.refresh(&pq.mq.topic).await;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
+                        _ = dropped.wait_for(|d| *d) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the listener on `msgs` until it succeeds, the message goes to the dead-letter
+    /// topic, or the queue is given up (the messages then stay uncommitted for the next owner).
+    async fn consume_concurrently(
+        self: Arc<Self>,
+        pq: Arc<ProcessQueue>,
+        mut msgs: Vec<MessageExt>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let mut permit = Some(permit);
+        let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
+        loop {
+            if pq.is_dropped() {
+                return;
+            }
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match self.permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let ok = self.call_listener(&pq, msgs.clone()).await;
+            drop(p);
+            if ok {
+                pq.finish(&offsets);
+                return;
+            }
+            let tries = msgs[0].reconsume_times + 1;
+            if tries > self.config.max_reconsume_times {
+                for m in &msgs {
+                    self.to_dead_letter(&pq, m).await;
+                }
+                pq.finish(&offsets);
+                return;
+            }
+            for m in &mut msgs {
+                m.reconsume_times = tries;
+            }
+            let delays = &self.config.retry_delays_ms;
+            let delay = delays[(tries as usize - 1).min(delays.len() - 1)];
+            let mut dropped = pq.dropped.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                _ = dropped.wait_for(|d| *d) => return,
+            }
+        }
+    }
+
+    /// One listener call; true on success. Counts as running for hand-over.
+    async fn call_listener(&self, pq: &ProcessQueue, msgs: Vec<MessageExt>) -> bool {
+        lock(&pq.state).running += 1;
+        let result = CatchPanic(Box::pin(self.listener.consume(msgs))).await;
+        lock(&pq.state).running -= 1;
+        pq.changed.notify_waiters();
+        match result {
+            Some(ConsumeResult::Success) => true,
+            Some(ConsumeResult::Later) => false,
+            None => {
+                tracing::warn!(queue = ?pq.mq, "the listener panicked: the messages will be retried");
+                false
+            }
+        }
+    }
+
+    /// Sends a message that failed `max_reconsume_times` times to `%DLQ%<group>`, retrying
+    /// until it is stored or the queue is given up.
+    async fn to_dead_letter(&self, pq: &ProcessQueue, m: &MessageExt) {
+        let dlq = format!("%DLQ%{}", self.config.group);
+        let mut props = m.properties.clone();
+        props.entry(property::RETRY_TOPIC.to_owned()).or_insert_with(|| m.topic.clone());
+        props.insert(
+            property::ORIGIN_MESSAGE_ID.to_owned(),
+            m.msg_id().map_or_else(|| m.offset_msg_id(), str::to_owned),
+        );
+        props.insert(property::RECONSUME_TIME.to_owned(), m.reconsume_times.to_string());
+        let header = SendMessageRequestHeaderV2 {
+            a: format!("CID_DLQ_{}", self.config.group),
+            b: dlq.clone(),
+            c: crate::producer::AUTO_CREATE_TOPIC.to_owned(),
+            d: 1,
+            e: 0,
+            f: 0,
+            g: m.born_timestamp_ms,
+            h: m.flag,
+            i: Some(properties_to_string(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
+            j: Some(m.reconsume_times),
+            k: Some(false),
+            l: Some(self.config.max_reconsume_times),
+            m: None,
+            n: None,
+            broker_name: Some(pq.mq.broker_name.clone()),
+        };
+        let mut dropped = pq.dropped.subscribe();
+        loop {
+            let sent = async {
+                let route = self.core.routes.get(&pq.mq.topic).await?;
+                let addr =
+                    route.master_addr(&pq.mq.broker_name).map(str::to_owned).ok_or_else(|| {
+                        ClientError::NoRoute { topic: dlq.clone(), reason: "no master".into() }
+                    })?;
+                let req = RemotingCommand::request(request_code::SEND_MESSAGE_V2, &header)
+                    .with_body(m.body.clone());
+                let resp =
+                    self.core.remoting.call(&addr, req, self.core.config.call_timeout_ms).await?;
+                expect_success(&addr, resp).map(|_| ())
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    tracing::warn!(msg_id = ?m.msg_id(), topic = %m.topic, "message sent to {dlq} after {} retries", m.reconsume_times);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "dead-letter send failed; trying again"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
+                _ = dropped.wait_for(|d| *d) => return,
+            }
+        }
+    }
+
+    /// Orderly: one batch at a time from the front of the queue, while the lock is trusted.
+    async fn orderly_loop(self: Arc<Self>, pq: Arc<ProcessQueue>) {
+        loop {
+            let notified = pq.changed.notified();
+            if pq.is_dropped() || self.core.is_stopped() {
+                return;
+            }
+            let (batch, lock_ok) = {
+                let s = lock(&pq.state);
+                let lock_ok = s.locked_until.is_none_or(|u| clock::instant() < u);
+                let batch: Vec<MessageExt> =
+                    s.cached.values().take(self.config.consume_batch_max).cloned().collect();
+                (batch, lock_ok)
+            };
+            if batch.is_empty() || !lock_ok {
+                // Woken by new messages, a renewed lock, or the drop; re-check periodically.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(self.config.orderly_retry_ms),
+                    notified,
+                )
+                .await;
+                continue;
+            }
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            if pq.is_dropped() {
+                return;
+            }
+            let offsets: Vec<i64> = batch.iter().map(|m| m.queue_offset).collect();
+            let ok = self.call_listener(&pq, batch).await;
+            drop(permit);
+            if ok {
+                pq.finish(&offsets);
+                continue;
+            }
+            {
+                let mut s = lock(&pq.state);
+                for o in &offsets {
+                    if let Some(m) = s.cached.get_mut(o) {
+                        m.reconsume_times += 1;
+                    }
+                }
+            }
+            let mut dropped = pq.dropped.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(self.config.orderly_retry_ms)) => {}
+                _ = dropped.wait_for(|d| *d) => return,
+            }
+        }
+    }
+
+    async fn stop(self: Arc<Self>) {
+        let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
+        for pq in &queues {
+            pq.dropped.send_replace(true);
+            pq.changed.notify_waiters();
+        }
+        for pq in &queues {
+            self.wait_idle(pq).await;
+        }
+        // Final commits, then release the locks so that the others take over at once.
+        for pq in &queues {
+            let offset = pq.consumed_offset();
+            if let Err(e) = self.commit(&pq.mq, offset).await {
+                tracing::warn!(queue = ?pq.mq, error = %e, "offset not committed at shutdown");
+            }
+        }
+        if self.config.model == MessageModel::Clustering {
+            let mut by: BTreeMap<(String, String), BTreeSet<MessageQueue>> = BTreeMap::new();
+            for pq in &queues {
+                by.entry((pq.mq.topic.clone(), pq.mq.broker_name.clone()))
+                    .or_default()
+                    .insert(pq.mq.clone());
+            }
+            for ((topic, broker), qs) in by {
+                if let Ok(route) = self.core.routes.get(&topic).await {
+                    let _ =
+                        unlock_queues(&self.core, &self.config.group, &route, &broker, qs).await;
+                }
+            }
+        }
+        lock(&self.queues).clear();
+        self.core.shutdown(None, Some(&self.config.group)).await;
+    }
+}

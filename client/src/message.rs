@@ -1,0 +1,186 @@
+//! Messages as the SDK user sees them: [`Message`] to send (topic, tags, keys, user
+//! properties, body) and [`MessageExt`] as received (plus the broker's ids and offsets).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rocketraft_protocol::body::MessageQueue;
+use rocketraft_protocol::message::{parse_properties, property, RecordView};
+
+use crate::error::{ClientError, Result};
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub body: Bytes,
+    /// User flag (an int the broker stores and returns as is).
+    pub flag: i32,
+    /// Properties, including TAGS and KEYS; user keys must not use the reserved names.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Message {
+    pub fn new(topic: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Message { topic: topic.into(), body: body.into(), flag: 0, properties: BTreeMap::new() }
+    }
+
+    /// Sets the tag (one per message; consumers filter on it).
+    pub fn with_tags(mut self, tags: impl Into<String>) -> Self {
+        self.properties.insert(property::TAGS.to_owned(), tags.into());
+        self
+    }
+
+    /// Sets the keys (space-separated in RocketMQ; each is indexed for lookup by key).
+    pub fn with_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let joined: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        self.properties.insert(property::KEYS.to_owned(), joined.join(" "));
+        self
+    }
+
+    /// Sets a user property.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn tags(&self) -> Option<&str> {
+        self.properties.get(property::TAGS).map(String::as_str)
+    }
+
+    pub fn keys(&self) -> Option<&str> {
+        self.properties.get(property::KEYS).map(String::as_str)
+    }
+
+    /// Checks what the broker would refuse, so the caller gets a clear error instead.
+    pub(crate) fn validate(&self, max_bytes: usize) -> Result<()> {
+        if self.topic.is_empty() || self.topic.len() > 127 {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {:?}: a topic name has 1 to 127 characters",
+                self.topic
+            )));
+        }
+        if !self.topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b)) {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {:?}: only letters, digits, '%', '|', '-' and '_' are allowed",
+                self.topic
+            )));
+        }
+        if self.body.is_empty() {
+            return Err(ClientError::InvalidArgument("the message body is empty".into()));
+        }
+        if self.body.len() > max_bytes {
+            return Err(ClientError::MessageTooLarge { bytes: self.body.len(), max_bytes });
+        }
+        for (k, v) in &self.properties {
+            let bad = |s: &str| s.contains(['\u{1}', '\u{2}']);
+            if k.is_empty() || bad(k) || bad(v) {
+                return Err(ClientError::InvalidArgument(format!(
+                    "property {k:?}: names are not empty and neither names nor values hold \\u0001 or \\u0002"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message as consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageExt {
+    /// The topic the user sent to (a retried message's original topic).
+    pub topic: String,
+    pub body: Bytes,
+    pub flag: i32,
+    pub properties: BTreeMap<String, String>,
+    /// The queue it was read from.
+    pub queue: MessageQueue,
+    pub queue_offset: i64,
+    /// Its position in the broker group's CommitLog.
+    pub commit_log_offset: i64,
+    pub born_timestamp_ms: i64,
+    pub born_host: SocketAddr,
+    pub store_timestamp_ms: i64,
+    pub store_host: SocketAddr,
+    /// How many times it was handed to a listener before this time (0 on first delivery).
+    pub reconsume_times: i32,
+    pub sys_flag: i32,
+}
+
+impl MessageExt {
+    pub(crate) fn from_record(r: &RecordView<'_>, broker_name: &str) -> Self {
+        let properties = parse_properties(r.properties);
+        let topic =
+            properties.get(property::RETRY_TOPIC).cloned().unwrap_or_else(|| r.topic.to_owned());
+        MessageExt {
+            queue: MessageQueue {
+                broker_name: broker_name.to_owned(),
+                queue_id: r.queue_id,
+                topic: r.topic.to_owned(),
+            },
+            topic,
+            body: Bytes::copy_from_slice(r.body),
+            flag: r.flag,
+            properties,
+            queue_offset: r.queue_offset,
+            commit_log_offset: r.physical_offset,
+            born_timestamp_ms: r.born_timestamp,
+            born_host: r.born_host,
+            store_timestamp_ms: r.store_timestamp,
+            store_host: r.store_host,
+            reconsume_times: r.reconsume_times,
+            sys_flag: r.sys_flag,
+        }
+    }
+
+    pub fn tags(&self) -> Option<&str> {
+        self.properties.get(property::TAGS).map(String::as_str)
+    }
+
+    pub fn keys(&self) -> Option<&str> {
+        self.properties.get(property::KEYS).map(String::as_str)
+    }
+
+    /// The producer's message id (UNIQ_KEY), if it set one.
+    pub fn msg_id(&self) -> Option<&str> {
+        self.properties.get(property::UNIQ_KEY).map(String::as_str)
+    }
+
+    /// The broker's id for this record: store host and CommitLog position.
+    pub fn offset_msg_id(&self) -> String {
+        rocketraft_protocol::message::offset_msg_id(self.store_host, self.commit_log_offset)
+    }
+
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_messages_are_refused_with_the_reason() {
+        let ok = Message::new("T", "x").with_tags("A").with_keys(["k1", "k2"]);
+        assert!(ok.validate(10).is_ok());
+        assert_eq!(ok.keys(), Some("k1 k2"));
+        assert!(matches!(
+            Message::new("T", vec![0u8; 11]).validate(10),
+            Err(ClientError::MessageTooLarge { bytes: 11, max_bytes: 10 })
+        ));
+        for bad in [
+            Message::new("", "x"),
+            Message::new("a b", "x"),
+            Message::new("T", ""),
+            Message::new("T", "x").with_property("k", "a\u{1}b"),
+            Message::new("t".repeat(128), "x"),
+        ] {
+            assert!(matches!(bad.validate(10), Err(ClientError::InvalidArgument(_))), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! The producer: sync, async and oneway sends, batches, queue selection (round robin with
+//! fault avoidance, a hash of a sharding key for ordered messages, or the caller's selector),
+//! retries on another broker group, and a UNIQ_KEY message id on every message.
+//!
+//! Retry rules (RocketMQ's, with one change noted):
+//! - a round-robin send is tried at most `1 + retries` times within `send_timeout_ms`, each
+//!   retry on another broker group when there is one, after refreshing the route at once;
+//! - a send by sharding key or selector retries the *same* queue only (another queue would
+//!   break per-key order): after a failover the queue is on the group's new master. RocketMQ
+//!   does not retry these sends at all;
+//! - while a topic's broker group has no master (an election is running), the send waits for
+//!   the route to show one, polling every `no_master_wait_ms`, until `send_timeout_ms`;
+//! - only SEND_OK-like answers count as acknowledged; a timeout may have stored the message,
+//!   so a retry after it can duplicate (at-least-once, as in RocketMQ).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rocketraft_protocol::body::{HeartbeatData, MessageQueue, ProducerData};
+use rocketraft_protocol::headers::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
+use rocketraft_protocol::message::{
+    encode_batch, properties_to_string, property, BatchMessage, UniqKeyGenerator,
+    MESSAGE_MAX_BYTES_DEFAULT,
+};
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+use tokio::sync::Semaphore;
+
+use crate::clock;
+use crate::core::{ClientConfig, Core};
+use crate::error::{ClientError, Result};
+use crate::lock;
+use crate::message::Message;
+use crate::route::TopicRoute;
+use crate::select::{self, FaultTable};
+
+/// After a SYSTEM_BUSY answer, the n-th retry waits n times this long.
+const SYSTEM_BUSY_BACKOFF_MS: u64 = 50;
+
+/// The template topic brokers create unknown topics from (RocketMQ's TBW102).
+pub const AUTO_CREATE_TOPIC: &str = "TBW102";
+
+/// Producer settings. Defaults follow RocketMQ's `DefaultMQProducer`.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub client: ClientConfig,
+    /// Producer group name. Default "DEFAULT_PRODUCER".
+    pub group: String,
+    /// The whole send, retries included, ends by then. Default 3,000 ms.
+    pub send_timeout_ms: u64,
+    /// Extra attempts after a failed send. Default 2.
+    pub retries: u32,
+    /// The largest message body (or batch body) sent. Default 4 MiB (the broker's limit).
+    pub message_max_bytes: usize,
+    /// Queues a topic gets when a broker creates it on first send. Default 4.
+    pub default_topic_queue_nums: i32,
+    /// Async sends in flight at most; `send_async` waits for room beyond it. Default 1,024
+    /// (a broker serves 4,096 requests at once per connection by default).
+    pub async_sends_max: usize,
+    /// Skip broker groups that answered slowly or failed (select.rs has the thresholds).
+    /// Default true.
+    pub fault_avoidance: bool,
+    /// How often the route is fetched again while a group has no master. Default 200 ms.
+    pub no_master_wait_ms: u64,
+}
+
+impl ProducerConfig {
+    pub fn new(namesrv_addrs: &str) -> Self {
+        ProducerConfig {
+            client: ClientConfig::new(namesrv_addrs),
+            group: "DEFAULT_PRODUCER".into(),
+            send_timeout_ms: 3_000,
+            retries: 2,
+            message_max_bytes: MESSAGE_MAX_BYTES_DEFAULT,
+            default_topic_queue_nums: 4,
+            async_sends_max: 1_024,
+            fault_avoidance: true,
+            no_master_wait_ms: 200,
+        }
+    }
+}
+
+/// How a send stored the message (RocketMQ's `SendStatus`). All four mean it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    SendOk,
+    FlushDiskTimeout,
+    FlushSlaveTimeout,
+    SlaveNotAvailable,
+}
+
+/// An acknowledged send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    pub status: SendStatus,
+    /// The producer's id (UNIQ_KEY); comma-joined for a batch.
+    pub msg_id: String,
+    /// The broker's id (store host + CommitLog position); comma-joined for a batch.
+    pub offset_msg_id: String,
+    pub queue: MessageQueue,
+    /// The queue offset of the (first) message.
+    pub queue_offset: i64,
+}
+
+/// Picks a queue from a topic's writable queues (given in a stable order).
+pub type QueueSelector =
+    Arc<dyn Fn(&[MessageQueue], &Message) -> Option<MessageQueue> + Send + Sync>;
+
+#[derive(Clone)]
+enum Selection {
+    RoundRobin,
+    Hash(String),
+    Custom(QueueSelector),
+}
+
+struct Inner {
+    core: Arc<Core>,
+    config: ProducerConfig,
+    uniq: Mutex<UniqKeyGenerator>,
+    counter: AtomicUsize,
+    faults: Mutex<FaultTable>,
+    async_permits: Arc<Semaphore>,
+}
+
+/// A producer; cheap to clone (clones share connections, routes and limits).
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl Producer {
+    /// Starts a producer: connects to a NameServer, then polls routes every 30 s and sends
+    /// heartbeats to the masters it knows every 30 s.
+    pub async fn start(config: ProducerConfig) -> Result<Producer> {
+        if config.group.is_empty() {
+            return Err(ClientError::InvalidArgument("the producer group name is empty".into()));
+        }
+        if config.async_sends_max == 0 {
+            return Err(ClientError::InvalidArgument("async_sends_max must be at least 1".into()));
+        }
+        let core = Core::start(config.client.clone(), None).await?;
+        let client_hash = {
+            let mut h: i32 = 0;
+            for b in core.client_id.bytes() {
+                h = h.wrapping_mul(31).wrapping_add(i32::from(b));
+            }
+            h ^ clock::now_ms() as i32
+        };
+        let uniq = UniqKeyGenerator::new(core.local_ip, std::process::id(), client_hash);
+        core.poll_routes();
+        let inner = Arc::new(Inner {
+            async_permits: Arc::new(Semaphore::new(config.async_sends_max)),
+            core,
+            config,
+            uniq: Mutex::new(uniq),
+            counter: AtomicUsize::new(0),
+            faults: Mutex::new(FaultTable::default()),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.core.every(inner.core.config.heartbeat_ms, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(p) = weak.upgrade() {
+                    p.core.heartbeat(&p.heartbeat_data()).await;
+                }
+            }
+        });
+        Ok(Producer { inner })
+    }
+
+    /// This client's id (`ip@instance`).
+    pub fn client_id(&self) -> &str {
+        &self.inner.core.client_id
+    }
+
+    /// Sends and waits for the broker's acknowledgement (the message is then replicated to a
+    /// majority of its group and, in sync flush mode, on their disks).
+    pub async fn send(&self, msg: Message) -> Result<SendResult> {
+        self.inner.send(msg, Selection::RoundRobin).await
+    }
+
+    /// Sends to the queue chosen by the Java hash of `sharding_key`: messages with one key go
+    /// to one queue, in send order, and an orderly consumer sees them in that order.
+    pub async fn send_ordered(&self, msg: Message, sharding_key: &str) -> Result<SendResult> {
+        self.inner.send(msg, Selection::Hash(sharding_key.to_owned())).await
+    }
+
+    /// Sends to the queue `selector` picks.
+    pub async fn send_with_selector(
+        &self,
+        msg: Message,
+        selector: QueueSelector,
+    ) -> Result<SendResult> {
+        self.inner.send(msg, Selection::Custom(selector)).await
+    }
+
+    /// Starts a send and returns at once with a handle to its result; waits first while
+    /// `async_sends_max` sends are in flight. Dropping the handle does not cancel the send.
+    pub async fn send_async(&self, msg: Message) -> Result<SendHandle> {
+        let permit = self
+            .inner
+            .async_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Shutdown)?;
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let r = inner.send(msg, Selection::RoundRobin).await;
+            drop(permit);
+            r
+        });
+        Ok(SendHandle { task })
+    }
+
+    /// Starts a send whose result goes to `callback` (run on the runtime; keep it short).
+    pub async fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<()>
+    where
+        F: FnOnce(Result<SendResult>) + Send + 'static,
+    {
+        let handle = self.send_async(msg).await?;
+        tokio::spawn(async move { callback(handle.await) });
+        Ok(())
+    }
+
+    /// Sends without waiting for an answer: no acknowledgement, no retry. Errors are only
+    /// those found before the message leaves (no route, bad message, connection refused).
+    pub async fn send_oneway(&self, msg: Message) -> Result<()> {
+        let inner = &self.inner;
+        msg.validate(inner.config.message_max_bytes)?;
+        let route = inner.publish_route(&msg.topic).await?;
+        let queues = inner.publish_queues(&route, &msg.topic);
+        let counter = inner.counter.fetch_add(1, Ordering::Relaxed);
+        let now = clock::now_ms() as u64;
+        let mq = select::queue_round_robin(&queues, counter, None, &lock(&inner.faults), now)
+            .ok_or_else(|| no_master(&msg.topic))?;
+        let addr = route.master_addr(&mq.broker_name).ok_or_else(|| no_master(&msg.topic))?;
+        let req = inner.request(&msg, &mq, false);
+        inner.core.remoting.call_oneway(addr, req, inner.config.send_timeout_ms).await
+    }
+
+    /// Sends messages of one topic as one batch (one request, stored together, one queue).
+    /// Each message gets its own UNIQ_KEY; the result's ids are comma-joined.
+    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<SendResult> {
+        let Some(first) = msgs.first() else {
+            return Err(ClientError::InvalidArgument("the batch is empty".into()));
+        };
+        let topic = first.topic.clone();
+        let mut ids = Vec::with_capacity(msgs.len());
+        let mut items = Vec::with_capacity(msgs.len());
+        let now = clock::now_ms();
+        for m in msgs {
+            m.validate(self.inner.config.message_max_bytes)?;
+            if m.topic != topic {
+                return Err(ClientError::InvalidArgument(format!(
+                    "a batch holds one topic: {topic} and {}",
+                    m.topic
+                )));
+            }
+            let mut props = m.properties.clone();
+            let id = props
+                .entry(property::UNIQ_KEY.to_owned())
+                .or_insert_with(|| lock(&self.inner.uniq).next_id(now))
+                .clone();
+            ids.push(id);
+            items.push(BatchMessage {
+                flag: m.flag,
+                body: m.body.clone(),
+                properties: properties_to_string(
+                    props.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+            });
+        }
+        let body = encode_batch(&items).map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        if body.len() > self.inner.config.message_max_bytes {
+            return Err(ClientError::MessageTooLarge {
+                bytes: body.len(),
+                max_bytes: self.inner.config.message_max_bytes,
+            });
+        }
+        let batch = Message {
+            topic,
+            body: Bytes::from(body),
+            flag: 0,
+            properties: [(property::UNIQ_KEY.to_owned(), ids.join(","))].into(),
+        };
+        self.inner.send_prepared(batch, Selection::RoundRobin, true).await
+    }
+
+    /// Waits for async sends in flight (up to the send timeout), leaves the producer group on
+    /// the brokers and closes connections.
+    pub async fn shutdown(&self) {
+        let all = self.inner.config.async_sends_max as u32;
+        let wait = Duration::from_millis(self.inner.config.send_timeout_ms + 1_000);
+        let _ = tokio::time::timeout(wait, self.inner.async_permits.acquire_many(all)).await;
+        self.inner.async_permits.close();
+        self.inner.core.shutdown(Some(&self.inner.config.group), None).await;
+    }
+}
+
+/// The result of an async send; awaiting it gives the send's result.
+pub struct SendHandle {
+    task: tokio::task::JoinHandle<Result<SendResult>>,
+}
+
+impl Future for SendHandle {
+    type Output = Result<SendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.task).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Shutdown)))
+    }
+}
+
+fn no_master(topic: &str) -> ClientError {
+    ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason: "no broker group of the topic has a master now".into(),
+    }
+}
+
+impl Inner {
+    fn heartbeat_data(&self) -> HeartbeatData {
+        HeartbeatData {
+            client_id: self.core.client_id.clone(),
+            consumer_data_set: Vec::new(),
+            producer_data_set: vec![ProducerData { group_name: self.config.group.clone() }],
+        }
+    }
+
+    async fn send(&self, mut msg: Message, how: Selection) -> Result<SendResult> {
+        msg.validate(self.config.message_max_bytes)?;
+        if !msg.properties.contains_key(property::UNIQ_KEY) {
+            let id = lock(&self.uniq).next_id(clock::now_ms());
+            msg.properties.insert(property::UNIQ_KEY.to_owned(), id);
+        }
+        self.send_prepared(msg, how, false).await
+    }
+
+    /// The route to send `topic` by: its own, or the template topic's while no NameServer
+    /// knows it (the broker then creates it).
+    async fn publish_route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        match self.core.routes.get(topic).await {
+            Ok(r) => Ok(r),
+            Err(ClientError::NoRoute { .. }) => {
+                let template = self.core.routes.get(AUTO_CREATE_TOPIC).await.map_err(|e| {
+                    ClientError::NoRoute {
+                        topic: topic.to_owned(),
+                        reason: format!(
+                            "no NameServer knows it and it cannot be auto-created ({e}); \
+                             create it first (rocketraft topic create)"
+                        ),
+                    }
+                })?;
+                Ok(template)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writable queues of groups with a master; for a template route, the first
+    /// `default_topic_queue_nums` of each group, named for `topic`.
+    fn publish_queues(&self, route: &TopicRoute, topic: &str) -> Vec<MessageQueue> {
+        let mut queues = select::publish_queues(topic, &route.data, true);
+        if route.topic != topic {
+            queues.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
+        }
+        queues
+    }
+
+    /// The SEND_MESSAGE_V2 (or SEND_BATCH_MESSAGE) request for `msg` to `mq`. A batch's own
+    /// properties stay out of the header: the broker appends header properties to every
+    /// message of a batch.
+    fn request(&self, msg: &Message, mq: &MessageQueue, batch: bool) -> RemotingCommand {
+        let header = SendMessageRequestHeaderV2 {
+            a: self.config.group.clone(),
+            b: msg.topic.clone(),
+            c: AUTO_CREATE_TOPIC.to_owned(),
+            d: self.config.default_topic_queue_nums,
+            e: mq.queue_id,
+            f: 0,
+            g: clock::now_ms(),
+            h: msg.flag,
+            i: (!batch).then(|| {
+                properties_to_string(msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            }),
+            j: Some(0),
+            k: Some(false),
+            l: None,
+            m: batch.then_some(true),
+            n: None,
+            broker_name: Some(mq.broker_name.clone()),
+        };
+        let code =
+            if batch { request_code::SEND_BATCH_MESSAGE } else { request_code::SEND_MESSAGE_V2 };
+        RemotingCommand::request(code, &header).with_body(msg.body.clone())
+    }
+
+    async fn send_prepared(&self, msg: Message, how: Selection, batch: bool) -> Result<SendResult> {
+        let started = clock::instant();
+        let deadline = started + Duration::from_millis(self.config.send_timeout_ms);
+        let max_attempts = 1 + self.config.retries;
+        let mut attempts = 0u32;
+        let mut avoid: Option<String> = None;
+        let mut last: Option<ClientError> = None;
+        let mut fresh_route = false;
+        while attempts < max_attempts {
+            let now = clock::instant();
+            if now >= deadline {
+                break;
+            }
+            let route = match self.publish_route(&msg.topic).await {
+                Ok(r) => r,
+                // A NameServer said so: waiting will not change it.
+                Err(e @ ClientError::NoRoute { .. }) => return Err(e),
+                Err(e) => {
+                    last = Some(e);
+                    if !self.pause_before_route_retry(deadline).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let queues = match how {
+                Selection::RoundRobin => self.publish_queues(&route, &msg.topic),
+                // Keyed sends choose among every writable queue, master or not, so that a
+                // failover does not move keys to other queues.
+                _ => {
+                    let mut all = select::publish_queues(&msg.topic, &route.data, false);
+                    if route.topic != msg.topic {
+                        all.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
+                    }
+                    all
+                }
+            };
+            let now_ms = clock::now_ms() as u64;
+            let chosen = match &how {
+                Selection::RoundRobin => {
+                    let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+                    let faults = if self.config.fault_avoidance {
+                        lock(&self.faults).clone()
+                    } else {
+                        FaultTable::default()
+                    };
+                    select::queue_round_robin(&queues, counter, avoid.as_deref(), &faults, now_ms)
+                }
+                Selection::Hash(key) => select::queue_by_hash(&queues, key),
+                Selection::Custom(f) => f(&queues, &msg),
+            };
+            let Some(mq) = chosen else {
+                last = Some(no_master(&msg.topic));
+                if !fresh_route {
+                    fresh_route = true;
+                    let _ = self.core.routes.refresh(&route.topic).await;
+                    continue;
+                }
+                if !self.pause_before_route_retry(deadline).await {
+                    break;
+                }
+                let _ = self.core.routes.refresh(&route.topic).await;
+                continue;
+            };
+            let Some(addr) = route.master_addr(&mq.broker_name).map(str::to_owned) else {
+                // A keyed send's queue is on a group without a master: wait for the election.
+                last = Some(no_master(&msg.topic));
+                if !self.pause_before_route_retry(deadline).await {
+                    break;
+                }
+                let _ = self.core.routes.refresh(&route.topic).await;
+                continue;
+            };
+            attempts += 1;
+            let req = self.request(&msg, &mq, batch);
+            let remaining = deadline.saturating_duration_since(clock::instant());
+            let t0 = clock::instant();
+            let result = self.core.remoting.call(&addr, req, remaining.as_millis() as u64).await;
+            let latency_ms = t0.elapsed().as_millis() as u64;
+            let outcome = result.and_then(|resp| parse_send_response(&addr, resp, &msg, &mq));
+            let failed = matches!(&outcome, Err(e) if e.is_retryable());
+            lock(&self.faults).record(&mq.broker_name, latency_ms, failed, clock::now_ms() as u64);
+            match outcome {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(topic = %msg.topic, broker = %mq.broker_name, %addr, attempt = attempts, error = %e, "send failed; retrying");
+                    if e.code() == Some(response_code::SYSTEM_BUSY) {
+                        // The broker sheds load: give it a moment instead of hammering it.
+                        let pause =
+                            Duration::from_millis(SYSTEM_BUSY_BACKOFF_MS * u64::from(attempts));
+                        let left = deadline.saturating_duration_since(clock::instant());
+                        tokio::time::sleep(pause.min(left)).await;
+                    }
+                    avoid = Some(mq.broker_name.clone());
+                    last = Some(e);
+                    let _ = self.core.routes.refresh(&route.topic).await;
+                    fresh_route = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let last = last.unwrap_or(ClientError::Timeout {
+            addr: "the brokers".into(),
+            what: "SEND_MESSAGE",
+            timeout_ms: self.config.send_timeout_ms,
+        });
+        if attempts == 0 {
+            return Err(last);
+        }
+        Err(ClientError::SendFailed { topic: msg.topic, attempts, last: Box::new(last) })
+    }
+
+    /// Sleeps `no_master_wait_ms` (or less, to the deadline); false if no time is left.
+    async fn pause_before_route_retry(&self, deadline: tokio::time::Instant) -> bool {
+        let now = clock::instant();
+        if now >= deadline {
+            return false;
+        }
+        let wait = Duration::from_millis(self.config.no_master_wait_ms).min(deadline - now);
+        tokio::time::sleep(wait).await;
+        clock::instant() < deadline
+    }
+}
+
+fn parse_send_response(
+    addr: &str,
+    resp: RemotingCommand,
+    msg: &Message,
+    mq: &MessageQueue,
+) -> Result<SendResult> {
+    let status = match resp.code {
+        response_code::SUCCESS => SendStatus::SendOk,
+        response_code::FLUSH_DISK_TIMEOUT => SendStatus::FlushDiskTimeout,
+        response_code::FLUSH_SLAVE_TIMEOUT => SendStatus::FlushSlaveTimeout,
+        response_code::SLAVE_NOT_AVAILABLE => SendStatus::SlaveNotAvailable,
+        code => {
+            return Err(ClientError::Broker {
+                addr: addr.to_owned(),
+                code,
+                remark: resp.remark.unwrap_or_default(),
+            })
+        }
+    };
+    let h: SendMessageResponseHeader = resp
+        .decode_header()
+        .map_err(|e| ClientError::Protocol { addr: addr.to_owned(), source: e })?;
+    Ok(SendResult {
+        status,
+        msg_id: msg.properties.get(property::UNIQ_KEY).cloned().unwrap_or_default(),
+        offset_msg_id: h.msg_id,
+        queue: MessageQueue {
+            broker_name: mq.broker_name.clone(),
+            queue_id: h.queue_id,
+            topic: mq.topic.clone(),
+        },
+        queue_offset: h.queue_offset,
+    })
+}

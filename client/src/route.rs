@@ -1,0 +1,175 @@
+//! The route cache: each topic's route (which broker groups hold its queues, and their
+//! replicas' addresses) fetched from any reachable NameServer of the configured list, refreshed
+//! every `route_poll_ms` (30 s, RocketMQ's `pollNameServerInterval`) and at once when a send
+//! fails or a broker says it is not the master.
+//!
+//! NameServers are tried in turn starting from the one that answered last. A topic a
+//! NameServer says it does not know is [`ClientError::NoRoute`] (and keeps no entry); when no
+//! NameServer answers at all, the last transport error is returned instead (the producer then routes through the template
+//! topic, TBW102, so that the broker can create it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rocketraft_protocol::body::{JsonBody, TopicRouteData};
+use rocketraft_protocol::headers::GetRouteInfoRequestHeader;
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+
+use crate::error::{ClientError, Result};
+use crate::lock;
+use crate::remoting::Remoting;
+
+/// At most this many topics are cached; beyond it the cache is cleared and refilled on demand.
+pub const ROUTES_MAX: usize = 10_000;
+
+/// A topic's route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub topic: String,
+    pub data: TopicRouteData,
+}
+
+impl TopicRoute {
+    /// The address of `broker_name`'s master, if it has one now.
+    pub fn master_addr(&self, broker_name: &str) -> Option<&str> {
+        self.data
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker_name)
+            .and_then(|b| b.master_addr())
+    }
+
+    /// The replica addresses of `broker_name`, brokerId -> address.
+    pub fn broker_addrs(&self, broker_name: &str) -> Option<&BTreeMap<i64, String>> {
+        self.data
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker_name)
+            .map(|b| &b.broker_addrs)
+    }
+}
+
+struct Inner {
+    remoting: Remoting,
+    namesrv_addrs: Vec<String>,
+    call_timeout_ms: u64,
+    next: AtomicUsize,
+    routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    /// broker name -> replicas, merged from every route seen (heartbeats and lookups by name).
+    brokers: Mutex<BTreeMap<String, BTreeMap<i64, String>>>,
+}
+
+/// The cache; cheap to clone.
+#[derive(Clone)]
+pub struct Routes {
+    inner: Arc<Inner>,
+}
+
+impl Routes {
+    pub fn new(remoting: Remoting, namesrv_addrs: Vec<String>, call_timeout_ms: u64) -> Self {
+        Routes {
+            inner: Arc::new(Inner {
+                remoting,
+                namesrv_addrs,
+                call_timeout_ms,
+                next: AtomicUsize::new(0),
+                routes: Mutex::new(HashMap::new()),
+                brokers: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The cached route of `topic`, fetched first if it is not cached.
+    pub async fn get(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        if let Some(r) = lock(&self.inner.routes).get(topic) {
+            return Ok(r.clone());
+        }
+        self.refresh(topic).await
+    }
+
+    /// The cached route of `topic`, without fetching.
+    pub fn cached(&self, topic: &str) -> Option<Arc<TopicRoute>> {
+        lock(&self.inner.routes).get(topic).cloned()
+    }
+
+    /// Fetches `topic`'s route now and caches it.
+    pub async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        let data = self.fetch(topic).await?;
+        let route = Arc::new(TopicRoute { topic: topic.to_owned(), data });
+        {
+            let mut brokers = lock(&self.inner.brokers);
+            for b in &route.data.broker_datas {
+                brokers.insert(b.broker_name.clone(), b.broker_addrs.clone());
+            }
+        }
+        let mut routes = lock(&self.inner.routes);
+        if routes.len() >= ROUTES_MAX && !routes.contains_key(topic) {
+            routes.clear();
+        }
+        routes.insert(topic.to_owned(), route.clone());
+        Ok(route)
+    }
+
+    /// Refreshes every cached topic (the periodic poll); failures are logged and the old
+    /// route is kept.
+    pub async fn refresh_all(&self) {
+        let topics: Vec<String> = lock(&self.inner.routes).keys().cloned().collect();
+        for t in topics {
+            if let Err(e) = self.refresh(&t).await {
+                tracing::debug!(topic = %t, error = %e, "route not refreshed");
+            }
+        }
+    }
+
+    /// Every broker group seen in a route: name -> brokerId -> address.
+    pub fn brokers(&self) -> BTreeMap<String, BTreeMap<i64, String>> {
+        lock(&self.inner.brokers).clone()
+    }
+
+    /// Asks the NameServers in turn for `topic`'s route.
+    async fn fetch(&self, topic: &str) -> Result<TopicRouteData> {
+        let n = self.inner.namesrv_addrs.len();
+        if n == 0 {
+            return Err(ClientError::InvalidArgument("no NameServer address configured".into()));
+        }
+        let start = self.inner.next.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let k = (start + i) % n;
+            let addr = &self.inner.namesrv_addrs[k];
+            let req = RemotingCommand::request(
+                request_code::GET_ROUTEINFO_BY_TOPIC,
+                &GetRouteInfoRequestHeader {
+                    topic: topic.to_owned(),
+                    accept_standard_json_only: Some(true),
+                },
+            );
+            match self.inner.remoting.call(addr, req, self.inner.call_timeout_ms).await {
+                Ok(resp) if resp.code == response_code::SUCCESS => {
+                    self.inner.next.store(k, Ordering::Relaxed);
+                    return TopicRouteData::from_json(&resp.body)
+                        .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e });
+                }
+                Ok(resp) if resp.code == response_code::TOPIC_NOT_EXIST => {
+                    self.inner.next.store(k, Ordering::Relaxed);
+                    lock(&self.inner.routes).remove(topic);
+                    return Err(ClientError::NoRoute {
+                        topic: topic.to_owned(),
+                        reason: format!("NameServer {addr} does not know it"),
+                    });
+                }
+                Ok(resp) => {
+                    last = Some(ClientError::Broker {
+                        addr: addr.clone(),
+                        code: resp.code,
+                        remark: resp.remark.unwrap_or_default(),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        // No NameServer could say: the transport error (retryable), not "no route".
+        Err(last.unwrap_or_else(|| ClientError::InvalidArgument("no NameServer address".into())))
+    }
+}
