@@ -1,0 +1,283 @@
+//! A development cluster in one process: a NameServer and one broker group of (by default)
+//! three replicas on loopback, each on real files under one data directory. `rocketraft dev`
+//! runs it; the integration tests start it with port 0 everywhere.
+//!
+//! Layout: `<data_dir>/<group>-<id>/` per replica (see [`crate::replica`]). Restarting with the
+//! same data directory and ports resumes the same cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rocketraft_broker::BrokerConfig;
+use rocketraft_namesrv::{NameServer, NamesrvConfig};
+use rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT;
+use rocketraft_raft::{NodeConfig, RaftTiming};
+use rocketraft_store::flush::FlushMode;
+use rocketraft_store::indexfile::IndexConfig;
+use rocketraft_store::{CommitLogConfig, DispatchConfig};
+use tokio::net::TcpListener;
+
+use crate::replica::{Replica, ReplicaError};
+
+/// Development cluster settings. Port 0 picks a free port.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    /// Where the replicas keep their files. Default `./rocketraft-data`.
+    pub data_dir: PathBuf,
+    /// The address everything listens on. Default 127.0.0.1.
+    pub host: String,
+    /// Default 9876.
+    pub namesrv_port: u16,
+    /// Replica i's broker port is `broker_port + 10 * i` (10911, 10921, 10931) unless 0.
+    pub broker_port: u16,
+    /// Replica i's Raft port is `raft_port + i` (40911, 40912, 40913) unless 0.
+    pub raft_port: u16,
+    /// Default 3.
+    pub replicas: u64,
+    pub cluster_name: String,
+    /// Default "broker-a".
+    pub group: String,
+    /// Default sync (acknowledged = on a majority's disks).
+    pub flush: FlushMode,
+    /// CommitLog segment size. Default 64 MiB (smaller than production's 1 GiB: a dev machine
+    /// should not map gigabytes for a few test messages).
+    pub segment_size_bytes: u64,
+    pub timing: RaftTiming,
+    /// How often replicas register with the NameServer. Default 30,000 ms.
+    pub register_interval_ms: u64,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        DevConfig {
+            data_dir: PathBuf::from("rocketraft-data"),
+            host: "127.0.0.1".into(),
+            namesrv_port: rocketraft_namesrv::NAMESRV_PORT_DEFAULT,
+            broker_port: rocketraft_broker::BROKER_PORT_DEFAULT,
+            raft_port: 40911,
+            replicas: 3,
+            cluster_name: "DefaultCluster".into(),
+            group: "broker-a".into(),
+            flush: FlushMode::Sync,
+            segment_size_bytes: 64 << 20,
+            timing: RaftTiming::default(),
+            register_interval_ms: 30_000,
+        }
+    }
+}
+
+/// Why the cluster did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("cannot listen on {addr} ({source}): is another rocketraft running? Stop it or choose other ports")]
+    Port {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replica {id}: {source}")]
+    Replica {
+        id: u64,
+        #[source]
+        source: ReplicaError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A running development cluster.
+pub struct DevCluster {
+    config: DevConfig,
+    namesrv: NameServer,
+    namesrv_addr: SocketAddr,
+    raft_addrs: BTreeMap<u64, SocketAddr>,
+    broker_addrs: BTreeMap<u64, SocketAddr>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+async fn bind(addr: String) -> Result<TcpListener, DevError> {
+    TcpListener::bind(&addr).await.map_err(|source| DevError::Port { addr, source })
+}
+
+fn port(base: u16, step: u16, i: u64) -> u16 {
+    if base == 0 {
+        0
+    } else {
+        base.saturating_add(step.saturating_mul(i as u16))
+    }
+}
+
+impl DevCluster {
+    pub async fn start(config: DevConfig) -> Result<DevCluster, DevError> {
+        if config.replicas == 0 || config.replicas > 9 {
+            return Err(DevError::Invalid(format!(
+                "{} replicas: a dev group has 1 to 9",
+                config.replicas
+            )));
+        }
+        let namesrv_listen = format!("{}:{}", config.host, config.namesrv_port);
+        let namesrv = NameServer::start(NamesrvConfig {
+            listen: namesrv_listen.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| DevError::Port { addr: namesrv_listen, source })?;
+        let namesrv_addr = namesrv.local_addr();
+        let mut raft_listeners = BTreeMap::new();
+        let mut broker_listeners = BTreeMap::new();
+        for id in 0..config.replicas {
+            let r = bind(format!("{}:{}", config.host, port(config.raft_port, 1, id))).await?;
+            let b = bind(format!("{}:{}", config.host, port(config.broker_port, 10, id))).await?;
+            raft_listeners.insert(id, r);
+            broker_listeners.insert(id, b);
+        }
+        let addr_of = |l: &TcpListener| l.local_addr().expect("a bound listener has an address");
+        let raft_addrs: BTreeMap<u64, SocketAddr> =
+            raft_listeners.iter().map(|(id, l)| (*id, addr_of(l))).collect();
+        let broker_addrs: BTreeMap<u64, SocketAddr> =
+            broker_listeners.iter().map(|(id, l)| (*id, addr_of(l))).collect();
+        let mut cluster = DevCluster {
+            config,
+            namesrv,
+            namesrv_addr,
+            raft_addrs,
+            broker_addrs,
+            replicas: BTreeMap::new(),
+        };
+        for id in 0..cluster.config.replicas {
+            let (r, b) = (raft_listeners.remove(&id), broker_listeners.remove(&id));
+            if let (Some(r), Some(b)) = (r, b) {
+                cluster.start_on(id, r, b).await?;
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn node_config(&self, id: u64) -> NodeConfig {
+        NodeConfig {
+            group: self.config.group.clone(),
+            id,
+            peers: self.raft_addrs.iter().map(|(i, a)| (*i, a.to_string())).collect(),
+            timing: self.config.timing.clone(),
+            commit_log: CommitLogConfig {
+                segment_size_bytes: self.config.segment_size_bytes,
+                ..Default::default()
+            },
+            dispatch: DispatchConfig {
+                // 1 M slots and 4 M entries: an 84 MB index file instead of 420 MB.
+                index: IndexConfig { slot_count: 1_000_000, index_max: 4_000_000 },
+                ..Default::default()
+            },
+            flush: self.config.flush,
+            retention: Default::default(),
+            retention_check_ms: RETENTION_CHECK_MS_DEFAULT,
+        }
+    }
+
+    fn broker_config(&self, id: u64) -> BrokerConfig {
+        let mut b = BrokerConfig::new(self.config.group.clone(), self.broker_addrs[&id]);
+        b.cluster_name = self.config.cluster_name.clone();
+        b.listen = self.broker_addrs[&id].to_string();
+        b.namesrv_addrs = vec![self.namesrv_addr.to_string()];
+        b.register_interval_ms = self.config.register_interval_ms;
+        b
+    }
+
+    fn replica_dir(&self, id: u64) -> PathBuf {
+        self.config.data_dir.join(format!("{}-{id}", self.config.group))
+    }
+
+    async fn start_on(
+        &mut self,
+        id: u64,
+        raft: TcpListener,
+        broker: TcpListener,
+    ) -> Result<(), DevError> {
+        let dir = self.replica_dir(id);
+        let replica =
+            Replica::start(self.node_config(id), self.broker_config(id), &dir, raft, broker)
+                .await
+                .map_err(|source| DevError::Replica { id, source })?;
+        self.replicas.insert(id, replica);
+        Ok(())
+    }
+
+    /// The NameServer's address (what clients are given).
+    pub fn namesrv_addr(&self) -> SocketAddr {
+        self.namesrv_addr
+    }
+
+    /// Each replica's broker address.
+    pub fn broker_addrs(&self) -> &BTreeMap<u64, SocketAddr> {
+        &self.broker_addrs
+    }
+
+    /// Each replica's data directory.
+    pub fn data_dirs(&self) -> BTreeMap<u64, PathBuf> {
+        self.broker_addrs.keys().map(|id| (*id, self.replica_dir(*id))).collect()
+    }
+
+    pub fn namesrv(&self) -> &NameServer {
+        &self.namesrv
+    }
+
+    /// The running replicas.
+    pub fn running(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    /// The leader as a running replica sees it.
+    pub fn leader(&self) -> Option<u64> {
+        self.replicas
+            .values()
+            .filter_map(|r| r.node.raft.metrics().borrow().current_leader)
+            .find(|l| self.replicas.contains_key(l))
+    }
+
+    /// Waits up to `timeout` for a running replica to lead.
+    pub async fn wait_leader(&self, timeout: Duration) -> Option<u64> {
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            if waited >= timeout {
+                return None;
+            }
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+    }
+
+    /// Stops replica `id` (its connections close, as when its process dies; files stay).
+    pub async fn stop_replica(&mut self, id: u64) {
+        if let Some(r) = self.replicas.remove(&id) {
+            r.shutdown().await;
+        }
+    }
+
+    /// Starts replica `id` again on its ports and files.
+    pub async fn restart_replica(&mut self, id: u64) -> Result<(), DevError> {
+        if self.replicas.contains_key(&id) {
+            return Ok(());
+        }
+        let (Some(raft), Some(broker)) = (self.raft_addrs.get(&id), self.broker_addrs.get(&id))
+        else {
+            return Err(DevError::Invalid(format!("no replica {id}")));
+        };
+        let r = bind(raft.to_string()).await?;
+        let b = bind(broker.to_string()).await?;
+        self.start_on(id, r, b).await
+    }
+
+    /// Stops every replica, then the NameServer.
+    pub async fn shutdown(self) {
+        for (_, r) in self.replicas {
+            r.shutdown().await;
+        }
+        self.namesrv.shutdown();
+    }
+}

@@ -1,0 +1,615 @@
+//! The client SDK against a real in-process cluster: a NameServer and one 3-replica broker
+//! group on loopback TCP, each replica on real files (mmap segments, sled), started by the same
+//! code as `rocketraft dev`.
+//!
+//! ```text
+//!   producers ──send──▶ leader ──raft──▶ followers
+//!        │                 ▲                 │
+//!        └── routes ── NameServer ◀─register─┘
+//!   consumers ──pull (any replica)──▶ commit offsets (leader, through Raft)
+//! ```
+
+#![allow(clippy::disallowed_methods)] // tests read the clock to bound their waits
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft_client::{
+    Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt,
+    MessageModel, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PushConsumer,
+    PushConsumerConfig,
+};
+use rocketraft_raft::RaftTiming;
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A cluster on free ports in a temporary directory, with quick elections.
+async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
+    init_tracing();
+    let config = DevConfig {
+        data_dir: dir.path().to_owned(),
+        namesrv_port: 0,
+        broker_port: 0,
+        raft_port: 0,
+        segment_size_bytes: 8 << 20,
+        timing: RaftTiming {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+        },
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
+    cluster.wait_leader(Duration::from_secs(10)).await.expect("a leader is elected");
+    cluster
+}
+
+fn namesrv(cluster: &DevCluster) -> String {
+    cluster.namesrv_addr().to_string()
+}
+
+/// Creates `topic` with `queues` queues and waits until the NameServer routes it.
+async fn create_topic(cluster: &DevCluster, topic: &str, queues: i32) {
+    let admin = Admin::start(ClientConfig::new(&namesrv(cluster))).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // The leader registers as brokerId 0 once it has applied its log: until then there is
+        // no master to create the topic on.
+        match admin.create_topic(None, topic, queues, false).await {
+            Ok(groups) if !groups.is_empty() => break,
+            other => assert!(Instant::now() < deadline, "topic not created: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while admin.route(topic).await.map_or(true, |r| r.queue_datas.is_empty()) {
+        assert!(Instant::now() < deadline, "topic {topic} never routed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.shutdown().await;
+}
+
+fn producer_config(cluster: &DevCluster) -> ProducerConfig {
+    let mut c = ProducerConfig::new(&namesrv(cluster));
+    c.client.route_poll_ms = 1_000;
+    c
+}
+
+/// Quick periods so the tests do not wait for RocketMQ's defaults (10 s rebalance, 5 s
+/// commits).
+fn consumer_config(cluster: &DevCluster, group: &str, topic: &str) -> PushConsumerConfig {
+    let mut c = PushConsumerConfig::new(&namesrv(cluster), group).subscribe(topic, "*");
+    c.consume_from = ConsumeFrom::FirstOffset;
+    c.rebalance_ms = 1_000;
+    c.rebalance_retry_ms = 200;
+    c.commit_ms = 500;
+    c.pull_suspend_ms = 2_000;
+    c.retry_delays_ms = vec![100];
+    c.client.route_poll_ms = 1_000;
+    c.client.heartbeat_ms = 1_000;
+    c
+}
+
+/// What every consumer of a test received: (consumer, body) in arrival order.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(usize, MessageExt)>>>);
+
+impl Received {
+    fn listener(
+        &self,
+        who: usize,
+    ) -> impl Fn(Vec<MessageExt>) -> std::future::Ready<ConsumeResult> + Send + Sync + 'static {
+        let me = self.clone();
+        move |msgs| {
+            let mut all = me.0.lock().unwrap();
+            all.extend(msgs.into_iter().map(|m| (who, m)));
+            std::future::ready(ConsumeResult::Success)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// body -> times received
+    fn counts(&self) -> BTreeMap<String, usize> {
+        let mut c = BTreeMap::new();
+        for (_, m) in self.0.lock().unwrap().iter() {
+            *c.entry(String::from_utf8_lossy(&m.body).into_owned()).or_default() += 1;
+        }
+        c
+    }
+
+    fn by_consumer(&self, who: usize) -> usize {
+        self.0.lock().unwrap().iter().filter(|(w, _)| *w == who).count()
+    }
+
+    async fn wait_for(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} messages consumed in {timeout:?}",
+                self.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits until the consumers' queues are disjoint and cover `queues` queues.
+async fn wait_balanced(consumers: &[&PushConsumer], queues: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sets: Vec<_> = consumers.iter().map(|c| c.assigned_queues()).collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<_> = sets.iter().flatten().collect();
+        let fair = sets.iter().all(|s| s.len() >= queues / consumers.len());
+        if total == queues && union.len() == queues && fair {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {sets:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 10,000 messages, a third each sent sync, async and oneway, consumed by a clustering group of
+/// three; halfway through, one member leaves and the other two take its queues over. Every
+/// message is consumed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clustering_group_consumes_every_message_exactly_once_across_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Orders", 8).await;
+
+    tracing::info!("phase 1: three consumers share the 8 queues");
+    let got = Received::default();
+    let mut consumers = Vec::new();
+    for who in 0..3 {
+        let c = PushConsumer::start_concurrently(
+            consumer_config(&cluster, "G", "Orders"),
+            got.listener(who),
+        )
+        .await
+        .unwrap();
+        consumers.push(c);
+    }
+    wait_balanced(&consumers.iter().collect::<Vec<_>>(), 8).await;
+
+    tracing::info!("phase 2: send 10,000 (sync, async, oneway)");
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    let total = 10_000;
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut handles = Vec::new();
+            for i in 0..total {
+                let msg = Message::new("Orders", format!("m-{i}")).with_tags("TagA");
+                match i % 3 {
+                    0 => {
+                        producer.send(msg).await.expect("sync send");
+                    }
+                    1 => handles.push(producer.send_async(msg).await.expect("async send")),
+                    _ => producer.send_oneway(msg).await.expect("oneway send"),
+                }
+            }
+            for h in handles {
+                h.await.expect("async send acknowledged");
+            }
+            tracing::info!(elapsed = ?t0.elapsed(), "all {total} sent");
+        })
+    };
+
+    tracing::info!("phase 3: once half is consumed, consumer 1 leaves");
+    got.wait_for(total / 2, Duration::from_secs(60)).await;
+    let leaving = consumers.remove(1);
+    leaving.shutdown().await;
+    let after_leave = got.by_consumer(1);
+    wait_balanced(&consumers.iter().collect::<Vec<_>>(), 8).await;
+
+    sender.await.unwrap();
+    got.wait_for(total, Duration::from_secs(60)).await;
+    // Give any duplicate time to show up before judging.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let counts = got.counts();
+    let missing: Vec<_> =
+        (0..total).map(|i| format!("m-{i}")).filter(|b| !counts.contains_key(b)).collect();
+    let duplicated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        missing.is_empty(),
+        "{} never consumed, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        duplicated.is_empty(),
+        "{} consumed twice, e.g. {:?}",
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(5)]
+    );
+    assert_eq!(got.len(), total);
+    assert_eq!(got.by_consumer(1), after_leave, "nothing reaches a member after it left");
+    assert!(after_leave > 0 && got.by_consumer(0) > 0 && got.by_consumer(2) > 0);
+    tracing::info!(
+        c0 = got.by_consumer(0),
+        c1 = after_leave,
+        c2 = got.by_consumer(2),
+        "every message consumed once"
+    );
+
+    for c in consumers {
+        c.shutdown().await;
+    }
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// Two broadcasting members each receive every message, keeping offsets in their own files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_members_each_receive_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "News", 4).await;
+    let got = [Received::default(), Received::default()];
+    let mut consumers = Vec::new();
+    for (who, r) in got.iter().enumerate() {
+        let mut c = consumer_config(&cluster, "B", "News");
+        c.model = MessageModel::Broadcasting;
+        c.offset_dir = Some(dir.path().join(format!("offsets-{who}")));
+        consumers.push(PushConsumer::start_concurrently(c, r.listener(who)).await.unwrap());
+    }
+    for c in &consumers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.assigned_queues().len() < 4 {
+            assert!(Instant::now() < deadline, "a broadcasting member reads every queue");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    for i in 0..400 {
+        producer.send(Message::new("News", format!("n-{i}"))).await.unwrap();
+    }
+    for r in &got {
+        r.wait_for(400, Duration::from_secs(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for r in &got {
+        let counts = r.counts();
+        assert_eq!(counts.len(), 400, "each member has every message");
+        assert!(counts.values().all(|&n| n == 1), "and each once");
+    }
+    for c in consumers {
+        c.shutdown().await;
+    }
+    for who in 0..2 {
+        let file = dir
+            .path()
+            .join(format!("offsets-{who}"))
+            .join(rocketraft_client::consumer::OFFSET_FILE_NAME);
+        let text = std::fs::read_to_string(&file).expect("broadcasting offsets are in a file");
+        assert!(text.contains("News"), "{text}");
+    }
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// An orderly group of two sees each sharding key's messages in send order, even when the
+/// listener asks for some to be retried later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_consumer_sees_each_keys_messages_in_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Ledger", 4).await;
+    let seen: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let refused: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let (seen, refused) = (seen.clone(), refused.clone());
+        let mut c = consumer_config(&cluster, "O", "Ledger");
+        c.orderly_retry_ms = 50;
+        let listener = move |msgs: Vec<MessageExt>| {
+            let mut out = Vec::new();
+            let mut later = false;
+            for m in &msgs {
+                let body = String::from_utf8_lossy(&m.body).into_owned();
+                // Every 13th message is refused once: it must come back before its successors.
+                let (key, seq) = body.split_once('#').unwrap();
+                let seq: u32 = seq.parse().unwrap();
+                if seq % 13 == 5 && refused.lock().unwrap().insert(body.clone()) {
+                    later = true;
+                    break;
+                }
+                out.push((key.to_owned(), seq));
+            }
+            if !later {
+                seen.lock().unwrap().extend(out);
+            }
+            std::future::ready(if later { ConsumeResult::Later } else { ConsumeResult::Success })
+        };
+        consumers.push(PushConsumer::start_orderly(c, listener).await.unwrap());
+    }
+    wait_balanced(&consumers.iter().collect::<Vec<_>>(), 4).await;
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    let keys = 16;
+    let per_key = 40u32;
+    for seq in 0..per_key {
+        for k in 0..keys {
+            let key = format!("order-{k}");
+            producer
+                .send_ordered(Message::new("Ledger", format!("{key}#{seq}")), &key)
+                .await
+                .unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < (keys * per_key as usize) {
+        assert!(Instant::now() < deadline, "only {} consumed", seen.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut per: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (k, s) in seen.lock().unwrap().iter() {
+        per.entry(k.clone()).or_default().push(*s);
+    }
+    assert_eq!(per.len(), keys);
+    for (k, seqs) in per {
+        assert_eq!(seqs, (0..per_key).collect::<Vec<_>>(), "key {k} out of order or incomplete");
+    }
+    assert!(!refused.lock().unwrap().is_empty(), "some messages were retried");
+    for c in consumers {
+        c.shutdown().await;
+    }
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// The leader is stopped in the middle of a send loop. Sends fail over to the new leader; every
+/// acknowledged message is consumed (duplicates are counted and reported, none is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_the_leader_dying_mid_send_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Pay", 4).await;
+    let got = Received::default();
+    let consumer =
+        PushConsumer::start_concurrently(consumer_config(&cluster, "P", "Pay"), got.listener(0))
+            .await
+            .unwrap();
+    let mut pc = producer_config(&cluster);
+    pc.send_timeout_ms = 10_000;
+    let producer = Producer::start(pc).await.unwrap();
+
+    let total = 2_000;
+    let mut acked = BTreeSet::new();
+    let mut failed = 0;
+    let mut killed = None;
+    let mut failover = None;
+    for i in 0..total {
+        if i == total / 3 {
+            let leader = cluster.leader().expect("a leader");
+            tracing::info!(leader, "stopping the leader mid-loop");
+            cluster.stop_replica(leader).await;
+            killed = Some((leader, Instant::now()));
+        }
+        let body = format!("p-{i}");
+        match producer.send(Message::new("Pay", body.clone())).await {
+            Ok(_) => {
+                if let (Some((_, at)), None) = (killed, failover) {
+                    failover = Some(at.elapsed());
+                }
+                acked.insert(body);
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(error = %e, "send failed");
+            }
+        }
+    }
+    let (old, _) = killed.unwrap();
+    let new_leader = cluster.leader().expect("a new leader");
+    assert_ne!(new_leader, old);
+    tracing::info!(?failover, failed, acked = acked.len(), "send loop done");
+    assert!(acked.len() >= total - 10, "only {} of {total} acknowledged", acked.len());
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = got.counts();
+        let lost: Vec<_> = acked.iter().filter(|b| !counts.contains_key(*b)).collect();
+        if lost.is_empty() {
+            let dups = counts.values().filter(|&&n| n > 1).count();
+            tracing::info!(
+                duplicates = dups,
+                consumed = counts.len(),
+                "no acknowledged message lost"
+            );
+            eprintln!("failover: first acknowledged send {failover:?} after the stop; {failed} sends failed; {dups} duplicates");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged messages never consumed, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    tracing::info!("the stopped replica restarts and rejoins");
+    cluster.restart_replica(old).await.unwrap();
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A listener that panics does not kill the consumer: the message comes back, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_listener_gets_the_message_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Fragile", 2).await;
+    let deliveries: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let d = deliveries.clone();
+    let listener = move |msgs: Vec<MessageExt>| {
+        let first = msgs[0].reconsume_times == 0;
+        d.lock().unwrap().extend(
+            msgs.iter().map(|m| (String::from_utf8_lossy(&m.body).into_owned(), m.reconsume_times)),
+        );
+        async move {
+            if first {
+                panic!("listener bug on first delivery");
+            }
+            ConsumeResult::Success
+        }
+    };
+    let consumer =
+        PushConsumer::start_concurrently(consumer_config(&cluster, "F", "Fragile"), listener)
+            .await
+            .unwrap();
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    for i in 0..5 {
+        producer.send(Message::new("Fragile", format!("f-{i}"))).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deliveries.lock().unwrap().len() < 10 {
+        assert!(Instant::now() < deadline, "deliveries: {:?}", deliveries.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = deliveries.lock().unwrap().clone();
+    for i in 0..5 {
+        let body = format!("f-{i}");
+        let times: Vec<i32> = all.iter().filter(|(b, _)| *b == body).map(|(_, r)| *r).collect();
+        assert_eq!(times, vec![0, 1], "{body}: delivered, panicked, delivered again");
+    }
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A message its listener keeps refusing goes to the group's dead-letter topic after
+/// `max_reconsume_times` retries; the others are consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_too_often_goes_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Jobs", 1).await;
+    let tries = Arc::new(Mutex::new(0));
+    let t = tries.clone();
+    let listener = move |msgs: Vec<MessageExt>| {
+        let poison = msgs.iter().any(|m| &m.body[..] == b"poison");
+        if poison {
+            *t.lock().unwrap() += 1;
+        }
+        std::future::ready(if poison { ConsumeResult::Later } else { ConsumeResult::Success })
+    };
+    let mut config = consumer_config(&cluster, "J", "Jobs");
+    config.max_reconsume_times = 2;
+    let consumer = PushConsumer::start_concurrently(config, listener).await.unwrap();
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    let sent = producer.send(Message::new("Jobs", "poison").with_keys(["bad-job"])).await.unwrap();
+    producer.send(Message::new("Jobs", "fine")).await.unwrap();
+
+    let admin = Admin::start(ClientConfig::new(&namesrv(&cluster))).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        if let Ok(found) = admin.query_by_key("%DLQ%J", "bad-job").await {
+            if let Some(m) = found.into_iter().next() {
+                break m;
+            }
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered ({} tries)", tries.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(*tries.lock().unwrap(), 3, "first delivery + 2 retries");
+    assert_eq!(&dead.body[..], b"poison");
+    assert_eq!(dead.topic, "Jobs", "the original topic is kept");
+    assert_eq!(dead.msg_id(), Some(sent.msg_id.as_str()));
+    admin.shutdown().await;
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// The pull consumer (assign, poll, seek, commit), batch sends, and the admin calls the CLI
+/// uses: routes, cluster info, lookups by key, UNIQ_KEY and offset id, a group's offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_consumer_batches_and_admin_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Audit", 2).await;
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    let batch: Vec<Message> = (0..10)
+        .map(|i| {
+            Message::new("Audit", format!("a-{i}")).with_keys([format!("k{i}")]).with_tags("T")
+        })
+        .collect();
+    let r = producer.send_batch(batch).await.unwrap();
+    let ids: Vec<&str> = r.msg_id.split(',').collect();
+    assert_eq!(ids.len(), 10, "one UNIQ_KEY per message");
+    assert_eq!(r.offset_msg_id.split(',').count(), 10);
+    let queue = r.queue.clone();
+
+    tracing::info!("pull consumer: everything of the batch's queue, in order");
+    let mut pcfg = PullConsumerConfig::new(&namesrv(&cluster), "PULL");
+    pcfg.consume_from = ConsumeFrom::FirstOffset;
+    let pull = PullConsumer::start(pcfg).await.unwrap();
+    assert_eq!(pull.topic_queues("Audit").await.unwrap().len(), 2);
+    pull.assign([queue.clone()]);
+    let mut bodies = Vec::new();
+    while bodies.len() < 10 {
+        let got = pull.poll(3_000).await.unwrap();
+        assert!(!got.is_empty(), "poll timed out with {} of 10", bodies.len());
+        bodies.extend(got.into_iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+    }
+    assert_eq!(bodies, (0..10).map(|i| format!("a-{i}")).collect::<Vec<_>>());
+    assert_eq!(pull.position(&queue), Some(r.queue_offset + 10));
+    pull.seek(&queue, r.queue_offset + 7).unwrap();
+    let again = pull.poll(3_000).await.unwrap();
+    assert_eq!(&again[0].body[..], b"a-7", "seek moves the next poll");
+    pull.commit().await.unwrap();
+
+    tracing::info!("admin: the group's committed offset is what the pull consumer committed");
+    let admin = Admin::start(ClientConfig::new(&namesrv(&cluster))).await.unwrap();
+    let stats = admin.consume_stats("PULL", Some("Audit")).await.unwrap();
+    let w = stats.offset_table.get(&queue).expect("the committed queue is listed");
+    assert_eq!(w.consumer_offset, r.queue_offset + 10);
+    assert_eq!(w.broker_offset, r.queue_offset + 10);
+
+    let info = admin.cluster_info().await.unwrap();
+    assert!(info.broker_addr_table.contains_key("broker-a"));
+    let route = admin.route("Audit").await.unwrap();
+    assert_eq!(route.queue_datas[0].write_queue_nums, 2);
+    assert!(admin.topics().await.unwrap().contains("Audit"));
+    let stats = admin.topic_stats("Audit").await.unwrap();
+    assert_eq!(stats.offset_table[&queue].max_offset, r.queue_offset + 10);
+
+    let by_key = admin.query_by_key("Audit", "k3").await.unwrap();
+    assert_eq!(by_key.len(), 1);
+    assert_eq!(&by_key[0].body[..], b"a-3");
+    let by_id = admin.query_by_msg_id("Audit", ids[4]).await.unwrap().expect("found by UNIQ_KEY");
+    assert_eq!(&by_id.body[..], b"a-4");
+    let by_offset = admin.view_by_offset_id(&by_id.offset_msg_id()).await.unwrap();
+    assert_eq!(&by_offset.body[..], b"a-4");
+    assert!(admin.query_by_key("Audit", "nope").await.unwrap().is_empty());
+
+    tracing::info!("bad input gets clear errors");
+    let too_big = Message::new("Audit", vec![0u8; (4 << 20) + 1]);
+    assert!(matches!(producer.send(too_big).await, Err(ClientError::MessageTooLarge { .. })));
+    assert!(matches!(
+        admin.create_topic(Some("NoSuchCluster"), "X", 4, false).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(admin.view_by_offset_id("zz").await, Err(ClientError::InvalidArgument(_))));
+
+    admin.shutdown().await;
+    pull.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
