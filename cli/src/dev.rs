@@ -71,12 +71,8 @@ impl Default for DevConfig {
 /// Why the cluster did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
-    #[error("cannot listen on {addr} ({source}): is another rocketraft running? Stop it or choose other ports")]
-    Port {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot listen on {addr}: {error}; is another rocketraft running? Stop it or choose other ports")]
+    Port { addr: String, error: std::io::Error },
     #[error("replica {id}: {source}")]
     Replica {
         id: u64,
@@ -98,7 +94,7 @@ pub struct DevCluster {
 }
 
 async fn bind(addr: String) -> Result<TcpListener, DevError> {
-    TcpListener::bind(&addr).await.map_err(|source| DevError::Port { addr, source })
+    TcpListener::bind(&addr).await.map_err(|error| DevError::Port { addr, error })
 }
 
 fn port(base: u16, step: u16, i: u64) -> u16 {
@@ -123,7 +119,7 @@ impl DevCluster {
             ..Default::default()
         })
         .await
-        .map_err(|source| DevError::Port { addr: namesrv_listen, source })?;
+        .map_err(|error| DevError::Port { addr: namesrv_listen, error })?;
         let namesrv_addr = namesrv.local_addr();
         let mut raft_listeners = BTreeMap::new();
         let mut broker_listeners = BTreeMap::new();

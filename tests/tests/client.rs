@@ -9,6 +9,8 @@
 //!   consumers ──pull (any replica)──▶ commit offsets (leader, through Raft)
 //! ```
 
+// Real processes, files and sockets: not for the madsim build.
+#![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // tests read the clock to bound their waits
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -441,7 +441,9 @@ impl<L: MessageListener> Inner<L> {
             let route = match self.core.routes.get(topic).await {
                 Ok(r) => r,
                 Err(e) => {
+                    // Look again soon: the topic may be being created right now.
                     tracing::debug!(%topic, error = %e, "no route: nothing to consume yet");
+                    all_taken = false;
                     continue;
                 }
             };
