@@ -111,19 +111,50 @@ pub struct MessageExt {
     pub sys_flag: i32,
 }
 
+/// The largest body a compressed one may inflate to (a bound against zip bombs).
+pub const INFLATED_MAX_BYTES: u64 = 64 << 20;
+
+/// The record's body as the producer meant it: zlib bodies (Java producers compress those
+/// over 4 KiB) inflated. LZ4 and ZSTD bodies (4.9.x producers can choose them) and bodies that
+/// do not inflate are delivered as stored, with COMPRESSED left in `sys_flag` for the caller.
+fn body_of(r: &RecordView<'_>) -> (Bytes, bool) {
+    use rocketraft_protocol::sysflag::message as flag;
+    let compressed = r.sys_flag & flag::COMPRESSED != 0;
+    let kind = r.sys_flag & flag::COMPRESSION_TYPE_MASK;
+    if !compressed || !(kind == 0 || kind == flag::COMPRESSION_ZLIB) {
+        return (Bytes::copy_from_slice(r.body), false);
+    }
+    let mut out = Vec::with_capacity(r.body.len() * 4);
+    let inflated = std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::ZlibDecoder::new(r.body), INFLATED_MAX_BYTES + 1),
+        &mut out,
+    );
+    match inflated {
+        Ok(n) if (n as u64) <= INFLATED_MAX_BYTES => (Bytes::from(out), true),
+        _ => {
+            tracing::warn!(
+                offset = r.queue_offset,
+                "a compressed body did not inflate: delivered as stored"
+            );
+            (Bytes::copy_from_slice(r.body), false)
+        }
+    }
+}
+
 impl MessageExt {
     pub(crate) fn from_record(r: &RecordView<'_>, broker_name: &str) -> Self {
         let properties = parse_properties(r.properties);
         let topic =
             properties.get(property::RETRY_TOPIC).cloned().unwrap_or_else(|| r.topic.to_owned());
-        MessageExt {
+        let (body, inflated) = body_of(r);
+        let mut m = MessageExt {
             queue: MessageQueue {
                 broker_name: broker_name.to_owned(),
                 queue_id: r.queue_id,
                 topic: r.topic.to_owned(),
             },
             topic,
-            body: Bytes::copy_from_slice(r.body),
+            body,
             flag: r.flag,
             properties,
             queue_offset: r.queue_offset,
@@ -134,7 +165,12 @@ impl MessageExt {
             store_host: r.store_host,
             reconsume_times: r.reconsume_times,
             sys_flag: r.sys_flag,
+        };
+        if inflated {
+            // The body is no longer compressed: the flag must not say it is.
+            m.sys_flag &= !rocketraft_protocol::sysflag::message::COMPRESSED;
         }
+        m
     }
 
     pub fn tags(&self) -> Option<&str> {
@@ -163,6 +199,43 @@ impl MessageExt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(body: &[u8], sys_flag: i32) -> Vec<u8> {
+        rocketraft_protocol::message::MessageRecord {
+            body: Bytes::copy_from_slice(body),
+            sys_flag,
+            topic: "T".into(),
+            properties: String::new(),
+            born_host: "127.0.0.1:1".parse().unwrap(),
+            store_host: "127.0.0.1:2".parse().unwrap(),
+            ..Default::default()
+        }
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn zlib_bodies_from_java_producers_are_inflated() {
+        use rocketraft_protocol::sysflag::message as flag;
+        use std::io::Write;
+        let text = "a body a Java producer compressed ".repeat(200);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(5));
+        z.write_all(text.as_bytes()).unwrap();
+        let zipped = z.finish().unwrap();
+        for kind in [0, flag::COMPRESSION_ZLIB] {
+            let raw = record(&zipped, flag::COMPRESSED | kind);
+            let m = MessageExt::from_record(&RecordView::decode(&raw).unwrap(), "b");
+            assert_eq!(m.body, text.as_bytes(), "kind {kind:#x}");
+            assert_eq!(m.sys_flag & flag::COMPRESSED, 0, "the flag follows the body");
+        }
+        // LZ4 is not inflated here, and garbage that claims zlib is delivered as stored.
+        for (body, kind) in [(&zipped[..], flag::COMPRESSION_LZ4), (&b"not zlib"[..], 0)] {
+            let raw = record(body, flag::COMPRESSED | kind);
+            let m = MessageExt::from_record(&RecordView::decode(&raw).unwrap(), "b");
+            assert_eq!(&m.body[..], body);
+            assert_ne!(m.sys_flag & flag::COMPRESSED, 0);
+        }
+    }
 
     #[test]
     fn bad_messages_are_refused_with_the_reason() {

@@ -42,6 +42,11 @@ pub mod message {
     pub const STOREHOST_V6: i32 = 0x20;
     pub const NEED_UNWRAP: i32 = 0x40;
     pub const INNER_BATCH: i32 = 0x80;
+    /// Bits 8-10: how a COMPRESSED body is compressed. 0 means zlib (clients before 4.9.x).
+    pub const COMPRESSION_TYPE_MASK: i32 = 0x700;
+    pub const COMPRESSION_LZ4: i32 = 0x100;
+    pub const COMPRESSION_ZSTD: i32 = 0x200;
+    pub const COMPRESSION_ZLIB: i32 = 0x300;
 
     pub fn transaction_value(sys_flag: i32) -> i32 {
         sys_flag & TRANSACTION_MASK
