@@ -1143,6 +1143,9 @@ fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
         .map_err(system_error(req))?;
     let offset = match stored {
         Some(o) => o,
+        None if h.set_zero_if_not_found == Some(false) => {
+            return Err(reply(req, response_code::QUERY_NOT_FOUND, "the group has no offset here"));
+        }
         None => {
             // RocketMQ: no stored offset and the queue still starts at 0 -> 0; otherwise the
             // consumer decides where to start (CONSUME_FROM_*).

@@ -399,6 +399,7 @@ fn query_offset(group: &str, queue_id: i32) -> RemotingCommand {
             consumer_group: group.into(),
             topic: "T".into(),
             queue_id,
+            set_zero_if_not_found: None,
             broker_name: None,
         },
     )
@@ -431,6 +432,13 @@ async fn consumer_offsets_are_replicated_and_survive_a_leader_change() {
         offset_on(&mut to_follower, "CG", 0).await,
         (response_code::SUCCESS, 0),
         "nothing stored, queue starts at 0"
+    );
+    let mut strict = query_offset("CG", 0);
+    strict.set_ext_field("setZeroIfNotFound", "false");
+    assert_eq!(
+        to_follower.call(strict).await.code,
+        response_code::QUERY_NOT_FOUND,
+        "5.x clients may ask for 'not found' instead"
     );
 
     tracing::info!("--- commit oneway on the master, and through a pull's commit-offset flag");

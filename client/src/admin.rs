@@ -29,6 +29,13 @@ pub struct Admin {
     core: Arc<Core>,
 }
 
+impl Drop for Admin {
+    /// Dropped without `shutdown`: close connections.
+    fn drop(&mut self) {
+        self.core.halt();
+    }
+}
+
 impl Admin {
     pub async fn start(config: ClientConfig) -> Result<Admin> {
         Ok(Admin { core: Core::start(config, None).await? })

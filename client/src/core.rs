@@ -167,9 +167,11 @@ impl Core {
         }
     }
 
-    /// Stops the background loops (no goodbye to the brokers).
+    /// Stops the background loops and closes the connections, without a goodbye to the
+    /// brokers (what dropping a handle without `shutdown` does).
     pub fn halt(&self) {
         self.stop.send_replace(true);
+        self.remoting.shutdown();
     }
 
     /// Leaves the groups on every broker, then stops the loops and closes the connections.

@@ -302,6 +302,13 @@ impl Producer {
     }
 }
 
+impl Drop for Inner {
+    /// The last clone of a producer dropped without `shutdown`: stop its loops.
+    fn drop(&mut self) {
+        self.core.halt();
+    }
+}
+
 /// The result of an async send; awaiting it gives the send's result.
 pub struct SendHandle {
     task: tokio::task::JoinHandle<Result<SendResult>>,

@@ -132,11 +132,14 @@ command_header! {
 }
 
 command_header! {
-    /// QUERY_CONSUMER_OFFSET (14) request.
+    /// QUERY_CONSUMER_OFFSET (14) request. `setZeroIfNotFound` (5.x; absent means true): false
+    /// asks for QUERY_NOT_FOUND rather than 0 when the group has no offset, so the consumer's
+    /// own starting point (CONSUME_FROM_*) applies even to a queue that still starts at 0.
     pub struct QueryConsumerOffsetRequestHeader {
         pub consumer_group: String => "consumerGroup",
         pub topic: String => "topic",
         pub queue_id: i32 => "queueId",
+        pub set_zero_if_not_found: Option<bool> => "setZeroIfNotFound",
         pub broker_name: Option<String> => "bname",
     }
 }

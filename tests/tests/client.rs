@@ -601,6 +601,30 @@ async fn pull_consumer_batches_and_admin_calls() {
     assert_eq!(&by_offset.body[..], b"a-4");
     assert!(admin.query_by_key("Audit", "nope").await.unwrap().is_empty());
 
+    tracing::info!("a subscribed pull consumer starting from a time reads only what came after");
+    let mark_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0..6 {
+        producer.send(Message::new("Audit", format!("b-{i}"))).await.unwrap();
+    }
+    let mut tcfg = PullConsumerConfig::new(&namesrv(&cluster), "PULL-TS");
+    tcfg.consume_from = ConsumeFrom::Timestamp(mark_ms);
+    let since = PullConsumer::start(tcfg).await.unwrap();
+    since.subscribe("Audit", "*").await.unwrap();
+    assert_eq!(since.assignment().len(), 2, "the only member gets both queues");
+    let mut later = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while later.len() < 6 {
+        assert!(Instant::now() < deadline, "got {later:?}");
+        for m in since.poll(1_000).await.unwrap() {
+            later.insert(String::from_utf8_lossy(&m.body).into_owned());
+        }
+    }
+    assert!(later.iter().all(|b| b.starts_with("b-")), "nothing from before the mark: {later:?}");
+    since.shutdown().await;
+
     tracing::info!("bad input gets clear errors");
     let too_big = Message::new("Audit", vec![0u8; (4 << 20) + 1]);
     assert!(matches!(producer.send(too_big).await, Err(ClientError::MessageTooLarge { .. })));

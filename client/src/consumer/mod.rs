@@ -36,8 +36,10 @@ use crate::route::TopicRoute;
 use crate::select::tag_matches;
 
 /// Where a consumer group starts reading a queue it has no committed offset for (RocketMQ's
-/// `ConsumeFromWhere`). As in RocketMQ, a queue that still holds its first message (offset 0)
-/// is read from the start whatever this says: the broker answers 0 for it.
+/// `ConsumeFromWhere`). It applies to every such queue: the client asks the broker for "not
+/// found" rather than 0 (5.x's `setZeroIfNotFound=false`). RocketMQ 4.x clients read a queue
+/// that still holds its first message from the start whatever they say, as the broker answers
+/// 0 for it; RocketRaft's broker still does that for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeFrom {
     /// Skip what is already stored: start at the queue's end. The default.
@@ -211,6 +213,8 @@ pub(crate) async fn committed_offset(
             consumer_group: group.to_owned(),
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
+            // "Not found" rather than 0, so that ConsumeFrom applies to new queues too.
+            set_zero_if_not_found: Some(false),
             broker_name: Some(mq.broker_name.clone()),
         },
     );

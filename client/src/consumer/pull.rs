@@ -66,6 +66,13 @@ pub struct PullConsumer {
     state: Mutex<State>,
 }
 
+impl Drop for PullConsumer {
+    /// Dropped without `shutdown`: stop the route poll and close connections.
+    fn drop(&mut self) {
+        self.core.halt();
+    }
+}
+
 impl PullConsumer {
     pub async fn start(config: PullConsumerConfig) -> Result<PullConsumer> {
         if config.group.is_empty() {
