@@ -248,6 +248,29 @@ impl DevCluster {
         }
     }
 
+    /// Waits up to `timeout` until clients can send: a replica leads and the NameServer
+    /// routes the group's master (brokerId 0), template topic TBW102 included. The leader
+    /// registers as master only after confirming its leadership, so this follows the election.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let step = Duration::from_millis(50);
+        let mut waited = Duration::ZERO;
+        loop {
+            let routed = self
+                .namesrv
+                .registry()
+                .route(rocketraft_broker::AUTO_CREATE_TOPIC)
+                .is_some_and(|r| r.broker_datas.iter().any(|b| b.master_addr().is_some()));
+            if routed && self.leader().is_some() {
+                return true;
+            }
+            if waited >= timeout {
+                return false;
+            }
+            tokio::time::sleep(step).await;
+            waited += step;
+        }
+    }
+
     /// Stops replica `id` (its connections close, as when its process dies; files stay).
     pub async fn stop_replica(&mut self, id: u64) {
         if let Some(r) = self.replicas.remove(&id) {

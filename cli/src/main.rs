@@ -133,7 +133,11 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
     init_logging();
     let data_dir = config.data_dir.clone();
     let cluster = DevCluster::start(config).await?;
-    let leader = cluster.wait_leader(std::time::Duration::from_secs(15)).await;
+    if !cluster.wait_ready(std::time::Duration::from_secs(30)).await {
+        cluster.shutdown().await;
+        anyhow::bail!("the broker group elected no master within 30 s: see the log above");
+    }
+    let leader = cluster.leader();
     println!("NameServer   {}", cluster.namesrv_addr());
     for (id, addr) in cluster.broker_addrs() {
         let role = if Some(*id) == leader { "leader (master)" } else { "follower (slave)" };

@@ -36,12 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let body = String::from_utf8_lossy(&m.body).into_owned();
             let mut parts = body.splitn(3, ':');
             let (run, order, step) = (parts.next(), parts.next(), parts.next());
-            println!(
-                "queue {} got {} {}",
-                m.queue.queue_id,
-                order.unwrap_or("?"),
-                step.unwrap_or("?")
-            );
+            println!("queue {} got {body}", m.queue.queue_id);
             if let (Some(order), Some(step)) = (order, step) {
                 if run == Some(r.as_str()) {
                     s.lock().unwrap().entry(order.to_owned()).or_default().push(step.to_owned());

@@ -50,7 +50,7 @@ async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
         ..Default::default()
     };
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
-    cluster.wait_leader(Duration::from_secs(10)).await.expect("a leader is elected");
+    assert!(cluster.wait_ready(Duration::from_secs(10)).await, "a master is routed");
     cluster
 }
 

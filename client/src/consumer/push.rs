@@ -452,11 +452,18 @@ impl<L: MessageListener> Inner<L> {
                 MessageModel::Broadcasting => queues.into_iter().collect(),
                 MessageModel::Clustering => {
                     match group_members(&self.core, &self.config.group, &route).await {
-                        Ok(members) => allocate_averagely(&queues, &members, &self.core.client_id)
-                            .into_iter()
-                            .collect(),
-                        Err(e) => {
-                            tracing::debug!(%topic, error = %e, "group members unknown: keeping the queues held");
+                        Ok(members) if members.contains(&self.core.client_id) => {
+                            allocate_averagely(&queues, &members, &self.core.client_id)
+                                .into_iter()
+                                .collect()
+                        }
+                        other => {
+                            // The topic's brokers do not know this member yet (its route was
+                            // unknown at the last heartbeat): introduce it and look again soon.
+                            // Queues held stay held.
+                            tracing::debug!(%topic, answer = ?other.map(|m| m.len()), "not a known member yet: sending a heartbeat");
+                            self.core.heartbeat(&self.heartbeat_data()).await;
+                            all_taken = false;
                             continue;
                         }
                     }
