@@ -670,6 +670,16 @@ mod recovery {
             })
             .collect();
         let follower = (0..3).find(|id| *id != leader).unwrap();
+        // A follower learns who leads from the leader's first append: wait for it, or the
+        // refusal names no leader.
+        let mut follower_metrics = g.nodes[&follower].raft.metrics();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            follower_metrics.wait_for(|m| m.current_leader == Some(leader)),
+        )
+        .await
+        .expect("the follower learns the leader")
+        .unwrap();
         let err = proposers[&follower].submit(vec![record(0, "x".into())]).await.unwrap_err();
         assert_eq!(err, ProposeError::NotLeader { leader: Some(leader) });
 
