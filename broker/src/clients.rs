@@ -10,10 +10,11 @@
 //! - a consumer group's member list changing (join or leave) is reported, so its members
 //!   rebalance at once;
 //! - a queue lock belongs to one client of a group until `lock_expiry_ms` (60 s) after its last
-//!   renewal; another client gets it only once it expired or was released, or the holder left
-//!   the group (unregistered, connection closed, or expired). RocketMQ keeps a departed
-//!   client's locks until they expire, which stalls an orderly queue for up to a minute after a
-//!   consumer crash; releasing them at once is safe because the holder can no longer consume.
+//!   renewal; another client gets it only once it expired or was released, or the holder
+//!   unregistered from the group (a graceful shutdown: the next owner need not wait a minute).
+//!   A closed connection does not free them: the client may be alive and still trusts its
+//!   locks for 30 s (RocketMQ's split between client and broker), so a crashed member's queues
+//!   wait for the expiry, as in RocketMQ.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -107,18 +108,23 @@ impl ClientManager {
     }
 
     /// A connection closed: its clients leave every group. Returns the consumer groups that
-    /// changed.
+    /// changed. Their queue locks stay until they expire: a client whose connection merely
+    /// broke still trusts its locks for 30 s and may be consuming.
     pub fn connection_closed(&mut self, conn: ConnId) -> BTreeSet<String> {
-        self.remove_where(|m_conn, _| m_conn == conn)
+        self.remove_where(|m_conn, _| m_conn == conn, false)
     }
 
-    /// Drops clients silent for longer than `expiry_ms`; returns the consumer groups that
-    /// changed.
+    /// Drops clients silent for longer than `expiry_ms`, and their locks; returns the consumer
+    /// groups that changed.
     pub fn expire(&mut self, now_ms: i64, expiry_ms: i64) -> BTreeSet<String> {
-        self.remove_where(|_, last| now_ms - last > expiry_ms)
+        self.remove_where(|_, last| now_ms - last > expiry_ms, true)
     }
 
-    fn remove_where(&mut self, gone: impl Fn(ConnId, i64) -> bool) -> BTreeSet<String> {
+    fn remove_where(
+        &mut self,
+        gone: impl Fn(ConnId, i64) -> bool,
+        free_locks: bool,
+    ) -> BTreeSet<String> {
         let mut changed = BTreeSet::new();
         let mut left = BTreeSet::new();
         for (group, members) in &mut self.consumers {
@@ -134,8 +140,10 @@ impl ClientManager {
                 changed.insert(group.clone());
             }
         }
-        // A consumer that left holds no queue: the next owner need not wait for the expiry.
-        self.locks.retain(|(group, _), l| !left.contains(&(group.clone(), l.client_id.clone())));
+        if free_locks {
+            self.locks
+                .retain(|(group, _), l| !left.contains(&(group.clone(), l.client_id.clone())));
+        }
         for members in self.producers.values_mut() {
             members.retain(|_, (conn, last)| !gone(*conn, *last));
         }
@@ -273,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn a_departed_clients_locks_are_free_at_once() {
+    fn an_unregistered_clients_locks_are_free_at_once() {
         let mut m = ClientManager::new();
         m.heartbeat(1, &hb("c1", &["G"]), 0);
         m.heartbeat(2, &hb("c2", &["G"]), 0);
@@ -287,8 +295,13 @@ mod tests {
         m.connection_closed(2);
         assert_eq!(
             m.lock("G", "c9", &all, 2 * S, LOCK_EXPIRY_MS_DEFAULT),
-            [mq(0), mq(1)].into(),
-            "c1 unregistered and c2's connection closed; c3 still holds q2"
+            [mq(0)].into(),
+            "c1 unregistered; c2's connection closed but it may still consume; c3 holds q2"
+        );
+        assert_eq!(
+            m.lock("G", "c9", &all, 61 * S, LOCK_EXPIRY_MS_DEFAULT),
+            all,
+            "c2's and c3's locks expired"
         );
     }
 

@@ -14,3 +14,11 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) fn instant() -> tokio::time::Instant {
     tokio::time::Instant::now()
 }
+
+/// `now + ms`, saturating far in the future instead of overflowing on absurd timeouts.
+pub(crate) fn deadline_in(ms: u64) -> tokio::time::Instant {
+    let now = instant();
+    // About 30 years: later than any real deadline, far from the overflow.
+    let ms = ms.min(1_000_000_000_000);
+    now.checked_add(std::time::Duration::from_millis(ms)).unwrap_or(now)
+}

@@ -111,26 +111,31 @@ pub struct MessageExt {
     pub sys_flag: i32,
 }
 
-/// The largest body a compressed one may inflate to (a bound against zip bombs).
+/// The most bytes compressed bodies may inflate to, per message and per pull (a bound against
+/// zip bombs: a pull of 32 messages cannot allocate 32 times this).
 pub const INFLATED_MAX_BYTES: u64 = 64 << 20;
 
 /// The record's body as the producer meant it: zlib bodies (Java producers compress those
 /// over 4 KiB) inflated. LZ4 and ZSTD bodies (4.9.x producers can choose them) and bodies that
 /// do not inflate are delivered as stored, with COMPRESSED left in `sys_flag` for the caller.
-fn body_of(r: &RecordView<'_>) -> (Bytes, bool) {
+fn body_of(r: &RecordView<'_>, budget: &mut u64) -> (Bytes, bool) {
     use rocketraft_protocol::sysflag::message as flag;
     let compressed = r.sys_flag & flag::COMPRESSED != 0;
     let kind = r.sys_flag & flag::COMPRESSION_TYPE_MASK;
     if !compressed || !(kind == 0 || kind == flag::COMPRESSION_ZLIB) {
         return (Bytes::copy_from_slice(r.body), false);
     }
-    let mut out = Vec::with_capacity(r.body.len() * 4);
+    let limit = (*budget).min(INFLATED_MAX_BYTES);
+    let mut out = Vec::with_capacity(r.body.len().saturating_mul(4).min(limit as usize));
     let inflated = std::io::Read::read_to_end(
-        &mut std::io::Read::take(flate2::read::ZlibDecoder::new(r.body), INFLATED_MAX_BYTES + 1),
+        &mut std::io::Read::take(flate2::read::ZlibDecoder::new(r.body), limit + 1),
         &mut out,
     );
     match inflated {
-        Ok(n) if (n as u64) <= INFLATED_MAX_BYTES => (Bytes::from(out), true),
+        Ok(n) if (n as u64) <= limit => {
+            *budget -= n as u64;
+            (Bytes::from(out), true)
+        }
         _ => {
             tracing::warn!(
                 offset = r.queue_offset,
@@ -143,10 +148,20 @@ fn body_of(r: &RecordView<'_>) -> (Bytes, bool) {
 
 impl MessageExt {
     pub(crate) fn from_record(r: &RecordView<'_>, broker_name: &str) -> Self {
+        let mut budget = INFLATED_MAX_BYTES;
+        Self::from_record_within(r, broker_name, &mut budget)
+    }
+
+    /// As `from_record`, inflating at most `budget` bytes (what is left of a pull's).
+    pub(crate) fn from_record_within(
+        r: &RecordView<'_>,
+        broker_name: &str,
+        budget: &mut u64,
+    ) -> Self {
         let properties = parse_properties(r.properties);
         let topic =
             properties.get(property::RETRY_TOPIC).cloned().unwrap_or_else(|| r.topic.to_owned());
-        let (body, inflated) = body_of(r);
+        let (body, inflated) = body_of(r, budget);
         let mut m = MessageExt {
             queue: MessageQueue {
                 broker_name: broker_name.to_owned(),

@@ -407,8 +407,7 @@ impl Inner {
     }
 
     async fn send_prepared(&self, msg: Message, how: Selection, batch: bool) -> Result<SendResult> {
-        let started = clock::instant();
-        let deadline = started + Duration::from_millis(self.config.send_timeout_ms);
+        let deadline = clock::deadline_in(self.config.send_timeout_ms);
         let max_attempts = 1 + self.config.retries;
         let mut attempts = 0u32;
         let mut avoid: Option<String> = None;
@@ -419,7 +418,7 @@ impl Inner {
             if now >= deadline {
                 break;
             }
-            let route = match self.publish_route(&msg.topic).await {
+            let route = match self.bounded(deadline, self.publish_route(&msg.topic)).await {
                 Ok(r) => r,
                 // A NameServer said so: waiting will not change it.
                 Err(e @ ClientError::NoRoute { .. }) => return Err(e),
@@ -461,13 +460,13 @@ impl Inner {
                 last = Some(no_master(&msg.topic));
                 if !fresh_route {
                     fresh_route = true;
-                    let _ = self.core.routes.refresh(&route.topic).await;
+                    let _ = self.bounded(deadline, self.core.routes.refresh(&route.topic)).await;
                     continue;
                 }
                 if !self.pause_before_route_retry(deadline).await {
                     break;
                 }
-                let _ = self.core.routes.refresh(&route.topic).await;
+                let _ = self.bounded(deadline, self.core.routes.refresh(&route.topic)).await;
                 continue;
             };
             let Some(addr) = route.master_addr(&mq.broker_name).map(str::to_owned) else {
@@ -476,7 +475,7 @@ impl Inner {
                 if !self.pause_before_route_retry(deadline).await {
                     break;
                 }
-                let _ = self.core.routes.refresh(&route.topic).await;
+                let _ = self.bounded(deadline, self.core.routes.refresh(&route.topic)).await;
                 continue;
             };
             attempts += 1;
@@ -501,7 +500,7 @@ impl Inner {
                     }
                     avoid = Some(mq.broker_name.clone());
                     last = Some(e);
-                    let _ = self.core.routes.refresh(&route.topic).await;
+                    let _ = self.bounded(deadline, self.core.routes.refresh(&route.topic)).await;
                     fresh_route = true;
                 }
                 Err(e) => return Err(e),
@@ -516,6 +515,23 @@ impl Inner {
             return Err(last);
         }
         Err(ClientError::SendFailed { topic: msg.topic, attempts, last: Box::new(last) })
+    }
+
+    /// Runs a route call within the send's deadline (a NameServer call may take the whole
+    /// call timeout, once per NameServer).
+    async fn bounded<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let left = deadline.saturating_duration_since(clock::instant());
+        tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                addr: "the NameServers".into(),
+                what: "GET_ROUTEINFO_BY_TOPIC",
+                timeout_ms: left.as_millis() as u64,
+            })
+        })
     }
 
     /// Sleeps `no_master_wait_ms` (or less, to the deadline); false if no time is left.

@@ -210,8 +210,11 @@ impl Remoting {
 
     /// Closes every connection; later calls fail with [`ClientError::Shutdown`].
     pub fn shutdown(&self) {
-        self.inner.shut.store(true, Ordering::SeqCst);
-        let conns: Vec<_> = lock(&self.inner.conns).drain().map(|(_, c)| c).collect();
+        let conns: Vec<_> = {
+            let mut conns = lock(&self.inner.conns);
+            self.inner.shut.store(true, Ordering::SeqCst);
+            conns.drain().map(|(_, c)| c).collect()
+        };
         for c in conns {
             c.close(CloseReason::Closed);
         }
@@ -258,7 +261,15 @@ impl Remoting {
             pending: Mutex::new(HashMap::new()),
             closed: watch::channel(false).0,
         });
-        lock(&self.inner.conns).insert(addr.to_owned(), conn.clone());
+        {
+            let mut conns = lock(&self.inner.conns);
+            // A shutdown that ran while this connect was on its way must not leave it open.
+            if self.inner.shut.load(Ordering::SeqCst) {
+                return Err(ClientError::Shutdown);
+            }
+            conns.insert(addr.to_owned(), conn.clone());
+        }
+        lock(&self.inner.connecting).remove(addr);
         let (read, write) = tokio::io::split(stream);
         tokio::spawn(write_loop(write, queue, conn.clone(), self.inner.config.frame_max_bytes));
         tokio::spawn(read_loop(read, conn.clone(), Arc::downgrade(&self.inner)));

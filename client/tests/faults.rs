@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rocketraft_client::remoting::{InboundHandler, Remoting, RemotingConfig};
-use rocketraft_client::{ClientError, Message, Producer, ProducerConfig};
+use rocketraft_client::{
+    ClientError, Message, MessageQueue, Producer, ProducerConfig, PullConsumer, PullConsumerConfig,
+};
 use rocketraft_protocol::body::{BrokerData, JsonBody, JsonStyle, QueueData, TopicRouteData};
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
+use rocketraft_protocol::headers::{OffsetResponseHeader, PullMessageResponseHeader};
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -310,4 +313,61 @@ async fn bad_settings_and_unknown_topics_are_clear_errors() {
     assert!(matches!(err, ClientError::NoRoute { .. }), "{err}");
     assert!(err.to_string().contains("topic create"), "says how to fix it: {err}");
     producer.shutdown().await;
+}
+
+/// A follower reset to a snapshot may say a queue starts later than it does on the leader.
+/// While the group has no master, such an OFFSET_MOVED must not move the consumer (that
+/// would skip messages the leader still has).
+#[tokio::test]
+async fn a_followers_offset_moved_does_not_skip_messages() {
+    let me: Arc<Mutex<String>> = Arc::default();
+    let m = me.clone();
+    let addr = fake(move |req| match req.code {
+        request_code::GET_ROUTEINFO_BY_TOPIC => {
+            let route = TopicRouteData {
+                // Only a follower (brokerId 1): the master is being elected.
+                broker_datas: vec![BrokerData {
+                    broker_addrs: [(1, m.lock().unwrap().clone())].into(),
+                    broker_name: "b".into(),
+                    cluster: "C".into(),
+                }],
+                queue_datas: vec![QueueData {
+                    broker_name: "b".into(),
+                    perm: 6,
+                    read_queue_nums: 1,
+                    topic_sys_flag: 0,
+                    write_queue_nums: 1,
+                }],
+                ..Default::default()
+            };
+            Act::Reply(
+                RemotingCommand::response_to(req, response_code::SUCCESS, None)
+                    .with_body(route.to_json(JsonStyle::Standard)),
+            )
+        }
+        request_code::QUERY_CONSUMER_OFFSET => Act::Reply(
+            RemotingCommand::response_to(req, response_code::SUCCESS, None)
+                .with_header(&OffsetResponseHeader { offset: 5 }),
+        ),
+        request_code::PULL_MESSAGE => Act::Reply(
+            RemotingCommand::response_to(req, response_code::PULL_OFFSET_MOVED, None).with_header(
+                &PullMessageResponseHeader {
+                    suggest_which_broker_id: 0,
+                    next_begin_offset: 100,
+                    min_offset: 100,
+                    max_offset: 120,
+                },
+            ),
+        ),
+        _ => Act::Reply(ok(req)),
+    })
+    .await;
+    *me.lock().unwrap() = addr.to_string();
+    let consumer =
+        PullConsumer::start(PullConsumerConfig::new(&addr.to_string(), "G")).await.unwrap();
+    let mq = MessageQueue { broker_name: "b".into(), queue_id: 0, topic: "T".into() };
+    consumer.assign([mq.clone()]);
+    let _ = consumer.poll(300).await;
+    assert_eq!(consumer.position(&mq), Some(5), "still at the committed offset");
+    consumer.shutdown().await;
 }

@@ -173,10 +173,11 @@ pub(crate) async fn pull(
             let records = decode_records(&resp.body)
                 .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
             let mut messages = Vec::with_capacity(records.len());
+            let mut inflate_budget = crate::message::INFLATED_MAX_BYTES;
             for r in &records {
                 r.verify_body_crc()
                     .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
-                let m = MessageExt::from_record(r, &mq.broker_name);
+                let m = MessageExt::from_record_within(r, &mq.broker_name, &mut inflate_budget);
                 if tag_matches(sub, m.tags()) {
                     messages.push(m);
                 }
@@ -194,7 +195,16 @@ pub(crate) async fn pull(
                 Pulled::Found { messages, next }
             })
         }
-        response_code::PULL_OFFSET_MOVED => Ok(Pulled::Moved { next }),
+        // Only the master's word moves a consumer: a follower reset to a snapshot may start its
+        // queues later than the leader, and believing it would skip messages.
+        response_code::PULL_OFFSET_MOVED if route.master_addr(&mq.broker_name) == Some(&addr) => {
+            Ok(Pulled::Moved { next })
+        }
+        response_code::PULL_OFFSET_MOVED => Err(ClientError::Broker {
+            addr,
+            code,
+            remark: format!("a follower says offset {offset} moved to {next}: asking the master"),
+        }),
         _ => Ok(Pulled::Nothing { next }),
     }
 }
@@ -251,10 +261,11 @@ pub(crate) async fn commit_offset(
     core.call_ok(&addr, req).await.map(|_| ())
 }
 
-/// Where to start `mq` when the group has no committed offset.
+/// Where to start `mq` when the group has no committed offset: the master's answer (a follower
+/// reset to a snapshot may report a later first offset).
 pub(crate) async fn start_offset(core: &Core, mq: &MessageQueue, from: ConsumeFrom) -> Result<i64> {
     let route = core.routes.get(&mq.topic).await?;
-    let addr = reader(&route, mq)?;
+    let addr = master_addr(&route, mq)?;
     let topic_queue = TopicQueueRequestHeader {
         topic: mq.topic.clone(),
         queue_id: mq.queue_id,

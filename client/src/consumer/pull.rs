@@ -152,7 +152,7 @@ impl PullConsumer {
     /// Returns the next messages of some assigned queue, waiting up to `timeout_ms` for some
     /// to arrive; empty when none did.
     pub async fn poll(&self, timeout_ms: u64) -> Result<Vec<MessageExt>> {
-        let deadline = clock::instant() + Duration::from_millis(timeout_ms);
+        let deadline = clock::deadline_in(timeout_ms);
         loop {
             self.maybe_rebalance().await;
             let queues: Vec<MessageQueue> = lock(&self.state).positions.keys().cloned().collect();
@@ -169,6 +169,7 @@ impl PullConsumer {
                 s.rotation = s.rotation.wrapping_add(1);
                 s.rotation
             };
+            let mut all_failed = true;
             for i in 0..queues.len() {
                 let mq = &queues[(start + i) % queues.len()];
                 let last = i + 1 == queues.len();
@@ -179,7 +180,7 @@ impl PullConsumer {
                 let suspend = if last { remaining.min(1_000) } else { 0 };
                 match self.pull_one(mq, suspend).await {
                     Ok(found) if !found.is_empty() => return Ok(found),
-                    Ok(_) => {}
+                    Ok(_) => all_failed = false,
                     Err(e) => {
                         tracing::debug!(queue = ?mq, error = %e, "pull failed");
                         if remaining == 0 {
@@ -190,6 +191,11 @@ impl PullConsumer {
             }
             if clock::instant() >= deadline {
                 return Ok(Vec::new());
+            }
+            if all_failed {
+                // Every queue failed fast (broker down, no route): do not spin.
+                let left = deadline.saturating_duration_since(clock::instant());
+                tokio::time::sleep(Duration::from_millis(100).min(left)).await;
             }
         }
     }
@@ -292,6 +298,8 @@ impl PullConsumer {
         if due {
             self.core.heartbeat(&self.heartbeat_data()).await;
             if let Err(e) = self.rebalance().await {
+                // Counted as a round anyway: the next try waits a period, not the next poll.
+                lock(&self.state).last_rebalance = Some(clock::instant());
                 tracing::debug!(error = %e, "rebalance failed; keeping the queues");
             }
         }

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -249,6 +250,8 @@ impl PushConsumer {
             local_offsets: Mutex::new(local_offsets),
             offset_dir,
             rebalance_now,
+            stopping: AtomicBool::new(false),
+            rebalancing: tokio::sync::Mutex::new(()),
         });
         for topic in inner.subs.keys() {
             if let Err(e) = inner.core.routes.get(topic).await {
@@ -271,7 +274,7 @@ impl PushConsumer {
             let weak = weak.clone();
             async move {
                 if let Some(c) = weak.upgrade() {
-                    c.commit_all(false).await;
+                    c.commit_all().await;
                 }
             }
         });
@@ -326,6 +329,10 @@ struct Inner<L> {
     local_offsets: Mutex<BTreeMap<MessageQueue, i64>>,
     offset_dir: Option<PathBuf>,
     rebalance_now: Arc<Notify>,
+    /// Set at shutdown: no queue is taken any more.
+    stopping: AtomicBool,
+    /// Held through each rebalance round, so shutdown can wait for the one running.
+    rebalancing: tokio::sync::Mutex<()>,
 }
 
 /// One owned queue: what was pulled and not yet consumed.
@@ -336,6 +343,9 @@ struct ProcessQueue {
     state: Mutex<QueueState>,
     /// Signalled when messages arrive or finish.
     changed: Notify,
+    /// Serializes this queue's offset commits, so a late periodic commit cannot land after
+    /// (and overwrite) the final one of a hand-over.
+    commit_lock: tokio::sync::Mutex<()>,
 }
 
 struct QueueState {
@@ -345,6 +355,9 @@ struct QueueState {
     cached_bytes: usize,
     /// Listener calls running on this queue's messages.
     running: usize,
+    /// Given up: no listener call starts any more (checked with `running` under one lock, so
+    /// once a hand-over saw `running == 0` nothing runs behind its back).
+    closing: bool,
     /// The last offset committed (or read at start).
     committed: i64,
     /// Until when this member may trust its lock (clustering).
@@ -354,6 +367,19 @@ struct QueueState {
 impl ProcessQueue {
     fn is_dropped(&self) -> bool {
         *self.dropped.borrow()
+    }
+
+    /// Stops everything on this queue: no new listener call, pulls and retries end.
+    fn close(&self) {
+        lock(&self.state).closing = true;
+        self.dropped.send_replace(true);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether this member may consume the queue now: not given up, and (clustering) its lock
+    /// is still trusted.
+    fn may_consume(s: &QueueState) -> bool {
+        !s.closing && s.locked_until.is_none_or(|u| clock::instant() < u)
     }
 
     /// The offset to commit: the first not consumed.
@@ -380,8 +406,9 @@ impl<L: MessageListener> Running for Inner<L> {
     }
 
     fn halt(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         for pq in lock(&self.queues).values() {
-            pq.dropped.send_replace(true);
+            pq.close();
         }
         self.core.halt();
     }
@@ -436,8 +463,12 @@ impl<L: MessageListener> Inner<L> {
     /// One rebalance round over every subscribed topic; false if some queue could not be
     /// taken yet (its lock is still held by the previous owner).
     async fn rebalance(self: &Arc<Self>) -> bool {
+        let _round = self.rebalancing.lock().await;
         let mut all_taken = true;
         for (topic, sub) in &self.subs {
+            if self.stopping.load(Ordering::SeqCst) {
+                return true;
+            }
             let route = match self.core.routes.get(topic).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -477,6 +508,8 @@ impl<L: MessageListener> Inner<L> {
             for (q, pq) in &current {
                 if !mine.contains(q) && !pq.is_dropped() {
                     tracing::info!(queue = ?q, "giving the queue up (rebalance)");
+                    // Closed before the task runs, so the next round cannot spawn another.
+                    pq.close();
                     let me = self.clone();
                     let pq = pq.clone();
                     tokio::spawn(async move { me.give_up(pq).await });
@@ -534,6 +567,9 @@ impl<L: MessageListener> Inner<L> {
 
     /// Starts consuming a queue this member now owns.
     async fn take(self: &Arc<Self>, mq: MessageQueue, sub: SubscriptionData) -> Result<()> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ClientError::Shutdown);
+        }
         let start = match self.config.model {
             MessageModel::Clustering => {
                 initial_offset(&self.core, &self.config.group, &mq, self.config.consume_from)
@@ -558,10 +594,12 @@ impl<L: MessageListener> Inner<L> {
                 cached: BTreeMap::new(),
                 cached_bytes: 0,
                 running: 0,
+                closing: false,
                 committed: start,
                 locked_until,
             }),
             changed: Notify::new(),
+            commit_lock: tokio::sync::Mutex::new(()),
         });
         lock(&self.queues).insert(mq, pq.clone());
         tokio::spawn(self.clone().pull_loop(pq.clone(), sub));
@@ -573,39 +611,45 @@ impl<L: MessageListener> Inner<L> {
 
     /// Gives a queue up: stop pulling, let running calls finish, commit, unlock, forget.
     async fn give_up(self: &Arc<Self>, pq: Arc<ProcessQueue>) {
-        pq.dropped.send_replace(true);
-        pq.changed.notify_waiters();
-        self.wait_idle(&pq).await;
-        let offset = pq.consumed_offset();
-        match self.commit(&pq.mq, offset).await {
-            Ok(()) => lock(&pq.state).committed = offset,
-            Err(e) => {
-                tracing::warn!(queue = ?pq.mq, error = %e, "offset not committed on hand-over; the next owner may see some messages again")
-            }
-        }
+        pq.close();
+        let deadline = clock::instant() + Duration::from_millis(self.config.shutdown_wait_ms);
+        self.wait_idle(&pq, deadline).await;
+        self.final_commit(&pq).await;
         if self.config.model == MessageModel::Clustering {
             if let Ok(route) = self.core.routes.get(&pq.mq.topic).await {
-                if let Err(e) = unlock_queues(
-                    &self.core,
-                    &self.config.group,
-                    &route,
-                    &pq.mq.broker_name,
-                    [pq.mq.clone()].into(),
-                )
-                .await
+                let (group, broker) = (&self.config.group, &pq.mq.broker_name);
+                if let Err(e) =
+                    unlock_queues(&self.core, group, &route, broker, [pq.mq.clone()].into()).await
                 {
                     tracing::debug!(queue = ?pq.mq, error = %e, "unlock failed; the lock expires by itself");
                 }
             }
         }
+        self.forget(&pq);
+    }
+
+    /// Removes `pq` from the owned queues (unless a newer entry replaced it).
+    fn forget(&self, pq: &Arc<ProcessQueue>) {
         let mut queues = lock(&self.queues);
-        if queues.get(&pq.mq).is_some_and(|p| Arc::ptr_eq(p, &pq)) {
+        if queues.get(&pq.mq).is_some_and(|p| Arc::ptr_eq(p, pq)) {
             queues.remove(&pq.mq);
         }
     }
 
-    /// Waits until no listener call runs on the queue (at most `shutdown_wait_ms`).
-    async fn wait_idle(&self, pq: &ProcessQueue) {
+    /// The last commit of a closed queue, after any periodic commit still in flight.
+    async fn final_commit(&self, pq: &ProcessQueue) {
+        let _one_at_a_time = pq.commit_lock.lock().await;
+        let offset = pq.consumed_offset();
+        match self.commit(&pq.mq, offset).await {
+            Ok(()) => lock(&pq.state).committed = offset,
+            Err(e) => {
+                tracing::warn!(queue = ?pq.mq, error = %e, "final offset not committed; the next owner may see some messages again")
+            }
+        }
+    }
+
+    /// Waits until no listener call runs on the queue, at most until `deadline`.
+    async fn wait_idle(&self, pq: &ProcessQueue, deadline: tokio::time::Instant) {
         let wait = async {
             loop {
                 let notified = pq.changed.notified();
@@ -615,10 +659,8 @@ impl<L: MessageListener> Inner<L> {
                 notified.await;
             }
         };
-        if tokio::time::timeout(Duration::from_millis(self.config.shutdown_wait_ms), wait)
-            .await
-            .is_err()
-        {
+        let left = deadline.saturating_duration_since(clock::instant());
+        if tokio::time::timeout(left, wait).await.is_err() {
             tracing::warn!(queue = ?pq.mq, "listener calls still running after the shutdown wait");
         }
     }
@@ -627,25 +669,25 @@ impl<L: MessageListener> Inner<L> {
         match &self.offset_dir {
             None => commit_offset(&self.core, &self.config.group, mq, offset).await,
             Some(dir) => {
-                let table = {
-                    let mut t = lock(&self.local_offsets);
-                    t.insert(mq.clone(), offset);
-                    t.clone()
-                };
-                offsets::store(dir, &table)
+                // Written under the table's lock: one writer of the file at a time, and never
+                // an older table after a newer one.
+                let mut t = lock(&self.local_offsets);
+                t.insert(mq.clone(), offset);
+                offsets::store(dir, &t)
             }
         }
     }
 
-    /// Commits every owned queue whose consumed offset moved (all of them if `force`).
-    async fn commit_all(&self, force: bool) {
+    /// Commits every owned queue whose consumed offset moved (closed ones commit their own).
+    async fn commit_all(&self) {
         let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
         for pq in queues {
-            if pq.is_dropped() && !force {
-                continue; // give_up commits it
+            let _one_at_a_time = pq.commit_lock.lock().await;
+            if pq.is_dropped() {
+                continue;
             }
             let offset = pq.consumed_offset();
-            if !force && offset == lock(&pq.state).committed {
+            if offset == lock(&pq.state).committed {
                 continue;
             }
             match self.commit(&pq.mq, offset).await {
@@ -677,11 +719,23 @@ impl<L: MessageListener> Inner<L> {
                         lock(&pq.state).locked_until = Some(until);
                         pq.changed.notify_waiters();
                     }
-                    for q in qs.difference(&got) {
-                        tracing::warn!(queue = ?q, "lock lost to another member: giving the queue up");
-                        if let Some(pq) = held.iter().find(|pq| &pq.mq == q) {
-                            let _ = pq.dropped.send_replace(true);
-                        }
+                    for pq in held.iter().filter(|pq| !got.contains(&pq.mq)) {
+                        // Another member holds it (ours expired): it is theirs now. Stop at
+                        // once and commit nothing (the owner's offsets win).
+                        tracing::warn!(queue = ?pq.mq, "lock lost to another member: dropping the queue");
+                        pq.close();
+                        self.forget(pq);
+                    }
+                    // A queue given up while this renewal was on its way may have been locked
+                    // again after its hand-over unlocked it: release those.
+                    let stale: BTreeSet<MessageQueue> = {
+                        let queues = lock(&self.queues);
+                        got.iter().filter(|q| !queues.contains_key(*q)).cloned().collect()
+                    };
+                    if !stale.is_empty() {
+                        let _ =
+                            unlock_queues(&self.core, &self.config.group, &route, &broker, stale)
+                                .await;
                     }
                 }
                 Err(e) => tracing::debug!(%broker, error = %e, "locks not renewed"),
@@ -695,13 +749,15 @@ impl<L: MessageListener> Inner<L> {
             if pq.is_dropped() || self.core.is_stopped() {
                 return;
             }
-            let (offset, full) = {
+            let (offset, full, trusted) = {
                 let s = lock(&pq.state);
                 let full = s.cached.len() >= self.config.queue_cached_messages_max
                     || s.cached_bytes >= self.config.queue_cached_bytes_max;
-                (s.next_pull, full)
+                (s.next_pull, full, ProcessQueue::may_consume(&s))
             };
-            if full {
+            // A full cache, or a lock no longer trusted (clustering: the renewal failed for
+            // 30 s, so another member may own the queue soon): pull nothing now.
+            if full || !trusted {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = dropped.wait_for(|d| *d) => return,
@@ -714,13 +770,22 @@ impl<L: MessageListener> Inner<L> {
             };
             match pulled {
                 Ok(Pulled::Found { messages, next }) => {
-                    let fresh: Vec<MessageExt> =
-                        messages.into_iter().filter(|m| m.queue_offset >= offset).collect();
+                    // Only messages not cached already (a pull may overlap an earlier one).
+                    let mut fresh: Vec<MessageExt> = Vec::with_capacity(messages.len());
                     {
-                        let mut s = lock(&pq.state);
-                        for m in &fresh {
-                            s.cached_bytes += m.body.len();
-                            s.cached.insert(m.queue_offset, m.clone());
+                        let mut guard = lock(&pq.state);
+                        let s = &mut *guard;
+                        for m in messages {
+                            if m.queue_offset < offset || m.queue_offset >= next {
+                                continue;
+                            }
+                            if let std::collections::btree_map::Entry::Vacant(e) =
+                                s.cached.entry(m.queue_offset)
+                            {
+                                s.cached_bytes += m.body.len();
+                                e.insert(m.clone());
+                                fresh.push(m);
+                            }
                         }
                         s.next_pull = next;
                     }
@@ -771,24 +836,40 @@ impl<L: MessageListener> Inner<L> {
     ) {
         let mut permit = Some(permit);
         let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
+        let mut dropped = pq.dropped.subscribe();
         loop {
             if pq.is_dropped() {
                 return;
             }
             let p = match permit.take() {
                 Some(p) => p,
-                None => match self.permits.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
+                None => tokio::select! {
+                    p = self.permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = dropped.wait_for(|d| *d) => return,
                 },
             };
-            let ok = self.call_listener(&pq, msgs.clone()).await;
+            let outcome = self.call_listener(&pq, msgs.clone()).await;
             drop(p);
-            if ok {
-                pq.finish(&offsets);
-                return;
+            match outcome {
+                Some(true) => {
+                    pq.finish(&offsets);
+                    return;
+                }
+                Some(false) => {}
+                None => {
+                    // Not run: the queue is closing, or its lock is not trusted right now.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(self.config.orderly_retry_ms)) => {}
+                        _ = dropped.wait_for(|d| *d) => return,
+                    }
+                    continue;
+                }
             }
-            let tries = msgs[0].reconsume_times + 1;
+            // A producer may send any reconsumeTimes: no arithmetic on it may overflow.
+            let tries = msgs[0].reconsume_times.max(0).saturating_add(1);
             if tries > self.config.max_reconsume_times {
                 for m in &msgs {
                     self.to_dead_letter(&pq, m).await;
@@ -800,8 +881,7 @@ impl<L: MessageListener> Inner<L> {
                 m.reconsume_times = tries;
             }
             let delays = &self.config.retry_delays_ms;
-            let delay = delays[(tries as usize - 1).min(delays.len() - 1)];
-            let mut dropped = pq.dropped.subscribe();
+            let delay = delays[(tries as usize).saturating_sub(1).min(delays.len() - 1)];
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                 _ = dropped.wait_for(|d| *d) => return,
@@ -809,18 +889,27 @@ impl<L: MessageListener> Inner<L> {
         }
     }
 
-    /// One listener call; true on success. Counts as running for hand-over.
-    async fn call_listener(&self, pq: &ProcessQueue, msgs: Vec<MessageExt>) -> bool {
-        lock(&pq.state).running += 1;
+    /// One listener call: `Some(true)` on success, `Some(false)` for later (or a panic),
+    /// `None` if it did not run because the queue is closing or its lock is not trusted. The
+    /// check and the `running` count change under one lock, so a hand-over that saw no call
+    /// running sees none start after it.
+    async fn call_listener(&self, pq: &ProcessQueue, msgs: Vec<MessageExt>) -> Option<bool> {
+        {
+            let mut s = lock(&pq.state);
+            if !ProcessQueue::may_consume(&s) {
+                return None;
+            }
+            s.running += 1;
+        }
         let result = CatchPanic(Box::pin(self.listener.consume(msgs))).await;
         lock(&pq.state).running -= 1;
         pq.changed.notify_waiters();
         match result {
-            Some(ConsumeResult::Success) => true,
-            Some(ConsumeResult::Later) => false,
+            Some(ConsumeResult::Success) => Some(true),
+            Some(ConsumeResult::Later) => Some(false),
             None => {
                 tracing::warn!(queue = ?pq.mq, "the listener panicked: the messages will be retried");
-                false
+                Some(false)
             }
         }
     }
@@ -891,10 +980,9 @@ impl<L: MessageListener> Inner<L> {
             }
             let (batch, lock_ok) = {
                 let s = lock(&pq.state);
-                let lock_ok = s.locked_until.is_none_or(|u| clock::instant() < u);
                 let batch: Vec<MessageExt> =
                     s.cached.values().take(self.config.consume_batch_max).cloned().collect();
-                (batch, lock_ok)
+                (batch, ProcessQueue::may_consume(&s))
             };
             if batch.is_empty() || !lock_ok {
                 // Woken by new messages, a renewed lock, or the drop; re-check periodically.
@@ -913,19 +1001,22 @@ impl<L: MessageListener> Inner<L> {
                 return;
             }
             let offsets: Vec<i64> = batch.iter().map(|m| m.queue_offset).collect();
-            let ok = self.call_listener(&pq, batch).await;
+            let outcome = self.call_listener(&pq, batch).await;
             drop(permit);
-            if ok {
-                pq.finish(&offsets);
-                continue;
-            }
-            {
-                let mut s = lock(&pq.state);
-                for o in &offsets {
-                    if let Some(m) = s.cached.get_mut(o) {
-                        m.reconsume_times += 1;
+            match outcome {
+                Some(true) => {
+                    pq.finish(&offsets);
+                    continue;
+                }
+                Some(false) => {
+                    let mut s = lock(&pq.state);
+                    for o in &offsets {
+                        if let Some(m) = s.cached.get_mut(o) {
+                            m.reconsume_times = m.reconsume_times.max(0).saturating_add(1);
+                        }
                     }
                 }
+                None => {} // closing, or the lock is not trusted: wait and look again
             }
             let mut dropped = pq.dropped.subscribe();
             tokio::select! {
@@ -936,20 +1027,21 @@ impl<L: MessageListener> Inner<L> {
     }
 
     async fn stop(self: Arc<Self>) {
+        // No queue is taken from now on; wait for a rebalance round in progress to end.
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.rebalancing.lock().await);
         let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
         for pq in &queues {
-            pq.dropped.send_replace(true);
-            pq.changed.notify_waiters();
+            pq.close();
         }
+        // One deadline for all: shutdown waits at most shutdown_wait_ms, not that per queue.
+        let deadline = clock::instant() + Duration::from_millis(self.config.shutdown_wait_ms);
         for pq in &queues {
-            self.wait_idle(pq).await;
+            self.wait_idle(pq, deadline).await;
         }
         // Final commits, then release the locks so that the others take over at once.
         for pq in &queues {
-            let offset = pq.consumed_offset();
-            if let Err(e) = self.commit(&pq.mq, offset).await {
-                tracing::warn!(queue = ?pq.mq, error = %e, "offset not committed at shutdown");
-            }
+            self.final_commit(pq).await;
         }
         if self.config.model == MessageModel::Clustering {
             let mut by: BTreeMap<(String, String), BTreeSet<MessageQueue>> = BTreeMap::new();
