@@ -5,6 +5,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests read the clock to check timeouts
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,6 +200,30 @@ async fn requests_from_the_peer_reach_the_handler_or_get_not_supported() {
     assert!(answer.is_response());
 }
 
+/// A GET_ROUTEINFO_BY_TOPIC answer: topic on group "b" (2 read/write queues), whose replicas
+/// are `addrs` (brokerId -> address).
+fn route_answer(req: &RemotingCommand, addrs: BTreeMap<i64, String>, queues: i32) -> Act {
+    let route = TopicRouteData {
+        broker_datas: vec![BrokerData {
+            broker_addrs: addrs,
+            broker_name: "b".into(),
+            cluster: "C".into(),
+        }],
+        queue_datas: vec![QueueData {
+            broker_name: "b".into(),
+            perm: 6,
+            read_queue_nums: queues,
+            topic_sys_flag: 0,
+            write_queue_nums: queues,
+        }],
+        ..Default::default()
+    };
+    Act::Reply(
+        RemotingCommand::response_to(req, response_code::SUCCESS, None)
+            .with_body(route.to_json(JsonStyle::Standard)),
+    )
+}
+
 /// A fake NameServer and broker in one: routes `T` to itself, then answers sends as `send`
 /// says.
 async fn fake_cluster<F>(send: F) -> SocketAddr
@@ -209,25 +234,7 @@ where
     let m = me.clone();
     let addr = fake(move |req| match req.code {
         request_code::GET_ROUTEINFO_BY_TOPIC => {
-            let route = TopicRouteData {
-                broker_datas: vec![BrokerData {
-                    broker_addrs: [(0, m.lock().unwrap().clone())].into(),
-                    broker_name: "b".into(),
-                    cluster: "C".into(),
-                }],
-                queue_datas: vec![QueueData {
-                    broker_name: "b".into(),
-                    perm: 6,
-                    read_queue_nums: 2,
-                    topic_sys_flag: 0,
-                    write_queue_nums: 2,
-                }],
-                ..Default::default()
-            };
-            Act::Reply(
-                RemotingCommand::response_to(req, response_code::SUCCESS, None)
-                    .with_body(route.to_json(JsonStyle::Standard)),
-            )
+            route_answer(req, [(0, m.lock().unwrap().clone())].into(), 2)
         }
         request_code::SEND_MESSAGE_V2 => send(req),
         _ => Act::Reply(ok(req)),
@@ -323,27 +330,9 @@ async fn a_followers_offset_moved_does_not_skip_messages() {
     let me: Arc<Mutex<String>> = Arc::default();
     let m = me.clone();
     let addr = fake(move |req| match req.code {
+        // Only a follower (brokerId 1): the master is being elected.
         request_code::GET_ROUTEINFO_BY_TOPIC => {
-            let route = TopicRouteData {
-                // Only a follower (brokerId 1): the master is being elected.
-                broker_datas: vec![BrokerData {
-                    broker_addrs: [(1, m.lock().unwrap().clone())].into(),
-                    broker_name: "b".into(),
-                    cluster: "C".into(),
-                }],
-                queue_datas: vec![QueueData {
-                    broker_name: "b".into(),
-                    perm: 6,
-                    read_queue_nums: 1,
-                    topic_sys_flag: 0,
-                    write_queue_nums: 1,
-                }],
-                ..Default::default()
-            };
-            Act::Reply(
-                RemotingCommand::response_to(req, response_code::SUCCESS, None)
-                    .with_body(route.to_json(JsonStyle::Standard)),
-            )
+            route_answer(req, [(1, m.lock().unwrap().clone())].into(), 1)
         }
         request_code::QUERY_CONSUMER_OFFSET => Act::Reply(
             RemotingCommand::response_to(req, response_code::SUCCESS, None)
