@@ -80,6 +80,7 @@ async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Re
         tokio::pin!(deadline);
         while batch.len() < config.batch_max {
             tokio::select! {
+                biased;
                 next = rx.recv() => match next {
                     Some((o, waiter)) => {
                         batch.insert((o.group, o.topic, o.queue_id), o.offset);

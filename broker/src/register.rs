@@ -119,6 +119,9 @@ async fn confirmed_master(raft: &Raft<TypeConfig>, node_id: u64, timeout: Durati
         .is_ok()
 }
 
+/// How soon a leader that could not confirm its leadership registers again.
+const UNCONFIRMED_RETRY_MS: u64 = 500;
+
 /// Runs registration until `stop` changes, then unregisters. `now` asks for a round at once.
 pub async fn run<S: Storage + Clone, M: MetaStore>(
     config: RegisterConfig,
@@ -138,6 +141,8 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
     let mut last_role: Option<bool> = None;
     let mut counter = 0i64;
     loop {
+        // The leader this round decides on: a change during the round triggers another.
+        let before = metrics.borrow_and_update().current_leader;
         let master = confirmed_master(&raft, node_id, timeout).await;
         let id = broker_id(master, node_id);
         if master && config.auto_create_topic {
@@ -179,11 +184,18 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         }
         // Next round: the interval, at once when the Raft role or leader changes, or when asked
         // (a topic was created: RocketMQ brokers re-register right after).
-        let before = metrics.borrow().current_leader;
-        let deadline = tokio::time::sleep(Duration::from_millis(config.register_interval_ms));
+        // A leader that could not confirm its leadership yet (a fresh election) tries again
+        // soon rather than a whole period later, so it is not a slave in the routes for 30 s.
+        let wait_ms = if before == Some(node_id) && !master {
+            UNCONFIRMED_RETRY_MS.min(config.register_interval_ms)
+        } else {
+            config.register_interval_ms
+        };
+        let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
+                biased;
                 _ = &mut deadline => break,
                 _ = now.notified() => break,
                 changed = metrics.changed() => {

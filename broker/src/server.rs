@@ -228,6 +228,7 @@ async fn expire_clients<S: Storage + Clone, M: MetaStore>(
 ) {
     loop {
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(Duration::from_millis(CLIENT_SCAN_MS)) => {}
             _ = stop.changed() => return,
         }
@@ -272,8 +273,9 @@ async fn accept_loop<S: Storage + Clone, M: MetaStore>(
 ) {
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            biased;
             _ = stop.changed() => return,
+            r = listener.accept() => r,
         };
         let Ok((stream, peer)) = accepted else { return };
         // Responses are small and must not wait for the client's delayed ACK (Nagle): RocketMQ
@@ -354,11 +356,12 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
             });
         }
         let read = tokio::select! {
-            r = rd.read_buf(&mut buf) => r,
+            biased;
             _ = stop.changed() => {
                 writer.abort();
                 break 'read;
             }
+            r = rd.read_buf(&mut buf) => r,
         };
         match read {
             Ok(0) | Err(_) => break,
@@ -813,6 +816,7 @@ async fn pull<S: Storage + Clone, M: MetaStore>(
             }
             Lookup::NoNew => {
                 tokio::select! {
+                    biased;
                     _ = &mut woken => continue,
                     _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
                 }

@@ -118,10 +118,12 @@ impl Core {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(Duration::from_millis(period_ms)) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
                 tokio::select! {
+                    biased;
                     _ = tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }

@@ -3,7 +3,9 @@
 //! robin, sharding-key and custom queue selection; fast failover retry), push consumers
 //! (clustering and broadcasting, concurrent and orderly listeners), a pull consumer, and the
 //! admin calls the `rocketraft` command needs. Depends on `rocketraft-protocol` only and runs
-//! under madsim as well as tokio.
+//! under madsim as well as tokio. Maps whose iteration order affects what happens are
+//! BTreeMaps: std's HashMap seeds its order per thread, which would make two simulated runs of
+//! one seed in one thread differ.
 
 pub mod admin;
 mod clock;

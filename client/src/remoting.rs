@@ -11,7 +11,7 @@
 //!   written; beyond that a call fails with [`ClientError::Overloaded`] rather than queueing;
 //! - a broken connection leaves the pool at once, so the next call reconnects.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +71,7 @@ struct Connection {
     addr: String,
     peer: SocketAddr,
     writes: mpsc::Sender<RemotingCommand>,
-    pending: Mutex<HashMap<i32, Waiter>>,
+    pending: Mutex<BTreeMap<i32, Waiter>>,
     /// Turns true once; both socket tasks end on it, which closes the socket.
     closed: watch::Sender<bool>,
 }
@@ -83,7 +83,8 @@ impl Connection {
 
     fn close(&self, reason: CloseReason) {
         self.closed.send_replace(true);
-        let waiting: Vec<Waiter> = lock(&self.pending).drain().map(|(_, w)| w).collect();
+        let waiting: Vec<Waiter> =
+            std::mem::take(&mut *lock(&self.pending)).into_values().collect();
         for w in waiting {
             let _ = w.send(Err(reason.clone()));
         }
@@ -92,10 +93,10 @@ impl Connection {
 
 struct Inner {
     config: RemotingConfig,
-    conns: Mutex<HashMap<String, Arc<Connection>>>,
+    conns: Mutex<BTreeMap<String, Arc<Connection>>>,
     /// One lock per address, so two calls to a new address open one connection while other
     /// addresses are not held up by a slow connect.
-    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    connecting: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_opaque: AtomicI32,
     handler: Option<InboundHandler>,
     local_ip: Mutex<Option<IpAddr>>,
@@ -115,8 +116,8 @@ impl Remoting {
         Remoting {
             inner: Arc::new(Inner {
                 config,
-                conns: Mutex::new(HashMap::new()),
-                connecting: Mutex::new(HashMap::new()),
+                conns: Mutex::new(BTreeMap::new()),
+                connecting: Mutex::new(BTreeMap::new()),
                 next_opaque: AtomicI32::new(1),
                 handler,
                 local_ip: Mutex::new(None),
@@ -213,7 +214,7 @@ impl Remoting {
         let conns: Vec<_> = {
             let mut conns = lock(&self.inner.conns);
             self.inner.shut.store(true, Ordering::SeqCst);
-            conns.drain().map(|(_, c)| c).collect()
+            std::mem::take(&mut *conns).into_values().collect()
         };
         for c in conns {
             c.close(CloseReason::Closed);
@@ -258,7 +259,7 @@ impl Remoting {
             addr: addr.to_owned(),
             peer,
             writes,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
             closed: watch::channel(false).0,
         });
         {
@@ -303,11 +304,12 @@ async fn write_loop(
     let mut closed = conn.closed.subscribe();
     loop {
         let cmd = tokio::select! {
+            biased;
+            _ = closed.wait_for(|c| *c) => break,
             c = queue.recv() => match c {
                 Some(c) => c,
                 None => break,
             },
-            _ = closed.wait_for(|c| *c) => break,
         };
         buf.clear();
         if let Err(e) = encode_frame_with_limit(&cmd, &mut buf, frame_max_bytes) {
@@ -362,8 +364,9 @@ async fn read_loop(
         }
         let mut closed = conn.closed.subscribe();
         let read = tokio::select! {
-            r = read.read_buf(&mut buf) => r,
+            biased;
             _ = closed.wait_for(|c| *c) => break CloseReason::Closed,
+            r = read.read_buf(&mut buf) => r,
         };
         match read {
             Ok(0) | Err(_) => break CloseReason::Closed,

@@ -8,7 +8,7 @@
 //! NameServer answers at all, the last transport error is returned instead (the producer then routes through the template
 //! topic, TBW102, so that the broker can create it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,7 @@ struct Inner {
     namesrv_addrs: Vec<String>,
     call_timeout_ms: u64,
     next: AtomicUsize,
-    routes: Mutex<HashMap<String, Arc<TopicRoute>>>,
+    routes: Mutex<BTreeMap<String, Arc<TopicRoute>>>,
     /// broker name -> replicas, merged from every route seen (heartbeats and lookups by name).
     brokers: Mutex<BTreeMap<String, BTreeMap<i64, String>>>,
 }
@@ -74,7 +74,7 @@ impl Routes {
                 namesrv_addrs,
                 call_timeout_ms,
                 next: AtomicUsize::new(0),
-                routes: Mutex::new(HashMap::new()),
+                routes: Mutex::new(BTreeMap::new()),
                 brokers: Mutex::new(BTreeMap::new()),
             }),
         }

@@ -3,7 +3,7 @@
 //! (round robin with latency-based fault avoidance, or a hash of a sharding key), how a
 //! consumer group's queues are shared out, and whether a tag matches a subscription.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rocketraft_protocol::body::{MessageQueue, SubscriptionData, TopicRouteData};
 use rocketraft_protocol::code::perm;
@@ -108,7 +108,7 @@ pub fn tag_matches(sub: &SubscriptionData, tags: Option<&str>) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct FaultTable {
     /// broker name -> unavailable until (ms on the caller's clock)
-    until_ms: HashMap<String, u64>,
+    until_ms: BTreeMap<String, u64>,
 }
 
 /// Latency thresholds (ms) and how long a broker that answered that slowly is avoided (ms).

@@ -253,6 +253,11 @@ impl Registry {
     }
 
     /// The broker id registered for an address, if it is alive.
+    /// When `broker_addr` last registered (or was kept alive), if it is live.
+    pub fn last_update_ms(&self, broker_addr: &str) -> Option<i64> {
+        self.live.get(broker_addr).map(|l| l.last_update_ms)
+    }
+
     pub fn broker_id_of(&self, broker_addr: &str) -> Option<i64> {
         self.live.get(broker_addr).map(|l| l.broker_id)
     }

@@ -130,6 +130,7 @@ impl NameServer {
 async fn scan_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(Duration::from_millis(shared.config.scan_interval_ms)) => {}
             _ = stop.changed() => return,
         }
@@ -148,8 +149,9 @@ async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            biased;
             _ = stop.changed() => return,
+            r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -169,8 +171,9 @@ async fn accept_loop(
         let (shared, mut stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
-                r = serve_connection(stream, conn, &shared) => r,
+                biased;
                 _ = stop.changed() => Ok(()),
+                r = serve_connection(stream, conn, &shared) => r,
             };
             if let Err(e) = result {
                 tracing::warn!(%peer, error = %e, "closing a connection");

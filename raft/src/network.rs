@@ -117,8 +117,9 @@ pub async fn serve(
     let mut stop_accept = stop.clone();
     loop {
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            biased;
             _ = stop_accept.changed() => return,
+            r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -132,8 +133,9 @@ pub async fn serve(
         let (raft, group, mut stop) = (raft.clone(), group.clone(), stop.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
-                r = serve_connection(stream, raft, &group, id) => r,
+                biased;
                 _ = stop.changed() => Ok(()),
+                r = serve_connection(stream, raft, &group, id) => r,
             };
             if let Err(e) = result {
                 match e {

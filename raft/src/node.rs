@@ -235,6 +235,7 @@ async fn run_retention<S: Storage + Clone>(
     use crate::log_store::lock;
     loop {
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(std::time::Duration::from_millis(check_ms)) => {}
             _ = stop.changed() => return,
         }

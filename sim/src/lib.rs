@@ -9,6 +9,10 @@ compile_error!(
      (an inherited RUSTFLAGS without the cfg would silently give 0 tests)"
 );
 
+pub mod check;
+pub mod cluster;
+pub mod workload;
+
 /// The command that replays one seed of one test.
 pub fn replay_hint(test: &str, seed: u64) -> String {
     format!("MADSIM_TEST_SEED={seed} scripts/simtest {test} -- --nocapture")

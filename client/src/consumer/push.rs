@@ -433,6 +433,7 @@ async fn rebalance_loop<L: MessageListener>(inner: Arc<Inner<L>>) {
         let wait =
             if all_taken { inner.config.rebalance_ms } else { inner.config.rebalance_retry_ms };
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = inner.rebalance_now.notified() => {}
             _ = stopped.wait_for(|s| *s) => return,
@@ -759,12 +760,14 @@ impl<L: MessageListener> Inner<L> {
             // 30 s, so another member may own the queue soon): pull nothing now.
             if full || !trusted {
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = dropped.wait_for(|d| *d) => return,
                 }
                 continue;
             }
             let pulled = tokio::select! {
+                biased;
                 r = pull(&self.core, &self.config.group, &pq.mq, &sub, offset, self.config.pull_batch_max, self.config.pull_suspend_ms) => r,
                 _ = dropped.wait_for(|d| *d) => return,
             };
@@ -793,6 +796,7 @@ impl<L: MessageListener> Inner<L> {
                     if !self.orderly {
                         for chunk in fresh.chunks(self.config.consume_batch_max) {
                             let permit = tokio::select! {
+                                biased;
                                 p = self.permits.clone().acquire_owned() => match p {
                                     Ok(p) => p,
                                     Err(_) => return,
@@ -818,6 +822,7 @@ impl<L: MessageListener> Inner<L> {
                         let _ = self.core.routes.refresh(&pq.mq.topic).await;
                     }
                     tokio::select! {
+                        biased;
                         _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
                         _ = dropped.wait_for(|d| *d) => return,
                     }
@@ -844,6 +849,7 @@ impl<L: MessageListener> Inner<L> {
             let p = match permit.take() {
                 Some(p) => p,
                 None => tokio::select! {
+                    biased;
                     p = self.permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => return,
@@ -862,6 +868,7 @@ impl<L: MessageListener> Inner<L> {
                 None => {
                     // Not run: the queue is closing, or its lock is not trusted right now.
                     tokio::select! {
+                        biased;
                         _ = tokio::time::sleep(Duration::from_millis(self.config.orderly_retry_ms)) => {}
                         _ = dropped.wait_for(|d| *d) => return,
                     }
@@ -883,6 +890,7 @@ impl<L: MessageListener> Inner<L> {
             let delays = &self.config.retry_delays_ms;
             let delay = delays[(tries as usize).saturating_sub(1).min(delays.len() - 1)];
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
                 _ = dropped.wait_for(|d| *d) => return,
             }
@@ -965,6 +973,7 @@ impl<L: MessageListener> Inner<L> {
                 Err(e) => tracing::warn!(error = %e, "dead-letter send failed; trying again"),
             }
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
                 _ = dropped.wait_for(|d| *d) => return,
             }
@@ -1020,6 +1029,7 @@ impl<L: MessageListener> Inner<L> {
             }
             let mut dropped = pq.dropped.subscribe();
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(Duration::from_millis(self.config.orderly_retry_ms)) => {}
                 _ = dropped.wait_for(|d| *d) => return,
             }

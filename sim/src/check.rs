@@ -1,0 +1,389 @@
+//! The history of a simulated run and the pure checkers that judge it
+//! (shared/reference/simulation-checks.md B.5). Checkers are plain functions of a history, with
+//! unit tests on synthetic histories, each shown to catch the anomaly it names.
+//!
+//! Vocabulary: a send is *acked* when the producer got SEND_OK; *failed* when it got a final
+//! error (the broker refused it; it is not stored); *indeterminate* when it timed out or its
+//! connection broke (it may be stored). Messages are identified by their body, unique per run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A queue: (broker group, queue id).
+pub type Queue = (String, i32);
+
+/// How a send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Acked { queue: (String, i32), offset: i64 },
+    Failed,
+    Indeterminate,
+}
+
+/// One observation of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A producer is about to send `id`, with this sharding key if ordered.
+    Send { id: String, key: Option<String> },
+    /// The send of `id` ended so.
+    Sent { id: String, outcome: SendOutcome },
+    /// A consumer of `group` was handed `id` from (broker, queue) at `offset`.
+    Delivered { consumer: String, group: String, id: String, queue: (String, i32), offset: i64 },
+    /// A broker group's committed consumer offset of (group, broker, queue), as read back.
+    OffsetSeen { group: String, queue: (String, i32), offset: i64 },
+    /// A replica of `broker` saw `leader` leading in `term`.
+    Leader { broker: String, term: u64, leader: u64 },
+}
+
+/// A run's events in the order they were observed; shared behind a mutex by the run's tasks.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub events: Vec<Event>,
+}
+
+impl History {
+    pub fn push(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
+    fn outcomes(&self) -> BTreeMap<&str, &SendOutcome> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Sent { id, outcome } => Some((id.as_str(), outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deliveries(&self) -> impl Iterator<Item = (&str, &str, &str, &(String, i32), i64)> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Delivered { consumer, group, id, queue, offset } => {
+                Some((consumer.as_str(), group.as_str(), id.as_str(), queue, *offset))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// Acked sends no consumer of `group` ever received (B.5 #14). Must be empty after a drain.
+pub fn lost(h: &History, group: &str) -> Vec<String> {
+    let delivered: BTreeSet<&str> = h.deliveries().filter(|d| d.1 == group).map(|d| d.2).collect();
+    h.outcomes()
+        .into_iter()
+        .filter(|(id, o)| matches!(o, SendOutcome::Acked { .. }) && !delivered.contains(id))
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
+/// Deliveries of messages never sent, or whose send definitely failed (B.5 #15).
+pub fn unexpected(h: &History) -> Vec<String> {
+    let sent: BTreeSet<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Send { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let outcomes = h.outcomes();
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    for (_, _, id, _, _) in h.deliveries() {
+        let failed = matches!(outcomes.get(id), Some(SendOutcome::Failed));
+        if !sent.contains(id) || failed {
+            bad.insert(id.to_owned());
+        }
+    }
+    bad.into_iter().collect()
+}
+
+/// Duplicate deliveries within a group, classified (B.5 #16).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Duplicates {
+    /// Extra deliveries of one stored record (same queue and offset): a consumer redelivered
+    /// it (crash or hand-over before the offset commit).
+    pub redelivered: usize,
+    /// One message stored twice (different queue or offset): a producer retry after an
+    /// indeterminate send.
+    pub stored_twice: usize,
+    /// Stored more than once although the send definitely failed (or was never made). Must
+    /// be 0.
+    pub unexplained: usize,
+}
+
+pub fn duplicates(h: &History, group: &str) -> Duplicates {
+    // id -> the (queue, offset) of each delivery
+    let mut by_id: BTreeMap<&str, Vec<(&Queue, i64)>> = BTreeMap::new();
+    for (_, g, id, q, o) in h.deliveries() {
+        if g == group {
+            by_id.entry(id).or_default().push((q, o));
+        }
+    }
+    let outcomes = h.outcomes();
+    let mut d = Duplicates::default();
+    for (id, copies) in by_id {
+        let records: BTreeSet<_> = copies.iter().copied().collect();
+        d.redelivered += copies.len() - records.len();
+        let extra = records.len().saturating_sub(1);
+        // The producer retries inside one call after an attempt times out or breaks (which may
+        // still have stored the message), so an acked or indeterminate send may be stored more
+        // than once; a failed one never should.
+        match outcomes.get(id) {
+            Some(SendOutcome::Acked { .. } | SendOutcome::Indeterminate) => d.stored_twice += extra,
+            _ => d.unexplained += extra,
+        }
+    }
+    d
+}
+
+/// Per sharding key, the acked sends must appear in the consumer's delivery order (each key's
+/// acked sequence is a subsequence of its first deliveries; B.5 #17). Returns the keys whose
+/// order broke, with the first pair out of order.
+pub fn order_violations(h: &History, group: &str) -> Vec<(String, String, String)> {
+    let mut key_of: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut acked_seq: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut send_order: Vec<&str> = Vec::new();
+    for e in &h.events {
+        if let Event::Send { id, key: Some(k) } = e {
+            key_of.insert(id.as_str(), k.as_str());
+            send_order.push(id.as_str());
+        }
+    }
+    let outcomes = h.outcomes();
+    for id in send_order {
+        if matches!(outcomes.get(id), Some(SendOutcome::Acked { .. })) {
+            acked_seq.entry(key_of[id]).or_default().push(id);
+        }
+    }
+    let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (_, g, id, _, _)) in h.deliveries().enumerate() {
+        if g == group {
+            first_seen.entry(id).or_insert(i);
+        }
+    }
+    let mut bad = Vec::new();
+    for (key, ids) in acked_seq {
+        let seen: Vec<(&str, usize)> =
+            ids.iter().filter_map(|id| first_seen.get(id).map(|&i| (*id, i))).collect();
+        if let Some(w) = seen.windows(2).find(|w| w[0].1 > w[1].1) {
+            bad.push((key.to_owned(), w[0].0.to_owned(), w[1].0.to_owned()));
+        }
+    }
+    bad
+}
+
+/// Committed consumer offsets read back over time must never go backwards (B.5 #19).
+/// Returns (group, queue, before, after) for each regression.
+pub fn offset_regressions(h: &History) -> Vec<(String, (String, i32), i64, i64)> {
+    let mut last: BTreeMap<(&str, &(String, i32)), i64> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for e in &h.events {
+        if let Event::OffsetSeen { group, queue, offset } = e {
+            if let Some(prev) = last.insert((group.as_str(), queue), *offset) {
+                if *offset < prev {
+                    bad.push((group.clone(), queue.clone(), prev, *offset));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// At most one leader per term per broker group (B.5 #1). Returns (broker, term, leaders).
+pub fn split_brains(h: &History) -> Vec<(String, u64, BTreeSet<u64>)> {
+    let mut leaders: BTreeMap<(&str, u64), BTreeSet<u64>> = BTreeMap::new();
+    for e in &h.events {
+        if let Event::Leader { broker, term, leader } = e {
+            leaders.entry((broker.as_str(), *term)).or_default().insert(*leader);
+        }
+    }
+    leaders
+        .into_iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|((b, t), l)| (b.to_owned(), t, l))
+        .collect()
+}
+
+/// Each queue offset holds one message: two different ids delivered from one (queue, offset)
+/// mean a replica served data that was later replaced (B.5 #13, #20).
+pub fn inconsistent_offsets(h: &History) -> Vec<((String, i32), i64, BTreeSet<String>)> {
+    let mut at: BTreeMap<(&(String, i32), i64), BTreeSet<&str>> = BTreeMap::new();
+    for (_, _, id, q, o) in h.deliveries() {
+        at.entry((q, o)).or_default().insert(id);
+    }
+    at.into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((q, o), ids)| (q.clone(), o, ids.into_iter().map(str::to_owned).collect()))
+        .collect()
+}
+
+/// Replica states at quiesce: (replica, applied index, committed log bytes).
+pub type ReplicaState = (u64, u64, Vec<u8>);
+
+/// At quiesce, no follower is ahead of the leader and every replica's log is byte-identical
+/// to the leader's (B.5 #7). Returns what differs.
+pub fn replicas_diverge(leader: u64, replicas: &[ReplicaState]) -> Vec<String> {
+    let Some((_, leader_applied, leader_log)) = replicas.iter().find(|r| r.0 == leader) else {
+        return vec![format!("leader {leader} is not among the replicas")];
+    };
+    let mut bad = Vec::new();
+    for (id, applied, log) in replicas {
+        if applied > leader_applied {
+            bad.push(format!("replica {id} applied {applied} > leader's {leader_applied}"));
+        }
+        if log != leader_log {
+            bad.push(format!(
+                "replica {id}'s log ({} bytes) differs from the leader's ({} bytes)",
+                log.len(),
+                leader_log.len()
+            ));
+        }
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(n: i32) -> (String, i32) {
+        ("broker-a".to_owned(), n)
+    }
+
+    fn send(h: &mut History, id: &str, key: Option<&str>, outcome: SendOutcome) {
+        h.push(Event::Send { id: id.into(), key: key.map(str::to_owned) });
+        h.push(Event::Sent { id: id.into(), outcome });
+    }
+
+    fn acked(queue: i32, offset: i64) -> SendOutcome {
+        SendOutcome::Acked { queue: q(queue), offset }
+    }
+
+    fn deliver(h: &mut History, id: &str, queue: i32, offset: i64) {
+        h.push(Event::Delivered {
+            consumer: "c1".into(),
+            group: "G".into(),
+            id: id.into(),
+            queue: q(queue),
+            offset,
+        });
+    }
+
+    #[test]
+    fn lost_finds_acked_sends_never_delivered_only() {
+        let mut h = History::default();
+        send(&mut h, "a", None, acked(0, 0));
+        send(&mut h, "b", None, acked(0, 1));
+        send(&mut h, "c", None, SendOutcome::Indeterminate);
+        send(&mut h, "d", None, SendOutcome::Failed);
+        deliver(&mut h, "a", 0, 0);
+        assert_eq!(lost(&h, "G"), vec!["b".to_owned()], "c and d were never promised");
+        deliver(&mut h, "b", 0, 1);
+        assert!(lost(&h, "G").is_empty());
+        assert_eq!(lost(&h, "other"), vec!["a".to_owned(), "b".to_owned()], "per group");
+    }
+
+    #[test]
+    fn unexpected_finds_phantoms_and_failed_sends_delivered() {
+        let mut h = History::default();
+        send(&mut h, "a", None, acked(0, 0));
+        send(&mut h, "f", None, SendOutcome::Failed);
+        send(&mut h, "i", None, SendOutcome::Indeterminate);
+        deliver(&mut h, "a", 0, 0);
+        deliver(&mut h, "i", 0, 1);
+        assert!(unexpected(&h).is_empty(), "an indeterminate send may well be stored");
+        deliver(&mut h, "f", 0, 2);
+        deliver(&mut h, "ghost", 0, 3);
+        assert_eq!(unexpected(&h), vec!["f".to_owned(), "ghost".to_owned()]);
+    }
+
+    #[test]
+    fn duplicates_are_classified() {
+        let mut h = History::default();
+        send(&mut h, "a", None, acked(0, 0));
+        send(&mut h, "b", None, acked(0, 2));
+        send(&mut h, "c", None, SendOutcome::Failed);
+        deliver(&mut h, "a", 0, 0);
+        deliver(&mut h, "a", 0, 0); // redelivered after a consumer crash
+        deliver(&mut h, "b", 0, 1); // stored by an attempt that timed out ...
+        deliver(&mut h, "b", 0, 2); // ... and by the retry that was acked
+        assert_eq!(
+            duplicates(&h, "G"),
+            Duplicates { redelivered: 1, stored_twice: 1, unexplained: 0 }
+        );
+        deliver(&mut h, "c", 0, 3);
+        deliver(&mut h, "c", 0, 4);
+        assert_eq!(duplicates(&h, "G").unexplained, 1, "a failed send stored twice");
+    }
+
+    #[test]
+    fn order_is_checked_per_key_on_first_deliveries() {
+        let mut h = History::default();
+        send(&mut h, "k1-0", Some("k1"), acked(0, 0));
+        send(&mut h, "k2-0", Some("k2"), acked(1, 0));
+        send(&mut h, "k1-1", Some("k1"), acked(0, 1));
+        send(&mut h, "k1-2", Some("k1"), SendOutcome::Indeterminate);
+        deliver(&mut h, "k2-0", 1, 0);
+        deliver(&mut h, "k1-0", 0, 0);
+        deliver(&mut h, "k1-2", 0, 2); // unacked: may appear anywhere
+        deliver(&mut h, "k1-1", 0, 1);
+        deliver(&mut h, "k1-0", 0, 0); // a redelivery does not count as reordering
+        assert!(order_violations(&h, "G").is_empty());
+        let mut bad = History::default();
+        send(&mut bad, "x0", Some("x"), acked(0, 0));
+        send(&mut bad, "x1", Some("x"), acked(0, 1));
+        deliver(&mut bad, "x1", 0, 1);
+        deliver(&mut bad, "x0", 0, 0);
+        assert_eq!(
+            order_violations(&bad, "G"),
+            vec![("x".to_owned(), "x0".to_owned(), "x1".to_owned())]
+        );
+    }
+
+    #[test]
+    fn offsets_must_not_go_backwards() {
+        let mut h = History::default();
+        let seen = |o| Event::OffsetSeen { group: "G".into(), queue: q(0), offset: o };
+        h.push(seen(3));
+        h.push(seen(3));
+        h.push(seen(7));
+        h.push(Event::OffsetSeen { group: "H".into(), queue: q(0), offset: 1 });
+        assert!(offset_regressions(&h).is_empty());
+        h.push(seen(5));
+        assert_eq!(offset_regressions(&h), vec![("G".to_owned(), q(0), 7, 5)]);
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_split_brain() {
+        let mut h = History::default();
+        let l = |b: &str, term, leader| Event::Leader { broker: b.into(), term, leader };
+        h.push(l("a", 1, 0));
+        h.push(l("a", 1, 0));
+        h.push(l("a", 2, 1));
+        h.push(l("b", 1, 2));
+        assert!(split_brains(&h).is_empty());
+        h.push(l("a", 2, 2));
+        assert_eq!(split_brains(&h), vec![("a".to_owned(), 2, [1, 2].into())]);
+    }
+
+    #[test]
+    fn one_offset_holds_one_message() {
+        let mut h = History::default();
+        deliver(&mut h, "a", 0, 0);
+        deliver(&mut h, "a", 0, 0);
+        deliver(&mut h, "b", 0, 1);
+        assert!(inconsistent_offsets(&h).is_empty());
+        deliver(&mut h, "c", 0, 1);
+        assert_eq!(inconsistent_offsets(&h).len(), 1);
+    }
+
+    #[test]
+    fn replicas_must_match_the_leader() {
+        let same = vec![(0, 10, b"log".to_vec()), (1, 10, b"log".to_vec())];
+        assert!(replicas_diverge(0, &same).is_empty());
+        let ahead = vec![(0, 10, b"log".to_vec()), (1, 11, b"log".to_vec())];
+        assert_eq!(replicas_diverge(0, &ahead).len(), 1);
+        let differ = vec![(0, 10, b"log".to_vec()), (1, 10, b"lag".to_vec())];
+        assert_eq!(replicas_diverge(0, &differ).len(), 1);
+        assert_eq!(replicas_diverge(5, &same).len(), 1, "no such leader");
+    }
+}

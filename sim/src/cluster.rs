@@ -1,0 +1,308 @@
+//! The simulated cluster: NameServers and broker groups on madsim nodes, each replica on the
+//! simulated disk (`SimStorage`: fsync and power loss modelled) with in-memory metadata, both
+//! kept outside the node so that they survive a kill or a restart as files survive a crash.
+//!
+//! Addresses: NameServer i at `10.0.0.(i+1):9876`; replica r of group g at
+//! `10.0.(g+1).(r+1)`, broker port 10911, Raft port 40911; clients on `10.0.9.x`.
+//! Every replica boots after a seeded delay (otherwise every seed elects the same leader).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::rand::Rng;
+use madsim::runtime::{Handle, NodeHandle};
+use openraft::Raft;
+use rocketraft_broker::{arrival_listener, Broker, BrokerConfig, PullWaiters};
+use rocketraft_namesrv::{NameServer, NamesrvConfig, Registry};
+use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, TypeConfig};
+use rocketraft_store::io::sim::SimStorage;
+use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, FlushMode};
+
+use crate::check::{Event, History, ReplicaState};
+
+/// What the cluster is made of.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub namesrvs: usize,
+    pub groups: usize,
+    pub replicas: u64,
+    pub flush: FlushMode,
+    /// Broker registration period (DESIGN.md: 30 s).
+    pub register_interval_ms: u64,
+}
+
+impl Default for Topology {
+    /// DESIGN.md §6's cluster: 2 NameServers, 2 groups of 3, sync flush.
+    fn default() -> Self {
+        Topology {
+            namesrvs: 2,
+            groups: 2,
+            replicas: 3,
+            flush: FlushMode::Sync,
+            register_interval_ms: 30_000,
+        }
+    }
+}
+
+pub fn namesrv_addr(i: usize) -> String {
+    format!("10.0.0.{}:9876", i + 1)
+}
+
+pub fn group_name(g: usize) -> String {
+    format!("broker-{}", (b'a' + g as u8) as char)
+}
+
+pub fn broker_addr(g: usize, r: u64) -> String {
+    format!("10.0.{}.{}:10911", g + 1, r + 1)
+}
+
+fn raft_addr(g: usize, r: u64) -> String {
+    format!("10.0.{}.{}:40911", g + 1, r + 1)
+}
+
+/// What the test can see of a running replica.
+#[derive(Clone)]
+pub struct ReplicaView {
+    pub raft: Raft<TypeConfig>,
+    pub log: Arc<Mutex<CommitLog<SimStorage>>>,
+}
+
+type Views = Arc<Mutex<BTreeMap<(usize, u64), ReplicaView>>>;
+
+/// A running simulated cluster.
+pub struct SimCluster {
+    pub topology: Topology,
+    handle: Handle,
+    pub namesrv_nodes: Vec<NodeHandle>,
+    namesrvs: Arc<Mutex<BTreeMap<usize, NameServer>>>,
+    pub replica_nodes: BTreeMap<(usize, u64), NodeHandle>,
+    /// Each replica's disk, for power loss.
+    pub disks: BTreeMap<(usize, u64), SimStorage>,
+    views: Views,
+}
+
+impl SimCluster {
+    /// Creates every node; replicas boot after up to 200 ms (seeded).
+    pub fn start(topology: Topology) -> SimCluster {
+        let handle = Handle::current();
+        let namesrvs: Arc<Mutex<BTreeMap<usize, NameServer>>> = Arc::default();
+        let mut namesrv_nodes = Vec::new();
+        for i in 0..topology.namesrvs {
+            let shared = namesrvs.clone();
+            let node = handle
+                .create_node()
+                .name(format!("namesrv-{i}"))
+                .ip(namesrv_addr(i).split(':').next().unwrap().parse().unwrap())
+                .init(move || {
+                    let shared = shared.clone();
+                    async move {
+                        let config =
+                            NamesrvConfig { listen: namesrv_addr(i), ..Default::default() };
+                        let ns = NameServer::start(config).await.expect("NameServer starts");
+                        shared.lock().unwrap().insert(i, ns);
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .build();
+            namesrv_nodes.push(node);
+        }
+        let views: Views = Arc::default();
+        let mut replica_nodes = BTreeMap::new();
+        let mut disks = BTreeMap::new();
+        for g in 0..topology.groups {
+            for r in 0..topology.replicas {
+                let disk = SimStorage::new();
+                let meta = MemMeta::new();
+                disks.insert((g, r), disk.clone());
+                let (views, topo) = (views.clone(), topology.clone());
+                let node = handle
+                    .create_node()
+                    .name(format!("{}-{r}", group_name(g)))
+                    .ip(broker_addr(g, r).split(':').next().unwrap().parse().unwrap())
+                    .init(move || {
+                        let (disk, meta, views, topo) =
+                            (disk.clone(), meta.clone(), views.clone(), topo.clone());
+                        async move { run_replica(g, r, topo, disk, meta, views).await }
+                    })
+                    .build();
+                replica_nodes.insert((g, r), node);
+            }
+        }
+        SimCluster { topology, handle, namesrv_nodes, namesrvs, replica_nodes, disks, views }
+    }
+
+    /// The NameServer list clients are given (`a;b`).
+    pub fn namesrv_list(&self) -> String {
+        (0..self.topology.namesrvs).map(namesrv_addr).collect::<Vec<_>>().join(";")
+    }
+
+    /// A copy of NameServer `i`'s registry, if it runs.
+    pub fn registry(&self, i: usize) -> Option<Registry> {
+        self.namesrvs.lock().unwrap().get(&i).map(NameServer::registry)
+    }
+
+    /// A client node (for producers, consumers, admin calls).
+    pub fn client_node(&self, n: u8) -> NodeHandle {
+        self.handle
+            .create_node()
+            .name(format!("client-{n}"))
+            .ip(format!("10.0.9.{}", n + 1).parse().unwrap())
+            .build()
+    }
+
+    /// The leader of group `g` as a running replica sees it.
+    pub fn leader(&self, g: usize) -> Option<u64> {
+        let views = self.views.lock().unwrap();
+        views
+            .iter()
+            .filter(|((vg, _), _)| *vg == g)
+            .filter_map(|(_, v)| v.raft.metrics().borrow().current_leader)
+            .find(|l| views.contains_key(&(g, *l)))
+    }
+
+    /// Waits until every group has a leader that the first NameServer routes as master.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let step = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while waited < timeout {
+            let ready = (0..self.topology.groups).all(|g| {
+                self.leader(g).is_some_and(|l| {
+                    self.registry(0)
+                        .and_then(|reg| reg.broker_id_of(&broker_addr(g, l)))
+                        .is_some_and(|id| id == 0)
+                })
+            });
+            if ready {
+                return true;
+            }
+            madsim::time::sleep(step).await;
+            waited += step;
+        }
+        let leaders: Vec<_> = (0..self.topology.groups).map(|g| self.leader(g)).collect();
+        let ids: Vec<_> = (0..self.topology.groups)
+            .map(|g| {
+                leaders[g]
+                    .and_then(|l| self.registry(0).and_then(|r| r.broker_id_of(&broker_addr(g, l))))
+            })
+            .collect();
+        eprintln!(
+            "not ready after {timeout:?}: leaders {leaders:?}, their ids at NameServer 0 {ids:?}"
+        );
+        false
+    }
+
+    /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
+    pub fn kill(&self, g: usize, r: u64) {
+        self.views.lock().unwrap().remove(&(g, r));
+        self.handle.kill(self.replica_nodes[&(g, r)].id());
+    }
+
+    /// Restarts replica (g, r) from its disk.
+    pub fn restart(&self, g: usize, r: u64) {
+        self.views.lock().unwrap().remove(&(g, r));
+        self.handle.restart(self.replica_nodes[&(g, r)].id());
+    }
+
+    /// Cuts replica (g, r) off the network (both directions), or heals it.
+    pub fn isolate(&self, g: usize, r: u64, cut: bool) {
+        let net = madsim::net::NetSim::current();
+        let id = self.replica_nodes[&(g, r)].id();
+        if cut {
+            net.clog_node(id);
+        } else {
+            net.unclog_node(id);
+        }
+    }
+
+    /// Records what every running replica believes about leadership.
+    pub fn observe_leaders(&self, history: &Mutex<History>) {
+        let views: Vec<_> =
+            self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut h = history.lock().unwrap();
+        for ((g, _), v) in views {
+            let m = v.raft.metrics().borrow().clone();
+            if let Some(l) = m.current_leader {
+                h.push(Event::Leader { broker: group_name(g), term: m.current_term, leader: l });
+            }
+        }
+    }
+
+    /// (replica, applied index, whole log bytes) of group `g`'s running replicas.
+    pub fn replica_states(&self, g: usize) -> Vec<ReplicaState> {
+        let views: Vec<_> = self
+            .views
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((vg, _), _)| *vg == g)
+            .map(|((_, r), v)| (*r, v.clone()))
+            .collect();
+        views
+            .into_iter()
+            .map(|(r, v)| {
+                let applied = v.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+                let log = v.log.lock().unwrap();
+                let bytes = log.bytes_between(log.start().position, log.end().position).unwrap();
+                (r, applied, bytes)
+            })
+            .collect()
+    }
+
+    /// Waits until the running replicas of group `g` have applied the same index (quiesce).
+    pub async fn wait_quiesced(&self, g: usize, timeout: Duration) -> bool {
+        let step = Duration::from_millis(100);
+        let mut waited = Duration::ZERO;
+        while waited < timeout {
+            let states = self.replica_states(g);
+            let applied: std::collections::BTreeSet<u64> = states.iter().map(|s| s.1).collect();
+            if states.len() as u64 == self.topology.replicas && applied.len() == 1 {
+                return true;
+            }
+            madsim::time::sleep(step).await;
+            waited += step;
+        }
+        false
+    }
+}
+
+/// One replica's life on its node: Raft node, broker, registration; registered in `views`.
+async fn run_replica(
+    g: usize,
+    r: u64,
+    topo: Topology,
+    disk: SimStorage,
+    meta: MemMeta,
+    views: Views,
+) {
+    let delay = madsim::rand::thread_rng().gen_range(0..200);
+    madsim::time::sleep(Duration::from_millis(delay)).await;
+    let config = NodeConfig {
+        group: group_name(g),
+        id: r,
+        peers: (0..topo.replicas).map(|i| (i, raft_addr(g, i))).collect(),
+        timing: RaftTiming::default(),
+        commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
+        dispatch: DispatchConfig::default(),
+        flush: topo.flush,
+        retention: Default::default(),
+        retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+    };
+    let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
+    let waiters = Arc::new(PullWaiters::default());
+    let node = RaftNode::start(config, disk, meta, listener, Some(arrival_listener(&waiters)))
+        .await
+        .expect("replica starts");
+    let addr = broker_addr(g, r);
+    let mut bc = BrokerConfig::new(group_name(g), addr.parse().unwrap());
+    bc.listen = addr;
+    bc.namesrv_addrs = (0..topo.namesrvs).map(namesrv_addr).collect();
+    bc.register_interval_ms = topo.register_interval_ms;
+    let now_ms = rocketraft_raft::clock::now_ms();
+    let _broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
+    views
+        .lock()
+        .unwrap()
+        .insert((g, r), ReplicaView { raft: node.raft.clone(), log: node.log.clone() });
+    std::future::pending::<()>().await;
+}

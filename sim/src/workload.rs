@@ -1,0 +1,220 @@
+//! Clients of a simulated run, built on the real SDK: a producer and push consumers that
+//! record what they do into the run's [`History`], and an offset sampler. Run them on a client
+//! node (the main simulation task cannot open connections).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketraft_client::{
+    Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt, Producer,
+    ProducerConfig, PushConsumer, PushConsumerConfig,
+};
+
+use crate::check::{Event, History, SendOutcome};
+
+pub type Shared = Arc<Mutex<History>>;
+
+/// Gives a client an explicit instance name: the default counts instances per process, which
+/// would differ between two runs of one seed in one process (and so would the client ids
+/// that rebalancing sorts).
+fn named(mut c: ClientConfig, name: &str) -> ClientConfig {
+    c.instance_name = Some(name.to_owned());
+    c
+}
+
+/// Creates `topic` with `queues` queues on every group's master, waiting (up to `timeout`)
+/// until it is created on `groups` groups and routed.
+pub async fn create_topic(ns: &str, topic: &str, queues: i32, groups: usize, timeout: Duration) {
+    let admin =
+        Admin::start(named(ClientConfig::new(ns), "admin-create")).await.expect("admin starts");
+    let step = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    loop {
+        if let Ok(done) = admin.create_topic(None, topic, queues, false).await {
+            if done.len() == groups {
+                if let Ok(route) = admin.route(topic).await {
+                    if route.queue_datas.len() == groups {
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(waited < timeout, "topic {topic} not created on {groups} groups in {timeout:?}");
+        madsim::time::sleep(step).await;
+        waited += step;
+    }
+    admin.shutdown().await;
+}
+
+/// How a failed send is recorded: no attempt made -> failed (never stored); otherwise
+/// indeterminate, since an earlier attempt may have timed out after storing it.
+fn outcome_of(e: &ClientError) -> SendOutcome {
+    match e {
+        ClientError::SendFailed { .. } | ClientError::Timeout { .. } => SendOutcome::Indeterminate,
+        _ => SendOutcome::Failed,
+    }
+}
+
+/// What a producer run did, for the scenario's own assertions.
+#[derive(Debug, Default, Clone)]
+pub struct ProduceReport {
+    /// (simulated time since the run's start, broker group) of each acknowledgement.
+    pub acks: Vec<(Duration, String)>,
+    pub failures: usize,
+}
+
+/// Sends `count` messages `m-{first + i}` to `topic`, one every `pace`, with a sharding key
+/// `k{i % keys}` when `keys` is given; records every send and its outcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce(
+    ns: String,
+    topic: String,
+    first: u32,
+    count: u32,
+    keys: Option<u32>,
+    pace: Duration,
+    history: Shared,
+    t0: madsim::time::Instant,
+) -> ProduceReport {
+    let mut config = ProducerConfig::new(&ns);
+    config.send_timeout_ms = 5_000;
+    config.client = named(config.client, &format!("producer-{first}"));
+    let producer = Producer::start(config).await.expect("producer starts");
+    let mut report = ProduceReport::default();
+    for i in first..first + count {
+        let id = format!("m-{i}");
+        let key = keys.map(|k| format!("k{}", i % k));
+        history.lock().unwrap().push(Event::Send { id: id.clone(), key: key.clone() });
+        let msg = Message::new(topic.clone(), id.clone());
+        let sent = match &key {
+            Some(k) => producer.send_ordered(msg, k).await,
+            None => producer.send(msg).await,
+        };
+        let outcome = match sent {
+            Ok(r) => {
+                report.acks.push((t0.elapsed(), r.queue.broker_name.clone()));
+                SendOutcome::Acked {
+                    queue: (r.queue.broker_name, r.queue.queue_id),
+                    offset: r.queue_offset,
+                }
+            }
+            Err(e) => {
+                tracing::info!(%id, error = %e, "send failed");
+                report.failures += 1;
+                outcome_of(&e)
+            }
+        };
+        history.lock().unwrap().push(Event::Sent { id, outcome });
+        madsim::time::sleep(pace).await;
+    }
+    producer.shutdown().await;
+    report
+}
+
+/// Starts a push consumer of `group` on `topic` that records every delivery as `name`.
+pub async fn consume(
+    ns: &str,
+    group: &str,
+    topic: &str,
+    name: &str,
+    orderly: bool,
+    history: Shared,
+) -> PushConsumer {
+    let mut config = PushConsumerConfig::new(ns, group).subscribe(topic, "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.client = named(config.client, name);
+    let (name, group_name) = (name.to_owned(), group.to_owned());
+    let listener = move |msgs: Vec<MessageExt>| {
+        let mut h = history.lock().unwrap();
+        for m in msgs {
+            h.push(Event::Delivered {
+                consumer: name.clone(),
+                group: group_name.clone(),
+                id: String::from_utf8_lossy(&m.body).into_owned(),
+                queue: (m.queue.broker_name.clone(), m.queue.queue_id),
+                offset: m.queue_offset,
+            });
+        }
+        std::future::ready(ConsumeResult::Success)
+    };
+    let started = if orderly {
+        PushConsumer::start_orderly(config, listener).await
+    } else {
+        PushConsumer::start_concurrently(config, listener).await
+    };
+    started.expect("consumer starts")
+}
+
+/// Reads `group`'s committed offsets of `topic` every `every` until `stop` turns true,
+/// recording each as [`Event::OffsetSeen`].
+pub async fn sample_offsets(
+    ns: String,
+    group: String,
+    topic: String,
+    every: Duration,
+    history: Shared,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let admin =
+        Admin::start(named(ClientConfig::new(&ns), "admin-sampler")).await.expect("admin starts");
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Ok(stats) = admin.consume_stats(&group, Some(&topic)).await {
+            let mut h = history.lock().unwrap();
+            for (q, w) in stats.offset_table {
+                h.push(Event::OffsetSeen {
+                    group: group.clone(),
+                    queue: (q.broker_name, q.queue_id),
+                    offset: w.consumer_offset,
+                });
+            }
+        }
+        madsim::time::sleep(every).await;
+    }
+    admin.shutdown().await;
+}
+
+/// Sends `probe-{n}` to queue 0 of `broker` every `every` until `stop`, each send with a
+/// 5 s timeout, recording them (one sharding key, so their order is checked too). Returns when
+/// each acknowledged send was acknowledged: the group's availability over time.
+pub async fn probe(
+    ns: String,
+    topic: String,
+    broker: String,
+    every: Duration,
+    history: Shared,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    t0: madsim::time::Instant,
+) -> Vec<Duration> {
+    let mut config = ProducerConfig::new(&ns);
+    config.send_timeout_ms = 5_000;
+    config.client = named(config.client, &format!("probe-{broker}"));
+    let producer = Producer::start(config).await.expect("probe producer starts");
+    let target = broker.clone();
+    let selector: rocketraft_client::producer::QueueSelector = Arc::new(move |queues, _| {
+        queues.iter().find(|q| q.broker_name == target && q.queue_id == 0).cloned()
+    });
+    let mut acks = Vec::new();
+    let mut n = 0u32;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let id = format!("probe-{n}");
+        n += 1;
+        history.lock().unwrap().push(Event::Send { id: id.clone(), key: Some(broker.clone()) });
+        let outcome = match producer
+            .send_with_selector(Message::new(topic.clone(), id.clone()), selector.clone())
+            .await
+        {
+            Ok(r) => {
+                acks.push(t0.elapsed());
+                SendOutcome::Acked {
+                    queue: (r.queue.broker_name, r.queue.queue_id),
+                    offset: r.queue_offset,
+                }
+            }
+            Err(e) => outcome_of(&e),
+        };
+        history.lock().unwrap().push(Event::Sent { id, outcome });
+        madsim::time::sleep(every).await;
+    }
+    producer.shutdown().await;
+    acks
+}
