@@ -85,6 +85,10 @@ pub struct BrokerConfig {
     /// creates it through Raft. Default true, as in RocketMQ; production clusters usually turn
     /// it off so that a typo cannot create a topic.
     pub auto_create_topic: bool,
+    /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
+    /// on purpose so the simulation can show its checkers catch it; no real build has it.
+    #[cfg(madsim)]
+    pub sim_bug_ack_before_commit: bool,
 }
 
 impl BrokerConfig {
@@ -104,6 +108,8 @@ impl BrokerConfig {
             namesrv_addrs: Vec::new(),
             register_interval_ms: 30_000,
             auto_create_topic: true,
+            #[cfg(madsim)]
+            sim_bug_ack_before_commit: false,
         }
     }
 }
@@ -642,6 +648,24 @@ async fn send<S: Storage + Clone, M: MetaStore>(
                 .encode()
                 .map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?,
         );
+    }
+    #[cfg(madsim)]
+    if inner.config.sim_bug_ack_before_commit {
+        // The bug: answer SEND_OK now and propose in the background.
+        let proposer = inner.proposer.clone();
+        tokio::spawn(async move {
+            let _ = proposer.submit(encoded).await;
+        });
+        return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
+            &SendMessageResponseHeader {
+                msg_id: String::new(),
+                queue_id,
+                queue_offset: -1,
+                transaction_id: None,
+                msg_region: Some(inner.config.region_id.clone()),
+                trace_on: Some(inner.config.trace_on),
+            },
+        ));
     }
     match inner.proposer.submit(encoded).await {
         Ok(placed) => {

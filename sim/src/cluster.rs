@@ -16,6 +16,7 @@ use openraft::Raft;
 use rocketraft_broker::{arrival_listener, Broker, BrokerConfig, PullWaiters};
 use rocketraft_namesrv::{NameServer, NamesrvConfig, Registry};
 use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, TypeConfig};
+use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::io::sim::SimStorage;
 use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, FlushMode};
 
@@ -30,6 +31,9 @@ pub struct Topology {
     pub flush: FlushMode,
     /// Broker registration period (DESIGN.md: 30 s).
     pub register_interval_ms: u64,
+    /// Brokers acknowledge sends before they commit: a known bug, put back on purpose to show
+    /// that the checkers catch it.
+    pub sim_bug_ack_before_commit: bool,
 }
 
 impl Default for Topology {
@@ -41,6 +45,7 @@ impl Default for Topology {
             replicas: 3,
             flush: FlushMode::Sync,
             register_interval_ms: 30_000,
+            sim_bug_ack_before_commit: false,
         }
     }
 }
@@ -80,6 +85,9 @@ pub struct SimCluster {
     /// Each replica's disk, for power loss.
     pub disks: BTreeMap<(usize, u64), SimStorage>,
     views: Views,
+    /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
+    /// does nothing, so overlapping fault schedules stay well-formed).
+    down: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl SimCluster {
@@ -129,7 +137,16 @@ impl SimCluster {
                 replica_nodes.insert((g, r), node);
             }
         }
-        SimCluster { topology, handle, namesrv_nodes, namesrvs, replica_nodes, disks, views }
+        SimCluster {
+            topology,
+            handle,
+            namesrv_nodes,
+            namesrvs,
+            replica_nodes,
+            disks,
+            views,
+            down: Mutex::new(Default::default()),
+        }
     }
 
     /// The NameServer list clients are given (`a;b`).
@@ -151,14 +168,22 @@ impl SimCluster {
             .build()
     }
 
-    /// The leader of group `g` as a running replica sees it.
+    /// The leader of group `g`: the running replica that leads in the highest term by its own
+    /// account (another replica's view may be stale), else what a running replica believes.
     pub fn leader(&self, g: usize) -> Option<u64> {
         let views = self.views.lock().unwrap();
-        views
-            .iter()
-            .filter(|((vg, _), _)| *vg == g)
-            .filter_map(|(_, v)| v.raft.metrics().borrow().current_leader)
-            .find(|l| views.contains_key(&(g, *l)))
+        let in_group = || views.iter().filter(|((vg, _), _)| *vg == g);
+        let leading = in_group()
+            .filter_map(|((_, r), v)| {
+                let m = v.raft.metrics().borrow().clone();
+                (m.state == openraft::ServerState::Leader).then_some((m.current_term, *r))
+            })
+            .max();
+        leading.map(|(_, r)| r).or_else(|| {
+            in_group()
+                .filter_map(|(_, v)| v.raft.metrics().borrow().current_leader)
+                .find(|l| views.contains_key(&(g, *l)))
+        })
     }
 
     /// Waits until every group has a leader that the first NameServer routes as master.
@@ -194,14 +219,38 @@ impl SimCluster {
 
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
     pub fn kill(&self, g: usize, r: u64) {
-        self.views.lock().unwrap().remove(&(g, r));
-        self.handle.kill(self.replica_nodes[&(g, r)].id());
+        if self.down.lock().unwrap().insert(format!("{g}-{r}")) {
+            self.views.lock().unwrap().remove(&(g, r));
+            self.handle.kill(self.replica_nodes[&(g, r)].id());
+        }
     }
 
     /// Restarts replica (g, r) from its disk.
     pub fn restart(&self, g: usize, r: u64) {
-        self.views.lock().unwrap().remove(&(g, r));
-        self.handle.restart(self.replica_nodes[&(g, r)].id());
+        if self.down.lock().unwrap().remove(&format!("{g}-{r}")) {
+            self.views.lock().unwrap().remove(&(g, r));
+            self.handle.restart(self.replica_nodes[&(g, r)].id());
+        }
+    }
+
+    /// Whether replica (g, r) is killed now.
+    pub fn is_down(&self, g: usize, r: u64) -> bool {
+        self.down.lock().unwrap().contains(&format!("{g}-{r}"))
+    }
+
+    /// Kills NameServer `i` (its registry is lost, as a process's memory).
+    pub fn kill_namesrv(&self, i: usize) {
+        if self.down.lock().unwrap().insert(format!("ns{i}")) {
+            self.namesrvs.lock().unwrap().remove(&i);
+            self.handle.kill(self.namesrv_nodes[i].id());
+        }
+    }
+
+    /// Restarts NameServer `i` empty; brokers fill it again at their next registration.
+    pub fn restart_namesrv(&self, i: usize) {
+        if self.down.lock().unwrap().remove(&format!("ns{i}")) {
+            self.handle.restart(self.namesrv_nodes[i].id());
+        }
     }
 
     /// Cuts replica (g, r) off the network (both directions), or heals it.
@@ -283,7 +332,12 @@ async fn run_replica(
         peers: (0..topo.replicas).map(|i| (i, raft_addr(g, i))).collect(),
         timing: RaftTiming::default(),
         commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
-        dispatch: DispatchConfig::default(),
+        // Small index files: the simulated disk keeps files in memory, and the default
+        // (5 M slots, 20 M entries: 420 MB a file) times six replicas is gigabytes per run.
+        dispatch: DispatchConfig {
+            index: IndexConfig { slot_count: 4_096, index_max: 16_384 },
+            ..Default::default()
+        },
         flush: topo.flush,
         retention: Default::default(),
         retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
@@ -298,6 +352,7 @@ async fn run_replica(
     bc.listen = addr;
     bc.namesrv_addrs = (0..topo.namesrvs).map(namesrv_addr).collect();
     bc.register_interval_ms = topo.register_interval_ms;
+    bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
     let now_ms = rocketraft_raft::clock::now_ms();
     let _broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
     views

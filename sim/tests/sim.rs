@@ -513,19 +513,53 @@ mod namesrv_eviction {
 mod whole_cluster {
     //! The whole cluster of DESIGN.md §6 on madsim: 2 NameServers, 2 broker groups of 3
     //! replicas (simulated disks, sync flush), producers and consumers on the real client SDK.
-    //! Every run records a history that the checkers of `rocketraft_sim::check` judge.
+    //! Every run records a history that the checkers of `rocketraft_sim::check` judge:
+    //!
+    //! ```text
+    //!   ready -> topic T (4 queues on each group) -> 2 consumers of group G
+    //!   -> 600 round-robin sends (10 ms apart) + a probe pinned to broker-a's queue 0 (50 ms)
+    //!   -> at 2 s the fault hits broker-a (or a NameServer), healed 10 s later
+    //!   -> drain, quiesce, judge: nothing acked lost, nothing unexpected, duplicates explained,
+    //!      offsets never backwards, one leader per term, replicas byte-identical
+    //! ```
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use madsim::runtime::Handle;
+    use madsim::rand::Rng;
+    use madsim::runtime::{Handle, Runtime};
     use rocketraft_sim::check::{self, History};
     use rocketraft_sim::cluster::{broker_addr, group_name, SimCluster, Topology};
     use rocketraft_sim::workload;
     use rocketraft_sim::{replay_hint, TraceHash};
+    use rocketraft_store::io::sim::RandomPowerLoss;
 
     const TOPIC: &str = "T";
     const GROUP: &str = "G";
+    /// When the fault hits, and how long until it is healed (simulated).
+    const FAULT_AT: Duration = Duration::from_secs(2);
+    const FAULT_FOR: Duration = Duration::from_secs(10);
+
+    /// What goes wrong in a run.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fault {
+        /// broker-a's leader is killed, and restarted when healed.
+        KillLeader,
+        /// broker-a's leader is cut off the network (it must stop acknowledging).
+        IsolateLeader,
+        /// One follower of broker-a is cut off (a 2/1 split: the majority goes on).
+        IsolateFollower,
+        /// All three replicas of broker-a are cut off from each other (1/1/1: no quorum).
+        SplitAll,
+        /// broker-a's leader loses power: unsynced writes gone, the last one torn.
+        PowerLossLeader,
+        /// All of broker-a loses power at once.
+        PowerLossAll,
+        /// NameServer 0 is killed, and restarted when healed (clients use NameServer 1).
+        KillNamesrv,
+        /// Faults drawn from the seed: 3 of the above at random times, then healed.
+        Swarm,
+    }
 
     fn banner(test: &str) {
         eprintln!("replay: {}", replay_hint(test, Handle::current().seed()));
@@ -536,43 +570,161 @@ mod whole_cluster {
         madsim::time::Instant::now()
     }
 
-    /// Every check of a finished, healed and drained run; panics with what failed. Per-key
-    /// order is checked when the consumers were orderly.
-    fn judge(h: &History, cluster: &SimCluster, orderly: bool) {
+    /// Every check of a finished, healed and drained run.
+    fn judge(h: &History, cluster: &SimCluster) -> Result<check::Duplicates, String> {
         let lost = check::lost(h, GROUP);
-        assert!(
-            lost.is_empty(),
-            "{} acknowledged sends never consumed: {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
-        );
-        if orderly {
-            let order = check::order_violations(h, GROUP);
-            assert!(order.is_empty(), "per-key order broken: {order:?}");
+        if !lost.is_empty() {
+            return Err(format!(
+                "{} acknowledged sends never consumed: {:?}",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            ));
         }
         let unexpected = check::unexpected(h);
-        assert!(unexpected.is_empty(), "delivered but never (successfully) sent: {unexpected:?}");
-        let dups = check::duplicates(h, GROUP);
-        assert_eq!(dups.unexplained, 0, "{dups:?}");
-        let splits = check::split_brains(h);
-        assert!(splits.is_empty(), "two leaders in one term: {splits:?}");
-        let incons = check::inconsistent_offsets(h);
-        assert!(incons.is_empty(), "one queue offset, two messages: {incons:?}");
-        let back = check::offset_regressions(h);
-        assert!(back.is_empty(), "committed offsets went backwards: {back:?}");
-        for g in 0..cluster.topology.groups {
-            let leader = cluster.leader(g).expect("a leader after healing");
-            let diverge = check::replicas_diverge(leader, &cluster.replica_states(g));
-            assert!(diverge.is_empty(), "{}: {diverge:?}", group_name(g));
+        if !unexpected.is_empty() {
+            return Err(format!("delivered but never (successfully) sent: {unexpected:?}"));
         }
-        eprintln!("checked {} events: 0 lost, duplicates {dups:?}", h.events.len());
+        let dups = check::duplicates(h, GROUP);
+        if dups.unexplained > 0 {
+            return Err(format!("unexplained duplicates: {dups:?}"));
+        }
+        let splits = check::split_brains(h);
+        if !splits.is_empty() {
+            return Err(format!("two leaders in one term: {splits:?}"));
+        }
+        let incons = check::inconsistent_offsets(h);
+        if !incons.is_empty() {
+            return Err(format!("one queue offset, two messages: {incons:?}"));
+        }
+        let back = check::offset_regressions(h);
+        if !back.is_empty() {
+            return Err(format!("committed offsets went backwards: {back:?}"));
+        }
+        for g in 0..cluster.topology.groups {
+            let leader = cluster.leader(g).ok_or(format!("{} has no leader", group_name(g)))?;
+            let diverge = check::replicas_diverge(leader, &cluster.replica_states(g));
+            if !diverge.is_empty() {
+                return Err(format!("{}: {diverge:?}", group_name(g)));
+            }
+        }
+        Ok(dups)
     }
 
-    /// The failover run: load on both groups, group a's leader killed mid-load, then healed
-    /// and drained. Returns the history's trace hash and the failover time (kill -> first
-    /// acknowledged send to group a).
-    async fn failover_run() -> (u64, Duration) {
-        let cluster = SimCluster::start(Topology::default());
+    /// What a run gives back.
+    struct Outcome {
+        verdict: Result<check::Duplicates, String>,
+        /// Fault -> first acknowledged probe send to broker-a after it (for leader faults).
+        failover: Option<Duration>,
+        trace: u64,
+    }
+
+    /// Applies `fault` (at its time) and heals it `FAULT_FOR` later.
+    async fn inject(cluster: &SimCluster, fault: Fault) {
+        match fault {
+            Fault::KillLeader | Fault::PowerLossLeader => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                cluster.kill(0, leader);
+                if fault == Fault::PowerLossLeader {
+                    let seed = madsim::rand::thread_rng().gen();
+                    cluster.disks[&(0, leader)].power_loss(&mut RandomPowerLoss::new(seed));
+                }
+                madsim::time::sleep(FAULT_FOR).await;
+                cluster.restart(0, leader);
+            }
+            Fault::IsolateLeader => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                cluster.isolate(0, leader, true);
+                madsim::time::sleep(FAULT_FOR).await;
+                cluster.isolate(0, leader, false);
+            }
+            Fault::IsolateFollower => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                let follower = (0..3).find(|r| *r != leader).unwrap();
+                cluster.isolate(0, follower, true);
+                madsim::time::sleep(FAULT_FOR).await;
+                cluster.isolate(0, follower, false);
+            }
+            Fault::SplitAll => {
+                for r in 0..3 {
+                    cluster.isolate(0, r, true);
+                }
+                madsim::time::sleep(FAULT_FOR).await;
+                for r in 0..3 {
+                    cluster.isolate(0, r, false);
+                }
+            }
+            Fault::PowerLossAll => {
+                for r in 0..3 {
+                    cluster.kill(0, r);
+                    let seed = madsim::rand::thread_rng().gen();
+                    cluster.disks[&(0, r)].power_loss(&mut RandomPowerLoss::new(seed));
+                }
+                madsim::time::sleep(FAULT_FOR).await;
+                for r in 0..3 {
+                    cluster.restart(0, r);
+                }
+            }
+            Fault::KillNamesrv => {
+                cluster.kill_namesrv(0);
+                madsim::time::sleep(FAULT_FOR).await;
+                cluster.restart_namesrv(0);
+            }
+            Fault::Swarm => swarm_faults(cluster).await,
+        }
+    }
+
+    /// Three faults drawn from the seed, each at a random time in the first 10 s and lasting
+    /// 1-6 s, on random replicas of random groups; everything healed at the end.
+    async fn swarm_faults(cluster: &SimCluster) {
+        let mut rng = madsim::rand::thread_rng();
+        let mut plan: Vec<(u64, u8, usize, u64, u64)> = (0..3)
+            .map(|_| {
+                (
+                    rng.gen_range(0..10_000),
+                    rng.gen_range(0..4),
+                    rng.gen_range(0..2),
+                    rng.gen_range(0..3),
+                    rng.gen_range(1_000..6_000),
+                )
+            })
+            .collect();
+        plan.sort();
+        eprintln!("swarm plan (at ms, kind, group, replica, for ms): {plan:?}");
+        let mut elapsed = 0;
+        let mut heal: Vec<(u64, u8, usize, u64)> = Vec::new();
+        for (at, kind, g, r, dur) in plan {
+            madsim::time::sleep(Duration::from_millis(at - elapsed)).await;
+            elapsed = at;
+            match kind {
+                0 => cluster.kill(g, r),
+                1 => {
+                    // Power loss hits a running node only (a dead one has nothing in flight).
+                    if !cluster.is_down(g, r) {
+                        cluster.kill(g, r);
+                        let seed = rng.gen();
+                        cluster.disks[&(g, r)].power_loss(&mut RandomPowerLoss::new(seed));
+                    }
+                }
+                2 => cluster.isolate(g, r, true),
+                _ => cluster.kill_namesrv(r as usize % 2),
+            }
+            heal.push((at + dur, kind, g, r));
+        }
+        heal.sort();
+        for (at, kind, g, r) in heal {
+            madsim::time::sleep(Duration::from_millis(at.saturating_sub(elapsed))).await;
+            elapsed = elapsed.max(at);
+            match kind {
+                0 | 1 => cluster.restart(g, r),
+                2 => cluster.isolate(g, r, false),
+                _ => cluster.restart_namesrv(r as usize % 2),
+            }
+        }
+    }
+
+    /// One run of the workload under `fault`.
+    async fn run(fault: Fault, topology: Topology) -> Outcome {
+        let cluster = SimCluster::start(topology);
         assert!(cluster.wait_ready(Duration::from_secs(30)).await, "no masters routed");
         let ns = cluster.namesrv_list();
         let history: workload::Shared = Arc::new(Mutex::new(History::default()));
@@ -599,82 +751,50 @@ mod whole_cluster {
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = {
             let (ns, h, stop) = (ns.clone(), history.clone(), stop.clone());
-            client.spawn(workload::sample_offsets(
-                ns,
-                GROUP.into(),
-                TOPIC.into(),
-                Duration::from_secs(1),
-                h,
-                stop,
-            ))
+            let every = Duration::from_secs(1);
+            client.spawn(workload::sample_offsets(ns, GROUP.into(), TOPIC.into(), every, h, stop))
         };
         let producer = {
             let (ns, h) = (ns.clone(), history.clone());
-            client.spawn(workload::produce(
-                ns,
-                TOPIC.into(),
-                0,
-                600,
-                None,
-                Duration::from_millis(10),
-                h,
-                t0,
-            ))
+            let pace = Duration::from_millis(10);
+            client.spawn(workload::produce(ns, TOPIC.into(), 0, 600, None, pace, h, t0))
         };
-        // A probe pinned to group a's queue 0 measures the group's own failover (round-robin
-        // sends steer around a failed group on purpose).
+        // A probe pinned to broker-a's queue 0 measures that group's own availability
+        // (round-robin sends steer around a failed group on purpose).
         let probe_stop = Arc::new(AtomicBool::new(false));
         let probe = {
             let (ns, h, stop) = (ns.clone(), history.clone(), probe_stop.clone());
             let every = Duration::from_millis(50);
             client.spawn(workload::probe(ns, TOPIC.into(), group_name(0), every, h, stop, t0))
         };
-        let observe = {
+        let observe = async {
             // Leadership as every replica sees it, every 100 ms (checked for split brain).
-            let stop = stop.clone();
-            let history = history.clone();
-            let cluster_views = &cluster;
-            async move {
-                while !stop.load(Ordering::SeqCst) {
-                    cluster_views.observe_leaders(&history);
-                    madsim::time::sleep(Duration::from_millis(100)).await;
-                }
+            loop {
+                cluster.observe_leaders(&history);
+                madsim::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        let kill_and_heal = async {
-            madsim::time::sleep(Duration::from_secs(2)).await;
-            let leader = cluster.leader(0).expect("group a has a leader");
-            tracing::info!(leader, "killing group a's leader");
-            cluster.kill(0, leader);
-            let killed_at = t0.elapsed();
-            madsim::time::sleep(Duration::from_secs(10)).await;
-            cluster.restart(0, leader);
-            killed_at
+        let faulted = async {
+            madsim::time::sleep(FAULT_AT).await;
+            let at = t0.elapsed();
+            inject(&cluster, fault).await;
+            let report = producer.await.unwrap();
+            (at, report)
         };
-        let (report, killed_at) = {
-            let work = async {
-                let killed_at = kill_and_heal.await;
-                let report = producer.await.unwrap();
-                (report, killed_at)
-            };
-            tokio::select! {
-                biased;
-                r = work => r,
-                _ = observe => unreachable!("the observer runs until stopped"),
-            }
+        let (fault_at, report) = tokio::select! {
+            biased;
+            r = faulted => r,
+            _ = observe => unreachable!("the observer never ends"),
         };
         probe_stop.store(true, Ordering::SeqCst);
         let probe_acks = probe.await.unwrap();
-        let failover = probe_acks
-            .iter()
-            .find(|at| **at > killed_at)
-            .map(|at| *at - killed_at)
-            .expect("group a took sends again");
+        let failover = probe_acks.iter().find(|at| **at > fault_at).map(|at| *at - fault_at);
         // Drain: every acknowledged send consumed, or give up after 60 s.
         for _ in 0..600 {
             if check::lost(&history.lock().unwrap(), GROUP).is_empty() {
                 break;
             }
+            cluster.observe_leaders(&history);
             madsim::time::sleep(Duration::from_millis(100)).await;
         }
         // Let commits land, then stop sampling and quiesce every group.
@@ -682,18 +802,15 @@ mod whole_cluster {
         stop.store(true, Ordering::SeqCst);
         sampler.await.unwrap();
         for g in 0..2 {
-            assert!(
-                cluster.wait_quiesced(g, Duration::from_secs(30)).await,
-                "{} did not quiesce",
-                group_name(g)
-            );
+            let quiet = cluster.wait_quiesced(g, Duration::from_secs(30)).await;
+            assert!(quiet, "{} did not quiesce", group_name(g));
         }
         cluster.observe_leaders(&history);
         let h = history.lock().unwrap().clone();
-        judge(&h, &cluster, false);
+        let verdict = judge(&h, &cluster);
         eprintln!(
-            "failover: {failover:?} (kill -> first acknowledged send to {}); {} sends failed",
-            group_name(0),
+            "{fault:?}: {} events, verdict {verdict:?}, broker-a probe back after {failover:?}, {} sends failed",
+            h.events.len(),
             report.failures
         );
         let (c0, c1) = consumers;
@@ -708,26 +825,123 @@ mod whole_cluster {
         for e in &h.events {
             trace.record(format!("{e:?}").as_bytes());
         }
-        (trace.value(), failover)
+        Outcome { verdict, failover, trace: trace.value() }
     }
 
-    /// Kill a group's leader under load: a new leader takes over, producers resume, nothing
-    /// acknowledged is lost, and every checker passes.
+    async fn scenario(test: &str, fault: Fault) -> Outcome {
+        banner(test);
+        let outcome = run(fault, Topology::default()).await;
+        if let Err(e) = &outcome.verdict {
+            panic!("{fault:?}: {e}\nreplay: {}", replay_hint(test, Handle::current().seed()));
+        }
+        outcome
+    }
+
+    /// Kill broker-a's leader under load: a new leader takes over, re-registers as master,
+    /// the probe's sends resume within 3 s, nothing acknowledged is lost.
     #[madsim::test]
-    async fn failover_under_load_loses_nothing_acknowledged() {
-        banner("failover_under_load_loses_nothing_acknowledged");
-        failover_run().await;
+    async fn kill_the_leader_under_load() {
+        let o = scenario("kill_the_leader_under_load", Fault::KillLeader).await;
+        let failover = o.failover.expect("broker-a took sends again");
+        assert!(failover <= Duration::from_secs(6), "failover took {failover:?}");
+    }
+
+    /// Cut broker-a's leader off: it cannot acknowledge (no quorum); the others elect.
+    #[madsim::test]
+    async fn isolate_the_leader() {
+        scenario("isolate_the_leader", Fault::IsolateLeader).await;
+    }
+
+    /// A 2/1 split: the majority keeps serving; the follower catches up when healed.
+    #[madsim::test]
+    async fn split_a_follower_off() {
+        scenario("split_a_follower_off", Fault::IsolateFollower).await;
+    }
+
+    /// A 1/1/1 split: broker-a has no quorum for 10 s (broker-b takes the round-robin
+    /// sends); healed, it elects and nothing is lost.
+    #[madsim::test]
+    async fn split_every_replica_apart() {
+        scenario("split_every_replica_apart", Fault::SplitAll).await;
+    }
+
+    /// broker-a's leader loses power (unsynced writes gone, the last torn): sync flush loses
+    /// nothing acknowledged.
+    #[madsim::test]
+    async fn power_loss_of_the_leader() {
+        scenario("power_loss_of_the_leader", Fault::PowerLossLeader).await;
+    }
+
+    /// All of broker-a loses power at once: sync flush still loses nothing acknowledged.
+    #[madsim::test]
+    async fn power_loss_of_a_whole_group() {
+        scenario("power_loss_of_a_whole_group", Fault::PowerLossAll).await;
+    }
+
+    /// NameServer 0 is killed and restarted: clients and brokers use NameServer 1 meanwhile.
+    #[madsim::test]
+    async fn kill_and_restart_a_namesrv() {
+        scenario("kill_and_restart_a_namesrv", Fault::KillNamesrv).await;
+    }
+
+    /// Three faults drawn from the seed, then a healing phase in which every group must have a
+    /// leader and every consumer must drain (the checks of every run).
+    #[madsim::test]
+    async fn swarm_of_faults_then_healing() {
+        scenario("swarm_of_faults_then_healing", Fault::Swarm).await;
     }
 
     /// One seed run twice gives one trace.
     #[test]
-    fn the_whole_cluster_run_is_deterministic() {
-        let run = |seed: u64| {
-            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default())
-                .block_on(failover_run())
-                .0
+    fn one_seed_twice_gives_one_trace() {
+        let go = |seed| {
+            Runtime::with_seed_and_config(seed, madsim::Config::default())
+                .block_on(run(Fault::KillLeader, Topology::default()))
+                .trace
         };
-        assert_eq!(run(7), run(7));
+        assert_eq!(go(7), go(7));
+    }
+
+    /// Failover time (leader killed -> first acknowledged send to its group) over 10 seeds:
+    /// min, median and max of simulated time; DESIGN.md's target is 3 s.
+    #[test]
+    fn failover_report() {
+        let mut times: Vec<Duration> = (200..210)
+            .map(|seed| {
+                Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::KillLeader, Topology::default()))
+                    .failover
+                    .expect("broker-a took sends again")
+            })
+            .collect();
+        times.sort();
+        let within = times.iter().filter(|t| **t <= Duration::from_secs(3)).count();
+        eprintln!(
+            "whole-cluster failover over {} seeds (simulated): min {:?}, median {:?}, max {:?}; {within} within 3 s",
+            times.len(),
+            times[0],
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+        assert!(times[times.len() / 2] <= Duration::from_secs(3), "the median misses 3 s");
+    }
+
+    /// The checkers catch a known bug put back on purpose: brokers that acknowledge sends
+    /// before they commit lose acknowledged messages when the leader dies (over 10 seeds, at
+    /// least one run must be judged lossy; a run loses only if a send was in flight at the
+    /// kill).
+    #[test]
+    fn the_checkers_catch_acks_before_commit() {
+        let caught = (300..310)
+            .filter(|&seed| {
+                let topology = Topology { sim_bug_ack_before_commit: true, ..Topology::default() };
+                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::KillLeader, topology));
+                o.verdict.is_err()
+            })
+            .count();
+        assert!(caught > 0, "acks before commit went unnoticed over 10 seeds");
+        eprintln!("acks before commit: caught in {caught} of 10 seeds");
     }
 
     /// Every broker replica registers with both NameServers every 30 s (observed in the
