@@ -116,6 +116,12 @@ impl NameServer {
         self.addr
     }
 
+    /// The NameServer's clock (ms since it started): the time base of the registry's
+    /// `last_update_ms`.
+    pub fn now_ms(&self) -> i64 {
+        self.shared.now_ms()
+    }
+
     /// A copy of the registry, for observation (tests, admin).
     pub fn registry(&self) -> Registry {
         self.shared.state().registry.clone()

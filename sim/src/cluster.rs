@@ -15,7 +15,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use openraft::Raft;
 use rocketraft_broker::{arrival_listener, Broker, BrokerConfig, PullWaiters};
 use rocketraft_namesrv::{NameServer, NamesrvConfig, Registry};
-use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, TypeConfig};
+use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, StateMachine, TypeConfig};
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::io::sim::SimStorage;
 use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, FlushMode};
@@ -71,6 +71,7 @@ fn raft_addr(g: usize, r: u64) -> String {
 pub struct ReplicaView {
     pub raft: Raft<TypeConfig>,
     pub log: Arc<Mutex<CommitLog<SimStorage>>>,
+    pub state_machine: StateMachine<SimStorage, MemMeta>,
 }
 
 type Views = Arc<Mutex<BTreeMap<(usize, u64), ReplicaView>>>;
@@ -159,6 +160,11 @@ impl SimCluster {
         self.namesrvs.lock().unwrap().get(&i).map(NameServer::registry)
     }
 
+    /// NameServer `i`'s clock, the time base of its registry's `last_update_ms`.
+    pub fn namesrv_now_ms(&self, i: usize) -> Option<i64> {
+        self.namesrvs.lock().unwrap().get(&i).map(NameServer::now_ms)
+    }
+
     /// A client node (for producers, consumers, admin calls).
     pub fn client_node(&self, n: u8) -> NodeHandle {
         self.handle
@@ -233,6 +239,19 @@ impl SimCluster {
         }
     }
 
+    /// Cuts (or heals) the links between replica (g, r) and NameServer `i`, both directions.
+    pub fn cut_from_namesrv(&self, g: usize, r: u64, i: usize, cut: bool) {
+        let net = madsim::net::NetSim::current();
+        let (a, b) = (self.replica_nodes[&(g, r)].id(), self.namesrv_nodes[i].id());
+        if cut {
+            net.clog_link(a, b);
+            net.clog_link(b, a);
+        } else {
+            net.unclog_link(a, b);
+            net.unclog_link(b, a);
+        }
+    }
+
     /// Whether replica (g, r) is killed now.
     pub fn is_down(&self, g: usize, r: u64) -> bool {
         self.down.lock().unwrap().contains(&format!("{g}-{r}"))
@@ -273,6 +292,28 @@ impl SimCluster {
             let m = v.raft.metrics().borrow().clone();
             if let Some(l) = m.current_leader {
                 h.push(Event::Leader { broker: group_name(g), term: m.current_term, leader: l });
+            }
+        }
+    }
+
+    /// Records each running replica's applied consumer offsets of `group` on `topic` (queues
+    /// `0..queues` of its own broker group), one sequence per replica: `group@broker/replica`.
+    /// A replica applies commits in log order, so its sequence must never go backwards.
+    /// (Reading through the brokers would mix replicas, and a lagging one legitimately
+    /// answers older values.)
+    pub fn observe_offsets(&self, history: &Mutex<History>, group: &str, topic: &str, queues: i32) {
+        let views: Vec<_> =
+            self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut h = history.lock().unwrap();
+        for ((g, r), v) in views {
+            for q in 0..queues {
+                if let Ok(Some(offset)) = v.state_machine.consumer_offset(group, topic, q) {
+                    h.push(Event::OffsetSeen {
+                        group: format!("{group}@{}/{r}", group_name(g)),
+                        queue: (group_name(g), q),
+                        offset: offset as i64,
+                    });
+                }
             }
         }
     }
@@ -355,9 +396,13 @@ async fn run_replica(
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
     let now_ms = rocketraft_raft::clock::now_ms();
     let _broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
-    views
-        .lock()
-        .unwrap()
-        .insert((g, r), ReplicaView { raft: node.raft.clone(), log: node.log.clone() });
+    views.lock().unwrap().insert(
+        (g, r),
+        ReplicaView {
+            raft: node.raft.clone(),
+            log: node.log.clone(),
+            state_machine: node.state_machine.clone(),
+        },
+    );
     std::future::pending::<()>().await;
 }

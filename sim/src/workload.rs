@@ -1,5 +1,5 @@
-//! Clients of a simulated run, built on the real SDK: a producer and push consumers that
-//! record what they do into the run's [`History`], and an offset sampler. Run them on a client
+//! Clients of a simulated run, built on the real SDK: producers and push consumers that
+//! record what they do into the run's [`History`]. Run them on a client
 //! node (the main simulation task cannot open connections).
 
 use std::sync::{Arc, Mutex};
@@ -143,34 +143,6 @@ pub async fn consume(
         PushConsumer::start_concurrently(config, listener).await
     };
     started.expect("consumer starts")
-}
-
-/// Reads `group`'s committed offsets of `topic` every `every` until `stop` turns true,
-/// recording each as [`Event::OffsetSeen`].
-pub async fn sample_offsets(
-    ns: String,
-    group: String,
-    topic: String,
-    every: Duration,
-    history: Shared,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let admin =
-        Admin::start(named(ClientConfig::new(&ns), "admin-sampler")).await.expect("admin starts");
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Ok(stats) = admin.consume_stats(&group, Some(&topic)).await {
-            let mut h = history.lock().unwrap();
-            for (q, w) in stats.offset_table {
-                h.push(Event::OffsetSeen {
-                    group: group.clone(),
-                    queue: (q.broker_name, q.queue_id),
-                    offset: w.consumer_offset,
-                });
-            }
-        }
-        madsim::time::sleep(every).await;
-    }
-    admin.shutdown().await;
 }
 
 /// Sends `probe-{n}` to queue 0 of `broker` every `every` until `stop`, each send with a

@@ -748,12 +748,6 @@ mod whole_cluster {
             })
         };
         let consumers = consumers.await.unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (ns, h, stop) = (ns.clone(), history.clone(), stop.clone());
-            let every = Duration::from_secs(1);
-            client.spawn(workload::sample_offsets(ns, GROUP.into(), TOPIC.into(), every, h, stop))
-        };
         let producer = {
             let (ns, h) = (ns.clone(), history.clone());
             let pace = Duration::from_millis(10);
@@ -768,9 +762,11 @@ mod whole_cluster {
             client.spawn(workload::probe(ns, TOPIC.into(), group_name(0), every, h, stop, t0))
         };
         let observe = async {
-            // Leadership as every replica sees it, every 100 ms (checked for split brain).
+            // Leadership as every replica sees it and every replica's applied consumer
+            // offsets, every 100 ms (checked for split brain and for offsets going back).
             loop {
                 cluster.observe_leaders(&history);
+                cluster.observe_offsets(&history, GROUP, TOPIC, 4);
                 madsim::time::sleep(Duration::from_millis(100)).await;
             }
         };
@@ -797,10 +793,9 @@ mod whole_cluster {
             cluster.observe_leaders(&history);
             madsim::time::sleep(Duration::from_millis(100)).await;
         }
-        // Let commits land, then stop sampling and quiesce every group.
+        // Let the last offset commits land, then quiesce every group.
         madsim::time::sleep(Duration::from_secs(6)).await;
-        stop.store(true, Ordering::SeqCst);
-        sampler.await.unwrap();
+        cluster.observe_offsets(&history, GROUP, TOPIC, 4);
         for g in 0..2 {
             let quiet = cluster.wait_quiesced(g, Duration::from_secs(30)).await;
             assert!(quiet, "{} did not quiesce", group_name(g));
@@ -942,6 +937,58 @@ mod whole_cluster {
             .count();
         assert!(caught > 0, "acks before commit went unnoticed over 10 seeds");
         eprintln!("acks before commit: caught in {caught} of 10 seeds");
+    }
+
+    /// A follower cut off from NameServer 0 (not from anything else) stays routed there until
+    /// 120 s after its last registration and is gone after the next 10 s scan; it stays
+    /// routed by NameServer 1 throughout. A killed replica's connections close, and both
+    /// NameServers drop it at once. Prints the eviction time.
+    #[madsim::test]
+    async fn eviction_after_120_s_silence_or_at_once_on_close() {
+        banner("eviction_after_120_s_silence_or_at_once_on_close");
+        let cluster = SimCluster::start(Topology::default());
+        assert!(cluster.wait_ready(Duration::from_secs(30)).await);
+        let leader = cluster.leader(1).expect("broker-b has a leader");
+        let cut = (0..3).find(|r| *r != leader).unwrap();
+        let addr = broker_addr(1, cut);
+        cluster.cut_from_namesrv(1, cut, 0, true);
+        let last = cluster.registry(0).and_then(|r| r.last_update_ms(&addr)).expect("registered");
+        let cut_at = cluster.namesrv_now_ms(0).unwrap();
+        let mut evicted_after = None;
+        for _ in 0..180 {
+            madsim::time::sleep(Duration::from_secs(1)).await;
+            let reg = cluster.registry(0).unwrap();
+            let now = cluster.namesrv_now_ms(0).unwrap();
+            let silent_ms = now - last;
+            let present = reg.last_update_ms(&addr).is_some();
+            assert!(
+                cluster.registry(1).unwrap().last_update_ms(&addr).is_some(),
+                "NameServer 1 still hears from it"
+            );
+            if silent_ms <= 119_000 {
+                assert!(present, "evicted after only {silent_ms} ms of silence");
+            }
+            if !present {
+                evicted_after = Some(silent_ms);
+                break;
+            }
+        }
+        let evicted_after = evicted_after.expect("never evicted");
+        assert!(evicted_after <= 131_000, "evicted {evicted_after} ms after the last registration");
+        eprintln!(
+            "eviction: {:.1} s after the last registration ({:.1} s after the cut)",
+            evicted_after as f64 / 1000.0,
+            (cluster.namesrv_now_ms(0).unwrap() - cut_at) as f64 / 1000.0
+        );
+
+        let victim = (0..3).find(|r| *r != cut).unwrap();
+        let victim_addr = broker_addr(1, victim);
+        cluster.kill(1, victim);
+        madsim::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..2 {
+            let gone = cluster.registry(i).unwrap().last_update_ms(&victim_addr).is_none();
+            assert!(gone, "NameServer {i} still routes a replica whose connection closed");
+        }
     }
 
     /// Every broker replica registers with both NameServers every 30 s (observed in the
