@@ -288,6 +288,7 @@ impl BrokerFile {
                 disk_max_used_ratio: st.disk_max_used_ratio,
             },
             retention_check_ms: st.retention_check_ms,
+            message_faults: Default::default(),
         })
     }
 }

@@ -135,6 +135,7 @@ async fn start_group_advertising(
             flush: FlushMode::Sync,
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+            message_faults: Default::default(),
         };
         let listener = listeners.remove(&id).unwrap();
         let node = RaftNode::start(

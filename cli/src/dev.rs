@@ -169,6 +169,7 @@ impl DevCluster {
             flush: self.config.flush,
             retention: Default::default(),
             retention_check_ms: RETENTION_CHECK_MS_DEFAULT,
+            message_faults: Default::default(),
         }
     }
 

@@ -420,8 +420,16 @@ impl Inner {
             }
             let route = match self.bounded(deadline, self.publish_route(&msg.topic)).await {
                 Ok(r) => r,
-                // A NameServer said so: waiting will not change it.
-                Err(e @ ClientError::NoRoute { .. }) => return Err(e),
+                // The NameServers said so: waiting will not change it. After an attempt that
+                // may have stored the message, the send is reported failed with its attempts
+                // (indeterminate), not as if it never left.
+                Err(e @ ClientError::NoRoute { .. }) => {
+                    if attempts == 0 {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                    break;
+                }
                 Err(e) => {
                     last = Some(e);
                     if !self.pause_before_route_retry(deadline).await {

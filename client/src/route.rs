@@ -3,8 +3,9 @@
 //! every `route_poll_ms` (30 s, RocketMQ's `pollNameServerInterval`) and at once when a send
 //! fails or a broker says it is not the master.
 //!
-//! NameServers are tried in turn starting from the one that answered last. A topic a
-//! NameServer says it does not know is [`ClientError::NoRoute`] (and keeps no entry); when no
+//! NameServers are tried in turn starting from the one that answered last, until one knows the
+//! topic. A topic no answering NameServer knows is [`ClientError::NoRoute`] (and keeps no
+//! entry); when no
 //! NameServer answers at all, the last transport error is returned instead (the producer then routes through the template
 //! topic, TBW102, so that the broker can create it).
 
@@ -135,6 +136,7 @@ impl Routes {
         }
         let start = self.inner.next.load(Ordering::Relaxed);
         let mut last = None;
+        let mut not_known: Vec<&str> = Vec::new();
         for i in 0..n {
             let k = (start + i) % n;
             let addr = &self.inner.namesrv_addrs[k];
@@ -152,12 +154,9 @@ impl Routes {
                         .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e });
                 }
                 Ok(resp) if resp.code == response_code::TOPIC_NOT_EXIST => {
-                    self.inner.next.store(k, Ordering::Relaxed);
-                    lock(&self.inner.routes).remove(topic);
-                    return Err(ClientError::NoRoute {
-                        topic: topic.to_owned(),
-                        reason: format!("NameServer {addr} does not know it"),
-                    });
+                    // Ask the others too: a NameServer that just restarted knows nothing until
+                    // the brokers register again.
+                    not_known.push(addr.as_str());
                 }
                 Ok(resp) => {
                     last = Some(ClientError::Broker {
@@ -168,6 +167,13 @@ impl Routes {
                 }
                 Err(e) => last = Some(e),
             }
+        }
+        if !not_known.is_empty() {
+            lock(&self.inner.routes).remove(topic);
+            return Err(ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: format!("NameServer {} does not know it", not_known.join(", ")),
+            });
         }
         // No NameServer could say: the transport error (retryable), not "no route".
         Err(last.unwrap_or_else(|| ClientError::InvalidArgument("no NameServer address".into())))

@@ -60,6 +60,7 @@ fn cluster() -> Cluster {
                 flush: FlushMode::Sync,
                 retention: Default::default(),
                 retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+                message_faults: Default::default(),
             };
             let base = dir.path().join(format!("n{id}"));
             let storage = MmapStorage::new(base.join("data")).unwrap();

@@ -175,15 +175,35 @@ async fn serve_connection(
     }
 }
 
+/// Faults injected into this node's outgoing Raft RPCs: the simulation's seam for message
+/// loss and duplication (madsim's TCP never drops or duplicates). Probabilities per mille,
+/// drawn from the runtime's RNG (seeded under madsim). Default: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageFaults {
+    /// The request is not sent; the caller sees a network error (as after a lost packet).
+    pub drop_per_mille: u32,
+    /// The request is delivered twice; the caller gets the second answer.
+    pub duplicate_per_mille: u32,
+}
+
+impl MessageFaults {
+    fn roll(per_mille: u32) -> bool {
+        use openraft::AsyncRuntime;
+        use rand::Rng;
+        per_mille > 0 && crate::runtime::MadRuntime::thread_rng().gen_range(0..1000) < per_mille
+    }
+}
+
 /// Makes one [`PeerClient`] per target.
 #[derive(Debug, Clone)]
 pub struct Network {
     group: String,
+    faults: MessageFaults,
 }
 
 impl Network {
-    pub fn new(group: impl Into<String>) -> Self {
-        Network { group: group.into() }
+    pub fn new(group: impl Into<String>, faults: MessageFaults) -> Self {
+        Network { group: group.into(), faults }
     }
 }
 
@@ -196,6 +216,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             conn: Mutex::new(None),
+            faults: self.faults,
         }
     }
 }
@@ -208,6 +229,7 @@ pub struct PeerClient {
     // madsim's TcpStream is not Sync and openraft needs a Sync network: only touched through
     // `&mut self`, so `Mutex::get_mut` never blocks.
     conn: Mutex<Option<TcpStream>>,
+    faults: MessageFaults,
 }
 
 type CallError = RPCError<NodeId, BasicNode, RaftError<NodeId>>;
@@ -218,7 +240,22 @@ impl PeerClient {
         body: RpcRequest,
         timeout: Duration,
     ) -> Result<RpcResponse, (bool, String)> {
+        if MessageFaults::roll(self.faults.drop_per_mille) {
+            return Err((false, format!("RPC to {} dropped (simulated)", self.addr)));
+        }
         let envelope = Envelope { group: self.group.clone(), to: self.target, body };
+        if MessageFaults::roll(self.faults.duplicate_per_mille) {
+            // The first copy's answer is discarded: the peer handles the request twice.
+            let _ = self.exchange(&envelope, timeout).await;
+        }
+        self.exchange(&envelope, timeout).await
+    }
+
+    async fn exchange(
+        &mut self,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> Result<RpcResponse, (bool, String)> {
         let slot = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         let stream = match slot.take() {
             Some(s) => s,
@@ -241,7 +278,7 @@ impl PeerClient {
         };
         let mut stream = stream;
         let exchange = async {
-            write_frame(&mut stream, &envelope).await?;
+            write_frame(&mut stream, envelope).await?;
             read_frame::<RpcResponse, _>(&mut stream).await
         };
         match tokio::time::timeout(timeout, exchange).await {

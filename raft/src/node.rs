@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub retention: RetentionConfig,
     /// How often retention runs. Default 10,000 ms ([`RETENTION_CHECK_MS_DEFAULT`]).
     pub retention_check_ms: u64,
+    /// Faults injected into outgoing Raft RPCs (the simulation's seam). Default none.
+    pub message_faults: crate::network::MessageFaults,
 }
 
 /// How often a replica checks retention and disk usage by default.
@@ -172,7 +174,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(config.group.clone()),
+            Network::new(config.group.clone(), config.message_faults),
             log_store,
             state_machine.clone(),
         )

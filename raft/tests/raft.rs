@@ -148,6 +148,7 @@ mod cluster {
             flush: FlushMode::Sync,
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+            message_faults: Default::default(),
         }
     }
 
@@ -326,6 +327,7 @@ mod recovery {
             flush: FlushMode::Sync,
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+            message_faults: Default::default(),
         }
     }
 

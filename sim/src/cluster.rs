@@ -15,6 +15,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use openraft::Raft;
 use rocketraft_broker::{arrival_listener, Broker, BrokerConfig, PullWaiters};
 use rocketraft_namesrv::{NameServer, NamesrvConfig, Registry};
+use rocketraft_raft::network::MessageFaults;
 use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, StateMachine, TypeConfig};
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::io::sim::SimStorage;
@@ -34,6 +35,8 @@ pub struct Topology {
     /// Brokers acknowledge sends before they commit: a known bug, put back on purpose to show
     /// that the checkers catch it.
     pub sim_bug_ack_before_commit: bool,
+    /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
+    pub raft_message_faults: MessageFaults,
 }
 
 impl Default for Topology {
@@ -46,6 +49,7 @@ impl Default for Topology {
             flush: FlushMode::Sync,
             register_interval_ms: 30_000,
             sim_bug_ack_before_commit: false,
+            raft_message_faults: MessageFaults::default(),
         }
     }
 }
@@ -382,6 +386,7 @@ async fn run_replica(
         flush: topo.flush,
         retention: Default::default(),
         retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+        message_faults: topo.raft_message_faults,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
     let waiters = Arc::new(PullWaiters::default());
