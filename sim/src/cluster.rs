@@ -343,14 +343,28 @@ impl SimCluster {
             .collect()
     }
 
-    /// Waits until the running replicas of group `g` have applied the same index (quiesce).
+    /// Waits until group `g` is quiet: every replica running, each with its whole log applied,
+    /// all at the same index.
     pub async fn wait_quiesced(&self, g: usize, timeout: Duration) -> bool {
         let step = Duration::from_millis(100);
         let mut waited = Duration::ZERO;
         while waited < timeout {
-            let states = self.replica_states(g);
-            let applied: std::collections::BTreeSet<u64> = states.iter().map(|s| s.1).collect();
-            if states.len() as u64 == self.topology.replicas && applied.len() == 1 {
+            // Every replica running, with the same last log entry and the same applied one (a
+            // leader's newest entry may still be on its way to followers that lost an RPC).
+            let marks: Vec<(Option<u64>, Option<u64>)> = {
+                let views = self.views.lock().unwrap();
+                views
+                    .iter()
+                    .filter(|((vg, _), _)| *vg == g)
+                    .map(|(_, v)| {
+                        let m = v.raft.metrics().borrow().clone();
+                        (m.last_log_index, m.last_applied.map(|l| l.index))
+                    })
+                    .collect()
+            };
+            let distinct: std::collections::BTreeSet<_> = marks.iter().collect();
+            let all_applied = marks.iter().all(|(last, applied)| last == applied);
+            if marks.len() as u64 == self.topology.replicas && distinct.len() == 1 && all_applied {
                 return true;
             }
             madsim::time::sleep(step).await;
