@@ -146,8 +146,8 @@ pub async fn consume(
 }
 
 /// Sends `probe-{n}` to queue 0 of `broker` every `every` until `stop`, each send with a
-/// 5 s timeout, recording them (one sharding key, so their order is checked too). Returns when
-/// each acknowledged send was acknowledged: the group's availability over time.
+/// 5 s timeout, recording them (one sharding key, so their order is checked too). Returns
+/// (started, acknowledged) times of each acknowledged send: the group's availability.
 pub async fn probe(
     ns: String,
     topic: String,
@@ -156,7 +156,7 @@ pub async fn probe(
     history: Shared,
     stop: Arc<std::sync::atomic::AtomicBool>,
     t0: madsim::time::Instant,
-) -> Vec<Duration> {
+) -> Vec<(Duration, Duration)> {
     let mut config = ProducerConfig::new(&ns);
     config.send_timeout_ms = 5_000;
     config.client = named(config.client, &format!("probe-{broker}"));
@@ -171,12 +171,13 @@ pub async fn probe(
         let id = format!("probe-{n}");
         n += 1;
         history.lock().unwrap().push(Event::Send { id: id.clone(), key: Some(broker.clone()) });
+        let started = t0.elapsed();
         let outcome = match producer
             .send_with_selector(Message::new(topic.clone(), id.clone()), selector.clone())
             .await
         {
             Ok(r) => {
-                acks.push(t0.elapsed());
+                acks.push((started, t0.elapsed()));
                 SendOutcome::Acked {
                     queue: (r.queue.broker_name, r.queue.queue_id),
                     offset: r.queue_offset,
