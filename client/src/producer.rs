@@ -4,7 +4,9 @@
 //!
 //! Retry rules (RocketMQ's, with one change noted):
 //! - a round-robin send is tried at most `1 + retries` times within `send_timeout_ms`, each
-//!   retry on another broker group when there is one, after refreshing the route at once;
+//!   retry on another broker group when there is one, after refreshing the route at once; an
+//!   attempt before the last gets half the time left (at least 1 s), so a broker that never
+//!   answers leaves time to retry; a send that fails refreshes its route in the background;
 //! - a send by sharding key or selector retries the *same* queue only (another queue would
 //!   break per-key order): after a failover the queue is on the group's new master. RocketMQ
 //!   does not retry these sends at all;
@@ -37,6 +39,9 @@ use crate::lock;
 use crate::message::Message;
 use crate::route::TopicRoute;
 use crate::select::{self, FaultTable};
+
+/// The least time an attempt that is not the last one gets.
+const ATTEMPT_MIN_MS: u64 = 1_000;
 
 /// After a SYSTEM_BUSY answer, the n-th retry waits n times this long.
 const SYSTEM_BUSY_BACKOFF_MS: u64 = 50;
@@ -488,9 +493,17 @@ impl Inner {
             };
             attempts += 1;
             let req = self.request(&msg, &mq, batch);
+            // An attempt that is not the last gets half of what is left (at least 1 s), so a
+            // broker that swallows requests (frozen, cut off) leaves time for a retry on a
+            // refreshed route instead of eating the whole send timeout.
             let remaining = deadline.saturating_duration_since(clock::instant());
+            let budget = if attempts < max_attempts {
+                (remaining / 2).max(Duration::from_millis(ATTEMPT_MIN_MS)).min(remaining)
+            } else {
+                remaining
+            };
             let t0 = clock::instant();
-            let result = self.core.remoting.call(&addr, req, remaining.as_millis() as u64).await;
+            let result = self.core.remoting.call(&addr, req, budget.as_millis() as u64).await;
             let latency_ms = t0.elapsed().as_millis() as u64;
             let outcome = result.and_then(|resp| parse_send_response(&addr, resp, &msg, &mq));
             let failed = matches!(&outcome, Err(e) if e.is_retryable());
@@ -522,6 +535,13 @@ impl Inner {
         if attempts == 0 {
             return Err(last);
         }
+        // The route may be stale (a master that stopped answering): refresh it in the
+        // background, so the next send does not need time this one no longer has.
+        let routes = self.core.routes.clone();
+        let topic = msg.topic.clone();
+        tokio::spawn(async move {
+            let _ = routes.refresh(&topic).await;
+        });
         Err(ClientError::SendFailed { topic: msg.topic, attempts, last: Box::new(last) })
     }
 

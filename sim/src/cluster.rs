@@ -256,6 +256,16 @@ impl SimCluster {
         }
     }
 
+    /// Freezes (or resumes) replica (g, r): its tasks stop running, its connections stay.
+    pub fn pause(&self, g: usize, r: u64, paused: bool) {
+        let id = self.replica_nodes[&(g, r)].id();
+        if paused {
+            self.handle.pause(id);
+        } else {
+            self.handle.resume(id);
+        }
+    }
+
     /// Whether replica (g, r) is killed now.
     pub fn is_down(&self, g: usize, r: u64) -> bool {
         self.down.lock().unwrap().contains(&format!("{g}-{r}"))

@@ -538,6 +538,8 @@ mod whole_cluster {
 
     const TOPIC: &str = "T";
     const GROUP: &str = "G";
+    /// A second consumer group, orderly: per-key order is checked on it.
+    const ORDERLY: &str = "O";
     /// When the fault hits, and how long until it is healed (simulated).
     const FAULT_AT: Duration = Duration::from_secs(2);
     const FAULT_FOR: Duration = Duration::from_secs(10);
@@ -559,6 +561,9 @@ mod whole_cluster {
         PowerLossAll,
         /// NameServer 0 is killed, and restarted when healed (clients use NameServer 1).
         KillNamesrv,
+        /// broker-a's leader is paused (frozen, connections kept) longer than an election
+        /// takes, then resumed: a deposed leader must not acknowledge anything.
+        PauseLeader,
         /// Faults drawn from the seed: 3 of the above at random times, then healed.
         Swarm,
     }
@@ -574,13 +579,20 @@ mod whole_cluster {
 
     /// Every check of a finished, healed and drained run.
     fn judge(h: &History, cluster: &SimCluster) -> Result<check::Duplicates, String> {
-        let lost = check::lost(h, GROUP);
-        if !lost.is_empty() {
-            return Err(format!(
-                "{} acknowledged sends never consumed: {:?}",
-                lost.len(),
-                &lost[..lost.len().min(10)]
-            ));
+        for group in [GROUP, ORDERLY] {
+            let lost = check::lost(h, group);
+            if !lost.is_empty() {
+                return Err(format!(
+                    "{} acknowledged sends never consumed by {group}: {:?}",
+                    lost.len(),
+                    &lost[..lost.len().min(10)]
+                ));
+            }
+        }
+        // The probe's sends share one key: the orderly group must see them in send order.
+        let order = check::order_violations(h, ORDERLY);
+        if !order.is_empty() {
+            return Err(format!("orderly group saw a key out of order: {order:?}"));
         }
         let unexpected = check::unexpected(h);
         if !unexpected.is_empty() {
@@ -671,6 +683,12 @@ mod whole_cluster {
                 madsim::time::sleep(FAULT_FOR).await;
                 cluster.restart_namesrv(0);
             }
+            Fault::PauseLeader => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                cluster.pause(0, leader, true);
+                madsim::time::sleep(FAULT_FOR).await;
+                cluster.pause(0, leader, false);
+            }
             Fault::Swarm => swarm_faults(cluster).await,
         }
     }
@@ -745,8 +763,9 @@ mod whole_cluster {
             let (ns, h) = (ns.clone(), history.clone());
             client.spawn(async move {
                 let a = workload::consume(&ns, GROUP, TOPIC, "c0", false, h.clone()).await;
-                let b = workload::consume(&ns, GROUP, TOPIC, "c1", false, h).await;
-                (a, b)
+                let b = workload::consume(&ns, GROUP, TOPIC, "c1", false, h.clone()).await;
+                let o = workload::consume(&ns, ORDERLY, TOPIC, "o0", true, h).await;
+                (a, b, o)
             })
         };
         let consumers = consumers.await.unwrap();
@@ -794,7 +813,11 @@ mod whole_cluster {
             .map(|(_, at)| *at - fault_at);
         // Drain: every acknowledged send consumed, or give up after 60 s.
         for _ in 0..600 {
-            if check::lost(&history.lock().unwrap(), GROUP).is_empty() {
+            let drained = {
+                let h = history.lock().unwrap();
+                check::lost(&h, GROUP).is_empty() && check::lost(&h, ORDERLY).is_empty()
+            };
+            if drained {
                 break;
             }
             cluster.observe_leaders(&history);
@@ -822,11 +845,12 @@ mod whole_cluster {
             h.events.len(),
             report.failures
         );
-        let (c0, c1) = consumers;
+        let (c0, c1, o0) = consumers;
         client
             .spawn(async move {
                 c0.shutdown().await;
                 c1.shutdown().await;
+                o0.shutdown().await;
             })
             .await
             .unwrap();
@@ -863,6 +887,12 @@ mod whole_cluster {
     #[madsim::test]
     async fn isolate_the_leader() {
         scenario("isolate_the_leader", Fault::IsolateLeader).await;
+    }
+
+    /// broker-a's leader freezes for 10 s (its sockets stay open) and wakes up deposed.
+    #[madsim::test]
+    async fn pause_the_leader() {
+        scenario("pause_the_leader", Fault::PauseLeader).await;
     }
 
     /// A 2/1 split: the majority keeps serving; the follower catches up when healed.
