@@ -4,8 +4,8 @@
 //! fails or a broker says it is not the master.
 //!
 //! NameServers are tried in turn starting from the one that answered last, until one knows the
-//! topic. A topic no answering NameServer knows is [`ClientError::NoRoute`] (and keeps no
-//! entry); when no
+//! topic. A topic no answering NameServer knows is [`ClientError::NoRoute`] (a route cached
+//! earlier is kept: a restarted NameServer is empty until the brokers register again); when no
 //! NameServer answers at all, the last transport error is returned instead (the producer then routes through the template
 //! topic, TBW102, so that the broker can create it).
 
@@ -169,7 +169,8 @@ impl Routes {
             }
         }
         if !not_known.is_empty() {
-            lock(&self.inner.routes).remove(topic);
+            // A cached route stays: NameServers that restarted know nothing until the brokers'
+            // next registration (up to 30 s), and the brokers still serve the topic meanwhile.
             return Err(ClientError::NoRoute {
                 topic: topic.to_owned(),
                 reason: format!("NameServer {} does not know it", not_known.join(", ")),

@@ -570,6 +570,11 @@ mod whole_cluster {
 
     fn banner(test: &str) {
         eprintln!("replay: {}", replay_hint(test, Handle::current().seed()));
+        // RUST_LOG=rocketraft_client=debug ... shows the clients' side of a failing seed.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 
     #[allow(clippy::disallowed_methods)] // virtual time under madsim
@@ -582,8 +587,19 @@ mod whole_cluster {
         for group in [GROUP, ORDERLY] {
             let lost = check::lost(h, group);
             if !lost.is_empty() {
+                let queues: std::collections::BTreeSet<_> = h
+                    .events
+                    .iter()
+                    .filter_map(|e| match e {
+                        check::Event::Sent {
+                            id,
+                            outcome: check::SendOutcome::Acked { queue, .. },
+                        } if lost.contains(id) => Some(queue.clone()),
+                        _ => None,
+                    })
+                    .collect();
                 return Err(format!(
-                    "{} acknowledged sends never consumed by {group}: {:?}",
+                    "{} acknowledged sends never consumed by {group} (queues {queues:?}): {:?}",
                     lost.len(),
                     &lost[..lost.len().min(10)]
                 ));

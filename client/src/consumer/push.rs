@@ -536,7 +536,15 @@ impl<L: MessageListener> Inner<L> {
                         match lock_queues(&self.core, &self.config.group, &route, &broker, qs).await
                         {
                             Ok(got) => granted.extend(got),
-                            Err(e) => tracing::debug!(%broker, error = %e, "queue locks not taken"),
+                            Err(e) => {
+                                tracing::debug!(%broker, error = %e, "queue locks not taken");
+                                // No master in our route, or it stopped answering: the route
+                                // may be stale (a NameServer restarted, a failover), so fetch
+                                // it again now rather than at the next 30 s poll.
+                                if let Err(e) = self.core.routes.refresh(topic).await {
+                                    tracing::debug!(%topic, error = %e, "route not refreshed");
+                                }
+                            }
                         }
                     }
                     granted
