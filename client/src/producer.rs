@@ -459,12 +459,11 @@ impl Inner {
             let chosen = match &how {
                 Selection::RoundRobin => {
                     let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-                    let faults = if self.config.fault_avoidance {
-                        lock(&self.faults).clone()
-                    } else {
-                        FaultTable::default()
-                    };
-                    select::queue_round_robin(&queues, counter, avoid.as_deref(), &faults, now_ms)
+                    // Chosen under the table's lock: no copy of the table on every send.
+                    let none = FaultTable::default();
+                    let table = lock(&self.faults);
+                    let faults = if self.config.fault_avoidance { &*table } else { &none };
+                    select::queue_round_robin(&queues, counter, avoid.as_deref(), faults, now_ms)
                 }
                 Selection::Hash(key) => select::queue_by_hash(&queues, key),
                 Selection::Custom(f) => f(&queues, &msg),

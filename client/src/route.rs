@@ -89,11 +89,6 @@ impl Routes {
         self.refresh(topic).await
     }
 
-    /// The cached route of `topic`, without fetching.
-    pub fn cached(&self, topic: &str) -> Option<Arc<TopicRoute>> {
-        lock(&self.inner.routes).get(topic).cloned()
-    }
-
     /// Fetches `topic`'s route now and caches it.
     pub async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         let data = self.fetch(topic).await?;
