@@ -143,6 +143,8 @@ struct Inner<S: Storage + Clone, M: MetaStore> {
 pub struct Broker {
     addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The registration task: on stop it unregisters from every NameServer, then ends.
+    register: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Broker {
@@ -193,6 +195,7 @@ impl Broker {
             epoch: tokio::time::Instant::now(),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut register = None;
         if !inner.config.namesrv_addrs.is_empty() {
             let rc = crate::register::RegisterConfig {
                 cluster_name: inner.config.cluster_name.clone(),
@@ -203,25 +206,38 @@ impl Broker {
                 call_timeout_ms: 3_000,
                 auto_create_topic: inner.config.auto_create_topic,
             };
-            tokio::spawn(crate::register::run(
+            register = Some(tokio::spawn(crate::register::run(
                 rc,
                 inner.raft.clone(),
                 inner.state_machine.clone(),
                 inner.register_now.clone(),
                 stop_rx.clone(),
-            ));
+            )));
         }
         tokio::spawn(expire_clients(inner.clone(), stop_rx.clone()));
         tokio::spawn(accept_loop(listener, inner, stop_rx));
-        Ok(Broker { addr, stop })
+        Ok(Broker { addr, stop, register: std::sync::Mutex::new(register) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Stops serving: connections close at once; unregistering from the NameServers goes on
+    /// in the background (see [`Broker::shutdown_and_unregister`] to wait for it).
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Stops serving and waits until every NameServer was told this replica is leaving (each
+    /// call bounded by the 3 s call timeout), so clients stop routing to it at once instead
+    /// of after the NameServers' 120 s expiry.
+    pub async fn shutdown_and_unregister(&self) {
+        self.shutdown();
+        let task = lock(&self.register).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 

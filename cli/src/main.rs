@@ -1,14 +1,27 @@
 //! `rocketraft`: the one binary a user meets. `dev` runs a whole cluster in one process;
-//! `msgid` decodes RocketMQ message ids. The production processes (namesrv, broker), admin,
-//! send/consume and bench arrive with the CLI issue.
+//! `namesrv` and `broker` are the production processes; `topic`, `cluster`, `group` and
+//! `message` administer a cluster; `send` and `consume` try it; `bench` loads it; `msgid`
+//! decodes RocketMQ message ids.
 //!
-//! Errors are one sentence on stderr and a non-zero exit code, never a stack trace.
+//! Errors are one sentence on stderr and a non-zero exit code, never a stack trace. Logs go to
+//! stderr, filtered by RUST_LOG.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rocketraft::admin::{self, Output};
+use rocketraft::bench::{self, BenchConfig, Kind};
 use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::serve::BrokerSetup;
+use rocketraft::stop_signal;
+use rocketraft_client::{
+    Admin, ClientConfig, ClientError, ConsumeFrom, Message, Producer, ProducerConfig, PullConsumer,
+    PullConsumerConfig,
+};
+use rocketraft_namesrv::{NameServer, NamesrvConfig};
 use rocketraft_protocol::message::decode_offset_msg_id;
 use rocketraft_store::flush::FlushMode;
 
@@ -23,6 +36,23 @@ struct Cli {
     command: Command,
 }
 
+/// Where the cluster is, for every command that talks to one.
+#[derive(Args, Clone)]
+struct Target {
+    /// NameServer address(es), `;`-separated, as RocketMQ's clients take them.
+    #[arg(
+        short = 'n',
+        long = "namesrv",
+        env = "NAMESRV_ADDR",
+        default_value = "127.0.0.1:9876",
+        global = true
+    )]
+    namesrv: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a development cluster in this process: a NameServer and one broker group of three
@@ -30,7 +60,7 @@ enum Command {
     Dev {
         /// Where the replicas keep their files (created if missing; reused on restart).
         #[arg(long, default_value = "rocketraft-data")]
-        data_dir: std::path::PathBuf,
+        data_dir: PathBuf,
         /// The NameServer's port (clients connect here).
         #[arg(long, default_value_t = 9876)]
         namesrv_port: u16,
@@ -40,11 +70,85 @@ enum Command {
         /// Replica i talks Raft on this port + i.
         #[arg(long, default_value_t = 40911)]
         raft_port: u16,
-        /// "sync": a send is acknowledged once on a majority's disks; "async": once written,
+        /// sync: a send is acknowledged once on a majority's disks; async: once written,
         /// synced every 500 ms.
-        #[arg(long, default_value = "sync")]
-        flush: String,
+        #[arg(long, value_enum, default_value = "sync")]
+        flush: Flush,
     },
+    /// Run a NameServer until Ctrl-C or SIGTERM.
+    Namesrv {
+        /// Where to listen.
+        #[arg(long, default_value = "0.0.0.0:9876")]
+        listen: String,
+        /// How often silent brokers are looked for (ms).
+        #[arg(long, default_value_t = 10_000)]
+        scan_interval_ms: u64,
+        /// A broker silent this long is evicted (ms).
+        #[arg(long, default_value_t = 120_000)]
+        broker_expiry_ms: i64,
+    },
+    /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
+    /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
+    /// the NameServers and syncs its files first.
+    Broker {
+        /// The replica's config file. Relative paths in it start at its directory.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Create, list, show or delete topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// Show the cluster's broker groups and replicas.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Show a consumer group's progress.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Look messages up.
+    #[command(subcommand)]
+    Message(MessageCmd),
+    /// Send messages: the body from the argument, or one message per line of stdin.
+    Send {
+        #[arg(short, long)]
+        topic: String,
+        /// The body; without it, each line of stdin is one message.
+        body: Option<String>,
+        #[arg(long)]
+        tags: Option<String>,
+        /// Comma-separated keys (indexed: `message query --key` finds them).
+        #[arg(long)]
+        keys: Option<String>,
+        /// Send each body this many times.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Sharding key: every message with it goes to one queue, in order.
+        #[arg(long)]
+        order_key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Consume and print messages as a member of a clustering group (offsets are kept by the
+    /// brokers, so a second run goes on where the first stopped). Stops on Ctrl-C or --count.
+    Consume {
+        #[arg(short, long)]
+        topic: String,
+        #[arg(short, long, default_value = "rocketraft-cli")]
+        group: String,
+        /// Tag filter: `*` or `TagA || TagB`.
+        #[arg(long, default_value = "*")]
+        tags: String,
+        /// Where a group without committed offsets starts.
+        #[arg(long, value_enum, default_value = "last")]
+        from: From,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Load a cluster and report throughput and latency (p50/p99/p99.9/max).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Decode an offset message id (as printed by brokers and `SendResult.offsetMsgId`) into
     /// the store host and the CommitLog offset, like mqadmin's DecodeMessageId.
     Msgid {
@@ -56,13 +160,152 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Flush {
+    Sync,
+    Async,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum From {
+    First,
+    Last,
+}
+
+#[derive(Subcommand)]
+enum TopicCmd {
+    /// Create (or update) a topic on every master of the cluster.
+    Create {
+        topic: String,
+        /// Read and write queues per broker group.
+        #[arg(long, default_value_t = 8)]
+        queues: i32,
+        /// Only on this cluster's groups (default: every cluster).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Mark the topic ordered.
+        #[arg(long)]
+        order: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every topic the NameServer knows.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Which groups and replicas serve a topic, with its queues.
+    Route {
+        topic: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a topic from the brokers and the NameServers.
+    Delete {
+        topic: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every registered replica: group, Raft role and term, log index, lag behind the leader.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Per-queue committed offsets, queue ends and lag of a consumer group.
+    Offsets {
+        group: String,
+        /// Only this topic's queues.
+        #[arg(short, long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessageCmd {
+    /// Find messages by key, or one by id (msgId with --topic, or offsetMsgId).
+    Query {
+        #[arg(short, long)]
+        topic: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        key: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(short, long, default_value = "BenchmarkTest")]
+    topic: String,
+    /// Queues per group if the bench creates the topic.
+    #[arg(long, default_value_t = 8)]
+    queues: i32,
+    /// Body size in bytes.
+    #[arg(short, long, default_value_t = 1024)]
+    size: usize,
+    /// Stop after this many seconds (default 30 unless --count is given).
+    #[arg(short, long)]
+    duration: Option<u64>,
+    /// Stop after this many messages.
+    #[arg(short, long)]
+    count: Option<u64>,
+    /// Concurrent producers (each its own client).
+    #[arg(short, long, default_value_t = 4)]
+    producers: usize,
+    /// Concurrent consumers (members of one group).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Sends outstanding per producer; above 1 sends asynchronously.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Consumer group for `consume`.
+    #[arg(short, long, default_value = "benchmark_consumer")]
+    group: String,
+    /// `consume`: start a new group at the oldest message instead of the newest.
+    #[arg(long)]
+    from_first: bool,
+    /// `e2e`: seconds to wait for the last acknowledged messages to arrive.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+    /// No progress line.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Send as fast as the producers can.
+    Produce(BenchArgs),
+    /// Consume a topic (from another bench's producers).
+    Consume(BenchArgs),
+    /// Produce and consume at once: send latency, end-to-end latency, and losses.
+    E2e(BenchArgs),
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev { data_dir, namesrv_port, broker_port, raft_port, flush } => {
-            let flush = match flush.as_str() {
-                "sync" => FlushMode::Sync,
-                "async" => FlushMode::Async { interval_ms: 500 },
-                other => anyhow::bail!("--flush {other:?}: use sync or async"),
+            let flush = match flush {
+                Flush::Sync => FlushMode::Sync,
+                Flush::Async => {
+                    FlushMode::Async { interval_ms: FlushMode::ASYNC_INTERVAL_MS_DEFAULT }
+                }
             };
             let config = DevConfig {
                 data_dir,
@@ -72,7 +315,110 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 flush,
                 ..Default::default()
             };
-            runtime()?.block_on(dev(config))?;
+            runtime()?.block_on(dev(config))
+        }
+        Command::Namesrv { listen, scan_interval_ms, broker_expiry_ms } => {
+            if scan_interval_ms == 0 || broker_expiry_ms <= 0 {
+                anyhow::bail!("--scan-interval-ms and --broker-expiry-ms must be above 0");
+            }
+            let config =
+                NamesrvConfig { listen, scan_interval_ms, broker_expiry_ms, ..Default::default() };
+            runtime()?.block_on(namesrv(config))
+        }
+        Command::Broker { config } => {
+            let setup = BrokerSetup::load(&config)?;
+            runtime()?.block_on(broker(setup))
+        }
+        Command::Topic(cmd) => {
+            let target = match &cmd {
+                TopicCmd::Create { target, .. }
+                | TopicCmd::List { target }
+                | TopicCmd::Route { target, .. }
+                | TopicCmd::Delete { target, .. } => target.clone(),
+            };
+            with_admin(&target, |a| async move {
+                match cmd {
+                    TopicCmd::Create { topic, queues, cluster, order, .. } => {
+                        admin::topic_create(&a, cluster.as_deref(), &topic, queues, order).await
+                    }
+                    TopicCmd::List { .. } => admin::topic_list(&a).await,
+                    TopicCmd::Route { topic, .. } => admin::topic_route(&a, &topic).await,
+                    TopicCmd::Delete { topic, cluster, .. } => {
+                        admin::topic_delete(&a, cluster.as_deref(), &topic).await
+                    }
+                }
+            })
+        }
+        Command::Cluster(ClusterCmd::List { target }) => {
+            with_admin(&target, |a| async move { admin::cluster_list(&a).await })
+        }
+        Command::Group(GroupCmd::Offsets { group, topic, target }) => {
+            with_admin(&target, |a| async move {
+                admin::group_offsets(&a, &group, topic.as_deref()).await
+            })
+        }
+        Command::Message(MessageCmd::Query { topic, key, id, target }) => {
+            with_admin(&target, |a| async move {
+                admin::message_query(&a, topic.as_deref(), key.as_deref(), id.as_deref()).await
+            })
+        }
+        Command::Send { topic, body, tags, keys, count, order_key, target } => {
+            admin::check_topic_name(&topic)?;
+            let bodies = match body {
+                Some(b) => vec![b],
+                None => std::io::stdin()
+                    .lines()
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("reading stdin")?,
+            };
+            let send = SendArgs { topic, bodies, tags, keys, count, order_key };
+            runtime()?.block_on(async {
+                send_messages(&target, send).await.map_err(|e| explain(e, &target))
+            })
+        }
+        Command::Consume { topic, group, tags, from, count, target } => {
+            admin::check_topic_name(&topic)?;
+            let from = match from {
+                From::First => ConsumeFrom::FirstOffset,
+                From::Last => ConsumeFrom::LastOffset,
+            };
+            runtime()?.block_on(async {
+                consume(&target, &topic, &group, &tags, from, count)
+                    .await
+                    .map_err(|e| explain(e, &target))
+            })
+        }
+        Command::Bench(cmd) => {
+            let (kind, args) = match cmd {
+                BenchCmd::Produce(a) => (Kind::Produce, a),
+                BenchCmd::Consume(a) => (Kind::Consume, a),
+                BenchCmd::E2e(a) => (Kind::EndToEnd, a),
+            };
+            let target = args.target.clone();
+            let config = BenchConfig {
+                namesrv: args.target.namesrv,
+                topic: args.topic,
+                queues: args.queues,
+                producers: args.producers,
+                consumers: args.consumers,
+                size: args.size,
+                duration: args.duration.map(Duration::from_secs),
+                count: args.count,
+                asynchronous: args.in_flight > 1,
+                in_flight: args.in_flight.max(1),
+                group: args.group,
+                from_first: args.from_first,
+                drain: Duration::from_secs(args.drain),
+                live: !args.quiet,
+            };
+            runtime()?.block_on(async {
+                init_logging("warn");
+                let (text, json) = bench::run(kind, config, stop_signal())
+                    .await
+                    .map_err(|e| explain(e, &target))?;
+                print_output(&Output { text, json }, target.json);
+                anyhow::Ok(())
+            })
         }
         Command::Msgid { id, json } => {
             let (host, offset) = decode_offset_msg_id(id.trim())
@@ -85,9 +431,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("store host:       {host}");
                 println!("commitlog offset: {offset}");
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -97,43 +443,248 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Logs to stderr, `RUST_LOG` filtered (default: our info lines, openraft's errors only).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+/// Logs to stderr, `RUST_LOG` filtered (default `default`, openraft's errors only).
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},openraft=error"))
+    });
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    // madsim has no unix signals (the binary never runs under it; only clippy builds it).
-    #[cfg(all(unix, not(madsim)))]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(any(not(unix), madsim))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+fn print_output(out: &Output, json: bool) {
+    if json {
+        emit(&out.json.to_string());
+    } else {
+        emit(out.text.trim_end_matches('\n'));
     }
 }
 
+/// Prints a line to stdout; false once stdout is gone (a closed pipe, as with `| head`),
+/// which ends the command quietly instead of panicking as `println!` would.
+fn emit(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+/// Turns an unreachable NameServer into the sentence a user needs.
+fn explain(e: anyhow::Error, target: &Target) -> anyhow::Error {
+    let chain = format!("{e:#}");
+    let unreachable = target.namesrv.split(';').map(str::trim).find(|a| {
+        chain.contains(&format!("cannot connect to {a}"))
+            || chain.contains(&format!("{a} did not answer"))
+    });
+    match unreachable {
+        Some(addr) => anyhow::anyhow!(
+            "cannot reach the NameServer at {addr}: start a cluster (`rocketraft dev`) or pass \
+             --namesrv HOST:PORT (or set NAMESRV_ADDR)"
+        ),
+        None => e,
+    }
+}
+
+/// Runs an admin call and prints its output.
+fn with_admin<F, Fut>(target: &Target, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(std::sync::Arc<Admin>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Output>>,
+{
+    runtime()?.block_on(async {
+        init_logging("warn");
+        let admin = std::sync::Arc::new(Admin::start(ClientConfig::new(&target.namesrv)).await?);
+        let result = f(admin.clone()).await;
+        if let Ok(admin) = std::sync::Arc::try_unwrap(admin) {
+            admin.shutdown().await;
+        }
+        let out = result.map_err(|e| explain(e, target))?;
+        print_output(&out, target.json);
+        Ok(())
+    })
+}
+
+struct SendArgs {
+    topic: String,
+    bodies: Vec<String>,
+    tags: Option<String>,
+    keys: Option<String>,
+    count: u64,
+    order_key: Option<String>,
+}
+
+async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
+    init_logging("warn");
+    let producer = Producer::start(ProducerConfig::new(&target.namesrv)).await?;
+    let mut result = Ok(());
+    'all: for body in &a.bodies {
+        for _ in 0..a.count {
+            let mut msg = Message::new(a.topic.clone(), body.clone().into_bytes());
+            if let Some(t) = &a.tags {
+                msg = msg.with_tags(t.clone());
+            }
+            if let Some(k) = &a.keys {
+                msg = msg.with_keys(
+                    k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned),
+                );
+            }
+            let sent = match &a.order_key {
+                Some(key) => producer.send_ordered(msg, key).await,
+                None => producer.send(msg).await,
+            };
+            let line = match sent {
+                Ok(r) if target.json => serde_json::json!({
+                    "status": format!("{:?}", r.status), "msgId": r.msg_id,
+                    "offsetMsgId": r.offset_msg_id, "brokerGroup": r.queue.broker_name,
+                    "queueId": r.queue.queue_id, "queueOffset": r.queue_offset,
+                })
+                .to_string(),
+                Ok(r) => format!(
+                    "{:?} msgId={} queue={}#{} offset={}",
+                    r.status, r.msg_id, r.queue.broker_name, r.queue.queue_id, r.queue_offset
+                ),
+                Err(e) => {
+                    result = Err(anyhow::Error::new(e).context("send failed"));
+                    break 'all;
+                }
+            };
+            if !emit(&line) {
+                break 'all;
+            }
+        }
+    }
+    producer.shutdown().await;
+    result
+}
+
+async fn consume(
+    target: &Target,
+    topic: &str,
+    group: &str,
+    tags: &str,
+    from: ConsumeFrom,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    init_logging("warn");
+    let mut config = PullConsumerConfig::new(&target.namesrv, group);
+    config.consume_from = from;
+    let consumer = PullConsumer::start(config).await?;
+    if let Err(e) = consumer.subscribe(topic, tags).await {
+        consumer.shutdown().await;
+        return Err(not_found_hint(e, topic));
+    }
+    eprintln!("consuming {topic} ({tags}) as group {group}; Ctrl-C stops");
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut printed = 0u64;
+    let mut result = Ok(());
+    let mut closed = false;
+    while !closed && count.is_none_or(|n| printed < n) {
+        let msgs = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            polled = consumer.poll(1_000) => polled,
+        };
+        let msgs = match msgs {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for m in &msgs {
+            if count.is_some_and(|n| printed >= n) {
+                // Leave the rest for the next run: commit only what was printed.
+                if let Err(e) = consumer.seek(&m.queue, m.queue_offset) {
+                    result = Err(e.into());
+                }
+                break;
+            }
+            let line = if target.json {
+                admin::message_json(m).to_string()
+            } else {
+                format!(
+                    "{}#{} offset={} msgId={} tags={} keys={} body={}",
+                    m.queue.broker_name,
+                    m.queue.queue_id,
+                    m.queue_offset,
+                    m.msg_id().unwrap_or("-"),
+                    m.tags().unwrap_or("-"),
+                    m.keys().unwrap_or("-"),
+                    admin::body_text(&m.body)
+                )
+            };
+            if !emit(&line) {
+                // Nobody reads any more: keep this message for the next run, and stop.
+                let _ = consumer.seek(&m.queue, m.queue_offset);
+                closed = true;
+                break;
+            }
+            printed += 1;
+        }
+        if !msgs.is_empty() {
+            if let Err(e) = consumer.commit().await {
+                tracing::warn!(error = %e, "offset commit failed; the next commit retries");
+            }
+        }
+    }
+    if let Err(e) = consumer.commit().await {
+        result = result.and(Err(anyhow::Error::new(e).context("committing offsets")));
+    }
+    consumer.shutdown().await;
+    eprintln!("consumed {printed} message(s)");
+    result
+}
+
+fn not_found_hint(e: ClientError, topic: &str) -> anyhow::Error {
+    match e {
+        ClientError::NoRoute { .. } => anyhow::anyhow!(
+            "no route to topic {topic}: create it (`rocketraft topic create {topic}`) or send to it first"
+        ),
+        e => e.into(),
+    }
+}
+
+async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
+    init_logging("info");
+    let listen = config.listen.clone();
+    let ns = NameServer::start(config).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen}: {e}; is another NameServer running? Stop it or pass --listen")
+    })?;
+    tracing::info!(addr = %ns.local_addr(), "rocketraft namesrv: ready");
+    println!("rocketraft namesrv: ready on {}", ns.local_addr());
+    stop_signal().await;
+    tracing::info!("rocketraft namesrv: stopping");
+    ns.shutdown();
+    println!("rocketraft namesrv: stopped");
+    Ok(())
+}
+
+async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
+    init_logging("info");
+    let f = &setup.file;
+    let replica = setup.start().await?;
+    let node = f.raft.node_id;
+    println!(
+        "rocketraft broker: {} replica {node} of cluster {}: clients on {}, Raft on {}, data in {}; ready",
+        f.broker_name,
+        f.cluster_name,
+        replica.broker.local_addr(),
+        f.raft.peers.get(&node.to_string()).map_or("?", String::as_str),
+        setup.store_dir.display()
+    );
+    stop_signal().await;
+    println!("rocketraft broker: stopping (unregistering, syncing files)");
+    replica.shutdown().await;
+    println!("rocketraft broker: stopped");
+    Ok(())
+}
+
 async fn dev(config: DevConfig) -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     let data_dir = config.data_dir.clone();
     let cluster = DevCluster::start(config).await?;
-    if !cluster.wait_ready(std::time::Duration::from_secs(30)).await {
+    if !cluster.wait_ready(Duration::from_secs(30)).await {
         cluster.shutdown().await;
         anyhow::bail!("the broker group elected no master within 30 s: see the log above");
     }
@@ -155,11 +706,81 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses the command line; a mistake is one line naming it and where the options are listed
+/// (clap's own help and version output are printed as they are).
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("error: invalid arguments").to_owned();
+            if first.ends_with(':') {
+                // "the following required arguments were not provided:" then one per line.
+                let what: Vec<&str> = lines
+                    .clone()
+                    .take_while(|l| l.starts_with('<') || l.starts_with("--"))
+                    .collect();
+                first = format!("{first} {}", what.join(", "));
+            }
+            let tip = lines
+                .find_map(|l| l.strip_prefix("tip: "))
+                .map(|t| format!("; {t}"))
+                .unwrap_or_default();
+            eprintln!("{first}{tip} (see `{} --help`)", command_path());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The subcommand path the user typed, as far as it names real subcommands.
+fn command_path() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["rocketraft".to_owned()];
+    for word in std::env::args().skip(1) {
+        match cmd.find_subcommand(&word) {
+            Some(sub) => {
+                path.push(word);
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    path.join(" ")
+}
+
+/// The error and its causes on one line, each cause once (many of our errors already quote
+/// their source in their own message).
+fn one_sentence(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_sentence(&e));
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,8 @@
 //! (`MmapStorage`), metadata in sled, the Raft node and the remoting server.
 //!
 //! Layout under the replica's data directory: the store's files (`commitlog/`,
-//! `consumequeue/`, `index/`, `checkpoint`) and `meta/` (sled).
+//! `consumequeue/`, `index/`, `checkpoint`), `meta/` (sled) and `replica.id` (whose directory
+//! this is: cluster, group, node id; a replica refuses another's directory).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,8 +26,40 @@ pub enum ReplicaError {
     Meta { path: PathBuf, reason: String },
     #[error("{0}")]
     Raft(#[from] rocketraft_raft::node::StartError),
+    #[error(
+        "data directory {path} belongs to {found}, not {wanted}: point the config's store_dir at \
+         this replica's own directory (each replica needs its own)"
+    )]
+    OtherReplica { path: PathBuf, found: String, wanted: String },
     #[error("broker port: {0}")]
     Listen(std::io::Error),
+}
+
+/// The file in a replica's data directory naming whose it is.
+pub const IDENTITY_FILE: &str = "replica.id";
+
+/// Refuses a data directory written by another replica (another cluster, group or node id):
+/// its log would be taken for this replica's. A directory without the file (new, or from an
+/// older version) is claimed by writing it.
+pub fn claim_data_dir(dir: &Path, identity: &str) -> Result<(), ReplicaError> {
+    let io = |source| ReplicaError::DataDir { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(found) if found.trim() == identity => Ok(()),
+        Ok(found) => Err(ReplicaError::OtherReplica {
+            path: dir.to_owned(),
+            found: found.trim().to_owned(),
+            wanted: identity.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{identity}\n")).map_err(io)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&tmp, &file).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// A running replica.
@@ -46,6 +79,11 @@ impl Replica {
         raft_listener: TcpListener,
         broker_listener: TcpListener,
     ) -> Result<Replica, ReplicaError> {
+        let identity = format!(
+            "cluster {} group {} node {}",
+            broker_config.cluster_name, node_config.group, node_config.id
+        );
+        claim_data_dir(data_dir, &identity)?;
         let storage = MmapStorage::new(data_dir)
             .map_err(|source| ReplicaError::DataDir { path: data_dir.to_owned(), source })?;
         let meta_dir = data_dir.join("meta");
@@ -67,9 +105,26 @@ impl Replica {
         Ok(Replica { node, broker, data_dir: data_dir.to_owned() })
     }
 
-    /// Stops serving clients, then stops the Raft node (its files stay).
+    /// Stops serving clients and unregisters from the NameServers, then stops the Raft node
+    /// (a last flush; its files stay).
     pub async fn shutdown(self) {
-        self.broker.shutdown();
+        self.broker.shutdown_and_unregister().await;
         self.node.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_is_refused_to_another_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        claim_data_dir(&path, "cluster C group broker-a node 0").unwrap();
+        claim_data_dir(&path, "cluster C group broker-a node 0").unwrap();
+        let e = claim_data_dir(&path, "cluster C group broker-b node 0").unwrap_err().to_string();
+        assert!(e.contains("belongs to cluster C group broker-a node 0"), "{e}");
+        assert!(e.contains("not cluster C group broker-b node 0"), "{e}");
     }
 }

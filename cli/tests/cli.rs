@@ -88,4 +88,79 @@ mod cli {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         assert!(!err.contains("panicked"));
     }
+
+    /// Runs the binary, expects failure, returns stderr's one line.
+    fn fails_in_one_line(args: &[&str]) -> String {
+        let out = rocketraft().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+        err
+    }
+
+    #[test]
+    fn wrong_flags_name_the_mistake_and_the_help() {
+        let e = fails_in_one_line(&["send", "--topc", "T"]);
+        assert!(e.contains("'--topc'") && e.contains("'--topic'"), "{e}");
+        assert!(e.contains("rocketraft send --help"), "{e}");
+        let e = fails_in_one_line(&["topic", "create"]);
+        assert!(e.contains("<TOPIC>") && e.contains("rocketraft topic create --help"), "{e}");
+        let e = fails_in_one_line(&["bench", "produce", "--size", "big"]);
+        assert!(e.contains("'big'"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_namesrv_says_how_to_fix_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        for args in [
+            vec!["topic", "list", "-n", &addr],
+            vec!["send", "-t", "T", "hello", "-n", &addr],
+            vec!["cluster", "list", "-n", &addr],
+        ] {
+            let e = fails_in_one_line(&args);
+            assert!(e.contains(&format!("cannot reach the NameServer at {addr}")), "{e}");
+            assert!(e.contains("rocketraft dev") && e.contains("--namesrv"), "{e}");
+        }
+    }
+
+    #[test]
+    fn broker_config_problems_are_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let e = fails_in_one_line(&["broker", "--config", missing.to_str().unwrap()]);
+        assert!(e.contains("cannot read the broker config") && e.contains("--config"), "{e}");
+        assert_eq!(e.matches("No such file").count(), 1, "the cause once: {e}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "advertised_addr = \"127.0.0.1:1\"\n[raft]\nnode_id = 3\npeers = { \"0\" = \"127.0.0.1:2\" }\n").unwrap();
+        let e = fails_in_one_line(&["broker", "--config", bad.to_str().unwrap()]);
+        assert!(e.contains("bad.toml") && e.contains("node_id 3 is not one of peers"), "{e}");
+
+        // A data directory another replica wrote is refused before anything is opened.
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+            })
+            .collect();
+        let good = dir.path().join("good.toml");
+        std::fs::write(
+            &good,
+            format!(
+                "listen = \"127.0.0.1:{0}\"\nadvertised_addr = \"127.0.0.1:{0}\"\nstore_dir = \"data\"\n[raft]\nnode_id = 0\npeers = {{ \"0\" = \"127.0.0.1:{1}\" }}\n",
+                ports[0], ports[1]
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data").join("replica.id"),
+            "cluster DefaultCluster group broker-b node 0\n",
+        )
+        .unwrap();
+        let e = fails_in_one_line(&["broker", "--config", good.to_str().unwrap()]);
+        assert!(e.contains("belongs to cluster DefaultCluster group broker-b node 0"), "{e}");
+        assert!(e.contains("store_dir"), "{e}");
+    }
 }

@@ -219,6 +219,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft shutdown");
         }
+        // Async flush leaves up to one interval of entries unsynced: sync them before the
+        // process goes (sync mode has nothing left to do here).
+        if let Err(e) = crate::log_store::lock(&self.log).flush() {
+            tracing::error!(error = %e, "final CommitLog flush failed");
+        }
     }
 }
 

@@ -1,0 +1,382 @@
+//! The admin verbs (`topic`, `cluster`, `group`, `message`): each asks the cluster through the
+//! SDK's [`Admin`] and returns both a readable table and JSON for scripts.
+
+use std::collections::BTreeMap;
+
+use rocketraft_client::{Admin, MessageExt};
+use serde_json::{json, Value};
+
+use crate::table::Table;
+
+/// What a command prints: `text` by default, `json` with `--json`.
+pub struct Output {
+    pub text: String,
+    pub json: Value,
+}
+
+pub async fn topic_create(
+    admin: &Admin,
+    cluster: Option<&str>,
+    topic: &str,
+    queues: i32,
+    order: bool,
+) -> anyhow::Result<Output> {
+    check_topic_name(topic)?;
+    let groups = admin.create_topic(cluster, topic, queues, order).await?;
+    Ok(Output {
+        text: format!("created {topic}: {queues} queues on {}\n", groups.join(", ")),
+        json: json!({ "topic": topic, "queues": queues, "order": order, "brokerGroups": groups }),
+    })
+}
+
+/// RocketMQ's rule: 1 to 127 characters of letters, digits, `%`, `-`, `_` and `|`.
+pub fn check_topic_name(topic: &str) -> anyhow::Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "%-_|".contains(c);
+    if topic.is_empty() || topic.len() > 127 || !topic.chars().all(ok_char) {
+        anyhow::bail!(
+            "{topic:?} is not a valid topic name: use 1 to 127 letters, digits, '-', '_', '|' or '%'"
+        );
+    }
+    Ok(())
+}
+
+pub async fn topic_list(admin: &Admin) -> anyhow::Result<Output> {
+    let topics = admin.topics().await?;
+    let mut text = String::new();
+    for t in &topics {
+        text.push_str(t);
+        text.push('\n');
+    }
+    Ok(Output { text, json: json!(topics) })
+}
+
+pub async fn topic_route(admin: &Admin, topic: &str) -> anyhow::Result<Output> {
+    let route = admin.route(topic).await?;
+    let mut brokers = Table::new(["GROUP", "CLUSTER", "BROKER ID", "ADDRESS", "ROLE"]);
+    for b in &route.broker_datas {
+        for (id, addr) in &b.broker_addrs {
+            let role = if *id == 0 { "master" } else { "slave" };
+            brokers.row([
+                b.broker_name.clone(),
+                b.cluster.clone(),
+                id.to_string(),
+                addr.clone(),
+                role.into(),
+            ]);
+        }
+    }
+    let mut queues = Table::new(["GROUP", "READ QUEUES", "WRITE QUEUES", "PERM"]);
+    for q in &route.queue_datas {
+        queues.row([
+            q.broker_name.clone(),
+            q.read_queue_nums.to_string(),
+            q.write_queue_nums.to_string(),
+            perm_name(q.perm),
+        ]);
+    }
+    let json = json!({
+        "topic": topic,
+        "brokers": route.broker_datas.iter().map(|b| json!({
+            "group": b.broker_name, "cluster": b.cluster, "addrs": b.broker_addrs,
+        })).collect::<Vec<_>>(),
+        "queues": route.queue_datas.iter().map(|q| json!({
+            "group": q.broker_name, "readQueues": q.read_queue_nums,
+            "writeQueues": q.write_queue_nums, "perm": q.perm,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(Output { text: format!("{}\n{}", brokers.render(), queues.render()), json })
+}
+
+fn perm_name(perm: i32) -> String {
+    use rocketraft_protocol::code::perm::{READ, WRITE};
+    let mut s = String::new();
+    s.push(if perm & READ != 0 { 'r' } else { '-' });
+    s.push(if perm & WRITE != 0 { 'w' } else { '-' });
+    s
+}
+
+pub async fn topic_delete(
+    admin: &Admin,
+    cluster: Option<&str>,
+    topic: &str,
+) -> anyhow::Result<Output> {
+    admin.delete_topic(cluster, topic).await?;
+    Ok(Output { text: format!("deleted {topic}\n"), json: json!({ "deleted": topic }) })
+}
+
+/// Every registered replica with its Raft state, asked of the replica itself; lag is how far
+/// its log is behind its group's leader (entries and CommitLog bytes).
+pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
+    let info = admin.cluster_info().await?;
+    struct Replica {
+        cluster: String,
+        group: String,
+        broker_id: i64,
+        addr: String,
+        runtime: Option<BTreeMap<String, String>>,
+    }
+    let mut replicas = Vec::new();
+    for (cluster, groups) in &info.cluster_addr_table {
+        for group in groups {
+            let Some(data) = info.broker_addr_table.get(group) else { continue };
+            for (id, addr) in &data.broker_addrs {
+                let runtime = admin.runtime_info(addr).await.ok();
+                replicas.push(Replica {
+                    cluster: cluster.clone(),
+                    group: group.clone(),
+                    broker_id: *id,
+                    addr: addr.clone(),
+                    runtime,
+                });
+            }
+        }
+    }
+    let num = |r: &Replica, k: &str| -> Option<u64> { r.runtime.as_ref()?.get(k)?.parse().ok() };
+    // Each group's leader figures: the replica whose Raft role is Leader.
+    let mut leaders: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in &replicas {
+        let leads =
+            r.runtime.as_ref().and_then(|t| t.get("raftRole")).is_some_and(|x| x == "Leader");
+        if leads {
+            let figures = (
+                num(r, "raftLastLogIndex").unwrap_or(0),
+                num(r, "commitLogMaxOffset").unwrap_or(0),
+            );
+            leaders.insert(r.group.clone(), figures);
+        }
+    }
+    let mut table = Table::new([
+        "CLUSTER",
+        "GROUP",
+        "BROKER ID",
+        "ADDRESS",
+        "RAFT NODE",
+        "ROLE",
+        "TERM",
+        "LAST INDEX",
+        "APPLIED",
+        "LAG ENTRIES",
+        "LAG BYTES",
+    ]);
+    let mut rows = Vec::new();
+    for r in &replicas {
+        let get = |k: &str| r.runtime.as_ref().and_then(|t| t.get(k)).cloned().unwrap_or_default();
+        let role = match (&r.runtime, get("raftRole").as_str()) {
+            (None, _) => "unreachable".to_owned(),
+            (_, "Leader") => "leader".to_owned(),
+            (_, "Follower") => "follower".to_owned(),
+            (_, other) => other.to_lowercase(),
+        };
+        let lag = leaders.get(&r.group).and_then(|(index, bytes)| {
+            let last = num(r, "raftLastLogIndex")?;
+            let max = num(r, "commitLogMaxOffset")?;
+            Some((index.saturating_sub(last), bytes.saturating_sub(max)))
+        });
+        let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        table.row([
+            r.cluster.clone(),
+            r.group.clone(),
+            r.broker_id.to_string(),
+            r.addr.clone(),
+            get("raftNodeId"),
+            role.clone(),
+            get("raftTerm"),
+            get("raftLastLogIndex"),
+            get("raftLastApplied"),
+            show(lag.map(|l| l.0)),
+            show(lag.map(|l| l.1)),
+        ]);
+        rows.push(json!({
+            "cluster": r.cluster, "group": r.group, "brokerId": r.broker_id, "addr": r.addr,
+            "raftNode": num(r, "raftNodeId"), "role": role, "term": num(r, "raftTerm"),
+            "lastLogIndex": num(r, "raftLastLogIndex"), "applied": num(r, "raftLastApplied"),
+            "lagEntries": lag.map(|l| l.0), "lagBytes": lag.map(|l| l.1),
+        }));
+    }
+    let text = if table.is_empty() {
+        "no broker is registered with the NameServer\n".to_owned()
+    } else {
+        table.render()
+    };
+    Ok(Output { text, json: json!(rows) })
+}
+
+/// A consumer group's committed offset per queue, the queue's end, and the lag between.
+pub async fn group_offsets(
+    admin: &Admin,
+    group: &str,
+    topic: Option<&str>,
+) -> anyhow::Result<Output> {
+    let stats = admin.consume_stats(group, topic).await?;
+    let mut table = Table::new([
+        "TOPIC",
+        "GROUP",
+        "QUEUE",
+        "BROKER OFFSET",
+        "CONSUMER OFFSET",
+        "LAG",
+        "LAST CONSUMED",
+    ]);
+    let mut rows = Vec::new();
+    let mut total: i64 = 0;
+    for (q, o) in &stats.offset_table {
+        let lag = (o.broker_offset - o.consumer_offset).max(0);
+        total += lag;
+        let last = if o.last_timestamp > 0 { format_ms(o.last_timestamp) } else { "-".into() };
+        table.row([
+            q.topic.clone(),
+            q.broker_name.clone(),
+            q.queue_id.to_string(),
+            o.broker_offset.to_string(),
+            o.consumer_offset.to_string(),
+            lag.to_string(),
+            last,
+        ]);
+        rows.push(json!({
+            "topic": q.topic, "brokerGroup": q.broker_name, "queueId": q.queue_id,
+            "brokerOffset": o.broker_offset, "consumerOffset": o.consumer_offset, "lag": lag,
+            "lastTimestamp": o.last_timestamp,
+        }));
+    }
+    let text = if table.is_empty() {
+        format!("group {group} has no committed offsets\n")
+    } else {
+        format!("{}total lag: {total}\n", table.render())
+    };
+    Ok(Output { text, json: json!({ "group": group, "queues": rows, "totalLag": total }) })
+}
+
+/// Messages by key (`KEYS`), or one by id: the producer's msgId (UNIQ_KEY, needs the topic) or
+/// the broker's offset msgId.
+pub async fn message_query(
+    admin: &Admin,
+    topic: Option<&str>,
+    key: Option<&str>,
+    id: Option<&str>,
+) -> anyhow::Result<Output> {
+    let found: Vec<MessageExt> = match (key, id, topic) {
+        (Some(key), _, Some(topic)) => admin.query_by_key(topic, key).await?,
+        (Some(_), _, None) => anyhow::bail!("--key needs --topic: keys are indexed per topic"),
+        (None, Some(id), Some(topic)) => match admin.query_by_msg_id(topic, id).await? {
+            Some(m) => vec![m],
+            None if rocketraft_protocol::message::decode_offset_msg_id(id).is_ok() => {
+                vec![admin.view_by_offset_id(id).await?]
+            }
+            None => vec![],
+        },
+        (None, Some(id), None) => {
+            if rocketraft_protocol::message::decode_offset_msg_id(id).is_err() {
+                anyhow::bail!(
+                    "{id:?} is not a message id: give a msgId (with --topic) or an offsetMsgId"
+                );
+            }
+            vec![admin.view_by_offset_id(id).await?]
+        }
+        (None, None, _) => anyhow::bail!("give --key KEY or --id MSGID"),
+    };
+    let mut text = String::new();
+    for m in &found {
+        text.push_str(&describe(m));
+        text.push('\n');
+    }
+    if found.is_empty() {
+        text.push_str("no message found\n");
+    }
+    Ok(Output { text, json: json!(found.iter().map(message_json).collect::<Vec<_>>()) })
+}
+
+/// One message as labelled lines (what `message query` and `consume` print).
+pub fn describe(m: &MessageExt) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<14}{v}\n"));
+    line("msgId", m.msg_id().unwrap_or("-"));
+    line("offsetMsgId", &m.offset_msg_id());
+    line("topic", &m.topic);
+    line(
+        "queue",
+        &format!("{} #{} offset {}", m.queue.broker_name, m.queue.queue_id, m.queue_offset),
+    );
+    line("tags", m.tags().unwrap_or("-"));
+    line("keys", m.keys().unwrap_or("-"));
+    line("stored", &format!("{} at {}", format_ms(m.store_timestamp_ms), m.store_host));
+    line("born", &format!("{} at {}", format_ms(m.born_timestamp_ms), m.born_host));
+    if m.reconsume_times > 0 {
+        line("reconsumed", &m.reconsume_times.to_string());
+    }
+    line("body", &body_text(&m.body));
+    s
+}
+
+/// The body as text: UTF-8 shown as is (first 1,024 characters), anything else as a length.
+pub fn body_text(body: &[u8]) -> String {
+    match std::str::from_utf8(body) {
+        Ok(s) if s.chars().count() > 1024 => {
+            format!("{}... ({} bytes)", s.chars().take(1024).collect::<String>(), body.len())
+        }
+        Ok(s) => s.to_owned(),
+        Err(_) => format!("<{} bytes, not UTF-8>", body.len()),
+    }
+}
+
+pub fn message_json(m: &MessageExt) -> Value {
+    json!({
+        "msgId": m.msg_id(), "offsetMsgId": m.offset_msg_id(), "topic": m.topic,
+        "brokerGroup": m.queue.broker_name, "queueId": m.queue.queue_id,
+        "queueOffset": m.queue_offset, "tags": m.tags(), "keys": m.keys(),
+        "storeTimestamp": m.store_timestamp_ms, "storeHost": m.store_host.to_string(),
+        "bornTimestamp": m.born_timestamp_ms, "bornHost": m.born_host.to_string(),
+        "reconsumeTimes": m.reconsume_times, "properties": m.properties,
+        "body": String::from_utf8_lossy(&m.body),
+    })
+}
+
+/// Unix milliseconds as `2026-11-22 11:31:44.123 UTC`.
+pub fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_print_in_utc() {
+        assert_eq!(format_ms(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(format_ms(1_795_347_104_123), "2026-11-22 11:31:44.123 UTC");
+        assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+    }
+
+    #[test]
+    fn topic_names_follow_rocketmq() {
+        assert!(check_topic_name("TopicTest_1-a|b%c").is_ok());
+        for bad in ["", "a b", "tópico", &"x".repeat(128)] {
+            let e = check_topic_name(bad).unwrap_err().to_string();
+            assert!(e.contains("not a valid topic name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bodies_print_as_text_or_a_length() {
+        assert_eq!(body_text(b"hello"), "hello");
+        assert_eq!(body_text(&[0xff, 0xfe]), "<2 bytes, not UTF-8>");
+        assert!(body_text("y".repeat(2000).as_bytes()).ends_with("... (2000 bytes)"));
+    }
+}

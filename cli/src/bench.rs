@@ -1,0 +1,538 @@
+//! `rocketraft bench produce|consume|e2e`: load against a running cluster, like RocketMQ's
+//! benchmark Producer and Consumer. Reports throughput (messages/s, MiB/s) and latency
+//! (p50/p99/p99.9/max), with a live progress line while it runs.
+//!
+//! Bench bodies carry a header so that a consumer can time delivery and find losses:
+//! `RRB1` | send time (Unix µs, u64 BE) | run id (u64 BE) | sequence number (u64 BE) | filler.
+//! Send latency is measured from the call to its acknowledgement; end-to-end latency from the
+//! producer's clock reading in the body to the consumer's listener (same machine, or clocks in
+//! sync). `e2e` runs both in one process and reports every acknowledged message it did not
+//! receive back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketraft_client::{
+    Admin, ClientConfig, ConsumeFrom, ConsumeResult, Message, MessageExt, Producer, ProducerConfig,
+    PushConsumer, PushConsumerConfig,
+};
+use serde_json::{json, Value};
+
+use crate::hist::Histogram;
+
+const MAGIC: &[u8; 4] = b"RRB1";
+/// Bytes of the bench header: the smallest body that can be timed and checked.
+pub const HEADER_BYTES: usize = 28;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub namesrv: String,
+    pub topic: String,
+    /// Queues of the topic if the bench creates it. Default 8.
+    pub queues: i32,
+    pub producers: usize,
+    pub consumers: usize,
+    /// Body size in bytes. Default 1,024.
+    pub size: usize,
+    /// Stop after this long (default 30 s when no count is given).
+    pub duration: Option<Duration>,
+    /// Stop after this many sends (or, consuming, receipts).
+    pub count: Option<u64>,
+    /// `false`: each producer waits for every send (sync); `true`: up to `in_flight` sends
+    /// outstanding per producer (async).
+    pub asynchronous: bool,
+    pub in_flight: usize,
+    /// The consumer group (`consume`); `e2e` makes a fresh one per run.
+    pub group: String,
+    pub from_first: bool,
+    /// How long `e2e` waits for the last acknowledged messages to arrive. Default 30 s.
+    pub drain: Duration,
+    /// Print a progress line every second (a terminal) or every 10 s (anything else).
+    pub live: bool,
+}
+
+/// Unix time in microseconds (wall clock: bodies carry it between processes).
+#[allow(clippy::disallowed_methods)] // real time is what a benchmark measures
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[allow(clippy::disallowed_methods)] // real time is what a benchmark measures
+fn instant() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// A body of `size` bytes: the header when it fits, then filler.
+pub fn make_body(size: usize, run: u64, seq: u64, sent_us: u64) -> Vec<u8> {
+    let mut body = Vec::with_capacity(size.max(HEADER_BYTES));
+    body.extend_from_slice(MAGIC);
+    body.extend_from_slice(&sent_us.to_be_bytes());
+    body.extend_from_slice(&run.to_be_bytes());
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.truncate(size);
+    body.resize(size, b'x');
+    body
+}
+
+/// (send time µs, run, sequence) of a bench body.
+pub fn read_header(body: &[u8]) -> Option<(u64, u64, u64)> {
+    if body.len() < HEADER_BYTES || &body[..4] != MAGIC {
+        return None;
+    }
+    let at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().unwrap_or([0; 8]));
+    Some((at(4), at(12), at(20)))
+}
+
+/// A growable bit set of sequence numbers.
+#[derive(Default)]
+struct Seqs(Vec<u64>);
+
+impl Seqs {
+    fn insert(&mut self, seq: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let new = self.0[word] & (1 << bit) == 0;
+        self.0[word] |= 1 << bit;
+        new
+    }
+    fn contains(&self, seq: u64) -> bool {
+        self.0.get((seq / 64) as usize).is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, w)| {
+            (0..64).filter(move |b| w & (1 << b) != 0).map(move |b| i as u64 * 64 + b)
+        })
+    }
+}
+
+/// One side's figures (sends or receipts).
+#[derive(Default)]
+struct Side {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    total: Mutex<Histogram>,
+    interval: Mutex<Histogram>,
+}
+
+impl Side {
+    fn record(&self, micros: u64, bytes: usize) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        crate::lock(&self.total).record(micros);
+        crate::lock(&self.interval).record(micros);
+    }
+}
+
+struct Shared {
+    config: BenchConfig,
+    run: u64,
+    stop: AtomicBool,
+    /// Sequence numbers handed out to producers.
+    next_seq: AtomicU64,
+    sent: Side,
+    received: Side,
+    acked: Mutex<Seqs>,
+    got: Mutex<Seqs>,
+    duplicates: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The next sequence number, or None once the count is reached or the run stopped.
+    fn claim(&self) -> Option<u64> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        match self.config.count {
+            Some(n) if seq >= n => None,
+            _ => Some(seq),
+        }
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) {
+        self.sent.errors.fetch_add(1, Ordering::Relaxed);
+        *crate::lock(&self.last_error) = Some(e.to_string());
+    }
+}
+
+/// Which parts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Produce,
+    Consume,
+    EndToEnd,
+}
+
+/// Runs a benchmark until its duration or count is reached or `stop` resolves; returns the
+/// summary as text and JSON.
+pub async fn run(
+    kind: Kind,
+    config: BenchConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<(String, Value)> {
+    if config.size == 0 {
+        anyhow::bail!("--size 0: a message needs at least one byte");
+    }
+    if kind == Kind::EndToEnd && config.size < HEADER_BYTES {
+        anyhow::bail!(
+            "--size {}: e2e needs at least {HEADER_BYTES} bytes to time and check each message",
+            config.size
+        );
+    }
+    crate::admin::check_topic_name(&config.topic)?;
+    let start_ms = (wall_us() / 1000) as i64;
+    let run = u64::from(std::process::id()) << 32 ^ wall_us();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        run,
+        stop: AtomicBool::new(false),
+        next_seq: AtomicU64::new(0),
+        sent: Side::default(),
+        received: Side::default(),
+        acked: Mutex::default(),
+        got: Mutex::default(),
+        duplicates: AtomicU64::new(0),
+        last_error: Mutex::default(),
+    });
+    if kind != Kind::Consume {
+        ensure_topic(&config).await?;
+    }
+
+    let mut consumers = Vec::new();
+    if kind != Kind::Produce {
+        let (group, from) = match kind {
+            // A fresh group reading from this run's start: nothing older, nothing missed.
+            Kind::EndToEnd => {
+                (format!("rocketraft-bench-{run:x}"), ConsumeFrom::Timestamp(start_ms - 1_000))
+            }
+            _ if config.from_first => (config.group.clone(), ConsumeFrom::FirstOffset),
+            _ => (config.group.clone(), ConsumeFrom::LastOffset),
+        };
+        for i in 0..config.consumers.max(1) {
+            let mut c = PushConsumerConfig::new(&config.namesrv, group.clone())
+                .subscribe(config.topic.clone(), "*");
+            c.consume_from = from;
+            c.client.instance_name = Some(format!("bench-{run:x}-c{i}"));
+            let shared = shared.clone();
+            let listener = move |msgs: Vec<MessageExt>| {
+                let shared = shared.clone();
+                async move {
+                    receive(&shared, kind, &msgs);
+                    ConsumeResult::Success
+                }
+            };
+            consumers.push(PushConsumer::start_concurrently(c, listener).await?);
+        }
+    }
+
+    let t0 = instant();
+    let mut producers = Vec::new();
+    let mut tasks = Vec::new();
+    if kind != Kind::Consume {
+        for i in 0..config.producers.max(1) {
+            let mut pc = ProducerConfig::new(&config.namesrv);
+            pc.client.instance_name = Some(format!("bench-{run:x}-p{i}"));
+            pc.async_sends_max = pc.async_sends_max.max(config.in_flight);
+            let p = Arc::new(Producer::start(pc).await?);
+            producers.push(p.clone());
+            tasks.push(tokio::spawn(produce(shared.clone(), p)));
+        }
+    }
+    let progress = tokio::spawn(progress(shared.clone(), kind, t0));
+
+    // Run until the duration, the count or a stop signal.
+    let duration = config.duration.or(if config.count.is_none() {
+        Some(Duration::from_secs(30))
+    } else {
+        None
+    });
+    let count_reached = {
+        let shared = shared.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Some(n) = shared.config.count else { continue };
+                let done = match kind {
+                    Kind::Consume => shared.received.ok.load(Ordering::Relaxed) >= n,
+                    _ => {
+                        shared.sent.ok.load(Ordering::Relaxed)
+                            + shared.sent.errors.load(Ordering::Relaxed)
+                            >= n
+                    }
+                };
+                if done {
+                    return;
+                }
+            }
+        }
+    };
+    let mut interrupted = false;
+    tokio::pin!(stop);
+    tokio::select! {
+        biased;
+        _ = &mut stop => interrupted = true,
+        _ = async { match duration { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => {}
+        _ = count_reached => {}
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let produced_in = t0.elapsed();
+    for p in &producers {
+        p.shutdown().await;
+    }
+
+    // e2e: wait for every acknowledged message to come back (or the drain time).
+    if kind == Kind::EndToEnd && !interrupted {
+        let deadline = instant() + config.drain;
+        loop {
+            let missing = missing(&shared).len();
+            if missing == 0 || instant() >= deadline {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+    let consumed_in = t0.elapsed();
+    progress.abort();
+    if config.live {
+        eprintln!();
+    }
+    for c in consumers {
+        c.shutdown().await;
+    }
+    Ok(summary(&shared, kind, produced_in, consumed_in))
+}
+
+/// Creates the topic (`queues` queues on every group) unless the NameServers know it.
+async fn ensure_topic(config: &BenchConfig) -> anyhow::Result<()> {
+    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
+    let known = admin.topics().await;
+    let result = match known {
+        Ok(topics) if topics.contains(&config.topic) => Ok(()),
+        Ok(_) => admin.create_topic(None, &config.topic, config.queues, false).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    admin.shutdown().await;
+    Ok(result?)
+}
+
+async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {
+    let config = &shared.config;
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1)));
+    while let Some(seq) = shared.claim() {
+        let body = make_body(config.size, shared.run, seq, wall_us());
+        let msg = Message::new(config.topic.clone(), body).with_tags("bench");
+        let started = instant();
+        if !config.asynchronous {
+            match producer.send(msg).await {
+                Ok(_) => sent(&shared, seq, started),
+                Err(e) => shared.failed(e),
+            }
+            continue;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        match producer.send_async(msg).await {
+            Ok(handle) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    match handle.await {
+                        Ok(_) => sent(&shared, seq, started),
+                        Err(e) => shared.failed(e),
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => shared.failed(e),
+        }
+    }
+    // Wait for this producer's outstanding async sends.
+    let _ = permits.acquire_many(config.in_flight.max(1) as u32).await;
+}
+
+fn sent(shared: &Shared, seq: u64, started: std::time::Instant) {
+    shared.sent.record(started.elapsed().as_micros() as u64, shared.config.size);
+    crate::lock(&shared.acked).insert(seq);
+}
+
+fn receive(shared: &Shared, kind: Kind, msgs: &[MessageExt]) {
+    let now = wall_us();
+    for m in msgs {
+        let header = read_header(&m.body);
+        let sent_us = match header {
+            Some((sent_us, run, seq)) if kind == Kind::EndToEnd => {
+                if run != shared.run {
+                    continue; // another run's message
+                }
+                if !crate::lock(&shared.got).insert(seq) {
+                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                sent_us
+            }
+            Some((sent_us, _, _)) => sent_us,
+            None => (m.born_timestamp_ms.max(0) as u64) * 1000,
+        };
+        shared.received.record(now.saturating_sub(sent_us), m.body.len());
+    }
+}
+
+/// Acknowledged sequence numbers not received (e2e).
+fn missing(shared: &Shared) -> Vec<u64> {
+    let acked = crate::lock(&shared.acked);
+    let got = crate::lock(&shared.got);
+    acked.iter().filter(|s| !got.contains(*s)).collect()
+}
+
+async fn progress(shared: Arc<Shared>, kind: Kind, t0: std::time::Instant) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every = if tty { 1 } else { 10 };
+    let mut last = (0u64, 0u64);
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        if !shared.config.live || !tick.is_multiple_of(every) {
+            continue;
+        }
+        let secs = every as f64;
+        let (s, r) =
+            (shared.sent.ok.load(Ordering::Relaxed), shared.received.ok.load(Ordering::Relaxed));
+        let mut line = format!("[{:>4.0} s]", t0.elapsed().as_secs_f64());
+        let interval = |side: &Side| std::mem::take(&mut *crate::lock(&side.interval));
+        if kind != Kind::Consume {
+            let h = interval(&shared.sent);
+            line.push_str(&format!(
+                "  sent {:>8.0}/s  p99 {:>7.2} ms  errors {}",
+                (s - last.0) as f64 / secs,
+                h.quantile(0.99) as f64 / 1000.0,
+                shared.sent.errors.load(Ordering::Relaxed)
+            ));
+        }
+        if kind != Kind::Produce {
+            let h = interval(&shared.received);
+            line.push_str(&format!(
+                "  received {:>8.0}/s  e2e p99 {:>7.2} ms",
+                (r - last.1) as f64 / secs,
+                h.quantile(0.99) as f64 / 1000.0
+            ));
+        }
+        last = (s, r);
+        if tty {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn side_json(side: &Side, secs: f64) -> Value {
+    let h = crate::lock(&side.total).clone();
+    let ok = side.ok.load(Ordering::Relaxed);
+    let bytes = side.bytes.load(Ordering::Relaxed);
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "messages": ok,
+        "errors": side.errors.load(Ordering::Relaxed),
+        "seconds": secs,
+        "msgsPerSec": if secs > 0.0 { ok as f64 / secs } else { 0.0 },
+        "mibPerSec": if secs > 0.0 { bytes as f64 / secs / 1_048_576.0 } else { 0.0 },
+        "latencyMs": {
+            "p50": ms(h.quantile(0.5)), "p99": ms(h.quantile(0.99)),
+            "p999": ms(h.quantile(0.999)), "max": ms(h.max()), "mean": h.mean() / 1000.0,
+        },
+    })
+}
+
+fn side_text(name: &str, what: &str, v: &Value) -> String {
+    let l = &v["latencyMs"];
+    format!(
+        "{name}: {} msgs in {:.1} s = {:.0} msgs/s, {:.2} MiB/s, {} errors\n  {what} latency (ms): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2}\n",
+        v["messages"], v["seconds"].as_f64().unwrap_or(0.0), v["msgsPerSec"].as_f64().unwrap_or(0.0),
+        v["mibPerSec"].as_f64().unwrap_or(0.0), v["errors"],
+        l["p50"].as_f64().unwrap_or(0.0), l["p99"].as_f64().unwrap_or(0.0), l["p999"].as_f64().unwrap_or(0.0),
+        l["max"].as_f64().unwrap_or(0.0), l["mean"].as_f64().unwrap_or(0.0),
+    )
+}
+
+fn summary(
+    shared: &Shared,
+    kind: Kind,
+    produced_in: Duration,
+    consumed_in: Duration,
+) -> (String, Value) {
+    let c = &shared.config;
+    let mut json = json!({
+        "kind": match kind { Kind::Produce => "produce", Kind::Consume => "consume", Kind::EndToEnd => "e2e" },
+        "topic": c.topic, "size": c.size, "producers": c.producers, "consumers": c.consumers,
+        "mode": if c.asynchronous { "async" } else { "sync" },
+        "inFlightPerProducer": if c.asynchronous { c.in_flight } else { 1 },
+    });
+    let mut text = format!(
+        "bench {}: topic {}, {}-byte messages, {} producer(s) {}, {} consumer(s)\n",
+        json["kind"].as_str().unwrap_or_default(),
+        c.topic,
+        c.size,
+        c.producers,
+        if c.asynchronous { format!("async x{} in flight", c.in_flight) } else { "sync".into() },
+        if kind == Kind::Produce { 0 } else { c.consumers.max(1) },
+    );
+    if kind != Kind::Consume {
+        let v = side_json(&shared.sent, produced_in.as_secs_f64());
+        text.push_str(&side_text("sent", "send", &v));
+        if let Some(e) = crate::lock(&shared.last_error).as_ref() {
+            text.push_str(&format!("  last send error: {e}\n"));
+        }
+        json["produce"] = v;
+    }
+    if kind != Kind::Produce {
+        let secs = if kind == Kind::Consume { consumed_in } else { produced_in };
+        let v = side_json(&shared.received, secs.as_secs_f64());
+        text.push_str(&side_text("received", "end-to-end", &v));
+        json["consume"] = v;
+    }
+    if kind == Kind::EndToEnd {
+        let lost = missing(shared).len();
+        let dup = shared.duplicates.load(Ordering::Relaxed);
+        text.push_str(&format!("acknowledged but not received: {lost}; received twice: {dup}\n"));
+        json["notReceived"] = json!(lost);
+        json["duplicates"] = json!(dup);
+    }
+    (text, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_a_readable_header() {
+        let b = make_body(1024, 7, 42, 1_000_000);
+        assert_eq!(b.len(), 1024);
+        assert_eq!(read_header(&b), Some((1_000_000, 7, 42)));
+        assert_eq!(make_body(10, 7, 42, 1).len(), 10);
+        assert_eq!(read_header(&make_body(10, 7, 42, 1)), None, "too short to hold the header");
+        assert_eq!(read_header(b"RRB2-----------------------------"), None);
+    }
+
+    #[test]
+    fn sequence_sets_find_what_is_missing() {
+        let mut s = Seqs::default();
+        assert!(s.insert(3) && s.insert(64) && s.insert(1000));
+        assert!(!s.insert(64), "a second insert is a duplicate");
+        assert!(s.contains(1000) && !s.contains(999));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![3, 64, 1000]);
+    }
+}

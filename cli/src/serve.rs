@@ -1,0 +1,147 @@
+//! The production processes: `rocketraft namesrv` and `rocketraft broker --config FILE` (one
+//! replica of a broker group, configured by a TOML file; see `broker.example.toml` and
+//! `deploy/`).
+
+use std::path::{Path, PathBuf};
+
+use rocketraft_broker::config::BrokerFile;
+use tokio::net::TcpListener;
+
+use crate::replica::{Replica, ReplicaError};
+
+/// Why a broker replica did not start: each names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "cannot read the broker config {path}: {source}; pass --config with the path of a \
+         broker.toml (broker.example.toml in the repository lists every key)"
+    )]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    BadConfig { path: PathBuf, message: String },
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another replica running with this \
+         config? Stop it or change the port"
+    )]
+    Port {
+        addr: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
+}
+
+/// A parsed broker config file and where its relative paths start.
+pub struct BrokerSetup {
+    pub file: BrokerFile,
+    /// `store_dir`, resolved against the config file's directory when relative.
+    pub store_dir: PathBuf,
+}
+
+impl BrokerSetup {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<BrokerSetup, ServeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ServeError::ReadConfig { path: path.to_owned(), source })?;
+        let file = BrokerFile::parse(&text).map_err(|e| ServeError::BadConfig {
+            path: path.to_owned(),
+            // toml's messages span lines (a snippet with a caret): keep the first sentence.
+            message: one_line(&e.to_string()),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let store_dir = if file.store_dir.is_absolute() {
+            file.store_dir.clone()
+        } else {
+            base.join(&file.store_dir)
+        };
+        Ok(BrokerSetup { file, store_dir })
+    }
+
+    /// Binds the Raft and client ports and starts the replica.
+    pub async fn start(&self) -> Result<Replica, ServeError> {
+        let node = self.file.node_config().map_err(|e| ServeError::BadConfig {
+            path: self.store_dir.clone(),
+            message: e.to_string(),
+        })?;
+        let raft_addr = node.peers[&node.id].clone();
+        let raft = TcpListener::bind(&raft_addr).await.map_err(|source| ServeError::Port {
+            addr: raft_addr.clone(),
+            what: "Raft, this node's address in [raft] peers",
+            source,
+        })?;
+        let broker_config = self.file.broker_config();
+        let listen = broker_config.listen.clone();
+        let clients = TcpListener::bind(&listen).await.map_err(|source| ServeError::Port {
+            addr: listen.clone(),
+            what: "clients, `listen`",
+            source,
+        })?;
+        Ok(Replica::start(node, broker_config, &self.store_dir, raft, clients).await?)
+    }
+}
+
+/// The first line of a possibly multi-line message, with a line/column hint kept.
+pub fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    // toml: "TOML parse error at line 3, column 1" then the snippet, then the reason.
+    match lines.next_back() {
+        Some(last) if first.starts_with("invalid broker config: TOML parse error") => {
+            format!("{first}: {last}")
+        }
+        _ => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_are_one_line_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = BrokerSetup::load(&missing).err().unwrap().to_string();
+        assert!(e.starts_with("cannot read the broker config") && e.contains("--config"), "{e}");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "advertised_addr = \"10.0.0.1:10911\"\n[raft]\nnode_id = 0\npeers = { \"0\" = \"a:1\" }\nflsh = 1\n").unwrap();
+        let e = BrokerSetup::load(&bad).err().unwrap().to_string();
+        assert!(!e.contains('\n') && e.contains("bad.toml") && e.contains("flsh"), "{e}");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "advertised_addr = \"10.0.0.1:10911\"\nstore_dir = \"s\"\n[raft]\nnode_id = 0\npeers = { \"0\" = \"a:1\" }\n").unwrap();
+        let setup = BrokerSetup::load(&good).unwrap();
+        assert_eq!(setup.store_dir, dir.path().join("s"), "relative to the config file");
+    }
+
+    /// The shipped 3-machine group: the files parse and describe one group (same cluster,
+    /// group and peers; ids 0, 1, 2; each advertising its own machine; own directories).
+    #[test]
+    fn the_deploy_example_is_one_consistent_group() {
+        let files = [
+            include_str!("../../deploy/broker-a-0.toml"),
+            include_str!("../../deploy/broker-a-1.toml"),
+            include_str!("../../deploy/broker-a-2.toml"),
+        ];
+        let parsed: Vec<BrokerFile> = files.iter().map(|t| BrokerFile::parse(t).unwrap()).collect();
+        let first = &parsed[0];
+        for (i, f) in parsed.iter().enumerate() {
+            let node = f.node_config().unwrap();
+            assert_eq!(node.id, i as u64);
+            assert_eq!(
+                (&f.cluster_name, &f.broker_name),
+                (&first.cluster_name, &first.broker_name)
+            );
+            assert_eq!(f.raft.peers, first.raft.peers);
+            assert_eq!(f.namesrv_addrs.len(), 3);
+            let raft_host = node.peers[&node.id].split(':').next().unwrap().to_owned();
+            assert_eq!(f.advertised_addr.ip().to_string(), raft_host, "replica {i}: one machine");
+            assert!(f.store_dir.ends_with(format!("broker-a-{i}")));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! A cluster of real processes from the built binary: one `rocketraft namesrv` and three
+//! `rocketraft broker --config` replicas of one group, each with its own TOML file and data
+//! directory. Sends and consumes through them with the SDK, SIGKILLs the leader's process,
+//! watches a new leader take over (through `rocketraft cluster list --json`), checks that no
+//! acknowledged message is lost, restarts the killed process and sees it rejoin and catch up.
+//! (The test lives in the `rocketraft` package because Cargo hands `CARGO_BIN_EXE_rocketraft`,
+//! a fresh build of the binary, only to that package's tests.)
+#![cfg(not(madsim))]
+// Real processes in real time: wall-clock deadlines and a thread draining each stdout.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rocketraft_client::{
+    ConsumeFrom, Message, Producer, ProducerConfig, PullConsumer, PullConsumerConfig,
+};
+
+fn rocketraft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+}
+
+/// Ports nobody listens on right now (bound to 0, then released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// A child process killed when the test ends, whatever happens.
+struct Proc {
+    child: Option<Child>,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `rocketraft args`, stderr to `log`, and waits for its "ready" line on stdout.
+    fn start(name: &str, args: &[&str], log: PathBuf) -> Proc {
+        let err = std::fs::File::create(&log).unwrap();
+        let mut child = rocketraft()
+            .args(args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("ready"));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let p = Proc { child: Some(child), name: name.into(), log };
+        assert!(ready, "{name} did not get ready:\n{}", p.log_text());
+        p
+    }
+
+    fn log_text(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("--- {} log ---\n{log}", self.name)
+    }
+
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn broker_config(dir: &Path, id: usize, namesrv: u16, clients: &[u16], raft: &[u16]) -> PathBuf {
+    let peers: Vec<String> =
+        raft.iter().enumerate().map(|(i, p)| format!("\"{i}\" = \"127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        r#"
+cluster_name = "ProcCluster"
+broker_name = "broker-a"
+listen = "127.0.0.1:{port}"
+advertised_addr = "127.0.0.1:{port}"
+namesrv_addrs = ["127.0.0.1:{namesrv}"]
+store_dir = "broker-a-{id}"
+
+[raft]
+node_id = {id}
+peers = {{ {peers} }}
+
+[store]
+segment_size_bytes = 67108864
+index_slot_count = 100000
+index_max = 400000
+"#,
+        port = clients[id],
+        peers = peers.join(", "),
+    );
+    let path = dir.join(format!("broker-a-{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `rocketraft cluster list --json`, parsed; empty while the NameServer knows nothing.
+fn cluster(namesrv: &str) -> Vec<serde_json::Value> {
+    let out = rocketraft().args(["cluster", "list", "--json", "-n", namesrv]).output().unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Polls `cluster list` until `ok` holds (up to `secs`), returning the last answer.
+fn wait_cluster(
+    namesrv: &str,
+    secs: u64,
+    ok: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = cluster(namesrv);
+        if ok(&c) || std::time::Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn leader_of(c: &[serde_json::Value]) -> Option<u64> {
+    c.iter()
+        .find(|r| r["role"] == "leader" && r["brokerId"] == 0)
+        .and_then(|r| r["raftNode"].as_u64())
+}
+
+#[test]
+fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(7);
+    let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
+    let namesrv = format!("127.0.0.1:{ns_port}");
+    let _ns =
+        Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
+    let configs: Vec<PathBuf> =
+        (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
+    let start_broker = |i: usize| {
+        Proc::start(
+            &format!("broker-a-{i}"),
+            &["broker", "--config", configs[i].to_str().unwrap()],
+            dir.path().join(format!("broker-a-{i}.log")),
+        )
+    };
+    let mut brokers: Vec<Proc> = (0..3).map(start_broker).collect();
+    let view = wait_cluster(&namesrv, 30, |c| c.len() == 3 && leader_of(c).is_some());
+    let leader = leader_of(&view).unwrap_or_else(|| panic!("no leader registered: {view:?}"));
+    assert!(dir.path().join("broker-a-0").join("replica.id").exists(), "store_dir from the config");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let acked = rt.block_on(async {
+        let producer = Producer::start(ProducerConfig::new(&namesrv)).await.unwrap();
+        let mut acked = BTreeSet::new();
+        let mut failed = 0;
+        for i in 0..600 {
+            if i == 300 {
+                // SIGKILL: no unregistering, no flush; the NameServer sees the connection close.
+                let status = brokers[leader as usize].signal("-KILL");
+                assert!(!status.success());
+            }
+            let msg = Message::new("ProcTopic", format!("m{i}")).with_keys([format!("k{i}")]);
+            match producer.send(msg).await {
+                Ok(r) => {
+                    acked.insert(r.msg_id);
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        producer.shutdown().await;
+        eprintln!("acknowledged {} of 600 sends ({failed} failed across the kill)", acked.len());
+        acked
+    });
+    assert!(acked.len() >= 550, "sends kept succeeding after the failover: {}", acked.len());
+
+    let view = wait_cluster(&namesrv, 30, |c| leader_of(c).is_some_and(|l| l != leader));
+    let new_leader = leader_of(&view).unwrap_or_else(|| panic!("no new leader: {view:?}"));
+    assert_ne!(new_leader, leader);
+    assert_eq!(view.len(), 2, "the killed replica is gone from the routes: {view:?}");
+
+    // The killed process comes back on its files and catches up.
+    brokers[leader as usize] = start_broker(leader as usize);
+    let view = wait_cluster(&namesrv, 30, |c| {
+        c.len() == 3
+            && c.iter().any(|r| {
+                r["raftNode"].as_u64() == Some(leader)
+                    && r["role"] == "follower"
+                    && r["lagEntries"] == 0
+            })
+    });
+    assert!(
+        view.iter().any(|r| r["raftNode"].as_u64() == Some(leader) && r["lagEntries"] == 0),
+        "the restarted replica rejoined and caught up: {view:?}\n{}",
+        brokers[leader as usize].log_text()
+    );
+
+    // Every acknowledged message is there to consume.
+    let received = rt.block_on(async {
+        let mut config = PullConsumerConfig::new(&namesrv, "proc-group");
+        config.consume_from = ConsumeFrom::FirstOffset;
+        let consumer = PullConsumer::start(config).await.unwrap();
+        consumer.subscribe("ProcTopic", "*").await.unwrap();
+        let mut received = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !acked.is_subset(&received) && tokio::time::Instant::now() < deadline {
+            for m in consumer.poll(1_000).await.unwrap_or_default() {
+                received.insert(m.msg_id().unwrap_or_default().to_owned());
+            }
+        }
+        consumer.shutdown().await;
+        received
+    });
+    let lost: Vec<&String> = acked.difference(&received).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
+
+    // A clean stop: SIGTERM, exit 0, after unregistering.
+    for (i, b) in brokers.iter_mut().enumerate() {
+        let status = b.signal("-TERM");
+        assert!(status.success(), "broker-a-{i} stops cleanly: {status}\n{}", b.log_text());
+    }
+    let view = wait_cluster(&namesrv, 5, |c| c.is_empty());
+    assert!(view.is_empty(), "stopped replicas unregistered: {view:?}");
+}
