@@ -207,7 +207,14 @@ pub async fn group_offsets(
     group: &str,
     topic: Option<&str>,
 ) -> anyhow::Result<Output> {
-    let stats = admin.consume_stats(group, topic).await?;
+    let stats = match admin.consume_stats(group, topic).await {
+        Ok(s) => s,
+        // RocketMQ's answer for a group the broker has no offsets or subscription for.
+        Err(e) if e.code() == Some(rocketraft_protocol::response_code::CONSUMER_NOT_ONLINE) => {
+            Default::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut table = Table::new([
         "TOPIC",
         "GROUP",

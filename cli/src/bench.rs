@@ -233,6 +233,12 @@ pub async fn run(
         }
     }
 
+    if kind == Kind::EndToEnd {
+        // Produce once the group holds every queue, so the first messages are not timed
+        // waiting for the first rebalance.
+        wait_for_assignment(&config, &consumers).await;
+    }
+
     let t0 = instant();
     let mut producers = Vec::new();
     let mut tasks = Vec::new();
@@ -328,6 +334,25 @@ async fn ensure_topic(config: &BenchConfig) -> anyhow::Result<()> {
     };
     admin.shutdown().await;
     Ok(result?)
+}
+
+/// Waits (up to 15 s) until the consumers between them hold every readable queue of the
+/// topic's route.
+async fn wait_for_assignment(config: &BenchConfig, consumers: &[PushConsumer]) {
+    let Ok(admin) = Admin::start(ClientConfig::new(&config.namesrv)).await else { return };
+    for _ in 0..150 {
+        let expected: usize = match admin.route(&config.topic).await {
+            Ok(r) => r.queue_datas.iter().map(|q| q.read_queue_nums.max(0) as usize).sum(),
+            Err(_) => 0,
+        };
+        let held: std::collections::BTreeSet<_> =
+            consumers.iter().flat_map(|c| c.assigned_queues()).collect();
+        if expected > 0 && held.len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.shutdown().await;
 }
 
 async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {
@@ -480,14 +505,22 @@ fn summary(
         "mode": if c.asynchronous { "async" } else { "sync" },
         "inFlightPerProducer": if c.asynchronous { c.in_flight } else { 1 },
     });
+    let producers = if c.asynchronous {
+        format!("{} producer(s), async, {} in flight each", c.producers, c.in_flight)
+    } else {
+        format!("{} producer(s), sync", c.producers)
+    };
+    let consumers = format!("{} consumer(s)", c.consumers.max(1));
+    let parts = match kind {
+        Kind::Produce => producers,
+        Kind::Consume => consumers,
+        Kind::EndToEnd => format!("{producers}, {consumers}"),
+    };
     let mut text = format!(
-        "bench {}: topic {}, {}-byte messages, {} producer(s) {}, {} consumer(s)\n",
+        "bench {}: topic {}, {}-byte messages, {parts}\n",
         json["kind"].as_str().unwrap_or_default(),
         c.topic,
         c.size,
-        c.producers,
-        if c.asynchronous { format!("async x{} in flight", c.in_flight) } else { "sync".into() },
-        if kind == Kind::Produce { 0 } else { c.consumers.max(1) },
     );
     if kind != Kind::Consume {
         let v = side_json(&shared.sent, produced_in.as_secs_f64());

@@ -568,13 +568,38 @@ async fn consume(
     let mut config = PullConsumerConfig::new(&target.namesrv, group);
     config.consume_from = from;
     let consumer = PullConsumer::start(config).await?;
-    if let Err(e) = consumer.subscribe(topic, tags).await {
-        consumer.shutdown().await;
-        return Err(not_found_hint(e, topic));
-    }
-    eprintln!("consuming {topic} ({tags}) as group {group}; Ctrl-C stops");
     let stop = stop_signal();
     tokio::pin!(stop);
+    // A topic nobody created yet: wait for it (the first send creates it), as a consumer
+    // started before its producers would.
+    let mut told = false;
+    loop {
+        match consumer.subscribe(topic, tags).await {
+            Ok(()) => break,
+            Err(ClientError::NoRoute { .. }) => {
+                if !told {
+                    eprintln!(
+                        "topic {topic} does not exist yet: waiting for it (send to it, or \
+                         `rocketraft topic create {topic}`); Ctrl-C stops"
+                    );
+                    told = true;
+                }
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => {
+                        consumer.shutdown().await;
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => {
+                consumer.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    }
+    eprintln!("consuming {topic} ({tags}) as group {group}; Ctrl-C stops");
     let mut printed = 0u64;
     let mut result = Ok(());
     let mut closed = false;
@@ -634,15 +659,6 @@ async fn consume(
     consumer.shutdown().await;
     eprintln!("consumed {printed} message(s)");
     result
-}
-
-fn not_found_hint(e: ClientError, topic: &str) -> anyhow::Error {
-    match e {
-        ClientError::NoRoute { .. } => anyhow::anyhow!(
-            "no route to topic {topic}: create it (`rocketraft topic create {topic}`) or send to it first"
-        ),
-        e => e.into(),
-    }
 }
 
 async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
