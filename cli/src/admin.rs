@@ -132,9 +132,12 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
         }
     }
     let num = |r: &Replica, k: &str| -> Option<u64> { r.runtime.as_ref()?.get(k)?.parse().ok() };
-    // Each group's leader figures: the replica whose Raft role is Leader.
+    // Each group's leader figures: the replica whose Raft role is Leader (the highest term's,
+    // should a deposed leader not know it yet).
     let mut leaders: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for r in &replicas {
+    let mut by_term: Vec<&Replica> = replicas.iter().collect();
+    by_term.sort_by_key(|r| num(r, "raftTerm").unwrap_or(0));
+    for r in by_term {
         let leads =
             r.runtime.as_ref().and_then(|t| t.get("raftRole")).is_some_and(|x| x == "Leader");
         if leads {
@@ -227,8 +230,8 @@ pub async fn group_offsets(
     let mut rows = Vec::new();
     let mut total: i64 = 0;
     for (q, o) in &stats.offset_table {
-        let lag = (o.broker_offset - o.consumer_offset).max(0);
-        total += lag;
+        let lag = o.broker_offset.saturating_sub(o.consumer_offset).max(0);
+        total = total.saturating_add(lag);
         let last = if o.last_timestamp > 0 { format_ms(o.last_timestamp) } else { "-".into() };
         table.row([
             q.topic.clone(),
@@ -314,15 +317,25 @@ pub fn describe(m: &MessageExt) -> String {
     s
 }
 
-/// The body as text: UTF-8 shown as is (first 1,024 characters), anything else as a length.
+/// The body as one line of text: UTF-8 shown with control characters escaped (so a body
+/// cannot break the line or drive the terminal), first 1,024 characters; anything else as a
+/// length.
 pub fn body_text(body: &[u8]) -> String {
-    match std::str::from_utf8(body) {
-        Ok(s) if s.chars().count() > 1024 => {
-            format!("{}... ({} bytes)", s.chars().take(1024).collect::<String>(), body.len())
+    let Ok(s) = std::str::from_utf8(body) else {
+        return format!("<{} bytes, not UTF-8>", body.len());
+    };
+    let mut out = String::new();
+    for c in s.chars().take(1024) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
-        Ok(s) => s.to_owned(),
-        Err(_) => format!("<{} bytes, not UTF-8>", body.len()),
     }
+    if s.chars().count() > 1024 {
+        out.push_str(&format!("... ({} bytes)", body.len()));
+    }
+    out
 }
 
 pub fn message_json(m: &MessageExt) -> Value {
@@ -384,6 +397,7 @@ mod tests {
     fn bodies_print_as_text_or_a_length() {
         assert_eq!(body_text(b"hello"), "hello");
         assert_eq!(body_text(&[0xff, 0xfe]), "<2 bytes, not UTF-8>");
+        assert_eq!(body_text(b"two\nlines\x1b[2J"), "two\\nlines\\u{1b}[2J");
         assert!(body_text("y".repeat(2000).as_bytes()).ends_with("... (2000 bytes)"));
     }
 }

@@ -320,7 +320,7 @@ pub async fn run(
     for c in consumers {
         c.shutdown().await;
     }
-    Ok(summary(&shared, kind, produced_in, consumed_in))
+    Ok(summary(&shared, kind, produced_in, consumed_in, interrupted))
 }
 
 /// Creates the topic (`queues` queues on every group) unless the NameServers know it.
@@ -408,7 +408,7 @@ fn receive(shared: &Shared, kind: Kind, msgs: &[MessageExt]) {
                 sent_us
             }
             Some((sent_us, _, _)) => sent_us,
-            None => (m.born_timestamp_ms.max(0) as u64) * 1000,
+            None => (m.born_timestamp_ms.max(0) as u64).saturating_mul(1000),
         };
         shared.received.record(now.saturating_sub(sent_us), m.body.len());
     }
@@ -497,6 +497,7 @@ fn summary(
     kind: Kind,
     produced_in: Duration,
     consumed_in: Duration,
+    interrupted: bool,
 ) -> (String, Value) {
     let c = &shared.config;
     let mut json = json!({
@@ -531,12 +532,16 @@ fn summary(
         json["produce"] = v;
     }
     if kind != Kind::Produce {
-        let secs = if kind == Kind::Consume { consumed_in } else { produced_in };
-        let v = side_json(&shared.received, secs.as_secs_f64());
+        let v = side_json(&shared.received, consumed_in.as_secs_f64());
         text.push_str(&side_text("received", "end-to-end", &v));
         json["consume"] = v;
     }
-    if kind == Kind::EndToEnd {
+    if kind == Kind::EndToEnd && interrupted {
+        text.push_str(
+            "acknowledged but not received: not checked (interrupted before the drain)\n",
+        );
+        json["notReceived"] = Value::Null;
+    } else if kind == Kind::EndToEnd {
         let lost = missing(shared).len();
         let dup = shared.duplicates.load(Ordering::Relaxed);
         text.push_str(&format!("acknowledged but not received: {lost}; received twice: {dup}\n"));

@@ -16,27 +16,40 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    // madsim has no unix signals (the binary never runs under it; only clippy builds it).
-    #[cfg(all(unix, not(madsim)))]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    biased;
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called,
+/// not when first polled: call it before announcing "ready", so a signal sent right after the
+/// announcement stops the process cleanly instead of killing it.
+#[cfg(all(unix, not(madsim)))]
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn recv(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
+                s.recv().await;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => std::future::pending().await,
         }
     }
-    #[cfg(any(not(unix), madsim))]
-    {
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        if term.is_none() && int.is_none() {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = recv(int) => {}
+            _ = recv(term) => {}
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (madsim has no unix signals; the binary never runs under it, only clippy
+/// builds it there).
+#[cfg(any(not(unix), madsim))]
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

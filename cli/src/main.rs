@@ -25,6 +25,14 @@ use rocketraft_namesrv::{NameServer, NamesrvConfig};
 use rocketraft_protocol::message::decode_offset_msg_id;
 use rocketraft_store::flush::FlushMode;
 
+/// `println!` that never panics: a closed stdout (`| head`, a dead `tee`) must not stop a
+/// server from shutting down cleanly.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = emit(&format!($($t)*));
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "rocketraft",
@@ -255,8 +263,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     queues: i32,
     /// Body size in bytes.
-    #[arg(short, long, default_value_t = 1024)]
-    size: usize,
+    #[arg(short, long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=4_194_304))]
+    size: u32,
     /// Stop after this many seconds (default 30 unless --count is given).
     #[arg(short, long)]
     duration: Option<u64>,
@@ -270,8 +278,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     consumers: usize,
     /// Sends outstanding per producer; above 1 sends asynchronously.
-    #[arg(long, default_value_t = 1)]
-    in_flight: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    in_flight: u32,
     /// Consumer group for `consume`.
     #[arg(short, long, default_value = "benchmark_consumer")]
     group: String,
@@ -364,14 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send { topic, body, tags, keys, count, order_key, target } => {
             admin::check_topic_name(&topic)?;
-            let bodies = match body {
-                Some(b) => vec![b],
-                None => std::io::stdin()
-                    .lines()
-                    .collect::<Result<Vec<_>, _>>()
-                    .context("reading stdin")?,
-            };
-            let send = SendArgs { topic, bodies, tags, keys, count, order_key };
+            let send = SendArgs { topic, body, tags, keys, count, order_key };
             runtime()?.block_on(async {
                 send_messages(&target, send).await.map_err(|e| explain(e, &target))
             })
@@ -401,11 +402,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 queues: args.queues,
                 producers: args.producers,
                 consumers: args.consumers,
-                size: args.size,
+                size: args.size as usize,
                 duration: args.duration.map(Duration::from_secs),
                 count: args.count,
                 asynchronous: args.in_flight > 1,
-                in_flight: args.in_flight.max(1),
+                in_flight: args.in_flight as usize,
                 group: args.group,
                 from_first: args.from_first,
                 drain: Duration::from_secs(args.drain),
@@ -426,10 +427,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 let v =
                     serde_json::json!({ "storeHost": host.to_string(), "commitLogOffset": offset });
-                println!("{v}");
+                say!("{v}");
             } else {
-                println!("store host:       {host}");
-                println!("commitlog offset: {offset}");
+                say!("store host:       {host}");
+                say!("commitlog offset: {offset}");
             }
             Ok(())
         }
@@ -505,18 +506,55 @@ where
 
 struct SendArgs {
     topic: String,
-    bodies: Vec<String>,
+    /// None: each non-empty line of stdin, sent as it is read.
+    body: Option<String>,
     tags: Option<String>,
     keys: Option<String>,
     count: u64,
     order_key: Option<String>,
 }
 
+/// Lines of stdin as they arrive (a thread does the blocking reads), so that
+/// `tail -f log | rocketraft send` sends each line at once.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // Blocking reads of a terminal or pipe need a thread of their own (never under madsim).
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
     init_logging("warn");
     let producer = Producer::start(ProducerConfig::new(&target.namesrv)).await?;
     let mut result = Ok(());
-    'all: for body in &a.bodies {
+    let mut lines = match &a.body {
+        Some(_) => None,
+        None => Some(stdin_lines()),
+    };
+    let mut given = a.body.clone();
+    'all: loop {
+        let body = match (&mut lines, given.take()) {
+            (None, Some(body)) => body,
+            (None, None) => break,
+            (Some(lines), _) => match lines.recv().await {
+                Some(Ok(line)) if line.is_empty() => continue,
+                Some(Ok(line)) => line,
+                Some(Err(e)) => {
+                    result = Err(anyhow::Error::new(e).context("reading stdin"));
+                    break;
+                }
+                None => break,
+            },
+        };
         for _ in 0..a.count {
             let mut msg = Message::new(a.topic.clone(), body.clone().into_bytes());
             if let Some(t) = &a.tags {
@@ -665,14 +703,18 @@ async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
     init_logging("info");
     let listen = config.listen.clone();
     let ns = NameServer::start(config).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {listen}: {e}; is another NameServer running? Stop it or pass --listen")
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; {}",
+            rocketraft::serve::bind_hint(e.kind(), "--listen")
+        )
     })?;
+    let stop = stop_signal();
     tracing::info!(addr = %ns.local_addr(), "rocketraft namesrv: ready");
-    println!("rocketraft namesrv: ready on {}", ns.local_addr());
-    stop_signal().await;
+    say!("rocketraft namesrv: ready on {}", ns.local_addr());
+    stop.await;
     tracing::info!("rocketraft namesrv: stopping");
     ns.shutdown();
-    println!("rocketraft namesrv: stopped");
+    say!("rocketraft namesrv: stopped");
     Ok(())
 }
 
@@ -680,8 +722,9 @@ async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
     init_logging("info");
     let f = &setup.file;
     let replica = setup.start().await?;
+    let stop = stop_signal();
     let node = f.raft.node_id;
-    println!(
+    say!(
         "rocketraft broker: {} replica {node} of cluster {}: clients on {}, Raft on {}, data in {}; ready",
         f.broker_name,
         f.cluster_name,
@@ -689,10 +732,10 @@ async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
         f.raft.peers.get(&node.to_string()).map_or("?", String::as_str),
         setup.store_dir.display()
     );
-    stop_signal().await;
-    println!("rocketraft broker: stopping (unregistering, syncing files)");
+    stop.await;
+    say!("rocketraft broker: stopping (unregistering, syncing files)");
     replica.shutdown().await;
-    println!("rocketraft broker: stopped");
+    say!("rocketraft broker: stopped");
     Ok(())
 }
 
@@ -704,21 +747,22 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
         cluster.shutdown().await;
         anyhow::bail!("the broker group elected no master within 30 s: see the log above");
     }
+    let stop = stop_signal();
     let leader = cluster.leader();
-    println!("NameServer   {}", cluster.namesrv_addr());
+    say!("NameServer   {}", cluster.namesrv_addr());
     for (id, addr) in cluster.broker_addrs() {
         let role = if Some(*id) == leader { "leader (master)" } else { "follower (slave)" };
-        println!("broker-a-{id}   {addr}   {role}");
+        say!("broker-a-{id}   {addr}   {role}");
     }
-    println!("data         {}", data_dir.display());
-    println!(
+    say!("data         {}", data_dir.display());
+    say!(
         "rocketraft dev: ready; clients use the NameServer {} (Ctrl-C stops)",
         cluster.namesrv_addr()
     );
-    stop_signal().await;
-    println!("rocketraft dev: stopping");
+    stop.await;
+    say!("rocketraft dev: stopping");
     cluster.shutdown().await;
-    println!("rocketraft dev: stopped");
+    say!("rocketraft dev: stopped");
     Ok(())
 }
 
@@ -762,7 +806,8 @@ fn command_path() -> String {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     let mut path = vec!["rocketraft".to_owned()];
-    for word in std::env::args().skip(1) {
+    for word in std::env::args_os().skip(1) {
+        let Some(word) = word.to_str().map(str::to_owned) else { break };
         match cmd.find_subcommand(&word) {
             Some(sub) => {
                 path.push(word);

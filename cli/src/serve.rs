@@ -23,10 +23,7 @@ pub enum ServeError {
     },
     #[error("{path}: {message}")]
     BadConfig { path: PathBuf, message: String },
-    #[error(
-        "cannot listen on {addr} ({what}): {source}; is another replica running with this \
-         config? Stop it or change the port"
-    )]
+    #[error("cannot listen on {addr} ({what}): {source}; {}", bind_hint(source.kind(), what))]
     Port {
         addr: String,
         what: &'static str,
@@ -35,6 +32,21 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Replica(#[from] ReplicaError),
+}
+
+/// What to do about a failed bind, by its cause; `setting` names where the address comes from.
+pub fn bind_hint(kind: std::io::ErrorKind, setting: &str) -> String {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::AddrInUse => format!("is another process using it? Stop it or change {setting}"),
+        K::AddrNotAvailable => {
+            format!("that address is not on this machine: check {setting} (is this the right machine's config?)")
+        }
+        K::PermissionDenied => {
+            format!("ports below 1024 need privileges: choose another in {setting}")
+        }
+        _ => format!("check {setting}"),
+    }
 }
 
 /// A parsed broker config file and where its relative paths start.
@@ -72,14 +84,14 @@ impl BrokerSetup {
         let raft_addr = node.peers[&node.id].clone();
         let raft = TcpListener::bind(&raft_addr).await.map_err(|source| ServeError::Port {
             addr: raft_addr.clone(),
-            what: "Raft, this node's address in [raft] peers",
+            what: "this node's entry in [raft] peers",
             source,
         })?;
         let broker_config = self.file.broker_config();
         let listen = broker_config.listen.clone();
         let clients = TcpListener::bind(&listen).await.map_err(|source| ServeError::Port {
             addr: listen.clone(),
-            what: "clients, `listen`",
+            what: "`listen`",
             source,
         })?;
         Ok(Replica::start(node, broker_config, &self.store_dir, raft, clients).await?)

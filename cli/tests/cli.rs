@@ -163,4 +163,169 @@ mod cli {
         assert!(e.contains("belongs to cluster DefaultCluster group broker-b node 0"), "{e}");
         assert!(e.contains("store_dir"), "{e}");
     }
+
+    /// A `rocketraft dev` child on free ports; killed when dropped.
+    struct Dev {
+        child: std::process::Child,
+        namesrv: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Dev {
+        fn start() -> Dev {
+            use std::io::{BufRead, BufReader};
+            let dir = tempfile::tempdir().unwrap();
+            let mut child = rocketraft()
+                .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut namesrv = String::new();
+            for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+                let line = line.unwrap();
+                if let Some(addr) = line.strip_prefix("NameServer") {
+                    namesrv = addr.trim().to_owned();
+                }
+                if line.contains("ready") {
+                    break;
+                }
+            }
+            assert!(!namesrv.is_empty(), "dev printed its NameServer");
+            Dev { child, namesrv, _dir: dir }
+        }
+
+        /// Runs `rocketraft args -n <namesrv>`, expects success, returns stdout.
+        fn run(&self, args: &[&str]) -> String {
+            let out = rocketraft().args(args).args(["-n", &self.namesrv]).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{args:?} failed: {err}");
+            String::from_utf8(out.stdout).unwrap()
+        }
+
+        fn json(&self, args: &[&str]) -> serde_json::Value {
+            let mut args = args.to_vec();
+            args.push("--json");
+            serde_json::from_str(self.run(&args).trim()).unwrap()
+        }
+    }
+
+    impl Drop for Dev {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The admin verbs, send and consume, as a user types them, against a dev cluster.
+    #[test]
+    fn admin_send_and_consume_against_dev() {
+        let dev = Dev::start();
+        let created = dev.json(&["topic", "create", "Orders", "--queues", "3"]);
+        assert_eq!(created["brokerGroups"], serde_json::json!(["broker-a"]));
+        let route = dev.json(&["topic", "route", "Orders"]);
+        assert_eq!(route["queues"][0]["writeQueues"], 3);
+        assert_eq!(route["brokers"][0]["addrs"].as_object().unwrap().len(), 3, "{route}");
+        assert!(dev.json(&["topic", "list"]).as_array().unwrap().contains(&"Orders".into()));
+
+        let sent =
+            dev.json(&["send", "-t", "Orders", "paid", "--keys", "order-7", "--tags", "TagA"]);
+        assert_eq!(sent["status"], "SendOk");
+        let msg_id = sent["msgId"].as_str().unwrap().to_owned();
+        let text = dev.run(&["send", "-t", "Orders", "shipped", "--count", "2"]);
+        assert_eq!(text.lines().filter(|l| l.starts_with("SendOk msgId=")).count(), 2, "{text}");
+
+        // Each non-empty line of stdin is one message.
+        let mut child = rocketraft()
+            .args(["send", "-t", "Lines", "-n", &dev.namesrv])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"one\n\ntwo\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let lines = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(lines.lines().filter(|l| l.starts_with("SendOk")).count(), 2, "{lines}");
+
+        let found = dev.json(&["message", "query", "-t", "Orders", "--key", "order-7"]);
+        assert_eq!(found[0]["body"], "paid");
+        let by_id = dev.json(&["message", "query", "-t", "Orders", "--id", &msg_id]);
+        assert_eq!(by_id[0]["msgId"], msg_id.as_str());
+        let offset_id = by_id[0]["offsetMsgId"].as_str().unwrap().to_owned();
+        let by_offset = dev.json(&["message", "query", "--id", &offset_id]);
+        assert_eq!(by_offset[0]["body"], "paid");
+
+        // Two messages, then the third: offsets are committed for what was printed only.
+        let first =
+            dev.run(&["consume", "-t", "Orders", "-g", "g1", "--from", "first", "--count", "2"]);
+        let rest =
+            dev.run(&["consume", "-t", "Orders", "-g", "g1", "--from", "first", "--count", "1"]);
+        let bodies: Vec<&str> =
+            first.lines().chain(rest.lines()).filter_map(|l| l.split("body=").nth(1)).collect();
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["paid", "shipped", "shipped"], "each message once: {first}{rest}");
+        let offsets = dev.json(&["group", "offsets", "g1"]);
+        assert_eq!(offsets["totalLag"], 0, "{offsets}");
+        let committed: i64 = offsets["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["consumerOffset"].as_i64().unwrap())
+            .sum();
+        assert_eq!(committed, 3);
+
+        let cluster = dev.json(&["cluster", "list"]);
+        let roles: Vec<&str> =
+            cluster.as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+        assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{cluster}");
+        assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{cluster}");
+
+        dev.run(&["topic", "delete", "Orders"]);
+        assert!(!dev.json(&["topic", "list"]).as_array().unwrap().contains(&"Orders".into()));
+    }
+
+    /// The bench's figures add up: every message counted, e2e finds none missing.
+    #[test]
+    fn bench_reports_what_it_sent_and_received() {
+        let dev = Dev::start();
+        let produce = dev.json(&["bench", "produce", "-c", "200", "-p", "2", "-s", "100", "-q"]);
+        assert_eq!(produce["produce"]["messages"], 200, "{produce}");
+        assert_eq!(produce["produce"]["errors"], 0);
+        assert!(produce["produce"]["latencyMs"]["p99"].as_f64().unwrap() > 0.0);
+        let e2e = dev.json(&[
+            "bench",
+            "e2e",
+            "-c",
+            "300",
+            "-p",
+            "2",
+            "--in-flight",
+            "8",
+            "-q",
+            "-t",
+            "E2e",
+            "-d",
+            "60",
+        ]);
+        assert_eq!(e2e["produce"]["messages"], 300, "{e2e}");
+        assert_eq!(e2e["consume"]["messages"], 300, "{e2e}");
+        assert_eq!((e2e["notReceived"].clone(), e2e["duplicates"].clone()), (0.into(), 0.into()));
+        let consumed = dev.json(&[
+            "bench",
+            "consume",
+            "-c",
+            "200",
+            "--from-first",
+            "-q",
+            "-g",
+            "r",
+            "-d",
+            "60",
+        ]);
+        assert_eq!(consumed["consume"]["messages"], 200, "{consumed}");
+    }
 }

@@ -23,11 +23,19 @@ fn rocketraft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rocketraft"))
 }
 
-/// Ports nobody listens on right now (bound to 0, then released).
+/// Ports nobody listens on right now, below Linux's ephemeral range (32768+) so that no
+/// client socket takes one while a killed replica is down; where the search starts depends on
+/// the process id, so concurrent runs look in different places.
 fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let mut ports = Vec::new();
+    let mut candidate = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    while ports.len() < n {
+        candidate = if candidate >= 32_000 { 20_000 } else { candidate + 1 };
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            ports.push(candidate);
+        }
+    }
+    ports
 }
 
 /// A child process killed when the test ends, whatever happens.
@@ -49,10 +57,16 @@ impl Proc {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("ready"));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // A thread reads stdout (and keeps draining it, so the child never blocks on a full
+        // pipe); the test waits at most 60 s for the ready line.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let ready = lines.any(|l| l.contains("ready"));
+            let _ = tx.send(ready);
+            lines.for_each(drop);
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
         let p = Proc { child: Some(child), name: name.into(), log };
         assert!(ready, "{name} did not get ready:\n{}", p.log_text());
         p
@@ -109,16 +123,13 @@ index_max = 400000
     path
 }
 
-/// `rocketraft cluster list --json`, parsed; empty while the NameServer knows nothing.
+/// `rocketraft cluster list --json`, parsed (empty while the NameServer knows no broker).
 fn cluster(namesrv: &str) -> Vec<serde_json::Value> {
     let out = rocketraft().args(["cluster", "list", "--json", "-n", namesrv]).output().unwrap();
-    if !out.status.success() {
-        return Vec::new();
-    }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cluster list failed: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().cloned().expect("a JSON array")
 }
 
 /// Polls `cluster list` until `ok` holds (up to `secs`), returning the last answer.
@@ -149,7 +160,7 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     let ports = free_ports(7);
     let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
     let namesrv = format!("127.0.0.1:{ns_port}");
-    let _ns =
+    let ns =
         Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
     let configs: Vec<PathBuf> =
         (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
@@ -236,5 +247,8 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
         assert!(status.success(), "broker-a-{i} stops cleanly: {status}\n{}", b.log_text());
     }
     let view = wait_cluster(&namesrv, 5, |c| c.is_empty());
-    assert!(view.is_empty(), "stopped replicas unregistered: {view:?}");
+    assert!(view.is_empty(), "stopped replicas are gone: {view:?}");
+    // Gone because each said so (closing the connection alone would also evict it).
+    let log = ns.log_text();
+    assert_eq!(log.matches("a broker unregistered").count(), 3, "{log}");
 }

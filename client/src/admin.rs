@@ -198,7 +198,13 @@ impl Admin {
                     topic: topic.map(str::to_owned),
                 },
             );
-            let resp = self.core.call_ok(&addr, req).await?;
+            let resp = match self.core.call_ok(&addr, req).await {
+                Ok(r) => r,
+                // This group has neither offsets nor members on this broker group: it adds
+                // nothing (RocketMQ's answer), while the others may have its offsets.
+                Err(e) if e.code() == Some(response_code::CONSUMER_NOT_ONLINE) => continue,
+                Err(e) => return Err(e),
+            };
             let s = ConsumeStats::decode(&resp.body)
                 .map_err(|e| ClientError::Protocol { addr, source: e })?;
             all.consume_tps += s.consume_tps;

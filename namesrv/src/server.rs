@@ -239,6 +239,7 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
         rc::REGISTER_BROKER => register(req, conn, shared),
         rc::UNREGISTER_BROKER => header::<UnregisterBrokerRequestHeader>(req).map(|h| {
             shared.state().registry.unregister(&h.broker_name, &h.broker_addr);
+            tracing::info!(broker = %h.broker_addr, group = %h.broker_name, "a broker unregistered");
             ok(req)
         }),
         rc::QUERY_DATA_VERSION => header::<QueryDataVersionRequestHeader>(req).and_then(|h| {
