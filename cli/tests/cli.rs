@@ -162,6 +162,16 @@ mod cli {
         let e = fails_in_one_line(&["broker", "--config", good.to_str().unwrap()]);
         assert!(e.contains("belongs to cluster DefaultCluster group broker-b node 0"), "{e}");
         assert!(e.contains("store_dir"), "{e}");
+
+        // The client port taken by someone else.
+        let taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+        let busy = dir.path().join("busy.toml");
+        let text = std::fs::read_to_string(&good).unwrap().replace("\"data\"", "\"data2\"");
+        std::fs::write(&busy, text).unwrap();
+        let e = fails_in_one_line(&["broker", "--config", busy.to_str().unwrap()]);
+        let want = format!("cannot listen on 127.0.0.1:{} (`listen`)", ports[0]);
+        assert!(e.contains(&want) && e.contains("Stop it or change `listen`"), "{e}");
+        drop(taken);
     }
 
     /// A `rocketraft dev` child on free ports; killed when dropped.
