@@ -726,6 +726,9 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     max: usize,
     sub: &SubscriptionData,
 ) -> Result<(Lookup, QueueOffset, QueueOffset), String> {
+    // Where the log starts now: retention may have removed records that this queue, trimmed
+    // only after the Raft purge completes, still points to.
+    let log_start = inner.log.lock().unwrap_or_else(|p| p.into_inner()).start().position;
     let (entries, min, max_offset) = {
         let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
         let Some(q) = d.queue(topic, queue_id) else {
@@ -743,7 +746,14 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
             return Ok((Lookup::NoNew, min, max_offset));
         }
         // Scan up to 16 entries per wanted message for tag matches.
-        (q.range(offset, max * 16).map_err(|e| e.to_string())?, min, max_offset)
+        let entries = q.range(offset, max * 16).map_err(|e| e.to_string())?;
+        if entries.first().is_some_and(|e| e.position < log_start) {
+            // Removed by retention: move the reader to the first message still stored (RocketMQ
+            // answers "message was removing" here and the client pulls again further on).
+            let next = q.first_at_or_after(log_start).map_err(|e| e.to_string())?;
+            return Ok((Lookup::Moved { next }, min, max_offset));
+        }
+        (entries, min, max_offset)
     };
     let mut wanted = Vec::new();
     let mut scanned = 0u64;
@@ -760,12 +770,17 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     if wanted.is_empty() {
         return Ok((Lookup::NoMatch { next }, min, max_offset));
     }
-    let records = inner
-        .log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .read_records(&wanted)
-        .map_err(|e| e.to_string())?;
+    let records = {
+        let log = inner.log.lock().unwrap_or_else(|p| p.into_inner());
+        match log.read_records(&wanted) {
+            Ok(r) => r,
+            // Retention removed them since the look above: pull this offset again.
+            Err(_) if wanted[0].0 < log.start().position => {
+                return Ok((Lookup::Moved { next: offset }, min, max_offset));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let body = records.iter().flat_map(|r| r.iter().copied()).collect();
     Ok((Lookup::Found { body, messages: records.len(), next }, min, max_offset))
 }

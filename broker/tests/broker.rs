@@ -101,7 +101,7 @@ fn advertised(id: u64) -> std::net::SocketAddr {
 }
 
 async fn start_group_with(namesrv_addrs: Vec<String>) -> BTreeMap<u64, Replica> {
-    start_group_advertising(namesrv_addrs, false).await
+    start_group_advertising(namesrv_addrs, false, |_| {}).await
 }
 
 /// With `real_addrs`, each broker listens on a free port and advertises it, so clients that
@@ -109,6 +109,7 @@ async fn start_group_with(namesrv_addrs: Vec<String>) -> BTreeMap<u64, Replica> 
 async fn start_group_advertising(
     namesrv_addrs: Vec<String>,
     real_addrs: bool,
+    tune: impl Fn(&mut NodeConfig),
 ) -> BTreeMap<u64, Replica> {
     let mut listeners = BTreeMap::new();
     let mut peers = BTreeMap::new();
@@ -137,6 +138,8 @@ async fn start_group_advertising(
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
         };
+        let mut config = config;
+        tune(&mut config);
         let listener = listeners.remove(&id).unwrap();
         let node = RaftNode::start(
             config,
@@ -968,7 +971,7 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
         NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
             .await
             .unwrap();
-    let group = start_group_advertising(vec![ns.local_addr().to_string()], true).await;
+    let group = start_group_advertising(vec![ns.local_addr().to_string()], true, |_| {}).await;
     let leader = leader(&group).await;
     let leader_addr = group[&leader].broker.local_addr();
     with_topic(&group, leader, "Interop").await;
@@ -982,4 +985,61 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
     assert_eq!(result, serde_json::json!({"sent": 1000, "consumed": 1000, "found": 1000}));
     stop_group(group).await;
     ns.shutdown();
+}
+
+/// Retention removes old segments through a Raft purge, which completes after the retention
+/// round that asked for it; the queues are trimmed a round later. A pull in between, at an
+/// offset whose record is gone, is moved to the first message still stored, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_removed_messages_moves_to_what_is_stored() {
+    let group = start_group_advertising(vec![], false, |c| {
+        c.commit_log.segment_size_bytes = 1 << 16;
+        c.timing.snapshot_every_entries = 100;
+        c.retention.file_reserved_hours = 0;
+        c.retention_check_ms = 3_000;
+    })
+    .await;
+    let mut l = leader(&group).await;
+    let mut c = with_topic(&group, l, "Kept").await;
+    let body = "x".repeat(1024);
+    for _ in 0..300 {
+        // A loaded machine may see an election early on: follow the leader.
+        let mut tries = 0;
+        loop {
+            let r = c.call(send("Kept", 0, "t", &body)).await;
+            if r.code == response_code::SUCCESS {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 50, "{:?}", r.remark);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            l = leader(&group).await;
+            c = Conn::connect(group[&l].broker.local_addr()).await;
+        }
+    }
+    let purged = group[&l]
+        .node
+        .raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|m| m.purged.is_some(), "retention purged the log")
+        .await;
+    assert!(purged.is_ok(), "retention removed segments");
+    // At once, before the next round trims the queue: offset 0 points at a removed record.
+    // Follow the moves (retention may remove more meanwhile) to the first stored message.
+    let mut offset = 0;
+    let mut moves = 0;
+    let r = loop {
+        let r = c.call(pull("Kept", 0, offset, None, 0)).await;
+        if r.code != response_code::PULL_OFFSET_MOVED || moves == 10 {
+            break r;
+        }
+        let h: PullMessageResponseHeader = r.decode_header().unwrap();
+        assert!(h.next_begin_offset > offset, "a move goes forward");
+        (offset, moves) = (h.next_begin_offset, moves + 1);
+    };
+    assert_eq!(r.code, response_code::SUCCESS, "{:?} after {moves} moves", r.remark);
+    assert!(moves >= 1 && offset > 0, "moved past the removed messages");
+    let records = decode_records(&r.body).unwrap();
+    assert_eq!(records[0].queue_offset, offset);
+    stop_group(group).await;
 }

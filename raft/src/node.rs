@@ -259,6 +259,14 @@ async fn run_retention<S: Storage + Clone>(
         };
         lock(&log).refuse_writes(retention::refusal(disk, &config));
         if let Some(through) = through {
+            if disk == retention::DiskState::CleanEarly {
+                tracing::warn!(
+                    through = through.0,
+                    disk_clean_ratio = config.disk_clean_ratio,
+                    "the disk is fuller than disk_clean_ratio: deleting the oldest CommitLog \
+                     segments before their retention time"
+                );
+            }
             if raft.trigger().purge_log(through.0).await.is_err() {
                 return; // Raft has stopped
             }

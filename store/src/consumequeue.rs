@@ -390,9 +390,9 @@ impl<S: Storage> ConsumeQueue<S> {
         Ok(CqEntry::decode(&b))
     }
 
-    /// Moves `min` to the first entry whose record is at or after `log_start` (retention), and
-    /// deletes files that hold only entries before it.
-    pub fn purge_before(&mut self, log_start: CommitLogOffset) -> StoreResult<QueueOffset> {
+    /// The first offset whose record is at or after `log_start` (`max` if none): where a reader
+    /// goes when retention has removed the records before it but this queue is not trimmed yet.
+    pub fn first_at_or_after(&self, log_start: CommitLogOffset) -> StoreResult<QueueOffset> {
         // Entries point into the log in order: binary search the first one still in it.
         let (mut lo, mut hi) = (self.min.0, self.max.0);
         while lo < hi {
@@ -402,6 +402,13 @@ impl<S: Storage> ConsumeQueue<S> {
                 _ => hi = mid,
             }
         }
+        Ok(QueueOffset(lo))
+    }
+
+    /// Moves `min` to the first entry whose record is at or after `log_start` (retention), and
+    /// deletes files that hold only entries before it.
+    pub fn purge_before(&mut self, log_start: CommitLogOffset) -> StoreResult<QueueOffset> {
+        let lo = self.first_at_or_after(log_start)?.0;
         self.min = QueueOffset(lo);
         let keep_from = lo * CQ_ENTRY_BYTES;
         while self.files.len() > 1 && self.files[0].0 + self.file_bytes <= keep_from {
@@ -422,7 +429,13 @@ impl<S: Storage> ConsumeQueue<S> {
         let (mut lo, mut hi) = (self.min.0, self.max.0);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let e = self.get(QueueOffset(mid))?.expect("mid is in [min, max)");
+            let Some(e) = self.get(QueueOffset(mid))? else {
+                // In [min, max) yet unreadable: the file is damaged, not a reason to panic.
+                return Err(StoreError::CorruptFile {
+                    what: self.dir.clone(),
+                    reason: format!("no entry at offset {mid} of [{}, {})", self.min.0, self.max.0),
+                });
+            };
             if store_time(e)? < timestamp_ms {
                 lo = mid + 1;
             } else {

@@ -200,10 +200,19 @@ mod tests {
     fn disk_states_follow_the_ratios() {
         let cfg = RetentionConfig::default();
         let at = |used: u64| {
-            disk_state(DiskUsage { total_bytes: 100, available_bytes: 100 - used }, &cfg)
+            let free = 100 - used;
+            disk_state(
+                DiskUsage { total_bytes: 100, free_bytes: free, available_bytes: free },
+                &cfg,
+            )
         };
         assert_eq!(at(74), DiskState::Ok);
         assert_eq!(at(75), DiskState::CleanEarly);
         assert!(matches!(at(90), DiskState::Full { .. }));
+        // Root's reserve is neither used nor ours: 42 used, 49 available of 252 (a VM seen
+        // with 161 reserved) is 46 % used, as df says, not 81 %.
+        let reserved = DiskUsage { total_bytes: 252, free_bytes: 210, available_bytes: 49 };
+        assert!((reserved.used_ratio() - 42.0 / 91.0).abs() < 1e-9);
+        assert_eq!(disk_state(reserved, &cfg), DiskState::Ok);
     }
 }

@@ -182,6 +182,7 @@ impl Storage for MmapStorage {
         #[allow(clippy::unnecessary_cast)]
         Ok(DiskUsage {
             total_bytes: st.f_blocks as u64 * frsize,
+            free_bytes: st.f_bfree as u64 * frsize,
             available_bytes: st.f_bavail as u64 * frsize,
         })
     }

@@ -21,16 +21,24 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskUsage {
     pub total_bytes: u64,
+    /// Free blocks, the filesystem's reserve for root included (statvfs `f_bfree`).
+    pub free_bytes: u64,
+    /// Free blocks this process may use (statvfs `f_bavail`).
     pub available_bytes: u64,
 }
 
 impl DiskUsage {
-    /// Used fraction of the volume, 0.0 to 1.0.
+    /// Used fraction of the space this process can have, 0.0 to 1.0: `df`'s Use%, used /
+    /// (used + available), which is also how RocketMQ reckons `diskMaxUsedSpaceRatio`. Blocks
+    /// reserved for root count as neither (ext4 reserves 5 % by default; some volumes far
+    /// more), so they cannot make an almost empty disk look full.
     pub fn used_ratio(&self) -> f64 {
-        if self.total_bytes == 0 {
+        let used = self.total_bytes.saturating_sub(self.free_bytes);
+        let room = used.saturating_add(self.available_bytes);
+        if room == 0 {
             return 1.0;
         }
-        1.0 - self.available_bytes as f64 / self.total_bytes as f64
+        used as f64 / room as f64
     }
 }
 

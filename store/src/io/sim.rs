@@ -291,10 +291,8 @@ impl Storage for SimStorage {
 
     fn disk_usage(&self) -> io::Result<DiskUsage> {
         let total = self.capacity_bytes.load(Ordering::Relaxed) as u64;
-        Ok(DiskUsage {
-            total_bytes: total,
-            available_bytes: total.saturating_sub(self.used_bytes()),
-        })
+        let free = total.saturating_sub(self.used_bytes());
+        Ok(DiskUsage { total_bytes: total, free_bytes: free, available_bytes: free })
     }
 }
 
