@@ -48,8 +48,6 @@ pub fn stop_signal() -> impl std::future::Future<Output = ()> {
 /// Resolves on Ctrl-C (madsim has no unix signals; the binary never runs under it, only clippy
 /// builds it there).
 #[cfg(any(not(unix), madsim))]
-pub fn stop_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+pub async fn stop_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
