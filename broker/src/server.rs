@@ -748,10 +748,15 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
         // Scan up to 16 entries per wanted message for tag matches.
         let entries = q.range(offset, max * 16).map_err(|e| e.to_string())?;
         if entries.first().is_some_and(|e| e.position < log_start) {
-            // Removed by retention: move the reader to the first message still stored (RocketMQ
-            // answers "message was removing" here and the client pulls again further on).
+            // Removed by retention, the queue not trimmed yet: RocketMQ's "message was
+            // removing". The master sends the reader on to the first message still stored
+            // (PULL_RETRY_IMMEDIATELY, which every client follows at once); a follower says the
+            // offset moved, which clients take only from a master, since the master may still
+            // hold what this replica removed.
             let next = q.first_at_or_after(log_start).map_err(|e| e.to_string())?;
-            return Ok((Lookup::Moved { next }, min, max_offset));
+            let gone =
+                if is_leader(inner) { Lookup::NoMatch { next } } else { Lookup::Moved { next } };
+            return Ok((gone, min, max_offset));
         }
         (entries, min, max_offset)
     };
@@ -776,7 +781,7 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
             Ok(r) => r,
             // Retention removed them since the look above: pull this offset again.
             Err(_) if wanted[0].0 < log.start().position => {
-                return Ok((Lookup::Moved { next: offset }, min, max_offset));
+                return Ok((Lookup::NoMatch { next: offset }, min, max_offset));
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -250,7 +250,7 @@ async fn run_retention<S: Storage + Clone>(
         let limit =
             raft.metrics().borrow().snapshot.map_or(RaftIndex(0), |s| RaftIndex(s.index + 1));
         let planned = retention::plan(&lock(&log), crate::clock::now_ms(), limit, &config);
-        let (disk, through) = match planned {
+        let (disk, through, early) = match planned {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "retention check failed");
@@ -259,17 +259,24 @@ async fn run_retention<S: Storage + Clone>(
         };
         lock(&log).refuse_writes(retention::refusal(disk, &config));
         if let Some(through) = through {
-            if disk == retention::DiskState::CleanEarly {
+            if early {
                 tracing::warn!(
                     through = through.0,
                     disk_clean_ratio = config.disk_clean_ratio,
                     "the disk is fuller than disk_clean_ratio: deleting the oldest CommitLog \
-                     segments before their retention time"
+                     segment before its retention time"
                 );
             }
             if raft.trigger().purge_log(through.0).await.is_err() {
                 return; // Raft has stopped
             }
+            // The trigger only asks: openraft purges once the followers no longer need the
+            // entries. Trim the queues when it has (or after 5 s, to what is purged by then),
+            // so they point into removed segments for as short a time as possible.
+            let _ = raft
+                .wait(Some(std::time::Duration::from_secs(5)))
+                .metrics(|m| m.purged.is_some_and(|p| p.index >= through.0), "purged")
+                .await;
         }
         let start = lock(&log).start().position;
         if let Err(e) = lock(&dispatcher).purge_before(start) {

@@ -101,14 +101,15 @@ pub struct RetentionReport {
     pub disk: DiskState,
 }
 
-/// What retention would do now: the disk state, and the last raft index of the segments that
-/// may be deleted (delete through it), if any.
+/// What retention would do now: the disk state, the last raft index of the segments that may
+/// be deleted (delete through it), if any, and whether that deletes a segment before its time
+/// because the disk is full.
 pub fn plan<S: Storage>(
     log: &CommitLog<S>,
     now_ms: i64,
     purge_limit: RaftIndex,
     config: &RetentionConfig,
-) -> StoreResult<(DiskState, Option<RaftIndex>)> {
+) -> StoreResult<(DiskState, Option<RaftIndex>, bool)> {
     let usage = log.storage().disk_usage().doing(|| "measuring disk usage".into())?;
     let disk = disk_state(usage, config);
     let mut segments = Vec::new();
@@ -119,8 +120,9 @@ pub fn plan<S: Storage>(
         segments.push(SegmentInfo { first_index, modified_ms });
     }
     let n = segments_to_delete(&segments, now_ms, disk, purge_limit, config);
+    let by_time = segments_to_delete(&segments, now_ms, DiskState::Ok, purge_limit, config);
     let through = (n > 0).then(|| RaftIndex(segments[n].first_index.0 - 1));
-    Ok((disk, through))
+    Ok((disk, through, n > by_time))
 }
 
 /// The error appends get while the disk is above its limit, or `None` when they may go on.
@@ -145,7 +147,7 @@ pub fn apply<S: Storage + Clone>(
     purge_limit: RaftIndex,
     config: &RetentionConfig,
 ) -> StoreResult<RetentionReport> {
-    let (disk, through) = plan(log, now_ms, purge_limit, config)?;
+    let (disk, through, _) = plan(log, now_ms, purge_limit, config)?;
     log.refuse_writes(refusal(disk, config));
     let before = log.segment_files().len();
     if let Some(through) = through {
