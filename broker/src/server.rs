@@ -956,6 +956,15 @@ fn runtime_info<S: Storage + Clone, M: MetaStore>(
         up % 60
     );
     let index = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index).to_string();
+    let members: Vec<String> = m.membership_config.voter_ids().map(|id| id.to_string()).collect();
+    // On the leader: how far each replica's log matches its own (what `cluster list` shows as
+    // lag, including replicas that are down and so not registered anywhere).
+    let matched = m.replication.iter().flatten().map(|(id, log)| {
+        (
+            format!("raftMatched.{id}"),
+            log.map_or_else(|| "none".to_owned(), |l| l.index.to_string()),
+        )
+    });
     let table: std::collections::BTreeMap<String, String> = [
         ("brokerVersion", rocketraft_protocol::code::version::CURRENT.to_string()),
         ("brokerVersionDesc", "V4_9_8".to_owned()),
@@ -972,9 +981,11 @@ fn runtime_info<S: Storage + Clone, M: MetaStore>(
         ("raftLastLogIndex", m.last_log_index.unwrap_or(0).to_string()),
         ("raftLastApplied", index(m.last_applied)),
         ("raftSnapshot", index(m.snapshot)),
+        ("raftMembers", members.join(",")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(matched)
     .collect();
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(KvTable { table }.to_json(JsonStyle::Standard)))

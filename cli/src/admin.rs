@@ -104,50 +104,64 @@ pub async fn topic_delete(
     Ok(Output { text: format!("deleted {topic}\n"), json: json!({ "deleted": topic }) })
 }
 
-/// Every registered replica with its Raft state, asked of the replica itself; lag is how far
-/// its log is behind its group's leader (entries and CommitLog bytes).
+/// Every replica of every group with its Raft state, asked of the replica itself. Lag is how
+/// far its log is behind its group's leader, in entries (from the leader's replication state
+/// where it has one) and CommitLog bytes. Members the leader knows but the NameServers do not
+/// (down, or not registered yet) are listed too, with the leader's view of their lag.
 pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
     let info = admin.cluster_info().await?;
-    struct Replica {
-        cluster: String,
-        group: String,
-        broker_id: i64,
-        addr: String,
-        runtime: Option<BTreeMap<String, String>>,
-    }
     let mut replicas = Vec::new();
     for (cluster, groups) in &info.cluster_addr_table {
         for group in groups {
             let Some(data) = info.broker_addr_table.get(group) else { continue };
             for (id, addr) in &data.broker_addrs {
                 let runtime = admin.runtime_info(addr).await.ok();
-                replicas.push(Replica {
+                replicas.push(ReplicaView {
                     cluster: cluster.clone(),
                     group: group.clone(),
-                    broker_id: *id,
-                    addr: addr.clone(),
+                    broker_id: Some(*id),
+                    addr: Some(addr.clone()),
                     runtime,
                 });
             }
         }
     }
-    let num = |r: &Replica, k: &str| -> Option<u64> { r.runtime.as_ref()?.get(k)?.parse().ok() };
-    // Each group's leader figures: the replica whose Raft role is Leader (the highest term's,
-    // should a deposed leader not know it yet).
-    let mut leaders: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut by_term: Vec<&Replica> = replicas.iter().collect();
-    by_term.sort_by_key(|r| num(r, "raftTerm").unwrap_or(0));
-    for r in by_term {
-        let leads =
-            r.runtime.as_ref().and_then(|t| t.get("raftRole")).is_some_and(|x| x == "Leader");
-        if leads {
-            let figures = (
-                num(r, "raftLastLogIndex").unwrap_or(0),
-                num(r, "commitLogMaxOffset").unwrap_or(0),
-            );
-            leaders.insert(r.group.clone(), figures);
+    // Each group's leader: the replica whose Raft role is Leader (the highest term's, should a
+    // deposed leader not know it yet).
+    let mut leaders: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, r) in replicas.iter().enumerate() {
+        let better =
+            leaders.get(&r.group).is_none_or(|&j| r.num("raftTerm") > replicas[j].num("raftTerm"));
+        if r.get("raftRole") == "Leader" && better {
+            leaders.insert(r.group.clone(), i);
         }
     }
+    // Members the leader knows that no NameServer lists.
+    let mut missing = Vec::new();
+    for &i in leaders.values() {
+        let leader = &replicas[i];
+        let registered: Vec<u64> = replicas
+            .iter()
+            .filter(|r| r.group == leader.group)
+            .filter_map(|r| r.num("raftNodeId"))
+            .collect();
+        for member in leader.get("raftMembers").split(',').filter_map(|m| m.parse::<u64>().ok()) {
+            if !registered.contains(&member) {
+                let mut runtime = BTreeMap::new();
+                runtime.insert("raftNodeId".to_owned(), member.to_string());
+                missing.push(ReplicaView {
+                    cluster: leader.cluster.clone(),
+                    group: leader.group.clone(),
+                    broker_id: None,
+                    addr: None,
+                    runtime: Some(runtime),
+                });
+            }
+        }
+    }
+    replicas.extend(missing);
+    replicas.sort_by_key(|r| (r.cluster.clone(), r.group.clone(), r.num("raftNodeId")));
+
     let mut table = Table::new([
         "CLUSTER",
         "GROUP",
@@ -163,37 +177,37 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
     ]);
     let mut rows = Vec::new();
     for r in &replicas {
-        let get = |k: &str| r.runtime.as_ref().and_then(|t| t.get(k)).cloned().unwrap_or_default();
-        let role = match (&r.runtime, get("raftRole").as_str()) {
-            (None, _) => "unreachable".to_owned(),
-            (_, "Leader") => "leader".to_owned(),
-            (_, "Follower") => "follower".to_owned(),
-            (_, other) => other.to_lowercase(),
+        let leader = leaders.get(&r.group).map(|&i| &replicas[i]);
+        let role = match (&r.addr, &r.runtime, r.get("raftRole").as_str()) {
+            (None, _, _) => "not registered".to_owned(),
+            (_, None, _) => "unreachable".to_owned(),
+            (_, _, "Leader") => "leader".to_owned(),
+            (_, _, "Follower") => "follower".to_owned(),
+            (_, _, other) => other.to_lowercase(),
         };
-        let lag = leaders.get(&r.group).and_then(|(index, bytes)| {
-            let last = num(r, "raftLastLogIndex")?;
-            let max = num(r, "commitLogMaxOffset")?;
-            Some((index.saturating_sub(last), bytes.saturating_sub(max)))
-        });
+        let (lag_entries, lag_bytes) = match leader {
+            Some(l) => lag(l, r),
+            None => (None, None),
+        };
         let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         table.row([
             r.cluster.clone(),
             r.group.clone(),
-            r.broker_id.to_string(),
-            r.addr.clone(),
-            get("raftNodeId"),
+            r.broker_id.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            r.addr.clone().unwrap_or_else(|| "-".to_owned()),
+            r.get("raftNodeId"),
             role.clone(),
-            get("raftTerm"),
-            get("raftLastLogIndex"),
-            get("raftLastApplied"),
-            show(lag.map(|l| l.0)),
-            show(lag.map(|l| l.1)),
+            r.get("raftTerm"),
+            r.get("raftLastLogIndex"),
+            r.get("raftLastApplied"),
+            show(lag_entries),
+            show(lag_bytes),
         ]);
         rows.push(json!({
             "cluster": r.cluster, "group": r.group, "brokerId": r.broker_id, "addr": r.addr,
-            "raftNode": num(r, "raftNodeId"), "role": role, "term": num(r, "raftTerm"),
-            "lastLogIndex": num(r, "raftLastLogIndex"), "applied": num(r, "raftLastApplied"),
-            "lagEntries": lag.map(|l| l.0), "lagBytes": lag.map(|l| l.1),
+            "raftNode": r.num("raftNodeId"), "role": role, "term": r.num("raftTerm"),
+            "lastLogIndex": r.num("raftLastLogIndex"), "applied": r.num("raftLastApplied"),
+            "lagEntries": lag_entries, "lagBytes": lag_bytes,
         }));
     }
     let text = if table.is_empty() {
@@ -202,6 +216,47 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
         table.render()
     };
     Ok(Output { text, json: json!(rows) })
+}
+
+/// One replica as `cluster list` sees it: registered (broker id, address) or only a member the
+/// leader knows; its runtime table when it answered.
+struct ReplicaView {
+    cluster: String,
+    group: String,
+    broker_id: Option<i64>,
+    addr: Option<String>,
+    runtime: Option<BTreeMap<String, String>>,
+}
+
+impl ReplicaView {
+    fn get(&self, key: &str) -> String {
+        self.runtime.as_ref().and_then(|t| t.get(key)).cloned().unwrap_or_default()
+    }
+
+    fn num(&self, key: &str) -> Option<u64> {
+        self.runtime.as_ref()?.get(key)?.parse().ok()
+    }
+}
+
+/// How far `r` is behind `leader`: entries from the leader's replication state (matched index;
+/// "none" is nothing matched yet), else from the two last indexes; bytes from the CommitLog ends
+/// when `r` answered.
+fn lag(leader: &ReplicaView, r: &ReplicaView) -> (Option<u64>, Option<u64>) {
+    let last = leader.num("raftLastLogIndex");
+    let node = r.get("raftNodeId");
+    let entries = if node == leader.get("raftNodeId") {
+        Some(0)
+    } else {
+        match leader.runtime.as_ref().and_then(|t| t.get(&format!("raftMatched.{node}"))) {
+            Some(m) if m == "none" => last,
+            Some(m) => last.zip(m.parse::<u64>().ok()).map(|(l, m)| l.saturating_sub(m)),
+            None => last.zip(r.num("raftLastLogIndex")).map(|(l, mine)| l.saturating_sub(mine)),
+        }
+    };
+    let bytes = r
+        .num("commitLogMaxOffset")
+        .and_then(|mine| Some(leader.num("commitLogMaxOffset")?.saturating_sub(mine)));
+    (entries, bytes)
 }
 
 /// A consumer group's committed offset per queue, the queue's end, and the lag between.
@@ -382,6 +437,39 @@ mod tests {
         assert_eq!(format_ms(0), "1970-01-01 00:00:00.000 UTC");
         assert_eq!(format_ms(1_795_347_104_123), "2026-11-22 11:31:44.123 UTC");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
+    }
+
+    fn view(pairs: &[(&str, &str)], registered: bool) -> ReplicaView {
+        ReplicaView {
+            cluster: "C".into(),
+            group: "g".into(),
+            broker_id: registered.then_some(1),
+            addr: registered.then(|| "a:1".into()),
+            runtime: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        }
+    }
+
+    #[test]
+    fn lag_comes_from_the_leaders_replication_state() {
+        let leader = view(
+            &[
+                ("raftNodeId", "0"),
+                ("raftLastLogIndex", "100"),
+                ("commitLogMaxOffset", "5000"),
+                ("raftMatched.1", "90"),
+                ("raftMatched.2", "none"),
+            ],
+            true,
+        );
+        let behind = view(
+            &[("raftNodeId", "1"), ("raftLastLogIndex", "95"), ("commitLogMaxOffset", "4000")],
+            true,
+        );
+        assert_eq!(lag(&leader, &behind), (Some(10), Some(1000)), "matched, not last index");
+        assert_eq!(lag(&leader, &view(&[("raftNodeId", "2")], false)), (Some(100), None));
+        assert_eq!(lag(&leader, &leader), (Some(0), Some(0)));
+        let unknown = view(&[("raftNodeId", "3"), ("raftLastLogIndex", "97")], true);
+        assert_eq!(lag(&leader, &unknown), (Some(3), None), "no replication entry: last indexes");
     }
 
     #[test]
