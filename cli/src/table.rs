@@ -31,12 +31,12 @@ impl Table {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        // A column whose cells are all numbers (or empty) is right-aligned.
+        // A column whose cells are all numbers (or empty, or "-") is right-aligned.
         let numeric: Vec<bool> = (0..widths.len())
             .map(|c| {
                 self.rows.iter().all(|r| {
                     let v = r[c].replace(',', "");
-                    v.is_empty() || v.parse::<f64>().is_ok()
+                    v.is_empty() || v == "-" || v.parse::<f64>().is_ok()
                 })
             })
             .collect();
@@ -72,10 +72,10 @@ mod tests {
         let mut t = Table::new(["GROUP", "QUEUE", "LAG"]);
         t.row(["broker-a", "0", "12"]);
         t.row(["b", "10", "3"]);
-        t.row(["c"]);
+        t.row(["c", "-"]);
         assert_eq!(
             t.render(),
-            "GROUP     QUEUE  LAG\nbroker-a      0   12\nb            10    3\nc\n"
+            "GROUP     QUEUE  LAG\nbroker-a      0   12\nb            10    3\nc             -\n"
         );
     }
 }
