@@ -171,6 +171,26 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 .last_log_id
                 .is_none();
 
+        // openraft gives a restarted leader its leadership back at once, in the same term. Under
+        // async flush its log may have lost entries it had acknowledged, and the entries it
+        // writes next would reuse their log ids (same term and index, other content): a
+        // follower holding the old ones takes them for a match and diverges. So a leader
+        // restarting under async flush stands for a new term instead.
+        if matches!(config.flush, FlushMode::Async { .. }) {
+            let vote = log_store.read_vote().await.map_err(|e| StartError::Raft(e.to_string()))?;
+            if let Some(vote) = vote.filter(|v| v.is_committed()) {
+                if vote.leader_id().voted_for() == Some(config.id) {
+                    let term = vote.leader_id().get_term();
+                    let uncommitted = openraft::Vote::new(term, config.id);
+                    log_store
+                        .save_vote(&uncommitted)
+                        .await
+                        .map_err(|e| StartError::Raft(e.to_string()))?;
+                    tracing::info!(group = %config.group, id = config.id, term, "was leader; async flush: standing for a new term");
+                }
+            }
+        }
+
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

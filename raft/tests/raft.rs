@@ -309,6 +309,7 @@ mod recovery {
         nodes: BTreeMap<u64, Node>,
         /// Every segment counts as old and retention runs every 100 ms.
         retain_nothing: bool,
+        flush: FlushMode,
     }
 
     fn config(id: u64, peers: &BTreeMap<u64, String>) -> NodeConfig {
@@ -352,6 +353,10 @@ mod recovery {
         }
 
         async fn start_with(retain_nothing: bool) -> Group {
+            Self::start_flushing(retain_nothing, FlushMode::Sync).await
+        }
+
+        async fn start_flushing(retain_nothing: bool, flush: FlushMode) -> Group {
             let mut listeners = BTreeMap::new();
             let mut peers = BTreeMap::new();
             for id in 0..3u64 {
@@ -361,7 +366,7 @@ mod recovery {
             }
             let disks: BTreeMap<_, _> =
                 (0..3).map(|id| (id, (SimStorage::new(), MemMeta::new()))).collect();
-            let mut g = Group { peers, disks, nodes: BTreeMap::new(), retain_nothing };
+            let mut g = Group { peers, disks, nodes: BTreeMap::new(), retain_nothing, flush };
             for id in 0..3 {
                 g.start_node(id, listeners.remove(&id)).await.unwrap();
             }
@@ -379,6 +384,7 @@ mod recovery {
             };
             let (disk, meta) = self.disks[&id].clone();
             let mut c = config(id, &self.peers);
+            c.flush = self.flush;
             if self.retain_nothing {
                 c.retention.file_reserved_hours = 0;
                 c.retention_check_ms = 100;
@@ -772,6 +778,33 @@ mod recovery {
             o.sort_unstable();
             assert_eq!(o, (0..200).collect::<Vec<_>>(), "queue {q}");
         }
+        g.shutdown().await;
+    }
+
+    /// openraft gives a restarted leader its leadership back at once, in its old term. Under
+    /// async flush its log may have lost entries it acknowledged, and reusing their log ids
+    /// would let followers holding the old entries diverge: it stands for a new term instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_restarted_under_async_flush_does_not_resume_its_term() {
+        let mut g = Group::start_flushing(false, FlushMode::Async { interval_ms: 500 }).await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..10).await;
+        let term = g.nodes[&leader].raft.metrics().borrow().current_term;
+        g.nodes.remove(&leader).unwrap().shutdown().await;
+        g.start_node(leader, None).await.unwrap();
+        let resumed = g.nodes[&leader]
+            .raft
+            .wait(Some(std::time::Duration::from_millis(800)))
+            .metrics(
+                |m| m.state == openraft::ServerState::Leader && m.current_term == term,
+                "leader again in its old term",
+            )
+            .await;
+        assert!(resumed.is_err(), "resumed leadership in term {term}");
+        // The group goes on, under a newer term.
+        let now = g.leader(None).await;
+        g.write(now, 10..20).await;
+        assert!(g.nodes[&now].raft.metrics().borrow().current_term > term);
         g.shutdown().await;
     }
 

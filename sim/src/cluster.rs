@@ -377,6 +377,10 @@ impl SimCluster {
             if marks.len() as u64 == self.topology.replicas && distinct.len() == 1 && all_applied {
                 return true;
             }
+            if waited + step >= timeout {
+                // What is stuck, for the failure report: (last log index, applied) per replica.
+                eprintln!("group {g} not quiesced: (last log, applied) per replica {marks:?}");
+            }
             madsim::time::sleep(step).await;
             waited += step;
         }

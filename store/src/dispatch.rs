@@ -78,6 +78,12 @@ impl<S: Storage + Clone> Dispatcher<S> {
         if next.next_index < log.start().next_index {
             next = log.start();
         }
+        // Nor past its end: a power loss can take unsynced entries from the log (async flush)
+        // after the queues recorded them. What they recorded for the lost entries goes (the
+        // entries at those positions will be others), all before is dispatched.
+        if next.next_index > log.end().next_index || next.position > log.end().position {
+            next = log.end();
+        }
         for q in queues.values_mut() {
             q.recover(next.position)?;
             // Entries that point before the log's start were purged with it.

@@ -505,6 +505,32 @@ mod dispatch {
         assert!(derived_files(&s) == built, "rebuilt files differ");
     }
 
+    /// Async flush's power loss: the queues and their checkpoint are durable further than the
+    /// log (it lost its unsynced tail). Reopened, the dispatcher forgets what it recorded for
+    /// the lost entries, so the entries written in their place (same queue offsets) dispatch.
+    #[test]
+    fn queues_ahead_of_a_log_that_lost_its_tail_are_cut_back() {
+        let (lc, dc) = configs();
+        let s = SimStorage::new();
+        let (mut log, _) = CommitLog::open(s.clone(), lc).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc.clone(), &log).unwrap();
+        fill(&mut log, &mut d, &mut Leader::default(), 20);
+        d.flush().unwrap();
+        drop(d);
+        log.truncate_after(Some(RaftIndex(9))).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc, &log).unwrap();
+        assert!(d.next().next_index <= RaftIndex(10), "resumes at or before the log's end");
+        catch_up(&log, &mut d);
+        // A new leader's entries 10..19 reuse the queue offsets of the lost ones.
+        let mut leader = Leader::default();
+        for _ in 0..10 {
+            leader.entry("T", 3, 0);
+        }
+        fill(&mut log, &mut d, &mut leader, 10);
+        let total: u64 = (0..4).map(|q| d.queue("T", q).unwrap().max_offset().0).sum();
+        assert_eq!(total, 60, "20 entries of 3 records");
+    }
+
     /// Dispatch 20 entries and flush, dispatch `extra` more without flushing; with
     /// `power_loss`, cut the power then and repair by re-dispatch. Returns the derived files.
     fn run_with_crash(extra: usize, power_loss: Option<u64>) -> Vec<(String, Vec<u8>)> {
