@@ -726,9 +726,6 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     max: usize,
     sub: &SubscriptionData,
 ) -> Result<(Lookup, QueueOffset, QueueOffset), String> {
-    // Where the log starts now: retention may have removed records that this queue, trimmed
-    // only after the Raft purge completes, still points to.
-    let log_start = inner.log.lock().unwrap_or_else(|p| p.into_inner()).start().position;
     let (entries, min, max_offset) = {
         let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
         let Some(q) = d.queue(topic, queue_id) else {
@@ -746,19 +743,7 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
             return Ok((Lookup::NoNew, min, max_offset));
         }
         // Scan up to 16 entries per wanted message for tag matches.
-        let entries = q.range(offset, max * 16).map_err(|e| e.to_string())?;
-        if entries.first().is_some_and(|e| e.position < log_start) {
-            // Removed by retention, the queue not trimmed yet: RocketMQ's "message was
-            // removing". The master sends the reader on to the first message still stored
-            // (PULL_RETRY_IMMEDIATELY, which every client follows at once); a follower says the
-            // offset moved, which clients take only from a master, since the master may still
-            // hold what this replica removed.
-            let next = q.first_at_or_after(log_start).map_err(|e| e.to_string())?;
-            let gone =
-                if is_leader(inner) { Lookup::NoMatch { next } } else { Lookup::Moved { next } };
-            return Ok((gone, min, max_offset));
-        }
-        (entries, min, max_offset)
+        (q.range(offset, max * 16).map_err(|e| e.to_string())?, min, max_offset)
     };
     let mut wanted = Vec::new();
     let mut scanned = 0u64;
@@ -777,17 +762,34 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     }
     let records = {
         let log = inner.log.lock().unwrap_or_else(|p| p.into_inner());
-        match log.read_records(&wanted) {
-            Ok(r) => r,
-            // Retention removed them since the look above: pull this offset again.
-            Err(_) if wanted[0].0 < log.start().position => {
-                return Ok((Lookup::NoMatch { next: offset }, min, max_offset));
-            }
-            Err(e) => return Err(e.to_string()),
+        let log_start = log.start().position;
+        if wanted[0].0 < log_start {
+            drop(log);
+            return removed(inner, topic, queue_id, log_start).map(|gone| (gone, min, max_offset));
         }
+        log.read_records(&wanted).map_err(|e| e.to_string())?
     };
     let body = records.iter().flat_map(|r| r.iter().copied()).collect();
     Ok((Lookup::Found { body, messages: records.len(), next }, min, max_offset))
+}
+
+/// Records retention removed while the queue still points to them (it is trimmed once the
+/// Raft purge completes): RocketMQ's "message was removing". The master sends the reader on to
+/// the first message still stored (PULL_RETRY_IMMEDIATELY, which every client follows at
+/// once); a follower says the offset moved, which clients take only from a master, since the
+/// master may still hold what this replica removed.
+fn removed<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    topic: &str,
+    queue_id: i32,
+    log_start: rocketraft_store::CommitLogOffset,
+) -> Result<Lookup, String> {
+    let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
+    let next = match d.queue(topic, queue_id) {
+        Some(q) => q.first_at_or_after(log_start).map_err(|e| e.to_string())?,
+        None => return Ok(Lookup::NoNew),
+    };
+    Ok(if is_leader(inner) { Lookup::NoMatch { next } } else { Lookup::Moved { next } })
 }
 
 async fn pull<S: Storage + Clone, M: MetaStore>(
