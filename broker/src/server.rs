@@ -516,7 +516,9 @@ async fn auto_create<S: Storage + Clone, M: MetaStore>(
         Ok(t) => t.unwrap_or_else(template_topic),
         Err(e) => return Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     };
-    if !perm::is_inherited(template.perm) || !valid_topic_name(&h.topic) {
+    if !perm::is_inherited(template.perm)
+        || !rocketraft_protocol::message::valid_topic_name(&h.topic)
+    {
         return Err(not_exist());
     }
     let queues = h.default_topic_queue_nums.clamp(1, template.write_queue_nums.max(1));
@@ -533,13 +535,6 @@ async fn auto_create<S: Storage + Clone, M: MetaStore>(
     tracing::info!(topic = %meta.name, queues, "topic auto-created from {AUTO_CREATE_TOPIC}");
     inner.register_now.notify_one();
     Ok(meta)
-}
-
-/// 1-127 characters of `[A-Za-z0-9%|_-]`, as RocketMQ's topic validator allows.
-fn valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= rocketraft_protocol::message::TOPIC_V1_MAX_BYTES
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b))
 }
 
 fn topic_of<S: Storage + Clone, M: MetaStore>(
@@ -892,7 +887,7 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: CreateTopicRequestHeader = header(req)?;
-    if !valid_topic_name(&h.topic) {
+    if !rocketraft_protocol::message::valid_topic_name(&h.topic) {
         return Err(reply(
             req,
             response_code::SYSTEM_ERROR,

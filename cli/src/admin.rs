@@ -29,10 +29,9 @@ pub async fn topic_create(
     })
 }
 
-/// RocketMQ's rule: 1 to 127 characters of letters, digits, `%`, `-`, `_` and `|`.
+/// RocketMQ's rule (the broker's): 1 to 127 letters, digits, `%`, `-`, `_` and `|`.
 pub fn check_topic_name(topic: &str) -> anyhow::Result<()> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "%-_|".contains(c);
-    if topic.is_empty() || topic.len() > 127 || !topic.chars().all(ok_char) {
+    if !rocketraft_protocol::message::valid_topic_name(topic) {
         anyhow::bail!(
             "{topic:?} is not a valid topic name: use 1 to 127 letters, digits, '-', '_', '|' or '%'"
         );

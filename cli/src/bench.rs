@@ -202,8 +202,13 @@ pub async fn run(
         duplicates: AtomicU64::new(0),
         last_error: Mutex::default(),
     });
+    // Topic creation and the e2e wait for queue assignment ask the cluster through one handle.
+    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
     if kind != Kind::Consume {
-        ensure_topic(&config).await?;
+        if let Err(e) = ensure_topic(&admin, &config).await {
+            admin.shutdown().await;
+            return Err(e);
+        }
     }
 
     let mut consumers = Vec::new();
@@ -236,8 +241,9 @@ pub async fn run(
     if kind == Kind::EndToEnd {
         // Produce once the group holds every queue, so the first messages are not timed
         // waiting for the first rebalance.
-        wait_for_assignment(&config, &consumers).await;
+        wait_for_assignment(&admin, &config, &consumers).await;
     }
+    admin.shutdown().await;
 
     let t0 = instant();
     let mut producers = Vec::new();
@@ -324,22 +330,16 @@ pub async fn run(
 }
 
 /// Creates the topic (`queues` queues on every group) unless the NameServers know it.
-async fn ensure_topic(config: &BenchConfig) -> anyhow::Result<()> {
-    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
-    let known = admin.topics().await;
-    let result = match known {
-        Ok(topics) if topics.contains(&config.topic) => Ok(()),
-        Ok(_) => admin.create_topic(None, &config.topic, config.queues, false).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    admin.shutdown().await;
-    Ok(result?)
+async fn ensure_topic(admin: &Admin, config: &BenchConfig) -> anyhow::Result<()> {
+    if !admin.topics().await?.contains(&config.topic) {
+        admin.create_topic(None, &config.topic, config.queues, false).await?;
+    }
+    Ok(())
 }
 
 /// Waits (up to 15 s) until the consumers between them hold every readable queue of the
 /// topic's route.
-async fn wait_for_assignment(config: &BenchConfig, consumers: &[PushConsumer]) {
-    let Ok(admin) = Admin::start(ClientConfig::new(&config.namesrv)).await else { return };
+async fn wait_for_assignment(admin: &Admin, config: &BenchConfig, consumers: &[PushConsumer]) {
     for _ in 0..150 {
         let expected: usize = match admin.route(&config.topic).await {
             Ok(r) => r.queue_datas.iter().map(|q| q.read_queue_nums.max(0) as usize).sum(),
@@ -352,7 +352,6 @@ async fn wait_for_assignment(config: &BenchConfig, consumers: &[PushConsumer]) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    admin.shutdown().await;
 }
 
 async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {

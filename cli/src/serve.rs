@@ -52,6 +52,8 @@ pub fn bind_hint(kind: std::io::ErrorKind, setting: &str) -> String {
 /// A parsed broker config file and where its relative paths start.
 pub struct BrokerSetup {
     pub file: BrokerFile,
+    /// The Raft replica's settings, derived from `file` and checked.
+    pub node: rocketraft_raft::NodeConfig,
     /// `store_dir`, resolved against the config file's directory when relative.
     pub store_dir: PathBuf,
 }
@@ -61,26 +63,25 @@ impl BrokerSetup {
     pub fn load(path: &Path) -> Result<BrokerSetup, ServeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ServeError::ReadConfig { path: path.to_owned(), source })?;
-        let file = BrokerFile::parse(&text).map_err(|e| ServeError::BadConfig {
+        // toml's messages span lines (a snippet with a caret): keep the first sentence.
+        let bad = |e: rocketraft_broker::config::ConfigError| ServeError::BadConfig {
             path: path.to_owned(),
-            // toml's messages span lines (a snippet with a caret): keep the first sentence.
             message: one_line(&e.to_string()),
-        })?;
+        };
+        let file = BrokerFile::parse(&text).map_err(bad)?;
+        let node = file.node_config().map_err(bad)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let store_dir = if file.store_dir.is_absolute() {
             file.store_dir.clone()
         } else {
             base.join(&file.store_dir)
         };
-        Ok(BrokerSetup { file, store_dir })
+        Ok(BrokerSetup { file, node, store_dir })
     }
 
     /// Binds the Raft and client ports and starts the replica.
     pub async fn start(&self) -> Result<Replica, ServeError> {
-        let node = self.file.node_config().map_err(|e| ServeError::BadConfig {
-            path: self.store_dir.clone(),
-            message: e.to_string(),
-        })?;
+        let node = self.node.clone();
         let raft_addr = node.peers[&node.id].clone();
         let raft = TcpListener::bind(&raft_addr).await.map_err(|source| ServeError::Port {
             addr: raft_addr.clone(),

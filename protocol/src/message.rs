@@ -24,6 +24,14 @@ pub const MAGIC_V2: u32 = 0xDAA3_20AB;
 pub const MAGIC_BLANK: u32 = 0xCBD4_3194;
 /// Longest topic a V1 record can hold.
 pub const TOPIC_V1_MAX_BYTES: usize = 127;
+/// Whether `topic` is a name RocketMQ's topic validator allows: 1 to 127 characters of
+/// `[A-Za-z0-9%|_-]`.
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= TOPIC_V1_MAX_BYTES
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b))
+}
+
 /// RocketMQ's `maxMessageSize` default: the largest record body a broker accepts.
 pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 /// Longest properties string (its length field is a signed 16-bit integer).
