@@ -31,7 +31,7 @@ pub async fn topic_create(
 
 /// RocketMQ's rule (the broker's): 1 to 127 letters, digits, `%`, `-`, `_` and `|`.
 pub fn check_topic_name(topic: &str) -> anyhow::Result<()> {
-    if !rocketraft_protocol::message::valid_topic_name(topic) {
+    if !rocketraft_protocol::names::valid_topic_name(topic) {
         anyhow::bail!(
             "{topic:?} is not a valid topic name: use 1 to 127 letters, digits, '-', '_', '|' or '%'"
         );

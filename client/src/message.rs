@@ -59,18 +59,10 @@ impl Message {
 
     /// Checks what the broker would refuse, so the caller gets a clear error instead.
     pub(crate) fn validate(&self, max_bytes: usize) -> Result<()> {
-        if self.topic.is_empty() || self.topic.len() > 127 {
-            return Err(ClientError::InvalidArgument(format!(
-                "topic {:?}: a topic name has 1 to 127 characters",
-                self.topic
-            )));
-        }
-        if !self.topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b)) {
-            return Err(ClientError::InvalidArgument(format!(
-                "topic {:?}: only letters, digits, '%', '|', '-' and '_' are allowed",
-                self.topic
-            )));
-        }
+        // The broker's rule (one definition in `protocol::names`): 1-127 characters of
+        // [%|a-zA-Z0-9_-], or a valid group's %RETRY%/%DLQ% topic.
+        rocketraft_protocol::names::check_topic(&self.topic)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         if self.body.is_empty() {
             return Err(ClientError::InvalidArgument("the message body is empty".into()));
         }

@@ -141,8 +141,8 @@ impl Producer {
     /// Starts a producer: connects to a NameServer, then polls routes every 30 s and sends
     /// heartbeats to the masters it knows every 30 s.
     pub async fn start(config: ProducerConfig) -> Result<Producer> {
-        if config.group.is_empty() {
-            return Err(ClientError::InvalidArgument("the producer group name is empty".into()));
+        if let Err(e) = rocketraft_protocol::names::check_group(&config.group) {
+            return Err(ClientError::InvalidArgument(e.to_string()));
         }
         if config.async_sends_max == 0 {
             return Err(ClientError::InvalidArgument("async_sends_max must be at least 1".into()));

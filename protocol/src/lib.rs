@@ -15,6 +15,7 @@ pub mod frame;
 pub mod header;
 pub mod headers;
 pub mod message;
+pub mod names;
 pub mod sysflag;
 
 pub use body::{JsonBody, JsonStyle};

@@ -24,15 +24,7 @@ pub const MAGIC_V2: u32 = 0xDAA3_20AB;
 pub const MAGIC_BLANK: u32 = 0xCBD4_3194;
 /// Longest topic a V1 record can hold.
 pub const TOPIC_V1_MAX_BYTES: usize = 127;
-/// Whether `topic` is a name RocketMQ's topic validator allows: 1 to 127 characters of
-/// `[A-Za-z0-9%|_-]`.
-pub fn valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty()
-        && topic.len() <= TOPIC_V1_MAX_BYTES
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|-_".contains(&b))
-}
-
-/// RocketMQ's `maxMessageSize` default: the largest record body a broker accepts.
+/// RocketMQ's `maxMessageSize` default: the largest message body a broker accepts.
 pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 /// Longest properties string (its length field is a signed 16-bit integer).
 pub const PROPERTIES_MAX_BYTES: usize = i16::MAX as usize;
@@ -47,6 +39,17 @@ pub const SYS_FLAG_POS: usize = 36;
 const BORN_HOST_POS: usize = 48;
 /// The smallest possible record: IPv4 hosts, empty body, topic and properties.
 pub const RECORD_MIN_BYTES: usize = 84 + 4 + 1 + 2;
+/// The most a record adds to its body: the fixed fields with IPv6 hosts (2 x 12 bytes more),
+/// a V2 topic (2-byte length) of the longest name [`crate::names`] accepts, and the longest
+/// properties string.
+pub const RECORD_OVERHEAD_MAX_BYTES: usize = RECORD_MIN_BYTES + 24 + 1 + 255 + PROPERTIES_MAX_BYTES;
+
+/// The largest record a message of at most `body_max_bytes` can make. The broker refuses a body
+/// over its `message_max_bytes` and a record over this, so the two limits agree: every body a
+/// client may send fits a record the log takes.
+pub const fn record_max_bytes(body_max_bytes: usize) -> usize {
+    body_max_bytes.saturating_add(RECORD_OVERHEAD_MAX_BYTES)
+}
 
 /// Property keys (`MessageConst.java`).
 pub mod property {

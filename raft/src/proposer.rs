@@ -2,6 +2,8 @@
 //! into one proposal.
 //!
 //! Queue offsets must be dense in the order entries reach the log (dispatch refuses a gap). So
+//! offsets go to exactly the records dispatch puts in a queue (`admit::takes_queue_offset`:
+//! not transaction half messages or rollbacks, which keep offset 0 as in RocketMQ), and
 //! one task owns the assignment, takes submissions in arrival order, assigns offsets, patches
 //! them into the records, and proposes one batch at a time: while a batch is in flight the
 //! next one collects every submission that arrives (up to the limits), so throughput grows
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 use rocketraft_protocol::message::{patch_queue_offset, RecordView};
+use rocketraft_store::admit;
 use rocketraft_store::entry::ENTRY_HEADER_BYTES;
 use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLogOffset, Dispatcher, QueueOffset};
@@ -39,6 +42,10 @@ pub struct ProposerConfig {
     pub batch_records_max: usize,
     /// How long a new leader waits to apply its whole log before it refuses sends. Default 3 s.
     pub catch_up_ms_max: u64,
+    /// The largest entry payload the log takes (`CommitLog::entry_payload_max_bytes`): a
+    /// submission larger is refused, and a batch never grows past it. Default 1 GiB less the
+    /// entry header (the default segment).
+    pub entry_payload_max_bytes: usize,
 }
 
 impl Default for ProposerConfig {
@@ -48,6 +55,7 @@ impl Default for ProposerConfig {
             batch_bytes_max: 1 << 20,
             batch_records_max: 1024,
             catch_up_ms_max: 3_000,
+            entry_payload_max_bytes: (1 << 30) - ENTRY_HEADER_BYTES,
         }
     }
 }
@@ -84,10 +92,17 @@ struct Submission {
     reply: oneshot::Sender<Result<Vec<Placed>, ProposeError>>,
 }
 
+impl Submission {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+}
+
 /// A handle to submit records; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Submission>,
+    entry_payload_max_bytes: usize,
 }
 
 impl Proposer {
@@ -98,15 +113,36 @@ impl Proposer {
         config: ProposerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
+        let entry_payload_max_bytes = config.entry_payload_max_bytes;
         tokio::spawn(run(raft, dispatcher, config, rx));
-        Proposer { tx }
+        Proposer { tx, entry_payload_max_bytes }
     }
 
     /// Stores `records` (encoded RocketMQ records; their QUEUEOFFSET is assigned here) in one
     /// entry, in order, and answers where each went once the entry is committed and applied.
+    /// Records dispatch could not index (`admit::check_record`) and submissions larger than an
+    /// entry are refused here, before anything is proposed: what reaches the log must apply on
+    /// every replica.
     pub async fn submit(&self, records: Vec<Vec<u8>>) -> Result<Vec<Placed>, ProposeError> {
+        let mut bytes = 0usize;
         for r in &records {
-            RecordView::decode(r).map_err(|e| ProposeError::Invalid(e.to_string()))?;
+            let view = RecordView::decode(r).map_err(|e| ProposeError::Invalid(e.to_string()))?;
+            if view.total_size != r.len() {
+                return Err(ProposeError::Invalid(format!(
+                    "record of {} bytes says it has {}",
+                    r.len(),
+                    view.total_size
+                )));
+            }
+            admit::check_record(&view).map_err(ProposeError::Invalid)?;
+            bytes += r.len();
+        }
+        if records.is_empty() || bytes > self.entry_payload_max_bytes {
+            return Err(ProposeError::Invalid(format!(
+                "{} records of {bytes} bytes: one entry holds 1 or more records and at most {} bytes",
+                records.len(),
+                self.entry_payload_max_bytes
+            )));
         }
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Submission { records, reply }).map_err(|e| match e {
@@ -130,14 +166,26 @@ async fn run<S: Storage + Clone>(
     mut rx: mpsc::Receiver<Submission>,
 ) {
     let mut assigner: Option<Assigner> = None;
-    while let Some(first) = rx.recv().await {
+    // A submission that did not fit the last batch opens the next one.
+    let mut held: Option<Submission> = None;
+    loop {
+        let first = match held.take() {
+            Some(s) => s,
+            None => match rx.recv().await {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let (mut bytes, mut count) = (first.bytes(), first.records.len());
         let mut batch = vec![first];
-        let (mut bytes, mut count) =
-            (batch[0].records.iter().map(Vec::len).sum::<usize>(), batch[0].records.len());
         while bytes < config.batch_bytes_max && count < config.batch_records_max {
             match rx.try_recv() {
+                Ok(s) if bytes + s.bytes() > config.entry_payload_max_bytes => {
+                    held = Some(s);
+                    break;
+                }
                 Ok(s) => {
-                    bytes += s.records.iter().map(Vec::len).sum::<usize>();
+                    bytes += s.bytes();
                     count += s.records.len();
                     batch.push(s);
                 }
@@ -170,6 +218,13 @@ async fn run<S: Storage + Clone>(
             let mut mine = Vec::with_capacity(s.records.len());
             for r in &mut s.records {
                 let view = RecordView::decode(r).expect("checked in submit");
+                if !admit::takes_queue_offset(view.sys_flag) {
+                    // Not dispatched to a queue: no offset of it (RocketMQ stores 0).
+                    patch_queue_offset(r, 0);
+                    mine.push((QueueOffset(0), payload.len()));
+                    payload.extend_from_slice(r);
+                    continue;
+                }
                 let key = (view.topic.to_owned(), view.queue_id);
                 let next = a.next.entry(key).or_insert_with_key(|(topic, queue)| {
                     lock(&dispatcher).queue(topic, *queue).map_or(0, |q| q.max_offset().0)

@@ -15,11 +15,7 @@ mod storage_suite {
     use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, Dispatcher, FlushMode};
 
     fn config() -> CommitLogConfig {
-        CommitLogConfig {
-            segment_size_bytes: 64 * 1024,
-            checkpoint_every_entries: 4,
-            ..Default::default()
-        }
+        CommitLogConfig { segment_size_bytes: 64 * 1024, checkpoint_every_entries: 4 }
     }
 
     type Stores<S, M> = (LogStore<S, M>, StateMachine<S, M>);
@@ -778,6 +774,63 @@ mod recovery {
             o.sort_unstable();
             assert_eq!(o, (0..200).collect::<Vec<_>>(), "queue {q}");
         }
+        g.shutdown().await;
+    }
+
+    /// Transaction half messages and rollbacks are not dispatched to their queue, so they take
+    /// no queue offset (RocketMQ stores 0): records around them stay dense, and every replica
+    /// applies the entry. Once, the half took the next offset and the queue refused the record
+    /// after it, which stopped apply on every replica.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn half_messages_and_rollbacks_take_no_queue_offset() {
+        use rocketraft_protocol::message::{body_crc, MessageRecord};
+        use rocketraft_protocol::sysflag::message as msgflag;
+        use rocketraft_raft::{Proposer, ProposerConfig};
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let n = &g.nodes[&leader];
+        let proposer =
+            Proposer::start(n.raft.clone(), n.dispatcher.clone(), ProposerConfig::default());
+        let with_flag = |sys_flag: i32, body: &'static str| {
+            let body = bytes::Bytes::from_static(body.as_bytes());
+            MessageRecord {
+                body_crc: body_crc(&body),
+                sys_flag,
+                body,
+                topic: "T".into(),
+                ..Default::default()
+            }
+            .encode()
+            .unwrap()
+        };
+        let placed = proposer
+            .submit(vec![
+                with_flag(0, "m0"),
+                with_flag(msgflag::TRANSACTION_PREPARED, "half"),
+                with_flag(msgflag::TRANSACTION_ROLLBACK, "rollback"),
+                with_flag(msgflag::TRANSACTION_COMMIT, "commit"),
+            ])
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = placed.iter().map(|p| p.queue_offset.0).collect();
+        assert_eq!(offsets, vec![0, 0, 0, 1]);
+        let next = proposer.submit(vec![with_flag(0, "m2")]).await.unwrap();
+        assert_eq!(next[0].queue_offset.0, 2);
+        let last = next[0].index;
+        for (id, node) in &g.nodes {
+            node.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(last), "applied")
+                .await
+                .unwrap_or_else(|e| panic!("replica {id}: {e}"));
+            assert_eq!(node.fatal_error(), None, "replica {id}");
+            let max = node.dispatcher.lock().unwrap().queue("T", 0).unwrap().max_offset().0;
+            assert_eq!(max, 3, "replica {id}: m0, commit, m2");
+        }
+        // A record dispatch could not index never reaches the log.
+        let bad = MessageRecord { topic: "../x".into(), ..Default::default() }.encode().unwrap();
+        let err = proposer.submit(vec![bad]).await.unwrap_err();
+        assert!(matches!(err, rocketraft_raft::ProposeError::Invalid(_)), "{err}");
         g.shutdown().await;
     }
 

@@ -48,17 +48,11 @@ pub struct CommitLogConfig {
     /// Rewrite the checkpoint after this many newly durable entries. Recovery scans (and
     /// checks) at most this many entries plus what was never flushed. Default 10,000.
     pub checkpoint_every_entries: u64,
-    /// The largest message record accepted. Default 4 MiB (RocketMQ's `maxMessageSize`).
-    pub message_max_bytes: usize,
 }
 
 impl Default for CommitLogConfig {
     fn default() -> Self {
-        CommitLogConfig {
-            segment_size_bytes: 1 << 30,
-            checkpoint_every_entries: 10_000,
-            message_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
-        }
+        CommitLogConfig { segment_size_bytes: 1 << 30, checkpoint_every_entries: 10_000 }
     }
 }
 
@@ -762,23 +756,37 @@ impl<S: Storage> CommitLog<S> {
     // -----------------------------------------------------------------------------------------
     // Writing
 
-    /// While set, appends fail with this error (e.g. the disk-usage limit was reached).
+    /// While set, [`CommitLog::admit_new_writes`] answers this error (e.g. the disk-usage limit
+    /// was reached). Appends themselves go on: an entry that reaches the log was already
+    /// proposed (or, on a follower, committed by a majority), and refusing it would stop Raft.
+    /// New writes are refused at the door instead, before they are proposed.
     pub fn refuse_writes(&mut self, why: Option<StoreError>) {
         self.writes_refused = why;
+    }
+
+    /// Whether new records may be proposed for this log: an error while the disk is above its
+    /// usage limit.
+    pub fn admit_new_writes(&self) -> StoreResult<()> {
+        match &self.writes_refused {
+            None => Ok(()),
+            Some(StoreError::DiskFull { used_percent, limit_percent }) => {
+                Err(StoreError::DiskFull {
+                    used_percent: *used_percent,
+                    limit_percent: *limit_percent,
+                })
+            }
+            Some(other) => Err(StoreError::Config(other.to_string())),
+        }
+    }
+
+    /// The largest entry payload an append takes (an entry fills at most one segment).
+    pub fn entry_payload_max_bytes(&self) -> usize {
+        self.config.entry_max_bytes().saturating_sub(crate::entry::ENTRY_HEADER_BYTES)
     }
 
     /// Appends entries after the last one. They are written but not durable until a flush
     /// covers them ([`CommitLog::flush`] or a [`FlushJob`]).
     pub fn append(&mut self, entries: &[LogEntry]) -> StoreResult<()> {
-        if let Some(why) = &self.writes_refused {
-            return Err(match why {
-                StoreError::DiskFull { used_percent, limit_percent } => StoreError::DiskFull {
-                    used_percent: *used_percent,
-                    limit_percent: *limit_percent,
-                },
-                other => StoreError::Config(other.to_string()),
-            });
-        }
         for e in entries {
             self.append_one(e)?;
         }
@@ -841,8 +849,7 @@ impl<S: Storage> CommitLog<S> {
             seg_i = self.segments.len() - 1;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let max = self.config.message_max_bytes;
-        let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, max, &mut scratch);
+        let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, &mut scratch);
         let result = meta.and_then(|meta| {
             let seg = &self.segments[seg_i];
             seg.data

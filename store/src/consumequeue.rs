@@ -68,8 +68,19 @@ impl Default for ConsumeQueueConfig {
 }
 
 /// The directory of one queue.
-pub fn queue_dir(topic: &str, queue_id: i32) -> String {
-    join(&join(DIR, topic), &queue_id.to_string())
+///
+/// The mapping cannot leave `consumequeue/`: the topic must pass `names::check_topic` (one path
+/// component of `[A-Za-z0-9%|_-]`, no `/` or `.`) and the queue id must not be negative.
+pub fn queue_dir(topic: &str, queue_id: i32) -> StoreResult<String> {
+    rocketraft_protocol::names::check_topic(topic)
+        .map_err(|e| StoreError::BadQueueName { topic: topic.to_owned(), reason: e.to_string() })?;
+    if queue_id < 0 {
+        return Err(StoreError::BadQueueName {
+            topic: topic.to_owned(),
+            reason: format!("queue id {queue_id} is negative"),
+        });
+    }
+    Ok(join(&join(DIR, topic), &queue_id.to_string()))
 }
 
 /// One topic queue.
@@ -97,7 +108,7 @@ impl<S: Storage> ConsumeQueue<S> {
         queue_id: i32,
         config: &ConsumeQueueConfig,
     ) -> StoreResult<Self> {
-        let dir = queue_dir(topic, queue_id);
+        let dir = queue_dir(topic, queue_id)?;
         let file_bytes = config.entries_per_file * CQ_ENTRY_BYTES;
         let mut starts: Vec<u64> = storage
             .list(&dir)
@@ -462,6 +473,11 @@ impl<S: Storage> ConsumeQueue<S> {
 pub fn list_queues<S: Storage>(storage: &S) -> StoreResult<Vec<(String, i32)>> {
     let mut out = Vec::new();
     for topic in storage.list(DIR).doing(|| "listing consumequeue".into())? {
+        if let Err(e) = rocketraft_protocol::names::check_topic(&topic) {
+            // Not ours (no version of the broker writes such a directory): leave it alone.
+            tracing::warn!(dir = %topic, error = %e, "ignoring a directory under consumequeue/");
+            continue;
+        }
         for q in storage.list(&join(DIR, &topic)).doing(|| format!("listing {topic}"))? {
             if let Ok(id) = q.parse::<i32>() {
                 out.push((topic.clone(), id));
@@ -482,6 +498,19 @@ mod tests {
 
     fn small() -> ConsumeQueueConfig {
         ConsumeQueueConfig { entries_per_file: 4 }
+    }
+
+    #[test]
+    fn a_queue_directory_never_leaves_consumequeue() {
+        assert_eq!(queue_dir("%RETRY%cg", 3).unwrap(), "consumequeue/%RETRY%cg/3");
+        for hostile in ["../x", "..", "a/b", "/abs", "%RETRY%../../etc", "", "a\0b", "."] {
+            let e = queue_dir(hostile, 0).unwrap_err();
+            assert!(matches!(e, StoreError::BadQueueName { .. }), "{hostile:?}: {e}");
+        }
+        assert!(queue_dir("T", -1).is_err());
+        let s = SimStorage::new();
+        assert!(ConsumeQueue::open(s.clone(), "../../outside", 0, &small()).is_err());
+        assert!(s.list("").unwrap().iter().all(|n| n != "outside"));
     }
 
     #[test]
@@ -519,7 +548,7 @@ mod tests {
         assert_eq!(reopened.max_offset(), QueueOffset(5));
         assert_eq!(q.purge_before(CommitLogOffset(450)).unwrap(), QueueOffset(4));
         assert!(q.get(QueueOffset(3)).unwrap().is_none());
-        assert_eq!(s.list(&queue_dir("T", 0)).unwrap().len(), 1, "file 0..4 deleted");
+        assert_eq!(s.list(&queue_dir("T", 0).unwrap()).unwrap().len(), 1, "file 0..4 deleted");
         // store time = position; find the first at or after 480 -> offset 4 (position 500)
         let found = q.search_by_timestamp(480, |e| Ok(e.position.0 as i64)).unwrap();
         assert_eq!(found, QueueOffset(4));

@@ -155,8 +155,13 @@ impl<S: Storage + Clone> Dispatcher<S> {
         pos: CommitLogOffset,
         arrivals: &mut Vec<Arrival>,
     ) -> StoreResult<()> {
+        if let Err(reason) = crate::admit::check_record(r) {
+            // The leader checks every record before proposing it: reaching here is a bug.
+            debug_assert!(false, "committed record at {pos} cannot be indexed: {reason}");
+            return Err(StoreError::Unindexable { position: pos, reason });
+        }
         let tran = msgflag::transaction_value(r.sys_flag);
-        if tran == msgflag::TRANSACTION_NOT_TYPE || tran == msgflag::TRANSACTION_COMMIT {
+        if crate::admit::takes_queue_offset(r.sys_flag) {
             let key = (r.topic.to_owned(), r.queue_id);
             if !self.queues.contains_key(&key) {
                 let q = ConsumeQueue::open(

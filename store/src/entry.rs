@@ -113,12 +113,12 @@ fn crc_of(header_before_crc: &[u8], payload: &[u8]) -> u32 {
 /// Encodes `entry` for `position` with `prev_crc`, into `out` (cleared first). Message records
 /// in the payload get their PHYSICALOFFSET set to their real position, so every replica that
 /// appends the same entry at the same position writes the same bytes.
-/// Records larger than `message_max_bytes` are refused.
+/// A payload whose records do not decode is refused (record size limits are the leader's
+/// admission check: every replica takes whatever a majority committed).
 pub fn encode(
     entry: &LogEntry,
     position: CommitLogOffset,
     prev_crc: u32,
-    message_max_bytes: usize,
     out: &mut Vec<u8>,
 ) -> StoreResult<EntryMeta> {
     let size = u32::try_from(entry.stored_len()).map_err(|_| StoreError::EntryTooLarge {
@@ -138,7 +138,7 @@ pub fn encode(
     out.extend_from_slice(&entry.payload);
     if entry.kind == EntryKind::Messages {
         let payload_position = position.0 + ENTRY_HEADER_BYTES as u64;
-        patch_record_offsets(&mut out[ENTRY_HEADER_BYTES..], payload_position, message_max_bytes)?;
+        patch_record_offsets(&mut out[ENTRY_HEADER_BYTES..], payload_position)?;
     }
     let crc = crc_of(&out[..CRC_POS], &out[ENTRY_HEADER_BYTES..]);
     out[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
@@ -155,16 +155,13 @@ pub fn encode(
 }
 
 /// Walks the records of a messages payload and writes each one's position into it.
-fn patch_record_offsets(payload: &mut [u8], payload_position: u64, max: usize) -> StoreResult<()> {
+fn patch_record_offsets(payload: &mut [u8], payload_position: u64) -> StoreResult<()> {
     use rocketraft_protocol::message::{patch_physical_offset, RecordView};
     let mut at = 0;
     while at < payload.len() {
         let size = RecordView::decode(&payload[at..])
             .map_err(|e| StoreError::BadPayload { reason: e.to_string() })?
             .total_size;
-        if size > max {
-            return Err(StoreError::MessageTooLarge { bytes: size, max_bytes: max });
-        }
         patch_physical_offset(&mut payload[at..], (payload_position + at as u64) as i64);
         at += size;
     }
@@ -262,8 +259,6 @@ pub fn filler(size: u64) -> [u8; 8] {
 mod tests {
     use super::*;
 
-    const MAX: usize = 4 << 20;
-
     fn entry(kind: EntryKind, payload: &[u8]) -> LogEntry {
         LogEntry {
             index: RaftIndex(9),
@@ -278,7 +273,7 @@ mod tests {
     fn encode_then_decode_is_the_identity() {
         let e = entry(EntryKind::Metadata, b"cmd");
         let mut out = Vec::new();
-        let meta = encode(&e, CommitLogOffset(100), 77, MAX, &mut out).unwrap();
+        let meta = encode(&e, CommitLogOffset(100), 77, &mut out).unwrap();
         assert_eq!(out.len(), ENTRY_HEADER_BYTES + 3);
         let (m2, e2) = decode(&out, CommitLogOffset(100)).unwrap();
         assert_eq!((m2, e2), (meta, e));
@@ -289,7 +284,7 @@ mod tests {
     fn every_flipped_bit_is_caught() {
         let e = entry(EntryKind::Metadata, b"payload!");
         let mut out = Vec::new();
-        encode(&e, CommitLogOffset(0), 0, MAX, &mut out).unwrap();
+        encode(&e, CommitLogOffset(0), 0, &mut out).unwrap();
         for byte in 0..out.len() {
             for bit in 0..8 {
                 let mut bad = out.clone();
@@ -312,23 +307,14 @@ mod tests {
         let second_at = payload.len();
         payload.extend(rec.encode().unwrap());
         let mut out = Vec::new();
-        encode(&entry(EntryKind::Messages, &payload), CommitLogOffset(1000), 0, MAX, &mut out)
-            .unwrap();
+        encode(&entry(EntryKind::Messages, &payload), CommitLogOffset(1000), 0, &mut out).unwrap();
         let first = RecordView::decode(&out[ENTRY_HEADER_BYTES..]).unwrap();
         let second = RecordView::decode(&out[ENTRY_HEADER_BYTES + second_at..]).unwrap();
         assert_eq!(first.physical_offset, 1000 + ENTRY_HEADER_BYTES as i64);
         assert_eq!(second.physical_offset, 1000 + (ENTRY_HEADER_BYTES + second_at) as i64);
-        let bad = encode(
-            &entry(EntryKind::Messages, b"not a record"),
-            CommitLogOffset(0),
-            0,
-            MAX,
-            &mut out,
-        );
+        let bad =
+            encode(&entry(EntryKind::Messages, b"not a record"), CommitLogOffset(0), 0, &mut out);
         assert!(matches!(bad, Err(StoreError::BadPayload { .. })));
-        let big =
-            encode(&entry(EntryKind::Messages, &payload), CommitLogOffset(0), 0, 50, &mut out);
-        assert!(matches!(big, Err(StoreError::MessageTooLarge { max_bytes: 50, .. })));
     }
 
     #[test]

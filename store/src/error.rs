@@ -36,8 +36,6 @@ pub enum StoreError {
     NotContiguous { expected: RaftIndex, got: RaftIndex },
     #[error("entry of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
     EntryTooLarge { bytes: usize, max_bytes: usize },
-    #[error("message record of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
-    MessageTooLarge { bytes: usize, max_bytes: usize },
     #[error("invalid entry payload: {reason}")]
     BadPayload { reason: String },
     /// Writes are refused above the disk-usage limit (`disk_max_used_ratio`).
@@ -49,6 +47,13 @@ pub enum StoreError {
     QueueGap { topic: String, queue_id: i32, expected: QueueOffset, got: QueueOffset },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A committed record dispatch cannot index (`admit::check_record` fails). The leader checks
+    /// every record before proposing it, so this is a bug, not bad input: the replica stops.
+    #[error("committed record at CommitLog position {position} cannot be indexed: {reason}")]
+    Unindexable { position: CommitLogOffset, reason: String },
+    /// A topic name that cannot be a ConsumeQueue directory.
+    #[error("topic {topic:?} cannot name a ConsumeQueue directory: {reason}")]
+    BadQueueName { topic: String, reason: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -131,11 +131,7 @@ mod tests {
     }
 
     fn small_log(storage: SimStorage) -> Mutex<CommitLog<SimStorage>> {
-        let config = CommitLogConfig {
-            segment_size_bytes: 4096,
-            checkpoint_every_entries: 10,
-            ..Default::default()
-        };
+        let config = CommitLogConfig { segment_size_bytes: 4096, checkpoint_every_entries: 10 };
         Mutex::new(CommitLog::open(storage, config).unwrap().0)
     }
 

@@ -7,6 +7,7 @@
 //! The Raft layer drives it: it appends entries, runs flush jobs (group commit) and reports
 //! durability to openraft, and feeds committed entries to [`dispatch`].
 
+pub mod admit;
 pub mod checkpoint;
 pub mod commitlog;
 pub mod consumequeue;

@@ -5,7 +5,9 @@
 //! and the queues and indexes built from it. Rules (RocketMQ's `CleanCommitLogService`):
 //! - a segment older than `file_reserved_hours` (last written) may go;
 //! - at or above `disk_clean_ratio` used, the oldest segment goes even if it is young;
-//! - at or above `disk_max_used_ratio`, appends are refused with `DiskFull` until space frees;
+//! - at or above `disk_max_used_ratio`, new writes are refused with `DiskFull` until space
+//!   frees (the leader checks `CommitLog::admit_new_writes` before it proposes; appends of
+//!   entries already proposed go on);
 //! - never the segment being written, and never a segment holding an entry at or after the
 //!   purge limit (the Raft layer passes the first index it still needs: not yet applied, or
 //!   not yet covered by a snapshot).

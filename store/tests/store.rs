@@ -62,11 +62,7 @@ mod commitlog_model {
     }
 
     fn config() -> CommitLogConfig {
-        CommitLogConfig {
-            segment_size_bytes: 4096,
-            checkpoint_every_entries: 7,
-            ..Default::default()
-        }
+        CommitLogConfig { segment_size_bytes: 4096, checkpoint_every_entries: 7 }
     }
 
     struct Model {
@@ -197,11 +193,7 @@ mod crash {
     use super::support::entry;
 
     fn config() -> CommitLogConfig {
-        CommitLogConfig {
-            segment_size_bytes: 64 * 1024,
-            checkpoint_every_entries: 1_000_000,
-            ..Default::default()
-        }
+        CommitLogConfig { segment_size_bytes: 64 * 1024, checkpoint_every_entries: 1_000_000 }
     }
 
     /// Keeps the first `cut` bytes of the one unsynced write to the segment, nothing else.
@@ -384,11 +376,7 @@ mod dispatch {
 
     fn configs() -> (CommitLogConfig, DispatchConfig) {
         (
-            CommitLogConfig {
-                segment_size_bytes: 16 * 1024,
-                checkpoint_every_entries: 5,
-                ..Default::default()
-            },
+            CommitLogConfig { segment_size_bytes: 16 * 1024, checkpoint_every_entries: 5 },
             DispatchConfig {
                 consume_queue: ConsumeQueueConfig { entries_per_file: 16 },
                 index: IndexConfig { slot_count: 64, index_max: 50 },
@@ -590,11 +578,7 @@ mod retention {
     #[test]
     fn expired_segments_are_purged_with_their_queue_entries() {
         let s = SimStorage::new();
-        let lc = CommitLogConfig {
-            segment_size_bytes: 8 * 1024,
-            checkpoint_every_entries: 100,
-            ..Default::default()
-        };
+        let lc = CommitLogConfig { segment_size_bytes: 8 * 1024, checkpoint_every_entries: 100 };
         let dc = DispatchConfig {
             consume_queue: ConsumeQueueConfig { entries_per_file: 8 },
             index: IndexConfig { slot_count: 64, index_max: 40 },
@@ -633,30 +617,29 @@ mod retention {
     }
 
     #[test]
-    fn a_full_disk_refuses_appends_until_space_frees() {
+    fn a_full_disk_refuses_new_writes_until_space_frees_but_appends_go_on() {
         let s = SimStorage::new();
         let (mut log, _) = CommitLog::open(
             s.clone(),
-            CommitLogConfig {
-                segment_size_bytes: 8192,
-                checkpoint_every_entries: 100,
-                ..Default::default()
-            },
+            CommitLogConfig { segment_size_bytes: 8192, checkpoint_every_entries: 100 },
         )
         .unwrap();
         let mut d = Dispatcher::open(s.clone(), DispatchConfig::default(), &log).unwrap();
         let mut leader = Leader::default();
         log.append(&[leader.entry("T", 1, 0)]).unwrap();
+        assert!(log.admit_new_writes().is_ok());
         s.set_volume_bytes(9000); // the files already take more than 90% of it
         let report = apply(&mut log, &mut d, 0, RaftIndex(0), &RetentionConfig::default()).unwrap();
         assert!(matches!(report.disk, DiskState::Full { .. }));
-        let refused = leader.entry("T", 1, 0);
-        let err = log.append(std::slice::from_ref(&refused)).unwrap_err();
+        let err = log.admit_new_writes().unwrap_err();
         assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
         assert!(err.to_string().contains("writes are refused"));
+        // An entry already proposed (or committed by a majority) is still appended: refusing it
+        // would stop Raft on this replica.
+        log.append(&[leader.entry("T", 1, 0)]).unwrap();
         s.set_volume_bytes(1 << 30);
         apply(&mut log, &mut d, 0, RaftIndex(0), &RetentionConfig::default()).unwrap();
-        log.append(&[refused]).unwrap();
+        assert!(log.admit_new_writes().is_ok());
     }
 }
 
@@ -679,11 +662,7 @@ mod kill {
     const CHILD_DIR_ENV: &str = "ROCKETRAFT_KILL_TEST_DIR";
 
     fn config() -> CommitLogConfig {
-        CommitLogConfig {
-            segment_size_bytes: 1 << 20,
-            checkpoint_every_entries: 50,
-            ..Default::default()
-        }
+        CommitLogConfig { segment_size_bytes: 1 << 20, checkpoint_every_entries: 50 }
     }
 
     fn payload(index: u64) -> Bytes {
@@ -785,11 +764,7 @@ mod disk_full {
     #[test]
     fn refused_writes_lose_nothing_acknowledged() {
         let s = SimStorage::new();
-        let cfg = CommitLogConfig {
-            segment_size_bytes: 4096,
-            checkpoint_every_entries: 3,
-            ..Default::default()
-        };
+        let cfg = CommitLogConfig { segment_size_bytes: 4096, checkpoint_every_entries: 3 };
         let (mut log, _) = CommitLog::open(s.clone(), cfg.clone()).unwrap();
         log.append(&(0..10).map(|i| entry(i, 1, 300, 0)).collect::<Vec<_>>()).unwrap();
         log.flush().unwrap();
@@ -816,11 +791,7 @@ mod reset {
 
     #[test]
     fn a_reset_log_continues_at_the_leaders_positions() {
-        let cfg = CommitLogConfig {
-            segment_size_bytes: 8192,
-            checkpoint_every_entries: 10,
-            ..Default::default()
-        };
+        let cfg = CommitLogConfig { segment_size_bytes: 8192, checkpoint_every_entries: 10 };
         let leader_disk = SimStorage::new();
         let (mut leader_log, _) = CommitLog::open(leader_disk.clone(), cfg.clone()).unwrap();
         let mut leader = Leader::default();

@@ -75,8 +75,8 @@ impl Drop for PullConsumer {
 
 impl PullConsumer {
     pub async fn start(config: PullConsumerConfig) -> Result<PullConsumer> {
-        if config.group.is_empty() {
-            return Err(ClientError::InvalidArgument("the consumer group name is empty".into()));
+        if let Err(e) = rocketraft_protocol::names::check_group(&config.group) {
+            return Err(ClientError::InvalidArgument(e.to_string()));
         }
         if config.poll_batch_max <= 0 {
             return Err(ClientError::InvalidArgument("poll_batch_max must be at least 1".into()));

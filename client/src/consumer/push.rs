@@ -148,8 +148,8 @@ impl PushConsumerConfig {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(ClientError::InvalidArgument(m.to_owned()));
-        if self.group.is_empty() {
-            return bad("the consumer group name is empty");
+        if let Err(e) = rocketraft_protocol::names::check_group(&self.group) {
+            return bad(&e.to_string());
         }
         if self.subscriptions.is_empty() {
             return bad("subscribe to at least one topic before starting");
@@ -933,7 +933,7 @@ impl<L: MessageListener> Inner<L> {
     /// Sends a message that failed `max_reconsume_times` times to `%DLQ%<group>`, retrying
     /// until it is stored or the queue is given up.
     async fn to_dead_letter(&self, pq: &ProcessQueue, m: &MessageExt) {
-        let dlq = format!("%DLQ%{}", self.config.group);
+        let dlq = rocketraft_protocol::names::dlq_topic(&self.config.group);
         let mut props = m.properties.clone();
         props.entry(property::RETRY_TOPIC.to_owned()).or_insert_with(|| m.topic.clone());
         props.insert(
