@@ -259,6 +259,18 @@ impl BrokerFile {
                 return invalid(format!("[store] flush = {other:?}: use \"sync\" or \"async\""))
             }
         };
+        // The largest record a body may make, in one entry, must fit one segment.
+        let largest_entry =
+            rocketraft_protocol::message::record_max_bytes(self.server.message_max_bytes)
+                .saturating_add(rocketraft_store::entry::ENTRY_HEADER_BYTES);
+        if (st.segment_size_bytes as usize) < largest_entry {
+            return invalid(format!(
+                "[store] segment_size_bytes = {} cannot hold the largest message: [server] \
+                 message_max_bytes = {} makes records of up to {largest_entry} bytes with the \
+                 entry header; raise segment_size_bytes or lower message_max_bytes",
+                st.segment_size_bytes, self.server.message_max_bytes
+            ));
+        }
         let ratios_ok = 0.0 < st.disk_clean_ratio
             && st.disk_clean_ratio <= st.disk_max_used_ratio
             && st.disk_max_used_ratio <= 1.0;
@@ -273,7 +285,6 @@ impl BrokerFile {
             commit_log: CommitLogConfig {
                 segment_size_bytes: st.segment_size_bytes,
                 checkpoint_every_entries: st.checkpoint_every_entries,
-                message_max_bytes: self.server.message_max_bytes,
             },
             dispatch: DispatchConfig {
                 consume_queue: ConsumeQueueConfig {
@@ -353,5 +364,9 @@ mod tests {
         refused(format!("{MINIMAL}\n[store]\nflush = \"sometimes\"\n"), "\"sometimes\"");
         refused(format!("{MINIMAL}\n[store]\ndisk_clean_ratio = 0.95\n"), "disk_clean_ratio");
         refused(format!("{MINIMAL}\nelection_timeout_max_ms = 100\n"), "[raft] timing");
+        refused(
+            format!("{MINIMAL}\n[store]\nsegment_size_bytes = 4194304\n"),
+            "cannot hold the largest message",
+        );
     }
 }

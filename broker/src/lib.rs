@@ -7,6 +7,7 @@
 //! Still to come: the client manager, admin calls, queue locks, batch sends, and registration
 //! with the NameServers by role.
 
+pub mod admission;
 pub mod clients;
 pub mod config;
 pub mod long_poll;

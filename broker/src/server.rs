@@ -27,15 +27,15 @@ use rocketraft_protocol::body::{
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::*;
-use rocketraft_protocol::message::{
-    body_crc, decode_batch, offset_msg_id, property, MessageRecord, PROPERTIES_MAX_BYTES,
-};
+use rocketraft_protocol::message::offset_msg_id;
+use rocketraft_protocol::names;
 use rocketraft_protocol::sysflag;
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
 use rocketraft_raft::types::{ConsumerOffset, GroupMeta, TopicMeta};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{
-    MetaCommand, ProposeError, Proposer, RaftNode, Request, StateMachine, TypeConfig,
+    MetaCommand, ProposeError, Proposer, ProposerConfig, RaftNode, Request, StateMachine,
+    TypeConfig,
 };
 use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLog, Dispatcher, QueueOffset};
@@ -43,6 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::admission::{self, Refusal, SendLimits, Stamp};
 use crate::clients::{ClientManager, ConnId, CHANNEL_EXPIRY_MS_DEFAULT, LOCK_EXPIRY_MS_DEFAULT};
 use crate::long_poll::PullWaiters;
 use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
@@ -170,8 +171,11 @@ impl Broker {
         now_ms: i64,
     ) -> std::io::Result<Broker> {
         let addr = listener.local_addr()?;
-        let proposer =
-            Proposer::start(node.raft.clone(), node.dispatcher.clone(), Default::default());
+        let proposer_config = ProposerConfig {
+            entry_payload_max_bytes: lock(&node.log).entry_payload_max_bytes(),
+            ..Default::default()
+        };
+        let proposer = Proposer::start(node.raft.clone(), node.dispatcher.clone(), proposer_config);
         let inner = Arc::new(Inner {
             id: node.raft.metrics().borrow().id,
             config,
@@ -410,6 +414,23 @@ fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand>
     req.decode_header::<H>().map_err(system_error(req))
 }
 
+/// Checks a topic and a group a request names against RocketMQ's rules (`names`): a name that
+/// fails is answered SYSTEM_ERROR with RocketMQ's remark and never reaches Raft or a file name.
+fn check_names(
+    req: &RemotingCommand,
+    topic: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), RemotingCommand> {
+    let bad = |e: names::NameError| reply(req, response_code::SYSTEM_ERROR, e.to_string());
+    if let Some(t) = topic {
+        names::check_topic(t).map_err(bad)?;
+    }
+    if let Some(g) = group {
+        names::check_group(g).map_err(bad)?;
+    }
+    Ok(())
+}
+
 async fn handle<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     peer: SocketAddr,
@@ -473,8 +494,7 @@ fn not_master<S: Storage + Clone, M: MetaStore>(
     )
 }
 
-/// The template topic of auto-creation (RocketMQ's `TopicValidator.AUTO_CREATE_TOPIC_KEY_TOPIC`).
-pub const AUTO_CREATE_TOPIC: &str = "TBW102";
+pub use rocketraft_protocol::names::{retry_topic, AUTO_CREATE_TOPIC, DLQ_PREFIX};
 
 /// TBW102 as RocketMQ's brokers create it: 8 queues, readable, writable, inheritable.
 pub(crate) fn template_topic() -> TopicMeta {
@@ -516,8 +536,7 @@ async fn auto_create<S: Storage + Clone, M: MetaStore>(
         Ok(t) => t.unwrap_or_else(template_topic),
         Err(e) => return Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     };
-    if !perm::is_inherited(template.perm)
-        || !rocketraft_protocol::message::valid_topic_name(&h.topic)
+    if !perm::is_inherited(template.perm) || !rocketraft_protocol::names::valid_topic_name(&h.topic)
     {
         return Err(not_exist());
     }
@@ -567,6 +586,8 @@ async fn send<S: Storage + Clone, M: MetaStore>(
     if !is_leader(inner) {
         return Err(not_master(req, inner));
     }
+    let refused = |r: Refusal| reply(req, r.code, r.remark);
+    admission::check_header(&h, inner.config.advertised_addr).map_err(refused)?;
     let topic = match topic_of(req, inner, &h.topic) {
         Err(e) if e.code == response_code::TOPIC_NOT_EXIST => auto_create(req, inner, &h).await?,
         other => other?,
@@ -593,73 +614,20 @@ async fn send<S: Storage + Clone, M: MetaStore>(
     } else {
         h.queue_id
     };
-    if req.body.len() > inner.config.message_max_bytes {
-        return Err(reply(
-            req,
-            response_code::MESSAGE_ILLEGAL,
-            format!(
-                "the message body size over max value, MAX: {}",
-                inner.config.message_max_bytes
-            ),
-        ));
-    }
-    let header_props = h.properties.unwrap_or_default();
-    // (flag, body, properties) of each message: one, or every message of a batch, which gets
-    // the batch's properties appended to its own (RocketMQ's rule).
-    let items: Vec<(i32, Bytes, String)> = if req.code == rc::SEND_BATCH_MESSAGE {
-        let batch = decode_batch(&req.body)
-            .map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?;
-        if batch.is_empty() {
-            return Err(reply(req, response_code::MESSAGE_ILLEGAL, "the batch is empty"));
-        }
-        batch
-            .into_iter()
-            .map(|m| {
-                let props = match (m.properties.is_empty(), header_props.is_empty()) {
-                    (_, true) => m.properties,
-                    (true, false) => header_props.clone(),
-                    (false, false) => {
-                        format!("{}{}{header_props}", m.properties, property::PROPERTY_SEPARATOR)
-                    }
-                };
-                (m.flag, m.body, props)
-            })
-            .collect()
-    } else {
-        vec![(h.flag, Bytes::copy_from_slice(&req.body), header_props)]
+    let entry_payload_max_bytes = {
+        let log = lock(&inner.log);
+        log.admit_new_writes().map_err(|e| refused(admission::disk_full(&e.to_string())))?;
+        log.entry_payload_max_bytes()
     };
-    let now_ms = now_ms(inner);
-    let mut encoded = Vec::with_capacity(items.len());
-    for (flag, body, properties) in items {
-        if properties.len() > PROPERTIES_MAX_BYTES {
-            return Err(reply(
-                req,
-                response_code::MESSAGE_ILLEGAL,
-                format!("the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"),
-            ));
-        }
-        let record = MessageRecord {
-            body_crc: body_crc(&body),
-            queue_id,
-            flag,
-            sys_flag: h.sys_flag
-                & !(sysflag::message::BORNHOST_V6 | sysflag::message::STOREHOST_V6),
-            born_timestamp: h.born_timestamp,
-            born_host: peer,
-            store_timestamp: now_ms,
-            store_host: inner.config.advertised_addr,
-            reconsume_times: h.reconsume_times.unwrap_or(0),
-            body,
-            topic: h.topic.clone(),
-            properties,
-            ..Default::default()
-        };
-        encoded.push(
-            record
-                .encode()
-                .map_err(|e| reply(req, response_code::MESSAGE_ILLEGAL, e.to_string()))?,
-        );
-    }
+    let limits =
+        SendLimits { body_max_bytes: inner.config.message_max_bytes, entry_payload_max_bytes };
+    let stamp = Stamp {
+        born_host: peer,
+        store_host: inner.config.advertised_addr,
+        store_timestamp_ms: now_ms(inner),
+    };
+    let encoded = admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits)
+        .map_err(refused)?;
     #[cfg(madsim)]
     if inner.config.sim_bug_ack_before_commit {
         // The bug: answer SEND_OK now and propose in the background.
@@ -702,6 +670,7 @@ async fn send<S: Storage + Clone, M: MetaStore>(
             response_code::SYSTEM_BUSY,
             "[OVERLOAD]system busy, start flow control for a while",
         )),
+        Err(ProposeError::Invalid(why)) => Err(reply(req, response_code::MESSAGE_ILLEGAL, why)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }
 }
@@ -807,6 +776,7 @@ async fn pull<S: Storage + Clone, M: MetaStore>(
         (Some(expr), true) => SubscriptionData::tag(h.topic.clone(), expr, h.sub_version),
         _ => SubscriptionData::tag(h.topic.clone(), "*", h.sub_version),
     };
+    check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
     if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
         // The commit-offset piggyback: the consumer's progress rides on its pull.
         inner.offsets.commit(ConsumerOffset {
@@ -887,13 +857,7 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: CreateTopicRequestHeader = header(req)?;
-    if !rocketraft_protocol::message::valid_topic_name(&h.topic) {
-        return Err(reply(
-            req,
-            response_code::SYSTEM_ERROR,
-            format!("the topic[{}] is invalid: 1-127 characters of [A-Za-z0-9%|_-]", h.topic),
-        ));
-    }
+    check_names(req, Some(&h.topic), None)?;
     if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
         return Err(reply(
             req,
@@ -1143,7 +1107,8 @@ async fn create_group<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let g = SubscriptionGroupConfig::from_json(&req.body).map_err(system_error(req))?;
-    if g.group_name.is_empty() || g.retry_queue_nums < 0 || g.retry_max_times < 0 {
+    check_names(req, None, Some(&g.group_name))?;
+    if g.retry_queue_nums < 0 || g.retry_max_times < 0 {
         return Err(reply(
             req,
             response_code::SYSTEM_ERROR,
@@ -1249,6 +1214,7 @@ async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: UpdateConsumerOffsetRequestHeader = header(req)?;
+    check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
     if !is_leader(inner) {
         return Err(not_master(req, inner));
     }
@@ -1277,20 +1243,23 @@ async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
 
-/// The prefix of a consumer group's dead-letter topic (`%DLQ%<group>`).
-pub const DLQ_PREFIX: &str = "%DLQ%";
-
-/// RocketMQ's retry topic of a consumer group.
-pub fn retry_topic(group: &str) -> String {
-    format!("%RETRY%{group}")
-}
-
 fn heartbeat<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     conn: ConnId,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
+    // A group's name becomes its retry topic (a ConsumeQueue directory): refuse the whole
+    // heartbeat before anything of it is registered.
+    for c in &data.consumer_data_set {
+        check_names(req, None, Some(&c.group_name))?;
+        for sub in &c.subscription_data_set {
+            check_names(req, Some(&sub.topic), None)?;
+        }
+    }
+    for p in &data.producer_data_set {
+        check_names(req, None, Some(&p.group_name))?;
+    }
     let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
     notify_changed(inner, changed);
     if is_leader(inner) {

@@ -26,6 +26,9 @@ use rocketraft_store::{CommitLogConfig, DispatchConfig, FlushMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "broker/hostile.rs"]
+mod hostile;
+
 struct Conn {
     stream: TcpStream,
     decoder: FrameDecoder,
@@ -89,6 +92,8 @@ impl Conn {
 struct Replica {
     node: RaftNode<SimStorage, MemMeta>,
     broker: Broker,
+    /// The replica's simulated disk (to fill it).
+    disk: SimStorage,
 }
 
 async fn start_group() -> BTreeMap<u64, Replica> {
@@ -141,9 +146,10 @@ async fn start_group_advertising(
         let mut config = config;
         tune(&mut config);
         let listener = listeners.remove(&id).unwrap();
+        let disk = SimStorage::new();
         let node = RaftNode::start(
             config,
-            SimStorage::new(),
+            disk.clone(),
             MemMeta::new(),
             listener,
             Some(arrival_listener(&waiters)),
@@ -159,7 +165,7 @@ async fn start_group_advertising(
         }
         bc.namesrv_addrs = namesrv_addrs.clone();
         let broker = Broker::start(bc.clone(), &node, waiters, 1_700_000_000_000).await.unwrap();
-        group.insert(id, Replica { node, broker });
+        group.insert(id, Replica { node, broker, disk });
     }
     group
 }
