@@ -122,7 +122,8 @@ async fn confirmed_master(raft: &Raft<TypeConfig>, node_id: u64, timeout: Durati
 /// How soon a leader that could not confirm its leadership registers again.
 const UNCONFIRMED_RETRY_MS: u64 = 500;
 
-/// Runs registration until `stop` changes, then unregisters. `now` asks for a round at once.
+/// Runs registration until `stop` changes or Raft stops, then unregisters. `now` asks for a
+/// round at once.
 pub async fn run<S: Storage + Clone, M: MetaStore>(
     config: RegisterConfig,
     raft: Raft<TypeConfig>,
@@ -193,35 +194,38 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         };
         let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
         tokio::pin!(deadline);
-        loop {
+        let leave = loop {
             tokio::select! {
                 biased;
-                _ = &mut deadline => break,
-                _ = now.notified() => break,
+                _ = stop.changed() => break true,
+                _ = &mut deadline => break false,
+                _ = now.notified() => break false,
                 changed = metrics.changed() => {
+                    // A closed channel: Raft stopped (a fatal error). Registering again would
+                    // spin here; this replica serves nothing more, so it leaves.
                     if changed.is_err() {
-                        break;
+                        break true;
                     }
                     if metrics.borrow().current_leader != before {
-                        break;
+                        break false;
                     }
-                }
-                _ = stop.changed() => {
-                    let unregister = RemotingCommand::request(
-                        request_code::UNREGISTER_BROKER,
-                        &UnregisterBrokerRequestHeader {
-                            broker_name: config.broker_name.clone(),
-                            broker_addr: config.broker_addr.to_string(),
-                            cluster_name: config.cluster_name.clone(),
-                            broker_id: id,
-                        },
-                    );
-                    for c in &mut conns {
-                        let _ = c.call(unregister.clone(), timeout).await;
-                    }
-                    return;
                 }
             }
+        };
+        if leave {
+            let unregister = RemotingCommand::request(
+                request_code::UNREGISTER_BROKER,
+                &UnregisterBrokerRequestHeader {
+                    broker_name: config.broker_name.clone(),
+                    broker_addr: config.broker_addr.to_string(),
+                    cluster_name: config.cluster_name.clone(),
+                    broker_id: id,
+                },
+            );
+            for c in &mut conns {
+                let _ = c.call(unregister.clone(), timeout).await;
+            }
+            return;
         }
     }
 }

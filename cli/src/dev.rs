@@ -6,6 +6,7 @@
 //! same data directory and ports resumes the same cluster.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,15 @@ pub enum DevError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A replica's Raft as it reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftState {
+    /// No fatal error stopped it.
+    pub running: bool,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
 }
 
 /// A running development cluster.
@@ -270,6 +280,51 @@ impl DevCluster {
             tokio::time::sleep(step).await;
             waited += step;
         }
+    }
+
+    /// Waits until a running replica's Raft stops on a fatal error and answers which and why
+    /// (the caller then stops it with [`DevCluster::stop_replica`]). Never returns while every
+    /// replica runs.
+    pub async fn next_fatal(&self) -> (u64, String) {
+        if self.replicas.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut waits: Vec<_> = self
+            .replicas
+            .iter()
+            .map(|(id, r)| Box::pin(async move { (*id, r.stopped_on_fatal().await) }))
+            .collect();
+        std::future::poll_fn(|cx| {
+            for w in &mut waits {
+                if let std::task::Poll::Ready(done) = w.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(done);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// What each running replica's Raft says of itself.
+    pub fn raft_states(&self) -> BTreeMap<u64, RaftState> {
+        self.replicas
+            .iter()
+            .map(|(id, r)| {
+                let m = r.node.raft.metrics().borrow().clone();
+                let state = RaftState {
+                    running: m.running_state.is_ok(),
+                    last_log_index: m.last_log_index,
+                    last_applied: m.last_applied.map(|l| l.index),
+                };
+                (*id, state)
+            })
+            .collect()
+    }
+
+    /// Replicas whose Raft stopped on a fatal error, with the error (still counted as running
+    /// until [`DevCluster::stop_replica`]).
+    pub fn failed(&self) -> Vec<(u64, String)> {
+        self.replicas.iter().filter_map(|(id, r)| r.node.fatal_error().map(|e| (*id, e))).collect()
     }
 
     /// Stops replica `id` (its connections close, as when its process dies; files stay).

@@ -732,7 +732,21 @@ async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
         f.raft.peers.get(&node.to_string()).map_or("?", String::as_str),
         setup.store_dir.display()
     );
-    stop.await;
+    let fatal = tokio::select! {
+        biased;
+        _ = stop => None,
+        why = replica.stopped_on_fatal() => Some(why),
+    };
+    if let Some(why) = fatal {
+        // Exit non-zero, so a supervisor (systemd's Restart=on-failure) starts it again.
+        say!("rocketraft broker: replica {node} stopped on a fatal error: {why}; unregistering");
+        replica.shutdown().await;
+        anyhow::bail!(
+            "replica {node} of {} stopped on a fatal error: {why} (the log above has the cause; \
+             restart once it is fixed)",
+            f.broker_name
+        );
+    }
     say!("rocketraft broker: stopping (unregistering, syncing files)");
     replica.shutdown().await;
     say!("rocketraft broker: stopped");
@@ -747,7 +761,8 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
         cluster.shutdown().await;
         anyhow::bail!("the broker group elected no master within 30 s: see the log above");
     }
-    let stop = stop_signal();
+    let mut stop = std::pin::pin!(stop_signal());
+    let mut cluster = cluster;
     let leader = cluster.leader();
     say!("NameServer   {}", cluster.namesrv_addr());
     for (id, addr) in cluster.broker_addrs() {
@@ -759,7 +774,22 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
         "rocketraft dev: ready; clients use the NameServer {} (Ctrl-C stops)",
         cluster.namesrv_addr()
     );
-    stop.await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            (id, why) = cluster.next_fatal() => {
+                // The others go on (a majority still serves); this one is stopped and
+                // unregistered, and stays down until `rocketraft dev` is started again.
+                say!(
+                    "rocketraft dev: replica broker-a-{id} stopped on a fatal error: {why}; the \
+                     group goes on with the others ({} running)",
+                    cluster.running().len() - 1
+                );
+                cluster.stop_replica(id).await;
+            }
+        }
+    }
     say!("rocketraft dev: stopping");
     cluster.shutdown().await;
     say!("rocketraft dev: stopped");

@@ -105,6 +105,12 @@ impl Replica {
         Ok(Replica { node, broker, data_dir: data_dir.to_owned() })
     }
 
+    /// Waits until the replica's Raft stops on a fatal error (a disk that refused a write, an
+    /// entry that could not be applied) and answers it. Never returns while the replica runs.
+    pub async fn stopped_on_fatal(&self) -> String {
+        self.node.stopped_on_fatal().await
+    }
+
     /// Stops serving clients and unregisters from the NameServers, then stops the Raft node
     /// (a last flush; its files stay).
     pub async fn shutdown(self) {

@@ -59,6 +59,87 @@ mod cli {
         assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
     }
 
+    /// A replica of `rocketraft dev` whose disk fails (the queue directory it must create is
+    /// taken by a file) stops on the fatal error and says so; the others go on serving, and the
+    /// whole process still stops cleanly on SIGTERM. (Once, the dead replica's registration
+    /// loop spun on a closed channel and SIGTERM no longer stopped `rocketraft dev`.)
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a real process: a thread drains it, wall-clock deadlines
+    fn dev_reports_a_failed_replica_and_still_stops_on_sigterm() {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = rocketraft()
+            .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let next_line = |what: &str| {
+            rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no line: {what}"))
+        };
+        let mut printed = Vec::new();
+        while !printed.last().is_some_and(|l: &String| l.contains("ready")) {
+            printed.push(next_line("ready"));
+        }
+        let namesrv = printed
+            .iter()
+            .find_map(|l| l.strip_prefix("NameServer"))
+            .map(|a| a.trim().to_owned())
+            .unwrap();
+        let follower = printed
+            .iter()
+            .find(|l| l.starts_with("broker-a-") && l.contains("follower"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        let queues = dir.path().join(&follower).join("consumequeue");
+        std::fs::create_dir_all(&queues).unwrap();
+        std::fs::write(queues.join("Doomed"), b"not a directory").unwrap();
+        let sent = rocketraft()
+            .args(["send", "--topic", "Doomed", "hello", "-n", &namesrv])
+            .output()
+            .unwrap();
+        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+
+        let mut report = String::new();
+        while !report.contains("stopped on a fatal error") {
+            report = next_line("the fatal error report");
+        }
+        assert!(report.contains(&follower) && report.contains("Doomed"), "{report}");
+        let again = rocketraft()
+            .args(["send", "--topic", "Doomed", "again", "-n", &namesrv])
+            .output()
+            .unwrap();
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+
+        let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("rocketraft dev did not stop on SIGTERM after a replica failed");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "clean exit on SIGTERM: {status}");
+    }
+
     /// A port in use is one sentence naming it and the fix, and a failing exit code.
     #[test]
     fn dev_refuses_a_port_in_use_in_one_line() {

@@ -25,16 +25,23 @@ fn rocketraft() -> Command {
 
 /// Ports nobody listens on right now, below Linux's ephemeral range (32768+) so that no
 /// client socket takes one while a killed replica is down; where the search starts depends on
-/// the process id, so concurrent runs look in different places.
+/// the process id, so concurrent runs look in different places, and each call goes on from where
+/// the last one stopped, so the tests of one run (which run at once) never share a port.
 fn free_ports(n: usize) -> Vec<u16> {
+    static NEXT: std::sync::Mutex<u16> = std::sync::Mutex::new(0);
+    let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+    if *next == 0 {
+        *next = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    }
     let mut ports = Vec::new();
-    let mut candidate = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    let mut candidate = *next;
     while ports.len() < n {
         candidate = if candidate >= 32_000 { 20_000 } else { candidate + 1 };
         if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
             ports.push(candidate);
         }
     }
+    *next = candidate;
     ports
 }
 
@@ -75,6 +82,19 @@ impl Proc {
     fn log_text(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         format!("--- {} log ---\n{log}", self.name)
+    }
+
+    /// Waits up to `secs` for the process to exit by itself.
+    fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
@@ -259,4 +279,62 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     // Gone because each said so (closing the connection alone would also evict it).
     let log = ns.log_text();
     assert_eq!(log.matches("a broker unregistered").count(), 3, "{log}");
+}
+
+/// A replica process whose disk fails (the queue directory it must create is taken by a file)
+/// exits non-zero with the error, after unregistering, so a supervisor restarts it; the other
+/// two go on serving. (Once, it kept running with a dead Raft core, never exiting, so
+/// systemd's Restart=on-failure never fired.)
+#[test]
+fn a_broker_process_exits_non_zero_on_a_fatal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(7);
+    let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
+    let namesrv = format!("127.0.0.1:{ns_port}");
+    let ns =
+        Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
+    let mut brokers: Vec<Proc> = (0..3)
+        .map(|i| {
+            let config = broker_config(dir.path(), i, ns_port, clients, raft);
+            Proc::start(
+                &format!("broker-a-{i}"),
+                &["broker", "--config", config.to_str().unwrap()],
+                dir.path().join(format!("broker-a-{i}.log")),
+            )
+        })
+        .collect();
+    let view = wait_cluster(&namesrv, 30, |c| {
+        c.iter().filter(|r| r["role"] != "not registered").count() == 3 && leader_of(c).is_some()
+    });
+    let leader = leader_of(&view).unwrap_or_else(|| panic!("no leader registered: {view:?}"));
+    let doomed = (0..3).find(|i| *i != leader as usize).unwrap();
+    let queues = dir.path().join(format!("broker-a-{doomed}")).join("consumequeue");
+    std::fs::create_dir_all(&queues).unwrap();
+    std::fs::write(queues.join("Doomed"), b"not a directory").unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let send = |body: &str| {
+        rt.block_on(async {
+            let producer = Producer::start(ProducerConfig::new(&namesrv)).await.unwrap();
+            let r = producer.send(Message::new("Doomed", body.to_owned())).await;
+            producer.shutdown().await;
+            r
+        })
+    };
+    send("first").expect("the send is acknowledged");
+    let status = brokers[doomed].wait_exit(30);
+    let log = brokers[doomed].log_text();
+    let status = status.unwrap_or_else(|| panic!("broker-a-{doomed} kept running:\n{log}"));
+    assert!(!status.success(), "a fatal error exits non-zero: {status}\n{log}");
+    assert!(log.contains("stopped on a fatal error") && log.contains("Doomed"), "{log}");
+    let view = wait_cluster(&namesrv, 10, |c| {
+        c.iter().filter(|r| r["role"] != "not registered").count() == 2
+    });
+    assert_eq!(view.iter().filter(|r| r["role"] != "not registered").count(), 2, "{view:?}");
+    assert!(ns.log_text().contains("a broker unregistered"), "it unregistered first");
+    send("second").expect("the other two go on");
+    for (i, b) in brokers.iter_mut().enumerate().filter(|(i, _)| *i != doomed) {
+        let status = b.signal("-TERM");
+        assert!(status.success(), "broker-a-{i} stops cleanly: {status}");
+    }
 }

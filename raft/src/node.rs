@@ -110,8 +110,10 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub state_machine: StateMachine<S, M>,
     pub log: Arc<Mutex<CommitLog<S>>>,
     pub dispatcher: Arc<Mutex<Dispatcher<S>>>,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
+    /// Set once Raft stopped on a fatal error (see [`RaftNode::stopped_on_fatal`]).
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
@@ -201,6 +203,15 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(stop);
+        let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+        tokio::spawn(watch_fatal(
+            raft.clone(),
+            stop.clone(),
+            fatal_tx,
+            config.group.clone(),
+            config.id,
+        ));
         let server = tokio::spawn(serve(
             listener,
             raft.clone(),
@@ -227,7 +238,29 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
         }
-        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server })
+        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server, fatal })
+    }
+
+    /// The fatal error Raft stopped on, if it did: a storage error (a disk that refused a write
+    /// or a sync, an entry that could not be applied) or a panic in its core. The replica then
+    /// serves nothing; [`RaftNode::shutdown`] still stops it cleanly.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Waits until Raft stops on a fatal error and answers it; never returns for a replica
+    /// that runs on or is stopped by [`RaftNode::shutdown`]. Its owner then stops the replica
+    /// (unregisters, exits non-zero so a supervisor restarts it).
+    pub async fn stopped_on_fatal(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        loop {
+            if let Some(e) = fatal.borrow_and_update().clone() {
+                return e;
+            }
+            if fatal.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops Raft, the RPC server and its connections (the data stays; start again to
@@ -243,6 +276,44 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         // process goes (sync mode has nothing left to do here).
         if let Err(e) = crate::log_store::lock(&self.log).flush() {
             tracing::error!(error = %e, "final CommitLog flush failed");
+        }
+    }
+}
+
+/// How often a replica checks whether Raft stopped on a fatal error.
+const FATAL_CHECK_MS: u64 = 100;
+
+/// Watches Raft's running state. A fatal error (not our own shutdown) is logged once, published
+/// to `fatal`, and stops the replica's RPC server and retention: its peers then see it as down,
+/// not as a peer that answers and never acts.
+///
+/// It polls every [`FATAL_CHECK_MS`] rather than waiting on openraft's metrics channel: one
+/// more waiter there changes the order tokio wakes its waiters in, which madsim does not
+/// control, and the simulation would lose its determinism.
+async fn watch_fatal(
+    raft: Raft<TypeConfig>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    group: String,
+    id: NodeId,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
+        if *stop.borrow() {
+            return;
+        }
+        let state = raft.metrics().borrow().running_state.clone();
+        if let Err(e) = state {
+            tracing::error!(
+                group = %group,
+                id,
+                error = %e,
+                "FATAL: Raft stopped on this replica; it no longer serves. Fix the cause (see the \
+                 error) and restart the process"
+            );
+            let _ = fatal.send(Some(e.to_string()));
+            let _ = stop.send(true);
+            return;
         }
     }
 }

@@ -428,7 +428,7 @@ async fn run_replica(
     bc.register_interval_ms = topo.register_interval_ms;
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
     let now_ms = rocketraft_raft::clock::now_ms();
-    let _broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
+    let broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
     views.lock().unwrap().insert(
         (g, r),
         ReplicaView {
@@ -437,5 +437,11 @@ async fn run_replica(
             state_machine: node.state_machine.clone(),
         },
     );
+    // A fatal error stops the replica as it stops a real process: it unregisters and serves
+    // nothing more. Its view stays, so the quiesce check fails on it: in the simulation a fatal
+    // error is a bug to report, never an outcome to accept.
+    let why = node.stopped_on_fatal().await;
+    tracing::error!(group = g, replica = r, error = %why, "replica stopped on a fatal error");
+    broker.shutdown_and_unregister().await;
     std::future::pending::<()>().await;
 }
