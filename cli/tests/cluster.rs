@@ -143,6 +143,15 @@ index_max = 400000
     path
 }
 
+/// Starts replica `i` of the group from its config file.
+fn start_broker(dir: &Path, configs: &[PathBuf], i: usize) -> Proc {
+    Proc::start(
+        &format!("broker-a-{i}"),
+        &["broker", "--config", configs[i].to_str().unwrap()],
+        dir.join(format!("broker-a-{i}.log")),
+    )
+}
+
 /// `rocketraft cluster list --json`, parsed (empty while the NameServer knows no broker).
 fn cluster(namesrv: &str) -> Vec<serde_json::Value> {
     let out = rocketraft().args(["cluster", "list", "--json", "-n", namesrv]).output().unwrap();
@@ -184,13 +193,7 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
         Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
     let configs: Vec<PathBuf> =
         (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
-    let start_broker = |i: usize| {
-        Proc::start(
-            &format!("broker-a-{i}"),
-            &["broker", "--config", configs[i].to_str().unwrap()],
-            dir.path().join(format!("broker-a-{i}.log")),
-        )
-    };
+    let start_broker = |i: usize| start_broker(dir.path(), &configs, i);
     let mut brokers: Vec<Proc> = (0..3).map(start_broker).collect();
     let view = wait_cluster(&namesrv, 30, |c| {
         c.iter().filter(|r| r["role"] != "not registered").count() == 3 && leader_of(c).is_some()
@@ -293,16 +296,9 @@ fn a_broker_process_exits_non_zero_on_a_fatal_error() {
     let namesrv = format!("127.0.0.1:{ns_port}");
     let ns =
         Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
-    let mut brokers: Vec<Proc> = (0..3)
-        .map(|i| {
-            let config = broker_config(dir.path(), i, ns_port, clients, raft);
-            Proc::start(
-                &format!("broker-a-{i}"),
-                &["broker", "--config", config.to_str().unwrap()],
-                dir.path().join(format!("broker-a-{i}.log")),
-            )
-        })
-        .collect();
+    let configs: Vec<PathBuf> =
+        (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
+    let mut brokers: Vec<Proc> = (0..3).map(|i| start_broker(dir.path(), &configs, i)).collect();
     let view = wait_cluster(&namesrv, 30, |c| {
         c.iter().filter(|r| r["role"] != "not registered").count() == 3 && leader_of(c).is_some()
     });
