@@ -67,6 +67,10 @@ pub struct ServerSection {
     pub message_max_bytes: usize,
     /// The most messages one pull returns. Default 32.
     pub pull_batch_max: i32,
+    /// The most bytes of records one pull returns (at least one record). Default 262,144.
+    pub pull_bytes_max: usize,
+    /// The most queues the group holds, summed over its topics. Default 8,192.
+    pub queues_max: usize,
     /// The longest a pull is held. Default 30,000 ms.
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
@@ -88,6 +92,8 @@ impl Default for ServerSection {
             trace_on: b.trace_on,
             message_max_bytes: b.message_max_bytes,
             pull_batch_max: b.pull_batch_max,
+            pull_bytes_max: b.pull_bytes_max,
+            queues_max: b.queues_max,
             suspend_max_ms: b.suspend_max_ms,
             connections_max: b.connections_max,
             requests_in_flight_max: b.requests_in_flight_max,
@@ -218,6 +224,8 @@ impl BrokerFile {
         b.trace_on = s.trace_on;
         b.message_max_bytes = s.message_max_bytes;
         b.pull_batch_max = s.pull_batch_max;
+        b.pull_bytes_max = s.pull_bytes_max;
+        b.queues_max = s.queues_max;
         b.suspend_max_ms = s.suspend_max_ms;
         b.connections_max = s.connections_max;
         b.requests_in_flight_max = s.requests_in_flight_max;

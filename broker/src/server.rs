@@ -70,6 +70,14 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     /// The most messages one pull returns. Default 32.
     pub pull_batch_max: i32,
+    /// The most bytes of records one pull returns (at least one record, whatever its size).
+    /// Default 256 KiB (RocketMQ's `maxTransferBytesOnMessageInMemory`): 32 records of 4 MiB
+    /// would not fit a 16 MiB frame.
+    pub pull_bytes_max: usize,
+    /// The most queues (summed over every topic, retry topics included) the group holds; a
+    /// topic creation past it is refused. Each queue maps a file on every replica, and a
+    /// process may map at most `vm.max_map_count` (65,530 by default). Default 8,192.
+    pub queues_max: usize,
     /// The longest a pull is held (longer client values are cut). Default 30,000 ms.
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
@@ -103,6 +111,8 @@ impl BrokerConfig {
             trace_on: true,
             message_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
             pull_batch_max: 32,
+            pull_bytes_max: 256 * 1024,
+            queues_max: 8_192,
             suspend_max_ms: 30_000,
             connections_max: 4096,
             requests_in_flight_max: 4096,
@@ -541,6 +551,7 @@ async fn auto_create<S: Storage + Clone, M: MetaStore>(
         return Err(not_exist());
     }
     let queues = h.default_topic_queue_nums.clamp(1, template.write_queue_nums.max(1));
+    check_queue_room(req, inner, &h.topic, queues)?;
     let meta = TopicMeta {
         name: h.topic.clone(),
         read_queue_nums: queues,
@@ -711,13 +722,19 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     };
     let mut wanted = Vec::new();
     let mut scanned = 0u64;
+    let mut bytes = 0usize;
     for e in &entries {
-        scanned += 1;
         if sub.matches_all() || sub.code_set.contains(&(e.tags_code as i32)) {
-            wanted.push((e.position, e.size));
-            if wanted.len() >= max {
+            // A byte budget per response, as RocketMQ's; the first record always goes.
+            if !wanted.is_empty() && bytes + e.size as usize > inner.config.pull_bytes_max {
                 break;
             }
+            bytes += e.size as usize;
+            wanted.push((e.position, e.size));
+        }
+        scanned += 1;
+        if wanted.len() >= max {
+            break;
         }
     }
     let next = QueueOffset(offset.0 + scanned);
@@ -858,6 +875,13 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: CreateTopicRequestHeader = header(req)?;
     check_names(req, Some(&h.topic), None)?;
+    if !FILTER_TYPES.contains(&h.topic_filter_type.as_str()) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "topicFilterType must be SINGLE_TAG or MULTI_TAG",
+        ));
+    }
     if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
         return Err(reply(
             req,
@@ -865,6 +889,7 @@ async fn create_topic<S: Storage + Clone, M: MetaStore>(
             "queue counts must be between 1 and 1024",
         ));
     }
+    check_queue_room(req, inner, &h.topic, h.read_queue_nums.max(h.write_queue_nums))?;
     let meta = TopicMeta {
         name: h.topic,
         read_queue_nums: h.read_queue_nums,
@@ -1075,6 +1100,7 @@ async fn delete_topic<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: TopicRequestHeader = header(req)?;
+    check_names(req, Some(&h.topic), None)?;
     let command = MetaCommand::DeleteTopic { topic: h.topic };
     let done = propose_metadata(req, inner, vec![command]).await?;
     inner.register_now.notify_one();
@@ -1153,6 +1179,7 @@ async fn delete_group<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: DeleteSubscriptionGroupRequestHeader = header(req)?;
+    check_names(req, None, Some(&h.group_name))?;
     propose_metadata(req, inner, vec![MetaCommand::DeleteGroup { group: h.group_name }]).await
 }
 
@@ -1248,27 +1275,42 @@ fn heartbeat<S: Storage + Clone, M: MetaStore>(
     conn: ConnId,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
-    // A group's name becomes its retry topic (a ConsumeQueue directory): refuse the whole
-    // heartbeat before anything of it is registered.
-    for c in &data.consumer_data_set {
-        check_names(req, None, Some(&c.group_name))?;
-        for sub in &c.subscription_data_set {
-            check_names(req, Some(&sub.topic), None)?;
+    let mut data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
+    // A group's name becomes its retry topic (a ConsumeQueue directory). One client process
+    // sends one heartbeat for all its groups: the valid ones are registered, the others are
+    // left out and named in the answer (SYSTEM_ERROR, which clients log).
+    let mut refused: Option<RemotingCommand> = None;
+    data.consumer_data_set.retain(|c| {
+        let names = std::iter::once(check_names(req, None, Some(&c.group_name)))
+            .chain(c.subscription_data_set.iter().map(|s| check_names(req, Some(&s.topic), None)));
+        match names.collect::<Result<Vec<()>, RemotingCommand>>() {
+            Ok(_) => true,
+            Err(e) => {
+                refused.get_or_insert(e);
+                false
+            }
         }
-    }
-    for p in &data.producer_data_set {
-        check_names(req, None, Some(&p.group_name))?;
-    }
+    });
+    data.producer_data_set.retain(|p| match check_names(req, None, Some(&p.group_name)) {
+        Ok(()) => true,
+        Err(e) => {
+            refused.get_or_insert(e);
+            false
+        }
+    });
     let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
     notify_changed(inner, changed);
     if is_leader(inner) {
         // As RocketMQ's defaults (autoCreateSubscriptionGroup): each consumer group gets its
         // subscription group and its retry topic (1 queue, read-write) on first contact.
+        // At most HEARTBEAT_GROUPS_CREATED_MAX groups per heartbeat (the rest on the next one),
+        // so one Raft entry stays small; none past the group's queue limit.
         let mut commands = Vec::new();
-        for c in &data.consumer_data_set {
+        let mut room = queues_left(inner);
+        for c in data.consumer_data_set.iter().take(HEARTBEAT_GROUPS_CREATED_MAX) {
             let retry = retry_topic(&c.group_name);
-            if matches!(inner.state_machine.topic(&retry), Ok(None)) {
+            if matches!(inner.state_machine.topic(&retry), Ok(None)) && room > 0 {
+                room -= 1;
                 commands.push(MetaCommand::PutTopic(TopicMeta {
                     name: retry,
                     read_queue_nums: 1,
@@ -1301,9 +1343,60 @@ fn heartbeat<S: Storage + Clone, M: MetaStore>(
             });
         }
     }
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
     // The response's version (409) is what Java clients record as the broker's version.
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
+
+/// The most consumer groups one heartbeat creates (retry topic and subscription group).
+const HEARTBEAT_GROUPS_CREATED_MAX: usize = 64;
+
+/// The queues all topics hold together (each counted by its larger queue count).
+fn queues_held<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    except: Option<&str>,
+) -> usize {
+    inner
+        .state_machine
+        .topics()
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| Some(t.name.as_str()) != except)
+        .map(|t| t.read_queue_nums.max(t.write_queue_nums).max(0) as usize)
+        .sum()
+}
+
+/// How many more queues the group may create.
+fn queues_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> usize {
+    inner.config.queues_max.saturating_sub(queues_held(inner, None))
+}
+
+/// Refuses a topic of `queues` queues (replacing `topic`'s own) past `queues_max`.
+fn check_queue_room<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    topic: &str,
+    queues: i32,
+) -> Result<(), RemotingCommand> {
+    let held = queues_held(inner, Some(topic));
+    if held + queues.max(0) as usize > inner.config.queues_max {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "topic[{topic}] needs {queues} queues and the group holds {held} of its \
+                 queues_max {}: delete topics or raise queues_max",
+                inner.config.queues_max
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// RocketMQ's topic filter types (`TopicFilterType`).
+const FILTER_TYPES: [&str; 2] = ["SINGLE_TAG", "MULTI_TAG"];
 
 fn unregister_client<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,

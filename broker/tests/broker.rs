@@ -977,7 +977,14 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
         NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
             .await
             .unwrap();
-    let group = start_group_advertising(vec![ns.local_addr().to_string()], true, |_| {}).await;
+    // ali-ons keeps routes for 30 s and gives a send 3 s: a leader change mid-run fails it.
+    // A loaded CI machine can starve heartbeats for a second, so this group waits longer
+    // before it elects (nothing here tests failover).
+    let group = start_group_advertising(vec![ns.local_addr().to_string()], true, |c| {
+        c.timing.election_timeout_min_ms = 2_500;
+        c.timing.election_timeout_max_ms = 4_000;
+    })
+    .await;
     let leader = leader(&group).await;
     let leader_addr = group[&leader].broker.local_addr();
     with_topic(&group, leader, "Interop").await;

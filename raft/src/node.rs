@@ -207,7 +207,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
         tokio::spawn(watch_fatal(
             raft.clone(),
-            stop.clone(),
+            Arc::downgrade(&stop),
             fatal_tx,
             config.group.clone(),
             config.id,
@@ -266,6 +266,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
     /// Stops Raft, the RPC server and its connections (the data stays; start again to
     /// recover).
     pub async fn shutdown(self) {
+        let fatal = self.fatal_error().is_some();
         let _ = self.stop.send(true);
         // The listener is closed when the server task returns: wait, so the port is free.
         let _ = self.server.await;
@@ -273,7 +274,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             tracing::warn!(error = %e, "Raft shutdown");
         }
         // Async flush leaves up to one interval of entries unsynced: sync them before the
-        // process goes (sync mode has nothing left to do here).
+        // process goes (sync mode has nothing left to do here). Not after a fatal error: a
+        // sync the disk refused must not be followed by one that reports it all durable.
+        if fatal {
+            return;
+        }
         if let Err(e) = crate::log_store::lock(&self.log).flush() {
             tracing::error!(error = %e, "final CommitLog flush failed");
         }
@@ -290,20 +295,27 @@ const FATAL_CHECK_MS: u64 = 100;
 /// It polls every [`FATAL_CHECK_MS`] rather than waiting on openraft's metrics channel: one
 /// more waiter there changes the order tokio wakes its waiters in, which madsim does not
 /// control, and the simulation would lose its determinism.
+///
+/// It holds the stop signal weakly: a node dropped without [`RaftNode::shutdown`] still stops
+/// its tasks. openraft's own "stopped" state is our shutdown, never reported as fatal.
 async fn watch_fatal(
     raft: Raft<TypeConfig>,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stop: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
     fatal: tokio::sync::watch::Sender<Option<String>>,
     group: String,
     id: NodeId,
 ) {
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
+        let Some(stop) = stop.upgrade() else { return };
         if *stop.borrow() {
             return;
         }
         let state = raft.metrics().borrow().running_state.clone();
-        if let Err(e) = state {
+        if let Err(e) = state.or_else(|e| match e {
+            openraft::error::Fatal::Stopped => Ok(()),
+            other => Err(other),
+        }) {
             tracing::error!(
                 group = %group,
                 id,

@@ -80,6 +80,7 @@ async fn a_half_message_between_sends_leaves_the_group_healthy() {
     assert_healthy(&group).await;
 
     assert_eq!(queue_offset_of(&c.call(send("Tx", 0, "A", "m2")).await), 2);
+    assert_healthy(&group).await; // and every replica applied m2
     tracing::info!("--- a follower serves m0..m2 and not the half message");
     let follower = (0..3).find(|id| *id != leader).unwrap();
     let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
@@ -116,6 +117,11 @@ async fn two_bodies_of_the_largest_size_are_stored_and_replicated() {
     let got = f.call(pull("Big", 0, 1, None, 0)).await;
     assert_eq!(got.code, response_code::SUCCESS);
     assert_eq!(decode_records(&got.body).unwrap()[0].body.len(), MESSAGE_MAX_BYTES_DEFAULT);
+    // 256 KiB per pull response, at least one record: 32 of these would not fit a frame.
+    let got = f.call(pull("Big", 0, 0, None, 0)).await;
+    assert_eq!(decode_records(&got.body).unwrap().len(), 1, "one 4 MiB record per response");
+    let h: PullMessageResponseHeader = got.decode_header().unwrap();
+    assert_eq!(h.next_begin_offset, 1);
     stop_group(group).await;
 }
 
@@ -147,7 +153,10 @@ async fn hostile_names_are_refused_at_every_entry_point() {
         tracing::info!(name, "--- heartbeat, group creation, offsets, topic creation, send");
         let mut hb = heartbeat("client-1");
         let mut data = HeartbeatData::from_json(&hb.body).unwrap();
+        let mut good = data.consumer_data_set[0].clone();
+        good.group_name = "Good".into();
         data.consumer_data_set[0].group_name = name.to_owned();
+        data.consumer_data_set.push(good);
         hb = hb.with_body(data.to_json(JsonStyle::Standard));
         let r = c.call(hb).await;
         assert_eq!(r.code, response_code::SYSTEM_ERROR, "heartbeat {name:?}");
@@ -181,8 +190,13 @@ async fn hostile_names_are_refused_at_every_entry_point() {
     let system = c.call(send("RMQ_SYS_TRANS_HALF_TOPIC", 0, "A", "x")).await;
     assert_eq!(system.code, response_code::NO_PERMISSION);
 
-    tracing::info!("--- nothing of them was created; the group is healthy");
+    tracing::info!("--- nothing of them was created, the valid group of the heartbeat was");
     let sm = &group[&leader].node.state_machine;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sm.topic("%RETRY%Good").unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the heartbeat's valid group was not registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for name in hostile {
         assert_eq!(sm.topic(&format!("%RETRY%{name}")).unwrap(), None);
         assert_eq!(sm.group(name).unwrap(), None);
@@ -210,7 +224,14 @@ async fn a_full_disk_refuses_sends_and_stops_nothing() {
             r.disk.set_volume_bytes(1);
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // retention saw it
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group
+        .iter()
+        .any(|(id, r)| *id != leader && r.node.log.lock().unwrap().admit_new_writes().is_ok())
+    {
+        assert!(Instant::now() < deadline, "retention never saw the followers' disks full");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for i in 1..=3 {
         let r = tokio::time::timeout(Duration::from_secs(10), c.call(send("Full", 0, "A", "f")))
             .await
@@ -247,8 +268,42 @@ async fn a_full_disk_refuses_sends_and_stops_nothing() {
         assert!(Instant::now() < deadline, "sends still refused: {:?}", r.remark);
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let offset = queue_offset_of(&accepted);
-    assert!(offset >= 4, "dense after the refusals: {offset}");
+    let last = queue_offset_of(&accepted);
     assert_healthy(&group).await;
+    let got = c.call(pull("Full", 0, 0, None, 0)).await;
+    let offsets: Vec<i64> =
+        decode_records(&got.body).unwrap().iter().map(|r| r.queue_offset).collect();
+    assert_eq!(offsets, (0..=last).collect::<Vec<_>>(), "dense, nothing given twice");
+    stop_group(group).await;
+}
+
+/// Each queue maps a file on every replica, and a process may map only so many: topic
+/// creation stops at `queues_max` (8,192) instead of a mapping failing inside apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_creation_stops_at_the_queue_limit() {
+    let group = start_group().await;
+    let leader = leader(&group).await;
+    let mut c = with_topic(&group, leader, "T").await;
+    let wide = |name: &str| {
+        let mut cmd = create_topic(name);
+        let mut h: CreateTopicRequestHeader = cmd.decode_header().unwrap();
+        (h.read_queue_nums, h.write_queue_nums) = (1024, 1024);
+        cmd = cmd.with_header(&h);
+        cmd
+    };
+    let mut created = 0;
+    let refused = loop {
+        let r = c.call(wide(&format!("Wide{created}"))).await;
+        if r.code != response_code::SUCCESS {
+            break r;
+        }
+        created += 1;
+        assert!(created <= 8, "more than 8,192 queues created");
+    };
+    assert_eq!(refused.code, response_code::SYSTEM_ERROR);
+    assert!(refused.remark.unwrap().contains("queues_max"));
+    assert!(created >= 7, "TBW102 and T leave room for 7 topics of 1,024: {created}");
+    // Replacing a topic counts its own queues once.
+    assert_eq!(c.call(wide("Wide0")).await.code, response_code::SUCCESS);
     stop_group(group).await;
 }

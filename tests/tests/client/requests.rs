@@ -459,6 +459,12 @@ async fn randomized_requests_leave_every_replica_healthy_and_every_ack_pullable(
                 RemotingCommand::request(rc::SEND_MESSAGE_V2, &SendMessageRequestHeaderV2::from(h))
                     .with_body(body.clone());
             if let Some(r) = conn.call(cmd, Duration::from_secs(10)).await {
+                if r.code == response_code::SERVICE_NOT_AVAILABLE {
+                    // The leader may have moved (an election under load): follow it.
+                    if let Some(l) = cluster.leader() {
+                        conn = Conn::connect(cluster.broker_addrs()[&l]).await;
+                    }
+                }
                 if r.code == response_code::SUCCESS {
                     let h: SendMessageResponseHeader = r.decode_header().unwrap();
                     assert_eq!(h.queue_id, queue);
