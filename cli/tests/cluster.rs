@@ -183,22 +183,40 @@ fn leader_of(c: &[serde_json::Value]) -> Option<u64> {
         .and_then(|r| r["raftNode"].as_u64())
 }
 
+/// A NameServer and three `rocketraft broker` processes of one group, each with its own config
+/// file and data directory under `dir`, once every replica is registered and one leads.
+struct ProcGroup {
+    ns: Proc,
+    namesrv: String,
+    configs: Vec<PathBuf>,
+    brokers: Vec<Proc>,
+    leader: u64,
+}
+
+impl ProcGroup {
+    fn start(dir: &Path) -> ProcGroup {
+        let ports = free_ports(7);
+        let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
+        let namesrv = format!("127.0.0.1:{ns_port}");
+        let ns =
+            Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.join("namesrv.log"));
+        let configs: Vec<PathBuf> =
+            (0..3).map(|i| broker_config(dir, i, ns_port, clients, raft)).collect();
+        let brokers: Vec<Proc> = (0..3).map(|i| start_broker(dir, &configs, i)).collect();
+        let view = wait_cluster(&namesrv, 30, |c| {
+            c.iter().filter(|r| r["role"] != "not registered").count() == 3
+                && leader_of(c).is_some()
+        });
+        let leader = leader_of(&view).unwrap_or_else(|| panic!("no leader registered: {view:?}"));
+        ProcGroup { ns, namesrv, configs, brokers, leader }
+    }
+}
+
 #[test]
 fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(7);
-    let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
-    let namesrv = format!("127.0.0.1:{ns_port}");
-    let ns =
-        Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
-    let configs: Vec<PathBuf> =
-        (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
+    let ProcGroup { ns, namesrv, configs, mut brokers, leader } = ProcGroup::start(dir.path());
     let start_broker = |i: usize| start_broker(dir.path(), &configs, i);
-    let mut brokers: Vec<Proc> = (0..3).map(start_broker).collect();
-    let view = wait_cluster(&namesrv, 30, |c| {
-        c.iter().filter(|r| r["role"] != "not registered").count() == 3 && leader_of(c).is_some()
-    });
-    let leader = leader_of(&view).unwrap_or_else(|| panic!("no leader registered: {view:?}"));
     assert!(dir.path().join("broker-a-0").join("replica.id").exists(), "store_dir from the config");
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -291,18 +309,7 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
 #[test]
 fn a_broker_process_exits_non_zero_on_a_fatal_error() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(7);
-    let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
-    let namesrv = format!("127.0.0.1:{ns_port}");
-    let ns =
-        Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.path().join("namesrv.log"));
-    let configs: Vec<PathBuf> =
-        (0..3).map(|i| broker_config(dir.path(), i, ns_port, clients, raft)).collect();
-    let mut brokers: Vec<Proc> = (0..3).map(|i| start_broker(dir.path(), &configs, i)).collect();
-    let view = wait_cluster(&namesrv, 30, |c| {
-        c.iter().filter(|r| r["role"] != "not registered").count() == 3 && leader_of(c).is_some()
-    });
-    let leader = leader_of(&view).unwrap_or_else(|| panic!("no leader registered: {view:?}"));
+    let ProcGroup { ns, namesrv, mut brokers, leader, .. } = ProcGroup::start(dir.path());
     let doomed = (0..3).find(|i| *i != leader as usize).unwrap();
     let queues = dir.path().join(format!("broker-a-{doomed}")).join("consumequeue");
     std::fs::create_dir_all(&queues).unwrap();
