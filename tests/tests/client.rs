@@ -25,9 +25,6 @@ use rocketraft_client::{
 };
 use rocketraft_raft::RaftTiming;
 
-#[path = "client/requests.rs"]
-mod requests;
-
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

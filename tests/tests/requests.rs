@@ -11,7 +11,14 @@
 //! ```
 //!
 //! Rerun a seed, or run longer (the README's "Development" table):
-//! `ROCKETRAFT_FUZZ_SEED=7 ROCKETRAFT_FUZZ_SECS=1800 cargo test -p rocketraft-tests --test client requests`
+//! `ROCKETRAFT_FUZZ_SEED=7 ROCKETRAFT_FUZZ_SECS=1800 cargo test -p rocketraft-tests --test requests`
+
+// Real processes, files and sockets: not for the madsim build.
+#![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // tests read the clock to bound their waits
+
+// Its own test binary, not a module of `client`: its thousands of requests (4 MiB bodies among
+// them) would run beside the client tests, whose timing they disturb.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rocketraft::dev::DevCluster;
+use rocketraft::dev::{DevCluster, DevConfig};
 use rocketraft_protocol::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, JsonBody, JsonStyle, MessageModel,
     ProducerData, SubscriptionData,
@@ -32,10 +39,34 @@ use rocketraft_protocol::message::{
 };
 use rocketraft_protocol::sysflag;
 use rocketraft_protocol::{request_code as rc, response_code, ExtFields, RemotingCommand};
+use rocketraft_raft::RaftTiming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::start_cluster;
+/// A dev cluster on free ports in `dir`, with quick elections, once a master is routed.
+async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let config = DevConfig {
+        data_dir: dir.path().to_owned(),
+        namesrv_port: 0,
+        broker_port: 0,
+        raft_port: 0,
+        segment_size_bytes: 64 << 20,
+        timing: RaftTiming {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+        },
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
+    assert!(cluster.wait_ready(std::time::Duration::from_secs(15)).await, "a master is routed");
+    cluster
+}
 
 /// The seed of the randomized run (default 1).
 const SEED_ENV: &str = "ROCKETRAFT_FUZZ_SEED";
