@@ -461,8 +461,8 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
         rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
         rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
         rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
-        rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner),
-        rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner),
+        rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner).await,
+        rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner).await,
         rc::VIEW_MESSAGE_BY_ID => view_message(req, inner),
         rc::QUERY_MESSAGE => query_message(req, inner),
         rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
@@ -485,8 +485,22 @@ async fn handle<S: Storage + Clone, M: MetaStore>(
     Some(resp)
 }
 
+/// Whether this replica serves as its group's master: it leads, with current state
+/// (`leads_with_current_state`: an entry of its own term applied).
 fn is_leader<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> bool {
-    inner.raft.metrics().borrow().current_leader == Some(inner.id)
+    rocketraft_raft::leads_with_current_state(&inner.raft.metrics().borrow())
+}
+
+/// How long a newly elected leader's requests wait for its state to become current before it
+/// answers as a follower would (the proposer waits as long before its first send).
+const MASTER_CATCH_UP_MS: u64 = 3_000;
+
+/// [`is_leader`], waiting out a new leader's catch-up: a replica that was just elected answers
+/// once its state holds everything committed before, not from an older state (a restarted
+/// replica rebuilds its applied state from its log, and must not serve a consumer an offset
+/// or a queue end older than one already served).
+async fn master_ready<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> bool {
+    rocketraft_raft::await_current_leader(&inner.raft, MASTER_CATCH_UP_MS).await
 }
 
 fn not_master<S: Storage + Clone, M: MetaStore>(
@@ -594,7 +608,7 @@ async fn send<S: Storage + Clone, M: MetaStore>(
         } else {
             header(req)?
         };
-    if !is_leader(inner) {
+    if !master_ready(inner).await {
         return Err(not_master(req, inner));
     }
     let refused = |r: Refusal| reply(req, r.code, r.remark);
@@ -778,6 +792,9 @@ async fn pull<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: PullMessageRequestHeader = header(req)?;
+    // A new master serves pulls from current queues, never from shorter ones (it would send
+    // readers back with OFFSET_MOVED).
+    master_ready(inner).await;
     let topic = topic_of(req, inner, &h.topic)?;
     if h.queue_id < 0 || h.queue_id >= topic.read_queue_nums.max(1) {
         return Err(reply(
@@ -912,7 +929,7 @@ async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
     commands: Vec<MetaCommand>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    if !is_leader(inner) {
+    if !master_ready(inner).await {
         return Err(not_master(req, inner));
     }
     match inner.raft.client_write(Request::Metadata(commands)).await {
@@ -1183,11 +1200,12 @@ async fn delete_group<S: Storage + Clone, M: MetaStore>(
     propose_metadata(req, inner, vec![MetaCommand::DeleteGroup { group: h.group_name }]).await
 }
 
-fn queue_offset<S: Storage + Clone, M: MetaStore>(
+async fn queue_offset<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: TopicQueueRequestHeader = header(req)?;
+    master_ready(inner).await;
     let d = inner.dispatcher.lock().unwrap_or_else(|p| p.into_inner());
     let (min, max) =
         d.queue(&h.topic, h.queue_id).map_or((0, 0), |q| (q.min_offset().0, q.max_offset().0));
@@ -1196,11 +1214,14 @@ fn queue_offset<S: Storage + Clone, M: MetaStore>(
         .with_header(&OffsetResponseHeader { offset: offset as i64 }))
 }
 
-fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
+async fn query_consumer_offset<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: QueryConsumerOffsetRequestHeader = header(req)?;
+    // A master answers from current state; a follower from its own, which may lag (RocketMQ's
+    // slaves answer from theirs too; clients ask the master while it is up).
+    master_ready(inner).await;
     let stored = inner
         .state_machine
         .consumer_offset(&h.consumer_group, &h.topic, h.queue_id)
@@ -1242,7 +1263,7 @@ async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: UpdateConsumerOffsetRequestHeader = header(req)?;
     check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
-    if !is_leader(inner) {
+    if !master_ready(inner).await {
         return Err(not_master(req, inner));
     }
     if h.commit_offset < 0 {

@@ -28,7 +28,9 @@ pub mod types;
 
 pub use log_store::LogStore;
 pub use meta::{MemMeta, MetaStore, SledMeta};
-pub use node::{NodeConfig, RaftNode, RaftTiming, StartError};
+pub use node::{
+    await_current_leader, leads_with_current_state, NodeConfig, RaftNode, RaftTiming, StartError,
+};
 pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig};
 pub use state_machine::StateMachine;
 pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

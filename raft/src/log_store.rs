@@ -47,6 +47,7 @@ pub struct LogStore<S: Storage, M: MetaStore> {
     meta: Arc<M>,
     flusher: Arc<Flusher<S>>,
     wake: Arc<tokio::sync::Notify>,
+    mode: FlushMode,
 }
 
 /// Reads entries concurrently with appends.
@@ -117,6 +118,19 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
 }
 
 impl<S: Storage, M: MetaStore> LogStore<S, M> {
+    /// The purged and last log ids (what `get_log_state` answers).
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id = read_purged(&*self.meta)?;
+        let last = lock(&self.log).last();
+        let last_log_id = match last {
+            Some(m) if last_purged_log_id.is_none_or(|p| m.index.0 > p.index) => {
+                Some(crate::types::log_id(m.term, m.leader, m.index.0))
+            }
+            _ => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
     /// Wraps a recovered CommitLog. Must be called inside the runtime (and, in the
     /// simulation, inside the node) that will run Raft: it spawns the flusher task there.
     pub fn new(log: Arc<Mutex<CommitLog<S>>>, meta: Arc<M>, mode: FlushMode) -> Self {
@@ -124,7 +138,7 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             Arc::new(Flusher { log: log.clone(), group_commit: Arc::new(GroupCommit::new(mode)) });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
-        LogStore { log, meta, flusher, wake }
+        LogStore { log, meta, flusher, wake, mode }
     }
 
     /// The CommitLog, shared with the state machine.
@@ -196,15 +210,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     type LogReader = LogReader<S, M>;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let last_purged_log_id = read_purged(&*self.meta)?;
-        let last = lock(&self.log).last();
-        let last_log_id = match last {
-            Some(m) if last_purged_log_id.is_none_or(|p| m.index.0 > p.index) => {
-                Some(crate::types::log_id(m.term, m.leader, m.index.0))
-            }
-            _ => last_purged_log_id,
-        };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        self.log_state()
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -229,15 +235,43 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
+        // Lazily: a committed id lost in a crash only means openraft re-applies less at start
+        // and learns the rest from the leader (the applied id is what it resumes from).
         let raw = encode(&committed).map_err(io_write)?;
-        self.meta.write(vec![MetaOp::Put(KEY_COMMITTED.to_vec(), raw)]).map_err(io_write)
+        self.meta.write_lazy(vec![MetaOp::Put(KEY_COMMITTED.to_vec(), raw)]).map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        match self.meta.get(KEY_COMMITTED).map_err(io_read)? {
-            Some(raw) => decode(&raw).map_err(io_read),
-            None => Ok(None),
+        let committed: Option<LogId<NodeId>> =
+            match self.meta.get(KEY_COMMITTED).map_err(io_read)? {
+                Some(raw) => decode(&raw).map_err(io_read)?,
+                None => None,
+            };
+        // The committed id is written lazily and the CommitLog may be synced lazily too (async
+        // flush): after a power loss either can be ahead of the other. What the log still holds
+        // up to the committed index is a prefix of the committed entries, so the last of them
+        // is committed; openraft re-applies up to it and learns the rest from the leader.
+        let Some(committed) = committed else { return Ok(None) };
+        if matches!(self.mode, FlushMode::Async { .. }) {
+            // Async flush acknowledges before the sync, so a power loss of the whole group can
+            // lose committed entries and the next leader writes others at those indexes: a
+            // committed id saved before it would then name entries the group no longer has
+            // (openraft asserts it never does). Start from the applied id instead and learn
+            // the commit from the leader.
+            return Ok(None);
         }
+        let last = self.log_state()?.last_log_id;
+        Ok(match last {
+            Some(last) if last.index < committed.index => {
+                tracing::info!(
+                    committed = committed.index,
+                    log_end = last.index,
+                    "the saved committed index is past the log's end; starting from the log's end"
+                );
+                Some(last)
+            }
+            _ => Some(committed),
+        })
     }
 
     async fn append<I>(
@@ -278,6 +312,8 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Durably: this also makes the lazily written applied id durable first (writes reach
+        // the disk in order), so a restart never finds the applied id behind the purged one.
         let raw = encode(&log_id).map_err(io_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_PURGED.to_vec(), raw)]).map_err(io_write)?;
         lock(&self.log).purge_through(RaftIndex(log_id.index)).map_err(io_write)?;

@@ -3,8 +3,12 @@
 //!
 //! A small key-value trait ([`MetaStore`]) with two backends: [`SledMeta`] (on disk, for real
 //! nodes) and [`MemMeta`] (in memory, for the simulation: sled starts OS threads, which madsim
-//! forbids). Both pass [`conformance::run`]. A `write` is atomic and durable when it returns.
-//! The trait knows nothing of sled or files (STYLE.md rule 4).
+//! forbids). Both pass [`conformance::run`]. A `write` is atomic and durable when it returns; a
+//! `write_lazy` is atomic and visible at once, and durable with the next `write` or `sync`
+//! (writes reach the disk in order: a crash keeps a prefix of the lazy ones). What is rebuilt
+//! from the log at start (the committed and applied ids, and what apply wrote with them) is
+//! written lazily, so a send waits for no metadata flush. The trait knows nothing of sled or
+//! files (STYLE.md rule 4).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,21 +30,57 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// An ordered key-value store with atomic, durable batches.
 pub trait MetaStore: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError>;
-    /// Applies `ops` in order, all or nothing, durably.
+    /// Applies `ops` in order, all or nothing, durably (earlier lazy writes become durable
+    /// first).
     fn write(&self, ops: Vec<MetaOp>) -> Result<(), MetaError>;
+    /// Applies `ops` in order, all or nothing, visibly at once; durable with the next
+    /// [`MetaStore::write`] or [`MetaStore::sync`]. A crash before then keeps a prefix of the
+    /// lazy writes.
+    fn write_lazy(&self, ops: Vec<MetaOp>) -> Result<(), MetaError>;
+    /// Makes every lazy write durable. Blocking I/O: call it off the async workers.
+    fn sync(&self) -> Result<(), MetaError>;
     /// Every key starting with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs, MetaError>;
 }
 
 /// In-memory metadata, shared by clones (so a simulated node's "disk" survives its restart).
+/// Lazy writes are kept apart until a durable write or a sync, so that
+/// [`MemMeta::power_loss`] can drop them as a power loss drops what sled had not flushed.
 #[derive(Debug, Clone, Default)]
 pub struct MemMeta {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    inner: Arc<Mutex<MemInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    /// What readers see: durable state plus every lazy batch.
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// What survives a power loss.
+    durable: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Lazy batches not yet durable, oldest first.
+    pending: Vec<Vec<MetaOp>>,
 }
 
 impl MemMeta {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A power loss: keeps the durable state and the first `keep(n)` of the `n` lazy batches
+    /// not yet durable (sled keeps a prefix), drops the rest.
+    pub fn power_loss(&self, keep: impl FnOnce(usize) -> usize) {
+        let mut inner = lock(&self.inner);
+        let pending = std::mem::take(&mut inner.pending);
+        let kept = keep(pending.len()).min(pending.len());
+        for batch in pending.into_iter().take(kept) {
+            apply_ops(&mut inner.durable, batch);
+        }
+        inner.map = inner.durable.clone();
+    }
+
+    /// Lazy batches not yet durable.
+    pub fn pending_batches(&self) -> usize {
+        lock(&self.inner).pending.len()
     }
 }
 
@@ -48,29 +88,56 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn apply_ops(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: Vec<MetaOp>) {
+    for op in ops {
+        match op {
+            MetaOp::Put(k, v) => {
+                map.insert(k, v);
+            }
+            MetaOp::Delete(k) => {
+                map.remove(&k);
+            }
+            MetaOp::DeletePrefix(p) => map.retain(|k, _| !k.starts_with(&p)),
+        }
+    }
+}
+
+impl MemInner {
+    fn make_durable(&mut self) {
+        for batch in std::mem::take(&mut self.pending) {
+            apply_ops(&mut self.durable, batch);
+        }
+    }
+}
+
 impl MetaStore for MemMeta {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MetaError> {
-        Ok(lock(&self.map).get(key).cloned())
+        Ok(lock(&self.inner).map.get(key).cloned())
     }
 
     fn write(&self, ops: Vec<MetaOp>) -> Result<(), MetaError> {
-        let mut map = lock(&self.map);
-        for op in ops {
-            match op {
-                MetaOp::Put(k, v) => {
-                    map.insert(k, v);
-                }
-                MetaOp::Delete(k) => {
-                    map.remove(&k);
-                }
-                MetaOp::DeletePrefix(p) => map.retain(|k, _| !k.starts_with(&p)),
-            }
-        }
+        let mut inner = lock(&self.inner);
+        inner.make_durable();
+        apply_ops(&mut inner.map, ops.clone());
+        apply_ops(&mut inner.durable, ops);
+        Ok(())
+    }
+
+    fn write_lazy(&self, ops: Vec<MetaOp>) -> Result<(), MetaError> {
+        let mut inner = lock(&self.inner);
+        apply_ops(&mut inner.map, ops.clone());
+        inner.pending.push(ops);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), MetaError> {
+        lock(&self.inner).make_durable();
         Ok(())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs, MetaError> {
-        Ok(lock(&self.map)
+        Ok(lock(&self.inner)
+            .map
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -78,7 +145,7 @@ impl MetaStore for MemMeta {
     }
 }
 
-/// Metadata in sled, flushed on every write.
+/// Metadata in sled: `write` flushes, `write_lazy` does not (sled's log keeps the order).
 #[derive(Debug, Clone)]
 pub struct SledMeta {
     db: sled::Db,
@@ -102,6 +169,11 @@ impl MetaStore for SledMeta {
     }
 
     fn write(&self, ops: Vec<MetaOp>) -> Result<(), MetaError> {
+        self.write_lazy(ops)?;
+        self.sync()
+    }
+
+    fn write_lazy(&self, ops: Vec<MetaOp>) -> Result<(), MetaError> {
         let mut batch = sled::Batch::default();
         for op in ops {
             match op {
@@ -115,9 +187,11 @@ impl MetaStore for SledMeta {
                 }
             }
         }
-        self.db.apply_batch(batch).map_err(|e| MetaError::Io(e.to_string()))?;
-        self.db.flush().map_err(|e| MetaError::Io(e.to_string()))?;
-        Ok(())
+        self.db.apply_batch(batch).map_err(|e| MetaError::Io(e.to_string()))
+    }
+
+    fn sync(&self) -> Result<(), MetaError> {
+        self.db.flush().map(|_| ()).map_err(|e| MetaError::Io(e.to_string()))
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<KvPairs, MetaError> {
@@ -170,6 +244,15 @@ pub mod conformance {
         m.write(vec![MetaOp::Delete(b"b".to_vec()), MetaOp::Delete(b"never".to_vec())]).unwrap();
         assert_eq!(m.get(b"b").unwrap(), None);
         assert!(m.scan_prefix(b"zzz").unwrap().is_empty());
+        // Lazy writes are visible at once, in order with the durable ones.
+        m.write_lazy(vec![MetaOp::Put(b"l/1".to_vec(), b"1".to_vec())]).unwrap();
+        m.write_lazy(vec![MetaOp::Put(b"l/1".to_vec(), b"2".to_vec())]).unwrap();
+        assert_eq!(m.get(b"l/1").unwrap().as_deref(), Some(&b"2"[..]));
+        m.write(vec![MetaOp::Put(b"l/2".to_vec(), b"d".to_vec())]).unwrap();
+        m.write_lazy(vec![MetaOp::DeletePrefix(b"l/".to_vec())]).unwrap();
+        assert!(m.scan_prefix(b"l/").unwrap().is_empty());
+        m.sync().unwrap();
+        assert!(m.scan_prefix(b"l/").unwrap().is_empty());
     }
 
     #[cfg(test)]
@@ -179,6 +262,31 @@ pub mod conformance {
         #[test]
         fn mem_meta_conforms() {
             run(&MemMeta::new());
+        }
+
+        /// A power loss keeps durable writes and a prefix of the lazy ones, as sled does.
+        #[test]
+        fn mem_meta_loses_a_suffix_of_its_lazy_writes_on_power_loss() {
+            let m = MemMeta::new();
+            m.write(vec![MetaOp::Put(b"d".to_vec(), b"durable".to_vec())]).unwrap();
+            for i in 0..4u8 {
+                m.write_lazy(vec![MetaOp::Put(b"n".to_vec(), vec![i])]).unwrap();
+            }
+            assert_eq!(m.pending_batches(), 4);
+            m.power_loss(|n| n / 2);
+            assert_eq!(m.get(b"n").unwrap(), Some(vec![1]), "the first two lazy writes");
+            assert_eq!(m.get(b"d").unwrap().as_deref(), Some(&b"durable"[..]));
+            m.write_lazy(vec![MetaOp::Put(b"n".to_vec(), vec![9])]).unwrap();
+            m.sync().unwrap();
+            m.power_loss(|_| 0);
+            assert_eq!(m.get(b"n").unwrap(), Some(vec![9]), "synced");
+            m.write_lazy(vec![MetaOp::Put(b"x".to_vec(), vec![1])]).unwrap();
+            m.write(vec![MetaOp::Put(b"y".to_vec(), vec![1])]).unwrap();
+            m.power_loss(|_| 0);
+            assert!(
+                m.get(b"x").unwrap().is_some(),
+                "a durable write makes earlier lazy ones durable"
+            );
         }
 
         #[test]

@@ -104,6 +104,37 @@ pub enum StartError {
     Raft(String),
 }
 
+/// Whether `m` shows a leader whose state is current: it leads, and it has applied an entry of
+/// its own term (the blank entry a new leader appends first). Only then does its state machine
+/// hold every entry an earlier leader committed: before it, a new leader's topics, queues and
+/// consumer offsets may lag what was acknowledged (a restarted replica rebuilds them from its
+/// log, since the applied id is saved lazily). The broker serves as master only from then on.
+pub fn leads_with_current_state(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    m.current_leader == Some(m.id)
+        && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term)
+}
+
+/// Waits, up to `wait_ms_max`, until this replica is a leader with current state (see
+/// [`leads_with_current_state`]) or stops leading. True if it leads with current state.
+/// It polls rather than adding a waiter to openraft's metrics channel (the simulation's
+/// determinism depends on the order of that channel's waiters).
+pub async fn await_current_leader(raft: &Raft<TypeConfig>, wait_ms_max: u64) -> bool {
+    const POLL_MS: u64 = 2;
+    let mut waited = 0;
+    loop {
+        let (ready, leads) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (leads_with_current_state(&m), m.current_leader == Some(m.id))
+        };
+        if ready || !leads || waited >= wait_ms_max {
+            return ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(POLL_MS)).await;
+        waited += POLL_MS;
+    }
+}
+
 /// A running replica.
 pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub raft: Raft<TypeConfig>,
@@ -114,6 +145,7 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     server: tokio::task::JoinHandle<()>,
     /// Set once Raft stopped on a fatal error (see [`RaftNode::stopped_on_fatal`]).
     fatal: tokio::sync::watch::Receiver<Option<String>>,
+    meta: Arc<M>,
 }
 
 impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
@@ -154,8 +186,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             Arc::new(Mutex::new(Dispatcher::open(storage, config.dispatch.clone(), &log)?));
         let log = Arc::new(Mutex::new(log));
         let mut log_store = LogStore::new(log.clone(), meta.clone(), config.flush);
-        let mut state_machine = StateMachine::new(log.clone(), dispatcher.clone(), meta, arrivals)
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let mut state_machine =
+            StateMachine::new(log.clone(), dispatcher.clone(), meta.clone(), arrivals)
+                .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let configured: BTreeSet<NodeId> = config.peers.keys().copied().collect();
         let (applied, membership) =
@@ -205,8 +238,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop = Arc::new(stop);
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
-        tokio::spawn(watch_fatal(
+        tokio::spawn(watch_replica(
             raft.clone(),
+            meta.clone(),
             Arc::downgrade(&stop),
             fatal_tx,
             config.group.clone(),
@@ -238,7 +272,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
         }
-        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server, fatal })
+        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server, fatal, meta })
     }
 
     /// The fatal error Raft stopped on, if it did: a storage error (a disk that refused a write
@@ -274,23 +308,33 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             tracing::warn!(error = %e, "Raft shutdown");
         }
         // Async flush leaves up to one interval of entries unsynced: sync them before the
-        // process goes (sync mode has nothing left to do here). Not after a fatal error: a
-        // sync the disk refused must not be followed by one that reports it all durable.
+        // process goes (sync mode has nothing left to do here), and the lazily written
+        // metadata, so a clean restart re-applies nothing. Not after a fatal error: a sync the
+        // disk refused must not be followed by one that reports it all durable.
         if fatal {
             return;
         }
         if let Err(e) = crate::log_store::lock(&self.log).flush() {
             tracing::error!(error = %e, "final CommitLog flush failed");
         }
+        let meta = self.meta.clone();
+        if let Err(e) = crate::runtime::run_blocking(move || meta.sync()).await {
+            tracing::error!(error = %e, "final metadata sync failed");
+        }
     }
 }
 
 /// How often a replica checks whether Raft stopped on a fatal error.
 const FATAL_CHECK_MS: u64 = 100;
+/// How often a replica makes its lazily written metadata (committed and applied ids, what
+/// apply changed) durable: what a crash can make it re-apply from the log at start.
+pub const META_SYNC_MS: u64 = 1_000;
 
-/// Watches Raft's running state. A fatal error (not our own shutdown) is logged once, published
-/// to `fatal`, and stops the replica's RPC server and retention: its peers then see it as down,
-/// not as a peer that answers and never acts.
+/// Watches Raft's running state and syncs the lazily written metadata every
+/// [`META_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a metadata
+/// sync the disk refused, is logged once, published to `fatal`, and stops the replica's RPC
+/// server and retention (and Raft, for a failed sync): its peers then see it as down, not as a
+/// peer that answers and never acts.
 ///
 /// It polls every [`FATAL_CHECK_MS`] rather than waiting on openraft's metrics channel: one
 /// more waiter there changes the order tokio wakes its waiters in, which madsim does not
@@ -298,13 +342,15 @@ const FATAL_CHECK_MS: u64 = 100;
 ///
 /// It holds the stop signal weakly: a node dropped without [`RaftNode::shutdown`] still stops
 /// its tasks. openraft's own "stopped" state is our shutdown, never reported as fatal.
-async fn watch_fatal(
+async fn watch_replica<M: MetaStore>(
     raft: Raft<TypeConfig>,
+    meta: Arc<M>,
     stop: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
     fatal: tokio::sync::watch::Sender<Option<String>>,
     group: String,
     id: NodeId,
 ) {
+    let mut since_sync_ms = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
         let Some(stop) = stop.upgrade() else { return };
@@ -312,10 +358,21 @@ async fn watch_fatal(
             return;
         }
         let state = raft.metrics().borrow().running_state.clone();
-        if let Err(e) = state.or_else(|e| match e {
-            openraft::error::Fatal::Stopped => Ok(()),
-            other => Err(other),
-        }) {
+        let mut error = match state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        since_sync_ms += FATAL_CHECK_MS;
+        if error.is_none() && since_sync_ms >= META_SYNC_MS {
+            since_sync_ms = 0;
+            let m = meta.clone();
+            if let Err(e) = crate::runtime::run_blocking(move || m.sync()).await {
+                error = Some(format!("syncing the metadata store failed: {e}"));
+                let raft = raft.clone();
+                tokio::spawn(async move { raft.shutdown().await });
+            }
+        }
+        if let Some(e) = error {
             tracing::error!(
                 group = %group,
                 id,
@@ -323,7 +380,7 @@ async fn watch_fatal(
                 "FATAL: Raft stopped on this replica; it no longer serves. Fix the cause (see the \
                  error) and restart the process"
             );
-            let _ = fatal.send(Some(e.to_string()));
+            let _ = fatal.send(Some(e));
             let _ = stop.send(true);
             return;
         }

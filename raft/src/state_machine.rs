@@ -13,9 +13,9 @@
 //! Dispatch flushes its files every `DISPATCH_FLUSH_EVERY` entries; on start the state machine
 //! dispatches again from the dispatch checkpoint up to the applied id.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -81,11 +81,54 @@ struct SnapshotBody {
     queues: Vec<(String, i32, u64)>,
 }
 
+/// Topics and subscription groups as applied, in memory: a send looks its topic up here and
+/// never in the metadata store. Kept in step with the store by apply and snapshot installs
+/// (each changes the store first, then this table).
+#[derive(Debug, Default)]
+struct Catalog {
+    topics: BTreeMap<String, TopicMeta>,
+    groups: BTreeMap<String, GroupMeta>,
+}
+
+impl Catalog {
+    fn load(meta: &impl MetaStore) -> Result<Self, StorageError<NodeId>> {
+        let mut c = Catalog::default();
+        for (_, v) in meta.scan_prefix(PREFIX_TOPIC).map_err(sm_read)? {
+            let t: TopicMeta = decode(&v).map_err(sm_read)?;
+            c.topics.insert(t.name.clone(), t);
+        }
+        for (_, v) in meta.scan_prefix(PREFIX_GROUP).map_err(sm_read)? {
+            let g: GroupMeta = decode(&v).map_err(sm_read)?;
+            c.groups.insert(g.name.clone(), g);
+        }
+        Ok(c)
+    }
+
+    fn apply(&mut self, cmd: &MetaCommand) {
+        match cmd {
+            MetaCommand::PutTopic(t) => {
+                self.topics.insert(t.name.clone(), t.clone());
+            }
+            MetaCommand::DeleteTopic { topic } => {
+                self.topics.remove(topic);
+            }
+            MetaCommand::PutGroup(g) => {
+                self.groups.insert(g.name.clone(), g.clone());
+            }
+            MetaCommand::DeleteGroup { group } => {
+                self.groups.remove(group);
+            }
+            MetaCommand::CommitOffsets(_) => {}
+        }
+    }
+}
+
 /// The state machine; cheap to clone (the snapshot builder is a clone).
 pub struct StateMachine<S: Storage, M: MetaStore> {
     log: Arc<Mutex<CommitLog<S>>>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     meta: Arc<M>,
+    catalog: Arc<RwLock<Catalog>>,
     listener: Option<ArrivalListener>,
     undispatched_flush: Arc<Mutex<u64>>,
 }
@@ -96,6 +139,7 @@ impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
             log: self.log.clone(),
             dispatcher: self.dispatcher.clone(),
             meta: self.meta.clone(),
+            catalog: self.catalog.clone(),
             listener: self.listener.clone(),
             undispatched_flush: self.undispatched_flush.clone(),
         }
@@ -130,10 +174,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         meta: Arc<M>,
         listener: Option<ArrivalListener>,
     ) -> Result<Self, StorageError<NodeId>> {
+        let catalog = Arc::new(RwLock::new(Catalog::load(&*meta)?));
         let sm = StateMachine {
             log,
             dispatcher,
             meta,
+            catalog,
             listener,
             undispatched_flush: Arc::new(Mutex::new(0)),
         };
@@ -166,24 +212,37 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(())
     }
 
-    /// A topic's configuration.
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn catalog_mut(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A topic's configuration (from memory).
     pub fn topic(&self, name: &str) -> Result<Option<TopicMeta>, StorageError<NodeId>> {
-        self.read_value(&key(PREFIX_TOPIC, name))
+        Ok(self.catalog().topics.get(name).cloned())
     }
 
-    /// Every topic.
+    /// Whether a topic exists (from memory).
+    pub fn has_topic(&self, name: &str) -> bool {
+        self.catalog().topics.contains_key(name)
+    }
+
+    /// Every topic, by name.
     pub fn topics(&self) -> Result<Vec<TopicMeta>, StorageError<NodeId>> {
-        self.scan(PREFIX_TOPIC)
+        Ok(self.catalog().topics.values().cloned().collect())
     }
 
-    /// A subscription group's configuration.
+    /// A subscription group's configuration (from memory).
     pub fn group(&self, name: &str) -> Result<Option<GroupMeta>, StorageError<NodeId>> {
-        self.read_value(&key(PREFIX_GROUP, name))
+        Ok(self.catalog().groups.get(name).cloned())
     }
 
-    /// Every subscription group.
+    /// Every subscription group, by name.
     pub fn groups(&self) -> Result<Vec<GroupMeta>, StorageError<NodeId>> {
-        self.scan(PREFIX_GROUP)
+        Ok(self.catalog().groups.values().cloned().collect())
     }
 
     /// The topics on which a group has committed offsets.
@@ -220,18 +279,6 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             Some(raw) => Ok(Some(decode(&raw).map_err(sm_read)?)),
             None => Ok(None),
         }
-    }
-
-    fn scan<T: serde::de::DeserializeOwned>(
-        &self,
-        prefix: &[u8],
-    ) -> Result<Vec<T>, StorageError<NodeId>> {
-        self.meta
-            .scan_prefix(prefix)
-            .map_err(sm_read)?
-            .into_iter()
-            .map(|(_, v)| decode(&v).map_err(sm_read))
-            .collect()
     }
 
     fn command_ops(cmd: &MetaCommand, ops: &mut Vec<MetaOp>) -> Result<(), StorageError<NodeId>> {
@@ -328,6 +375,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         let mut arrivals = Vec::new();
         let mut last_applied = None;
         let mut dispatched = 0;
+        let mut catalog_changes = Vec::new();
         for e in entries {
             let mut position = CommitLogOffset(0);
             match &e.payload {
@@ -347,6 +395,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
                         Self::command_ops(cmd, &mut ops)?;
+                        if !matches!(cmd, MetaCommand::CommitOffsets(_)) {
+                            catalog_changes.push(cmd.clone());
+                        }
                     }
                 }
                 EntryPayload::Membership(m) => {
@@ -361,8 +412,18 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
             responses.push(Response { entry_position: position.0 });
         }
         if let Some(applied) = last_applied {
+            // The applied id and what these entries changed, in one atomic batch, lazily: a
+            // crash keeps a prefix of such batches, and openraft re-applies from the applied id
+            // it finds (dispatch and metadata commands are idempotent in log order). The node
+            // syncs them every second, and a purge or snapshot makes them durable first.
             ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&Some(applied)).map_err(sm_write)?));
-            self.meta.write(ops).map_err(sm_write)?;
+            self.meta.write_lazy(ops).map_err(sm_write)?;
+        }
+        if !catalog_changes.is_empty() {
+            let mut catalog = self.catalog_mut();
+            for cmd in &catalog_changes {
+                catalog.apply(cmd);
+            }
         }
         let mut pending = lock(&self.undispatched_flush);
         *pending += dispatched;
@@ -434,6 +495,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
             encode(&(meta.clone(), data)).map_err(sm_write)?,
         ));
         self.meta.write(ops).map_err(sm_write)?;
+        *self.catalog_mut() = Catalog::load(&*self.meta)?;
         self.catch_up_dispatch()
     }
 

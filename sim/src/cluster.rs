@@ -89,10 +89,15 @@ pub struct SimCluster {
     pub replica_nodes: BTreeMap<(usize, u64), NodeHandle>,
     /// Each replica's disk, for power loss.
     pub disks: BTreeMap<(usize, u64), SimStorage>,
+    /// Each replica's metadata store: a power loss drops its lazy (unsynced) writes too.
+    pub metas: BTreeMap<(usize, u64), MemMeta>,
     views: Views,
     /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
     /// does nothing, so overlapping fault schedules stay well-formed).
     down: Mutex<std::collections::BTreeSet<String>>,
+    /// Power losses per replica: each starts a new sequence of its applied offsets (see
+    /// [`SimCluster::observe_offsets`]).
+    power_losses: Mutex<BTreeMap<(usize, u64), u32>>,
 }
 
 impl SimCluster {
@@ -123,11 +128,13 @@ impl SimCluster {
         let views: Views = Arc::default();
         let mut replica_nodes = BTreeMap::new();
         let mut disks = BTreeMap::new();
+        let mut metas = BTreeMap::new();
         for g in 0..topology.groups {
             for r in 0..topology.replicas {
                 let disk = SimStorage::new();
                 let meta = MemMeta::new();
                 disks.insert((g, r), disk.clone());
+                metas.insert((g, r), meta.clone());
                 let (views, topo) = (views.clone(), topology.clone());
                 let node = handle
                     .create_node()
@@ -149,8 +156,10 @@ impl SimCluster {
             namesrvs,
             replica_nodes,
             disks,
+            metas,
             views,
             down: Mutex::new(Default::default()),
+            power_losses: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -225,6 +234,16 @@ impl SimCluster {
             "not ready after {timeout:?}: leaders {leaders:?}, their ids at NameServer 0 {ids:?}"
         );
         false
+    }
+
+    /// A power loss of replica (g, r)'s machine (call it while the replica is killed): its
+    /// disk keeps what was synced and a seeded prefix of the rest, its metadata store its
+    /// durable writes and a seeded prefix of the lazy ones.
+    pub fn power_loss(&self, g: usize, r: u64, seed: u64) {
+        use rocketraft_store::io::sim::RandomPowerLoss;
+        self.disks[&(g, r)].power_loss(&mut RandomPowerLoss::new(seed));
+        self.metas[&(g, r)].power_loss(|n| (seed as usize) % (n + 1));
+        *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
     }
 
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
@@ -311,19 +330,23 @@ impl SimCluster {
     }
 
     /// Records each running replica's applied consumer offsets of `group` on `topic` (queues
-    /// `0..queues` of its own broker group), one sequence per replica: `group@broker/replica`.
-    /// A replica applies commits in log order, so its sequence must never go backwards.
-    /// (Reading through the brokers would mix replicas, and a lagging one legitimately
-    /// answers older values.)
+    /// `0..queues` of its own broker group), one sequence per replica and power loss:
+    /// `group@broker/replica#losses`. A replica applies commits in log order, so its sequence
+    /// must never go backwards. A power loss may: the applied state is saved lazily and
+    /// rebuilt from the log at start, and the replica serves no reads as master until that is
+    /// done (`leads_with_current_state`). (Reading through the brokers would mix replicas,
+    /// and a lagging one legitimately answers older values.)
     pub fn observe_offsets(&self, history: &Mutex<History>, group: &str, topic: &str, queues: i32) {
         let views: Vec<_> =
             self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let losses = self.power_losses.lock().unwrap().clone();
         let mut h = history.lock().unwrap();
         for ((g, r), v) in views {
+            let lost = losses.get(&(g, r)).copied().unwrap_or(0);
             for q in 0..queues {
                 if let Ok(Some(offset)) = v.state_machine.consumer_offset(group, topic, q) {
                     h.push(Event::OffsetSeen {
-                        group: format!("{group}@{}/{r}", group_name(g)),
+                        group: format!("{group}@{}/{r}#{lost}", group_name(g)),
                         queue: (group_name(g), q),
                         offset: offset as i64,
                     });

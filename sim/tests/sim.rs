@@ -534,7 +534,6 @@ mod whole_cluster {
     use rocketraft_sim::cluster::{broker_addr, group_name, SimCluster, Topology};
     use rocketraft_sim::workload;
     use rocketraft_sim::{replay_hint, TraceHash};
-    use rocketraft_store::io::sim::RandomPowerLoss;
 
     const TOPIC: &str = "T";
     const GROUP: &str = "G";
@@ -656,7 +655,7 @@ mod whole_cluster {
                 cluster.kill(0, leader);
                 if fault == Fault::PowerLossLeader {
                     let seed = madsim::rand::thread_rng().gen();
-                    cluster.disks[&(0, leader)].power_loss(&mut RandomPowerLoss::new(seed));
+                    cluster.power_loss(0, leader, seed);
                 }
                 madsim::time::sleep(FAULT_FOR).await;
                 cluster.restart(0, leader);
@@ -687,7 +686,7 @@ mod whole_cluster {
                 for r in 0..3 {
                     cluster.kill(0, r);
                     let seed = madsim::rand::thread_rng().gen();
-                    cluster.disks[&(0, r)].power_loss(&mut RandomPowerLoss::new(seed));
+                    cluster.power_loss(0, r, seed);
                 }
                 madsim::time::sleep(FAULT_FOR).await;
                 for r in 0..3 {
@@ -738,7 +737,7 @@ mod whole_cluster {
                     if !cluster.is_down(g, r) {
                         cluster.kill(g, r);
                         let seed = rng.gen();
-                        cluster.disks[&(g, r)].power_loss(&mut RandomPowerLoss::new(seed));
+                        cluster.power_loss(g, r, seed);
                     }
                 }
                 2 => cluster.isolate(g, r, true),
@@ -979,20 +978,39 @@ mod whole_cluster {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let mut lost_runs = 0;
+        let (mut lost_runs, mut diverged_runs) = (0, 0);
         for seed in 400..404 {
             let topology = Topology {
                 flush: rocketraft_store::FlushMode::Async { interval_ms: 500 },
                 ..Topology::default()
             };
-            let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                .block_on(run(Fault::PowerLossAll, topology));
-            if o.verdict.is_err() {
-                lost_runs += 1;
+            // The known case can also stop a replica inside openraft: its saved applied id
+            // names entries the new leader no longer has, and openraft asserts (debug builds)
+            // that a committed index matches any leader's log. Reported as an outcome here.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::PowerLossAll, topology))
+            }));
+            match outcome {
+                Ok(o) => {
+                    if o.verdict.is_err() {
+                        lost_runs += 1;
+                    }
+                    eprintln!("async flush, group power loss, seed {seed}: {:?}", o.verdict);
+                }
+                Err(_) => {
+                    diverged_runs += 1;
+                    eprintln!(
+                        "async flush, group power loss, seed {seed}: a replica had applied entries \
+                         the group lost and stopped on openraft's assertion"
+                    );
+                }
             }
-            eprintln!("async flush, group power loss, seed {seed}: {:?}", o.verdict);
         }
-        eprintln!("async flush: {lost_runs} of 4 runs lost acknowledged messages");
+        eprintln!(
+            "async flush: {lost_runs} of 4 runs lost acknowledged messages, {diverged_runs} \
+             stopped a replica that had applied lost entries"
+        );
     }
 
     /// One seed run twice gives one trace.
@@ -1107,6 +1125,21 @@ mod whole_cluster {
         banner("every_broker_registers_with_every_namesrv_every_30_s");
         let cluster = SimCluster::start(Topology::default());
         assert!(cluster.wait_ready(Duration::from_secs(30)).await);
+        // Ready means every group has a master routed; a follower's first registration may
+        // still be on its way (seed 26 once found one missing).
+        let all_registered = || {
+            (0..2).all(|i| {
+                let reg = cluster.registry(i).expect("NameServer runs");
+                (0..2).all(|g| (0..3).all(|r| reg.last_update_ms(&broker_addr(g, r)).is_some()))
+            })
+        };
+        for _ in 0..30 {
+            if all_registered() {
+                break;
+            }
+            madsim::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(all_registered(), "every replica registers with every NameServer within 30 s");
         let mut seen: std::collections::BTreeMap<(usize, String), Vec<i64>> = Default::default();
         for _ in 0..100 {
             for i in 0..2 {
