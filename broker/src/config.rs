@@ -124,6 +124,9 @@ pub struct RaftSection {
     /// Snapshot the metadata after this many entries. Default 10,000.
     #[serde(default = "defaults::snapshot_every")]
     pub snapshot_every_entries: u64,
+    /// Send proposals the leader keeps in flight at once (1 is stop-and-wait). Default 1.
+    #[serde(default = "defaults::proposals_in_flight")]
+    pub proposals_in_flight_max: usize,
 }
 
 /// `[store]`: files, flushing and retention.
@@ -203,6 +206,9 @@ mod defaults {
     pub fn snapshot_every() -> u64 {
         RaftTiming::default().snapshot_every_entries
     }
+    pub fn proposals_in_flight() -> usize {
+        rocketraft_raft::ProposerConfig::default().in_flight_max
+    }
 }
 
 impl BrokerFile {
@@ -231,6 +237,7 @@ impl BrokerFile {
         b.requests_in_flight_max = s.requests_in_flight_max;
         b.register_interval_ms = s.register_interval_ms;
         b.auto_create_topic = s.auto_create_topic;
+        b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
         b
     }
 
@@ -253,6 +260,12 @@ impl BrokerFile {
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
             snapshot_every_entries: self.raft.snapshot_every_entries,
         };
+        if !(1..=1024).contains(&self.raft.proposals_in_flight_max) {
+            return invalid(format!(
+                "[raft] proposals_in_flight_max = {}: use 1 to 1024",
+                self.raft.proposals_in_flight_max
+            ));
+        }
         if let Err(e) = rocketraft_raft::node::openraft_election_window(&timing) {
             return invalid(format!("[raft] timing: {e}"));
         }

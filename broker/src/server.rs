@@ -94,6 +94,9 @@ pub struct BrokerConfig {
     /// creates it through Raft. Default true, as in RocketMQ; production clusters usually turn
     /// it off so that a typo cannot create a topic.
     pub auto_create_topic: bool,
+    /// Send proposals in flight at once on the leader (`ProposerConfig::in_flight_max`).
+    /// Default 1.
+    pub proposals_in_flight_max: usize,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -119,6 +122,7 @@ impl BrokerConfig {
             namesrv_addrs: Vec::new(),
             register_interval_ms: 30_000,
             auto_create_topic: true,
+            proposals_in_flight_max: ProposerConfig::default().in_flight_max,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
         }
@@ -183,6 +187,7 @@ impl Broker {
         let addr = listener.local_addr()?;
         let proposer_config = ProposerConfig {
             entry_payload_max_bytes: lock(&node.log).entry_payload_max_bytes(),
+            in_flight_max: config.proposals_in_flight_max.max(1),
             ..Default::default()
         };
         let proposer = Proposer::start(node.raft.clone(), node.dispatcher.clone(), proposer_config);

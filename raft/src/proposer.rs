@@ -5,17 +5,23 @@
 //! offsets go to exactly the records dispatch puts in a queue (`admit::takes_queue_offset`:
 //! not transaction half messages or rollbacks, which keep offset 0 as in RocketMQ), and
 //! one task owns the assignment, takes submissions in arrival order, assigns offsets, patches
-//! them into the records, and proposes one batch at a time: while a batch is in flight the
-//! next one collects every submission that arrives (up to the limits), so throughput grows
-//! with load instead of with the number of proposals.
+//! them into the records, and proposes batches in that order.
+//!
+//! Proposals are pipelined: up to `in_flight_max` batches are proposed and not yet answered
+//! (openraft appends them in the order they were proposed, so offsets stay in log order), and
+//! while they are in flight the next batch collects every submission that arrives (up to the
+//! limits). Answers come back in log order and each submitter is answered exactly once.
 //!
 //! On becoming leader (a new term) it first waits until every entry in its log is applied,
 //! then takes each queue's next offset from its ConsumeQueue (DLedger does the same before a
 //! new leader serves). A failed proposal answers its submitters with an error and discards the
-//! assignments, which are rebuilt that way before the next batch. Followers answer
-//! `NotLeader` with the leader they know of.
+//! assignments; nothing new is proposed until every proposal in flight has been answered
+//! (they fail too, or are committed: either way the log then shows them), and the assignments
+//! are rebuilt from the applied log before the next batch. So a leader change with proposals
+//! in flight gives no offset twice and leaves no gap. Followers answer `NotLeader` with the
+//! leader they know of.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +48,12 @@ pub struct ProposerConfig {
     pub batch_records_max: usize,
     /// How long a new leader waits to apply its whole log before it refuses sends. Default 3 s.
     pub catch_up_ms_max: u64,
+    /// Proposals in flight (proposed, not yet committed and applied) at once. Default 1
+    /// (stop-and-wait): openraft 0.9 appends and flushes one proposal at a time on the leader,
+    /// so with the replicas' disks shared (the dev cluster) more in flight only means smaller
+    /// batches and more fsyncs (BENCHMARKS.md, "Pipelined proposals"). Raise it where the round
+    /// trip, not the disk, bounds a round.
+    pub in_flight_max: usize,
     /// The largest entry payload the log takes (`CommitLog::entry_payload_max_bytes`): a
     /// submission larger is refused, and a batch never grows past it. Default 1 GiB less the
     /// entry header (the default segment).
@@ -55,6 +67,7 @@ impl Default for ProposerConfig {
             batch_bytes_max: 1 << 20,
             batch_records_max: 1024,
             catch_up_ms_max: 3_000,
+            in_flight_max: 1,
             entry_payload_max_bytes: (1 << 30) - ENTRY_HEADER_BYTES,
         }
     }
@@ -159,21 +172,55 @@ struct Assigner {
     next: HashMap<(String, i32), u64>,
 }
 
+type Answer = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
+
+/// A proposed batch waiting for its answer.
+struct InFlight {
+    batch: Vec<Submission>,
+    /// Per submission: each record's queue offset and place in the entry's payload.
+    placed: Vec<Vec<(QueueOffset, usize)>>,
+    answer: Answer,
+}
+
 async fn run<S: Storage + Clone>(
     raft: Raft<TypeConfig>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     config: ProposerConfig,
     mut rx: mpsc::Receiver<Submission>,
 ) {
+    let in_flight_max = config.in_flight_max.max(1);
     let mut assigner: Option<Assigner> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // A submission that did not fit the last batch opens the next one.
     let mut held: Option<Submission> = None;
+    // Set when a proposal failed: nothing new is proposed until the pipeline is empty.
+    let mut draining = false;
+    // Every handle is gone: answer what is in flight, then end.
+    let mut closed = false;
     loop {
-        let first = match held.take() {
-            Some(s) => s,
-            None => match rx.recv().await {
+        if closed && in_flight.is_empty() {
+            return;
+        }
+        let room = in_flight.len() < in_flight_max && !draining && !closed;
+        let first = tokio::select! {
+            biased;
+            answered = head(&mut in_flight) => {
+                let done = in_flight.pop_front().expect("head answered");
+                if !answer(done.batch, done.placed, answered) {
+                    assigner = None;
+                    draining = true;
+                }
+                if in_flight.is_empty() {
+                    draining = false;
+                }
+                continue;
+            }
+            s = next(&mut held, &mut rx), if room => match s {
                 Some(s) => s,
-                None => return,
+                None => {
+                    closed = true;
+                    continue;
+                }
             },
         };
         let (mut bytes, mut count) = (first.bytes(), first.records.len());
@@ -199,8 +246,14 @@ async fn run<S: Storage + Clone>(
             continue;
         }
         if assigner.as_ref().is_none_or(|a| a.term != metrics.current_term) {
-            // A new term: apply the whole log first, so the queues show every offset in it.
-            let last = metrics.last_log_index;
+            // A new term (or a failed proposal): answer what is in flight first, then apply the
+            // whole log, so the queues show every offset in it.
+            while let Some(InFlight { batch, placed, answer: answered }) = in_flight.pop_front() {
+                let answered = answered.await;
+                answer(batch, placed, answered);
+            }
+            draining = false;
+            let last = raft.metrics().borrow().last_log_index;
             let caught_up = raft
                 .wait(Some(Duration::from_millis(config.catch_up_ms_max)))
                 .applied_index_at_least(last, "new leader applies its log")
@@ -236,31 +289,73 @@ async fn run<S: Storage + Clone>(
             }
             placed.push(mine);
         }
-        match raft.client_write(Request::Messages(payload.into())).await {
-            Ok(resp) => {
-                let base = resp.data.entry_position + ENTRY_HEADER_BYTES as u64;
-                for (s, mine) in batch.into_iter().zip(placed) {
-                    let out = mine
-                        .into_iter()
-                        .map(|(queue_offset, at)| Placed {
-                            queue_offset,
-                            position: CommitLogOffset(base + at as u64),
-                            index: resp.log_id.index,
-                        })
-                        .collect();
-                    let _ = s.reply.send(Ok(out));
-                }
-            }
+        match raft.client_write_ff(Request::Messages(payload.into())).await {
+            Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer }),
             Err(e) => {
+                // Raft stopped: what is in flight is answered with errors as it drops them.
                 assigner = None;
-                let err = match e.forward_to_leader() {
-                    Some(f) => ProposeError::NotLeader { leader: f.leader_id },
-                    None => ProposeError::Raft(e.to_string()),
-                };
-                fail(batch, err);
+                draining = !in_flight.is_empty();
+                fail(batch, ProposeError::Raft(e.to_string()));
             }
         }
     }
+}
+
+/// The answer to the oldest proposal in flight; pending while there is none.
+async fn head(
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<openraft::raft::ClientWriteResult<TypeConfig>, tokio::sync::oneshot::error::RecvError> {
+    match in_flight.front_mut() {
+        Some(f) => (&mut f.answer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next submission: the one held over from the last batch, else the next to arrive.
+async fn next(
+    held: &mut Option<Submission>,
+    rx: &mut mpsc::Receiver<Submission>,
+) -> Option<Submission> {
+    match held.take() {
+        Some(s) => Some(s),
+        None => rx.recv().await,
+    }
+}
+
+/// Answers a proposal's submitters. False if the proposal failed.
+fn answer(
+    batch: Vec<Submission>,
+    placed: Vec<Vec<(QueueOffset, usize)>>,
+    answered: Result<
+        openraft::raft::ClientWriteResult<TypeConfig>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+) -> bool {
+    let err = match answered {
+        Ok(Ok(resp)) => {
+            let base = resp.data.entry_position + ENTRY_HEADER_BYTES as u64;
+            for (s, mine) in batch.into_iter().zip(placed) {
+                let out = mine
+                    .into_iter()
+                    .map(|(queue_offset, at)| Placed {
+                        queue_offset,
+                        position: CommitLogOffset(base + at as u64),
+                        index: resp.log_id.index,
+                    })
+                    .collect();
+                let _ = s.reply.send(Ok(out));
+            }
+            return true;
+        }
+        Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            ProposeError::NotLeader { leader: f.leader_id }
+        }
+        Ok(Err(e)) => ProposeError::Raft(e.to_string()),
+        // Raft dropped the answer: it stopped.
+        Err(_) => ProposeError::Raft("Raft stopped before the proposal was answered".to_owned()),
+    };
+    fail(batch, err);
+    false
 }
 
 fn fail(batch: Vec<Submission>, err: ProposeError) {

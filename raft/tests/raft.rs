@@ -777,6 +777,91 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// Pipelined proposals (several batches in flight) across a leader change: every
+    /// submission is answered exactly once; what was acknowledged is in the new leader's queues
+    /// at the offset it was acknowledged with; each queue is dense and no offset is given twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_proposals_survive_a_leader_change_in_flight() {
+        use rocketraft_protocol::message::RecordView;
+        use rocketraft_raft::{ProposeError, Proposer, ProposerConfig};
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        // Small batches, four in flight: many proposals are in flight when the leader stops.
+        let config =
+            ProposerConfig { in_flight_max: 4, batch_records_max: 4, ..Default::default() };
+        let proposers: BTreeMap<u64, Proposer> = g
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                (*id, Proposer::start(n.raft.clone(), n.dispatcher.clone(), config.clone()))
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..16i32 {
+            let (p, stop) = (proposers[&leader].clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut acked, mut failed) = (Vec::new(), 0u32);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = format!("w{w}-{i}");
+                    match p.submit(vec![record(w % 4, body.clone())]).await {
+                        Ok(placed) => acked.push((w % 4, placed[0].queue_offset.0, body)),
+                        Err(_) => {
+                            failed += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                    i += 1;
+                }
+                (acked, failed)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tracing::info!("--- the leader stops with proposals in flight");
+        g.nodes.remove(&leader).unwrap().shutdown().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for t in tasks {
+            // Every submission is answered (the task ends): none hangs on a dropped proposal.
+            let (a, _failed) = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("every submission is answered")
+                .unwrap();
+            acked.extend(a);
+        }
+        assert!(acked.len() > 16, "sends were acknowledged before the leader stopped");
+        let new_leader = g.leader(Some(leader)).await;
+        loop {
+            match proposers[&new_leader].submit(vec![record(0, "probe".into())]).await {
+                Ok(_) => break,
+                Err(ProposeError::NotLeader { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let node = &g.nodes[&new_leader];
+        let mut seen = std::collections::BTreeSet::new();
+        for (q, offset, body) in &acked {
+            assert!(seen.insert((*q, *offset)), "queue {q} offset {offset} acknowledged twice");
+            let entry = {
+                let d = node.dispatcher.lock().unwrap();
+                let queue = d.queue("T", *q).expect("queue exists");
+                assert!(
+                    queue.max_offset().0 > *offset,
+                    "acknowledged offset {offset} of queue {q} lost"
+                );
+                queue.range(rocketraft_store::QueueOffset(*offset), 1).unwrap()[0]
+            };
+            let raw =
+                node.log.lock().unwrap().read_records(&[(entry.position, entry.size)]).unwrap();
+            let r = RecordView::decode(&raw[0]).unwrap();
+            assert_eq!((r.queue_offset as u64, r.body), (*offset, body.as_bytes()));
+        }
+        g.shutdown().await;
+    }
+
     /// Transaction half messages and rollbacks are not dispatched to their queue, so they take
     /// no queue offset (RocketMQ stores 0): records around them stay dense, and every replica
     /// applies the entry. Once, the half took the next offset and the queue refused the record

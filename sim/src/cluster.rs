@@ -37,6 +37,9 @@ pub struct Topology {
     pub sim_bug_ack_before_commit: bool,
     /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
     pub raft_message_faults: MessageFaults,
+    /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
+    /// fault schedule also kills, pauses and isolates leaders with several proposals in flight.
+    pub proposals_in_flight_max: usize,
 }
 
 impl Default for Topology {
@@ -50,6 +53,7 @@ impl Default for Topology {
             register_interval_ms: 30_000,
             sim_bug_ack_before_commit: false,
             raft_message_faults: MessageFaults::default(),
+            proposals_in_flight_max: 4,
         }
     }
 }
@@ -450,6 +454,7 @@ async fn run_replica(
     bc.namesrv_addrs = (0..topo.namesrvs).map(namesrv_addr).collect();
     bc.register_interval_ms = topo.register_interval_ms;
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
+    bc.proposals_in_flight_max = topo.proposals_in_flight_max;
     let now_ms = rocketraft_raft::clock::now_ms();
     let broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
     views.lock().unwrap().insert(
