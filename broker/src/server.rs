@@ -950,9 +950,9 @@ fn runtime_info<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let (min, max, flushed) = {
+    let (min, max, flushed, io) = {
         let log = lock(&inner.log);
-        (log.start().position.0, log.end().position.0, log.flushed().position.0)
+        (log.start().position.0, log.end().position.0, log.flushed().position.0, log.io_counts())
     };
     let m = inner.raft.metrics().borrow().clone();
     let up = inner.epoch.elapsed().as_secs();
@@ -981,6 +981,12 @@ fn runtime_info<S: Storage + Clone, M: MetaStore>(
         ("commitLogMinOffset", min.to_string()),
         ("commitLogMaxOffset", max.to_string()),
         ("commitLogFlushedOffset", flushed.to_string()),
+        // Since the replica started: Raft appends (rounds), entries, group-commit flushes and
+        // the file range syncs they ran (entry bytes and index slots).
+        ("commitLogAppends", io.appends.to_string()),
+        ("commitLogEntries", io.entries.to_string()),
+        ("commitLogFlushes", io.flush_jobs.to_string()),
+        ("commitLogFileSyncs", io.file_syncs.to_string()),
         ("clientConnections", inner.connections.load(Ordering::Relaxed).to_string()),
         ("raftNodeId", inner.id.to_string()),
         ("raftRole", format!("{:?}", m.state)),

@@ -845,6 +845,13 @@ async fn admin_calls_manage_topics_and_groups() {
     assert_eq!(info["raftLeader"], leader.to_string());
     assert!(info["commitLogMaxOffset"].parse::<u64>().unwrap() > 0, "{info:?}");
     assert!(info["runtime"].starts_with("[ 0 days, 0 hours"), "{info:?}");
+    // The CommitLog's counters: at most one flush per Raft round (append), each syncing at
+    // least the entry bytes.
+    let count = |k: &str| info[k].parse::<u64>().unwrap();
+    assert!(count("commitLogFlushes") > 0, "{info:?}");
+    assert!(count("commitLogEntries") >= count("commitLogAppends"), "{info:?}");
+    assert!(count("commitLogFlushes") <= count("commitLogAppends"), "{info:?}");
+    assert!(count("commitLogFileSyncs") >= count("commitLogFlushes"), "{info:?}");
     let info = KvTable::from_json(&f.call(runtime).await.body).unwrap().table;
     assert_eq!(info["raftRole"], "Follower");
     assert_eq!(info["raftNodeId"], follower.to_string());

@@ -207,6 +207,9 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
             "raftNode": r.num("raftNodeId"), "role": role, "term": r.num("raftTerm"),
             "lastLogIndex": r.num("raftLastLogIndex"), "applied": r.num("raftLastApplied"),
             "lagEntries": lag_entries, "lagBytes": lag_bytes,
+            "commitLogAppends": r.num("commitLogAppends"),
+            "commitLogFlushes": r.num("commitLogFlushes"),
+            "commitLogFileSyncs": r.num("commitLogFileSyncs"),
         }));
     }
     let text = if table.is_empty() {

@@ -172,9 +172,27 @@ pub struct CommitLog<S: Storage> {
     epoch: u64,
     writes_refused: Option<StoreError>,
     scratch: Vec<u8>,
+    io: IoCounts,
+}
+
+/// What a CommitLog has done since it was opened, for operators and benchmarks: how many
+/// append calls (Raft rounds on this replica: one per append of a batch of entries), flush jobs
+/// (group commits) and file range syncs (a job syncs the entry bytes and the index slots it
+/// covers, per segment) it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    pub appends: u64,
+    pub entries: u64,
+    pub flush_jobs: u64,
+    pub file_syncs: u64,
 }
 
 impl<S: Storage> CommitLog<S> {
+    /// What this log has written and synced since it was opened.
+    pub fn io_counts(&self) -> IoCounts {
+        self.io
+    }
+
     /// Opens (or creates) the CommitLog in `storage` and recovers it: entries up to the
     /// checkpoint are trusted, the rest are scanned and checked by crc and chain; the log ends
     /// at the first entry that fails, and everything recovered is synced before it is
@@ -200,6 +218,7 @@ impl<S: Storage> CommitLog<S> {
             epoch: 0,
             writes_refused: None,
             scratch: Vec::new(),
+            io: IoCounts::default(),
         };
         let report = log.recover(saved)?;
         Ok((log, report))
@@ -789,7 +808,9 @@ impl<S: Storage> CommitLog<S> {
     pub fn append(&mut self, entries: &[LogEntry]) -> StoreResult<()> {
         for e in entries {
             self.append_one(e)?;
+            self.io.entries += 1;
         }
+        self.io.appends += 1;
         Ok(())
     }
 
@@ -901,6 +922,8 @@ impl<S: Storage> CommitLog<S> {
     /// Records a job that ran successfully; returns the durable point. A job taken before a
     /// truncation or reset does not move it.
     pub fn complete_flush(&mut self, job: FlushJob<S::File>) -> StoreResult<LogCut> {
+        self.io.flush_jobs += 1;
+        self.io.file_syncs += job.syncs.len() as u64;
         if job.epoch == self.epoch && job.target.next_index >= self.flushed.next_index {
             self.flushed = job.target;
             if self.flushed.next_index.0 - self.checkpointed.next_index.0

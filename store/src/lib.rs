@@ -20,7 +20,7 @@ pub mod io;
 pub mod retention;
 pub mod types;
 
-pub use commitlog::{CommitLog, CommitLogConfig, FlushJob, LogCut, RecoveryReport};
+pub use commitlog::{CommitLog, CommitLogConfig, FlushJob, IoCounts, LogCut, RecoveryReport};
 pub use consumequeue::{ConsumeQueue, ConsumeQueueConfig, CqEntry};
 pub use dispatch::{Arrival, DispatchConfig, Dispatcher};
 pub use entry::{EntryKind, EntryMeta, LogEntry};

@@ -236,6 +236,22 @@ mod crash {
         }
     }
 
+    /// The counters operators read (GET_BROKER_RUNTIME_INFO): appends, entries, flush jobs
+    /// and the file range syncs they ran. One flush covers every append before it.
+    #[test]
+    fn io_counts_show_one_flush_for_appends_grouped_before_it() {
+        let (mut log, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        for i in 0..3 {
+            log.append(&[entry(2 * i, 1, 100, 1), entry(2 * i + 1, 1, 100, 2)]).unwrap();
+        }
+        log.flush().unwrap();
+        let io = log.io_counts();
+        assert_eq!((io.appends, io.entries, io.flush_jobs), (3, 6, 1));
+        assert_eq!(io.file_syncs, 2, "the entry bytes and the index slots of one segment");
+        log.flush().unwrap();
+        assert_eq!(log.io_counts().flush_jobs, 1, "nothing new: no sync");
+    }
+
     #[test]
     fn a_flipped_byte_is_never_served() {
         let storage = SimStorage::new();
