@@ -166,7 +166,7 @@ pub struct CommitLog<S: Storage> {
     checkpoint: RecordFile<S>,
     /// Byte range written since the last flush job was taken.
     dirty: Option<Range<u64>>,
-    /// Lowest index whose slot was written since the last flush job was taken.
+    /// Lowest index whose slot was written since the last checkpoint (synced with it).
     dirty_index_from: Option<RaftIndex>,
     /// Bumped by truncation and reset: flush jobs from an older epoch do not count.
     epoch: u64,
@@ -478,7 +478,10 @@ impl<S: Storage> CommitLog<S> {
         self.storage.remove(&idx).doing(|| format!("removing {idx}"))
     }
 
+    /// Saves the start and the durable end. The slots of every entry it claims durable are
+    /// synced first: recovery trusts them up to the checkpoint.
     fn write_checkpoint(&mut self) -> StoreResult<()> {
+        self.sync_slots()?;
         let mut rec = Vec::with_capacity(2 * LogCut::BYTES);
         self.start.encode(&mut rec);
         self.flushed.encode(&mut rec);
@@ -898,9 +901,12 @@ impl<S: Storage> CommitLog<S> {
     /// Takes what must be synced to make everything appended so far durable. Run it with
     /// [`FlushJob::run`] outside any lock, then hand it to [`CommitLog::complete_flush`]. One
     /// job covers every append before it: this is group commit.
+    ///
+    /// A job syncs the entry bytes only. The position index (slots) past the checkpoint is
+    /// rebuilt from the entries by recovery's scan, so slots need to be durable only as far as a
+    /// checkpoint claims: [`CommitLog::write_checkpoint`] syncs them first. One sync per round.
     pub fn flush_job(&mut self) -> Option<FlushJob<S::File>> {
         let dirty = self.dirty.take()?;
-        let index_from = self.dirty_index_from.take().unwrap_or(self.end.next_index);
         let seg_size = self.config.segment_size_bytes;
         let mut syncs = Vec::new();
         for seg in &self.segments {
@@ -908,15 +914,26 @@ impl<S: Storage> CommitLog<S> {
             if lo < hi {
                 syncs.push((seg.data.clone(), lo - seg.base, hi - lo));
             }
-            let slot_lo = index_from.max(seg.slot_base);
-            let next_base = self.segments.iter().find(|s| s.base > seg.base).map(|s| s.slot_base);
-            let slot_hi = next_base.unwrap_or(self.end.next_index).min(self.end.next_index);
-            if slot_lo < slot_hi {
-                let a = (slot_lo.0 - seg.slot_base.0) * 8;
-                syncs.push((seg.idx.clone(), a, (slot_hi.0 - slot_lo.0) * 8));
-            }
         }
         Some(FlushJob { syncs, target: self.end, epoch: self.epoch })
+    }
+
+    /// Syncs the slots written since the last checkpoint (every segment's, up to the end).
+    fn sync_slots(&mut self) -> StoreResult<()> {
+        let Some(index_from) = self.dirty_index_from.take() else { return Ok(()) };
+        for (i, seg) in self.segments.iter().enumerate() {
+            let slot_lo = index_from.max(seg.slot_base);
+            let next_base = self.segments.get(i + 1).map(|s| s.slot_base);
+            let slot_hi = next_base.unwrap_or(self.end.next_index).min(self.end.next_index);
+            if slot_lo < slot_hi {
+                let at = (slot_lo.0 - seg.slot_base.0) * 8;
+                seg.idx
+                    .sync_range(at, (slot_hi.0 - slot_lo.0) * 8)
+                    .doing(|| "syncing the CommitLog's position index".to_owned())?;
+                self.io.file_syncs += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Records a job that ran successfully; returns the durable point. A job taken before a
