@@ -225,11 +225,6 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(self.catalog().topics.get(name).cloned())
     }
 
-    /// Whether a topic exists (from memory).
-    pub fn has_topic(&self, name: &str) -> bool {
-        self.catalog().topics.contains_key(name)
-    }
-
     /// Every topic, by name.
     pub fn topics(&self) -> Result<Vec<TopicMeta>, StorageError<NodeId>> {
         Ok(self.catalog().topics.values().cloned().collect())

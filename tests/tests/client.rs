@@ -17,41 +17,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::dev::DevCluster;
 use rocketraft_client::{
     Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt,
     MessageModel, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PushConsumer,
     PushConsumerConfig,
 };
-use rocketraft_raft::RaftTiming;
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
+#[path = "support/dev.rs"]
+mod dev;
 
 /// A cluster on free ports in a temporary directory, with quick elections.
 async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
-    init_tracing();
-    let config = DevConfig {
-        data_dir: dir.path().to_owned(),
-        namesrv_port: 0,
-        broker_port: 0,
-        raft_port: 0,
-        segment_size_bytes: 8 << 20,
-        timing: RaftTiming {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 800,
-            snapshot_every_entries: 10_000,
-        },
-        ..Default::default()
-    };
-    let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
-    assert!(cluster.wait_ready(Duration::from_secs(10)).await, "a master is routed");
-    cluster
+    dev::start_cluster(dir, 8 << 20, Duration::from_secs(10)).await
 }
 
 fn namesrv(cluster: &DevCluster) -> String {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::dev::DevCluster;
 use rocketraft_protocol::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, JsonBody, JsonStyle, MessageModel,
     ProducerData, SubscriptionData,
@@ -39,33 +39,15 @@ use rocketraft_protocol::message::{
 };
 use rocketraft_protocol::sysflag;
 use rocketraft_protocol::{request_code as rc, response_code, ExtFields, RemotingCommand};
-use rocketraft_raft::RaftTiming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/dev.rs"]
+mod dev;
+
 /// A dev cluster on free ports in `dir`, with quick elections, once a master is routed.
 async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let config = DevConfig {
-        data_dir: dir.path().to_owned(),
-        namesrv_port: 0,
-        broker_port: 0,
-        raft_port: 0,
-        segment_size_bytes: 64 << 20,
-        timing: RaftTiming {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 800,
-            snapshot_every_entries: 10_000,
-        },
-        ..Default::default()
-    };
-    let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
-    assert!(cluster.wait_ready(std::time::Duration::from_secs(15)).await, "a master is routed");
-    cluster
+    dev::start_cluster(dir, 64 << 20, Duration::from_secs(15)).await
 }
 
 /// The seed of the randomized run (default 1).

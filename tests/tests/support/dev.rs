@@ -1,0 +1,41 @@
+//! The in-process cluster the integration test binaries start (included with `#[path]`, so
+//! each binary compiles it; Cargo does not take `tests/support/` for a test target).
+
+use std::time::Duration;
+
+use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft_raft::RaftTiming;
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A dev cluster (a NameServer, one group of 3) on free ports in `dir`, with quick elections
+/// and segments of `segment_size_bytes`, once a master is routed (within `ready_within`).
+pub async fn start_cluster(
+    dir: &tempfile::TempDir,
+    segment_size_bytes: u64,
+    ready_within: Duration,
+) -> DevCluster {
+    init_tracing();
+    let config = DevConfig {
+        data_dir: dir.path().to_owned(),
+        namesrv_port: 0,
+        broker_port: 0,
+        raft_port: 0,
+        segment_size_bytes,
+        timing: RaftTiming {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 10_000,
+        },
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
+    assert!(cluster.wait_ready(ready_within).await, "a master is routed");
+    cluster
+}
