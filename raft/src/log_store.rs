@@ -235,10 +235,11 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        // Lazily: a committed id lost in a crash only means openraft re-applies less at start
-        // and learns the rest from the leader (the applied id is what it resumes from).
+        // Deferred (written by the once-a-second sync): a committed id lost in a crash only
+        // means openraft re-applies less at start and learns the rest from the leader (the
+        // applied id is what it resumes from).
         let raw = encode(&committed).map_err(io_write)?;
-        self.meta.write_lazy(vec![MetaOp::Put(KEY_COMMITTED.to_vec(), raw)]).map_err(io_write)
+        self.meta.put_deferred(KEY_COMMITTED, raw).map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -247,7 +248,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
                 Some(raw) => decode(&raw).map_err(io_read)?,
                 None => None,
             };
-        // The committed id is written lazily and the CommitLog may be synced lazily too (async
+        // The committed id is deferred and the CommitLog may be synced lazily too (async
         // flush): after a power loss either can be ahead of the other. What the log still holds
         // up to the committed index is a prefix of the committed entries, so the last of them
         // is committed; openraft re-applies up to it and learns the rest from the leader.
@@ -312,8 +313,8 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        // Durably: this also makes the lazily written applied id durable first (writes reach
-        // the disk in order), so a restart never finds the applied id behind the purged one.
+        // Durably: this also makes the deferred applied id durable first (it is written
+        // before these ops), so a restart never finds the applied id behind the purged one.
         let raw = encode(&log_id).map_err(io_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_PURGED.to_vec(), raw)]).map_err(io_write)?;
         lock(&self.log).purge_through(RaftIndex(log_id.index)).map_err(io_write)?;

@@ -108,7 +108,7 @@ pub enum StartError {
 /// its own term (the blank entry a new leader appends first). Only then does its state machine
 /// hold every entry an earlier leader committed: before it, a new leader's topics, queues and
 /// consumer offsets may lag what was acknowledged (a restarted replica rebuilds them from its
-/// log, since the applied id is saved lazily). The broker serves as master only from then on.
+/// log, since the applied id is saved deferred). The broker serves as master only from then on.
 pub fn leads_with_current_state(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
     m.current_leader == Some(m.id)
         && m.last_applied.is_some_and(|a| a.leader_id.term == m.current_term)
@@ -308,7 +308,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             tracing::warn!(error = %e, "Raft shutdown");
         }
         // Async flush leaves up to one interval of entries unsynced: sync them before the
-        // process goes (sync mode has nothing left to do here), and the lazily written
+        // process goes (sync mode has nothing left to do here), and the lazy and deferred
         // metadata, so a clean restart re-applies nothing. Not after a fatal error: a sync the
         // disk refused must not be followed by one that reports it all durable.
         if fatal {
@@ -326,11 +326,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
 
 /// How often a replica checks whether Raft stopped on a fatal error.
 const FATAL_CHECK_MS: u64 = 100;
-/// How often a replica makes its lazily written metadata (committed and applied ids, what
+/// How often a replica makes its lazy and deferred metadata (committed and applied ids, what
 /// apply changed) durable: what a crash can make it re-apply from the log at start.
 pub const META_SYNC_MS: u64 = 1_000;
 
-/// Watches Raft's running state and syncs the lazily written metadata every
+/// Watches Raft's running state and syncs the lazy and deferred metadata every
 /// [`META_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a metadata
 /// sync the disk refused, is logged once, published to `fatal`, and stops the replica's RPC
 /// server and retention (and Raft, for a failed sync): its peers then see it as down, not as a

@@ -2,7 +2,9 @@
 //!
 //! Applying a committed entry: message records go to the ConsumeQueues and IndexFiles
 //! (dispatch) and wake long-polling pulls; metadata commands change topics, groups and consumer
-//! offsets in the metadata store, in the same atomic write as the new applied id.
+//! offsets in the metadata store, written lazily, and the applied id is deferred after them
+//! (see [`crate::meta`]): a crash keeps a prefix of those writes and openraft re-applies from
+//! the applied id it finds, which never runs ahead of what it covers.
 //!
 //! A snapshot is what a log needs beside itself: the metadata (topics, groups, offsets,
 //! membership) at an applied id, and the log cut where the next entry goes. A follower that
@@ -406,13 +408,17 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
             last_applied = Some(e.log_id);
             responses.push(Response { entry_position: position.0 });
         }
-        if let Some(applied) = last_applied {
-            // The applied id and what these entries changed, in one atomic batch, lazily: a
-            // crash keeps a prefix of such batches, and openraft re-applies from the applied id
-            // it finds (dispatch and metadata commands are idempotent in log order). The node
-            // syncs them every second, and a purge or snapshot makes them durable first.
-            ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&Some(applied)).map_err(sm_write)?));
+        // What these entries changed, lazily, then the applied id, deferred: a crash keeps a
+        // prefix of the changes and an applied id no newer than them, and openraft re-applies
+        // from the applied id it finds (dispatch and metadata commands are idempotent in log
+        // order). The node syncs them every second, and a purge or snapshot (durable writes)
+        // makes them durable first. A send's entries change no metadata: no write at all.
+        if !ops.is_empty() {
             self.meta.write_lazy(ops).map_err(sm_write)?;
+        }
+        if let Some(applied) = last_applied {
+            let raw = encode(&Some(applied)).map_err(sm_write)?;
+            self.meta.put_deferred(KEY_APPLIED, raw).map_err(sm_write)?;
         }
         if !catalog_changes.is_empty() {
             let mut catalog = self.catalog_mut();
