@@ -160,6 +160,8 @@ pub struct Broker {
     stop: tokio::sync::watch::Sender<bool>,
     /// The registration task: on stop it unregisters from every NameServer, then ends.
     register: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The accept loop: on stop it ends and closes the listener.
+    accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Broker {
@@ -234,8 +236,13 @@ impl Broker {
             )));
         }
         tokio::spawn(expire_clients(inner.clone(), stop_rx.clone()));
-        tokio::spawn(accept_loop(listener, inner, stop_rx));
-        Ok(Broker { addr, stop, register: std::sync::Mutex::new(register) })
+        let accept = tokio::spawn(accept_loop(listener, inner, stop_rx));
+        Ok(Broker {
+            addr,
+            stop,
+            register: std::sync::Mutex::new(register),
+            accept: std::sync::Mutex::new(Some(accept)),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -248,11 +255,16 @@ impl Broker {
         let _ = self.stop.send(true);
     }
 
-    /// Stops serving and waits until every NameServer was told this replica is leaving (each
-    /// call bounded by the 3 s call timeout), so clients stop routing to it at once instead
-    /// of after the NameServers' 120 s expiry.
+    /// Stops serving and waits until the listener is closed (its port can be bound again) and
+    /// every NameServer was told this replica is leaving (each call bounded by the 3 s call
+    /// timeout), so clients stop routing to it at once instead of after the NameServers' 120 s
+    /// expiry.
     pub async fn shutdown_and_unregister(&self) {
         self.shutdown();
+        let accept = lock(&self.accept).take();
+        if let Some(task) = accept {
+            let _ = task.await;
+        }
         let task = lock(&self.register).take();
         if let Some(task) = task {
             let _ = task.await;
