@@ -342,7 +342,7 @@ impl<S: Storage> CommitLog<S> {
     /// The cut before the first entry of the segment at `base` (a log without checkpoint).
     fn first_entry_cut(&self, base: u64) -> StoreResult<LogCut> {
         let path = join(DIR, &offset_file_name(base));
-        let data = self.storage.open(&path).doing(|| format!("opening {path}"))?;
+        let data = self.storage.open_log(&path).doing(|| format!("opening {path}"))?;
         let mut header = [0u8; ENTRY_HEADER_BYTES];
         data.read_at(0, &mut header).doing(|| format!("reading {path}"))?;
         Ok(match entry::parse_header(&header) {
@@ -421,7 +421,7 @@ impl<S: Storage> CommitLog<S> {
     /// Opens a segment; its slot base is `known`, or the index of the entry at its start.
     fn open_segment(&self, base: u64, known: Option<RaftIndex>) -> StoreResult<Segment<S::File>> {
         let path = join(DIR, &offset_file_name(base));
-        let data = self.storage.open(&path).doing(|| format!("opening {path}"))?;
+        let data = self.storage.open_log(&path).doing(|| format!("opening {path}"))?;
         if data.capacity() != self.config.segment_size_bytes {
             return Err(StoreError::Config(format!(
                 "segment {path} is {} bytes but segment_size_bytes is {}: every replica and \
@@ -461,7 +461,7 @@ impl<S: Storage> CommitLog<S> {
         self.storage.remove(&idx_path).doing(|| format!("removing {idx_path}"))?;
         let data = self
             .storage
-            .create(&path, self.config.segment_size_bytes)
+            .create_log(&path, self.config.segment_size_bytes)
             .doing(|| format!("creating {path}"))?;
         let idx = self
             .storage

@@ -16,6 +16,7 @@ pub fn run<S: Storage>(storage: &S) {
     remove_dir_all_takes_the_subtree(storage);
     sync_accepts_any_in_range_span(storage);
     handles_share_one_file(storage);
+    log_files_are_files_too(storage);
     disk_usage_is_sane(storage);
 }
 
@@ -101,6 +102,33 @@ fn disk_usage_is_sane<S: Storage>(s: &S) {
     assert!(u.total_bytes > 0 && u.available_bytes <= u.total_bytes);
     assert!((0.0..=1.0).contains(&u.used_ratio()));
     assert!(s.modified_ms("sync").unwrap() >= 0);
+}
+
+/// A log file keeps the whole contract, and handles of either kind see each other's writes.
+fn log_files_are_files_too<S: Storage>(s: &S) {
+    let f = s.create_log("log/seg", 8192).unwrap();
+    assert_eq!(f.capacity(), 8192);
+    assert!(read_all(&*f).unwrap().iter().all(|b| *b == 0), "a new log file reads as zeros");
+    f.write_at(0, b"entry-1").unwrap();
+    f.write_at(7, b"entry-2").unwrap();
+    f.sync_range(0, 14).unwrap();
+    let mut buf = [0u8; 14];
+    f.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"entry-1entry-2");
+    assert!(f.write_at(8190, b"abc").is_err(), "a log write past the end");
+    assert!(f.sync_range(8000, 200).is_err(), "a log sync past the end");
+    let plain = s.open("log/seg").unwrap();
+    plain.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"entry-1entry-2", "a plain handle sees the log handle's writes");
+    let again = s.open_log("log/seg").unwrap();
+    again.write_at(14, b"entry-3").unwrap();
+    let mut more = [0u8; 7];
+    f.read_at(14, &mut more).unwrap();
+    assert_eq!(&more, b"entry-3", "log handles share the file");
+    plain.read_at(14, &mut more).unwrap();
+    assert_eq!(&more, b"entry-3");
+    assert_eq!(s.create_log("log/seg", 8).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(s.open_log("log/missing").unwrap_err().kind(), ErrorKind::NotFound);
 }
 
 #[cfg(test)]

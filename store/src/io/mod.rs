@@ -2,8 +2,9 @@
 //! ConsumeQueue and IndexFile files, the checkpoint) goes through [`Storage`].
 //!
 //! Two implementations pass one conformance suite ([`conformance`]): [`mmap::MmapStorage`]
-//! (memmap2 over real files, `msync` for durability) and [`sim::SimStorage`] (in memory; it
-//! remembers what was synced, so a simulated power failure can drop or tear unsynced writes).
+//! (real files read through a mapping; written through it and `msync`ed, or for log files with
+//! `pwrite` and `fdatasync`) and [`sim::SimStorage`] (in memory; it remembers what was synced,
+//! so a simulated power failure can drop or tear unsynced writes).
 //!
 //! Contract: files have a fixed capacity set at creation and read as zeros where never
 //! written. One writer per file at a time; a reader never reads a range while it is being
@@ -52,6 +53,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Opens an existing file; its capacity is its size.
     fn open(&self, path: &str) -> io::Result<Arc<Self::File>>;
+
+    /// [`Storage::create`] for a log file: written front to back and synced after almost
+    /// every write (a CommitLog segment). Same contract; the implementation may write it
+    /// another way.
+    fn create_log(&self, path: &str, capacity_bytes: u64) -> io::Result<Arc<Self::File>> {
+        self.create(path, capacity_bytes)
+    }
+
+    /// [`Storage::open`] for a log file (see [`Storage::create_log`]).
+    fn open_log(&self, path: &str) -> io::Result<Arc<Self::File>> {
+        self.open(path)
+    }
 
     /// The names directly under `dir` ("" is the root), files and directories, sorted.
     /// A directory that does not exist lists as empty.
