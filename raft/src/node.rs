@@ -241,6 +241,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         tokio::spawn(watch_replica(
             raft.clone(),
             meta.clone(),
+            state_machine.clone(),
             Arc::downgrade(&stop),
             fatal_tx,
             config.group.clone(),
@@ -321,6 +322,10 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         if let Err(e) = crate::runtime::run_blocking(move || meta.sync()).await {
             tracing::error!(error = %e, "final metadata sync failed");
         }
+        let sm = self.state_machine.clone();
+        if let Err(e) = crate::runtime::run_blocking(move || sm.sync_dispatch()).await {
+            tracing::error!(error = %e, "final queue and index sync failed");
+        }
     }
 }
 
@@ -330,8 +335,14 @@ const FATAL_CHECK_MS: u64 = 100;
 /// apply changed) durable: what a crash can make it re-apply from the log at start.
 pub const META_SYNC_MS: u64 = 1_000;
 
-/// Watches Raft's running state and syncs the lazy and deferred metadata every
-/// [`META_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a metadata
+/// How often a replica syncs its queues and indexes and moves the dispatch checkpoint: what a
+/// crash makes it re-dispatch from the log at start (at most this long's entries). Not in
+/// apply: the sync is blocking I/O (msync of every dirty queue and IndexFile page, the latter
+/// scattered over the hash slots), which ran on apply's async task every 1,000 entries.
+pub const DISPATCH_SYNC_MS: u64 = 5_000;
+
+/// Watches Raft's running state, syncs the lazy and deferred metadata every [`META_SYNC_MS`]
+/// and the queues and indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a metadata
 /// sync the disk refused, is logged once, published to `fatal`, and stops the replica's RPC
 /// server and retention (and Raft, for a failed sync): its peers then see it as down, not as a
 /// peer that answers and never acts.
@@ -342,15 +353,17 @@ pub const META_SYNC_MS: u64 = 1_000;
 ///
 /// It holds the stop signal weakly: a node dropped without [`RaftNode::shutdown`] still stops
 /// its tasks. openraft's own "stopped" state is our shutdown, never reported as fatal.
-async fn watch_replica<M: MetaStore>(
+async fn watch_replica<S: Storage + Clone, M: MetaStore>(
     raft: Raft<TypeConfig>,
     meta: Arc<M>,
+    state_machine: StateMachine<S, M>,
     stop: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
     fatal: tokio::sync::watch::Sender<Option<String>>,
     group: String,
     id: NodeId,
 ) {
     let mut since_sync_ms = 0;
+    let mut since_dispatch_sync_ms = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
         let Some(stop) = stop.upgrade() else { return };
@@ -368,6 +381,16 @@ async fn watch_replica<M: MetaStore>(
             let m = meta.clone();
             if let Err(e) = crate::runtime::run_blocking(move || m.sync()).await {
                 error = Some(format!("syncing the metadata store failed: {e}"));
+                let raft = raft.clone();
+                tokio::spawn(async move { raft.shutdown().await });
+            }
+        }
+        since_dispatch_sync_ms += FATAL_CHECK_MS;
+        if error.is_none() && since_dispatch_sync_ms >= DISPATCH_SYNC_MS {
+            since_dispatch_sync_ms = 0;
+            let sm = state_machine.clone();
+            if let Err(e) = crate::runtime::run_blocking(move || sm.sync_dispatch()).await {
+                error = Some(format!("syncing the queues and indexes failed: {e}"));
                 let raft = raft.clone();
                 tokio::spawn(async move { raft.shutdown().await });
             }

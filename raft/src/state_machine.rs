@@ -12,8 +12,9 @@
 //! at that cut (the messages before it were purged everywhere by retention), so positions stay
 //! identical to the leader's.
 //!
-//! Dispatch flushes its files every `DISPATCH_FLUSH_EVERY` entries; on start the state machine
-//! dispatches again from the dispatch checkpoint up to the applied id.
+//! Dispatch does not sync its files here: the replica's watcher does, every
+//! [`crate::node::DISPATCH_SYNC_MS`], off the send path ([`StateMachine::sync_dispatch`]); on
+//! start the state machine dispatches again from the dispatch checkpoint up to the applied id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -44,8 +45,6 @@ const PREFIX_OFFSET: &[u8] = b"offset/";
 const REPLICATED: [&[u8]; 3] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET];
 /// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
-/// Flush the queues and indexes after this many dispatched entries.
-const DISPATCH_FLUSH_EVERY: u64 = 1_000;
 
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
@@ -132,7 +131,6 @@ pub struct StateMachine<S: Storage, M: MetaStore> {
     meta: Arc<M>,
     catalog: Arc<RwLock<Catalog>>,
     listener: Option<ArrivalListener>,
-    undispatched_flush: Arc<Mutex<u64>>,
 }
 
 impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
@@ -143,7 +141,6 @@ impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
             meta: self.meta.clone(),
             catalog: self.catalog.clone(),
             listener: self.listener.clone(),
-            undispatched_flush: self.undispatched_flush.clone(),
         }
     }
 }
@@ -177,14 +174,7 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         listener: Option<ArrivalListener>,
     ) -> Result<Self, StorageError<NodeId>> {
         let catalog = Arc::new(RwLock::new(Catalog::load(&*meta)?));
-        let sm = StateMachine {
-            log,
-            dispatcher,
-            meta,
-            catalog,
-            listener,
-            undispatched_flush: Arc::new(Mutex::new(0)),
-        };
+        let sm = StateMachine { log, dispatcher, meta, catalog, listener };
         sm.catch_up_dispatch()?;
         Ok(sm)
     }
@@ -211,6 +201,13 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         }
         d.flush().map_err(sm_write)?;
         tracing::info!(from = %from, to = %to, "dispatched entries applied before the restart");
+        Ok(())
+    }
+
+    /// Syncs the queues and indexes and moves the dispatch checkpoint up to what was
+    /// dispatched: what a restart re-dispatches from the log starts there. Blocking I/O.
+    pub fn sync_dispatch(&self) -> Result<(), StorageError<NodeId>> {
+        lock(&self.dispatcher).flush().map_err(sm_write)?;
         Ok(())
     }
 
@@ -371,7 +368,6 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         let mut ops = Vec::new();
         let mut arrivals = Vec::new();
         let mut last_applied = None;
-        let mut dispatched = 0;
         let mut catalog_changes = Vec::new();
         for e in entries {
             let mut position = CommitLogOffset(0);
@@ -387,7 +383,6 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                         .dispatch(position, &stored)
                         .map_err(|err| apply_error(e.log_id, err))?;
                     arrivals.extend(got);
-                    dispatched += 1;
                 }
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
@@ -426,13 +421,6 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                 catalog.apply(cmd);
             }
         }
-        let mut pending = lock(&self.undispatched_flush);
-        *pending += dispatched;
-        if *pending >= DISPATCH_FLUSH_EVERY {
-            lock(&self.dispatcher).flush().map_err(sm_write)?;
-            *pending = 0;
-        }
-        drop(pending);
         if let (Some(listener), false) = (&self.listener, arrivals.is_empty()) {
             listener(&arrivals);
         }
