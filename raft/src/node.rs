@@ -379,21 +379,14 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
         if error.is_none() && since_sync_ms >= META_SYNC_MS {
             since_sync_ms = 0;
             let m = meta.clone();
-            if let Err(e) = crate::runtime::run_blocking(move || m.sync()).await {
-                error = Some(format!("syncing the metadata store failed: {e}"));
-                let raft = raft.clone();
-                tokio::spawn(async move { raft.shutdown().await });
-            }
+            error = periodic_sync(&raft, "the metadata store", move || m.sync()).await;
         }
         since_dispatch_sync_ms += FATAL_CHECK_MS;
         if error.is_none() && since_dispatch_sync_ms >= DISPATCH_SYNC_MS {
             since_dispatch_sync_ms = 0;
             let sm = state_machine.clone();
-            if let Err(e) = crate::runtime::run_blocking(move || sm.sync_dispatch()).await {
-                error = Some(format!("syncing the queues and indexes failed: {e}"));
-                let raft = raft.clone();
-                tokio::spawn(async move { raft.shutdown().await });
-            }
+            error =
+                periodic_sync(&raft, "the queues and indexes", move || sm.sync_dispatch()).await;
         }
         if let Some(e) = error {
             tracing::error!(
@@ -408,6 +401,19 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             return;
         }
     }
+}
+
+/// Runs one of the watcher's syncs on a blocking thread. A sync the disk refused is fatal: Raft
+/// is stopped and the error returned for the watcher to publish.
+async fn periodic_sync<E: std::fmt::Display + Send + 'static>(
+    raft: &Raft<TypeConfig>,
+    what: &str,
+    sync: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> Option<String> {
+    let e = crate::runtime::run_blocking(sync).await.err()?;
+    let raft = raft.clone();
+    tokio::spawn(async move { raft.shutdown().await });
+    Some(format!("syncing {what} failed: {e}"))
 }
 
 /// Retention for a replica: every `check_ms`, refuse or re-allow appends by disk usage, and
