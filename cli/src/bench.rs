@@ -1,6 +1,8 @@
 //! `rocketraft bench produce|consume|e2e`: load against a running cluster, like RocketMQ's
 //! benchmark Producer and Consumer. Reports throughput (messages/s, MiB/s) and latency
-//! (p50/p99/p99.9/max), with a live progress line while it runs.
+//! (p50/p99/p99.9/max), with a live progress line while it runs, and the CPU time spent per
+//! message by the bench itself and, when the cluster runs on this machine, by its server
+//! processes ([`crate::cpu`]).
 //!
 //! Bench bodies carry a header so that a consumer can time delivery and find losses:
 //! `RRB1` | send time (Unix µs, u64 BE) | run id (u64 BE) | sequence number (u64 BE) | filler.
@@ -243,8 +245,11 @@ pub async fn run(
         // waiting for the first rebalance.
         wait_for_assignment(&admin, &config, &consumers).await;
     }
+    let servers = local_servers(&admin, &config).await;
     admin.shutdown().await;
 
+    let server_cpu = crate::cpu::CpuMeter::start(servers);
+    let own_cpu = crate::cpu::CpuMeter::start([std::process::id()].into());
     let t0 = instant();
     let mut producers = Vec::new();
     let mut tasks = Vec::new();
@@ -323,10 +328,40 @@ pub async fn run(
     if config.live {
         eprintln!();
     }
+    let cpu = CpuUsed {
+        servers: server_cpu.pids().len(),
+        server_us: server_cpu.used_us(),
+        own_us: own_cpu.used_us(),
+    };
     for c in consumers {
         c.shutdown().await;
     }
-    Ok(summary(&shared, kind, produced_in, consumed_in, interrupted))
+    Ok(summary(&shared, kind, produced_in, consumed_in, interrupted, cpu))
+}
+
+/// CPU time over the run: of the cluster's local server processes (how many were found) and
+/// of the bench's own process.
+#[derive(Debug, Clone, Copy)]
+struct CpuUsed {
+    servers: usize,
+    server_us: u64,
+    own_us: u64,
+}
+
+/// The local processes serving the cluster's NameServers and brokers (none for a remote one).
+async fn local_servers(admin: &Admin, config: &BenchConfig) -> std::collections::BTreeSet<u32> {
+    let mut addrs: Vec<String> = config.namesrv.split(';').map(|a| a.trim().to_owned()).collect();
+    if let Ok(info) = admin.cluster_info().await {
+        for broker in info.broker_addr_table.values() {
+            addrs.extend(broker.broker_addrs.values().cloned());
+        }
+    }
+    let resolved: Vec<std::net::SocketAddr> = addrs
+        .iter()
+        .filter_map(|a| std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).ok())
+        .flatten()
+        .collect();
+    crate::cpu::local_listeners(&resolved)
 }
 
 /// Creates the topic (`queues` queues on every group) unless the NameServers know it.
@@ -497,6 +532,7 @@ fn summary(
     produced_in: Duration,
     consumed_in: Duration,
     interrupted: bool,
+    cpu: CpuUsed,
 ) -> (String, Value) {
     let c = &shared.config;
     let mut json = json!({
@@ -547,6 +583,27 @@ fn summary(
         json["notReceived"] = json!(lost);
         json["duplicates"] = json!(dup);
     }
+    // Per message moved: sent (produce, e2e: each is also received once) or received.
+    let messages = match kind {
+        Kind::Consume => shared.received.ok.load(Ordering::Relaxed),
+        _ => shared.sent.ok.load(Ordering::Relaxed),
+    };
+    let per_message = |us: u64| if messages > 0 { us as f64 / messages as f64 } else { 0.0 };
+    let (own, server) = (per_message(cpu.own_us), per_message(cpu.server_us));
+    let mut cpu_json = json!({ "benchUsPerMsg": own, "serverProcesses": cpu.servers });
+    if cpu.servers > 0 {
+        cpu_json["serverUsPerMsg"] = json!(server);
+        text.push_str(&format!(
+            "CPU per message: servers {server:.1} us ({} local process(es)), this bench {own:.1} us\n",
+            cpu.servers
+        ));
+    } else {
+        cpu_json["serverUsPerMsg"] = Value::Null;
+        text.push_str(&format!(
+            "CPU per message: this bench {own:.1} us (servers not on this machine: not measured)\n"
+        ));
+    }
+    json["cpu"] = cpu_json;
     (text, json)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cpu;
 pub mod dev;
 pub mod hist;
 pub mod replica;

@@ -379,7 +379,8 @@ mod cli {
         assert!(!dev.json(&["topic", "list"]).as_array().unwrap().contains(&"Orders".into()));
     }
 
-    /// The bench's figures add up: every message counted, e2e finds none missing.
+    /// The bench's figures add up: every message counted, e2e finds none missing; the CPU per
+    /// message is measured on the dev process the bench found by its ports.
     #[test]
     fn bench_reports_what_it_sent_and_received() {
         let dev = Dev::start();
@@ -387,6 +388,10 @@ mod cli {
         assert_eq!(produce["produce"]["messages"], 200, "{produce}");
         assert_eq!(produce["produce"]["errors"], 0);
         assert!(produce["produce"]["latencyMs"]["p99"].as_f64().unwrap() > 0.0);
+        assert_eq!(produce["cpu"]["serverProcesses"], 1, "the one dev process: {produce}");
+        assert!(produce["cpu"]["serverUsPerMsg"].as_f64().unwrap() > 0.0, "{produce}");
+        // The bench's own share may be below the 10 ms a CPU tick counts: present, not > 0.
+        assert!(produce["cpu"]["benchUsPerMsg"].as_f64().is_some(), "{produce}");
         let e2e = dev.json(&[
             "bench",
             "e2e",
