@@ -127,6 +127,11 @@ pub struct RaftSection {
     /// Send proposals the leader keeps in flight at once (1 is stop-and-wait). Default 1.
     #[serde(default = "defaults::proposals_in_flight")]
     pub proposals_in_flight_max: usize,
+    /// When a send is acknowledged: "quorum" (a majority has it; the default) or "leader" (the
+    /// leader's own log has it: RocketMQ's asynchronous replication, where a failover can lose
+    /// acknowledged messages and give their queue offsets again; ARCHITECTURE.md).
+    #[serde(default)]
+    pub replication: rocketraft_raft::Replication,
 }
 
 /// `[store]`: files, flushing and retention.
@@ -238,6 +243,7 @@ impl BrokerFile {
         b.register_interval_ms = s.register_interval_ms;
         b.auto_create_topic = s.auto_create_topic;
         b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
+        b.replication = self.raft.replication;
         b
     }
 
@@ -328,6 +334,7 @@ impl BrokerFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rocketraft_raft::Replication;
 
     const EXAMPLE: &str = include_str!("../../broker.example.toml");
     const MINIMAL: &str = r#"
@@ -353,6 +360,10 @@ mod tests {
         );
         assert_eq!(e.snapshot_every_entries, m.snapshot_every_entries);
         assert_eq!(
+            (e.replication, m.replication, e.proposals_in_flight_max),
+            (Replication::Quorum, Replication::Quorum, m.proposals_in_flight_max)
+        );
+        assert_eq!(
             (example.cluster_name, example.broker_name, example.listen, example.store_dir),
             (minimal.cluster_name, minimal.broker_name, minimal.listen, minimal.store_dir)
         );
@@ -370,6 +381,12 @@ mod tests {
         let b = file.broker_config();
         assert_eq!(b.pull_batch_max, 8);
         assert_eq!(b.advertised_addr, "10.0.0.1:10911".parse().unwrap());
+        assert_eq!(b.replication, Replication::Quorum);
+        let leader = MINIMAL.replace("node_id = 1", "node_id = 1\nreplication = \"leader\"");
+        assert_eq!(
+            BrokerFile::parse(&leader).unwrap().broker_config().replication,
+            Replication::Leader
+        );
     }
 
     #[test]
@@ -383,6 +400,7 @@ mod tests {
         refused(MINIMAL.replace("node_id = 1", "node_id = 7"), "node_id 7 is not one of peers");
         refused(MINIMAL.replace("\"2\" =", "\"two\" ="), "\"two\" is not a node id");
         refused(format!("{MINIMAL}\n[store]\nflush = \"sometimes\"\n"), "\"sometimes\"");
+        refused(MINIMAL.replace("node_id = 1", "node_id = 1\nreplication = \"async\""), "async");
         refused(format!("{MINIMAL}\n[store]\ndisk_clean_ratio = 0.95\n"), "disk_clean_ratio");
         refused(format!("{MINIMAL}\nelection_timeout_max_ms = 100\n"), "[raft] timing");
         refused(

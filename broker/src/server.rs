@@ -34,8 +34,8 @@ use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, Remo
 use rocketraft_raft::types::{ConsumerOffset, GroupMeta, TopicMeta};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{
-    MetaCommand, ProposeError, Proposer, ProposerConfig, RaftNode, Request, StateMachine,
-    TypeConfig,
+    MetaCommand, ProposeError, Proposer, ProposerConfig, RaftNode, Replication, Request,
+    StateMachine, TypeConfig,
 };
 use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLog, Dispatcher, QueueOffset};
@@ -97,6 +97,10 @@ pub struct BrokerConfig {
     /// Send proposals in flight at once on the leader (`ProposerConfig::in_flight_max`).
     /// Default 1.
     pub proposals_in_flight_max: usize,
+    /// When a send is acknowledged: once a majority has it (`Quorum`, the default) or once the
+    /// leader's own log has it (`Leader`, RocketMQ's asynchronous replication; see
+    /// [`rocketraft_raft::Replication`] for what a failover can lose).
+    pub replication: Replication,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -123,6 +127,7 @@ impl BrokerConfig {
             register_interval_ms: 30_000,
             auto_create_topic: true,
             proposals_in_flight_max: ProposerConfig::default().in_flight_max,
+            replication: Replication::Quorum,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
         }
@@ -190,9 +195,15 @@ impl Broker {
         let proposer_config = ProposerConfig {
             entry_payload_max_bytes: lock(&node.log).entry_payload_max_bytes(),
             in_flight_max: config.proposals_in_flight_max.max(1),
+            replication: config.replication,
             ..Default::default()
         };
-        let proposer = Proposer::start(node.raft.clone(), node.dispatcher.clone(), proposer_config);
+        let proposer = Proposer::start(
+            node.raft.clone(),
+            node.dispatcher.clone(),
+            node.local_appends.clone(),
+            proposer_config,
+        );
         let inner = Arc::new(Inner {
             id: node.raft.metrics().borrow().id,
             config,

@@ -42,6 +42,8 @@ pub struct DevConfig {
     pub group: String,
     /// Default sync (acknowledged = on a majority's disks).
     pub flush: FlushMode,
+    /// When a send is acknowledged. Default quorum (a majority has it).
+    pub replication: rocketraft_raft::Replication,
     /// CommitLog segment size. Default 64 MiB (smaller than production's 1 GiB: a dev machine
     /// should not map gigabytes for a few test messages).
     pub segment_size_bytes: u64,
@@ -62,6 +64,7 @@ impl Default for DevConfig {
             cluster_name: "DefaultCluster".into(),
             group: "broker-a".into(),
             flush: FlushMode::Sync,
+            replication: rocketraft_raft::Replication::Quorum,
             segment_size_bytes: 64 << 20,
             timing: RaftTiming::default(),
             register_interval_ms: 30_000,
@@ -189,6 +192,7 @@ impl DevCluster {
         b.listen = self.broker_addrs[&id].to_string();
         b.namesrv_addrs = vec![self.namesrv_addr.to_string()];
         b.register_interval_ms = self.config.register_interval_ms;
+        b.replication = self.config.replication;
         b
     }
 

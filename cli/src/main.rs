@@ -82,6 +82,11 @@ enum Command {
         /// synced every 500 ms.
         #[arg(long, value_enum, default_value = "sync")]
         flush: Flush,
+        /// quorum: a send is acknowledged once a majority has it; leader: once the leader's
+        /// own log has it (RocketMQ's asynchronous replication: a failover can lose
+        /// acknowledged messages).
+        #[arg(long, value_enum, default_value = "quorum")]
+        replication: ReplicationArg,
     },
     /// Run a NameServer until Ctrl-C or SIGTERM.
     Namesrv {
@@ -172,6 +177,12 @@ enum Command {
 enum Flush {
     Sync,
     Async,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplicationArg {
+    Quorum,
+    Leader,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -308,7 +319,7 @@ enum BenchCmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, namesrv_port, broker_port, raft_port, flush } => {
+        Command::Dev { data_dir, namesrv_port, broker_port, raft_port, flush, replication } => {
             let flush = match flush {
                 Flush::Sync => FlushMode::Sync,
                 Flush::Async => {
@@ -321,6 +332,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 broker_port,
                 raft_port,
                 flush,
+                replication: match replication {
+                    ReplicationArg::Quorum => rocketraft_raft::Replication::Quorum,
+                    ReplicationArg::Leader => rocketraft_raft::Replication::Leader,
+                },
                 ..Default::default()
             };
             runtime()?.block_on(dev(config))

@@ -76,6 +76,7 @@ fn cluster() -> Cluster {
         let proposer = Proposer::start(
             nodes[leader].raft.clone(),
             nodes[leader].dispatcher.clone(),
+            nodes[leader].local_appends.clone(),
             ProposerConfig::default(),
         );
         // Wait until the new leader serves.

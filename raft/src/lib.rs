@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod local_ack;
 pub mod log_store;
 pub mod meta;
 pub mod network;
@@ -31,6 +32,6 @@ pub use meta::{MemMeta, MetaStore, SledMeta};
 pub use node::{
     await_current_leader, leads_with_current_state, NodeConfig, RaftNode, RaftTiming, StartError,
 };
-pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig};
+pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
 pub use state_machine::StateMachine;
 pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote,
+};
 use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLog, FlushMode, GroupCommit, RaftIndex};
 
+use crate::local_ack::{LocalAck, LocalAppends, PendingAcks};
 use crate::meta::{MetaOp, MetaStore};
-use crate::types::{decode, encode, from_log_entry, to_log_entry, NodeId, TypeConfig};
+use crate::types::{decode, encode, from_log_entry, to_log_entry, NodeId, Request, TypeConfig};
 
 pub(crate) const KEY_VOTE: &[u8] = b"raft/vote";
 pub(crate) const KEY_COMMITTED: &[u8] = b"raft/committed";
@@ -34,7 +37,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-type Callback = LogFlushed<TypeConfig>;
+/// What an append waits for its flush with: openraft's callback, and the proposals in it that
+/// are acknowledged once the leader's own log has them (`replication = "leader"`).
+struct Callback {
+    flushed: LogFlushed<TypeConfig>,
+    acks: PendingAcks,
+}
+
+impl Callback {
+    fn completed(self) {
+        self.flushed.log_io_completed(Ok(()));
+        self.acks.send();
+    }
+
+    /// The sync failed: nothing in it is acknowledged (the proposers' waits end unanswered).
+    fn failed(self, e: std::io::Error) {
+        self.flushed.log_io_completed(Err(e));
+    }
+}
 
 struct Flusher<S: Storage> {
     log: Arc<Mutex<CommitLog<S>>>,
@@ -48,6 +68,7 @@ pub struct LogStore<S: Storage, M: MetaStore> {
     flusher: Arc<Flusher<S>>,
     wake: Arc<tokio::sync::Notify>,
     mode: FlushMode,
+    local_appends: Arc<LocalAppends>,
 }
 
 /// Reads entries concurrently with appends.
@@ -138,7 +159,13 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             Arc::new(Flusher { log: log.clone(), group_commit: Arc::new(GroupCommit::new(mode)) });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
-        LogStore { log, meta, flusher, wake, mode }
+        LogStore { log, meta, flusher, wake, mode, local_appends: Arc::default() }
+    }
+
+    /// Where this replica's proposer registers proposals to be acknowledged once this log has
+    /// them (see [`crate::local_ack`]).
+    pub fn local_appends(&self) -> Arc<LocalAppends> {
+        self.local_appends.clone()
     }
 
     /// The CommitLog, shared with the state machine.
@@ -180,7 +207,7 @@ async fn run_flusher<S: Storage>(
         match result {
             (Ok((_, done)), _) => {
                 for cb in done {
-                    cb.log_io_completed(Ok(()));
+                    cb.completed();
                 }
             }
             (Err(e), gc) => {
@@ -190,7 +217,7 @@ async fn run_flusher<S: Storage>(
                     ..Default::default()
                 });
                 for cb in all {
-                    cb.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                    cb.failed(std::io::Error::other(e.to_string()));
                 }
             }
         }
@@ -285,23 +312,35 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         I::IntoIter: OptionalSend,
     {
         let mut batch = Vec::new();
+        let mut waiting = Vec::new();
         for e in entries {
+            if let EntryPayload::Normal(Request::Messages(payload)) = &e.payload {
+                if let Some(tx) = self.local_appends.take(payload) {
+                    waiting.push((tx, e.log_id.index));
+                }
+            }
             batch.push(
                 to_log_entry(&e)
                     .map_err(|err| StorageIOError::write_log_entry(*e.get_log_id(), &err))?,
             );
         }
+        let mut acks = PendingAcks::default();
         let (last, flushed) = {
             let mut log = lock(&self.log);
             log.append(&batch).map_err(io_write)?;
+            for (tx, index) in waiting {
+                let entry_position = log.entry_meta(RaftIndex(index)).map_err(io_write)?.position.0;
+                acks.push(tx, LocalAck { index, entry_position });
+            }
             (log.last().map(|m| m.index), log.flushed())
         };
+        let callback = Callback { flushed: callback, acks };
         let Some(last) = last else {
-            callback.log_io_completed(Ok(()));
+            callback.completed();
             return Ok(());
         };
         match self.flusher.group_commit.wait(last, flushed, callback) {
-            Some(done) => done.log_io_completed(Ok(())),
+            Some(done) => done.completed(),
             None => self.wake.notify_one(),
         }
         Ok(())

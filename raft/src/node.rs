@@ -141,6 +141,9 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub state_machine: StateMachine<S, M>,
     pub log: Arc<Mutex<CommitLog<S>>>,
     pub dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    /// Proposals to acknowledge once this replica's own log has them (`replication =
+    /// "leader"`; see [`crate::local_ack`]).
+    pub local_appends: Arc<crate::local_ack::LocalAppends>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
     /// Set once Raft stopped on a fatal error (see [`RaftNode::stopped_on_fatal`]).
@@ -186,6 +189,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             Arc::new(Mutex::new(Dispatcher::open(storage, config.dispatch.clone(), &log)?));
         let log = Arc::new(Mutex::new(log));
         let mut log_store = LogStore::new(log.clone(), meta.clone(), config.flush);
+        let local_appends = log_store.local_appends();
         let mut state_machine =
             StateMachine::new(log.clone(), dispatcher.clone(), meta.clone(), arrivals)
                 .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -273,7 +277,17 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
             tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
         }
-        Ok(RaftNode { raft, state_machine, log, dispatcher, stop, server, fatal, meta })
+        Ok(RaftNode {
+            raft,
+            state_machine,
+            log,
+            dispatcher,
+            local_appends,
+            stop,
+            server,
+            fatal,
+            meta,
+        })
     }
 
     /// The fatal error Raft stopped on, if it did: a storage error (a disk that refused a write

@@ -20,11 +20,20 @@
 //! are rebuilt from the applied log before the next batch. So a leader change with proposals
 //! in flight gives no offset twice and leaves no gap. Followers answer `NotLeader` with the
 //! leader they know of.
+//!
+//! With [`Replication::Leader`] (RocketMQ's asynchronous replication) a proposal's submitters
+//! are answered as soon as the leader's own log has its entry ([`crate::local_ack`]), before a
+//! majority does; the commit answer then only keeps the pipeline's accounting. What that mode
+//! can lose is in [`Replication::Leader`]'s documentation.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::Raft;
 use rocketraft_protocol::message::{patch_queue_offset, RecordView};
 use rocketraft_store::admit;
@@ -33,8 +42,29 @@ use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLogOffset, Dispatcher, QueueOffset};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::local_ack::{LocalAck, LocalAppends};
 use crate::log_store::lock;
 use crate::types::{NodeId, Request, TypeConfig};
+
+/// When a send is acknowledged: RocketMQ's synchronous and asynchronous replication. In a
+/// broker file: `replication = "quorum"` or `"leader"` under `[raft]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// Once a majority has the entry (synced, in sync flush) and the leader applied it. Nothing
+    /// acknowledged is lost while a majority survives. The default.
+    #[default]
+    Quorum,
+    /// Once the leader's own log has it (synced in sync flush, written in async flush), before
+    /// any follower does: the latency of one local append. A failover can then lose
+    /// acknowledged messages (those no follower had when the leader failed: the new leader's
+    /// log wins), and the new leader gives their queue offsets again, to other messages.
+    Leader,
+}
+
+/// Proposals in flight at least, under [`Replication::Leader`]: a send is answered before its
+/// proposal commits, so the next one must not wait for that commit to be proposed.
+pub const LEADER_ACK_IN_FLIGHT_MIN: usize = 64;
 
 /// Limits of the proposer (STYLE.md rule 7).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +88,8 @@ pub struct ProposerConfig {
     /// submission larger is refused, and a batch never grows past it. Default 1 GiB less the
     /// entry header (the default segment).
     pub entry_payload_max_bytes: usize,
+    /// When a send is acknowledged. Default [`Replication::Quorum`].
+    pub replication: Replication,
 }
 
 impl Default for ProposerConfig {
@@ -69,6 +101,7 @@ impl Default for ProposerConfig {
             catch_up_ms_max: 3_000,
             in_flight_max: 1,
             entry_payload_max_bytes: (1 << 30) - ENTRY_HEADER_BYTES,
+            replication: Replication::Quorum,
         }
     }
 }
@@ -119,15 +152,17 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer task for this replica (call inside the node's runtime).
+    /// Starts the proposer task for this replica (call inside the node's runtime);
+    /// `local_appends` is the replica's own ([`crate::RaftNode::local_appends`]).
     pub fn start<S: Storage + Clone>(
         raft: Raft<TypeConfig>,
         dispatcher: Arc<Mutex<Dispatcher<S>>>,
+        local_appends: Arc<LocalAppends>,
         config: ProposerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
         let entry_payload_max_bytes = config.entry_payload_max_bytes;
-        tokio::spawn(run(raft, dispatcher, config, rx));
+        tokio::spawn(run(raft, dispatcher, local_appends, config, rx));
         Proposer { tx, entry_payload_max_bytes }
     }
 
@@ -135,7 +170,8 @@ impl Proposer {
     /// entry, in order, and answers where each went once the entry is committed and applied.
     /// Records dispatch could not index (`admit::check_record`) and submissions larger than an
     /// entry are refused here, before anything is proposed: what reaches the log must apply on
-    /// every replica.
+    /// every replica. Under [`Replication::Leader`] it answers once the leader's log has the
+    /// entry instead.
     pub async fn submit(&self, records: Vec<Vec<u8>>) -> Result<Vec<Placed>, ProposeError> {
         let mut bytes = 0usize;
         for r in &records {
@@ -176,19 +212,37 @@ type Answer = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<T
 
 /// A proposed batch waiting for its answer.
 struct InFlight {
+    /// Empty once answered from the leader's own log (`Replication::Leader`).
     batch: Vec<Submission>,
     /// Per submission: each record's queue offset and place in the entry's payload.
     placed: Vec<Vec<(QueueOffset, usize)>>,
     answer: Answer,
+    payload: Bytes,
+    /// `Replication::Leader`: answered once the leader's own log has the entry.
+    local: Option<oneshot::Receiver<LocalAck>>,
+}
+
+/// What happened to the proposals in flight.
+enum Event {
+    /// The oldest one committed and applied, or failed.
+    Answered(Result<openraft::raft::ClientWriteResult<TypeConfig>, oneshot::error::RecvError>),
+    /// The oldest one waiting for the leader's own log is in it (or its append failed).
+    InLocalLog(Result<LocalAck, oneshot::error::RecvError>),
 }
 
 async fn run<S: Storage + Clone>(
     raft: Raft<TypeConfig>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    local_appends: Arc<LocalAppends>,
     config: ProposerConfig,
     mut rx: mpsc::Receiver<Submission>,
 ) {
-    let in_flight_max = config.in_flight_max.max(1);
+    let leader_ack = config.replication == Replication::Leader;
+    let in_flight_max = if leader_ack {
+        config.in_flight_max.max(LEADER_ACK_IN_FLIGHT_MIN)
+    } else {
+        config.in_flight_max.max(1)
+    };
     let mut assigner: Option<Assigner> = None;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // A submission that did not fit the last batch opens the next one.
@@ -204,14 +258,32 @@ async fn run<S: Storage + Clone>(
         let room = in_flight.len() < in_flight_max && !draining && !closed;
         let first = tokio::select! {
             biased;
-            answered = head(&mut in_flight) => {
-                let done = in_flight.pop_front().expect("head answered");
-                if !answer(done.batch, done.placed, answered) {
-                    assigner = None;
-                    draining = true;
-                }
-                if in_flight.is_empty() {
-                    draining = false;
+            event = next_event(&mut in_flight) => {
+                match event {
+                    Event::Answered(answered) => {
+                        let done = in_flight.pop_front().expect("head answered");
+                        local_appends.forget(&done.payload);
+                        if !answer(done.batch, done.placed, answered) {
+                            assigner = None;
+                            draining = true;
+                        }
+                        if in_flight.is_empty() {
+                            draining = false;
+                        }
+                    }
+                    Event::InLocalLog(ack) => {
+                        let f = in_flight
+                            .iter_mut()
+                            .find(|f| f.local.is_some())
+                            .expect("a proposal waited for the local log");
+                        f.local = None;
+                        // Err: its append failed; the commit answer will tell its submitters.
+                        if let Ok(ack) = ack {
+                            let (batch, placed) =
+                                (std::mem::take(&mut f.batch), std::mem::take(&mut f.placed));
+                            answer_placed(batch, placed, ack.entry_position, ack.index);
+                        }
+                    }
                 }
                 continue;
             }
@@ -248,9 +320,10 @@ async fn run<S: Storage + Clone>(
         if assigner.as_ref().is_none_or(|a| a.term != metrics.current_term) {
             // A new term (or a failed proposal): answer what is in flight first, then apply the
             // whole log, so the queues show every offset in it.
-            while let Some(InFlight { batch, placed, answer: answered }) = in_flight.pop_front() {
-                let answered = answered.await;
-                answer(batch, placed, answered);
+            while let Some(f) = in_flight.pop_front() {
+                let answered = f.answer.await;
+                local_appends.forget(&f.payload);
+                answer(f.batch, f.placed, answered);
             }
             draining = false;
             let last = raft.metrics().borrow().last_log_index;
@@ -289,9 +362,12 @@ async fn run<S: Storage + Clone>(
             }
             placed.push(mine);
         }
-        match raft.client_write_ff(Request::Messages(payload.into())).await {
-            Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer }),
+        let payload = Bytes::from(payload);
+        let local = leader_ack.then(|| local_appends.register(&payload));
+        match raft.client_write_ff(Request::Messages(payload.clone())).await {
+            Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer, payload, local }),
             Err(e) => {
+                local_appends.forget(&payload);
                 // Raft stopped: what is in flight is answered with errors as it drops them.
                 assigner = None;
                 draining = !in_flight.is_empty();
@@ -301,14 +377,23 @@ async fn run<S: Storage + Clone>(
     }
 }
 
-/// The answer to the oldest proposal in flight; pending while there is none.
-async fn head(
-    in_flight: &mut VecDeque<InFlight>,
-) -> Result<openraft::raft::ClientWriteResult<TypeConfig>, tokio::sync::oneshot::error::RecvError> {
-    match in_flight.front_mut() {
-        Some(f) => (&mut f.answer).await,
-        None => std::future::pending().await,
-    }
+/// The next thing to happen to the proposals in flight: the oldest one's answer, or the oldest
+/// one waiting for the leader's own log getting there. Pending while there is none.
+async fn next_event(in_flight: &mut VecDeque<InFlight>) -> Event {
+    std::future::poll_fn(|cx| {
+        if let Some(f) = in_flight.front_mut() {
+            if let Poll::Ready(r) = Pin::new(&mut f.answer).poll(cx) {
+                return Poll::Ready(Event::Answered(r));
+            }
+        }
+        if let Some(local) = in_flight.iter_mut().find_map(|f| f.local.as_mut()) {
+            if let Poll::Ready(r) = Pin::new(local).poll(cx) {
+                return Poll::Ready(Event::InLocalLog(r));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The next submission: the one held over from the last batch, else the next to arrive.
@@ -333,18 +418,7 @@ fn answer(
 ) -> bool {
     let err = match answered {
         Ok(Ok(resp)) => {
-            let base = resp.data.entry_position + ENTRY_HEADER_BYTES as u64;
-            for (s, mine) in batch.into_iter().zip(placed) {
-                let out = mine
-                    .into_iter()
-                    .map(|(queue_offset, at)| Placed {
-                        queue_offset,
-                        position: CommitLogOffset(base + at as u64),
-                        index: resp.log_id.index,
-                    })
-                    .collect();
-                let _ = s.reply.send(Ok(out));
-            }
+            answer_placed(batch, placed, resp.data.entry_position, resp.log_id.index);
             return true;
         }
         Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
@@ -356,6 +430,27 @@ fn answer(
     };
     fail(batch, err);
     false
+}
+
+/// Tells each submitter where its records went, in the entry at `entry_position`.
+fn answer_placed(
+    batch: Vec<Submission>,
+    placed: Vec<Vec<(QueueOffset, usize)>>,
+    entry_position: u64,
+    index: u64,
+) {
+    let base = entry_position + ENTRY_HEADER_BYTES as u64;
+    for (s, mine) in batch.into_iter().zip(placed) {
+        let out = mine
+            .into_iter()
+            .map(|(queue_offset, at)| Placed {
+                queue_offset,
+                position: CommitLogOffset(base + at as u64),
+                index,
+            })
+            .collect();
+        let _ = s.reply.send(Ok(out));
+    }
 }
 
 fn fail(batch: Vec<Submission>, err: ProposeError) {

@@ -439,6 +439,7 @@ mod recovery {
         let proposer = rocketraft_raft::Proposer::start(
             g.nodes[&leader].raft.clone(),
             g.nodes[&leader].dispatcher.clone(),
+            g.nodes[&leader].local_appends.clone(),
             Default::default(),
         );
         for i in 0..12 {
@@ -668,6 +669,7 @@ mod recovery {
                     Proposer::start(
                         n.raft.clone(),
                         n.dispatcher.clone(),
+                        n.local_appends.clone(),
                         ProposerConfig::default(),
                     ),
                 )
@@ -793,7 +795,8 @@ mod recovery {
             .nodes
             .iter()
             .map(|(id, n)| {
-                (*id, Proposer::start(n.raft.clone(), n.dispatcher.clone(), config.clone()))
+                let local = n.local_appends.clone();
+                (*id, Proposer::start(n.raft.clone(), n.dispatcher.clone(), local, config.clone()))
             })
             .collect();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -862,6 +865,54 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// `Replication::Leader` acknowledges once the leader's own log has the entry: with both
+    /// followers stopped a send is still acknowledged (quorum replication waits for them), at
+    /// the place the leader's log holds it, before anything commits; when the followers come
+    /// back it commits and applies there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leader_replication_acknowledges_from_the_leaders_own_log() {
+        use rocketraft_protocol::message::RecordView;
+        use rocketraft_raft::{Proposer, ProposerConfig, Replication};
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let n = &g.nodes[&leader];
+        let config = ProposerConfig { replication: Replication::Leader, ..Default::default() };
+        let proposer =
+            Proposer::start(n.raft.clone(), n.dispatcher.clone(), n.local_appends.clone(), config);
+        let first = proposer.submit(vec![record(0, "with everyone up".into())]).await.unwrap();
+        let followers: Vec<u64> = (0..3).filter(|id| *id != leader).collect();
+        for id in &followers {
+            g.nodes.remove(id).unwrap().shutdown().await;
+        }
+        let n = &g.nodes[&leader];
+        let placed = tokio::time::timeout(
+            Duration::from_secs(5),
+            proposer.submit(vec![record(0, "alone".into())]),
+        )
+        .await
+        .expect("acknowledged with no follower up")
+        .unwrap();
+        assert_eq!(placed[0].queue_offset.0, first[0].queue_offset.0 + 1);
+        let applied = n.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        assert!(applied < placed[0].index, "acknowledged before it committed ({applied})");
+        let size = record(0, "alone".into()).len() as u32;
+        let raw = n.log.lock().unwrap().read_records(&[(placed[0].position, size)]).unwrap();
+        let in_log = raw.first().and_then(|r| RecordView::decode(r).ok()).map(|r| r.body.to_vec());
+        assert_eq!(in_log.as_deref(), Some(&b"alone"[..]), "the leader's log holds it there");
+
+        for id in &followers {
+            g.start_node(*id, None).await.unwrap();
+        }
+        g.wait_applied(placed[0].index).await;
+        let n = &g.nodes[&leader];
+        let entry = {
+            let d = n.dispatcher.lock().unwrap();
+            d.queue("T", 0).unwrap().range(placed[0].queue_offset, 1).unwrap()[0]
+        };
+        assert_eq!(entry.position, placed[0].position, "committed where it was acknowledged");
+        g.shutdown().await;
+    }
+
     /// Transaction half messages and rollbacks are not dispatched to their queue, so they take
     /// no queue offset (RocketMQ stores 0): records around them stay dense, and every replica
     /// applies the entry. Once, the half took the next offset and the queue refused the record
@@ -874,8 +925,12 @@ mod recovery {
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
         let n = &g.nodes[&leader];
-        let proposer =
-            Proposer::start(n.raft.clone(), n.dispatcher.clone(), ProposerConfig::default());
+        let proposer = Proposer::start(
+            n.raft.clone(),
+            n.dispatcher.clone(),
+            n.local_appends.clone(),
+            ProposerConfig::default(),
+        );
         let with_flag = |sys_flag: i32, body: &'static str| {
             let body = bytes::Bytes::from_static(body.as_bytes());
             MessageRecord {

@@ -40,6 +40,9 @@ pub struct Topology {
     /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
     /// fault schedule also kills, pauses and isolates leaders with several proposals in flight.
     pub proposals_in_flight_max: usize,
+    /// When brokers acknowledge a send. Default quorum; the checkers allow what
+    /// `Replication::Leader` documents it can lose only when it is set here.
+    pub replication: rocketraft_raft::Replication,
 }
 
 impl Default for Topology {
@@ -54,6 +57,7 @@ impl Default for Topology {
             sim_bug_ack_before_commit: false,
             raft_message_faults: MessageFaults::default(),
             proposals_in_flight_max: 4,
+            replication: rocketraft_raft::Replication::Quorum,
         }
     }
 }
@@ -268,14 +272,15 @@ impl SimCluster {
 
     /// Cuts (or heals) the links between replica (g, r) and NameServer `i`, both directions.
     pub fn cut_from_namesrv(&self, g: usize, r: u64, i: usize, cut: bool) {
-        let net = madsim::net::NetSim::current();
-        let (a, b) = (self.replica_nodes[&(g, r)].id(), self.namesrv_nodes[i].id());
-        if cut {
-            net.clog_link(a, b);
-            net.clog_link(b, a);
-        } else {
-            net.unclog_link(a, b);
-            net.unclog_link(b, a);
+        cut_link(self.replica_nodes[&(g, r)].id(), self.namesrv_nodes[i].id(), cut);
+    }
+
+    /// Cuts (or heals) the links between replica (g, r) and the other replicas of its group,
+    /// both directions; clients and NameServers still reach it (an asymmetric partition).
+    pub fn cut_from_peers(&self, g: usize, r: u64, cut: bool) {
+        let a = self.replica_nodes[&(g, r)].id();
+        for peer in (0..self.topology.replicas).filter(|p| *p != r) {
+            cut_link(a, self.replica_nodes[&(g, peer)].id(), cut);
         }
     }
 
@@ -455,6 +460,7 @@ async fn run_replica(
     bc.register_interval_ms = topo.register_interval_ms;
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
     bc.proposals_in_flight_max = topo.proposals_in_flight_max;
+    bc.replication = topo.replication;
     let now_ms = rocketraft_raft::clock::now_ms();
     let broker = Broker::start(bc, &node, waiters, now_ms).await.expect("broker starts");
     views.lock().unwrap().insert(
@@ -472,4 +478,16 @@ async fn run_replica(
     tracing::error!(group = g, replica = r, error = %why, "replica stopped on a fatal error");
     broker.shutdown_and_unregister().await;
     std::future::pending::<()>().await;
+}
+
+/// Cuts (or heals) the link between two simulated nodes, both directions.
+fn cut_link(a: madsim::task::NodeId, b: madsim::task::NodeId, cut: bool) {
+    let net = madsim::net::NetSim::current();
+    if cut {
+        net.clog_link(a, b);
+        net.clog_link(b, a);
+    } else {
+        net.unclog_link(a, b);
+        net.unclog_link(b, a);
+    }
 }
