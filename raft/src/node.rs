@@ -356,10 +356,10 @@ pub const META_SYNC_MS: u64 = 1_000;
 pub const DISPATCH_SYNC_MS: u64 = 5_000;
 
 /// Watches Raft's running state, syncs the lazy and deferred metadata every [`META_SYNC_MS`]
-/// and the queues and indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a metadata
-/// sync the disk refused, is logged once, published to `fatal`, and stops the replica's RPC
-/// server and retention (and Raft, for a failed sync): its peers then see it as down, not as a
-/// peer that answers and never acts.
+/// and the queues and indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error
+/// (not our own shutdown), or a sync the disk refused, is logged once, published to `fatal`,
+/// and stops the replica's RPC server and retention (and Raft, for a failed sync): its peers
+/// then see it as down, not as a peer that answers and never acts.
 ///
 /// It polls every [`FATAL_CHECK_MS`] rather than waiting on openraft's metrics channel: one
 /// more waiter there changes the order tokio wakes its waiters in, which madsim does not

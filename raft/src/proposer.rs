@@ -262,7 +262,9 @@ async fn run<S: Storage + Clone>(
                 match event {
                     Event::Answered(answered) => {
                         let done = in_flight.pop_front().expect("head answered");
-                        local_appends.forget(&done.payload);
+                        if leader_ack {
+                            local_appends.forget(&done.payload);
+                        }
                         if !answer(done.batch, done.placed, answered) {
                             assigner = None;
                             draining = true;
@@ -322,7 +324,9 @@ async fn run<S: Storage + Clone>(
             // whole log, so the queues show every offset in it.
             while let Some(f) = in_flight.pop_front() {
                 let answered = f.answer.await;
-                local_appends.forget(&f.payload);
+                if leader_ack {
+                    local_appends.forget(&f.payload);
+                }
                 answer(f.batch, f.placed, answered);
             }
             draining = false;
@@ -367,7 +371,9 @@ async fn run<S: Storage + Clone>(
         match raft.client_write_ff(Request::Messages(payload.clone())).await {
             Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer, payload, local }),
             Err(e) => {
-                local_appends.forget(&payload);
+                if leader_ack {
+                    local_appends.forget(&payload);
+                }
                 // Raft stopped: what is in flight is answered with errors as it drops them.
                 assigner = None;
                 draining = !in_flight.is_empty();

@@ -390,6 +390,21 @@ mod recovery {
             Ok(())
         }
 
+        /// A proposer on replica `id` (any replica: a follower's answers NotLeader).
+        fn proposer(
+            &self,
+            id: u64,
+            config: rocketraft_raft::ProposerConfig,
+        ) -> rocketraft_raft::Proposer {
+            let n = &self.nodes[&id];
+            rocketraft_raft::Proposer::start(
+                n.raft.clone(),
+                n.dispatcher.clone(),
+                n.local_appends.clone(),
+                config,
+            )
+        }
+
         async fn leader(&self, not: Option<u64>) -> u64 {
             for _ in 0..100 {
                 for n in self.nodes.values() {
@@ -436,12 +451,7 @@ mod recovery {
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
         let lagger = (0..3).find(|id| *id != leader).unwrap();
-        let proposer = rocketraft_raft::Proposer::start(
-            g.nodes[&leader].raft.clone(),
-            g.nodes[&leader].dispatcher.clone(),
-            g.nodes[&leader].local_appends.clone(),
-            Default::default(),
-        );
+        let proposer = g.proposer(leader, Default::default());
         for i in 0..12 {
             proposer.submit(vec![record(i % 4, format!("before-{i}"))]).await.unwrap();
         }
@@ -660,21 +670,8 @@ mod recovery {
         use rocketraft_raft::{ProposeError, Proposer, ProposerConfig};
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
-        let proposers: BTreeMap<u64, Proposer> = g
-            .nodes
-            .iter()
-            .map(|(id, n)| {
-                (
-                    *id,
-                    Proposer::start(
-                        n.raft.clone(),
-                        n.dispatcher.clone(),
-                        n.local_appends.clone(),
-                        ProposerConfig::default(),
-                    ),
-                )
-            })
-            .collect();
+        let proposers: BTreeMap<u64, Proposer> =
+            g.nodes.keys().map(|id| (*id, g.proposer(*id, ProposerConfig::default()))).collect();
         let follower = (0..3).find(|id| *id != leader).unwrap();
         // A follower learns who leads from the leader's first append: wait for it, or the
         // refusal names no leader.
@@ -791,14 +788,8 @@ mod recovery {
         // Small batches, four in flight: many proposals are in flight when the leader stops.
         let config =
             ProposerConfig { in_flight_max: 4, batch_records_max: 4, ..Default::default() };
-        let proposers: BTreeMap<u64, Proposer> = g
-            .nodes
-            .iter()
-            .map(|(id, n)| {
-                let local = n.local_appends.clone();
-                (*id, Proposer::start(n.raft.clone(), n.dispatcher.clone(), local, config.clone()))
-            })
-            .collect();
+        let proposers: BTreeMap<u64, Proposer> =
+            g.nodes.keys().map(|id| (*id, g.proposer(*id, config.clone()))).collect();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for w in 0..16i32 {
@@ -872,13 +863,11 @@ mod recovery {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leader_replication_acknowledges_from_the_leaders_own_log() {
         use rocketraft_protocol::message::RecordView;
-        use rocketraft_raft::{Proposer, ProposerConfig, Replication};
+        use rocketraft_raft::{ProposerConfig, Replication};
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
-        let n = &g.nodes[&leader];
         let config = ProposerConfig { replication: Replication::Leader, ..Default::default() };
-        let proposer =
-            Proposer::start(n.raft.clone(), n.dispatcher.clone(), n.local_appends.clone(), config);
+        let proposer = g.proposer(leader, config);
         let first = proposer.submit(vec![record(0, "with everyone up".into())]).await.unwrap();
         let followers: Vec<u64> = (0..3).filter(|id| *id != leader).collect();
         for id in &followers {
@@ -921,16 +910,10 @@ mod recovery {
     async fn half_messages_and_rollbacks_take_no_queue_offset() {
         use rocketraft_protocol::message::{body_crc, MessageRecord};
         use rocketraft_protocol::sysflag::message as msgflag;
-        use rocketraft_raft::{Proposer, ProposerConfig};
+        use rocketraft_raft::ProposerConfig;
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
-        let n = &g.nodes[&leader];
-        let proposer = Proposer::start(
-            n.raft.clone(),
-            n.dispatcher.clone(),
-            n.local_appends.clone(),
-            ProposerConfig::default(),
-        );
+        let proposer = g.proposer(leader, ProposerConfig::default());
         let with_flag = |sys_flag: i32, body: &'static str| {
             let body = bytes::Bytes::from_static(body.as_bytes());
             MessageRecord {
