@@ -51,6 +51,10 @@ use crate::register::topic_config;
 
 /// The default broker port.
 pub const BROKER_PORT_DEFAULT: u16 = 10911;
+/// A connection's read buffer: room for a window of small sends per read syscall.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Queued answers are written together up to about this many bytes per syscall.
+const RESPONSE_BATCH_BYTES: usize = 64 * 1024;
 
 /// Broker settings. Defaults follow RocketMQ's.
 #[derive(Debug, Clone)]
@@ -373,19 +377,32 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     lock(&inner.channels).insert(conn, tx.clone());
     let writer = tokio::spawn(async move {
+        let mut out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
         while let Some(resp) = rx.recv().await {
-            let mut out = BytesMut::new();
-            if encode_frame(&resp, &mut out).is_err() {
+            out.clear();
+            let _ = encode_frame(&resp, &mut out);
+            // Answers to one Raft round become ready together: let the tasks holding them
+            // queue them, then write every queued answer with one syscall.
+            tokio::task::yield_now().await;
+            while out.len() < RESPONSE_BATCH_BYTES {
+                let Ok(next) = rx.try_recv() else { break };
+                let _ = encode_frame(&next, &mut out);
+            }
+            if out.is_empty() {
                 continue;
             }
+            // madsim's TCP sends on flush only; real tokio's flush is a no-op.
             if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                 return;
+            }
+            if out.capacity() > 4 * RESPONSE_BATCH_BYTES {
+                out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
             }
         }
     });
     let in_flight = Arc::new(Semaphore::new(max));
     let mut decoder = FrameDecoder::default();
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     'read: loop {
         loop {
             let cmd = match decoder.decode(&mut buf) {
@@ -418,6 +435,9 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
                     let _ = tx.send(resp).await;
                 }
             });
+        }
+        if buf.capacity() - buf.len() < READ_BUFFER_BYTES / 4 {
+            buf.reserve(READ_BUFFER_BYTES);
         }
         let read = tokio::select! {
             biased;

@@ -118,7 +118,7 @@ impl RemotingCommand {
     }
 
     /// Sets one extField, creating the map if needed.
-    pub fn set_ext_field(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub fn set_ext_field(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         self.ext_fields.get_or_insert_with(ExtFields::new).insert(key, value);
     }
 
@@ -141,37 +141,41 @@ impl RemotingCommand {
     /// fastjson-compatible JSON: keys in alphabetical order, nulls omitted, enums by name,
     /// extFields values as strings.
     pub fn encode_json_header(&self) -> Vec<u8> {
-        let mut out = String::with_capacity(128);
-        out.push_str("{\"code\":");
-        out.push_str(&self.code.to_string());
+        let mut out = String::with_capacity(256);
+        self.write_json_header(&mut out);
+        out.into_bytes()
+    }
+
+    /// Writes the JSON header to `out` (a frame buffer, without an intermediate string).
+    pub fn write_json_header(&self, out: &mut impl std::fmt::Write) {
+        // Writing to a String or a BytesMut cannot fail.
+        let _ = self.try_write_json_header(out);
+    }
+
+    fn try_write_json_header(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        write!(out, "{{\"code\":{}", self.code)?;
         if let Some(fields) = &self.ext_fields {
-            out.push_str(",\"extFields\":{");
+            out.write_str(",\"extFields\":{")?;
             for (i, (k, v)) in fields.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_char(',')?;
                 }
-                push_json_string(&mut out, k);
-                out.push(':');
-                push_json_string(&mut out, v);
+                push_json_string(out, k);
+                out.write_char(':')?;
+                push_json_string(out, v);
             }
-            out.push('}');
+            out.write_char('}')?;
         }
-        out.push_str(",\"flag\":");
-        out.push_str(&self.flag.to_string());
-        out.push_str(",\"language\":");
-        push_json_string(&mut out, self.language.name());
-        out.push_str(",\"opaque\":");
-        out.push_str(&self.opaque.to_string());
+        write!(out, ",\"flag\":{},\"language\":", self.flag)?;
+        push_json_string(out, self.language.name());
+        write!(out, ",\"opaque\":{}", self.opaque)?;
         if let Some(remark) = &self.remark {
-            out.push_str(",\"remark\":");
-            push_json_string(&mut out, remark);
+            out.write_str(",\"remark\":")?;
+            push_json_string(out, remark);
         }
-        out.push_str(",\"serializeTypeCurrentRPC\":");
-        push_json_string(&mut out, self.serialize_type.name());
-        out.push_str(",\"version\":");
-        out.push_str(&self.version.to_string());
-        out.push('}');
-        out.into_bytes()
+        out.write_str(",\"serializeTypeCurrentRPC\":")?;
+        push_json_string(out, self.serialize_type.name());
+        write!(out, ",\"version\":{}}}", self.version)
     }
 
     /// Reads a JSON header in any key order; unknown keys are ignored, missing ones default
@@ -303,23 +307,61 @@ struct LanguageField(LanguageCode);
 
 impl<'de> Deserialize<'de> for LanguageField {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Name(String),
-            Code(u8),
+        struct LanguageVisitor;
+        impl serde::de::Visitor<'_> for LanguageVisitor {
+            type Value = LanguageField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a language name or code")
+            }
+            fn visit_str<E>(self, name: &str) -> std::result::Result<LanguageField, E> {
+                Ok(LanguageField(LanguageCode::from_name(name)))
+            }
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                code: u64,
+            ) -> std::result::Result<LanguageField, E> {
+                let code = u8::try_from(code)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(code), &self))?;
+                Ok(LanguageField(LanguageCode::from_code(code)))
+            }
         }
-        Ok(LanguageField(match Raw::deserialize(d)? {
-            Raw::Name(n) => LanguageCode::from_name(&n),
-            Raw::Code(c) => LanguageCode::from_code(c),
-        }))
+        d.deserialize_any(LanguageVisitor)
     }
 }
 
-/// Writes `s` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut String, s: &str) {
-    // serde_json's escaping of a &str cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+/// Writes `s` as a JSON string literal, escaped as serde_json escapes it: `"` and `\` with a
+/// backslash, backspace, form feed, newline, carriage return and tab in their short forms, and
+/// the other control characters as `\u00XX`.
+pub(crate) fn push_json_string(out: &mut impl std::fmt::Write, s: &str) {
+    // Writing to a String or a BytesMut cannot fail.
+    let _ = try_push_json_string(out, s);
+}
+
+fn try_push_json_string(out: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    out.write_char('"')?;
+    let mut plain_from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            0x00..=0x1F => "",
+            _ => continue,
+        };
+        out.write_str(&s[plain_from..i])?;
+        if short.is_empty() {
+            write!(out, "\\u{:04x}", b)?;
+        } else {
+            out.write_str(short)?;
+        }
+        plain_from = i + 1;
+    }
+    out.write_str(&s[plain_from..])?;
+    out.write_char('"')
 }
 
 /// A bounds-checked big-endian reader over a byte slice.
@@ -403,6 +445,39 @@ mod tests {
         cmd.set_ext_field("topic", "T\u{1}é");
         cmd.remark = Some("r\"x".into());
         cmd
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
+        every_ascii.push_str("é\u{2028}\u{1F600}");
+        for s in ["", "plain", "a\"b\\c", every_ascii.as_str()] {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_escaped_as_serde_json_escapes_it(s in ".*") {
+            let mut out = String::new();
+            push_json_string(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn any_ext_fields_survive_both_header_forms(
+            entries in proptest::collection::vec(("[a-zA-Z\"\\\\\u{0}-\u{1f}é]{0,8}", ".{0,12}"), 0..12)
+        ) {
+            let mut cmd = RemotingCommand::request_without_header(10);
+            let fields: ExtFields = entries.iter().map(|(k, v)| (k, v)).collect();
+            cmd.ext_fields = Some(fields.clone());
+            let json = RemotingCommand::decode_json_header(&cmd.encode_json_header()).unwrap();
+            proptest::prop_assert_eq!(json.ext_fields.as_ref(), Some(&fields));
+            let binary = RemotingCommand::decode_binary_header(&cmd.encode_binary_header().unwrap()).unwrap();
+            proptest::prop_assert_eq!(binary.ext_fields.unwrap_or_default(), fields);
+        }
     }
 
     #[test]

@@ -6,14 +6,22 @@
 //! Inserting an existing key replaces its value in place. Lookups are linear: headers hold a
 //! few dozen keys at most.
 
-use serde::de::{MapAccess, Visitor};
+use std::fmt::Write as _;
+
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The custom-header map of a [`crate::RemotingCommand`]. All values are strings on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Keys and values live back to back in one string, so a header costs two allocations
+/// however many fields it has (a send's header has about fifteen). A replaced or removed
+/// value leaves its old text behind until the map is dropped.
+#[derive(Clone, Default)]
 pub struct ExtFields {
-    entries: Vec<(String, String)>,
+    text: String,
+    /// Per entry: key start, key end, value start, value end (byte offsets into `text`).
+    spans: Vec<[u32; 4]>,
 }
 
 impl ExtFields {
@@ -21,49 +29,98 @@ impl ExtFields {
         Self::default()
     }
 
+    fn slice(&self, from: u32, to: u32) -> &str {
+        &self.text[from as usize..to as usize]
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.spans.iter().position(|s| self.slice(s[0], s[1]) == key)
+    }
+
+    /// Appends `write`'s output to the text and returns its span.
+    fn append(&mut self, write: impl FnOnce(&mut String)) -> [u32; 2] {
+        let from = self.text.len();
+        write(&mut self.text);
+        // Headers are bounded by the frame limit (16 MiB), far below 4 GiB.
+        [from as u32, self.text.len() as u32]
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.position(key).map(|i| self.slice(self.spans[i][2], self.spans[i][3]))
     }
 
     /// Sets `key` to `value`, replacing an existing value in place.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let key = key.into();
-        let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.entries.push((key, value)),
+    pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
+        self.insert_with(key.as_ref(), |out| out.push_str(value.as_ref()));
+    }
+
+    /// Sets `key` to `value`'s `Display` text, written without an intermediate string.
+    pub fn insert_display(&mut self, key: &str, value: impl std::fmt::Display) {
+        // Writing to a String cannot fail.
+        self.insert_with(key, |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    fn insert_with(&mut self, key: &str, write_value: impl FnOnce(&mut String)) {
+        let [vs, ve] = self.append(write_value);
+        match self.position(key) {
+            Some(i) => {
+                self.spans[i][2] = vs;
+                self.spans[i][3] = ve;
+            }
+            None => {
+                let [ks, ke] = self.append(|out| out.push_str(key));
+                self.spans.push([ks, ke, vs, ve]);
+            }
         }
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let at = self.entries.iter().position(|(k, _)| k == key)?;
-        Some(self.entries.remove(at).1)
+        let at = self.position(key)?;
+        let s = self.spans.remove(at);
+        Some(self.slice(s[2], s[3]).to_owned())
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.spans.is_empty()
     }
 
     /// The entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.spans.iter().map(|s| (self.slice(s[0], s[1]), self.slice(s[2], s[3])))
     }
 
     /// Adds every entry of `other`, replacing values of keys already present.
     pub fn extend(&mut self, other: ExtFields) {
-        for (k, v) in other.entries {
+        for (k, v) in other.iter() {
             self.insert(k, v);
         }
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
+/// Two maps are equal when they hold the same entries in the same order.
+impl PartialEq for ExtFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtFields {}
+
+impl std::fmt::Debug for ExtFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ExtFields {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut fields = ExtFields::new();
         for (k, v) in iter {
@@ -75,8 +132,8 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
 
 impl Serialize for ExtFields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
-        for (k, v) in &self.entries {
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
             map.serialize_entry(k, v)?;
         }
         map.end()
@@ -85,6 +142,7 @@ impl Serialize for ExtFields {
 
 /// Reads a JSON object leniently: string values as they are, numbers and booleans as their
 /// text (some non-Java clients do not stringify), nulls skipped; nested objects are refused.
+/// Keys and values are copied straight into the map's one string.
 impl<'de> Deserialize<'de> for ExtFields {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ExtVisitor;
@@ -95,10 +153,27 @@ impl<'de> Deserialize<'de> for ExtFields {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<ExtFields, A::Error> {
                 let mut fields = ExtFields::new();
-                while let Some((key, value)) = access.next_entry::<String, ScalarText>()? {
-                    if let Some(text) = value.0 {
-                        fields.insert(key, text);
+                let mut key_text = String::new();
+                while access
+                    .next_key_seed(AppendText { out: &mut key_text, scalars: false })?
+                    .is_some()
+                {
+                    let [vs, ve] = fields.text_span_of_next(&mut access)?;
+                    if vs == u32::MAX {
+                        key_text.clear();
+                        continue; // null
                     }
+                    match fields.position(&key_text) {
+                        Some(i) => {
+                            fields.spans[i][2] = vs;
+                            fields.spans[i][3] = ve;
+                        }
+                        None => {
+                            let [ks, ke] = fields.append(|out| out.push_str(&key_text));
+                            fields.spans.push([ks, ke, vs, ve]);
+                        }
+                    }
+                    key_text.clear();
                 }
                 Ok(fields)
             }
@@ -107,43 +182,78 @@ impl<'de> Deserialize<'de> for ExtFields {
     }
 }
 
-/// A JSON scalar read as text; `None` for null.
-struct ScalarText(Option<String>);
-
-impl<'de> Deserialize<'de> for ScalarText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = ScalarText;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string, number, boolean or null")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v)))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v.to_string())))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v.to_string())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v.to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<ScalarText, E> {
-                Ok(ScalarText(Some(v.to_string())))
-            }
-            fn visit_unit<E>(self) -> Result<ScalarText, E> {
-                Ok(ScalarText(None))
-            }
-            fn visit_none<E>(self) -> Result<ScalarText, E> {
-                Ok(ScalarText(None))
-            }
+impl ExtFields {
+    /// Reads the next map value into the text; `[u32::MAX, _]` for null.
+    fn text_span_of_next<'de, A: MapAccess<'de>>(
+        &mut self,
+        access: &mut A,
+    ) -> Result<[u32; 2], A::Error> {
+        let from = self.text.len();
+        let present = access.next_value_seed(AppendText { out: &mut self.text, scalars: true })?;
+        if !present {
+            return Ok([u32::MAX, 0]);
         }
-        deserializer.deserialize_any(ScalarVisitor)
+        Ok([from as u32, self.text.len() as u32])
+    }
+}
+
+/// Appends a JSON string (and, for values, a number or boolean as its text) to `out`;
+/// answers whether anything was there (false for null).
+struct AppendText<'a> {
+    out: &'a mut String,
+    scalars: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for AppendText<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        if self.scalars {
+            deserializer.deserialize_any(self)
+        } else {
+            deserializer.deserialize_str(self)
+        }
+    }
+}
+
+impl Visitor<'_> for AppendText<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string, number, boolean or null")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
+        self.out.push_str(v);
+        Ok(true)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+        self.scalar(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<bool, E> {
+        self.scalar(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+        self.scalar(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<bool, E> {
+        self.scalar(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        if !self.scalars {
+            return Err(E::invalid_type(serde::de::Unexpected::Unit, &self));
+        }
+        Ok(false)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
+        self.visit_unit()
+    }
+}
+
+impl AppendText<'_> {
+    fn scalar<E: serde::de::Error>(self, v: impl std::fmt::Display) -> Result<bool, E> {
+        if !self.scalars {
+            return Err(E::custom("a key must be a string"));
+        }
+        let _ = write!(self.out, "{v}");
+        Ok(true)
     }
 }
 

@@ -28,20 +28,31 @@ pub fn encode_frame_with_limit(
     out: &mut BytesMut,
     frame_max_bytes: usize,
 ) -> Result<()> {
-    let header = cmd.encode_header()?;
-    if header.len() > HEADER_MAX_BYTES {
-        return Err(ProtocolError::HeaderTooLarge { header_bytes: header.len() });
+    let start = out.len();
+    // The two length words are written once the header's length is known.
+    out.reserve(8 + 256 + cmd.body.len());
+    out.put_u64(0);
+    match cmd.serialize_type {
+        SerializeType::Json => cmd.write_json_header(out),
+        SerializeType::RocketMq => {
+            let header = cmd.encode_binary_header().inspect_err(|_| out.truncate(start))?;
+            out.put_slice(&header);
+        }
     }
-    let frame_bytes = 8 + header.len() as u64 + cmd.body.len() as u64;
+    let header_bytes = out.len() - start - 8;
+    if header_bytes > HEADER_MAX_BYTES {
+        out.truncate(start);
+        return Err(ProtocolError::HeaderTooLarge { header_bytes });
+    }
+    let frame_bytes = 8 + header_bytes as u64 + cmd.body.len() as u64;
     if frame_bytes > frame_max_bytes as u64 {
+        out.truncate(start);
         return Err(ProtocolError::FrameTooLarge { frame_bytes, max_bytes: frame_max_bytes });
     }
     let length = (frame_bytes - 4) as u32;
-    let mark = (u32::from(cmd.serialize_type.code()) << 24) | header.len() as u32;
-    out.reserve(frame_bytes as usize);
-    out.put_u32(length);
-    out.put_u32(mark);
-    out.put_slice(&header);
+    let mark = (u32::from(cmd.serialize_type.code()) << 24) | header_bytes as u32;
+    out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&mark.to_be_bytes());
     out.put_slice(&cmd.body);
     Ok(())
 }

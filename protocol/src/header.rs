@@ -18,14 +18,15 @@ pub trait CommandHeader: Sized {
 /// A scalar that travels as a string in extFields.
 pub trait HeaderScalar: Sized {
     const EXPECTED: &'static str;
-    fn to_text(&self) -> String;
+    /// Sets `key` to this value's text.
+    fn write_to(&self, key: &str, fields: &mut ExtFields);
     fn parse(text: &str) -> Option<Self>;
 }
 
 impl HeaderScalar for String {
     const EXPECTED: &'static str = "a string";
-    fn to_text(&self) -> String {
-        self.clone()
+    fn write_to(&self, key: &str, fields: &mut ExtFields) {
+        fields.insert(key, self);
     }
     fn parse(text: &str) -> Option<Self> {
         Some(text.to_owned())
@@ -34,8 +35,8 @@ impl HeaderScalar for String {
 
 impl HeaderScalar for i32 {
     const EXPECTED: &'static str = "a 32-bit integer";
-    fn to_text(&self) -> String {
-        self.to_string()
+    fn write_to(&self, key: &str, fields: &mut ExtFields) {
+        fields.insert_display(key, self);
     }
     fn parse(text: &str) -> Option<Self> {
         text.parse().ok()
@@ -44,8 +45,8 @@ impl HeaderScalar for i32 {
 
 impl HeaderScalar for i64 {
     const EXPECTED: &'static str = "a 64-bit integer";
-    fn to_text(&self) -> String {
-        self.to_string()
+    fn write_to(&self, key: &str, fields: &mut ExtFields) {
+        fields.insert_display(key, self);
     }
     fn parse(text: &str) -> Option<Self> {
         text.parse().ok()
@@ -54,8 +55,8 @@ impl HeaderScalar for i64 {
 
 impl HeaderScalar for bool {
     const EXPECTED: &'static str = "a boolean";
-    fn to_text(&self) -> String {
-        self.to_string()
+    fn write_to(&self, key: &str, fields: &mut ExtFields) {
+        fields.insert_display(key, self);
     }
     fn parse(text: &str) -> Option<Self> {
         Some(text.eq_ignore_ascii_case("true"))
@@ -64,7 +65,8 @@ impl HeaderScalar for bool {
 
 /// How one header field is written and read: required scalars and optional ones.
 pub trait HeaderField: Sized {
-    fn write(&self) -> Option<String>;
+    /// Sets `key` in `fields`, or leaves it out (an absent optional value).
+    fn write(&self, key: &str, fields: &mut ExtFields);
     fn read(field: &'static str, raw: Option<&str>) -> Result<Self>;
 }
 
@@ -77,8 +79,8 @@ fn parse_scalar<T: HeaderScalar>(field: &'static str, text: &str) -> Result<T> {
 }
 
 impl<T: HeaderScalar> HeaderField for T {
-    fn write(&self) -> Option<String> {
-        Some(self.to_text())
+    fn write(&self, key: &str, fields: &mut ExtFields) {
+        self.write_to(key, fields);
     }
     fn read(field: &'static str, raw: Option<&str>) -> Result<Self> {
         parse_scalar(field, raw.ok_or(ProtocolError::MissingField { field })?)
@@ -86,8 +88,10 @@ impl<T: HeaderScalar> HeaderField for T {
 }
 
 impl<T: HeaderScalar> HeaderField for Option<T> {
-    fn write(&self) -> Option<String> {
-        self.as_ref().map(HeaderScalar::to_text)
+    fn write(&self, key: &str, fields: &mut ExtFields) {
+        if let Some(v) = self {
+            v.write_to(key, fields);
+        }
     }
     fn read(field: &'static str, raw: Option<&str>) -> Result<Self> {
         raw.map(|text| parse_scalar(field, text)).transpose()
@@ -123,11 +127,7 @@ macro_rules! command_header {
         impl $crate::header::CommandHeader for $name {
             fn to_ext_fields(&self) -> $crate::ExtFields {
                 let mut fields = $crate::ExtFields::new();
-                $(
-                    if let Some(v) = $crate::header::HeaderField::write(&self.$field) {
-                        fields.insert($key, v);
-                    }
-                )*
+                $($crate::header::HeaderField::write(&self.$field, $key, &mut fields);)*
                 fields
             }
 
