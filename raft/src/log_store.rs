@@ -7,6 +7,9 @@
 //! - `purge` is logical at once (the purged id is saved durably and reads start after it) and
 //!   physical per whole segment (retention deletes segments later).
 //! - the vote, the committed id and the purged id live in the metadata store.
+//! - the entries appended last stay in memory too ([`RecentEntries`], a bounded window):
+//!   replication to followers that keep up and apply read them from there, as the `Bytes`
+//!   they arrived as, instead of reading, checksumming and copying them back from the log.
 //!
 //! The flusher task holds only a weak reference: it ends when the store is dropped.
 
@@ -32,6 +35,104 @@ pub(crate) const KEY_PURGED: &[u8] = b"raft/purged";
 
 /// How long the flusher sleeps when nothing wakes it (it then checks whether to exit).
 const FLUSHER_IDLE_MS: u64 = 50;
+/// The window of recent entries holds at most this many payload bytes...
+pub const RECENT_ENTRIES_BYTES_MAX: usize = 16 << 20;
+/// ...and at most this many entries.
+pub const RECENT_ENTRIES_MAX: usize = 4096;
+/// What an entry without message bytes is counted as in the window.
+const RECENT_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The last entries appended, in index order without gaps, bounded by
+/// [`RECENT_ENTRIES_BYTES_MAX`] and [`RECENT_ENTRIES_MAX`]. Kept in step with the log:
+/// truncation and purging drop entries here first, so the window never holds an entry the log
+/// no longer has. A message entry's payload is the `Bytes` it was appended with (the log's
+/// copy has each record's PHYSICALOFFSET filled in; every reader recomputes positions from
+/// the entry's place in the log, so the two are interchangeable).
+#[derive(Default)]
+pub(crate) struct RecentEntries {
+    entries: std::collections::VecDeque<Entry<TypeConfig>>,
+    bytes: usize,
+}
+
+fn window_bytes(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(Request::Messages(records)) => records.len(),
+        _ => RECENT_ENTRY_OVERHEAD_BYTES,
+    }
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    /// Adds entries just appended to the log.
+    fn push(&mut self, appended: impl IntoIterator<Item = Entry<TypeConfig>>) {
+        for e in appended {
+            let next = self.entries.back().map(|l| l.log_id.index + 1);
+            if next.is_some_and(|n| n != e.log_id.index) {
+                self.clear();
+            }
+            self.bytes += window_bytes(&e);
+            self.entries.push_back(e);
+        }
+        while self.bytes > RECENT_ENTRIES_BYTES_MAX || self.entries.len() > RECENT_ENTRIES_MAX {
+            let Some(old) = self.entries.pop_front() else { break };
+            self.bytes -= window_bytes(&old);
+        }
+    }
+
+    /// Drops entries at `from` and after.
+    fn truncate_from(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= from) {
+            let e = self.entries.pop_back().expect("checked non-empty");
+            self.bytes -= window_bytes(&e);
+        }
+    }
+
+    /// Drops entries up to and including `through`.
+    fn purge_through(&mut self, through: u64) {
+        while self.entries.front().is_some_and(|e| e.log_id.index <= through) {
+            let e = self.entries.pop_front().expect("checked non-empty");
+            self.bytes -= window_bytes(&e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries `from..to` if the window holds all of them.
+    fn get(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        if from < first || to > first + self.entries.len() as u64 {
+            return None;
+        }
+        Some(self.entries.range((from - first) as usize..(to - first) as usize).cloned().collect())
+    }
+}
+
+/// Answers a read from the window when it holds the whole (bounded) range.
+fn recent_in(
+    recent: &Mutex<RecentEntries>,
+    range: &impl RangeBounds<u64>,
+) -> Option<Vec<Entry<TypeConfig>>> {
+    let from = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.checked_add(1)?,
+        Bound::Unbounded => return None,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(i) => i.checked_add(1)?,
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => return None,
+    };
+    if from >= to {
+        return None;
+    }
+    lock(recent).get(from, to)
+}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -64,6 +165,7 @@ struct Flusher<S: Storage> {
 /// The Raft log of one replica.
 pub struct LogStore<S: Storage, M: MetaStore> {
     log: Arc<Mutex<CommitLog<S>>>,
+    recent: Arc<Mutex<RecentEntries>>,
     meta: Arc<M>,
     flusher: Arc<Flusher<S>>,
     wake: Arc<tokio::sync::Notify>,
@@ -74,12 +176,13 @@ pub struct LogStore<S: Storage, M: MetaStore> {
 /// Reads entries concurrently with appends.
 pub struct LogReader<S: Storage, M: MetaStore> {
     log: Arc<Mutex<CommitLog<S>>>,
+    recent: Arc<Mutex<RecentEntries>>,
     meta: Arc<M>,
 }
 
 impl<S: Storage, M: MetaStore> Clone for LogReader<S, M> {
     fn clone(&self) -> Self {
-        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+        LogReader { log: self.log.clone(), recent: self.recent.clone(), meta: self.meta.clone() }
     }
 }
 
@@ -134,6 +237,9 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if let Some(entries) = recent_in(&self.recent, &range) {
+            return Ok(entries);
+        }
         entries_in(&self.log, &*self.meta, range)
     }
 }
@@ -159,7 +265,15 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             Arc::new(Flusher { log: log.clone(), group_commit: Arc::new(GroupCommit::new(mode)) });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
-        LogStore { log, meta, flusher, wake, mode, local_appends: Arc::default() }
+        LogStore {
+            log,
+            recent: Arc::default(),
+            meta,
+            flusher,
+            wake,
+            mode,
+            local_appends: Arc::default(),
+        }
     }
 
     /// Where this replica's proposer registers proposals to be acknowledged once this log has
@@ -229,6 +343,9 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogStore<S, M> {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if let Some(entries) = recent_in(&self.recent, &range) {
+            return Ok(entries);
+        }
         entries_in(&self.log, &*self.meta, range)
     }
 }
@@ -241,7 +358,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { log: self.log.clone(), meta: self.meta.clone() }
+        LogReader { log: self.log.clone(), recent: self.recent.clone(), meta: self.meta.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -313,6 +430,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     {
         let mut batch = Vec::new();
         let mut waiting = Vec::new();
+        let mut appended = Vec::new();
         for e in entries {
             if let EntryPayload::Normal(Request::Messages(payload)) = &e.payload {
                 if let Some(tx) = self.local_appends.take(payload) {
@@ -323,6 +441,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
                 to_log_entry(&e)
                     .map_err(|err| StorageIOError::write_log_entry(*e.get_log_id(), &err))?,
             );
+            appended.push(e);
         }
         let mut acks = PendingAcks::default();
         let (last, flushed) = {
@@ -334,6 +453,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
             }
             (log.last().map(|m| m.index), log.flushed())
         };
+        lock(&self.recent).push(appended);
         let callback = Callback { flushed: callback, acks };
         let Some(last) = last else {
             callback.completed();
@@ -348,7 +468,14 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let keep = log_id.index.checked_sub(1).map(RaftIndex);
-        lock(&self.log).truncate_after(keep).map_err(io_write)
+        let mut recent = lock(&self.recent);
+        recent.truncate_from(log_id.index);
+        let result = lock(&self.log).truncate_after(keep).map_err(io_write);
+        if result.is_err() {
+            // The log may have kept entries the window dropped: start the window afresh.
+            recent.clear();
+        }
+        result
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -356,7 +483,65 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         // before these ops), so a restart never finds the applied id behind the purged one.
         let raw = encode(&log_id).map_err(io_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_PURGED.to_vec(), raw)]).map_err(io_write)?;
+        lock(&self.recent).purge_through(log_id.index);
         lock(&self.log).purge_through(RaftIndex(log_id.index)).map_err(io_write)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::types::log_id;
+
+    fn messages(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(1, 0, index),
+            payload: EntryPayload::Normal(Request::Messages(Bytes::from(vec![7u8; bytes]))),
+        }
+    }
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry { log_id: log_id(1, 0, index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(got: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        got.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_window_answers_only_ranges_it_holds_whole() {
+        let mut w = RecentEntries::default();
+        w.push((3..8).map(blank));
+        assert_eq!(indexes(w.get(3, 8)), Some(vec![3, 4, 5, 6, 7]));
+        assert_eq!(indexes(w.get(5, 6)), Some(vec![5]));
+        assert_eq!(indexes(w.get(2, 5)), None, "starts before the window");
+        assert_eq!(indexes(w.get(6, 9)), None, "ends past the window");
+        w.truncate_from(6);
+        assert_eq!(indexes(w.get(3, 6)), Some(vec![3, 4, 5]));
+        assert_eq!(indexes(w.get(3, 7)), None, "truncated entries are gone");
+        w.purge_through(3);
+        assert_eq!(indexes(w.get(3, 5)), None, "purged entries are gone");
+        assert_eq!(indexes(w.get(4, 6)), Some(vec![4, 5]));
+        w.push([blank(9)]);
+        assert_eq!(indexes(w.get(9, 10)), Some(vec![9]), "a gap starts the window afresh");
+        assert_eq!(indexes(w.get(4, 5)), None);
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_bytes_and_by_entries() {
+        let mut w = RecentEntries::default();
+        let each = RECENT_ENTRIES_BYTES_MAX / 4;
+        w.push((0..6).map(|i| messages(i, each)));
+        assert_eq!(w.first_index(), Some(2), "the oldest entries leave first");
+        assert!(w.bytes <= RECENT_ENTRIES_BYTES_MAX);
+        let mut w = RecentEntries::default();
+        w.push((0..RECENT_ENTRIES_MAX as u64 + 10).map(blank));
+        assert_eq!(w.entries.len(), RECENT_ENTRIES_MAX);
+        assert_eq!(w.first_index(), Some(10));
+        w.truncate_from(0);
+        assert_eq!((w.entries.len(), w.bytes), (0, 0));
     }
 }

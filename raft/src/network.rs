@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::CodecError;
-use crate::types::{decode_untrusted, encode, NodeId, TypeConfig};
+use crate::types::{decode_untrusted, encode_into, NodeId, TypeConfig};
 
 /// The default Raft port (DESIGN.md §7).
 pub const RAFT_PORT_DEFAULT: u16 = 40911;
@@ -77,13 +77,14 @@ async fn write_frame<T: Serialize, W: AsyncWriteExt + Unpin>(
     w: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
-    let payload = encode(value)?;
-    if payload.len() > RPC_FRAME_MAX_BYTES {
-        return Err(FrameError::TooLarge(payload.len()));
+    // Encoded straight after room for the length: one copy of the entries' bytes.
+    let mut frame = vec![0u8; 4];
+    encode_into(value, &mut frame)?;
+    let len = frame.len() - 4;
+    if len > RPC_FRAME_MAX_BYTES {
+        return Err(FrameError::TooLarge(len));
     }
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
     w.write_all(&frame).await?;
     // madsim's TCP sends only on flush; real tokio's flush is a no-op.
     w.flush().await?;

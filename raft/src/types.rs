@@ -98,6 +98,13 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Appends `value`'s encoding to `out`.
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, bincode_config())
+        .map(drop)
+        .map_err(|e| CodecError(e.to_string()))
+}
+
 /// Decodes bytes from a peer: no collection may claim more than `limit_bytes`, so a hostile
 /// length prefix cannot make us allocate beyond what the frame could hold.
 pub(crate) fn decode_untrusted<T: serde::de::DeserializeOwned, const LIMIT: usize>(
