@@ -22,7 +22,7 @@ use crate::commitlog::{CommitLog, LogCut};
 use crate::consumequeue::{list_queues, ConsumeQueue, ConsumeQueueConfig, CqEntry};
 use crate::entry::{EntryKind, LogEntry, ENTRY_HEADER_BYTES};
 use crate::error::{StoreError, StoreResult};
-use crate::indexfile::{index_key, IndexConfig, IndexService};
+use crate::indexfile::{IndexConfig, IndexService};
 use crate::io::Storage;
 use crate::types::{CommitLogOffset, QueueOffset, RaftIndex};
 
@@ -188,11 +188,11 @@ impl<S: Storage + Clone> Dispatcher<S> {
         if tran != msgflag::TRANSACTION_ROLLBACK && pos >= self.index_from {
             if let Some(keys) = r.property(property::KEYS) {
                 for k in split_keys(keys) {
-                    self.index.put(&index_key(r.topic, k), pos, r.store_timestamp)?;
+                    self.index.put_topic_key(r.topic, k, pos, r.store_timestamp)?;
                 }
             }
             if let Some(uniq) = r.property(property::UNIQ_KEY) {
-                self.index.put(&index_key(r.topic, uniq), pos, r.store_timestamp)?;
+                self.index.put_topic_key(r.topic, uniq, pos, r.store_timestamp)?;
             }
         }
         Ok(())

@@ -59,6 +59,15 @@ fn key_hash(key: &str) -> i32 {
     java_string_hash(key).checked_abs().unwrap_or(0)
 }
 
+/// `key_hash(&index_key(topic, key))` without building the string (once per key per record).
+fn topic_key_hash(topic: &str, key: &str) -> i32 {
+    let h = [topic, "#", key]
+        .iter()
+        .flat_map(|part| part.encode_utf16())
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    h.checked_abs().unwrap_or(0)
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Header {
     begin_ts: i64,
@@ -158,12 +167,12 @@ impl<F: StorageFile> IndexFile<F> {
         Ok(i32::from_be_bytes(b))
     }
 
-    /// Adds `key` for the record at `position` stored at `store_ts_ms`. False when full.
-    fn put(&mut self, key: &str, position: CommitLogOffset, store_ts_ms: i64) -> StoreResult<bool> {
+    /// Adds a key (by its hash) for the record at `position` stored at `store_ts_ms`. False
+    /// when full.
+    fn put(&mut self, hash: i32, position: CommitLogOffset, store_ts_ms: i64) -> StoreResult<bool> {
         if self.is_full() {
             return Ok(false);
         }
-        let hash = key_hash(key);
         let slot = self.slot_at(hash);
         let prev = self.read_i32(slot)?;
         if self.header.index_count == 1 {
@@ -289,6 +298,27 @@ impl<S: Storage> IndexService<S> {
         position: CommitLogOffset,
         store_ts_ms: i64,
     ) -> StoreResult<()> {
+        self.put_hash(key_hash(key), position, store_ts_ms)
+    }
+
+    /// Indexes `key` of a record of `topic` (as [`IndexService::put`] with
+    /// `index_key(topic, key)`).
+    pub fn put_topic_key(
+        &mut self,
+        topic: &str,
+        key: &str,
+        position: CommitLogOffset,
+        store_ts_ms: i64,
+    ) -> StoreResult<()> {
+        self.put_hash(topic_key_hash(topic, key), position, store_ts_ms)
+    }
+
+    fn put_hash(
+        &mut self,
+        hash: i32,
+        position: CommitLogOffset,
+        store_ts_ms: i64,
+    ) -> StoreResult<()> {
         let need_new = self.files.last().is_none_or(|f| f.is_full());
         if need_new {
             // Make the full file durable before its successor gets a single write, so that
@@ -308,7 +338,7 @@ impl<S: Storage> IndexService<S> {
             self.files.push(IndexFile::open(f, position.0, self.config.clone())?);
         }
         let last = self.files.last_mut().expect("ensured above");
-        if !last.put(key, position, store_ts_ms)? {
+        if !last.put(hash, position, store_ts_ms)? {
             return Err(StoreError::Config("a new index file is already full".into()));
         }
         Ok(())
@@ -389,6 +419,13 @@ mod tests {
 
     fn tiny() -> IndexConfig {
         IndexConfig { slot_count: 7, index_max: 5 }
+    }
+
+    #[test]
+    fn a_topic_and_key_hash_as_their_joined_key() {
+        for (t, k) in [("T", "k1"), ("", ""), ("TopicTest", "é\u{1F600}x"), ("a#b", "#")] {
+            assert_eq!(topic_key_hash(t, k), key_hash(&index_key(t, k)));
+        }
     }
 
     #[test]
