@@ -320,7 +320,9 @@ async fn write_loop(
             }
             continue;
         }
-        // Batch whatever else is already queued into the same write.
+        // Batch whatever else is queued into the same write: first let the tasks woken with
+        // this one (the answers of one Raft round release a window's worth of sends) queue.
+        tokio::task::yield_now().await;
         while buf.len() < 64 * 1024 {
             match queue.try_recv() {
                 Ok(next) => {
