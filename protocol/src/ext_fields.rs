@@ -29,6 +29,11 @@ impl ExtFields {
         Self::default()
     }
 
+    /// An empty map with room for `text_bytes` of keys and values and `entries` entries.
+    pub fn with_capacity(text_bytes: usize, entries: usize) -> Self {
+        ExtFields { text: String::with_capacity(text_bytes), spans: Vec::with_capacity(entries) }
+    }
+
     fn slice(&self, from: u32, to: u32) -> &str {
         &self.text[from as usize..to as usize]
     }
@@ -152,8 +157,9 @@ impl<'de> Deserialize<'de> for ExtFields {
                 f.write_str("an object of string values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<ExtFields, A::Error> {
-                let mut fields = ExtFields::new();
-                let mut key_text = String::new();
+                // A send's header holds ~15 fields in ~300 bytes: room for that up front.
+                let mut fields = ExtFields::with_capacity(512, 16);
+                let mut key_text = String::with_capacity(64);
                 while access
                     .next_key_seed(AppendText { out: &mut key_text, scalars: false })?
                     .is_some()

@@ -126,7 +126,7 @@ macro_rules! command_header {
 
         impl $crate::header::CommandHeader for $name {
             fn to_ext_fields(&self) -> $crate::ExtFields {
-                let mut fields = $crate::ExtFields::new();
+                let mut fields = $crate::ExtFields::with_capacity(256, 16);
                 $($crate::header::HeaderField::write(&self.$field, $key, &mut fields);)*
                 fields
             }
