@@ -376,14 +376,19 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
     let (tx, mut rx) = mpsc::channel::<RemotingCommand>(max);
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     lock(&inner.channels).insert(conn, tx.clone());
+    let in_flight = Arc::new(Semaphore::new(max));
+    let handling = in_flight.clone();
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
         while let Some(resp) = rx.recv().await {
             out.clear();
             let _ = encode_frame(&resp, &mut out);
-            // Answers to one Raft round become ready together: let the tasks holding them
-            // queue them, then write every queued answer with one syscall.
-            tokio::task::yield_now().await;
+            // Answers to one Raft round become ready together: while other requests of this
+            // connection are being handled, let the tasks holding them queue theirs, then write
+            // every queued answer with one syscall. A lone answer goes out at once.
+            if handling.available_permits() < max {
+                tokio::task::yield_now().await;
+            }
             while out.len() < RESPONSE_BATCH_BYTES {
                 let Ok(next) = rx.try_recv() else { break };
                 let _ = encode_frame(&next, &mut out);
@@ -400,7 +405,6 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
             }
         }
     });
-    let in_flight = Arc::new(Semaphore::new(max));
     let mut decoder = FrameDecoder::default();
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     'read: loop {

@@ -320,9 +320,12 @@ async fn write_loop(
             }
             continue;
         }
-        // Batch whatever else is queued into the same write: first let the tasks woken with
-        // this one (the answers of one Raft round release a window's worth of sends) queue.
-        tokio::task::yield_now().await;
+        // Batch whatever else is queued into the same write. With other calls in flight, first
+        // let the tasks woken with this one queue theirs (the answers of one Raft round release
+        // a window's worth of sends); a lone call goes out at once.
+        if lock(&conn.pending).len() > 1 {
+            tokio::task::yield_now().await;
+        }
         while buf.len() < 64 * 1024 {
             match queue.try_recv() {
                 Ok(next) => {
