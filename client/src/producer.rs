@@ -15,6 +15,7 @@
 //! - only SEND_OK-like answers count as acknowledged; a timeout may have stored the message,
 //!   so a retry after it can duplicate (at-least-once, as in RocketMQ).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -375,12 +376,13 @@ impl Inner {
 
     /// Writable queues of groups with a master; for a template route, the first
     /// `default_topic_queue_nums` of each group, named for `topic`.
-    fn publish_queues(&self, route: &TopicRoute, topic: &str) -> Vec<MessageQueue> {
-        let mut queues = select::publish_queues(topic, &route.data, true);
-        if route.topic != topic {
-            queues.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
+    fn publish_queues<'r>(&self, route: &'r TopicRoute, topic: &str) -> Cow<'r, [MessageQueue]> {
+        if route.topic == topic {
+            return Cow::Borrowed(route.publish_queues());
         }
-        queues
+        let mut queues = select::publish_queues(topic, &route.data, true);
+        queues.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
+        Cow::Owned(queues)
     }
 
     /// The SEND_MESSAGE_V2 (or SEND_BATCH_MESSAGE) request for `msg` to `mq`. A batch's own
@@ -452,7 +454,7 @@ impl Inner {
                     if route.topic != msg.topic {
                         all.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
                     }
-                    all
+                    Cow::Owned(all)
                 }
             };
             let now_ms = clock::now_ms() as u64;

@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use rocketraft_protocol::body::{JsonBody, TopicRouteData};
+use rocketraft_protocol::body::{JsonBody, MessageQueue, TopicRouteData};
 use rocketraft_protocol::headers::GetRouteInfoRequestHeader;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 
@@ -29,9 +29,22 @@ pub const ROUTES_MAX: usize = 10_000;
 pub struct TopicRoute {
     pub topic: String,
     pub data: TopicRouteData,
+    /// What a round-robin send picks from, worked out on first use: a route is immutable
+    /// (a refresh makes a new one), so once per route instead of once per send.
+    publish: OnceLock<Vec<MessageQueue>>,
 }
 
 impl TopicRoute {
+    pub fn new(topic: impl Into<String>, data: TopicRouteData) -> Self {
+        TopicRoute { topic: topic.into(), data, publish: OnceLock::new() }
+    }
+
+    /// The writable queues of the groups that have a master now
+    /// ([`crate::select::publish_queues`] for this route's own topic).
+    pub fn publish_queues(&self) -> &[MessageQueue] {
+        self.publish.get_or_init(|| crate::select::publish_queues(&self.topic, &self.data, true))
+    }
+
     /// The address of `broker_name`'s master, if it has one now.
     pub fn master_addr(&self, broker_name: &str) -> Option<&str> {
         self.data
@@ -92,7 +105,7 @@ impl Routes {
     /// Fetches `topic`'s route now and caches it.
     pub async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         let data = self.fetch(topic).await?;
-        let route = Arc::new(TopicRoute { topic: topic.to_owned(), data });
+        let route = Arc::new(TopicRoute::new(topic, data));
         {
             let mut brokers = lock(&self.inner.brokers);
             for b in &route.data.broker_datas {
