@@ -313,6 +313,11 @@ async fn run_flusher<S: Storage>(
         ms_since_flush = 0;
         let (log, gc) = (f.log.clone(), f.group_commit.clone());
         drop(f);
+        // A slow disk (simulated; zero on a real one) delays every sync by its latency.
+        let latency = lock(&log).storage().sync_latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let result = crate::runtime::run_blocking(move || {
             let r = gc.flush_once(&log);
             (r, gc)

@@ -254,6 +254,11 @@ impl SimCluster {
         *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
     }
 
+    /// Makes every CommitLog sync of replica (g, r) take `ms` longer (a slow disk); 0 heals.
+    pub fn slow_disk(&self, g: usize, r: u64, ms: u64) {
+        self.disks[&(g, r)].set_sync_latency_ms(ms);
+    }
+
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
     pub fn kill(&self, g: usize, r: u64) {
         if self.down.lock().unwrap().insert(format!("{g}-{r}")) {

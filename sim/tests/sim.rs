@@ -567,9 +567,17 @@ mod whole_cluster {
         /// broker-a's leader is paused (frozen, connections kept) longer than an election
         /// takes, then resumed: a deposed leader must not acknowledge anything.
         PauseLeader,
+        /// One follower of broker-a syncs slowly (every CommitLog sync takes
+        /// [`SLOW_SYNC_MS`] longer); 3 s later the leader is killed, so every commit needs the
+        /// slow disk until the leader is restarted (when healed, with the disk).
+        SlowFollowerThenKillLeader,
         /// Faults drawn from the seed: 3 of the above at random times, then healed.
         Swarm,
     }
+
+    /// A slow disk's extra time per sync: below the 250 ms heartbeat that bounds an
+    /// AppendEntries call (a slower one is issue 20's "slow followers").
+    const SLOW_SYNC_MS: u64 = 120;
 
     fn banner(test: &str) {
         eprintln!("replay: {}", replay_hint(test, Handle::current().seed()));
@@ -661,6 +669,10 @@ mod whole_cluster {
         offsets_given_twice: usize,
         /// Fault -> first acknowledged probe send to broker-a after it (for leader faults).
         failover: Option<Duration>,
+        /// When the fault started, and each acknowledged probe send's (start, ack) times,
+        /// all since the run's start.
+        fault_at: Duration,
+        probe_acks: Vec<(Duration, Duration)>,
         trace: u64,
     }
 
@@ -726,6 +738,17 @@ mod whole_cluster {
                 cluster.pause(0, leader, true);
                 madsim::time::sleep(FAULT_FOR).await;
                 cluster.pause(0, leader, false);
+            }
+            Fault::SlowFollowerThenKillLeader => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                let slow = (0..3).find(|r| *r != leader).unwrap();
+                cluster.slow_disk(0, slow, SLOW_SYNC_MS);
+                let before_kill = Duration::from_secs(3);
+                madsim::time::sleep(before_kill).await;
+                cluster.kill(0, leader);
+                madsim::time::sleep(FAULT_FOR - before_kill).await;
+                cluster.restart(0, leader);
+                cluster.slow_disk(0, slow, 0);
             }
             Fault::Swarm => swarm_faults(cluster).await,
         }
@@ -901,7 +924,16 @@ mod whole_cluster {
         for e in &h.events {
             trace.record(format!("{e:?}").as_bytes());
         }
-        Outcome { verdict, strict, lost, offsets_given_twice, failover, trace: trace.value() }
+        Outcome {
+            verdict,
+            strict,
+            lost,
+            offsets_given_twice,
+            failover,
+            fault_at,
+            probe_acks,
+            trace: trace.value(),
+        }
     }
 
     async fn scenario(test: &str, fault: Fault) -> Outcome {
@@ -969,6 +1001,37 @@ mod whole_cluster {
     #[madsim::test]
     async fn power_loss_of_a_whole_group() {
         scenario("power_loss_of_a_whole_group", Fault::PowerLossAll).await;
+    }
+
+    /// A follower of broker-a syncs 120 ms slower than the others, then the leader dies: the
+    /// group commits at the slow disk's pace (a new leader and the slow follower are the only
+    /// majority), takes sends again, and loses nothing acknowledged.
+    #[madsim::test]
+    async fn a_slow_follower_disk_then_the_leader_dies() {
+        let o = scenario(
+            "a_slow_follower_disk_then_the_leader_dies",
+            Fault::SlowFollowerThenKillLeader,
+        )
+        .await;
+        // Sends to broker-a started after the leader died and before it came back: each was
+        // committed by the two survivors, one of them on the slow disk.
+        let (dead_from, dead_to) = (o.fault_at + Duration::from_secs(3), o.fault_at + FAULT_FOR);
+        let mut waits: Vec<Duration> = o
+            .probe_acks
+            .iter()
+            .filter(|(started, acked)| *started > dead_from && *acked < dead_to)
+            .map(|(started, acked)| *acked - *started)
+            .collect();
+        assert!(
+            waits.len() >= 10,
+            "broker-a acknowledged {} probe sends while it needed the slow disk",
+            waits.len()
+        );
+        // ...and the slow disk was on their path: a send waited for at least one slow sync.
+        waits.sort();
+        let median = waits[waits.len() / 2];
+        eprintln!("{} probe sends with the slow disk, median ack {median:?}", waits.len());
+        assert!(median >= Duration::from_millis(SLOW_SYNC_MS), "median ack {median:?}");
     }
 
     /// NameServer 0 is killed and restarted: clients and brokers use NameServer 1 meanwhile.

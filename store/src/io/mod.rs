@@ -81,6 +81,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Space on the volume.
     fn disk_usage(&self) -> io::Result<DiskUsage>;
+
+    /// Extra time a sync of a log file takes on this volume, beyond the call itself: zero for
+    /// a real disk (its syncs take the time they take). The simulation sets it to model a slow
+    /// disk; the CommitLog's flusher waits it out, in the runtime's (simulated) time, before
+    /// each sync, since a blocking call cannot advance simulated time.
+    fn sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// One fixed-capacity file.

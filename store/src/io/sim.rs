@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{check_range, DiskUsage, Storage, StorageFile};
@@ -86,6 +86,7 @@ pub struct SimFile {
 struct Faults {
     disk_full: AtomicBool,
     fail_syncs: AtomicBool,
+    sync_latency_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,6 +182,11 @@ impl SimStorage {
     /// While on, every sync fails.
     pub fn set_fail_syncs(&self, on: bool) {
         self.faults.fail_syncs.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes every log sync take `ms` longer (a slow disk); 0 for none.
+    pub fn set_sync_latency_ms(&self, ms: u64) {
+        self.faults.sync_latency_ms.store(ms, Ordering::Relaxed);
     }
 
     /// A power failure: each file keeps its durable bytes plus what `plan` keeps of the writes
@@ -293,6 +299,10 @@ impl Storage for SimStorage {
         let total = self.capacity_bytes.load(Ordering::Relaxed) as u64;
         let free = total.saturating_sub(self.used_bytes());
         Ok(DiskUsage { total_bytes: total, free_bytes: free, available_bytes: free })
+    }
+
+    fn sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.faults.sync_latency_ms.load(Ordering::Relaxed))
     }
 }
 
