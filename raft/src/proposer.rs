@@ -66,6 +66,12 @@ pub enum Replication {
 /// proposal commits, so the next one must not wait for that commit to be proposed.
 pub const LEADER_ACK_IN_FLIGHT_MIN: usize = 64;
 
+/// Proposals not yet in the leader's own log at once, under [`Replication::Leader`]: the
+/// leader appends and flushes them one at a time, so more only split what arrives into more,
+/// smaller entries, each flushed on its own. Two keep the next append queued behind the
+/// current flush; sends that arrive meanwhile wait and go out together.
+pub const LEADER_ACK_UNFLUSHED_MAX: usize = 2;
+
 /// Limits of the proposer (STYLE.md rule 7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProposerConfig {
@@ -255,7 +261,9 @@ async fn run<S: Storage + Clone>(
         if closed && in_flight.is_empty() {
             return;
         }
-        let room = in_flight.len() < in_flight_max && !draining && !closed;
+        let unflushed_room = !leader_ack
+            || in_flight.iter().filter(|f| f.local.is_some()).count() < LEADER_ACK_UNFLUSHED_MAX;
+        let room = in_flight.len() < in_flight_max && unflushed_room && !draining && !closed;
         let first = tokio::select! {
             biased;
             event = next_event(&mut in_flight) => {
