@@ -284,8 +284,17 @@ impl Broker {
         if let Some(task) = task {
             let _ = task.await;
         }
+        // Every task that holds the replica's state holds a stop receiver and ends on stop:
+        // wait for the last of them, so a restart finds the files and the metadata store free.
+        let wait = Duration::from_millis(STOP_WAIT_MS_MAX);
+        if tokio::time::timeout(wait, self.stop.closed()).await.is_err() {
+            tracing::warn!("some broker tasks still run {STOP_WAIT_MS_MAX} ms after the stop");
+        }
     }
 }
+
+/// How long a stop waits for the broker's tasks to end.
+const STOP_WAIT_MS_MAX: u64 = 5_000;
 
 /// How often silent clients are looked for.
 const CLIENT_SCAN_MS: u64 = 10_000;
@@ -431,9 +440,15 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
                 }
                 continue;
             };
-            let (inner, tx) = (inner.clone(), tx.clone());
+            let (inner, tx, mut stop) = (inner.clone(), tx.clone(), stop.clone());
             tokio::spawn(async move {
-                let resp = handle(&cmd, peer, conn, &inner).await;
+                // A stop ends the request too (a held pull would otherwise keep the replica's
+                // state, its files and its metadata store's lock, until it timed out).
+                let resp = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopped| *stopped) => None,
+                    r = handle(&cmd, peer, conn, &inner) => r,
+                };
                 drop(permit);
                 if let Some(resp) = resp {
                     let _ = tx.send(resp).await;
