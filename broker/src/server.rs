@@ -1608,12 +1608,7 @@ fn query_message<S: Storage + Clone, M: MetaStore>(
         let d = lock(&inner.dispatcher);
         let index = d.index();
         let found = index
-            .query(
-                &rocketraft_store::index_key(&h.topic, &h.key),
-                h.begin_timestamp,
-                h.end_timestamp,
-                max,
-            )
+            .query(&h.topic, &h.key, h.begin_timestamp, h.end_timestamp, max)
             .map_err(system_error(req))?;
         (found, index.last_update())
     };

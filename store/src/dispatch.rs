@@ -188,11 +188,11 @@ impl<S: Storage + Clone> Dispatcher<S> {
         if tran != msgflag::TRANSACTION_ROLLBACK && pos >= self.index_from {
             if let Some(keys) = r.property(property::KEYS) {
                 for k in split_keys(keys) {
-                    self.index.put_topic_key(r.topic, k, pos, r.store_timestamp)?;
+                    self.index.put(r.topic, k, pos, r.store_timestamp)?;
                 }
             }
             if let Some(uniq) = r.property(property::UNIQ_KEY) {
-                self.index.put_topic_key(r.topic, uniq, pos, r.store_timestamp)?;
+                self.index.put(r.topic, uniq, pos, r.store_timestamp)?;
             }
         }
         Ok(())

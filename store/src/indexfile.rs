@@ -15,8 +15,6 @@
 
 use std::sync::Arc;
 
-use rocketraft_protocol::message::java_string_hash;
-
 use crate::error::{IoContext, StoreError, StoreResult};
 use crate::io::{join, Storage, StorageFile};
 use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset};
@@ -49,18 +47,10 @@ impl IndexConfig {
     }
 }
 
-/// The key an IndexFile stores: `topic#key`.
-pub fn index_key(topic: &str, key: &str) -> String {
-    format!("{topic}#{key}")
-}
-
-fn key_hash(key: &str) -> i32 {
-    // abs(String.hashCode()), 0 if it is still negative (Integer.MIN_VALUE).
-    java_string_hash(key).checked_abs().unwrap_or(0)
-}
-
-/// `key_hash(&index_key(topic, key))` without building the string (once per key per record).
-fn topic_key_hash(topic: &str, key: &str) -> i32 {
+/// The hash an IndexFile stores for `key` of a record of `topic`: RocketMQ's
+/// `abs("topic#key".hashCode())` (0 if still negative, for Integer.MIN_VALUE), folded over the
+/// parts instead of building the joined string (once per key per record on apply).
+fn key_hash(topic: &str, key: &str) -> i32 {
     let h = [topic, "#", key]
         .iter()
         .flat_map(|part| part.encode_utf16())
@@ -200,17 +190,16 @@ impl<F: StorageFile> IndexFile<F> {
         Ok(true)
     }
 
-    /// Positions of records whose key hashes like `key`, stored within `[begin_ms, end_ms]`,
+    /// Positions of records whose key hashes to `hash`, stored within `[begin_ms, end_ms]`,
     /// newest first, at most `max`.
     fn query(
         &self,
-        key: &str,
+        hash: i32,
         begin_ms: i64,
         end_ms: i64,
         max: usize,
         out: &mut Vec<CommitLogOffset>,
     ) -> StoreResult<()> {
-        let hash = key_hash(key);
         let mut n = self.read_i32(self.slot_at(hash))?;
         let mut steps = 0;
         while n > 0
@@ -291,26 +280,15 @@ impl<S: Storage> IndexService<S> {
         self.rebuild_after.take()
     }
 
-    /// Indexes `key` (already `topic#key`) for the record at `position`.
+    /// Indexes `key` of a record of `topic` for the record at `position`.
     pub fn put(
-        &mut self,
-        key: &str,
-        position: CommitLogOffset,
-        store_ts_ms: i64,
-    ) -> StoreResult<()> {
-        self.put_hash(key_hash(key), position, store_ts_ms)
-    }
-
-    /// Indexes `key` of a record of `topic` (as [`IndexService::put`] with
-    /// `index_key(topic, key)`).
-    pub fn put_topic_key(
         &mut self,
         topic: &str,
         key: &str,
         position: CommitLogOffset,
         store_ts_ms: i64,
     ) -> StoreResult<()> {
-        self.put_hash(topic_key_hash(topic, key), position, store_ts_ms)
+        self.put_hash(key_hash(topic, key), position, store_ts_ms)
     }
 
     fn put_hash(
@@ -344,9 +322,11 @@ impl<S: Storage> IndexService<S> {
         Ok(())
     }
 
-    /// Positions of records indexed under `key` stored in `[begin_ms, end_ms]`, newest first.
+    /// Positions of records of `topic` indexed under `key` stored in `[begin_ms, end_ms]`,
+    /// newest first (records whose key merely hashes alike come too: check what is read).
     pub fn query(
         &self,
+        topic: &str,
         key: &str,
         begin_ms: i64,
         end_ms: i64,
@@ -358,7 +338,7 @@ impl<S: Storage> IndexService<S> {
                 && f.header.end_ts >= begin_ms
                 && f.header.begin_ts <= end_ms
             {
-                f.query(key, begin_ms, end_ms, max, &mut out)?;
+                f.query(key_hash(topic, key), begin_ms, end_ms, max, &mut out)?;
             }
             if out.len() >= max {
                 break;
@@ -422,9 +402,11 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_and_key_hash_as_their_joined_key() {
+    fn a_key_hashes_as_rocketmq_hashes_topic_hash_key() {
+        use rocketraft_protocol::message::java_string_hash;
         for (t, k) in [("T", "k1"), ("", ""), ("TopicTest", "é\u{1F600}x"), ("a#b", "#")] {
-            assert_eq!(topic_key_hash(t, k), key_hash(&index_key(t, k)));
+            let joined = java_string_hash(&format!("{t}#{k}")).checked_abs().unwrap_or(0);
+            assert_eq!(key_hash(t, k), joined);
         }
     }
 
@@ -433,11 +415,11 @@ mod tests {
         let s = SimStorage::new();
         let mut idx = IndexService::open(s.clone(), tiny()).unwrap();
         for i in 0..12u64 {
-            let key = index_key("T", &format!("k{}", i % 3));
-            idx.put(&key, CommitLogOffset(100 + i), 1_000_000 + i as i64 * 1000).unwrap();
+            let key = format!("k{}", i % 3);
+            idx.put("T", &key, CommitLogOffset(100 + i), 1_000_000 + i as i64 * 1000).unwrap();
         }
         assert_eq!(s.list("index").unwrap().len(), 3, "4 entries per file: 12 keys take 3 files");
-        let all = idx.query(&index_key("T", "k1"), 0, i64::MAX, 100).unwrap();
+        let all = idx.query("T", "k1", 0, i64::MAX, 100).unwrap();
         assert_eq!(
             all,
             vec![
@@ -447,11 +429,11 @@ mod tests {
                 CommitLogOffset(101)
             ]
         );
-        let window = idx.query(&index_key("T", "k1"), 1_004_000, 1_008_000, 100).unwrap();
+        let window = idx.query("T", "k1", 1_004_000, 1_008_000, 100).unwrap();
         assert_eq!(window, vec![CommitLogOffset(107), CommitLogOffset(104)]);
-        assert_eq!(idx.query(&index_key("T", "k1"), 0, i64::MAX, 2).unwrap().len(), 2, "max");
+        assert_eq!(idx.query("T", "k1", 0, i64::MAX, 2).unwrap().len(), 2, "max");
         let reopened = IndexService::open(s.clone(), tiny()).unwrap();
-        assert_eq!(reopened.query(&index_key("T", "k1"), 0, i64::MAX, 100).unwrap(), all);
+        assert_eq!(reopened.query("T", "k1", 0, i64::MAX, 100).unwrap(), all);
         assert_eq!(reopened.last_update(), (1_011_000, 111));
     }
 
@@ -460,7 +442,7 @@ mod tests {
         let s = SimStorage::new();
         let mut idx = IndexService::open(s.clone(), tiny()).unwrap();
         for i in 0..12u64 {
-            idx.put(&index_key("T", "k"), CommitLogOffset(100 + i), i as i64 * 1000).unwrap();
+            idx.put("T", "k", CommitLogOffset(100 + i), i as i64 * 1000).unwrap();
         }
         // Files hold 100..=103, 104..=107, 108..=111: the last two reach 107.
         assert_eq!(idx.truncate_from(CommitLogOffset(107)).unwrap(), Some(CommitLogOffset(104)));

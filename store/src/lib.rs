@@ -26,6 +26,6 @@ pub use dispatch::{Arrival, DispatchConfig, Dispatcher};
 pub use entry::{EntryKind, EntryMeta, LogEntry};
 pub use error::{StoreError, StoreResult};
 pub use flush::{FlushMode, GroupCommit};
-pub use indexfile::{index_key, IndexConfig, IndexService};
+pub use indexfile::{IndexConfig, IndexService};
 pub use retention::RetentionConfig;
 pub use types::{CommitLogOffset, QueueOffset, RaftIndex};

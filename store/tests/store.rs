@@ -459,7 +459,7 @@ mod dispatch {
             }
         }
         assert_eq!(total, 120);
-        let hits = d.index().query(&index_key("T", "order-7-2"), 0, i64::MAX, 10).unwrap();
+        let hits = d.index().query("T", "order-7-2", 0, i64::MAX, 10).unwrap();
         let r = log.read_records(&[(hits[0], 0)]).err();
         assert!(r.is_some(), "a wrong size is refused, never served");
         let cq = d.queue("T", (7 + 2) % 4).unwrap();
@@ -471,9 +471,9 @@ mod dispatch {
             .unwrap();
         let rec = log.read_records(&[(hits[0], e.size)]).unwrap();
         assert_eq!(RecordView::decode(&rec[0]).unwrap().property("KEYS"), Some("order-7-2 shared"));
-        let shared = d.index().query(&index_key("T", "shared"), 0, i64::MAX, 1000).unwrap();
+        let shared = d.index().query("T", "shared", 0, i64::MAX, 1000).unwrap();
         assert_eq!(shared.len(), 120, "every record has the key 'shared'");
-        let uniq = d.index().query(&index_key("T", "UNIQ000000070002"), 0, i64::MAX, 10).unwrap();
+        let uniq = d.index().query("T", "UNIQ000000070002", 0, i64::MAX, 10).unwrap();
         assert_eq!(uniq, vec![hits[0]]);
         // SEARCH_OFFSET_BY_TIMESTAMP: entry n is stored at base + n s.
         let q0 = d.queue("T", 0).unwrap();
