@@ -69,7 +69,12 @@ impl ExtFields {
     }
 
     fn insert_with(&mut self, key: &str, write_value: impl FnOnce(&mut String)) {
-        let [vs, ve] = self.append(write_value);
+        let value = self.append(write_value);
+        self.set_value_span(key, value);
+    }
+
+    /// Points `key` at `value` (a span already in the text), adding the key if it is new.
+    fn set_value_span(&mut self, key: &str, [vs, ve]: [u32; 2]) {
         match self.position(key) {
             Some(i) => {
                 self.spans[i][2] = vs;
@@ -164,20 +169,9 @@ impl<'de> Deserialize<'de> for ExtFields {
                     .next_key_seed(AppendText { out: &mut key_text, scalars: false })?
                     .is_some()
                 {
-                    let [vs, ve] = fields.text_span_of_next(&mut access)?;
-                    if vs == u32::MAX {
-                        key_text.clear();
-                        continue; // null
-                    }
-                    match fields.position(&key_text) {
-                        Some(i) => {
-                            fields.spans[i][2] = vs;
-                            fields.spans[i][3] = ve;
-                        }
-                        None => {
-                            let [ks, ke] = fields.append(|out| out.push_str(&key_text));
-                            fields.spans.push([ks, ke, vs, ve]);
-                        }
+                    // A null value leaves the key out.
+                    if let Some(value) = fields.next_value_span(&mut access)? {
+                        fields.set_value_span(&key_text, value);
                     }
                     key_text.clear();
                 }
@@ -189,17 +183,14 @@ impl<'de> Deserialize<'de> for ExtFields {
 }
 
 impl ExtFields {
-    /// Reads the next map value into the text; `[u32::MAX, _]` for null.
-    fn text_span_of_next<'de, A: MapAccess<'de>>(
+    /// Reads the next map value into the text and returns its span; `None` for null.
+    fn next_value_span<'de, A: MapAccess<'de>>(
         &mut self,
         access: &mut A,
-    ) -> Result<[u32; 2], A::Error> {
+    ) -> Result<Option<[u32; 2]>, A::Error> {
         let from = self.text.len();
         let present = access.next_value_seed(AppendText { out: &mut self.text, scalars: true })?;
-        if !present {
-            return Ok([u32::MAX, 0]);
-        }
-        Ok([from as u32, self.text.len() as u32])
+        Ok(present.then(|| [from as u32, self.text.len() as u32]))
     }
 }
 
