@@ -113,25 +113,36 @@ impl RecentEntries {
     }
 }
 
-/// Answers a read from the window when it holds the whole (bounded) range.
-fn recent_in(
-    recent: &Mutex<RecentEntries>,
-    range: &impl RangeBounds<u64>,
-) -> Option<Vec<Entry<TypeConfig>>> {
+/// A requested range as `from..to`, `to` `None` when unbounded.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
     let from = match range.start_bound() {
         Bound::Included(i) => *i,
-        Bound::Excluded(i) => i.checked_add(1)?,
-        Bound::Unbounded => return None,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
     };
     let to = match range.end_bound() {
-        Bound::Included(i) => i.checked_add(1)?,
-        Bound::Excluded(i) => *i,
-        Bound::Unbounded => return None,
+        Bound::Included(i) => Some(i.saturating_add(1)),
+        Bound::Excluded(i) => Some(*i),
+        Bound::Unbounded => None,
     };
-    if from >= to {
-        return None;
+    (from, to)
+}
+
+/// The entries in `range`: from the window of recent entries when it holds the whole
+/// (bounded) range, else from the log.
+fn read_entries<S: Storage, M: MetaStore>(
+    log: &Mutex<CommitLog<S>>,
+    recent: &Mutex<RecentEntries>,
+    meta: &M,
+    range: impl RangeBounds<u64>,
+) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+    let (from, to) = bounds(&range);
+    if let Some(to) = to.filter(|to| from < *to) {
+        if let Some(entries) = lock(recent).get(from, to) {
+            return Ok(entries);
+        }
     }
-    lock(recent).get(from, to)
+    entries_in(log, meta, from, to)
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +170,8 @@ impl Callback {
 
 struct Flusher<S: Storage> {
     log: Arc<Mutex<CommitLog<S>>>,
+    /// The log's volume, asked for its extra sync latency (a simulated slow disk) per flush.
+    storage: S,
     group_commit: Arc<GroupCommit<Callback>>,
 }
 
@@ -201,27 +214,19 @@ fn read_purged<M: MetaStore>(meta: &M) -> Result<Option<LogId<NodeId>>, StorageE
     }
 }
 
+/// The entries `from..to` (`to` `None`: to the end) that the log holds after the purged id.
 fn entries_in<S: Storage, M: MetaStore>(
     log: &Mutex<CommitLog<S>>,
     meta: &M,
-    range: impl RangeBounds<u64>,
+    from: u64,
+    to: Option<u64>,
 ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
     let purged = read_purged(meta)?;
     let log = lock(log);
     let first = log.start().next_index.0.max(purged.map_or(0, |p| p.index + 1));
     let end = log.end().next_index.0;
-    let from = match range.start_bound() {
-        Bound::Included(i) => *i,
-        Bound::Excluded(i) => i + 1,
-        Bound::Unbounded => 0,
-    }
-    .max(first);
-    let to = match range.end_bound() {
-        Bound::Included(i) => i + 1,
-        Bound::Excluded(i) => *i,
-        Bound::Unbounded => end,
-    }
-    .min(end);
+    let from = from.max(first);
+    let to = to.unwrap_or(end).min(end);
     if from >= to {
         return Ok(Vec::new());
     }
@@ -237,10 +242,7 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        if let Some(entries) = recent_in(&self.recent, &range) {
-            return Ok(entries);
-        }
-        entries_in(&self.log, &*self.meta, range)
+        read_entries(&self.log, &self.recent, &*self.meta, range)
     }
 }
 
@@ -260,9 +262,13 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
 
     /// Wraps a recovered CommitLog. Must be called inside the runtime (and, in the
     /// simulation, inside the node) that will run Raft: it spawns the flusher task there.
-    pub fn new(log: Arc<Mutex<CommitLog<S>>>, meta: Arc<M>, mode: FlushMode) -> Self {
-        let flusher =
-            Arc::new(Flusher { log: log.clone(), group_commit: Arc::new(GroupCommit::new(mode)) });
+    pub fn new(log: Arc<Mutex<CommitLog<S>>>, meta: Arc<M>, mode: FlushMode) -> Self
+    where
+        S: Clone,
+    {
+        let storage = lock(&log).storage().clone();
+        let group_commit = Arc::new(GroupCommit::new(mode));
+        let flusher = Arc::new(Flusher { log: log.clone(), storage, group_commit });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
         LogStore {
@@ -312,9 +318,9 @@ async fn run_flusher<S: Storage>(
         }
         ms_since_flush = 0;
         let (log, gc) = (f.log.clone(), f.group_commit.clone());
-        drop(f);
         // A slow disk (simulated; zero on a real one) delays every sync by its latency.
-        let latency = lock(&log).storage().sync_latency();
+        let latency = f.storage.sync_latency();
+        drop(f);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -348,10 +354,7 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogStore<S, M> {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        if let Some(entries) = recent_in(&self.recent, &range) {
-            return Ok(entries);
-        }
-        entries_in(&self.log, &*self.meta, range)
+        read_entries(&self.log, &self.recent, &*self.meta, range)
     }
 }
 
