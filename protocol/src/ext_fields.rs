@@ -190,7 +190,7 @@ impl ExtFields {
     ) -> Result<Option<[u32; 2]>, A::Error> {
         let from = self.text.len();
         let present = access.next_value_seed(AppendText { out: &mut self.text, scalars: true })?;
-        Ok(present.then(|| [from as u32, self.text.len() as u32]))
+        Ok(present.then_some([from as u32, self.text.len() as u32]))
     }
 }
 
