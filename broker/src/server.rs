@@ -389,9 +389,16 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
     let handling = in_flight.clone();
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
+        // An answer that cannot be framed (over the frame limit) is dropped, and said so: the
+        // client's call then times out.
+        let encode = |cmd: &RemotingCommand, out: &mut BytesMut| {
+            if let Err(e) = encode_frame(cmd, out) {
+                tracing::warn!(%peer, code = cmd.code, error = %e, "answer not sent");
+            }
+        };
         while let Some(resp) = rx.recv().await {
             out.clear();
-            let _ = encode_frame(&resp, &mut out);
+            encode(&resp, &mut out);
             // Answers to one Raft round become ready together: while other requests of this
             // connection are being handled, let the tasks holding them queue theirs, then write
             // every queued answer with one syscall. A lone answer goes out at once.
@@ -400,7 +407,7 @@ async fn serve_connection<S: Storage + Clone, M: MetaStore>(
             }
             while out.len() < RESPONSE_BATCH_BYTES {
                 let Ok(next) = rx.try_recv() else { break };
-                let _ = encode_frame(&next, &mut out);
+                encode(&next, &mut out);
             }
             if out.is_empty() {
                 continue;
