@@ -146,6 +146,9 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub local_appends: Arc<crate::local_ack::LocalAppends>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
+    /// The fatal-error watcher and periodic syncs, and retention: both end on stop.
+    watcher: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
     /// Set once Raft stopped on a fatal error (see [`RaftNode::stopped_on_fatal`]).
     fatal: tokio::sync::watch::Receiver<Option<String>>,
     meta: Arc<M>,
@@ -242,7 +245,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop = Arc::new(stop);
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
-        tokio::spawn(watch_replica(
+        let watcher = tokio::spawn(watch_replica(
             raft.clone(),
             meta.clone(),
             state_machine.clone(),
@@ -258,7 +261,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.id,
             stop_rx.clone(),
         ));
-        tokio::spawn(run_retention(
+        let retention = tokio::spawn(run_retention(
             raft.clone(),
             log.clone(),
             dispatcher.clone(),
@@ -285,6 +288,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             local_appends,
             stop,
             server,
+            watcher,
+            retention,
             fatal,
             meta,
         })
@@ -326,22 +331,55 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         // process goes (sync mode has nothing left to do here), and the lazy and deferred
         // metadata, so a clean restart re-applies nothing. Not after a fatal error: a sync the
         // disk refused must not be followed by one that reports it all durable.
-        if fatal {
-            return;
+        if !fatal {
+            if let Err(e) = crate::log_store::lock(&self.log).flush() {
+                tracing::error!(error = %e, "final CommitLog flush failed");
+            }
+            let meta = self.meta.clone();
+            if let Err(e) = crate::runtime::run_blocking(move || meta.sync()).await {
+                tracing::error!(error = %e, "final metadata sync failed");
+            }
+            let sm = self.state_machine.clone();
+            if let Err(e) = crate::runtime::run_blocking(move || sm.sync_dispatch()).await {
+                tracing::error!(error = %e, "final queue and index sync failed");
+            }
         }
-        if let Err(e) = crate::log_store::lock(&self.log).flush() {
-            tracing::error!(error = %e, "final CommitLog flush failed");
+        // Wait until nothing else holds the replica's state, so that starting it again finds
+        // its files and its metadata store (a lock, for sled) free: the watcher and retention
+        // end on the stop, and openraft's state machine worker shortly after its core.
+        let RaftNode {
+            meta,
+            watcher,
+            retention,
+            raft,
+            state_machine,
+            log,
+            dispatcher,
+            local_appends,
+            stop,
+            fatal,
+            ..
+        } = self;
+        drop((raft, state_machine, log, dispatcher, local_appends, stop, fatal));
+        let _ = watcher.await;
+        let _ = retention.await;
+        let mut waited_ms = 0;
+        while Arc::strong_count(&meta) > 1 && waited_ms < RELEASE_WAIT_MS_MAX {
+            tokio::time::sleep(std::time::Duration::from_millis(RELEASE_POLL_MS)).await;
+            waited_ms += RELEASE_POLL_MS;
         }
-        let meta = self.meta.clone();
-        if let Err(e) = crate::runtime::run_blocking(move || meta.sync()).await {
-            tracing::error!(error = %e, "final metadata sync failed");
-        }
-        let sm = self.state_machine.clone();
-        if let Err(e) = crate::runtime::run_blocking(move || sm.sync_dispatch()).await {
-            tracing::error!(error = %e, "final queue and index sync failed");
+        if Arc::strong_count(&meta) > 1 {
+            tracing::warn!(
+                "the metadata store is still in use {RELEASE_WAIT_MS_MAX} ms after the stop"
+            );
         }
     }
 }
+
+/// How long a stop waits for the replica's tasks to let go of its state, and how often it
+/// looks.
+const RELEASE_WAIT_MS_MAX: u64 = 5_000;
+const RELEASE_POLL_MS: u64 = 10;
 
 /// How often a replica checks whether Raft stopped on a fatal error.
 const FATAL_CHECK_MS: u64 = 100;

@@ -351,6 +351,29 @@ async fn an_orderly_consumer_sees_each_keys_messages_in_send_order() {
     cluster.shutdown().await;
 }
 
+/// A replica stopped while it holds a consumer's long-polling pull can be started again at
+/// once: the held pull ends with the stop instead of keeping the replica's files and metadata
+/// store (whose lock a restart needs) until its suspend time runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_holding_a_pull_restarts_at_once_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Quiet", 1).await;
+    let mut config = consumer_config(&cluster, "Q", "Quiet");
+    config.pull_suspend_ms = 30_000;
+    let got = Received::default();
+    let consumer = PushConsumer::start_concurrently(config, got.listener(0)).await.unwrap();
+    // Nothing is ever sent: once the consumer has a queue, its pulls wait at the broker.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leader = cluster.leader().expect("a leader");
+    cluster.stop_replica(leader).await;
+    let started = Instant::now();
+    cluster.restart_replica(leader).await.expect("the stopped replica starts again");
+    assert!(started.elapsed() < Duration::from_secs(10), "restart took {:?}", started.elapsed());
+    consumer.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// The leader is stopped in the middle of a send loop. Sends fail over to the new leader; every
 /// acknowledged message is consumed (duplicates are counted and reported, none is lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
