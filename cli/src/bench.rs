@@ -48,6 +48,8 @@ pub struct BenchConfig {
     pub in_flight: usize,
     /// The consumer group (`consume`); `e2e` makes a fresh one per run.
     pub group: String,
+    /// `consume`: a new group starts at the oldest message; with neither a duration nor a
+    /// count, the run stops once the backlog found at its start is read.
     pub from_first: bool,
     /// How long `e2e` waits for the last acknowledged messages to arrive. Default 30 s.
     pub drain: Duration,
@@ -121,10 +123,16 @@ struct Side {
     bytes: AtomicU64,
     total: Mutex<Histogram>,
     interval: Mutex<Histogram>,
+    /// Wall-clock microseconds of the first and the last record (0: none yet).
+    first_us: AtomicU64,
+    last_us: AtomicU64,
 }
 
 impl Side {
     fn record(&self, micros: u64, bytes: usize) {
+        let now = wall_us();
+        let _ = self.first_us.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_us.fetch_max(now, Ordering::Relaxed);
         self.ok.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         crate::lock(&self.total).record(micros);
@@ -190,6 +198,31 @@ pub async fn run(
         );
     }
     crate::admin::check_topic_name(&config.topic)?;
+    let mut config = config;
+    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
+    if kind == Kind::Consume
+        && config.from_first
+        && config.count.is_none()
+        && config.duration.is_none()
+    {
+        // Read the backlog as it stands now, then stop.
+        let backlog = match backlog(&admin, &config).await {
+            Ok(n) => n,
+            Err(e) => {
+                admin.shutdown().await;
+                return Err(e);
+            }
+        };
+        if backlog == 0 {
+            admin.shutdown().await;
+            anyhow::bail!(
+                "group {} has nothing left to read in {}: no backlog to time",
+                config.group,
+                config.topic
+            );
+        }
+        config.count = Some(backlog);
+    }
     let start_ms = (wall_us() / 1000) as i64;
     let run = u64::from(std::process::id()) << 32 ^ wall_us();
     let shared = Arc::new(Shared {
@@ -204,8 +237,7 @@ pub async fn run(
         duplicates: AtomicU64::new(0),
         last_error: Mutex::default(),
     });
-    // Topic creation and the e2e wait for queue assignment ask the cluster through one handle.
-    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
+    // Topic creation and the e2e wait for queue assignment ask the cluster through `admin`.
     if kind != Kind::Consume {
         if let Err(e) = ensure_topic(&admin, &config).await {
             admin.shutdown().await;
@@ -448,6 +480,30 @@ fn receive(shared: &Shared, kind: Kind, msgs: &[MessageExt]) {
     }
 }
 
+/// The messages `config.group` has still to read in `config.topic`: per queue, from its
+/// committed offset (or the queue's first message) to the queue's end.
+async fn backlog(admin: &Admin, config: &BenchConfig) -> anyhow::Result<u64> {
+    let ends = admin.topic_stats(&config.topic).await?;
+    let committed = match admin.consume_stats(&config.group, Some(&config.topic)).await {
+        Ok(s) => s.offset_table,
+        // A group no broker knows has committed nothing.
+        Err(e)
+            if e.code() == Some(rocketraft_protocol::code::response_code::CONSUMER_NOT_ONLINE) =>
+        {
+            Default::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ends
+        .offset_table
+        .iter()
+        .map(|(q, t)| {
+            let from = committed.get(q).map_or(0, |o| o.consumer_offset).max(t.min_offset);
+            t.max_offset.saturating_sub(from).max(0) as u64
+        })
+        .sum())
+}
+
 /// Acknowledged sequence numbers not received (e2e).
 fn missing(shared: &Shared) -> Vec<u64> {
     let acked = crate::lock(&shared.acked);
@@ -515,6 +571,14 @@ fn side_json(side: &Side, secs: f64) -> Value {
     })
 }
 
+/// The time from a side's first record to its last, once it has two.
+fn first_to_last(side: &Side) -> Option<Duration> {
+    let (first, last) =
+        (side.first_us.load(Ordering::Relaxed), side.last_us.load(Ordering::Relaxed));
+    (side.ok.load(Ordering::Relaxed) > 1 && last > first)
+        .then(|| Duration::from_micros(last - first))
+}
+
 fn side_text(name: &str, what: &str, v: &Value) -> String {
     let l = &v["latencyMs"];
     format!(
@@ -567,7 +631,13 @@ fn summary(
         json["produce"] = v;
     }
     if kind != Kind::Produce {
-        let v = side_json(&shared.received, consumed_in.as_secs_f64());
+        // A reader is timed from its first message to its last: not the group's start and
+        // first rebalance, nor the wait after the last message.
+        let secs = match kind {
+            Kind::Consume => first_to_last(&shared.received).unwrap_or(consumed_in),
+            _ => consumed_in,
+        };
+        let v = side_json(&shared.received, secs.as_secs_f64());
         text.push_str(&side_text("received", "end-to-end", &v));
         json["consume"] = v;
     }

@@ -294,7 +294,9 @@ struct BenchArgs {
     /// Consumer group for `consume`.
     #[arg(short, long, default_value = "benchmark_consumer")]
     group: String,
-    /// `consume`: start a new group at the oldest message instead of the newest.
+    /// `consume`: start a new group at the oldest message instead of the newest. Without
+    /// --count or --duration, the run reads the backlog there is at its start and stops; the
+    /// rate is timed from the first message received to the last.
     #[arg(long)]
     from_first: bool,
     /// `e2e`: seconds to wait for the last acknowledged messages to arrive.

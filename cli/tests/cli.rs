@@ -423,5 +423,9 @@ mod cli {
             "60",
         ]);
         assert_eq!(consumed["consume"]["messages"], 200, "{consumed}");
+        // With neither a count nor a duration, a new group reads the backlog there is and stops.
+        let backlog = dev.json(&["bench", "consume", "--from-first", "-q", "-g", "whole"]);
+        assert_eq!(backlog["consume"]["messages"], 200, "{backlog}");
+        assert_eq!(backlog["consume"]["errors"], 0, "{backlog}");
     }
 }
