@@ -818,7 +818,7 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
                 break;
             }
             bytes += e.size as usize;
-            wanted.push((e.position, e.size));
+            wanted.push(*e);
         }
         scanned += 1;
         if wanted.len() >= max {
@@ -829,17 +829,17 @@ fn lookup<S: Storage + Clone, M: MetaStore>(
     if wanted.is_empty() {
         return Ok((Lookup::NoMatch { next }, min, max_offset));
     }
-    let records = {
+    let mut body = Vec::new();
+    {
         let log = inner.log.lock().unwrap_or_else(|p| p.into_inner());
         let log_start = log.start().position;
-        if wanted[0].0 < log_start {
+        if wanted[0].position < log_start {
             drop(log);
             return removed(inner, topic, queue_id, log_start).map(|gone| (gone, min, max_offset));
         }
-        log.read_records(&wanted).map_err(|e| e.to_string())?
-    };
-    let body = records.iter().flat_map(|r| r.iter().copied()).collect();
-    Ok((Lookup::Found { body, messages: records.len(), next }, min, max_offset))
+        log.read_queue_records_into(&wanted, &mut body).map_err(|e| e.to_string())?;
+    }
+    Ok((Lookup::Found { body, messages: wanted.len(), next }, min, max_offset))
 }
 
 /// Records retention removed while the queue still points to them (it is trimmed once the

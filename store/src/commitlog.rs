@@ -737,42 +737,123 @@ impl<S: Storage> CommitLog<S> {
         Ok(meta)
     }
 
-    /// Reads message records by `(position, size)`, as a ConsumeQueue lists them. Each entry
-    /// they live in is checked by crc (once per call) and each record must decode whole at
-    /// exactly that size: corrupt bytes are never served.
+    /// Reads message records by `(position, size)`, one `Bytes` each. Each entry they live in
+    /// is checked by crc where it lies (once per call, with no copy of the entry) and each
+    /// record must decode whole at exactly that size and position: corrupt bytes are never
+    /// served. Pulls use [`CommitLog::read_queue_records_into`], which checks each record on
+    /// its own.
     pub fn read_records(&self, wanted: &[(CommitLogOffset, u32)]) -> StoreResult<Vec<Bytes>> {
         let mut out = Vec::with_capacity(wanted.len());
-        let mut cached: Option<(EntryMeta, Bytes)> = None;
-        for &(position, size) in wanted {
-            let hit =
-                cached.as_ref().is_some_and(|(m, _)| position >= m.position && position < m.end());
-            if !hit {
-                let meta = self.entry_containing(position)?;
-                let bytes = self.read_raw(meta.position, meta.size as usize)?;
-                entry::decode(&bytes, meta.position)?;
-                cached = Some((meta, Bytes::from(bytes)));
-            }
-            let (meta, bytes) = cached.as_ref().expect("filled above");
-            let from = (position.0 - meta.position.0) as usize;
-            let to = from + size as usize;
-            if from < ENTRY_HEADER_BYTES || to > bytes.len() {
-                return Err(StoreError::Corrupt {
-                    position,
-                    reason: "record outside its entry's payload".into(),
-                });
-            }
-            let record = bytes.slice(from..to);
-            let view = RecordView::decode(&record)
-                .map_err(|e| StoreError::Corrupt { position, reason: e.to_string() })?;
-            if view.total_size != record.len() || view.physical_offset != position.0 as i64 {
-                return Err(StoreError::Corrupt {
-                    position,
-                    reason: "record size or offset mismatch".into(),
-                });
-            }
-            out.push(record);
-        }
+        self.visit_records(wanted, &mut |record| out.push(Bytes::copy_from_slice(record)))?;
         Ok(out)
+    }
+
+    /// Appends the records `entries` point to (a ConsumeQueue's entries) back to back to
+    /// `out`: a pull response's body. Each record is checked against the crc its entry holds,
+    /// over exactly its own bytes where they lie (no copy, and none of the Raft entry around
+    /// it is read), and must decode at its size and position: corrupt bytes, in the record or
+    /// in the queue entry, are never served. Only the records are copied, once. On an error
+    /// `out` may hold some of the records.
+    pub fn read_queue_records_into(
+        &self,
+        entries: &[crate::consumequeue::CqEntry],
+        out: &mut Vec<u8>,
+    ) -> StoreResult<()> {
+        out.reserve(entries.iter().map(|e| e.size as usize).sum());
+        for e in entries {
+            self.with_range(e.position, u64::from(e.size), &mut |record| {
+                let computed = crate::consumequeue::record_crc(record, e.position);
+                if computed != e.crc {
+                    return Err(StoreError::Corrupt {
+                        position: e.position,
+                        reason: format!(
+                            "record crc mismatch (queue says {:#010x}, computed {computed:#010x})",
+                            e.crc
+                        ),
+                    });
+                }
+                check_record(record, e.position)?;
+                out.extend_from_slice(record);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hands each wanted record, checked, to `each`, in order.
+    fn visit_records(
+        &self,
+        wanted: &[(CommitLogOffset, u32)],
+        each: &mut dyn FnMut(&[u8]),
+    ) -> StoreResult<()> {
+        let mut i = 0;
+        while i < wanted.len() {
+            let meta = self.entry_containing(wanted[i].0)?;
+            // The run of wanted records in this entry: one read and one crc for all of them.
+            let run =
+                wanted[i..].iter().take_while(|(p, _)| *p >= meta.position && *p < meta.end());
+            let run = &wanted[i..i + run.count()];
+            i += run.len();
+            self.with_entry(&meta, &mut |bytes| {
+                entry::check(bytes, meta.position)?;
+                for &(position, size) in run {
+                    let from = (position.0 - meta.position.0) as usize;
+                    let to = from + size as usize;
+                    if from < ENTRY_HEADER_BYTES || to > bytes.len() {
+                        return Err(StoreError::Corrupt {
+                            position,
+                            reason: "record outside its entry's payload".into(),
+                        });
+                    }
+                    let record = &bytes[from..to];
+                    check_record(record, position)?;
+                    each(record);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` over the stored bytes of the entry `meta` names, where they lie.
+    fn with_entry(
+        &self,
+        meta: &EntryMeta,
+        f: &mut dyn FnMut(&[u8]) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.with_range(meta.position, u64::from(meta.size), f)
+    }
+
+    /// Runs `f` over the stored bytes of `[position, position + len)`, where they lie; the
+    /// range must be in the log and in one segment.
+    fn with_range(
+        &self,
+        position: CommitLogOffset,
+        len: u64,
+        f: &mut dyn FnMut(&[u8]) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.check_position(position)?;
+        let end = position.0 + len;
+        if end > self.end.position.0 {
+            return Err(StoreError::PastEnd {
+                position: CommitLogOffset(end),
+                end: self.end.position,
+            });
+        }
+        let seg = self.segments.get(self.segment_slot(position.0)).ok_or_else(|| {
+            StoreError::Corrupt { position, reason: "no segment holds this position".into() }
+        })?;
+        if end > seg.base + self.config.segment_size_bytes {
+            return Err(StoreError::Corrupt {
+                position,
+                reason: "read crosses a segment end".into(),
+            });
+        }
+        let mut result = Ok(());
+        seg.data
+            .read_in_place(position.0 - seg.base, len as usize, &mut |bytes| result = f(bytes))
+            .doing(|| "reading the CommitLog".into())?;
+        result
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1073,4 +1154,18 @@ impl<S: Storage> CommitLog<S> {
     pub fn storage(&self) -> &S {
         &self.storage
     }
+}
+
+/// A record read at `position` must decode whole, at exactly its size, and name `position` as
+/// its own (PHYSICALOFFSET).
+fn check_record(record: &[u8], position: CommitLogOffset) -> StoreResult<()> {
+    let view = RecordView::decode(record)
+        .map_err(|e| StoreError::Corrupt { position, reason: e.to_string() })?;
+    if view.total_size != record.len() || view.physical_offset != position.0 as i64 {
+        return Err(StoreError::Corrupt {
+            position,
+            reason: "record size or offset mismatch".into(),
+        });
+    }
+    Ok(())
 }

@@ -1,9 +1,14 @@
-//! ConsumeQueue: per topic and queue id, a dense array of 20-byte entries (reference §3.8),
-//! in fixed-size files `consumequeue/{topic}/{queueId}/{20-digit start byte offset}`.
+//! ConsumeQueue: per topic and queue id, a dense array of 24-byte entries, in fixed-size files
+//! `consumequeue/{topic}/{queueId}/{20-digit start byte offset}`.
 //!
 //! ```text
-//! entry n at byte n*20:  CommitLog position i64 | record size i32 | tags code i64
+//! entry n at byte n*24:  CommitLog position i64 | record size i32 | tags code i64 | record crc u32
 //! ```
+//!
+//! RocketMQ's entry (reference §3.8) is the first 20 bytes; the crc is ours. It is the CRC32 of
+//! the record as the CommitLog stores it ([`record_crc`]), so a pull checks each record it
+//! returns over exactly its own bytes, not the whole Raft entry around it. Files of the 20-byte
+//! format are rebuilt from the CommitLog on open (see `Dispatcher::open`).
 //!
 //! Invariants: queue offsets are dense (an append must be the next offset, or repeat an
 //! existing entry exactly, which makes re-dispatch after a crash idempotent); a size of 0 marks
@@ -19,7 +24,7 @@ use crate::io::{join, Storage, StorageFile};
 use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, QueueOffset};
 
 /// Bytes per entry.
-pub const CQ_ENTRY_BYTES: u64 = 20;
+pub const CQ_ENTRY_BYTES: u64 = 24;
 const DIR: &str = "consumequeue";
 /// The record file holding a queue's start offset, when it was started at one.
 const BASE_FILE: &str = "base";
@@ -31,6 +36,26 @@ pub struct CqEntry {
     pub size: u32,
     /// Java hash of the TAGS property (0 without tags).
     pub tags_code: i64,
+    /// [`record_crc`] of the record.
+    pub crc: u32,
+}
+
+/// The crc a ConsumeQueue entry keeps of its record: CRC32 (IEEE) of the record's bytes as the
+/// CommitLog stores them at `position`, that is with PHYSICALOFFSET set to `position` (the
+/// CommitLog sets it on append), whatever `record` holds there.
+pub fn record_crc(record: &[u8], position: CommitLogOffset) -> u32 {
+    use rocketraft_protocol::message::PHYSICAL_OFFSET_POS as AT;
+    let mut h = crc32fast::Hasher::new();
+    match (record.get(..AT), record.get(AT + 8..)) {
+        (Some(before), Some(after)) => {
+            h.update(before);
+            h.update(&(position.0 as i64).to_be_bytes());
+            h.update(after);
+        }
+        // Too short to be a record: no stored record matches this.
+        _ => h.update(record),
+    }
+    h.finalize()
 }
 
 impl CqEntry {
@@ -39,6 +64,7 @@ impl CqEntry {
         b[0..8].copy_from_slice(&(self.position.0 as i64).to_be_bytes());
         b[8..12].copy_from_slice(&(self.size as i32).to_be_bytes());
         b[12..20].copy_from_slice(&self.tags_code.to_be_bytes());
+        b[20..24].copy_from_slice(&self.crc.to_be_bytes());
         b
     }
 
@@ -46,10 +72,12 @@ impl CqEntry {
         let position = i64::from_be_bytes(b[0..8].try_into().ok()?);
         let size = i32::from_be_bytes(b[8..12].try_into().ok()?);
         let tags_code = i64::from_be_bytes(b[12..20].try_into().ok()?);
+        let crc = u32::from_be_bytes(b[20..24].try_into().ok()?);
         (size > 0 && position > 0).then_some(CqEntry {
             position: CommitLogOffset(position as u64),
             size: size as u32,
             tags_code,
+            crc,
         })
     }
 }
@@ -493,7 +521,7 @@ mod tests {
     use crate::io::sim::SimStorage;
 
     fn e(pos: u64) -> CqEntry {
-        CqEntry { position: CommitLogOffset(pos), size: 100, tags_code: pos as i64 * 7 }
+        CqEntry { position: CommitLogOffset(pos), size: 100, tags_code: pos as i64 * 7, crc: 9 }
     }
 
     fn small() -> ConsumeQueueConfig {

@@ -19,7 +19,7 @@ use rocketraft_protocol::sysflag::message as msgflag;
 
 use crate::checkpoint::RecordFile;
 use crate::commitlog::{CommitLog, LogCut};
-use crate::consumequeue::{list_queues, ConsumeQueue, ConsumeQueueConfig, CqEntry};
+use crate::consumequeue::{list_queues, record_crc, ConsumeQueue, ConsumeQueueConfig, CqEntry};
 use crate::entry::{EntryKind, LogEntry, ENTRY_HEADER_BYTES};
 use crate::error::{StoreError, StoreResult};
 use crate::indexfile::{IndexConfig, IndexService};
@@ -27,6 +27,9 @@ use crate::io::Storage;
 use crate::types::{CommitLogOffset, QueueOffset, RaftIndex};
 
 const CHECKPOINT: &str = "checkpoint";
+/// The ConsumeQueue format the checkpoint vouches for: 2, the 24-byte entry with a record crc.
+/// A checkpoint without it (16 bytes) comes from the 20-byte format, whose queues are rebuilt.
+const QUEUE_FORMAT: u32 = 2;
 
 /// Sizes of the derived files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,11 +65,30 @@ impl<S: Storage + Clone> Dispatcher<S> {
     /// The caller must dispatch committed entries again from [`Dispatcher::next`].
     pub fn open(storage: S, config: DispatchConfig, log: &CommitLog<S>) -> StoreResult<Self> {
         let (checkpoint, record) = RecordFile::open(&storage, CHECKPOINT)?;
-        let saved = record.filter(|r| r.len() == 16).map(|r| LogCut {
+        let cut_of = |r: &[u8]| LogCut {
             next_index: RaftIndex(u64::from_be_bytes(r[0..8].try_into().unwrap_or_default())),
             position: CommitLogOffset(u64::from_be_bytes(r[8..16].try_into().unwrap_or_default())),
             prev_crc: 0,
-        });
+        };
+        let format = record
+            .as_ref()
+            .and_then(|r| r.get(16..20))
+            .map(|f| u32::from_be_bytes(f.try_into().unwrap_or_default()));
+        let mut saved = record.as_deref().filter(|r| r.len() >= 16).map(cut_of);
+        // Queues of another format (or whose format no checkpoint vouches for) are rebuilt
+        // from the log: they are a function of it. The index keeps what it has.
+        let mut index_from_saved = None;
+        if format != Some(QUEUE_FORMAT) && !list_queues(&storage)?.is_empty() {
+            tracing::warn!(
+                format = ?format,
+                "consume queues of an older format: rebuilding them from the CommitLog"
+            );
+            storage
+                .remove_dir_all("consumequeue")
+                .map_err(|e| StoreError::Io { doing: "removing consumequeue".into(), source: e })?;
+            index_from_saved = saved.map(|c| c.position);
+            saved = None;
+        }
         let mut queues = BTreeMap::new();
         for (topic, id) in list_queues(&storage)? {
             let q = ConsumeQueue::open(storage.clone(), &topic, id, &config.consume_queue)?;
@@ -89,23 +111,23 @@ impl<S: Storage + Clone> Dispatcher<S> {
             // Entries that point before the log's start were purged with it.
             q.purge_before(log.start().position)?;
         }
-        let mut index_from = next.position;
-        let dropped = index.truncate_from(next.position)?;
+        // Rebuilding the queues: records before the old checkpoint are in the index already.
+        let mut index_from = index_from_saved
+            .map_or(next.position, |p| p.min(log.end().position).max(next.position));
+        let dropped = index.truncate_from(index_from)?;
         let damaged = index.take_rebuild();
         let rebuild = match (dropped, damaged) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(rebuild) = rebuild.filter(|r| *r < next.position) {
+        if let Some(rebuild) = rebuild.filter(|r| *r < index_from) {
             // Re-dispatch from the entry holding the first record the index lost; records
             // before `rebuild` in it are indexed already.
             let rebuild = rebuild.max(log.start().position);
-            let meta = if rebuild < log.end().position {
-                Some(log.entry_containing(rebuild)?)
-            } else {
-                None
-            };
-            if let Some(meta) = meta {
+            if rebuild >= next.position {
+                index_from = rebuild;
+            } else if rebuild < log.end().position {
+                let meta = log.entry_containing(rebuild)?;
                 next = LogCut { next_index: meta.index, position: meta.position, prev_crc: 0 };
                 index_from = rebuild;
             }
@@ -137,7 +159,8 @@ impl<S: Storage + Clone> Dispatcher<S> {
                 let view = RecordView::decode(&entry.payload[at..])
                     .map_err(|e| StoreError::BadPayload { reason: e.to_string() })?;
                 let record_pos = CommitLogOffset(payload_at + at as u64);
-                self.dispatch_record(&view, record_pos, &mut arrivals)?;
+                let raw = &entry.payload[at..at + view.total_size];
+                self.dispatch_record(&view, raw, record_pos, &mut arrivals)?;
                 at += view.total_size;
             }
         }
@@ -152,6 +175,7 @@ impl<S: Storage + Clone> Dispatcher<S> {
     fn dispatch_record(
         &mut self,
         r: &RecordView<'_>,
+        raw: &[u8],
         pos: CommitLogOffset,
         arrivals: &mut Vec<Arrival>,
     ) -> StoreResult<()> {
@@ -181,6 +205,7 @@ impl<S: Storage + Clone> Dispatcher<S> {
                 position: pos,
                 size: r.total_size as u32,
                 tags_code: tags_code(r.property(property::TAGS)),
+                crc: record_crc(raw, pos),
             };
             q.append(offset, entry)?;
             arrivals.push(Arrival { topic: key.0, queue_id: key.1, queue_offset: offset });
@@ -204,9 +229,10 @@ impl<S: Storage + Clone> Dispatcher<S> {
             q.flush()?;
         }
         self.index.flush()?;
-        let mut rec = Vec::with_capacity(16);
+        let mut rec = Vec::with_capacity(20);
         rec.extend_from_slice(&self.next.next_index.0.to_be_bytes());
         rec.extend_from_slice(&self.next.position.0.to_be_bytes());
+        rec.extend_from_slice(&QUEUE_FORMAT.to_be_bytes());
         self.checkpoint.write(&rec)?;
         Ok(self.next)
     }

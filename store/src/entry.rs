@@ -221,6 +221,20 @@ pub fn parse_header(b: &[u8]) -> Header {
 
 /// Checks an entry's bytes (header and payload) against its crc and decodes it.
 pub fn decode(bytes: &[u8], position: CommitLogOffset) -> StoreResult<(EntryMeta, LogEntry)> {
+    let meta = check(bytes, position)?;
+    let entry = LogEntry {
+        index: meta.index,
+        term: meta.term,
+        leader: meta.leader,
+        kind: meta.kind,
+        payload: Bytes::copy_from_slice(&bytes[ENTRY_HEADER_BYTES..]),
+    };
+    Ok((meta, entry))
+}
+
+/// Checks an entry's bytes (header and payload) against its crc, where they lie: what a reader
+/// of a few of its records needs, without a copy of the payload.
+pub fn check(bytes: &[u8], position: CommitLogOffset) -> StoreResult<EntryMeta> {
     let corrupt = |reason: &str| StoreError::Corrupt { position, reason: reason.to_owned() };
     let Header::Entry { size, index, term, leader, kind, prev_crc, crc } = parse_header(bytes)
     else {
@@ -235,16 +249,7 @@ pub fn decode(bytes: &[u8], position: CommitLogOffset) -> StoreResult<(EntryMeta
             "crc mismatch (stored {crc:#010x}, computed {computed:#010x})"
         )));
     }
-    let meta =
-        EntryMeta { index: RaftIndex(index), term, leader, kind, position, size, crc, prev_crc };
-    let entry = LogEntry {
-        index: RaftIndex(index),
-        term,
-        leader,
-        kind,
-        payload: Bytes::copy_from_slice(&bytes[ENTRY_HEADER_BYTES..]),
-    };
-    Ok((meta, entry))
+    Ok(EntryMeta { index: RaftIndex(index), term, leader, kind, position, size, crc, prev_crc })
 }
 
 /// The 8 bytes of a filler that covers `size` bytes.
@@ -290,6 +295,7 @@ mod tests {
                 let mut bad = out.clone();
                 bad[byte] ^= 1 << bit;
                 assert!(decode(&bad, CommitLogOffset(0)).is_err(), "byte {byte} bit {bit}");
+                assert!(check(&bad, CommitLogOffset(0)).is_err(), "byte {byte} bit {bit}");
             }
         }
     }

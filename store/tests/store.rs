@@ -386,7 +386,7 @@ mod dispatch {
     //! derived files are a pure function of the log.
     use rocketraft_protocol::message::{java_string_hash, RecordView};
     use rocketraft_store::io::sim::{RandomPowerLoss, SimStorage};
-    use rocketraft_store::io::Storage;
+    use rocketraft_store::io::{Storage, StorageFile};
     use rocketraft_store::*;
 
     use super::messages::Leader;
@@ -457,6 +457,9 @@ mod dispatch {
                 );
                 assert_eq!(e.tags_code, i64::from(java_string_hash(r.property("TAGS").unwrap())));
             }
+            let mut body = Vec::new();
+            log.read_queue_records_into(&entries, &mut body).unwrap();
+            assert_eq!(body, records.concat(), "a pull's body is the records back to back");
         }
         assert_eq!(total, 120);
         let hits = d.index().query("T", "order-7-2", 0, i64::MAX, 10).unwrap();
@@ -486,6 +489,69 @@ mod dispatch {
         let first = q0.get(at).unwrap().unwrap();
         let raw = log.read_records(&[(first.position, first.size)]).unwrap();
         assert!(RecordView::decode(&raw[0]).unwrap().store_timestamp >= 1_700_000_020_000);
+    }
+
+    /// A pull checks each record over its own bytes against its queue entry's crc: a byte
+    /// flipped where decoding cannot see it (a timestamp), or a wrong crc in the queue, is
+    /// refused; the records around it still read.
+    #[test]
+    fn a_flipped_record_byte_or_queue_crc_is_never_served() {
+        let (lc, dc) = configs();
+        let s = SimStorage::new();
+        let (mut log, _) = CommitLog::open(s.clone(), lc.clone()).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc, &log).unwrap();
+        fill(&mut log, &mut d, &mut Leader::default(), 10);
+        let cq = d.queue("T", 0).unwrap();
+        let entries = cq.range(cq.min_offset(), 1000).unwrap();
+        let (good, victim) = (entries[0], entries[1]);
+        let read = |e: CqEntry| log.read_queue_records_into(&[e], &mut Vec::new());
+        assert!(read(victim).is_ok());
+        let wrong = CqEntry { crc: victim.crc ^ 1, ..victim };
+        assert!(matches!(read(wrong), Err(StoreError::Corrupt { .. })), "a wrong queue crc");
+        // STORETIMESTAMP's last byte (record bytes 56..64 with IPv4 hosts).
+        let at = victim.position.0 + 63;
+        let base = at - at % lc.segment_size_bytes;
+        let seg = s.open(&format!("commitlog/{base:020}")).unwrap();
+        let mut b = [0u8; 1];
+        seg.read_at(at - base, &mut b).unwrap();
+        seg.write_at(at - base, &[b[0] ^ 0x01]).unwrap();
+        let flipped = log.read_records(&[(victim.position, victim.size)]).unwrap_err();
+        assert!(
+            matches!(flipped, StoreError::Corrupt { .. }),
+            "the entry's crc sees it: {flipped}"
+        );
+        let err = read(victim).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(read(good).is_ok(), "another record still reads");
+        let mut body = Vec::new();
+        assert!(log.read_queue_records_into(&entries, &mut body).is_err(), "nor in a batch");
+    }
+
+    /// ConsumeQueues of the 20-byte format (a checkpoint without a format) are rebuilt from
+    /// the log on open, to the files a fresh dispatch writes.
+    #[test]
+    fn queues_of_the_older_format_are_rebuilt_on_open() {
+        let (lc, dc) = configs();
+        let s = SimStorage::new();
+        let (mut log, _) = CommitLog::open(s.clone(), lc).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc.clone(), &log).unwrap();
+        fill(&mut log, &mut d, &mut Leader::default(), 30);
+        d.flush().unwrap();
+        let built = derived_files(&s);
+        drop(d);
+        // What the older version leaves: 20-byte entries in files of 20 x entries_per_file
+        // bytes, and a 16-byte checkpoint.
+        s.remove_dir_all("consumequeue").unwrap();
+        let old = s.create("consumequeue/T/0/00000000000000000000", 16 * 20).unwrap();
+        old.write_at(0, &[7; 20]).unwrap();
+        let (mut checkpoint, saved) = checkpoint::RecordFile::open(&s, "checkpoint").unwrap();
+        checkpoint.write(&saved.unwrap()[..16]).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc, &log).unwrap();
+        assert_eq!(d.next().next_index, RaftIndex(0), "dispatch starts over at the log's start");
+        assert!(d.queue("T", 0).is_none(), "the old files are gone");
+        catch_up(&log, &mut d);
+        d.flush().unwrap();
+        assert!(derived_files(&s) == built, "rebuilt files differ");
     }
 
     #[test]

@@ -38,6 +38,16 @@ fn writes_are_read_back<S: Storage>(s: &S) {
     let mut end = [0u8; 5];
     f.read_at(95, &mut end).unwrap();
     assert_eq!(&end, b"12345", "a write may end exactly at the capacity");
+    assert_eq!(in_place(&*f, 9, 7).unwrap(), b"\0heLLo\0", "read in place sees the writes");
+    assert_eq!(in_place(&*f, 95, 5).unwrap(), b"12345");
+    assert_eq!(in_place(&*f, 100, 0).unwrap(), b"", "an empty range at the end");
+}
+
+/// The bytes `read_in_place` lends, copied out.
+fn in_place<F: StorageFile + ?Sized>(f: &F, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut seen = None;
+    f.read_in_place(offset, len, &mut |b| seen = Some(b.to_vec()))?;
+    Ok(seen.expect("read_in_place calls back once it succeeds"))
 }
 
 fn out_of_range_is_an_error<S: Storage>(s: &S) {
@@ -45,6 +55,8 @@ fn out_of_range_is_an_error<S: Storage>(s: &S) {
     assert!(f.write_at(6, b"abc").is_err(), "write past the end");
     assert!(f.write_at(u64::MAX, b"a").is_err(), "offset overflow");
     assert!(f.read_at(7, &mut [0u8; 2]).is_err(), "read past the end");
+    assert!(in_place(&*f, 7, 2).is_err(), "read in place past the end");
+    assert!(in_place(&*f, u64::MAX, 1).is_err(), "read in place at an overflowing offset");
     assert!(f.sync_range(4, 5).is_err(), "sync past the end");
 }
 
@@ -125,6 +137,7 @@ fn log_files_are_files_too<S: Storage>(s: &S) {
     let mut more = [0u8; 7];
     f.read_at(14, &mut more).unwrap();
     assert_eq!(&more, b"entry-3", "log handles share the file");
+    assert_eq!(in_place(&*f, 0, 21).unwrap(), b"entry-1entry-2entry-3", "a log file in place");
     plain.read_at(14, &mut more).unwrap();
     assert_eq!(&more, b"entry-3");
     assert_eq!(s.create_log("log/seg", 8).unwrap_err().kind(), ErrorKind::AlreadyExists);

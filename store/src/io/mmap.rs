@@ -119,6 +119,17 @@ impl StorageFile for MmapFile {
         Ok(())
     }
 
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        check_range(self.capacity, offset, len as u64)?;
+        // SAFETY: the range is inside the mapping, which lives as long as `self` (and so for
+        // the whole call). As for `read_at`, the Storage contract keeps writers off a range
+        // while it is read, so the slice does not change under `f`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len) };
+        f(bytes);
+        Ok(())
+    }
+
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.capacity, offset, len)?;
         if len == 0 {

@@ -102,6 +102,16 @@ pub trait StorageFile: Send + Sync + std::fmt::Debug + 'static {
     /// Fills `buf` from `offset`; the range must lie within the capacity.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
 
+    /// Hands `f` the bytes of `[offset, offset + len)` where they lie, for a reader that looks
+    /// at them once (a checksum, a copy of a part): a mapped file lends its mapping, with no
+    /// copy. The range must lie within the capacity. This default copies through `read_at`.
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let mut buf = vec![0u8; len];
+        self.read_at(offset, &mut buf)?;
+        f(&buf);
+        Ok(())
+    }
+
     /// Makes `[offset, offset + len)` durable. An error means the disk said no: the caller
     /// must not report anything in that range as durable (STYLE.md rule 9).
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;

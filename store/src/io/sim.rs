@@ -121,6 +121,14 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        check_range(self.capacity, offset, len as u64)?;
+        let st = lock(&self.state);
+        let at = offset as usize;
+        f(&st.data[at..at + len]);
+        Ok(())
+    }
+
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.capacity, offset, len)?;
         if self.faults.fail_syncs.load(Ordering::Relaxed) {
