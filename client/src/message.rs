@@ -110,12 +110,18 @@ pub const INFLATED_MAX_BYTES: u64 = 64 << 20;
 /// The record's body as the producer meant it: zlib bodies (Java producers compress those
 /// over 4 KiB) inflated. LZ4 and ZSTD bodies (4.9.x producers can choose them) and bodies that
 /// do not inflate are delivered as stored, with COMPRESSED left in `sys_flag` for the caller.
-fn body_of(r: &RecordView<'_>, budget: &mut u64) -> (Bytes, bool) {
+/// `src`, when given, is the buffer `r` was decoded from: a body delivered as stored is then a
+/// view of it, not a copy.
+fn body_of(r: &RecordView<'_>, src: Option<&Bytes>, budget: &mut u64) -> (Bytes, bool) {
     use rocketraft_protocol::sysflag::message as flag;
+    let as_stored = || match src {
+        Some(src) => src.slice_ref(r.body),
+        None => Bytes::copy_from_slice(r.body),
+    };
     let compressed = r.sys_flag & flag::COMPRESSED != 0;
     let kind = r.sys_flag & flag::COMPRESSION_TYPE_MASK;
     if !compressed || !(kind == 0 || kind == flag::COMPRESSION_ZLIB) {
-        return (Bytes::copy_from_slice(r.body), false);
+        return (as_stored(), false);
     }
     let limit = (*budget).min(INFLATED_MAX_BYTES);
     let mut out = Vec::with_capacity(r.body.len().saturating_mul(4).min(limit as usize));
@@ -133,7 +139,7 @@ fn body_of(r: &RecordView<'_>, budget: &mut u64) -> (Bytes, bool) {
                 offset = r.queue_offset,
                 "a compressed body did not inflate: delivered as stored"
             );
-            (Bytes::copy_from_slice(r.body), false)
+            (as_stored(), false)
         }
     }
 }
@@ -141,19 +147,22 @@ fn body_of(r: &RecordView<'_>, budget: &mut u64) -> (Bytes, bool) {
 impl MessageExt {
     pub(crate) fn from_record(r: &RecordView<'_>, broker_name: &str) -> Self {
         let mut budget = INFLATED_MAX_BYTES;
-        Self::from_record_within(r, broker_name, &mut budget)
+        Self::from_record_within(r, None, broker_name, &mut budget)
     }
 
-    /// As `from_record`, inflating at most `budget` bytes (what is left of a pull's).
+    /// As `from_record`, inflating at most `budget` bytes (what is left of a pull's). With
+    /// `src`, the buffer `r` was decoded from, the body is a view of `src` (no copy): it keeps
+    /// that buffer alive while the message lives.
     pub(crate) fn from_record_within(
         r: &RecordView<'_>,
+        src: Option<&Bytes>,
         broker_name: &str,
         budget: &mut u64,
     ) -> Self {
         let properties = parse_properties(r.properties);
         let topic =
             properties.get(property::RETRY_TOPIC).cloned().unwrap_or_else(|| r.topic.to_owned());
-        let (body, inflated) = body_of(r, budget);
+        let (body, inflated) = body_of(r, src, budget);
         let mut m = MessageExt {
             queue: MessageQueue {
                 broker_name: broker_name.to_owned(),

@@ -95,8 +95,10 @@ impl<F: Future> Future for CatchPanic<F> {
 /// What a pull found.
 #[derive(Debug)]
 pub(crate) enum Pulled {
-    /// Messages (already filtered by tag) and the offset to pull next.
-    Found { messages: Vec<MessageExt>, next: i64 },
+    /// Messages (already filtered by tag), each one's stored record (a view of the response,
+    /// kept to hand the message out again after a failed listener call), and the offset to
+    /// pull next.
+    Found { messages: Vec<MessageExt>, records: Vec<bytes::Bytes>, next: i64 },
     /// Nothing new (or nothing matching): pull again from `next`.
     Nothing { next: i64 },
     /// The offset is outside the queue: continue from `next`.
@@ -173,13 +175,23 @@ pub(crate) async fn pull(
             let records = decode_records(&resp.body)
                 .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
             let mut messages = Vec::with_capacity(records.len());
+            let mut raws = Vec::with_capacity(records.len());
             let mut inflate_budget = crate::message::INFLATED_MAX_BYTES;
+            let mut at = 0;
             for r in &records {
                 r.verify_body_crc()
                     .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
-                let m = MessageExt::from_record_within(r, &mq.broker_name, &mut inflate_budget);
+                let raw = resp.body.slice(at..at + r.total_size);
+                at += r.total_size;
+                let m = MessageExt::from_record_within(
+                    r,
+                    Some(&resp.body),
+                    &mq.broker_name,
+                    &mut inflate_budget,
+                );
                 if tag_matches(sub, m.tags()) {
                     messages.push(m);
+                    raws.push(raw);
                 }
             }
             if next <= offset {
@@ -192,7 +204,7 @@ pub(crate) async fn pull(
             Ok(if messages.is_empty() {
                 Pulled::Nothing { next }
             } else {
-                Pulled::Found { messages, next }
+                Pulled::Found { messages, records: raws, next }
             })
         }
         // Only the master's word moves a consumer: a follower reset to a snapshot may start its

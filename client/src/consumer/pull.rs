@@ -233,7 +233,7 @@ impl PullConsumer {
         )
         .await?;
         let (found, next) = match pulled {
-            Pulled::Found { messages, next } => (messages, next),
+            Pulled::Found { messages, next, .. } => (messages, next),
             Pulled::Nothing { next } | Pulled::Moved { next } => (Vec::new(), next),
         };
         let mut s = lock(&self.state);

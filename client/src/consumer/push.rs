@@ -32,14 +32,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rocketraft_protocol::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, MessageQueue,
     SubscriptionData,
 };
 use rocketraft_protocol::headers::SendMessageRequestHeaderV2;
+use rocketraft_protocol::message::RecordView;
 use rocketraft_protocol::message::{properties_to_string, property};
 use rocketraft_protocol::{request_code, RemotingCommand};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{
     commit_offset, group_members, initial_offset, lock_queues, offsets, pull, start_offset,
@@ -239,8 +241,11 @@ impl PushConsumer {
             Some(dir) => offsets::load(dir)?,
             None => BTreeMap::new(),
         };
+        let workers = if orderly { 0 } else { config.consume_concurrency_max };
+        let (batches, to_consume) = mpsc::channel(config.consume_concurrency_max);
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(config.consume_concurrency_max)),
+            batches,
             core,
             config,
             listener: Arc::new(listener),
@@ -289,6 +294,12 @@ impl PushConsumer {
                 }
             });
         }
+        // A fixed set of workers runs concurrent listener calls: no task is spawned per
+        // message. They end once the consumer is dropped (the sender goes with it).
+        let to_consume = Arc::new(tokio::sync::Mutex::new(to_consume));
+        for _ in 0..workers {
+            tokio::spawn(consume_worker(Arc::downgrade(&inner), to_consume.clone()));
+        }
         tokio::spawn(rebalance_loop(inner.clone()));
         Ok(PushConsumer { inner })
     }
@@ -325,6 +336,8 @@ struct Inner<L> {
     subs: BTreeMap<String, SubscriptionData>,
     queues: Mutex<BTreeMap<MessageQueue, Arc<ProcessQueue>>>,
     permits: Arc<Semaphore>,
+    /// Concurrent listeners: batches for the consume workers (each holds a permit).
+    batches: mpsc::Sender<Batch>,
     /// Broadcasting: the offsets in the local file.
     local_offsets: Mutex<BTreeMap<MessageQueue, i64>>,
     offset_dir: Option<PathBuf>,
@@ -351,7 +364,7 @@ struct ProcessQueue {
 struct QueueState {
     next_pull: i64,
     /// offset -> message, pulled and not yet consumed (running or retrying included).
-    cached: BTreeMap<i64, MessageExt>,
+    cached: BTreeMap<i64, Cached>,
     cached_bytes: usize,
     /// Listener calls running on this queue's messages.
     running: usize,
@@ -362,6 +375,35 @@ struct QueueState {
     committed: i64,
     /// Until when this member may trust its lock (clustering).
     locked_until: Option<tokio::time::Instant>,
+}
+
+/// A message waiting in a queue's cache: its body's size, and the message itself for an
+/// orderly listener (a concurrent one's messages travel with their batch instead).
+struct Cached {
+    bytes: usize,
+    message: Option<MessageExt>,
+}
+
+/// Messages for one concurrent listener call, with their stored records (to hand them out
+/// again after a failed call) and the permit that counts the call.
+struct Batch {
+    pq: Arc<ProcessQueue>,
+    messages: Vec<MessageExt>,
+    records: Vec<Bytes>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Takes batches, one at a time, and makes their first listener call, until the consumer is
+/// gone.
+async fn consume_worker<L: MessageListener>(
+    inner: std::sync::Weak<Inner<L>>,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
+) {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let (Some(batch), Some(inner)) = (next, inner.upgrade()) else { return };
+        inner.consume_concurrently(batch).await;
+    }
 }
 
 impl ProcessQueue {
@@ -391,8 +433,8 @@ impl ProcessQueue {
     fn finish(&self, offsets: &[i64]) {
         let mut s = lock(&self.state);
         for o in offsets {
-            if let Some(m) = s.cached.remove(o) {
-                s.cached_bytes = s.cached_bytes.saturating_sub(m.body.len());
+            if let Some(c) = s.cached.remove(o) {
+                s.cached_bytes = s.cached_bytes.saturating_sub(c.bytes);
             }
         }
         drop(s);
@@ -780,13 +822,13 @@ impl<L: MessageListener> Inner<L> {
                 _ = dropped.wait_for(|d| *d) => return,
             };
             match pulled {
-                Ok(Pulled::Found { messages, next }) => {
+                Ok(Pulled::Found { messages, records, next }) => {
                     // Only messages not cached already (a pull may overlap an earlier one).
-                    let mut fresh: Vec<MessageExt> = Vec::with_capacity(messages.len());
+                    let mut fresh = Vec::with_capacity(messages.len());
                     {
                         let mut guard = lock(&pq.state);
                         let s = &mut *guard;
-                        for m in messages {
+                        for (m, raw) in messages.into_iter().zip(records) {
                             if m.queue_offset < offset || m.queue_offset >= next {
                                 continue;
                             }
@@ -794,28 +836,27 @@ impl<L: MessageListener> Inner<L> {
                                 s.cached.entry(m.queue_offset)
                             {
                                 s.cached_bytes += m.body.len();
-                                e.insert(m.clone());
-                                fresh.push(m);
+                                if self.orderly {
+                                    e.insert(Cached { bytes: m.body.len(), message: Some(m) });
+                                } else {
+                                    e.insert(Cached { bytes: m.body.len(), message: None });
+                                    fresh.push((m, raw));
+                                }
                             }
                         }
                         s.next_pull = next;
                     }
                     pq.changed.notify_waiters();
-                    if !self.orderly {
-                        for chunk in fresh.chunks(self.config.consume_batch_max) {
-                            let permit = tokio::select! {
-                                biased;
-                                p = self.permits.clone().acquire_owned() => match p {
-                                    Ok(p) => p,
-                                    Err(_) => return,
-                                },
-                                _ = dropped.wait_for(|d| *d) => return,
-                            };
-                            tokio::spawn(self.clone().consume_concurrently(
-                                pq.clone(),
-                                chunk.to_vec(),
-                                permit,
-                            ));
+                    let mut fresh = fresh.into_iter().peekable();
+                    while fresh.peek().is_some() {
+                        let (messages, records) =
+                            fresh.by_ref().take(self.config.consume_batch_max).unzip();
+                        let Some(permit) = self.permit(&mut dropped).await else { return };
+                        let batch = Batch { pq: pq.clone(), messages, records, permit };
+                        // The workers live as long as the consumer: a closed channel means it
+                        // is going.
+                        if self.batches.send(batch).await.is_err() {
+                            return;
                         }
                     }
                 }
@@ -839,70 +880,101 @@ impl<L: MessageListener> Inner<L> {
         }
     }
 
-    /// Runs the listener on `msgs` until it succeeds, the message goes to the dead-letter
-    /// topic, or the queue is given up (the messages then stay uncommitted for the next owner).
-    async fn consume_concurrently(
+    /// A batch's first listener call, on a consume worker. A batch the listener did not take
+    /// goes on in a task of its own (see [`Inner::retry`]), so a worker never waits out a
+    /// retry delay.
+    async fn consume_concurrently(self: Arc<Self>, batch: Batch) {
+        let Batch { pq, messages, records, permit } = batch;
+        if pq.is_dropped() || messages.is_empty() {
+            return;
+        }
+        let offsets: Vec<i64> = messages.iter().map(|m| m.queue_offset).collect();
+        // A producer may send any reconsumeTimes: no arithmetic on it may overflow.
+        let times = messages[0].reconsume_times.max(0);
+        let outcome = self.call_listener(&pq, messages).await;
+        drop(permit);
+        match outcome {
+            Some(true) => pq.finish(&offsets),
+            not_taken => {
+                tokio::spawn(self.retry(pq, records, offsets, times, not_taken.is_some()));
+            }
+        }
+    }
+
+    /// Hands a batch to the listener again until it succeeds, the messages go to the
+    /// dead-letter topic, or the queue is given up (the messages then stay uncommitted for the
+    /// next owner). `failed`: the last call failed (rather than not running at all, because
+    /// the queue was closing or its lock not trusted). The messages are decoded again from
+    /// their records for each call, with `reconsume_times` counting up.
+    async fn retry(
         self: Arc<Self>,
         pq: Arc<ProcessQueue>,
-        mut msgs: Vec<MessageExt>,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        records: Vec<Bytes>,
+        offsets: Vec<i64>,
+        mut times: i32,
+        mut failed: bool,
     ) {
-        let mut permit = Some(permit);
-        let offsets: Vec<i64> = msgs.iter().map(|m| m.queue_offset).collect();
         let mut dropped = pq.dropped.subscribe();
         loop {
+            let wait_ms = if failed {
+                let tries = times.saturating_add(1);
+                if tries > self.config.max_reconsume_times {
+                    for m in &self.decode_again(&pq, &records, times) {
+                        self.to_dead_letter(&pq, m).await;
+                    }
+                    pq.finish(&offsets);
+                    return;
+                }
+                times = tries;
+                let delays = &self.config.retry_delays_ms;
+                delays[(tries as usize).saturating_sub(1).min(delays.len() - 1)]
+            } else {
+                self.config.orderly_retry_ms
+            };
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                _ = dropped.wait_for(|d| *d) => return,
+            }
+            let Some(permit) = self.permit(&mut dropped).await else { return };
             if pq.is_dropped() {
                 return;
             }
-            let p = match permit.take() {
-                Some(p) => p,
-                None => tokio::select! {
-                    biased;
-                    p = self.permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                    _ = dropped.wait_for(|d| *d) => return,
-                },
-            };
-            let outcome = self.call_listener(&pq, msgs.clone()).await;
-            drop(p);
+            let outcome = self.call_listener(&pq, self.decode_again(&pq, &records, times)).await;
+            drop(permit);
             match outcome {
                 Some(true) => {
                     pq.finish(&offsets);
                     return;
                 }
-                Some(false) => {}
-                None => {
-                    // Not run: the queue is closing, or its lock is not trusted right now.
-                    tokio::select! {
-                        biased;
-                        _ = tokio::time::sleep(Duration::from_millis(self.config.orderly_retry_ms)) => {}
-                        _ = dropped.wait_for(|d| *d) => return,
-                    }
-                    continue;
-                }
-            }
-            // A producer may send any reconsumeTimes: no arithmetic on it may overflow.
-            let tries = msgs[0].reconsume_times.max(0).saturating_add(1);
-            if tries > self.config.max_reconsume_times {
-                for m in &msgs {
-                    self.to_dead_letter(&pq, m).await;
-                }
-                pq.finish(&offsets);
-                return;
-            }
-            for m in &mut msgs {
-                m.reconsume_times = tries;
-            }
-            let delays = &self.config.retry_delays_ms;
-            let delay = delays[(tries as usize).saturating_sub(1).min(delays.len() - 1)];
-            tokio::select! {
-                biased;
-                _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
-                _ = dropped.wait_for(|d| *d) => return,
+                outcome => failed = outcome.is_some(),
             }
         }
+    }
+
+    /// A listener-call permit, or `None` once the queue is given up (or the consumer closes).
+    async fn permit(&self, dropped: &mut watch::Receiver<bool>) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            biased;
+            p = self.permits.clone().acquire_owned() => p.ok(),
+            _ = dropped.wait_for(|d| *d) => None,
+        }
+    }
+
+    /// The messages of `records` as the listener gets them on try `times`.
+    fn decode_again(&self, pq: &ProcessQueue, records: &[Bytes], times: i32) -> Vec<MessageExt> {
+        records
+            .iter()
+            // These records decoded when they were pulled; they decode again.
+            .filter_map(|raw| RecordView::decode(raw).ok().map(|r| (raw, r)))
+            .map(|(raw, r)| {
+                let mut budget = crate::message::INFLATED_MAX_BYTES;
+                let mut m =
+                    MessageExt::from_record_within(&r, Some(raw), &pq.mq.broker_name, &mut budget);
+                m.reconsume_times = times;
+                m
+            })
+            .collect()
     }
 
     /// One listener call: `Some(true)` on success, `Some(false)` for later (or a panic),
@@ -997,8 +1069,12 @@ impl<L: MessageListener> Inner<L> {
             }
             let (batch, lock_ok) = {
                 let s = lock(&pq.state);
-                let batch: Vec<MessageExt> =
-                    s.cached.values().take(self.config.consume_batch_max).cloned().collect();
+                let batch: Vec<MessageExt> = s
+                    .cached
+                    .values()
+                    .filter_map(|c| c.message.clone())
+                    .take(self.config.consume_batch_max)
+                    .collect();
                 (batch, ProcessQueue::may_consume(&s))
             };
             if batch.is_empty() || !lock_ok {
@@ -1028,7 +1104,7 @@ impl<L: MessageListener> Inner<L> {
                 Some(false) => {
                     let mut s = lock(&pq.state);
                     for o in &offsets {
-                        if let Some(m) = s.cached.get_mut(o) {
+                        if let Some(m) = s.cached.get_mut(o).and_then(|c| c.message.as_mut()) {
                             m.reconsume_times = m.reconsume_times.max(0).saturating_add(1);
                         }
                     }
