@@ -729,9 +729,12 @@ async fn send<S: Storage + Clone, M: MetaStore>(
         .map_err(refused)?;
     #[cfg(madsim)]
     if inner.config.sim_bug_ack_before_commit {
-        // The bug: answer SEND_OK now and propose in the background.
+        // The bug: answer SEND_OK now and propose in the background, a little later (so a
+        // leader killed while sends flow always has acknowledged sends it never proposed,
+        // whatever the schedule).
         let proposer = inner.proposer.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let _ = proposer.submit(encoded).await;
         });
         return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
