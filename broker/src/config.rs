@@ -15,7 +15,7 @@ use rocketraft_store::{
 };
 use serde::Deserialize;
 
-use crate::server::BrokerConfig;
+use crate::broker_config::BrokerConfig;
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +272,7 @@ impl BrokerFile {
                 self.raft.proposals_in_flight_max
             ));
         }
-        if let Err(e) = rocketraft_raft::node::openraft_election_window(&timing) {
+        if let Err(e) = timing.validate() {
             return invalid(format!("[raft] timing: {e}"));
         }
         let st = &self.store;

@@ -8,18 +8,21 @@
 //! with the NameServers by role.
 
 pub mod admission;
+pub mod broker_config;
 pub mod clients;
 pub mod config;
 pub mod long_poll;
-pub mod offsets;
+mod processor;
 pub mod rates;
 pub mod register;
 pub mod server;
 
 use std::sync::Arc;
 
+pub use broker_config::{BrokerConfig, BROKER_PORT_DEFAULT};
 pub use long_poll::PullWaiters;
-pub use server::{retry_topic, Broker, BrokerConfig, AUTO_CREATE_TOPIC, BROKER_PORT_DEFAULT};
+pub use rocketraft_protocol::names::{retry_topic, AUTO_CREATE_TOPIC, DLQ_PREFIX};
+pub use server::Broker;
 
 /// The arrival listener to start a replica's Raft node with, so its pulls wake on new
 /// messages.

@@ -3,9 +3,9 @@
 //! - A replica registers with every NameServer every `register_interval_ms` (30 s), and at once
 //!   when its Raft role changes.
 //! - It registers as master (brokerId 0, with the group's topics) only after a linearizable
-//!   read confirms it still leads and it has applied everything up to that read; openraft 0.9
-//!   has no check-quorum, so `metrics().state == Leader` alone can be stale (a partitioned or
-//!   just-restarted ex-leader reports Leader for a while). Otherwise it registers as a slave
+//!   read confirms it still leads and it has applied everything up to that read
+//!   (`Replica::confirmed_master`: without check-quorum, a partitioned or just-restarted
+//!   ex-leader reports Leader for a while). Otherwise it registers as a slave
 //!   with brokerId = node id + 1 (DLedger's numbering; node 0 would otherwise be id 0).
 //! - On shutdown it unregisters from every NameServer.
 //!
@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use openraft::Raft;
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
 };
@@ -25,7 +24,7 @@ use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
 use rocketraft_protocol::{request_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
-use rocketraft_raft::{MetaCommand, MetaStore, Request, StateMachine, TypeConfig};
+use rocketraft_raft::{MetaCommand, MetaStore, Replica};
 use rocketraft_store::io::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -103,22 +102,6 @@ impl NamesrvConn {
     }
 }
 
-/// Whether this replica may register as master now: it leads, a linearizable read confirms
-/// it, and it has applied up to that read.
-async fn confirmed_master(raft: &Raft<TypeConfig>, node_id: u64, timeout: Duration) -> bool {
-    if raft.metrics().borrow().current_leader != Some(node_id) {
-        return false;
-    }
-    let Ok(Ok(read)) = tokio::time::timeout(timeout, raft.ensure_linearizable()).await else {
-        return false;
-    };
-    let index = read.map(|l| l.index);
-    raft.wait(Some(timeout))
-        .applied_index_at_least(index, "apply before serving as master")
-        .await
-        .is_ok()
-}
-
 /// How soon a leader that could not confirm its leadership registers again.
 const UNCONFIRMED_RETRY_MS: u64 = 500;
 
@@ -126,32 +109,31 @@ const UNCONFIRMED_RETRY_MS: u64 = 500;
 /// round at once.
 pub async fn run<S: Storage + Clone, M: MetaStore>(
     config: RegisterConfig,
-    raft: Raft<TypeConfig>,
-    state_machine: StateMachine<S, M>,
+    replica: Replica<S, M>,
     now: std::sync::Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let node_id = raft.metrics().borrow().id;
+    let node_id = replica.id();
     let timeout = Duration::from_millis(config.call_timeout_ms);
     let mut conns: Vec<NamesrvConn> = config
         .namesrv_addrs
         .iter()
         .map(|a| NamesrvConn { addr: a.clone(), stream: None, opaque: 0 })
         .collect();
-    let mut metrics = raft.metrics();
+    let mut leader = replica.leader_watch();
     let mut last_role: Option<bool> = None;
     let mut counter = 0i64;
     loop {
         // The leader this round decides on: a change during the round triggers another.
-        let before = metrics.borrow_and_update().current_leader;
-        let master = confirmed_master(&raft, node_id, timeout).await;
+        let before = leader.current();
+        let master = replica.confirmed_master(timeout).await;
         let id = broker_id(master, node_id);
         if master && config.auto_create_topic {
-            ensure_template_topic(&raft, &state_machine).await;
+            ensure_template_topic(&replica).await;
         }
         let mut topics: BTreeMap<String, TopicConfig> = BTreeMap::new();
         if master {
-            for t in state_machine.topics().unwrap_or_default() {
+            for t in replica.metadata().topics().unwrap_or_default() {
                 topics.insert(t.name.clone(), topic_config(t));
             }
         }
@@ -200,13 +182,13 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
                 _ = stop.changed() => break true,
                 _ = &mut deadline => break false,
                 _ = now.notified() => break false,
-                changed = metrics.changed() => {
+                changed = leader.changed() => {
                     // A closed channel: Raft stopped (a fatal error). Registering again would
                     // spin here; this replica serves nothing more, so it leaves.
                     if changed.is_err() {
                         break true;
                     }
-                    if metrics.borrow().current_leader != before {
+                    if leader.peek() != before {
                         break false;
                     }
                 }
@@ -232,15 +214,12 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
 
 /// Creates TBW102 (8 queues, readable, writable, inheritable, as RocketMQ's brokers do) through
 /// Raft if it is missing. A failure is logged and retried on the next round.
-async fn ensure_template_topic<S: Storage + Clone, M: MetaStore>(
-    raft: &Raft<TypeConfig>,
-    state_machine: &StateMachine<S, M>,
-) {
-    if !matches!(state_machine.topic(crate::AUTO_CREATE_TOPIC), Ok(None)) {
+async fn ensure_template_topic<S: Storage + Clone, M: MetaStore>(replica: &Replica<S, M>) {
+    if !matches!(replica.metadata().topic(crate::AUTO_CREATE_TOPIC), Ok(None)) {
         return;
     }
-    let command = Request::Metadata(vec![MetaCommand::PutTopic(crate::server::template_topic())]);
-    if let Err(e) = raft.client_write(command).await {
+    let command = vec![MetaCommand::PutTopic(crate::processor::send::template_topic())];
+    if let Err(e) = replica.propose_metadata(command).await {
         tracing::warn!(error = %e, "could not create {}; retrying", crate::AUTO_CREATE_TOPIC);
     }
 }

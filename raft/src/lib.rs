@@ -22,7 +22,9 @@ pub mod log_store;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod offsets;
 pub mod proposer;
+pub mod replica;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;
@@ -33,5 +35,6 @@ pub use node::{
     await_current_leader, leads_with_current_state, NodeConfig, RaftNode, RaftTiming, StartError,
 };
 pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
+pub use replica::{LeaderWatch, QueueRead, ReadLimits, Replica, ReplicaConfig};
 pub use state_machine::StateMachine;
 pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -51,6 +51,13 @@ impl Default for RaftTiming {
     }
 }
 
+impl RaftTiming {
+    /// Whether these timings can be run (see [`openraft_election_window`]): an error says why.
+    pub fn validate(&self) -> Result<(), String> {
+        openraft_election_window(self).map(|_| ())
+    }
+}
+
 /// openraft's `(election_timeout_min, election_timeout_max)` for a total wait within
 /// `[min, max]`: `max' = max / 2`, `min' = max(min - max', heartbeat + 1)`, so that
 /// `max' + [min', max')` lies in `[min, max)` whenever `min >= max / 2 + heartbeat`.

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openraft::Raft;
-use rocketraft_raft::types::ConsumerOffset;
-use rocketraft_raft::{MetaCommand, Request, TypeConfig};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::types::{ConsumerOffset, MetaCommand, Request, TypeConfig};
 
 /// Batching limits.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,91 @@
+//! The broker's settings (what `config.rs` reads from a TOML file becomes one of these).
+
+use std::net::SocketAddr;
+
+use rocketraft_raft::ReplicaConfig;
+use rocketraft_raft::Replication;
+
+/// The default broker port.
+pub const BROKER_PORT_DEFAULT: u16 = 10911;
+
+/// Broker settings. Defaults follow RocketMQ's.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub cluster_name: String,
+    /// The broker group's name (all replicas share it).
+    pub broker_name: String,
+    /// Where to listen. Default `0.0.0.0:10911`.
+    pub listen: String,
+    /// The address clients reach this replica at: the store host of records and msgIds.
+    pub advertised_addr: SocketAddr,
+    /// `MSG_REGION` in send responses. Default "DefaultRegion".
+    pub region_id: String,
+    /// `TRACE_ON` in send responses. Default true.
+    pub trace_on: bool,
+    /// The largest message body accepted. Default 4 MiB.
+    pub message_max_bytes: usize,
+    /// The most messages one pull returns. Default 32.
+    pub pull_batch_max: i32,
+    /// The most bytes of records one pull returns (at least one record, whatever its size).
+    /// Default 256 KiB (RocketMQ's `maxTransferBytesOnMessageInMemory`): 32 records of 4 MiB
+    /// would not fit a 16 MiB frame.
+    pub pull_bytes_max: usize,
+    /// The most queues (summed over every topic, retry topics included) the group holds; a
+    /// topic creation past it is refused. Each queue maps a file on every replica, and a
+    /// process may map at most `vm.max_map_count` (65,530 by default). Default 8,192.
+    pub queues_max: usize,
+    /// The longest a pull is held (longer client values are cut). Default 30,000 ms.
+    pub suspend_max_ms: u64,
+    /// Connections beyond this are closed at once. Default 4,096.
+    pub connections_max: usize,
+    /// Requests running at once on one connection. Default 4,096 (a consumer holds one pull per
+    /// queue it owns, and a producer keeps up to 1,024 async sends in flight).
+    pub requests_in_flight_max: usize,
+    /// The NameServers to register with (host:port). Default none.
+    pub namesrv_addrs: Vec<String>,
+    /// How often to register. Default 30,000 ms.
+    pub register_interval_ms: u64,
+    /// RocketMQ's `autoCreateTopicEnable`: the leader keeps the template topic TBW102 (8 queues)
+    /// registered, and a send to an unknown topic that names TBW102 as its default topic
+    /// creates it through Raft. Default true, as in RocketMQ; production clusters usually turn
+    /// it off so that a typo cannot create a topic.
+    pub auto_create_topic: bool,
+    /// Send proposals in flight at once on the leader (`ProposerConfig::in_flight_max`).
+    /// Default 1.
+    pub proposals_in_flight_max: usize,
+    /// When a send is acknowledged: once a majority has it (`Quorum`, the default) or once the
+    /// leader's own log has it (`Leader`, RocketMQ's asynchronous replication; see
+    /// [`rocketraft_raft::Replication`] for what a failover can lose).
+    pub replication: Replication,
+    /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
+    /// on purpose so the simulation can show its checkers catch it; no real build has it.
+    #[cfg(madsim)]
+    pub sim_bug_ack_before_commit: bool,
+}
+
+impl BrokerConfig {
+    pub fn new(broker_name: impl Into<String>, advertised_addr: SocketAddr) -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: broker_name.into(),
+            listen: format!("0.0.0.0:{BROKER_PORT_DEFAULT}"),
+            advertised_addr,
+            region_id: "DefaultRegion".into(),
+            trace_on: true,
+            message_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
+            pull_batch_max: 32,
+            pull_bytes_max: 256 * 1024,
+            queues_max: 8_192,
+            suspend_max_ms: 30_000,
+            connections_max: 4096,
+            requests_in_flight_max: 4096,
+            namesrv_addrs: Vec::new(),
+            register_interval_ms: 30_000,
+            auto_create_topic: true,
+            proposals_in_flight_max: ReplicaConfig::default().proposals_in_flight_max,
+            replication: Replication::Quorum,
+            #[cfg(madsim)]
+            sim_bug_ack_before_commit: false,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Topic and subscription-group administration, replicated through Raft: create, delete,
+//! list (with the data version they were read at).
+
+use rocketraft_protocol::body::{
+    JsonBody, JsonStyle, SubscriptionGroupConfig, SubscriptionGroupWrapper,
+    TopicConfigSerializeWrapper,
+};
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::{response_code, RemotingCommand};
+use rocketraft_raft::types::{GroupMeta, TopicMeta};
+use rocketraft_raft::{MetaCommand, MetaStore};
+use rocketraft_store::io::Storage;
+
+use crate::register::topic_config;
+use crate::server::Inner;
+
+use super::send::check_queue_room;
+use super::*;
+
+pub(crate) async fn create_topic<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: CreateTopicRequestHeader = header(req)?;
+    check_names(req, Some(&h.topic), None)?;
+    if !FILTER_TYPES.contains(&h.topic_filter_type.as_str()) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "topicFilterType must be SINGLE_TAG or MULTI_TAG",
+        ));
+    }
+    if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "queue counts must be between 1 and 1024",
+        ));
+    }
+    check_queue_room(req, inner, &h.topic, h.read_queue_nums.max(h.write_queue_nums))?;
+    let meta = TopicMeta {
+        name: h.topic,
+        read_queue_nums: h.read_queue_nums,
+        write_queue_nums: h.write_queue_nums,
+        perm: h.perm,
+        topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+        order: h.order.unwrap_or(false),
+        filter_type: h.topic_filter_type,
+    };
+    let done = propose_metadata(req, inner, vec![MetaCommand::PutTopic(meta)]).await?;
+    // Publish the new topic's queues to the NameServers now, not in 30 s.
+    inner.register_now.notify_one();
+    Ok(done)
+}
+
+/// DELETE_TOPIC_IN_BROKER: the topic stops being routed and accepting sends on every replica.
+/// Its stored messages stay readable by offset until retention removes their files.
+pub(crate) async fn delete_topic<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: TopicRequestHeader = header(req)?;
+    check_names(req, Some(&h.topic), None)?;
+    let command = MetaCommand::DeleteTopic { topic: h.topic };
+    let done = propose_metadata(req, inner, vec![command]).await?;
+    inner.register_now.notify_one();
+    Ok(done)
+}
+
+pub(crate) fn all_topic_configs<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let data_version = data_version(inner);
+    let topics = inner.replica.metadata().topics().map_err(system_error(req))?;
+    let body = TopicConfigSerializeWrapper {
+        data_version,
+        topic_config_table: topics.into_iter().map(|t| (t.name.clone(), topic_config(t))).collect(),
+    };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
+}
+
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: the body is a `SubscriptionGroupConfig`.
+pub(crate) async fn create_group<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let g = SubscriptionGroupConfig::from_json(&req.body).map_err(system_error(req))?;
+    check_names(req, None, Some(&g.group_name))?;
+    if g.retry_queue_nums < 0 || g.retry_max_times < 0 {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "a subscription group needs a name and non-negative retry settings",
+        ));
+    }
+    let meta = GroupMeta {
+        name: g.group_name,
+        consume_enable: g.consume_enable,
+        consume_broadcast_enable: g.consume_broadcast_enable,
+        retry_queue_nums: g.retry_queue_nums,
+        retry_max_times: g.retry_max_times,
+    };
+    propose_metadata(req, inner, vec![MetaCommand::PutGroup(meta)]).await
+}
+
+pub(crate) fn all_group_configs<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let data_version = data_version(inner);
+    let groups = inner.replica.metadata().groups().map_err(system_error(req))?;
+    let table = groups
+        .into_iter()
+        .map(|g| {
+            let mut c = SubscriptionGroupConfig::new(g.name.clone());
+            c.consume_enable = g.consume_enable;
+            c.consume_broadcast_enable = g.consume_broadcast_enable;
+            c.retry_queue_nums = g.retry_queue_nums;
+            c.retry_max_times = g.retry_max_times;
+            (g.name, c)
+        })
+        .collect();
+    let body = SubscriptionGroupWrapper { data_version, subscription_group_table: table };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
+}
+
+/// DELETE_SUBSCRIPTIONGROUP: the group's configuration and all its committed offsets go.
+pub(crate) async fn delete_group<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: DeleteSubscriptionGroupRequestHeader = header(req)?;
+    check_names(req, None, Some(&h.group_name))?;
+    propose_metadata(req, inner, vec![MetaCommand::DeleteGroup { group: h.group_name }]).await
+}
+
+/// RocketMQ's topic filter types (`TopicFilterType`).
+pub(crate) const FILTER_TYPES: [&str; 2] = ["SINGLE_TAG", "MULTI_TAG"];

@@ -1,0 +1,127 @@
+//! The broker's processors, one module per request family; `server::handle` routes each
+//! request code to one. They reach the replica only through `rocketraft_raft::Replica`.
+
+use rocketraft_protocol::body::DataVersion;
+use rocketraft_protocol::names::{self};
+use rocketraft_protocol::{response_code, CommandHeader, RemotingCommand};
+use rocketraft_raft::types::TopicMeta;
+use rocketraft_raft::{MetaCommand, MetaStore, ProposeError};
+use rocketraft_store::io::Storage;
+
+use crate::server::Inner;
+
+pub(crate) mod admin;
+pub(crate) mod clients;
+pub(crate) mod lookup;
+pub(crate) mod offsets;
+pub(crate) mod pull;
+pub(crate) mod send;
+pub(crate) mod stats;
+
+pub(crate) fn reply(
+    req: &RemotingCommand,
+    code: i32,
+    remark: impl Into<String>,
+) -> RemotingCommand {
+    RemotingCommand::response_to(req, code, Some(remark.into()))
+}
+
+/// Maps an internal error (storage, metadata) to SYSTEM_ERROR with its message as the remark.
+pub(crate) fn system_error<E: std::fmt::Display>(
+    req: &RemotingCommand,
+) -> impl Fn(E) -> RemotingCommand + '_ {
+    move |e| reply(req, response_code::SYSTEM_ERROR, e.to_string())
+}
+
+pub(crate) fn header<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand> {
+    req.decode_header::<H>().map_err(system_error(req))
+}
+
+/// Checks a topic and a group a request names against RocketMQ's rules (`names`): a name that
+/// fails is answered SYSTEM_ERROR with RocketMQ's remark and never reaches Raft or a file name.
+pub(crate) fn check_names(
+    req: &RemotingCommand,
+    topic: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), RemotingCommand> {
+    let bad = |e: names::NameError| reply(req, response_code::SYSTEM_ERROR, e.to_string());
+    if let Some(t) = topic {
+        names::check_topic(t).map_err(bad)?;
+    }
+    if let Some(g) = group {
+        names::check_group(g).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// Whether this replica serves as its group's master: it leads, with current state
+/// (`leads_with_current_state`: an entry of its own term applied).
+pub(crate) fn is_leader<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> bool {
+    inner.replica.is_master()
+}
+
+/// How long a newly elected leader's requests wait for its state to become current before it
+/// answers as a follower would (the proposer waits as long before its first send).
+pub(crate) const MASTER_CATCH_UP_MS: u64 = 3_000;
+
+/// [`is_leader`], waiting out a new leader's catch-up: a replica that was just elected answers
+/// once its state holds everything committed before, not from an older state (a restarted
+/// replica rebuilds its applied state from its log, and must not serve a consumer an offset
+/// or a queue end older than one already served).
+pub(crate) async fn master_ready<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> bool {
+    inner.replica.master_ready(MASTER_CATCH_UP_MS).await
+}
+
+pub(crate) fn not_master<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> RemotingCommand {
+    // SERVICE_NOT_AVAILABLE is retried on another broker by every RocketMQ producer.
+    reply(
+        req,
+        response_code::SERVICE_NOT_AVAILABLE,
+        format!(
+            "this replica of {} is not its master; send to the master",
+            inner.config.broker_name
+        ),
+    )
+}
+
+pub(crate) fn topic_of<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    topic: &str,
+) -> Result<TopicMeta, RemotingCommand> {
+    match inner.replica.metadata().topic(topic) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic[{topic}] not exist, apply first please!"),
+        )),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+/// Replicates metadata commands through Raft and answers SUCCESS once they are committed and
+/// applied on the leader; followers answer NOT_MASTER with the leader's address.
+pub(crate) async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    commands: Vec<MetaCommand>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    if !master_ready(inner).await {
+        return Err(not_master(req, inner));
+    }
+    match inner.replica.propose_metadata(commands).await {
+        Ok(()) => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
+        Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+/// The version stamped on metadata tables: the Raft index they were read at.
+pub(crate) fn data_version<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> DataVersion {
+    let applied = inner.replica.applied_index();
+    DataVersion { counter: applied as i64, timestamp: applied as i64 }
+}

@@ -1,0 +1,127 @@
+//! The pull processor: PULL_MESSAGE on any replica (committed data only), held up to the
+//! client's suspend timeout while nothing new arrives (long polling).
+
+use std::time::Duration;
+
+use rocketraft_protocol::body::SubscriptionData;
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::sysflag;
+use rocketraft_protocol::{response_code, RemotingCommand};
+use rocketraft_raft::types::ConsumerOffset;
+use rocketraft_raft::{MetaStore, QueueRead, ReadLimits};
+use rocketraft_store::io::Storage;
+use rocketraft_store::QueueOffset;
+
+use crate::server::{now_ms, Inner};
+
+use super::*;
+
+/// Queue entries a pull scans per record it may return, looking for tag matches.
+pub(crate) const PULL_SCAN_PER_MESSAGE: usize = 16;
+
+pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: PullMessageRequestHeader = header(req)?;
+    // A new master serves pulls from current queues, never from shorter ones (it would send
+    // readers back with OFFSET_MOVED).
+    master_ready(inner).await;
+    let topic = topic_of(req, inner, &h.topic)?;
+    if h.queue_id < 0 || h.queue_id >= topic.read_queue_nums.max(1) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
+                h.queue_id, h.topic, topic.read_queue_nums
+            ),
+        ));
+    }
+    let sub = match (&h.subscription, h.sys_flag & sysflag::pull::SUBSCRIPTION != 0) {
+        (Some(expr), true) => SubscriptionData::tag(h.topic.clone(), expr, h.sub_version),
+        _ => SubscriptionData::tag(h.topic.clone(), "*", h.sub_version),
+    };
+    check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
+    if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
+        // The commit-offset piggyback: the consumer's progress rides on its pull.
+        inner.replica.commit_offset(ConsumerOffset {
+            group: h.consumer_group.clone(),
+            topic: h.topic.clone(),
+            queue_id: h.queue_id,
+            offset: h.commit_offset as u64,
+        });
+    }
+    let offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
+    let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
+    let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
+    let hold = Duration::from_millis(
+        (h.suspend_timeout_millis.max(0) as u64).min(inner.config.suspend_max_ms),
+    );
+    let notifier = inner.waiters.notifier(&h.topic, h.queue_id);
+    let deadline = tokio::time::sleep(hold);
+    tokio::pin!(deadline);
+    loop {
+        // Register interest before looking, so an arrival between the look and the wait wakes us.
+        let woken = notifier.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let limits = ReadLimits {
+            messages_max: max,
+            bytes_max: inner.config.pull_bytes_max,
+            scan_per_message: PULL_SCAN_PER_MESSAGE,
+        };
+        let matches = |code: i64| sub.matches_all() || sub.code_set.contains(&(code as i32));
+        let (found, min, max_offset) = inner
+            .replica
+            .read_queue(&h.topic, h.queue_id, offset, limits, matches)
+            .map_err(system_error(req))?;
+        let respond = |code: i32, next: QueueOffset, body: Vec<u8>, remark: &str| {
+            let mut resp = reply(req, code, remark).with_header(&PullMessageResponseHeader {
+                suggest_which_broker_id: 0,
+                next_begin_offset: next.0 as i64,
+                min_offset: min.0 as i64,
+                max_offset: max_offset.0 as i64,
+            });
+            resp.body = body.into();
+            resp
+        };
+        match found {
+            QueueRead::Found { body, messages, next } => {
+                inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
+                return Ok(respond(response_code::SUCCESS, next, body, "FOUND"));
+            }
+            QueueRead::NoMatch { next } => {
+                return Ok(respond(
+                    response_code::PULL_RETRY_IMMEDIATELY,
+                    next,
+                    Vec::new(),
+                    "NO_MATCHED_MESSAGE",
+                ))
+            }
+            QueueRead::Moved { next } => {
+                return Ok(respond(
+                    response_code::PULL_OFFSET_MOVED,
+                    next,
+                    Vec::new(),
+                    "OFFSET_MOVED",
+                ))
+            }
+            QueueRead::NoNew if !suspend => {
+                return Ok(respond(
+                    response_code::PULL_NOT_FOUND,
+                    offset,
+                    Vec::new(),
+                    "NO_NEW_MESSAGE",
+                ))
+            }
+            QueueRead::NoNew => {
+                tokio::select! {
+                    biased;
+                    _ = &mut woken => continue,
+                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
+                }
+            }
+        }
+    }
+}

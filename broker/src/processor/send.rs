@@ -1,0 +1,228 @@
+//! The send processor: SEND_MESSAGE (V1, V2, batch) on the master, through the replica's
+//! proposer, and RocketMQ's topic auto-creation from TBW102.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use rocketraft_protocol::code::perm;
+use rocketraft_protocol::headers::*;
+use rocketraft_protocol::message::offset_msg_id;
+use rocketraft_protocol::names::{AUTO_CREATE_TOPIC, DLQ_PREFIX};
+use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
+use rocketraft_raft::types::TopicMeta;
+use rocketraft_raft::{MetaCommand, MetaStore, ProposeError};
+use rocketraft_store::io::Storage;
+
+use crate::admission::{self, Refusal, SendLimits, Stamp};
+use crate::server::{now_ms, Inner};
+
+use super::*;
+
+/// TBW102 as RocketMQ's brokers create it: 8 queues, readable, writable, inheritable.
+pub(crate) fn template_topic() -> TopicMeta {
+    TopicMeta {
+        name: AUTO_CREATE_TOPIC.to_owned(),
+        read_queue_nums: 8,
+        write_queue_nums: 8,
+        perm: perm::READ | perm::WRITE | perm::INHERIT,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: "SINGLE_TAG".to_owned(),
+    }
+}
+
+/// RocketMQ's auto-creation: a send to an unknown topic whose default topic is TBW102 creates
+/// it with the smaller of the producer's and TBW102's queue counts and TBW102's permissions
+/// (minus inheritance). Refused with TOPIC_NOT_EXIST when disabled or for other templates.
+pub(crate) async fn auto_create<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    h: &SendMessageRequestHeader,
+) -> Result<TopicMeta, RemotingCommand> {
+    let not_exist = || {
+        reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic[{}] not exist, apply first please!", h.topic),
+        )
+    };
+    // A group's dead-letter topic is created on its first use whatever the setting, as
+    // RocketMQ's send-back does: consumers send there after the last retry.
+    let dead_letter = h.topic.starts_with(DLQ_PREFIX);
+    if !(inner.config.auto_create_topic || dead_letter) || h.default_topic != AUTO_CREATE_TOPIC {
+        return Err(not_exist());
+    }
+    // The master creates TBW102 on its first registration round; before that (or with no
+    // NameServers configured) its defaults apply.
+    let template = match inner.replica.metadata().topic(AUTO_CREATE_TOPIC) {
+        Ok(t) => t.unwrap_or_else(template_topic),
+        Err(e) => return Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    };
+    if !perm::is_inherited(template.perm) || !rocketraft_protocol::names::valid_topic_name(&h.topic)
+    {
+        return Err(not_exist());
+    }
+    let queues = h.default_topic_queue_nums.clamp(1, template.write_queue_nums.max(1));
+    check_queue_room(req, inner, &h.topic, queues)?;
+    let meta = TopicMeta {
+        name: h.topic.clone(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm: template.perm & !perm::INHERIT,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: template.filter_type,
+    };
+    propose_metadata(req, inner, vec![MetaCommand::PutTopic(meta.clone())]).await?;
+    tracing::info!(topic = %meta.name, queues, "topic auto-created from {AUTO_CREATE_TOPIC}");
+    inner.register_now.notify_one();
+    Ok(meta)
+}
+
+pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    peer: SocketAddr,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: SendMessageRequestHeader =
+        if req.code == rc::SEND_MESSAGE_V2 || req.code == rc::SEND_BATCH_MESSAGE {
+            header::<SendMessageRequestHeaderV2>(req)?.into()
+        } else {
+            header(req)?
+        };
+    if !master_ready(inner).await {
+        return Err(not_master(req, inner));
+    }
+    let refused = |r: Refusal| reply(req, r.code, r.remark);
+    admission::check_header(&h, inner.config.advertised_addr).map_err(refused)?;
+    let topic = match topic_of(req, inner, &h.topic) {
+        Err(e) if e.code == response_code::TOPIC_NOT_EXIST => auto_create(req, inner, &h).await?,
+        other => other?,
+    };
+    if !perm::is_writeable(topic.perm) {
+        return Err(reply(
+            req,
+            response_code::NO_PERMISSION,
+            format!("the topic[{}] sending message is forbidden", h.topic),
+        ));
+    }
+    let queues = topic.write_queue_nums.max(1);
+    let queue_id = if h.queue_id < 0 {
+        (inner.next_queue.fetch_add(1, Ordering::Relaxed) % queues as u64) as i32
+    } else if h.queue_id >= queues {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "request queueId[{}] is illegal, topic:[{}] topicConfig.writeQueueNums:[{}]",
+                h.queue_id, h.topic, queues
+            ),
+        ));
+    } else {
+        h.queue_id
+    };
+    let entry_payload_max_bytes = inner
+        .replica
+        .admit_new_writes()
+        .map_err(|e| refused(admission::disk_full(&e.to_string())))?;
+    let limits =
+        SendLimits { body_max_bytes: inner.config.message_max_bytes, entry_payload_max_bytes };
+    let stamp = Stamp {
+        born_host: peer,
+        store_host: inner.config.advertised_addr,
+        store_timestamp_ms: now_ms(inner),
+    };
+    let encoded = admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits)
+        .map_err(refused)?;
+    #[cfg(madsim)]
+    if inner.config.sim_bug_ack_before_commit {
+        // The bug: answer SEND_OK now and propose in the background, a little later (so a
+        // leader killed while sends flow always has acknowledged sends it never proposed,
+        // whatever the schedule).
+        let replica = inner.replica.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = replica.propose(encoded).await;
+        });
+        return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
+            &SendMessageResponseHeader {
+                msg_id: String::new(),
+                queue_id,
+                queue_offset: -1,
+                transaction_id: None,
+                msg_region: Some(inner.config.region_id.clone()),
+                trace_on: Some(inner.config.trace_on),
+            },
+        ));
+    }
+    match inner.replica.propose(encoded).await {
+        Ok(placed) => {
+            let msg_id = placed
+                .iter()
+                .map(|p| offset_msg_id(inner.config.advertised_addr, p.position.0 as i64))
+                .collect::<Vec<_>>()
+                .join(",");
+            Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
+                &SendMessageResponseHeader {
+                    msg_id,
+                    queue_id,
+                    queue_offset: placed[0].queue_offset.0 as i64,
+                    transaction_id: None,
+                    msg_region: Some(inner.config.region_id.clone()),
+                    trace_on: Some(inner.config.trace_on),
+                },
+            ))
+        }
+        Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
+        Err(ProposeError::Overloaded) => Err(reply(
+            req,
+            response_code::SYSTEM_BUSY,
+            "[OVERLOAD]system busy, start flow control for a while",
+        )),
+        Err(ProposeError::Invalid(why)) => Err(reply(req, response_code::MESSAGE_ILLEGAL, why)),
+        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+/// The queues all topics hold together (each counted by its larger queue count).
+pub(crate) fn queues_held<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    except: Option<&str>,
+) -> usize {
+    inner
+        .replica
+        .metadata()
+        .topics()
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| Some(t.name.as_str()) != except)
+        .map(|t| t.read_queue_nums.max(t.write_queue_nums).max(0) as usize)
+        .sum()
+}
+
+/// How many more queues the group may create.
+pub(crate) fn queues_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> usize {
+    inner.config.queues_max.saturating_sub(queues_held(inner, None))
+}
+
+/// Refuses a topic of `queues` queues (replacing `topic`'s own) past `queues_max`.
+pub(crate) fn check_queue_room<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    topic: &str,
+    queues: i32,
+) -> Result<(), RemotingCommand> {
+    let held = queues_held(inner, Some(topic));
+    if held + queues.max(0) as usize > inner.config.queues_max {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "topic[{topic}] needs {queues} queues and the group holds {held} of its \
+                 queues_max {}: delete topics or raise queues_max",
+                inner.config.queues_max
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! The replica as a broker sees it: one handle that owns the CommitLog, the dispatcher (queues
+//! and indexes), the metadata table, the proposer and the consumer-offset committer of a broker
+//! group replica, and offers what the broker's processors need: propose records and metadata,
+//! read committed records by queue and offset, look records up by key, position or time, the
+//! role. The broker names neither openraft nor a store mutex.
+//!
+//! Lock order: the CommitLog before the dispatcher (the state machine takes them so). Every
+//! method here takes what it needs and lets go before it returns; none holds a lock across an
+//! await.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::Raft;
+use rocketraft_store::consumequeue::CqEntry;
+use rocketraft_store::io::Storage;
+use rocketraft_store::{
+    CommitLog, CommitLogOffset, Dispatcher, IoCounts, QueueOffset, StoreError, StoreResult,
+};
+
+use crate::log_store::lock;
+use crate::meta::MetaStore;
+use crate::node::{await_current_leader, leads_with_current_state, RaftNode};
+use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
+use crate::proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
+use crate::state_machine::StateMachine;
+use crate::types::{ConsumerOffset, MetaCommand, NodeId, Request, TypeConfig};
+
+/// How the replica's send path runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Proposals in flight at once (see `ProposerConfig::in_flight_max`). Default 1.
+    pub proposals_in_flight_max: usize,
+    /// When a send is acknowledged. Default quorum.
+    pub replication: Replication,
+    pub offsets: OffsetBatchConfig,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            proposals_in_flight_max: 1,
+            replication: Replication::Quorum,
+            offsets: OffsetBatchConfig::default(),
+        }
+    }
+}
+
+/// One broker group replica; cheap to clone (every part is a shared handle).
+pub struct Replica<S: Storage + Clone, M: MetaStore> {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachine<S, M>,
+    log: Arc<Mutex<CommitLog<S>>>,
+    dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    proposer: Proposer,
+    offsets: OffsetCommitter,
+}
+
+impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
+    fn clone(&self) -> Self {
+        Replica {
+            id: self.id,
+            raft: self.raft.clone(),
+            state_machine: self.state_machine.clone(),
+            log: self.log.clone(),
+            dispatcher: self.dispatcher.clone(),
+            proposer: self.proposer.clone(),
+            offsets: self.offsets.clone(),
+        }
+    }
+}
+
+/// What a read of a queue found (see [`Replica::read_queue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRead {
+    /// Records back to back (a pull response's body), how many, and the offset to read next.
+    Found { body: Vec<u8>, messages: usize, next: QueueOffset },
+    /// Entries were scanned but none matched: read on from `next`.
+    NoMatch { next: QueueOffset },
+    /// Nothing at or after the offset yet (or no such queue).
+    NoNew,
+    /// The offset is outside the queue: `next` is where reading can go on.
+    Moved { next: QueueOffset },
+}
+
+/// A queue read's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Records returned at most.
+    pub messages_max: usize,
+    /// Bytes returned at most (the first record always goes).
+    pub bytes_max: usize,
+    /// Queue entries scanned at most per record wanted, looking for tag matches.
+    pub scan_per_message: usize,
+}
+
+/// The CommitLog's extent and I/O counters, for runtime information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    pub min: u64,
+    pub max: u64,
+    pub flushed: u64,
+    pub io: IoCounts,
+}
+
+/// Follows changes of the leader this replica sees.
+pub struct LeaderWatch {
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+}
+
+impl LeaderWatch {
+    /// The leader now, marking it seen.
+    pub fn current(&mut self) -> Option<NodeId> {
+        self.metrics.borrow_and_update().current_leader
+    }
+
+    /// Waits for a change of the replica's Raft state (not necessarily of the leader: compare
+    /// with [`LeaderWatch::peek`]). An error: Raft stopped.
+    pub async fn changed(&mut self) -> Result<(), ()> {
+        self.metrics.changed().await.map_err(|_| ())
+    }
+
+    /// The leader now, without marking it seen.
+    pub fn peek(&self) -> Option<NodeId> {
+        self.metrics.borrow().current_leader
+    }
+}
+
+impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
+    /// The replica of a started node, with its proposer and offset committer running.
+    pub fn start(node: &RaftNode<S, M>, config: ReplicaConfig) -> Self {
+        let proposer_config = ProposerConfig {
+            entry_payload_max_bytes: lock(&node.log).entry_payload_max_bytes(),
+            in_flight_max: config.proposals_in_flight_max.max(1),
+            replication: config.replication,
+            ..Default::default()
+        };
+        let proposer = Proposer::start(
+            node.raft.clone(),
+            node.dispatcher.clone(),
+            node.local_appends.clone(),
+            proposer_config,
+        );
+        Replica {
+            id: node.raft.metrics().borrow().id,
+            offsets: OffsetCommitter::start(node.raft.clone(), config.offsets),
+            raft: node.raft.clone(),
+            state_machine: node.state_machine.clone(),
+            log: node.log.clone(),
+            dispatcher: node.dispatcher.clone(),
+            proposer,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Role
+
+    /// Whether this replica serves as its group's master: it leads, with current state (see
+    /// [`leads_with_current_state`]).
+    pub fn is_master(&self) -> bool {
+        leads_with_current_state(&self.raft.metrics().borrow())
+    }
+
+    /// [`Replica::is_master`], waiting up to `catch_up_ms` for a newly elected leader's state
+    /// to become current.
+    pub async fn master_ready(&self, catch_up_ms: u64) -> bool {
+        await_current_leader(&self.raft, catch_up_ms).await
+    }
+
+    /// Whether this replica may register as master now: it leads, a linearizable read
+    /// confirms it (openraft 0.9 has no check-quorum, so a stale leader may still think it
+    /// leads), and it has applied up to that read.
+    pub async fn confirmed_master(&self, timeout: Duration) -> bool {
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return false;
+        }
+        let Ok(Ok(read)) = tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await
+        else {
+            return false;
+        };
+        let index = read.map(|l| l.index);
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(index, "apply before serving as master")
+            .await
+            .is_ok()
+    }
+
+    /// Follows the leader this replica sees.
+    pub fn leader_watch(&self) -> LeaderWatch {
+        LeaderWatch { metrics: self.raft.metrics() }
+    }
+
+    /// The Raft index applied here: the version of the metadata tables read now.
+    pub fn applied_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// This replica's Raft state as `(key, value)` pairs under `raft*` keys, for runtime
+    /// information: node id, role, term, leader, last log index, applied, snapshot, members
+    /// and (on the leader) how far each replica's log matches.
+    pub fn raft_status(&self) -> Vec<(String, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let index = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index).to_string();
+        let members: Vec<String> =
+            m.membership_config.voter_ids().map(|id| id.to_string()).collect();
+        let mut out: Vec<(String, String)> = [
+            ("raftNodeId", self.id.to_string()),
+            ("raftRole", format!("{:?}", m.state)),
+            ("raftTerm", m.current_term.to_string()),
+            ("raftLeader", m.current_leader.map_or_else(|| "none".to_owned(), |l| l.to_string())),
+            ("raftLastLogIndex", m.last_log_index.unwrap_or(0).to_string()),
+            ("raftLastApplied", index(m.last_applied)),
+            ("raftSnapshot", index(m.snapshot)),
+            ("raftMembers", members.join(",")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        out.extend(m.replication.iter().flatten().map(|(id, log)| {
+            (
+                format!("raftMatched.{id}"),
+                log.map_or_else(|| "none".to_owned(), |l| l.index.to_string()),
+            )
+        }));
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writes
+
+    /// The largest payload one proposal may carry, once the disk admits new writes (an error
+    /// while it is above its usage limit: nothing new is proposed then).
+    pub fn admit_new_writes(&self) -> StoreResult<usize> {
+        let log = lock(&self.log);
+        log.admit_new_writes()?;
+        Ok(log.entry_payload_max_bytes())
+    }
+
+    /// Proposes encoded records (see [`Proposer::submit`]); answers once they are stored as
+    /// the replication mode says.
+    pub async fn propose(&self, records: Vec<Vec<u8>>) -> Result<Vec<Placed>, ProposeError> {
+        self.proposer.submit(records).await
+    }
+
+    /// Replicates metadata commands; answers once they are committed and applied here.
+    pub async fn propose_metadata(&self, commands: Vec<MetaCommand>) -> Result<(), ProposeError> {
+        match self.raft.client_write(Request::Metadata(commands)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.forward_to_leader() {
+                Some(f) => ProposeError::NotLeader { leader: f.leader_id },
+                None => ProposeError::Raft(e.to_string()),
+            }),
+        }
+    }
+
+    /// Queues a consumer offset commit (batched; see [`OffsetCommitter::commit`]).
+    pub fn commit_offset(&self, offset: ConsumerOffset) {
+        self.offsets.commit(offset);
+    }
+
+    /// Commits a consumer offset and waits until it is committed through Raft.
+    pub async fn commit_offset_and_wait(&self, offset: ConsumerOffset) -> bool {
+        self.offsets.commit_and_wait(offset).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads
+
+    /// The replicated metadata: topics, groups, consumer offsets.
+    pub fn metadata(&self) -> &StateMachine<S, M> {
+        &self.state_machine
+    }
+
+    /// A queue's `[min, max)` offsets, if the queue exists here.
+    pub fn queue_bounds(&self, topic: &str, queue_id: i32) -> Option<(QueueOffset, QueueOffset)> {
+        lock(&self.dispatcher).queue(topic, queue_id).map(|q| (q.min_offset(), q.max_offset()))
+    }
+
+    /// Reads committed records of a queue from `offset`: those whose tags code `matches`
+    /// accepts, within `limits`. Also answers the queue's `[min, max)` offsets at the read.
+    /// Records retention removed while the queue still points to them (it is trimmed once the
+    /// Raft purge completes) send the reader on to the first message still stored: a master
+    /// says no match from there (RocketMQ's PULL_RETRY_IMMEDIATELY, which clients follow at
+    /// once), a follower says the offset moved, which clients take only from a master.
+    pub fn read_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: QueueOffset,
+        limits: ReadLimits,
+        matches: impl Fn(i64) -> bool,
+    ) -> StoreResult<(QueueRead, QueueOffset, QueueOffset)> {
+        let (entries, min, max) = {
+            let d = lock(&self.dispatcher);
+            let Some(q) = d.queue(topic, queue_id) else {
+                return Ok((QueueRead::NoNew, QueueOffset(0), QueueOffset(0)));
+            };
+            let (min, max) = (q.min_offset(), q.max_offset());
+            if offset < min || offset > max {
+                let next = if offset < min { min } else { max };
+                return Ok((QueueRead::Moved { next }, min, max));
+            }
+            if offset == max {
+                return Ok((QueueRead::NoNew, min, max));
+            }
+            let scan = limits.messages_max.saturating_mul(limits.scan_per_message.max(1));
+            (q.range(offset, scan)?, min, max)
+        };
+        let mut wanted: Vec<CqEntry> = Vec::new();
+        let mut scanned = 0u64;
+        let mut bytes = 0usize;
+        for e in &entries {
+            if matches(e.tags_code) {
+                if !wanted.is_empty() && bytes + e.size as usize > limits.bytes_max {
+                    break;
+                }
+                bytes += e.size as usize;
+                wanted.push(*e);
+            }
+            scanned += 1;
+            if wanted.len() >= limits.messages_max {
+                break;
+            }
+        }
+        let next = QueueOffset(offset.0 + scanned);
+        if wanted.is_empty() {
+            return Ok((QueueRead::NoMatch { next }, min, max));
+        }
+        let mut body = Vec::new();
+        let log_start = {
+            let log = lock(&self.log);
+            let start = log.start().position;
+            if wanted[0].position >= start {
+                log.read_queue_records_into(&wanted, &mut body)?;
+                None
+            } else {
+                Some(start)
+            }
+        };
+        let Some(log_start) = log_start else {
+            return Ok((QueueRead::Found { body, messages: wanted.len(), next }, min, max));
+        };
+        let next = match lock(&self.dispatcher).queue(topic, queue_id) {
+            Some(q) => q.first_at_or_after(log_start)?,
+            None => return Ok((QueueRead::NoNew, min, max)),
+        };
+        let read =
+            if self.is_master() { QueueRead::NoMatch { next } } else { QueueRead::Moved { next } };
+        Ok((read, min, max))
+    }
+
+    /// The store time of the message at `offset` of a queue, 0 if the queue has none there.
+    pub fn store_time_at(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: QueueOffset,
+    ) -> StoreResult<i64> {
+        let entry = {
+            let d = lock(&self.dispatcher);
+            d.queue(topic, queue_id).map(|q| q.get(offset)).transpose()?.flatten()
+        };
+        match entry {
+            Some(e) => store_time_in(&lock(&self.log), e),
+            None => Ok(0),
+        }
+    }
+
+    /// The store time of a queue's oldest message, `None` if it has none.
+    pub fn earliest_store_time(&self, topic: &str, queue_id: i32) -> StoreResult<Option<i64>> {
+        let first = {
+            let d = lock(&self.dispatcher);
+            d.queue(topic, queue_id).map(|q| q.get(q.min_offset())).transpose()?.flatten()
+        };
+        first.map(|e| store_time_in(&lock(&self.log), e)).transpose()
+    }
+
+    /// The first offset of a queue whose message was stored at or after `timestamp` (0 for no
+    /// such queue).
+    pub fn search_offset(&self, topic: &str, queue_id: i32, timestamp: i64) -> StoreResult<u64> {
+        let log = lock(&self.log);
+        let d = lock(&self.dispatcher);
+        Ok(match d.queue(topic, queue_id) {
+            Some(q) => q.search_by_timestamp(timestamp, |e| store_time_in(&log, e))?.0,
+            None => 0,
+        })
+    }
+
+    /// The record stored at `position` (a msgId's offset), checked.
+    pub fn record_at(&self, position: CommitLogOffset) -> StoreResult<Bytes> {
+        let log = lock(&self.log);
+        let head = log.read_raw(position, 4)?;
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let mut records = log.read_records(&[(position, size)])?;
+        Ok(records.remove(0))
+    }
+
+    /// Positions of records indexed under `key` in `topic`, stored within `[begin, end]` ms, at
+    /// most `max`; with the index's last update (timestamp, position).
+    pub fn query_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin: i64,
+        end: i64,
+        max: usize,
+    ) -> StoreResult<(Vec<CommitLogOffset>, (i64, i64))> {
+        let d = lock(&self.dispatcher);
+        let index = d.index();
+        Ok((index.query(topic, key, begin, end, max)?, index.last_update()))
+    }
+
+    /// The CommitLog's extent and I/O counters.
+    pub fn log_stats(&self) -> LogStats {
+        let log = lock(&self.log);
+        LogStats {
+            min: log.start().position.0,
+            max: log.end().position.0,
+            flushed: log.flushed().position.0,
+            io: log.io_counts(),
+        }
+    }
+}
+
+/// The store time of the record a queue entry points to.
+fn store_time_in<S: Storage>(log: &CommitLog<S>, e: CqEntry) -> StoreResult<i64> {
+    let raw = log.read_records(&[(e.position, e.size)])?;
+    rocketraft_protocol::message::RecordView::decode(&raw[0])
+        .map(|r| r.store_timestamp)
+        .map_err(|err| StoreError::Corrupt { position: e.position, reason: err.to_string() })
+}
