@@ -1,32 +1,25 @@
-//! The broker's remoting server and its processors for the core paths: send (on the leader,
-//! through the proposer), pull with long polling (on any replica, committed data only), topic
-//! creation through Raft, queue offsets, heartbeats.
+//! The broker's server: a `remoting::Server` whose handler routes each request code to its
+//! processor (`crate::processor`), and the tasks that live with it (client expiry,
+//! registration with the NameServers).
 //!
 //! Requests on one connection run concurrently (a held pull must not block the sends behind
-//! it), at most `requests_in_flight_max` per connection; beyond that a request is answered
-//! SYSTEM_BUSY "[OVERLOAD]..." as RocketMQ does. Unknown codes get REQUEST_CODE_NOT_SUPPORTED,
-//! even oneway. Malformed frames close the connection; bad headers get the RocketMQ code a Java
-//! client expects, with a remark.
-//!
-//! Lock order: the CommitLog before the dispatcher (the state machine takes them so); most
-//! handlers hold one at a time.
+//! it); the remoting server's limits answer as RocketMQ does (SYSTEM_BUSY "[OVERLOAD]...", a
+//! closed connection for a malformed or oversized frame). Unknown codes get
+//! REQUEST_CODE_NOT_SUPPORTED, even oneway; bad headers get the RocketMQ code a Java client
+//! expects, with a remark.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-
-use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{RaftNode, Replica, ReplicaConfig};
+use rocketraft_remoting::{Connections, Handler, Peer, Server, ServerConfig};
 use rocketraft_store::io::Storage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpListener;
 
 use crate::broker_config::BrokerConfig;
 use crate::clients::{ClientManager, ConnId, CHANNEL_EXPIRY_MS_DEFAULT};
@@ -44,11 +37,6 @@ use crate::processor::reply;
 use crate::processor::send::send;
 use crate::processor::stats::{consume_stats, runtime_info, topic_stats};
 
-/// A connection's read buffer: room for a window of small sends per read syscall.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-/// Queued answers are written together up to about this many bytes per syscall.
-const RESPONSE_BATCH_BYTES: usize = 64 * 1024;
-
 pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) config: BrokerConfig,
     /// The group replica: its log, queues, metadata, proposer and offsets.
@@ -59,25 +47,33 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) clients: std::sync::Mutex<ClientManager>,
     /// Asks the registration task for a round now (after a topic is created).
     pub(crate) register_now: Arc<tokio::sync::Notify>,
-    /// Each connection's response channel, for requests the broker sends (notifications).
-    pub(crate) channels:
-        std::sync::Mutex<std::collections::HashMap<ConnId, mpsc::Sender<RemotingCommand>>>,
-    pub(crate) next_conn: AtomicU64,
-    pub(crate) connections: AtomicUsize,
+    /// The open connections, for requests the broker sends (notifications).
+    pub(crate) connections: Connections,
     /// Spreads sends that name no queue (queueId < 0) over the writable queues.
     pub(crate) next_queue: AtomicU64,
     pub(crate) epoch_ms: i64,
     pub(crate) epoch: tokio::time::Instant,
 }
 
+/// The remoting server's handler: routes each request to its processor.
+struct Processors<S: Storage + Clone, M: MetaStore>(Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> Handler for Processors<S, M> {
+    async fn handle(&self, req: RemotingCommand, peer: Peer) -> Option<RemotingCommand> {
+        handle(&req, peer.addr, peer.conn, &self.0).await
+    }
+
+    fn closed(&self, peer: Peer) {
+        let changed = lock(&self.0.clients).connection_closed(peer.conn);
+        notify_changed(&self.0, changed);
+    }
+}
+
 /// A running broker replica's remoting server.
 pub struct Broker {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
+    server: Server,
     /// The registration task: on stop it unregisters from every NameServer, then ends.
     register: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The accept loop: on stop it ends and closes the listener.
-    accept: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Broker {
@@ -102,7 +98,6 @@ impl Broker {
         waiters: Arc<PullWaiters>,
         now_ms: i64,
     ) -> std::io::Result<Broker> {
-        let addr = listener.local_addr()?;
         let replica = Replica::start(
             node,
             ReplicaConfig {
@@ -111,6 +106,12 @@ impl Broker {
                 ..Default::default()
             },
         );
+        let server_config = ServerConfig {
+            connections_max: config.connections_max,
+            requests_in_flight_max: config.requests_in_flight_max,
+            ..Default::default()
+        };
+        let connections = Connections::new();
         let inner = Arc::new(Inner {
             config,
             replica,
@@ -118,16 +119,19 @@ impl Broker {
             waiters,
             clients: std::sync::Mutex::new(ClientManager::new()),
             register_now: Arc::new(tokio::sync::Notify::new()),
-            channels: std::sync::Mutex::new(std::collections::HashMap::new()),
-            next_conn: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
+            connections: connections.clone(),
             next_queue: AtomicU64::new(0),
             epoch_ms: now_ms,
             // The runtime's clock (virtual under madsim, where it is std's Instant).
             #[allow(clippy::disallowed_methods)]
             epoch: tokio::time::Instant::now(),
         });
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let server = Server::start(
+            listener,
+            server_config,
+            Arc::new(Processors(inner.clone())),
+            connections,
+        )?;
         let mut register = None;
         if !inner.config.namesrv_addrs.is_empty() {
             let rc = crate::register::RegisterConfig {
@@ -143,27 +147,21 @@ impl Broker {
                 rc,
                 inner.replica.clone(),
                 inner.register_now.clone(),
-                stop_rx.clone(),
+                server.stop_signal(),
             )));
         }
-        tokio::spawn(expire_clients(inner.clone(), stop_rx.clone()));
-        let accept = tokio::spawn(accept_loop(listener, inner, stop_rx));
-        Ok(Broker {
-            addr,
-            stop,
-            register: std::sync::Mutex::new(register),
-            accept: std::sync::Mutex::new(Some(accept)),
-        })
+        tokio::spawn(expire_clients(inner, server.stop_signal()));
+        Ok(Broker { server, register: std::sync::Mutex::new(register) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
     /// Stops serving: connections close at once; unregistering from the NameServers goes on
     /// in the background (see [`Broker::shutdown_and_unregister`] to wait for it).
     pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.server.shutdown();
     }
 
     /// Stops serving and waits until the listener is closed (its port can be bound again) and
@@ -171,19 +169,14 @@ impl Broker {
     /// timeout), so clients stop routing to it at once instead of after the NameServers' 120 s
     /// expiry.
     pub async fn shutdown_and_unregister(&self) {
-        self.shutdown();
-        let accept = lock(&self.accept).take();
-        if let Some(task) = accept {
-            let _ = task.await;
-        }
+        self.server.shutdown_and_wait().await;
         let task = lock(&self.register).take();
         if let Some(task) = task {
             let _ = task.await;
         }
         // Every task that holds the replica's state holds a stop receiver and ends on stop:
         // wait for the last of them, so a restart finds the files and the metadata store free.
-        let wait = Duration::from_millis(STOP_WAIT_MS_MAX);
-        if tokio::time::timeout(wait, self.stop.closed()).await.is_err() {
+        if !self.server.wait_stopped(Duration::from_millis(STOP_WAIT_MS_MAX)).await {
             tracing::warn!("some broker tasks still run {STOP_WAIT_MS_MAX} ms after the stop");
         }
     }
@@ -203,7 +196,7 @@ async fn expire_clients<S: Storage + Clone, M: MetaStore>(
         tokio::select! {
             biased;
             _ = tokio::time::sleep(Duration::from_millis(CLIENT_SCAN_MS)) => {}
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|s| *s) => return,
         }
         let changed = lock(&inner.clients).expire(now_ms(&inner), CHANNEL_EXPIRY_MS_DEFAULT);
         notify_changed(&inner, changed);
@@ -225,160 +218,15 @@ pub(crate) fn notify_changed<S: Storage + Clone, M: MetaStore>(
 ) {
     for group in groups {
         let conns = lock(&inner.clients).consumer_connections(&group);
-        let channels = lock(&inner.channels);
+        let notify = RemotingCommand::request(
+            rc::NOTIFY_CONSUMER_IDS_CHANGED,
+            &NotifyConsumerIdsChangedRequestHeader { consumer_group: group.clone() },
+        )
+        .into_oneway();
         for conn in conns {
-            if let Some(tx) = channels.get(&conn) {
-                let notify = RemotingCommand::request(
-                    rc::NOTIFY_CONSUMER_IDS_CHANGED,
-                    &NotifyConsumerIdsChangedRequestHeader { consumer_group: group.clone() },
-                )
-                .into_oneway();
-                let _ = tx.try_send(notify);
-            }
+            inner.connections.send(conn, &notify);
         }
     }
-}
-
-async fn accept_loop<S: Storage + Clone, M: MetaStore>(
-    listener: TcpListener,
-    inner: Arc<Inner<S, M>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = listener.accept() => r,
-        };
-        let Ok((stream, peer)) = accepted else { return };
-        // Responses are small and must not wait for the client's delayed ACK (Nagle): RocketMQ
-        // sets tcpNoDelay too.
-        let _ = stream.set_nodelay(true);
-        if inner.connections.fetch_add(1, Ordering::SeqCst) >= inner.config.connections_max {
-            inner.connections.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(%peer, "too many connections: closing a new one");
-            continue;
-        }
-        let (inner, stop) = (inner.clone(), stop.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, peer, inner.clone(), stop).await;
-            inner.connections.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
-
-/// Serves one connection until the peer closes it, sends a malformed frame, or the broker
-/// stops; at a stop the socket closes at once, requests in flight or not (as if the process
-/// died), so clients fail over instead of waiting for held pulls and proposals.
-async fn serve_connection<S: Storage + Clone, M: MetaStore>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    inner: Arc<Inner<S, M>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let max = inner.config.requests_in_flight_max;
-    let (tx, mut rx) = mpsc::channel::<RemotingCommand>(max);
-    let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    lock(&inner.channels).insert(conn, tx.clone());
-    let in_flight = Arc::new(Semaphore::new(max));
-    let handling = in_flight.clone();
-    let writer = tokio::spawn(async move {
-        let mut out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
-        // An answer that cannot be framed (over the frame limit) is dropped, and said so: the
-        // client's call then times out.
-        let encode = |cmd: &RemotingCommand, out: &mut BytesMut| {
-            if let Err(e) = encode_frame(cmd, out) {
-                tracing::warn!(%peer, code = cmd.code, error = %e, "answer not sent");
-            }
-        };
-        while let Some(resp) = rx.recv().await {
-            out.clear();
-            encode(&resp, &mut out);
-            // Answers to one Raft round become ready together: while other requests of this
-            // connection are being handled, let the tasks holding them queue theirs, then write
-            // every queued answer with one syscall. A lone answer goes out at once.
-            if handling.available_permits() < max {
-                tokio::task::yield_now().await;
-            }
-            while out.len() < RESPONSE_BATCH_BYTES {
-                let Ok(next) = rx.try_recv() else { break };
-                encode(&next, &mut out);
-            }
-            if out.is_empty() {
-                continue;
-            }
-            // madsim's TCP sends on flush only; real tokio's flush is a no-op.
-            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-            if out.capacity() > 4 * RESPONSE_BATCH_BYTES {
-                out = BytesMut::with_capacity(RESPONSE_BATCH_BYTES);
-            }
-        }
-    });
-    let mut decoder = FrameDecoder::default();
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    'read: loop {
-        loop {
-            let cmd = match decoder.decode(&mut buf) {
-                Ok(Some(cmd)) => cmd,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "malformed frame: closing the connection");
-                    break 'read;
-                }
-            };
-            if cmd.is_response() {
-                continue;
-            }
-            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                if !cmd.is_oneway() {
-                    let busy = RemotingCommand::response_to(
-                        &cmd,
-                        response_code::SYSTEM_BUSY,
-                        Some("[OVERLOAD]system busy, start flow control for a while".into()),
-                    );
-                    let _ = tx.send(busy).await;
-                }
-                continue;
-            };
-            let (inner, tx, mut stop) = (inner.clone(), tx.clone(), stop.clone());
-            tokio::spawn(async move {
-                // A stop ends the request too (a held pull would otherwise keep the replica's
-                // state, its files and its metadata store's lock, until it timed out).
-                let resp = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stopped| *stopped) => None,
-                    r = handle(&cmd, peer, conn, &inner) => r,
-                };
-                drop(permit);
-                if let Some(resp) = resp {
-                    let _ = tx.send(resp).await;
-                }
-            });
-        }
-        if buf.capacity() - buf.len() < READ_BUFFER_BYTES / 4 {
-            buf.reserve(READ_BUFFER_BYTES);
-        }
-        let read = tokio::select! {
-            biased;
-            _ = stop.changed() => {
-                writer.abort();
-                break 'read;
-            }
-            r = rd.read_buf(&mut buf) => r,
-        };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    lock(&inner.channels).remove(&conn);
-    let changed = lock(&inner.clients).connection_closed(conn);
-    notify_changed(&inner, changed);
-    drop(tx);
-    let _ = writer.await;
 }
 
 async fn handle<S: Storage + Clone, M: MetaStore>(

@@ -99,6 +99,12 @@ enum Command {
         /// A broker silent this long is evicted (ms).
         #[arg(long, default_value_t = 120_000)]
         broker_expiry_ms: i64,
+        /// Connections beyond this are closed at once.
+        #[arg(long, default_value_t = 4096)]
+        connections_max: usize,
+        /// A connection with nothing read or written this long is closed (ms; 0: never).
+        #[arg(long, default_value_t = 120_000)]
+        idle_timeout_ms: u64,
     },
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
@@ -342,12 +348,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime()?.block_on(dev(config))
         }
-        Command::Namesrv { listen, scan_interval_ms, broker_expiry_ms } => {
-            if scan_interval_ms == 0 || broker_expiry_ms <= 0 {
-                anyhow::bail!("--scan-interval-ms and --broker-expiry-ms must be above 0");
+        Command::Namesrv {
+            listen,
+            scan_interval_ms,
+            broker_expiry_ms,
+            connections_max,
+            idle_timeout_ms,
+        } => {
+            if scan_interval_ms == 0 || broker_expiry_ms <= 0 || connections_max == 0 {
+                anyhow::bail!(
+                    "--scan-interval-ms, --broker-expiry-ms and --connections-max must be above 0"
+                );
             }
-            let config =
-                NamesrvConfig { listen, scan_interval_ms, broker_expiry_ms, ..Default::default() };
+            let config = NamesrvConfig {
+                listen,
+                scan_interval_ms,
+                broker_expiry_ms,
+                connections_max,
+                idle_timeout_ms,
+                ..Default::default()
+            };
             runtime()?.block_on(namesrv(config))
         }
         Command::Broker { config } => {

@@ -21,6 +21,69 @@ mod cli {
         assert_eq!(v["commitLogOffset"], 0x0000_0001_63E6_0ADBi64);
     }
 
+    /// 10,000 connections that never send a frame are all closed by the NameServer's idle
+    /// timeout (the server in its own process: the two ends of 10,000 connections would pass
+    /// one process's file limit here).
+    #[test]
+    fn ten_thousand_idle_connections_are_closed_by_the_idle_timeout() {
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        use std::time::Duration;
+        const CONNECTIONS: usize = 10_000;
+        const IDLE_MS: u64 = 3_000;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = rocketraft()
+            .args(["namesrv", "--listen", &addr, "--connections-max", "20000"])
+            .args(["--idle-timeout-ms", &IDLE_MS.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _guard = Kill(child);
+        let listening = (0..500).any(|_| {
+            let up = TcpStream::connect(&addr).is_ok();
+            if !up {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            up
+        });
+        assert!(listening, "the NameServer did not start listening within 10 s");
+        // In steps, so the server's accept loop keeps up: a full listen backlog (1,024) drops
+        // SYNs, and each drop costs its client a 1 s retransmit.
+        let conns: Vec<TcpStream> = (0..CONNECTIONS)
+            .map(|i| {
+                if i % 250 == 249 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                TcpStream::connect(&addr).unwrap()
+            })
+            .collect();
+        // The newest one is still open (well within the timeout): a read finds nothing yet,
+        // rather than the end of the stream.
+        let newest = &conns[CONNECTIONS - 1];
+        newest.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        assert!((&*newest).read(&mut [0u8; 1]).is_err(), "accepted and open before the timeout");
+        // The last connection opened is closed by IDLE_MS after it opened (the server checks
+        // each connection's idle time on its own timer).
+        std::thread::sleep(Duration::from_millis(IDLE_MS * 2));
+        let mut closed = 0;
+        for c in &conns {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            if matches!((&*c).read(&mut [0u8; 1]), Ok(0)) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, CONNECTIONS, "every idle connection closed by the server");
+    }
+
     /// `rocketraft dev` prints the addresses and a ready line, serves a client, and stops
     /// cleanly on SIGTERM (exit 0).
     #[test]

@@ -2,27 +2,25 @@
 //! answering brokers and clients from the [`Registry`], a scan that evicts silent brokers, and
 //! eviction when a broker's connection closes.
 //!
-//! Bounds: at most `connections_max` connections (more are closed at once, logged); one request
-//! at a time per connection, each frame at most `frame_max_bytes`. Malformed frames close the
-//! connection; malformed headers or bodies get SYSTEM_ERROR with a remark; unknown codes get
+//! It runs on the shared `remoting::Server`: at most `connections_max` connections (more are
+//! closed at once, logged); one request at a time per connection, in order; each frame at most
+//! `frame_max_bytes`; idle connections closed after `idle_timeout_ms`. Malformed frames close
+//! the connection; malformed headers or bodies get SYSTEM_ERROR with a remark; unknown codes get
 //! REQUEST_CODE_NOT_SUPPORTED (even oneway, as RocketMQ answers). Configuration over the network
 //! (UPDATE_NAMESRV_CONFIG) is refused.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, KvTable, RegisterBrokerBody, TopicList,
 };
-use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rocketraft_remoting::{Connections, Handler, Peer, Server, ServerConfig};
+use tokio::net::TcpListener;
 
 use crate::registry::{ConnId, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};
 
@@ -42,6 +40,10 @@ pub struct NamesrvConfig {
     pub connections_max: usize,
     /// The largest frame accepted. Default 16 MiB.
     pub frame_max_bytes: usize,
+    /// A connection with nothing read or written this long is closed. Default 120,000 ms
+    /// (RocketMQ's `serverChannelMaxIdleTimeSeconds`; brokers register every 30 s and clients
+    /// ask for routes every 30 s, so a live peer is never idle that long).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for NamesrvConfig {
@@ -52,6 +54,7 @@ impl Default for NamesrvConfig {
             broker_expiry_ms: BROKER_EXPIRY_MS_DEFAULT,
             connections_max: 4096,
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
+            idle_timeout_ms: 120_000,
         }
     }
 }
@@ -69,8 +72,6 @@ struct Shared {
     state: Mutex<State>,
     /// Milliseconds are counted from here (the runtime's clock: virtual under madsim).
     epoch: tokio::time::Instant,
-    next_conn: AtomicU64,
-    connections: AtomicUsize,
     config: NamesrvConfig,
 }
 
@@ -87,33 +88,58 @@ impl Shared {
 /// A running NameServer.
 pub struct NameServer {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
+    server: Server,
+}
+
+/// The remoting server's handler.
+struct Requests(Arc<Shared>);
+
+impl Handler for Requests {
+    async fn handle(&self, req: RemotingCommand, peer: Peer) -> Option<RemotingCommand> {
+        let response = handle(&req, peer.conn, &self.0);
+        (!req.is_oneway() || response.code == response_code::REQUEST_CODE_NOT_SUPPORTED)
+            .then_some(response)
+    }
+
+    fn closed(&self, peer: Peer) {
+        let evicted = self.0.state().registry.connection_closed(peer.conn);
+        for addr in evicted {
+            tracing::info!(broker = %addr, "evicted a broker whose connection closed");
+        }
+    }
 }
 
 impl NameServer {
     /// Binds and starts serving (call inside the runtime that should own it).
     pub async fn start(config: NamesrvConfig) -> std::io::Result<NameServer> {
         let listener = TcpListener::bind(&config.listen).await?;
-        let addr = listener.local_addr()?;
+        let server_config = ServerConfig {
+            connections_max: config.connections_max,
+            frame_max_bytes: config.frame_max_bytes,
+            idle_timeout_ms: config.idle_timeout_ms,
+            ordered: true,
+            ..Default::default()
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             // The runtime's clock (virtual under madsim, where it is std's Instant).
             #[allow(clippy::disallowed_methods)]
             epoch: tokio::time::Instant::now(),
-            next_conn: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
             config,
         });
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
-        tokio::spawn(scan_loop(shared.clone(), stop_rx));
-        tracing::info!(%addr, "NameServer listening");
-        Ok(NameServer { shared, addr, stop })
+        let server = Server::start(
+            listener,
+            server_config,
+            Arc::new(Requests(shared.clone())),
+            Connections::new(),
+        )?;
+        tokio::spawn(scan_loop(shared.clone(), server.stop_signal()));
+        tracing::info!(addr = %server.local_addr(), "NameServer listening");
+        Ok(NameServer { shared, server })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
 
     /// The NameServer's clock (ms since it started): the time base of the registry's
@@ -129,7 +155,7 @@ impl NameServer {
 
     /// Stops accepting, scanning and serving.
     pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.server.shutdown();
     }
 }
 
@@ -138,85 +164,12 @@ async fn scan_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<b
         tokio::select! {
             biased;
             _ = tokio::time::sleep(Duration::from_millis(shared.config.scan_interval_ms)) => {}
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|s| *s) => return,
         }
         let now = shared.now_ms();
         let evicted = shared.state().registry.evict_expired(now, shared.config.broker_expiry_ms);
         for addr in evicted {
             tracing::warn!(broker = %addr, "evicted a broker silent for over {} ms", shared.config.broker_expiry_ms);
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, "NameServer listener failed");
-                return;
-            }
-        };
-        // Small answers must not wait for the peer's delayed ACK (Nagle).
-        let _ = stream.set_nodelay(true);
-        if shared.connections.fetch_add(1, Ordering::SeqCst) >= shared.config.connections_max {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(%peer, max = shared.config.connections_max, "too many connections: closing a new one");
-            continue;
-        }
-        let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (shared, mut stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            let result = tokio::select! {
-                biased;
-                _ = stop.changed() => Ok(()),
-                r = serve_connection(stream, conn, &shared) => r,
-            };
-            if let Err(e) = result {
-                tracing::warn!(%peer, error = %e, "closing a connection");
-            }
-            let evicted = shared.state().registry.connection_closed(conn);
-            for addr in evicted {
-                tracing::info!(broker = %addr, "evicted a broker whose connection closed");
-            }
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-}
-
-async fn serve_connection(
-    mut stream: TcpStream,
-    conn: ConnId,
-    shared: &Shared,
-) -> Result<(), String> {
-    let mut decoder = FrameDecoder::new(shared.config.frame_max_bytes);
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        while let Some(cmd) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
-            if cmd.is_response() {
-                continue;
-            }
-            let oneway = cmd.is_oneway();
-            let response = handle(&cmd, conn, shared);
-            if oneway && response.code != response_code::REQUEST_CODE_NOT_SUPPORTED {
-                continue;
-            }
-            let mut out = BytesMut::new();
-            encode_frame(&response, &mut out).map_err(|e| e.to_string())?;
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            stream.flush().await.map_err(|e| e.to_string())?;
-        }
-        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Ok(());
         }
     }
 }

@@ -1,8 +1,6 @@
 //! Runtime information and statistics: GET_BROKER_RUNTIME_INFO, GET_TOPIC_STATS_INFO,
 //! GET_CONSUME_STATS.
 
-use std::sync::atomic::Ordering;
-
 use rocketraft_protocol::body::{
     ConsumeStats, JsonBody, JsonStyle, KvTable, MessageQueue, OffsetWrapper, TopicOffset,
     TopicStatsTable,
@@ -46,7 +44,7 @@ pub(crate) fn runtime_info<S: Storage + Clone, M: MetaStore>(
         ("commitLogEntries", log.io.entries.to_string()),
         ("commitLogFlushes", log.io.flush_jobs.to_string()),
         ("commitLogFileSyncs", log.io.file_syncs.to_string()),
-        ("clientConnections", inner.connections.load(Ordering::Relaxed).to_string()),
+        ("clientConnections", inner.connections.len().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
