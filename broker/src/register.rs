@@ -9,25 +9,22 @@
 //!   with brokerId = node id + 1 (DLedger's numbering; node 0 would otherwise be id 0).
 //! - On shutdown it unregisters from every NameServer.
 //!
-//! Each NameServer gets its own connection, reconnected on failure; a NameServer that does not
-//! answer delays nothing but its own registration (calls are bounded by `call_timeout_ms`).
+//! Each NameServer gets its own connection (the shared `remoting` client), reconnected on
+//! failure; a NameServer that does not answer delays a round by at most `call_timeout_ms`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
 };
-use rocketraft_protocol::frame::{encode_frame, FrameDecoder};
 use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
 use rocketraft_protocol::{request_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
 use rocketraft_raft::{MetaCommand, MetaStore, Replica};
+use rocketraft_remoting::{Remoting, RemotingConfig};
 use rocketraft_store::io::Storage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Registration settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,53 +52,6 @@ pub fn broker_id(is_master: bool, node_id: u64) -> i64 {
     }
 }
 
-struct NamesrvConn {
-    addr: String,
-    stream: Option<TcpStream>,
-    opaque: i32,
-}
-
-impl NamesrvConn {
-    async fn call(
-        &mut self,
-        mut cmd: RemotingCommand,
-        timeout: Duration,
-    ) -> Result<RemotingCommand, String> {
-        self.opaque += 1;
-        cmd.opaque = self.opaque;
-        let mut stream = match self.stream.take() {
-            Some(s) => s,
-            None => tokio::time::timeout(timeout, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| "connect timed out".to_owned())?
-                .map_err(|e| e.to_string())?,
-        };
-        let exchange = async {
-            let mut out = BytesMut::new();
-            encode_frame(&cmd, &mut out).map_err(|e| e.to_string())?;
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            stream.flush().await.map_err(|e| e.to_string())?;
-            let mut decoder = FrameDecoder::default();
-            let mut buf = BytesMut::new();
-            loop {
-                if let Some(c) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
-                    if c.is_response() && c.opaque == cmd.opaque {
-                        return Ok(c);
-                    }
-                    continue;
-                }
-                if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-                    return Err("closed".to_owned());
-                }
-            }
-        };
-        let resp =
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| "timed out".to_owned())??;
-        self.stream = Some(stream);
-        Ok(resp)
-    }
-}
-
 /// How soon a leader that could not confirm its leadership registers again.
 const UNCONFIRMED_RETRY_MS: u64 = 500;
 
@@ -115,11 +65,16 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
 ) {
     let node_id = replica.id();
     let timeout = Duration::from_millis(config.call_timeout_ms);
-    let mut conns: Vec<NamesrvConn> = config
-        .namesrv_addrs
-        .iter()
-        .map(|a| NamesrvConn { addr: a.clone(), stream: None, opaque: 0 })
-        .collect();
+    // One connection per NameServer, reconnected on the next call after it broke.
+    let remoting = Remoting::new(
+        RemotingConfig { connect_timeout_ms: config.call_timeout_ms, ..Default::default() },
+        None,
+    );
+    let call = |addr: &String, cmd: RemotingCommand| {
+        let remoting = remoting.clone();
+        let addr = addr.clone();
+        async move { remoting.call(&addr, cmd, config.call_timeout_ms).await }
+    };
     let mut leader = replica.leader_watch();
     let mut last_role: Option<bool> = None;
     let mut counter = 0i64;
@@ -156,9 +111,9 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
         };
         let cmd = RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body);
-        for c in &mut conns {
-            if let Err(e) = c.call(cmd.clone(), timeout).await {
-                tracing::warn!(namesrv = %c.addr, error = %e, "registration failed; retrying on the next round");
+        for addr in &config.namesrv_addrs {
+            if let Err(e) = call(addr, cmd.clone()).await {
+                tracing::warn!(namesrv = %addr, error = %e, "registration failed; retrying on the next round");
             }
         }
         if last_role != Some(master) {
@@ -204,9 +159,10 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
                     broker_id: id,
                 },
             );
-            for c in &mut conns {
-                let _ = c.call(unregister.clone(), timeout).await;
+            for addr in &config.namesrv_addrs {
+                let _ = call(addr, unregister.clone()).await;
             }
+            remoting.shutdown();
             return;
         }
     }

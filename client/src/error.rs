@@ -1,7 +1,5 @@
 //! The client's errors: what went wrong, where, and whether trying again could help.
 
-use std::net::SocketAddr;
-
 use rocketraft_protocol::{response_code, ProtocolError};
 
 /// Everything a client call can fail with.
@@ -59,10 +57,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub(crate) fn protocol(addr: SocketAddr, source: ProtocolError) -> Self {
-        ClientError::Protocol { addr: addr.to_string(), source }
-    }
-
     /// The response code, when a broker or NameServer answered with one.
     pub fn code(&self) -> Option<i32> {
         match self {

@@ -246,7 +246,7 @@ impl Producer {
             .ok_or_else(|| no_master(&msg.topic))?;
         let addr = route.master_addr(&mq.broker_name).ok_or_else(|| no_master(&msg.topic))?;
         let req = inner.request(&msg, &mq, false);
-        inner.core.remoting.call_oneway(addr, req, inner.config.send_timeout_ms).await
+        Ok(inner.core.remoting.call_oneway(addr, req, inner.config.send_timeout_ms).await?)
     }
 
     /// Sends messages of one topic as one batch (one request, stored together, one queue).
@@ -504,7 +504,12 @@ impl Inner {
                 remaining
             };
             let t0 = clock::instant();
-            let result = self.core.remoting.call(&addr, req, budget.as_millis() as u64).await;
+            let result = self
+                .core
+                .remoting
+                .call(&addr, req, budget.as_millis() as u64)
+                .await
+                .map_err(ClientError::from);
             let latency_ms = t0.elapsed().as_millis() as u64;
             let outcome = result.and_then(|resp| parse_send_response(&addr, resp, &msg, &mq));
             let failed = matches!(&outcome, Err(e) if e.is_retryable());

@@ -173,7 +173,7 @@ impl Routes {
                         remark: resp.remark.unwrap_or_default(),
                     })
                 }
-                Err(e) => last = Some(e),
+                Err(e) => last = Some(e.into()),
             }
         }
         if !not_known.is_empty() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rocketraft_client::remoting::{InboundHandler, Remoting, RemotingConfig};
+use rocketraft_client::remoting::{CallError, InboundHandler, Remoting, RemotingConfig};
 use rocketraft_client::{
     ClientError, Message, MessageQueue, Producer, ProducerConfig, PullConsumer, PullConsumerConfig,
 };
@@ -90,7 +90,7 @@ async fn a_garbage_answer_is_a_protocol_error_at_once() {
     let r = Remoting::new(RemotingConfig::default(), None);
     let t0 = Instant::now();
     let err = r.call(&addr.to_string(), ping("x"), 5_000).await.unwrap_err();
-    assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
+    assert!(matches!(err, CallError::Protocol { .. }), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(1), "not the timeout: {:?}", t0.elapsed());
 }
 
@@ -110,7 +110,7 @@ async fn a_connection_closed_mid_request_fails_the_call_and_the_next_call_reconn
     .await;
     let r = Remoting::new(RemotingConfig::default(), None);
     let err = r.call(&addr.to_string(), ping("first"), 5_000).await.unwrap_err();
-    assert!(matches!(err, ClientError::ConnectionClosed { .. }), "{err}");
+    assert!(matches!(err, CallError::ConnectionClosed { .. }), "{err}");
     let resp = r.call(&addr.to_string(), ping("second"), 5_000).await.unwrap();
     assert_eq!(&resp.body[..], b"second", "a new connection answers");
 }
@@ -121,7 +121,7 @@ async fn silence_is_a_timeout_and_the_late_answer_is_dropped() {
     let r = Remoting::new(RemotingConfig::default(), None);
     let t0 = Instant::now();
     let err = r.call(&addr.to_string(), ping("x"), 300).await.unwrap_err();
-    assert!(matches!(err, ClientError::Timeout { timeout_ms: 300, .. }), "{err}");
+    assert!(matches!(err, CallError::Timeout { timeout_ms: 300, .. }), "{err}");
     let waited = t0.elapsed();
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(2), "{waited:?}");
 }
@@ -131,7 +131,7 @@ async fn nothing_listening_is_a_connect_error() {
     let free = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let r = Remoting::new(RemotingConfig::default(), None);
     let err = r.call(&free.to_string(), ping("x"), 2_000).await.unwrap_err();
-    assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    assert!(matches!(err, CallError::Connect { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! RocketMQ remoting over TCP, on `protocol`'s pure codec: the server every RocketRaft server
-//! runs on (the broker and the NameServer).
+//! runs on (the broker and the NameServer), and the client side (multiplexed connections) the
+//! SDK and the broker's registration with the NameServers use.
 //!
 //! ```text
 //! accept loop --(connection limit)--> per connection:
@@ -12,6 +13,8 @@
 //!           of up to 64 KiB), also requests the server sends (notifications)
 //! ```
 
+pub mod client;
 pub mod server;
 
+pub use client::{CallError, InboundHandler, Remoting, RemotingConfig};
 pub use server::{ConnId, Connections, Handler, Peer, Server, ServerConfig};
