@@ -31,7 +31,7 @@ use rocketraft_protocol::message::{
     MESSAGE_MAX_BYTES_DEFAULT,
 };
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock;
 use crate::core::{ClientConfig, Core};
@@ -130,6 +130,29 @@ struct Inner {
     counter: AtomicUsize,
     faults: Mutex<FaultTable>,
     async_permits: Arc<Semaphore>,
+    /// Asynchronous sends for the producer's driver task, which runs them all (no task per
+    /// send). It ends once the producer and its last send are gone.
+    async_sends: mpsc::UnboundedSender<AsyncSend>,
+}
+
+/// An asynchronous send, with whatever receives its result.
+type AsyncSend = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a producer's asynchronous sends side by side, on one task.
+async fn drive_async_sends(mut sends: mpsc::UnboundedReceiver<AsyncSend>) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            next = sends.recv() => match next {
+                Some(send) => running.push(send),
+                None => break,
+            },
+        }
+    }
+    while running.next().await.is_some() {}
 }
 
 /// A producer; cheap to clone (clones share connections, routes and limits).
@@ -158,7 +181,10 @@ impl Producer {
         };
         let uniq = UniqKeyGenerator::new(core.local_ip, std::process::id(), client_hash);
         core.poll_routes();
+        let (async_sends, to_drive) = mpsc::unbounded_channel();
+        tokio::spawn(drive_async_sends(to_drive));
         let inner = Arc::new(Inner {
+            async_sends,
             async_permits: Arc::new(Semaphore::new(config.async_sends_max)),
             core,
             config,
@@ -207,6 +233,28 @@ impl Producer {
     /// Starts a send and returns at once with a handle to its result; waits first while
     /// `async_sends_max` sends are in flight. Dropping the handle does not cancel the send.
     pub async fn send_async(&self, msg: Message) -> Result<SendHandle> {
+        let (tx, result) = oneshot::channel();
+        self.start_async(msg, move |r| {
+            let _ = tx.send(r);
+        })
+        .await?;
+        Ok(SendHandle { result })
+    }
+
+    /// Starts a send whose result goes to `callback` (run on the producer's driver task, with
+    /// its other sends: keep it short).
+    pub async fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<()>
+    where
+        F: FnOnce(Result<SendResult>) + Send + 'static,
+    {
+        self.start_async(msg, callback).await
+    }
+
+    /// Hands a send to the driver task once a permit is free.
+    async fn start_async<F>(&self, msg: Message, done: F) -> Result<()>
+    where
+        F: FnOnce(Result<SendResult>) + Send + 'static,
+    {
         let permit = self
             .inner
             .async_permits
@@ -215,22 +263,12 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Shutdown)?;
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move {
+        let send: AsyncSend = Box::pin(async move {
             let r = inner.send(msg, Selection::RoundRobin).await;
             drop(permit);
-            r
+            done(r);
         });
-        Ok(SendHandle { task })
-    }
-
-    /// Starts a send whose result goes to `callback` (run on the runtime; keep it short).
-    pub async fn send_with_callback<F>(&self, msg: Message, callback: F) -> Result<()>
-    where
-        F: FnOnce(Result<SendResult>) + Send + 'static,
-    {
-        let handle = self.send_async(msg).await?;
-        tokio::spawn(async move { callback(handle.await) });
-        Ok(())
+        self.inner.async_sends.send(send).map_err(|_| ClientError::Shutdown)
     }
 
     /// Sends without waiting for an answer: no acknowledgement, no retry. Errors are only
@@ -317,14 +355,14 @@ impl Drop for Inner {
 
 /// The result of an async send; awaiting it gives the send's result.
 pub struct SendHandle {
-    task: tokio::task::JoinHandle<Result<SendResult>>,
+    result: oneshot::Receiver<Result<SendResult>>,
 }
 
 impl Future for SendHandle {
     type Output = Result<SendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.task).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Shutdown)))
+        Pin::new(&mut self.result).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Shutdown)))
     }
 }
 
@@ -449,11 +487,10 @@ impl Inner {
                 Selection::RoundRobin => self.publish_queues(&route, &msg.topic),
                 // Keyed sends choose among every writable queue, master or not, so that a
                 // failover does not move keys to other queues.
+                _ if route.topic == msg.topic => Cow::Borrowed(route.writable_queues()),
                 _ => {
                     let mut all = select::publish_queues(&msg.topic, &route.data, false);
-                    if route.topic != msg.topic {
-                        all.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
-                    }
+                    all.retain(|q| q.queue_id < self.config.default_topic_queue_nums);
                     Cow::Owned(all)
                 }
             };

@@ -32,17 +32,30 @@ pub struct TopicRoute {
     /// What a round-robin send picks from, worked out on first use: a route is immutable
     /// (a refresh makes a new one), so once per route instead of once per send.
     publish: OnceLock<Vec<MessageQueue>>,
+    /// What a keyed send picks from (every writable queue, master or not), likewise.
+    writable: OnceLock<Vec<MessageQueue>>,
 }
 
 impl TopicRoute {
     pub fn new(topic: impl Into<String>, data: TopicRouteData) -> Self {
-        TopicRoute { topic: topic.into(), data, publish: OnceLock::new() }
+        TopicRoute {
+            topic: topic.into(),
+            data,
+            publish: OnceLock::new(),
+            writable: OnceLock::new(),
+        }
     }
 
     /// The writable queues of the groups that have a master now
     /// ([`crate::select::publish_queues`] for this route's own topic).
     pub fn publish_queues(&self) -> &[MessageQueue] {
         self.publish.get_or_init(|| crate::select::publish_queues(&self.topic, &self.data, true))
+    }
+
+    /// Every writable queue of the route's own topic, whether its group has a master now or
+    /// not: keyed sends pick from these, so a failover does not move a key to another queue.
+    pub fn writable_queues(&self) -> &[MessageQueue] {
+        self.writable.get_or_init(|| crate::select::publish_queues(&self.topic, &self.data, false))
     }
 
     /// The address of `broker_name`'s master, if it has one now.
