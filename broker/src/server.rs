@@ -14,28 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rocketraft_protocol::headers::*;
-use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
+use rocketraft_protocol::{request_code as rc, RemotingCommand};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{RaftNode, Replica, ReplicaConfig};
-use rocketraft_remoting::{Connections, Handler, Peer, Server, ServerConfig};
+use rocketraft_remoting::{Connections, Server, ServerConfig};
 use rocketraft_store::io::Storage;
 use tokio::net::TcpListener;
 
 use crate::broker_config::BrokerConfig;
-use crate::clients::{ClientManager, ConnId, CHANNEL_EXPIRY_MS_DEFAULT};
+use crate::clients::{ClientManager, CHANNEL_EXPIRY_MS_DEFAULT};
 use crate::long_poll::PullWaiters;
-use crate::processor::admin::{
-    all_group_configs, all_topic_configs, create_group, create_topic, delete_group, delete_topic,
-};
-use crate::processor::clients::{consumer_list, heartbeat, queue_locks, unregister_client};
-use crate::processor::lookup::{query_message, view_message};
-use crate::processor::offsets::{
-    earliest_store_time, query_consumer_offset, queue_offset, search_offset, update_consumer_offset,
-};
-use crate::processor::pull::pull;
-use crate::processor::reply;
-use crate::processor::send::send;
-use crate::processor::stats::{consume_stats, runtime_info, topic_stats};
 
 pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) config: BrokerConfig,
@@ -55,17 +43,37 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) epoch: tokio::time::Instant,
 }
 
-/// The remoting server's handler: routes each request to its processor.
-struct Processors<S: Storage + Clone, M: MetaStore>(Arc<Inner<S, M>>);
-
-impl<S: Storage + Clone, M: MetaStore> Handler for Processors<S, M> {
-    async fn handle(&self, req: RemotingCommand, peer: Peer) -> Option<RemotingCommand> {
-        handle(&req, peer.addr, peer.conn, &self.0).await
-    }
-
-    fn closed(&self, peer: Peer) {
-        let changed = lock(&self.0.clients).connection_closed(peer.conn);
-        notify_changed(&self.0, changed);
+impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
+    /// The state the processors share, over `node`'s replica; `connections` are the server's.
+    pub(crate) fn new(
+        config: BrokerConfig,
+        node: &RaftNode<S, M>,
+        waiters: Arc<PullWaiters>,
+        now_ms: i64,
+        connections: Connections,
+    ) -> Self {
+        let replica = Replica::start(
+            node,
+            ReplicaConfig {
+                proposals_in_flight_max: config.proposals_in_flight_max,
+                replication: config.replication,
+                ..Default::default()
+            },
+        );
+        Inner {
+            config,
+            replica,
+            rates: crate::rates::ConsumeRates::default(),
+            waiters,
+            clients: std::sync::Mutex::new(ClientManager::new()),
+            register_now: Arc::new(tokio::sync::Notify::new()),
+            connections,
+            next_queue: AtomicU64::new(0),
+            epoch_ms: now_ms,
+            // The runtime's clock (virtual under madsim, where it is std's Instant).
+            #[allow(clippy::disallowed_methods)]
+            epoch: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -98,40 +106,15 @@ impl Broker {
         waiters: Arc<PullWaiters>,
         now_ms: i64,
     ) -> std::io::Result<Broker> {
-        let replica = Replica::start(
-            node,
-            ReplicaConfig {
-                proposals_in_flight_max: config.proposals_in_flight_max,
-                replication: config.replication,
-                ..Default::default()
-            },
-        );
         let server_config = ServerConfig {
             connections_max: config.connections_max,
             requests_in_flight_max: config.requests_in_flight_max,
             ..Default::default()
         };
-        let connections = Connections::new();
-        let inner = Arc::new(Inner {
-            config,
-            replica,
-            rates: crate::rates::ConsumeRates::default(),
-            waiters,
-            clients: std::sync::Mutex::new(ClientManager::new()),
-            register_now: Arc::new(tokio::sync::Notify::new()),
-            connections: connections.clone(),
-            next_queue: AtomicU64::new(0),
-            epoch_ms: now_ms,
-            // The runtime's clock (virtual under madsim, where it is std's Instant).
-            #[allow(clippy::disallowed_methods)]
-            epoch: tokio::time::Instant::now(),
-        });
-        let server = Server::start(
-            listener,
-            server_config,
-            Arc::new(Processors(inner.clone())),
-            connections,
-        )?;
+        let inner = Arc::new(Inner::new(config, node, waiters, now_ms, Connections::new()));
+        let connections = inner.connections.clone();
+        let router = crate::processor::router(&inner);
+        let server = Server::start(listener, server_config, Arc::new(router), connections)?;
         let mut register = None;
         if !inner.config.namesrv_addrs.is_empty() {
             let rc = crate::register::RegisterConfig {
@@ -227,48 +210,4 @@ pub(crate) fn notify_changed<S: Storage + Clone, M: MetaStore>(
             inner.connections.send(conn, &notify);
         }
     }
-}
-
-async fn handle<S: Storage + Clone, M: MetaStore>(
-    req: &RemotingCommand,
-    peer: SocketAddr,
-    conn: ConnId,
-    inner: &Inner<S, M>,
-) -> Option<RemotingCommand> {
-    let resp = match req.code {
-        rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
-            send(req, peer, inner).await
-        }
-        rc::PULL_MESSAGE => pull(req, inner).await,
-        rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
-        rc::DELETE_TOPIC_IN_BROKER => delete_topic(req, inner).await,
-        rc::GET_ALL_TOPIC_CONFIG => all_topic_configs(req, inner),
-        rc::GET_BROKER_RUNTIME_INFO => runtime_info(req, inner),
-        rc::GET_TOPIC_STATS_INFO => topic_stats(req, inner),
-        rc::GET_CONSUME_STATS => consume_stats(req, inner),
-        rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
-        rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
-        rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
-        rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner).await,
-        rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner).await,
-        rc::VIEW_MESSAGE_BY_ID => view_message(req, inner),
-        rc::QUERY_MESSAGE => query_message(req, inner),
-        rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
-        rc::GET_EARLIEST_MSG_STORETIME => earliest_store_time(req, inner),
-        rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner).await,
-        rc::HEART_BEAT => heartbeat(req, conn, inner),
-        rc::UNREGISTER_CLIENT => unregister_client(req, inner),
-        rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
-        rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
-        code => Ok(reply(
-            req,
-            response_code::REQUEST_CODE_NOT_SUPPORTED,
-            format!(" request type {code} not supported"),
-        )),
-    }
-    .unwrap_or_else(|e| e);
-    if req.is_oneway() && resp.code != response_code::REQUEST_CODE_NOT_SUPPORTED {
-        return None;
-    }
-    Some(resp)
 }

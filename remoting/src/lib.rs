@@ -14,7 +14,9 @@
 //! ```
 
 pub mod client;
+pub mod router;
 pub mod server;
 
 pub use client::{CallError, InboundHandler, Remoting, RemotingConfig};
+pub use router::{Answer, Processor, Router};
 pub use server::{ConnId, Connections, Handler, Peer, Server, ServerConfig};

@@ -17,6 +17,38 @@ use crate::server::Inner;
 use super::send::check_queue_room;
 use super::*;
 
+/// Topic and subscription-group administration.
+pub(crate) struct AdminProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> AdminProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] = &[
+        rc::UPDATE_AND_CREATE_TOPIC,
+        rc::DELETE_TOPIC_IN_BROKER,
+        rc::GET_ALL_TOPIC_CONFIG,
+        rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+        rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+        rc::DELETE_SUBSCRIPTIONGROUP,
+    ];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for AdminProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            match req.code {
+                rc::UPDATE_AND_CREATE_TOPIC => create_topic(req, inner).await,
+                rc::DELETE_TOPIC_IN_BROKER => delete_topic(req, inner).await,
+                rc::GET_ALL_TOPIC_CONFIG => all_topic_configs(req, inner),
+                rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => create_group(req, inner).await,
+                rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => all_group_configs(req, inner),
+                rc::DELETE_SUBSCRIPTIONGROUP => delete_group(req, inner).await,
+                _ => Err(unsupported(req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
+    }
+}
+
 pub(crate) async fn create_topic<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -139,3 +171,53 @@ pub(crate) async fn delete_group<S: Storage + Clone, M: MetaStore>(
 
 /// RocketMQ's topic filter types (`TopicFilterType`).
 pub(crate) const FILTER_TYPES: [&str; 2] = ["SINGLE_TAG", "MULTI_TAG"];
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::body::{
+        JsonBody, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
+    };
+
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    #[tokio::test]
+    async fn topics_and_groups_are_created_listed_and_deleted() {
+        let r = OneReplica::start().await;
+        let p = AdminProcessor(r.inner.clone());
+        r.topic("T").await;
+        let topics = |answer: RemotingCommand| {
+            assert_eq!(answer.code, response_code::SUCCESS);
+            TopicConfigSerializeWrapper::from_json(&answer.body).unwrap().topic_config_table
+        };
+        let list = || RemotingCommand::request_without_header(rc::GET_ALL_TOPIC_CONFIG);
+        let table = topics(r.call(&p, list()).await);
+        assert_eq!((table["T"].read_queue_nums, table["T"].write_queue_nums), (4, 4));
+
+        let delete = request(rc::DELETE_TOPIC_IN_BROKER, TopicRequestHeader { topic: "T".into() });
+        assert_eq!(r.call(&p, delete).await.code, response_code::SUCCESS);
+        assert!(!topics(r.call(&p, list()).await).contains_key("T"));
+
+        let group = SubscriptionGroupConfig::new("CG");
+        let create =
+            RemotingCommand::request_without_header(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(group.to_json(rocketraft_protocol::body::JsonStyle::Standard));
+        assert_eq!(r.call(&p, create).await.code, response_code::SUCCESS);
+        let groups = |answer: RemotingCommand| {
+            SubscriptionGroupWrapper::from_json(&answer.body).unwrap().subscription_group_table
+        };
+        let list = || RemotingCommand::request_without_header(rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG);
+        assert!(groups(r.call(&p, list()).await).contains_key("CG"));
+        let delete = request(
+            rc::DELETE_SUBSCRIPTIONGROUP,
+            DeleteSubscriptionGroupRequestHeader { group_name: "CG".into() },
+        );
+        assert_eq!(r.call(&p, delete).await.code, response_code::SUCCESS);
+        assert!(!groups(r.call(&p, list()).await).contains_key("CG"));
+
+        let bad = request(rc::DELETE_TOPIC_IN_BROKER, TopicRequestHeader { topic: "a/b".into() });
+        assert_eq!(r.call(&p, bad).await.code, response_code::SYSTEM_ERROR);
+        drop(p);
+        r.stop().await;
+    }
+}

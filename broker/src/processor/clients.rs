@@ -19,6 +19,40 @@ use crate::server::{lock, notify_changed, now_ms, Inner};
 use super::send::queues_left;
 use super::*;
 
+/// The client manager: heartbeats, unregistering, members, queue locks; a closed connection ends the clients registered on it.
+pub(crate) struct ClientsProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> ClientsProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] = &[
+        rc::HEART_BEAT,
+        rc::UNREGISTER_CLIENT,
+        rc::GET_CONSUMER_LIST_BY_GROUP,
+        rc::LOCK_BATCH_MQ,
+        rc::UNLOCK_BATCH_MQ,
+    ];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for ClientsProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            match req.code {
+                rc::HEART_BEAT => heartbeat(req, peer.conn, inner),
+                rc::UNREGISTER_CLIENT => unregister_client(req, inner),
+                rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
+                rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
+                _ => Err(unsupported(req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
+    }
+
+    fn closed(&self, peer: Peer) {
+        let changed = lock(&self.0.clients).connection_closed(peer.conn);
+        notify_changed(&self.0, changed);
+    }
+}
+
 pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     conn: ConnId,
@@ -152,4 +186,84 @@ pub(crate) fn queue_locks<S: Storage + Clone, M: MetaStore>(
     );
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(LockBatchResponseBody { lock_ok_mq_set: held }.to_json(JsonStyle::Standard)))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::body::*;
+
+    use super::super::testing::{request, OneReplica, PEER};
+    use super::*;
+
+    fn heartbeat(client: &str) -> RemotingCommand {
+        let consumer = ConsumerData {
+            consume_from_where: ConsumeFromWhere::ConsumeFromFirstOffset,
+            consume_type: ConsumeType::ConsumePassively,
+            group_name: "CG".into(),
+            message_model: MessageModel::Clustering,
+            subscription_data_set: vec![SubscriptionData::tag("T", "*", 1)],
+            unit_mode: false,
+        };
+        let data = HeartbeatData {
+            client_id: client.into(),
+            consumer_data_set: vec![consumer],
+            producer_data_set: vec![],
+        };
+        RemotingCommand::request_without_header(rc::HEART_BEAT)
+            .with_body(data.to_json(JsonStyle::Standard))
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_registers_a_member_until_its_connection_closes() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        let p = ClientsProcessor(r.inner.clone());
+        assert_eq!(r.call(&p, heartbeat("c1")).await.code, response_code::SUCCESS);
+        let members = || {
+            let h = GetConsumerListByGroupRequestHeader {
+                consumer_group: "CG".into(),
+                ..Default::default()
+            };
+            request(rc::GET_CONSUMER_LIST_BY_GROUP, h)
+        };
+        let answer = r.call(&p, members()).await;
+        assert_eq!(ConsumerListBody::from_json(&answer.body).unwrap().consumer_id_list, ["c1"]);
+
+        // The first heartbeat of a group also creates its retry topic (in the background).
+        let mut waited = 0;
+        while r.inner.replica.metadata().topic(&retry_topic("CG")).unwrap().is_none() {
+            assert!(waited < 100, "no retry topic 5 s after the first heartbeat");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+
+        let q = MessageQueue { broker_name: "broker-a".into(), queue_id: 0, topic: "T".into() };
+        let lock = LockBatchRequestBody {
+            client_id: "c1".into(),
+            consumer_group: "CG".into(),
+            mq_set: [q.clone()].into(),
+            only_this_broker: false,
+        };
+        let answer = r
+            .call(
+                &p,
+                RemotingCommand::request_without_header(rc::LOCK_BATCH_MQ)
+                    .with_body(lock.to_json(JsonStyle::Standard)),
+            )
+            .await;
+        assert_eq!(
+            LockBatchResponseBody::from_json(&answer.body).unwrap().lock_ok_mq_set,
+            [q].into()
+        );
+
+        Processor::closed(&p, PEER);
+        let answer = r.call(&p, members()).await;
+        assert_ne!(
+            answer.code,
+            response_code::SUCCESS,
+            "no member is left once its connection closed"
+        );
+        drop(p);
+        r.stop().await;
+    }
 }

@@ -9,6 +9,27 @@ use crate::server::Inner;
 
 use super::*;
 
+/// Message lookups by id and by key.
+pub(crate) struct LookupProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> LookupProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] = &[rc::VIEW_MESSAGE_BY_ID, rc::QUERY_MESSAGE];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for LookupProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            match req.code {
+                rc::VIEW_MESSAGE_BY_ID => view_message(req, inner),
+                rc::QUERY_MESSAGE => query_message(req, inner),
+                _ => Err(unsupported(req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
+    }
+}
+
 /// The record at a CommitLog position (its size is its first field), checked whole.
 pub(crate) fn view_message<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
@@ -74,4 +95,46 @@ pub(crate) fn query_message<S: Storage + Clone, M: MetaStore>(
             index_last_update_phyoffset: last_phy,
         })
         .with_body(body))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
+
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_is_found_by_its_id_and_by_its_key() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        r.send("T", "a", "k1", "first").await;
+        let sent: SendMessageResponseHeader =
+            r.send("T", "a", "k2", "second").await.decode_header().unwrap();
+        let p = LookupProcessor(r.inner.clone());
+
+        let (_, offset) = decode_offset_msg_id(&sent.msg_id).unwrap();
+        let by_id =
+            r.call(&p, request(rc::VIEW_MESSAGE_BY_ID, ViewMessageRequestHeader { offset })).await;
+        assert_eq!(by_id.code, response_code::SUCCESS, "{:?}", by_id.remark);
+        assert_eq!(decode_records(&by_id.body).unwrap()[0].body, b"second");
+
+        let nowhere = request(rc::VIEW_MESSAGE_BY_ID, ViewMessageRequestHeader { offset: 1 << 40 });
+        assert_ne!(r.call(&p, nowhere).await.code, response_code::SUCCESS);
+
+        let by_key = QueryMessageRequestHeader {
+            topic: "T".into(),
+            key: "k1".into(),
+            max_num: 32,
+            begin_timestamp: 0,
+            end_timestamp: i64::MAX,
+        };
+        let found = r.call(&p, request(rc::QUERY_MESSAGE, by_key)).await;
+        assert_eq!(found.code, response_code::SUCCESS, "{:?}", found.remark);
+        let bodies: Vec<_> =
+            decode_records(&found.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
+        assert_eq!(bodies, [b"first".to_vec()]);
+        drop(p);
+        r.stop().await;
+    }
 }

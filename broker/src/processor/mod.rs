@@ -1,11 +1,16 @@
-//! The broker's processors, one module per request family; `server::handle` routes each
-//! request code to one. They reach the replica only through `rocketraft_raft::Replica`.
+//! The broker's processors, one module per request family, each a small struct registered
+//! with the remoting server's [`Router`] for its request codes ([`router`] is the table).
+//! They reach the replica only through `rocketraft_raft::Replica`.
+
+pub(crate) use std::sync::Arc;
 
 use rocketraft_protocol::body::DataVersion;
 use rocketraft_protocol::names::{self};
+pub(crate) use rocketraft_protocol::request_code as rc;
 use rocketraft_protocol::{response_code, CommandHeader, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
 use rocketraft_raft::{MetaCommand, MetaStore, ProposeError};
+pub(crate) use rocketraft_remoting::{Answer, Peer, Processor, Router};
 use rocketraft_store::io::Storage;
 
 use crate::server::Inner;
@@ -17,6 +22,45 @@ pub(crate) mod offsets;
 pub(crate) mod pull;
 pub(crate) mod send;
 pub(crate) mod stats;
+#[cfg(all(test, not(madsim)))]
+mod testing;
+
+/// The broker's processor table: every request code it answers, and who answers it.
+pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>) -> Router {
+    Router::new()
+        .register(send::SendProcessor::<S, M>::CODES, Arc::new(send::SendProcessor(inner.clone())))
+        .register(pull::PullProcessor::<S, M>::CODES, Arc::new(pull::PullProcessor(inner.clone())))
+        .register(
+            offsets::OffsetsProcessor::<S, M>::CODES,
+            Arc::new(offsets::OffsetsProcessor(inner.clone())),
+        )
+        .register(
+            admin::AdminProcessor::<S, M>::CODES,
+            Arc::new(admin::AdminProcessor(inner.clone())),
+        )
+        .register(
+            lookup::LookupProcessor::<S, M>::CODES,
+            Arc::new(lookup::LookupProcessor(inner.clone())),
+        )
+        .register(
+            clients::ClientsProcessor::<S, M>::CODES,
+            Arc::new(clients::ClientsProcessor(inner.clone())),
+        )
+        .register(
+            stats::StatsProcessor::<S, M>::CODES,
+            Arc::new(stats::StatsProcessor(inner.clone())),
+        )
+}
+
+/// A code routed to a processor that does not answer it (a table and a processor that
+/// disagree): answered as an unknown code is.
+pub(crate) fn unsupported(req: &RemotingCommand) -> RemotingCommand {
+    reply(
+        req,
+        response_code::REQUEST_CODE_NOT_SUPPORTED,
+        format!(" request type {} not supported", req.code),
+    )
+}
 
 pub(crate) fn reply(
     req: &RemotingCommand,

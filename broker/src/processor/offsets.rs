@@ -11,6 +11,37 @@ use crate::server::Inner;
 
 use super::*;
 
+/// Queue offsets, offsets by time, consumer offsets.
+pub(crate) struct OffsetsProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> OffsetsProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] = &[
+        rc::GET_MAX_OFFSET,
+        rc::GET_MIN_OFFSET,
+        rc::QUERY_CONSUMER_OFFSET,
+        rc::SEARCH_OFFSET_BY_TIMESTAMP,
+        rc::GET_EARLIEST_MSG_STORETIME,
+        rc::UPDATE_CONSUMER_OFFSET,
+    ];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for OffsetsProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            match req.code {
+                rc::GET_MAX_OFFSET | rc::GET_MIN_OFFSET => queue_offset(req, inner).await,
+                rc::QUERY_CONSUMER_OFFSET => query_consumer_offset(req, inner).await,
+                rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
+                rc::GET_EARLIEST_MSG_STORETIME => earliest_store_time(req, inner),
+                rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner).await,
+                _ => Err(unsupported(req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
+    }
+}
+
 pub(crate) async fn queue_offset<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -128,4 +159,57 @@ pub(crate) fn earliest_store_time<S: Storage + Clone, M: MetaStore>(
     };
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_header(&GetEarliestMsgStoretimeResponseHeader { timestamp }))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    fn commit(offset: i64) -> RemotingCommand {
+        let h = UpdateConsumerOffsetRequestHeader {
+            consumer_group: "CG".into(),
+            topic: "T".into(),
+            commit_offset: offset,
+            ..Default::default()
+        };
+        request(rc::UPDATE_CONSUMER_OFFSET, h)
+    }
+
+    fn offset_of(answer: &RemotingCommand) -> i64 {
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        answer.decode_header::<OffsetResponseHeader>().unwrap().offset
+    }
+
+    #[tokio::test]
+    async fn queue_bounds_and_consumer_offsets_answer_from_replicated_state() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        for _ in 0..5 {
+            r.send("T", "a", "k", "x").await;
+        }
+        let p = OffsetsProcessor(r.inner.clone());
+        let queue = |code| {
+            request(code, TopicQueueRequestHeader { topic: "T".into(), ..Default::default() })
+        };
+        assert_eq!(offset_of(&r.call(&p, queue(rc::GET_MAX_OFFSET)).await), 5);
+        assert_eq!(offset_of(&r.call(&p, queue(rc::GET_MIN_OFFSET)).await), 0);
+
+        let query = || {
+            let h = QueryConsumerOffsetRequestHeader {
+                consumer_group: "CG".into(),
+                topic: "T".into(),
+                set_zero_if_not_found: Some(false),
+                ..Default::default()
+            };
+            request(rc::QUERY_CONSUMER_OFFSET, h)
+        };
+        assert_eq!(r.call(&p, query()).await.code, response_code::QUERY_NOT_FOUND);
+        assert_eq!(r.call(&p, commit(4)).await.code, response_code::SUCCESS);
+        assert_eq!(offset_of(&r.call(&p, query()).await), 4);
+        assert_eq!(r.call(&p, commit(-1)).await.code, response_code::SYSTEM_ERROR);
+        assert_eq!(offset_of(&r.call(&p, query()).await), 4, "a refused commit changes nothing");
+        drop(p);
+        r.stop().await;
+    }
 }

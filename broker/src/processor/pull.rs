@@ -16,6 +16,22 @@ use crate::server::{now_ms, Inner};
 
 use super::*;
 
+/// PULL_MESSAGE.
+pub(crate) struct PullProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> PullProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] = &[rc::PULL_MESSAGE];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for PullProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            pull(req, inner).await.unwrap_or_else(|e| e)
+        })
+    }
+}
+
 /// Queue entries a pull scans per record it may return, looking for tag matches.
 pub(crate) const PULL_SCAN_PER_MESSAGE: usize = 16;
 
@@ -123,5 +139,63 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::message::decode_records;
+
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    fn pull_at(offset: i64, tags: Option<&str>) -> RemotingCommand {
+        request(
+            rc::PULL_MESSAGE,
+            PullMessageRequestHeader {
+                consumer_group: "CG".into(),
+                topic: "T".into(),
+                queue_offset: offset,
+                max_msg_nums: 32,
+                sys_flag: sysflag::pull::build(false, false, tags.is_some()),
+                subscription: tags.map(str::to_owned),
+                expression_type: Some("TAG".into()),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn pulls_return_stored_records_filter_by_tag_and_say_where_to_go_next() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        for (tag, body) in [("a", "one"), ("b", "two"), ("a", "three")] {
+            assert_eq!(r.send("T", tag, body, body).await.code, response_code::SUCCESS);
+        }
+        let p = PullProcessor(r.inner.clone());
+
+        let all = r.call(&p, pull_at(0, None)).await;
+        assert_eq!(all.code, response_code::SUCCESS, "{:?}", all.remark);
+        let bodies: Vec<_> =
+            decode_records(&all.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
+        assert_eq!(bodies, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        let h: PullMessageResponseHeader = all.decode_header().unwrap();
+        assert_eq!((h.next_begin_offset, h.min_offset, h.max_offset), (3, 0, 3));
+
+        let tagged = r.call(&p, pull_at(0, Some("a"))).await;
+        let bodies: Vec<_> =
+            decode_records(&tagged.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
+        assert_eq!(bodies, [b"one".to_vec(), b"three".to_vec()]);
+
+        // At the end: nothing new (not held: the request did not ask to be suspended).
+        let end = r.call(&p, pull_at(3, None)).await;
+        assert_eq!(end.code, response_code::PULL_NOT_FOUND);
+        // Past the end: the consumer is told where the queue ends.
+        let past = r.call(&p, pull_at(10, None)).await;
+        assert_eq!(past.code, response_code::PULL_OFFSET_MOVED);
+        let h: PullMessageResponseHeader = past.decode_header().unwrap();
+        assert_eq!(h.next_begin_offset, 3);
+        drop(p);
+        r.stop().await;
     }
 }

@@ -18,6 +18,23 @@ use crate::server::{now_ms, Inner};
 
 use super::*;
 
+/// SEND_MESSAGE, SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE.
+pub(crate) struct SendProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> SendProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] =
+        &[rc::SEND_MESSAGE, rc::SEND_MESSAGE_V2, rc::SEND_BATCH_MESSAGE];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for SendProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            send(req, peer.addr, inner).await.unwrap_or_else(|e| e)
+        })
+    }
+}
+
 /// TBW102 as RocketMQ's brokers create it: 8 queues, readable, writable, inheritable.
 pub(crate) fn template_topic() -> TopicMeta {
     TopicMeta {
@@ -225,4 +242,38 @@ pub(crate) fn check_queue_room<S: Storage + Clone, M: MetaStore>(
         ));
     }
     Ok(())
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::headers::SendMessageResponseHeader;
+
+    use super::super::testing::{send_request, OneReplica};
+    use super::*;
+
+    #[tokio::test]
+    async fn sends_take_consecutive_offsets_and_refuse_unknown_or_bad_topics() {
+        let r = OneReplica::start().await;
+        let unknown = r.send("T", "a", "k", "x").await;
+        assert_eq!(unknown.code, response_code::TOPIC_NOT_EXIST, "{:?}", unknown.remark);
+
+        r.topic("T").await;
+        for expected in 0..3 {
+            let answer = r.send("T", "a", "k", "x").await;
+            assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+            let h: SendMessageResponseHeader = answer.decode_header().unwrap();
+            assert_eq!((h.queue_id, h.queue_offset), (0, expected));
+            assert!(!h.msg_id.is_empty());
+        }
+
+        let bad = SendProcessor(r.inner.clone());
+        let answer = r.call(&bad, send_request("bad topic", "a", "k", "x")).await;
+        assert_eq!(answer.code, response_code::SYSTEM_ERROR);
+        let mut headerless = send_request("T", "a", "k", "x");
+        headerless.ext_fields = None;
+        let answer = r.call(&bad, headerless).await;
+        assert_ne!(answer.code, response_code::SUCCESS);
+        drop(bad);
+        r.stop().await;
+    }
 }

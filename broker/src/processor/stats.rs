@@ -15,6 +15,29 @@ use crate::server::{lock, now_ms, Inner};
 
 use super::*;
 
+/// Runtime information and statistics.
+pub(crate) struct StatsProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
+
+impl<S: Storage + Clone, M: MetaStore> StatsProcessor<S, M> {
+    pub(crate) const CODES: &'static [i32] =
+        &[rc::GET_BROKER_RUNTIME_INFO, rc::GET_TOPIC_STATS_INFO, rc::GET_CONSUME_STATS];
+}
+
+impl<S: Storage + Clone, M: MetaStore> Processor for StatsProcessor<S, M> {
+    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+        Box::pin(async move {
+            let (req, inner) = (&req, &*self.0);
+            match req.code {
+                rc::GET_BROKER_RUNTIME_INFO => runtime_info(req, inner),
+                rc::GET_TOPIC_STATS_INFO => topic_stats(req, inner),
+                rc::GET_CONSUME_STATS => consume_stats(req, inner),
+                _ => Err(unsupported(req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
+    }
+}
+
 /// GET_BROKER_RUNTIME_INFO: RocketMQ's keys where this broker has the figure (version, boot
 /// time, uptime, CommitLog offsets), then this replica's Raft state under `raft*` keys.
 pub(crate) fn runtime_info<S: Storage + Clone, M: MetaStore>(
@@ -160,4 +183,39 @@ pub(crate) fn consume_stats<S: Storage + Clone, M: MetaStore>(
         ));
     }
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_body(stats.encode()))
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::body::{JsonBody, KvTable, TopicStatsTable};
+
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    #[tokio::test]
+    async fn topic_stats_and_runtime_info_describe_the_replica() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        for _ in 0..3 {
+            r.send("T", "a", "k", "x").await;
+        }
+        let p = StatsProcessor(r.inner.clone());
+        let stats = r
+            .call(&p, request(rc::GET_TOPIC_STATS_INFO, TopicRequestHeader { topic: "T".into() }))
+            .await;
+        assert_eq!(stats.code, response_code::SUCCESS, "{:?}", stats.remark);
+        let table = TopicStatsTable::decode(&stats.body).unwrap().offset_table;
+        let max: Vec<i64> = table.values().map(|o| o.max_offset).collect();
+        assert_eq!(max, [3, 0, 0, 0]);
+
+        let unknown = request(rc::GET_TOPIC_STATS_INFO, TopicRequestHeader { topic: "U".into() });
+        assert_eq!(r.call(&p, unknown).await.code, response_code::TOPIC_NOT_EXIST);
+
+        let info =
+            r.call(&p, RemotingCommand::request_without_header(rc::GET_BROKER_RUNTIME_INFO)).await;
+        assert_eq!(info.code, response_code::SUCCESS);
+        assert!(!KvTable::from_json(&info.body).unwrap().table.is_empty());
+        drop(p);
+        r.stop().await;
+    }
 }
