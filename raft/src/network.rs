@@ -8,9 +8,21 @@
 //! not decode close the connection with a logged error; the node keeps running.
 //!
 //! A client keeps one connection per peer and reuses it; a failed or timed-out call drops it
-//! and the next call reconnects. Every call is bounded by openraft's RPC timeout.
+//! and the next call reconnects, and so does a call after the connection sat unused for half
+//! the server's idle timeout (the server may be closing it). Every call is bounded by
+//! openraft's RPC timeout.
+//!
+//! The server follows the remoting server's rules ([`ServeLimits`]): at most
+//! `connections_max` connections (beyond, closed at once), a connection with no frame for
+//! `idle_timeout_ms` is closed, a frame's length is checked against `frame_max_bytes` before
+//! any of it is read, and its payload buffer grows with the bytes that arrive, not with the
+//! length a peer claims. Reads go through a 64 KiB buffer (a small frame costs one read
+//! syscall, not two); each frame, length and payload, is written with one syscall. A
+//! connection carries one request at a time (openraft awaits each RPC to a peer before the
+//! next), so there is nothing more to coalesce.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,7 +35,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::CodecError;
@@ -35,6 +47,35 @@ pub const RAFT_PORT_DEFAULT: u16 = 40911;
 pub const RPC_FRAME_MAX_BYTES: usize = 64 << 20;
 /// Connect timeout when openraft's RPC option does not bound it tighter.
 const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
+/// A connection's read buffer, as the remoting server's.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The Raft server's limits. A group's replicas need two connections per peer (one each
+/// way); the defaults leave room for restarts and probes, not for floods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Connections beyond this are closed at once. Default 256.
+    pub connections_max: usize,
+    /// A connection with no frame for this long is closed. Default 120,000 ms (the remoting
+    /// server's); a leader's heartbeats keep its connections busy.
+    pub idle_timeout_ms: u64,
+    /// The largest frame accepted. Default [`RPC_FRAME_MAX_BYTES`]; never above it.
+    pub frame_max_bytes: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            connections_max: 256,
+            idle_timeout_ms: 120_000,
+            frame_max_bytes: RPC_FRAME_MAX_BYTES,
+        }
+    }
+}
+
+/// A client reuses a connection unused for at most this long (half the server's default idle
+/// timeout): an older one may be closing at the server, and a vote sent on it would be lost.
+const CLIENT_REUSE_MS_MAX: u64 = 60_000;
 
 /// A request with its address: group and target node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,8 +108,8 @@ pub enum RpcResponse {
 pub enum FrameError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the {RPC_FRAME_MAX_BYTES}-byte limit")]
-    TooLarge(usize),
+    #[error("frame of {0} bytes exceeds the {1}-byte limit")]
+    TooLarge(usize, usize),
     #[error(transparent)]
     Codec(#[from] CodecError),
 }
@@ -82,7 +123,7 @@ async fn write_frame<T: Serialize, W: AsyncWriteExt + Unpin>(
     encode_into(value, &mut frame)?;
     let len = frame.len() - 4;
     if len > RPC_FRAME_MAX_BYTES {
-        return Err(FrameError::TooLarge(len));
+        return Err(FrameError::TooLarge(len, RPC_FRAME_MAX_BYTES));
     }
     frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
     w.write_all(&frame).await?;
@@ -93,15 +134,21 @@ async fn write_frame<T: Serialize, W: AsyncWriteExt + Unpin>(
 
 async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
     r: &mut R,
+    frame_max_bytes: usize,
 ) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > RPC_FRAME_MAX_BYTES {
-        return Err(FrameError::TooLarge(len));
+    let limit = frame_max_bytes.min(RPC_FRAME_MAX_BYTES);
+    if len > limit {
+        return Err(FrameError::TooLarge(len, limit));
     }
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
+    // Grown as bytes arrive: a peer that claims 64 MiB and sends 10 bytes holds 10 bytes.
+    let mut payload = Vec::with_capacity(len.min(READ_BUFFER_BYTES));
+    let read = r.take(len as u64).read_to_end(&mut payload).await?;
+    if read < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok(decode_untrusted::<T, RPC_FRAME_MAX_BYTES>(&payload)?)
 }
 
@@ -115,6 +162,19 @@ pub async fn serve(
     id: NodeId,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    serve_with(listener, raft, group, id, stop, ServeLimits::default()).await
+}
+
+/// [`serve`] with other limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    group: String,
+    id: NodeId,
+    stop: tokio::sync::watch::Receiver<bool>,
+    limits: ServeLimits,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
     let mut stop_accept = stop.clone();
     loop {
         let accepted = tokio::select! {
@@ -129,18 +189,28 @@ pub async fn serve(
                 return;
             }
         };
+        if open.load(Ordering::Relaxed) >= limits.connections_max {
+            tracing::warn!(%peer, "a Raft connection over the limit of {} closed", limits.connections_max);
+            drop(stream);
+            continue;
+        }
         // Replies are small and latency-bound: no Nagle delay behind the peer's delayed ACK.
         let _ = stream.set_nodelay(true);
         let (raft, group, mut stop) = (raft.clone(), group.clone(), stop.clone());
+        let held = OpenConnection::new(&open);
         tokio::spawn(async move {
+            let _held = held;
             let result = tokio::select! {
                 biased;
                 _ = stop.changed() => Ok(()),
-                r = serve_connection(stream, raft, &group, id) => r,
+                r = serve_connection(stream, raft, &group, id, limits) => r,
             };
             if let Err(e) = result {
                 match e {
                     FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                    FrameError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        tracing::debug!(%peer, "closing an idle Raft connection")
+                    }
                     e => tracing::warn!(%peer, error = %e, "closing a Raft connection"),
                 }
             }
@@ -148,14 +218,41 @@ pub async fn serve(
     }
 }
 
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     raft: Raft<TypeConfig>,
     group: &str,
     id: NodeId,
+    limits: ServeLimits,
 ) -> Result<(), FrameError> {
+    let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
     loop {
-        let envelope: Envelope = read_frame(&mut stream).await?;
+        let next = read_frame::<Envelope, _>(&mut stream, limits.frame_max_bytes);
+        let envelope = if limits.idle_timeout_ms == 0 {
+            next.await?
+        } else {
+            match tokio::time::timeout(idle, next).await {
+                Ok(frame) => frame?,
+                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            }
+        };
         let response = if envelope.group != group || envelope.to != id {
             RpcResponse::Misdirected {
                 reason: format!(
@@ -172,7 +269,7 @@ async fn serve_connection(
                 }
             }
         };
-        write_frame(&mut stream, &response).await?;
+        write_frame(stream.get_mut(), &response).await?;
     }
 }
 
@@ -228,8 +325,8 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     // madsim's TcpStream is not Sync and openraft needs a Sync network: only touched through
-    // `&mut self`, so `Mutex::get_mut` never blocks.
-    conn: Mutex<Option<TcpStream>>,
+    // `&mut self`, so `Mutex::get_mut` never blocks. With the time it was last used.
+    conn: Mutex<Option<(BufReader<TcpStream>, tokio::time::Instant)>>,
     faults: MessageFaults,
 }
 
@@ -258,8 +355,11 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<RpcResponse, (bool, String)> {
         let slot = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
-        let stream = match slot.take() {
-            Some(s) => s,
+        let reusable = slot
+            .take()
+            .filter(|(_, used)| used.elapsed() < Duration::from_millis(CLIENT_REUSE_MS_MAX));
+        let stream = match reusable {
+            Some((s, _)) => s,
             None => {
                 let connect_ms = (timeout.as_millis() as u64).min(CONNECT_TIMEOUT_MS_MAX);
                 match tokio::time::timeout(
@@ -270,7 +370,7 @@ impl PeerClient {
                 {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);
-                        s
+                        BufReader::with_capacity(READ_BUFFER_BYTES, s)
                     }
                     Ok(Err(e)) => return Err((true, format!("connect to {}: {e}", self.addr))),
                     Err(_) => return Err((true, format!("connect to {} timed out", self.addr))),
@@ -279,13 +379,16 @@ impl PeerClient {
         };
         let mut stream = stream;
         let exchange = async {
-            write_frame(&mut stream, envelope).await?;
-            read_frame::<RpcResponse, _>(&mut stream).await
+            write_frame(stream.get_mut(), envelope).await?;
+            read_frame::<RpcResponse, _>(&mut stream, RPC_FRAME_MAX_BYTES).await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(resp)) => {
                 // Only a connection that completed an exchange is reused.
-                *self.conn.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+                // The runtime's clock (virtual under madsim).
+                #[allow(clippy::disallowed_methods)]
+                let now = tokio::time::Instant::now();
+                *self.conn.get_mut().unwrap_or_else(|p| p.into_inner()) = Some((stream, now));
                 Ok(resp)
             }
             Ok(Err(e)) => Err((false, e.to_string())),

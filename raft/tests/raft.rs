@@ -647,6 +647,88 @@ mod recovery {
         }
     }
 
+    /// A misdirected vote: answered without touching Raft, so it probes a connection.
+    fn probe_frame() -> Vec<u8> {
+        let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1, 9), None);
+        let env = Envelope { group: "broker-b".into(), to: 0, body: RpcRequest::Vote(vote) };
+        let payload = bincode::serde::encode_to_vec(&env, bincode::config::standard()).unwrap();
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        frame
+    }
+
+    /// Reads one answer frame, or `None` if the connection closed (or nothing came in 5 s).
+    async fn answer(s: &mut TcpStream) -> Option<RpcResponse> {
+        let read = async {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.ok()?;
+            let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut resp).await.ok()?;
+            Some(bincode::serde::decode_from_slice(&resp, bincode::config::standard()).unwrap().0)
+        };
+        tokio::time::timeout(Duration::from_secs(5), read).await.ok().flatten()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_raft_port_limits_connections_closes_idle_ones_and_reads_frames_together() {
+        use rocketraft_raft::network::{serve_with, ServeLimits};
+        let g = Group::start().await;
+        let leader = g.leader(None).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let limits =
+            ServeLimits { connections_max: 2, idle_timeout_ms: 1_000, ..ServeLimits::default() };
+        let raft = g.nodes[&leader].raft.clone();
+        tokio::spawn(serve_with(listener, raft, "broker-a".into(), leader, stop_rx, limits));
+
+        tracing::info!("--- two frames in one write: both answered, in order");
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let two = [probe_frame(), probe_frame()].concat();
+        a.write_all(&two).await.unwrap();
+        for _ in 0..2 {
+            assert!(matches!(answer(&mut a).await, Some(RpcResponse::Misdirected { .. })));
+        }
+
+        tracing::info!("--- a third connection while two are open: closed at once");
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        b.write_all(&probe_frame()).await.unwrap();
+        assert!(answer(&mut b).await.is_some());
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let _ = c.write_all(&probe_frame()).await;
+        assert!(answer(&mut c).await.is_none(), "a connection over the limit is served");
+
+        tracing::info!("--- a busy connection stays, an idle one is closed");
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            a.write_all(&probe_frame()).await.unwrap();
+            assert!(answer(&mut a).await.is_some(), "a connection in use was closed");
+        }
+        // `b` sat idle for 1.8 s (over 1 s): it was closed, and its slot is free again.
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), b.read(&mut byte)).await;
+        assert_eq!(closed.unwrap().unwrap_or(0), 0, "an idle connection was kept");
+        let mut d = TcpStream::connect(addr).await.unwrap();
+        d.write_all(&probe_frame()).await.unwrap();
+        assert!(answer(&mut d).await.is_some(), "a closed connection still counts");
+
+        tracing::info!("--- a frame that claims more than it sends holds only what it sent");
+        drop(a);
+        // The server sees `a` close and frees its slot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut e = TcpStream::connect(addr).await.unwrap();
+        e.write_all(&(60u32 << 20).to_be_bytes()).await.unwrap();
+        e.write_all(&[0u8; 16]).await.unwrap();
+        // Then silence: closed by the idle timeout, not left waiting for 60 MiB.
+        let closed = tokio::time::timeout(Duration::from_secs(5), e.read(&mut byte)).await;
+        assert_eq!(closed.unwrap().unwrap_or(0), 0);
+
+        let _ = stop_tx.send(true);
+        for (_, n) in g.nodes {
+            n.shutdown().await;
+        }
+    }
+
     fn record(queue_id: i32, body: String) -> Vec<u8> {
         use rocketraft_protocol::message::{body_crc, MessageRecord};
         let body = bytes::Bytes::from(body);
