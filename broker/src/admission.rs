@@ -21,6 +21,8 @@ use rocketraft_protocol::names;
 use rocketraft_protocol::sysflag::message as msgflag;
 use rocketraft_protocol::{request_code as rc, response_code};
 
+use crate::schedule::{park, ParkRules};
+
 /// A send refused: the response code and remark to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -93,6 +95,7 @@ pub fn check_header(h: &SendMessageRequestHeader, store_host: SocketAddr) -> Res
 /// Builds the records of a send (one, or each message of a batch) for `queue_id`, checking
 /// sizes and each message's own properties. The records' queue offsets are assigned later by
 /// the proposer.
+/// A message that asks for a delay level or a timer is parked (`schedule::park`).
 pub fn encode_records(
     code: i32,
     h: &SendMessageRequestHeader,
@@ -100,6 +103,7 @@ pub fn encode_records(
     queue_id: i32,
     stamp: Stamp,
     limits: SendLimits,
+    rules: ParkRules<'_>,
 ) -> Result<Vec<Vec<u8>>, Refusal> {
     let illegal = |remark: String| Refusal::new(response_code::MESSAGE_ILLEGAL, remark);
     if queue_id < 0 {
@@ -117,7 +121,8 @@ pub fn encode_records(
     let header_props = h.properties.clone().unwrap_or_default();
     // (flag, body, properties) of each message: one, or every message of a batch, which gets
     // the batch's properties appended to its own (RocketMQ's rule).
-    let items: Vec<(i32, Bytes, String)> = if code == rc::SEND_BATCH_MESSAGE {
+    let batch = code == rc::SEND_BATCH_MESSAGE;
+    let items: Vec<(i32, Bytes, String)> = if batch {
         let batch = decode_batch(body).map_err(|e| illegal(e.to_string()))?;
         if batch.is_empty() {
             return Err(illegal("the batch is empty".into()));
@@ -150,6 +155,11 @@ pub fn encode_records(
         if is_transactional(h.sys_flag, &properties) {
             return Err(transactions_forbidden(stamp.store_host));
         }
+        let (topic, queue_id, properties) =
+            match park(&h.topic, queue_id, &properties, stamp.store_timestamp_ms, rules, batch)? {
+                Some(to) => (to.topic, to.queue_id, to.properties),
+                None => (h.topic.clone(), queue_id, properties),
+            };
         let record = MessageRecord {
             body_crc: body_crc(&body),
             queue_id,
@@ -162,7 +172,7 @@ pub fn encode_records(
             store_host: stamp.store_host,
             reconsume_times: h.reconsume_times.unwrap_or(0),
             body,
-            topic: h.topic.clone(),
+            topic,
             properties,
             ..Default::default()
         };
@@ -215,6 +225,12 @@ mod tests {
         }
     }
 
+    fn rules() -> ParkRules<'static> {
+        static LEVELS: std::sync::OnceLock<rocketraft_protocol::schedule::DelayLevels> =
+            std::sync::OnceLock::new();
+        ParkRules { levels: LEVELS.get_or_init(Default::default), timer_max_delay_sec: 60 }
+    }
+
     const LIMITS: SendLimits = SendLimits {
         body_max_bytes: rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT,
         entry_payload_max_bytes: (64 << 20) - 44,
@@ -260,7 +276,8 @@ mod tests {
         }])
         .unwrap();
         let h = header("T", 0, "");
-        let e = encode_records(rc::SEND_BATCH_MESSAGE, &h, &body, 0, stamp(), LIMITS).unwrap_err();
+        let e = encode_records(rc::SEND_BATCH_MESSAGE, &h, &body, 0, stamp(), LIMITS, rules())
+            .unwrap_err();
         assert_eq!(e.code, response_code::NO_PERMISSION);
     }
 
@@ -268,14 +285,17 @@ mod tests {
     fn a_body_at_the_limit_fits_and_one_byte_more_does_not() {
         let h = header("T", 0, &properties_to_string([("KEYS", "k")]));
         let body = vec![7u8; LIMITS.body_max_bytes];
-        let records = encode_records(rc::SEND_MESSAGE, &h, &body, 0, stamp(), LIMITS).unwrap();
+        let records =
+            encode_records(rc::SEND_MESSAGE, &h, &body, 0, stamp(), LIMITS, rules()).unwrap();
         assert!(records[0].len() > LIMITS.body_max_bytes);
         let over = vec![7u8; LIMITS.body_max_bytes + 1];
-        let e = encode_records(rc::SEND_MESSAGE, &h, &over, 0, stamp(), LIMITS).unwrap_err();
+        let e =
+            encode_records(rc::SEND_MESSAGE, &h, &over, 0, stamp(), LIMITS, rules()).unwrap_err();
         assert_eq!(e.code, response_code::MESSAGE_ILLEGAL);
         // A small log: one entry holds less than the body limit.
         let small = SendLimits { entry_payload_max_bytes: 1 << 20, ..LIMITS };
-        let e = encode_records(rc::SEND_MESSAGE, &h, &body, 0, stamp(), small).unwrap_err();
+        let e =
+            encode_records(rc::SEND_MESSAGE, &h, &body, 0, stamp(), small, rules()).unwrap_err();
         assert_eq!(e.code, response_code::MESSAGE_ILLEGAL, "{e:?}");
     }
 
@@ -344,7 +364,7 @@ mod tests {
                     (rc::SEND_MESSAGE, body)
                 };
                 let records = check_header(&h, host())
-                    .and_then(|()| encode_records(code, &h, &body, queue_id, stamp(), limits));
+                    .and_then(|()| encode_records(code, &h, &body, queue_id, stamp(), limits, rules()));
                 let Ok(mut records) = records else { continue };
                 let mut payload = Vec::new();
                 for r in &mut records {

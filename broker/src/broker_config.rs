@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use rocketraft_protocol::schedule::{DelayLevels, TIMER_MAX_DELAY_SEC_DEFAULT};
 use rocketraft_raft::ReplicaConfig;
 use rocketraft_raft::Replication;
 
@@ -57,6 +58,14 @@ pub struct BrokerConfig {
     /// leader's own log has it (`Leader`, RocketMQ's asynchronous replication; see
     /// [`rocketraft_raft::Replication`] for what a failover can lose).
     pub replication: Replication,
+    /// RocketMQ's `messageDelayLevel`: the delay of each level a `DELAY` property names.
+    /// Default "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h". Every replica of
+    /// a group should have the same levels (a parked message's due time is fixed when it is
+    /// stored, by the leader of the time).
+    pub delay_levels: DelayLevels,
+    /// RocketMQ's `timerMaxDelaySec`: the longest delay a 5.x timer message may ask for.
+    /// Default 259,200 s (3 days).
+    pub timer_max_delay_sec: u64,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -84,6 +93,8 @@ impl BrokerConfig {
             auto_create_topic: true,
             proposals_in_flight_max: ReplicaConfig::default().proposals_in_flight_max,
             replication: Replication::Quorum,
+            delay_levels: DelayLevels::default(),
+            timer_max_delay_sec: TIMER_MAX_DELAY_SEC_DEFAULT,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
         }

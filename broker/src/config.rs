@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use rocketraft_protocol::schedule::DelayLevels;
 use rocketraft_raft::{NodeConfig, RaftTiming};
 use rocketraft_store::{
     CommitLogConfig, ConsumeQueueConfig, DispatchConfig, FlushMode, IndexConfig, RetentionConfig,
@@ -82,6 +83,11 @@ pub struct ServerSection {
     /// RocketMQ's `autoCreateTopicEnable`: a send to an unknown topic creates it from the
     /// template topic TBW102. Default true; turn it off in production.
     pub auto_create_topic: bool,
+    /// RocketMQ's `messageDelayLevel`: the delay of each `DELAY` level, e.g. "1s 5s 10s".
+    /// Default "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".
+    pub message_delay_level: String,
+    /// RocketMQ's `timerMaxDelaySec`: the longest delay of a timer message. Default 259,200.
+    pub timer_max_delay_sec: u64,
 }
 
 impl Default for ServerSection {
@@ -99,6 +105,8 @@ impl Default for ServerSection {
             requests_in_flight_max: b.requests_in_flight_max,
             register_interval_ms: b.register_interval_ms,
             auto_create_topic: b.auto_create_topic,
+            message_delay_level: b.delay_levels.to_string(),
+            timer_max_delay_sec: b.timer_max_delay_sec,
         }
     }
 }
@@ -221,6 +229,8 @@ impl BrokerFile {
     pub fn parse(text: &str) -> Result<BrokerFile, ConfigError> {
         let file: BrokerFile = toml::from_str(text)?;
         file.node_config()?;
+        DelayLevels::parse(&file.server.message_delay_level)
+            .map_err(|e| ConfigError::Invalid(format!("[server] {e}")))?;
         Ok(file)
     }
 
@@ -242,6 +252,9 @@ impl BrokerFile {
         b.requests_in_flight_max = s.requests_in_flight_max;
         b.register_interval_ms = s.register_interval_ms;
         b.auto_create_topic = s.auto_create_topic;
+        // Checked by `parse`.
+        b.delay_levels = DelayLevels::parse(&s.message_delay_level).unwrap_or_default();
+        b.timer_max_delay_sec = s.timer_max_delay_sec;
         b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
         b.replication = self.raft.replication;
         b
@@ -372,7 +385,8 @@ mod tests {
     #[test]
     fn settings_reach_the_components() {
         let text = format!(
-            "{MINIMAL}\n[store]\nflush = \"async\"\nflush_interval_ms = 200\n[server]\npull_batch_max = 8\n"
+            "{MINIMAL}\n[store]\nflush = \"async\"\nflush_interval_ms = 200\n[server]\npull_batch_max = 8\n\
+             message_delay_level = \"2s 1h\"\ntimer_max_delay_sec = 60\n"
         );
         let file = BrokerFile::parse(&text).unwrap();
         let node = file.node_config().unwrap();
@@ -380,6 +394,8 @@ mod tests {
         assert_eq!(node.flush, FlushMode::Async { interval_ms: 200 });
         let b = file.broker_config();
         assert_eq!(b.pull_batch_max, 8);
+        assert_eq!((b.delay_levels.len(), b.delay_levels.delay_ms(2)), (2, 3_600_000));
+        assert_eq!(b.timer_max_delay_sec, 60);
         assert_eq!(b.advertised_addr, "10.0.0.1:10911".parse().unwrap());
         assert_eq!(b.replication, Replication::Quorum);
         let leader = MINIMAL.replace("node_id = 1", "node_id = 1\nreplication = \"leader\"");
@@ -396,6 +412,10 @@ mod tests {
             assert!(e.contains(why), "{e:?} should mention {why:?}");
         };
         refused(format!("{MINIMAL}\n[server]\npul_batch_max = 8\n"), "pul_batch_max");
+        refused(
+            format!("{MINIMAL}\n[server]\nmessage_delay_level = \"1s 5x\"\n"),
+            "messageDelayLevel \"1s 5x\": each delay ends with s, m, h or d",
+        );
         refused(MINIMAL.replace("advertised_addr = \"10.0.0.1:10911\"", ""), "advertised_addr");
         refused(MINIMAL.replace("node_id = 1", "node_id = 7"), "node_id 7 is not one of peers");
         refused(MINIMAL.replace("\"2\" =", "\"two\" ="), "\"two\" is not a node id");

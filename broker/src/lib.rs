@@ -1,11 +1,8 @@
 //! The broker: the remoting server and processors of a broker group replica, on top of its
 //! Raft node (`rocketraft-raft`).
 //!
-//! Built so far (issue "Broker", in progress): send on the leader through the proposer
-//! (followers answer SERVICE_NOT_AVAILABLE), pull with long polling on any replica, topic
-//! creation through Raft, queue offsets, consumer offsets through Raft (batched), heartbeats.
-//! Still to come: the client manager, admin calls, queue locks, batch sends, and registration
-//! with the NameServers by role.
+//! ARCHITECTURE.md ("broker") has the map: processors per request family, the client
+//! manager, registration with the NameServers, and delayed delivery (`schedule`).
 
 pub mod admission;
 pub mod broker_config;
@@ -15,6 +12,7 @@ pub mod long_poll;
 mod processor;
 pub mod rates;
 pub mod register;
+pub mod schedule;
 pub mod server;
 
 use std::sync::Arc;

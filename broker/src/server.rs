@@ -133,6 +133,7 @@ impl Broker {
                 server.stop_signal(),
             )));
         }
+        tokio::spawn(crate::schedule::run(inner.clone(), server.stop_signal()));
         tokio::spawn(expire_clients(inner, server.stop_signal()));
         Ok(Broker { server, register: std::sync::Mutex::new(register) })
     }

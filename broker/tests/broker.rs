@@ -26,6 +26,8 @@ use rocketraft_store::{CommitLogConfig, DispatchConfig, FlushMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "broker/delayed.rs"]
+mod delayed;
 #[path = "broker/hostile.rs"]
 mod hostile;
 
@@ -116,6 +118,16 @@ async fn start_group_advertising(
     real_addrs: bool,
     tune: impl Fn(&mut NodeConfig),
 ) -> BTreeMap<u64, Replica> {
+    start_group_configured(namesrv_addrs, real_addrs, tune, |_| {}).await
+}
+
+/// As [`start_group_advertising`], with each broker's settings tuned too.
+async fn start_group_configured(
+    namesrv_addrs: Vec<String>,
+    real_addrs: bool,
+    tune: impl Fn(&mut NodeConfig),
+    tune_broker: impl Fn(&mut BrokerConfig),
+) -> BTreeMap<u64, Replica> {
     let mut listeners = BTreeMap::new();
     let mut peers = BTreeMap::new();
     for id in 0..3u64 {
@@ -164,6 +176,7 @@ async fn start_group_advertising(
             bc.listen = free.to_string();
         }
         bc.namesrv_addrs = namesrv_addrs.clone();
+        tune_broker(&mut bc);
         let broker = Broker::start(bc.clone(), &node, waiters, 1_700_000_000_000).await.unwrap();
         group.insert(id, Replica { node, broker, disk });
     }

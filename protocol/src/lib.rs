@@ -16,6 +16,7 @@ pub mod header;
 pub mod headers;
 pub mod message;
 pub mod names;
+pub mod schedule;
 pub mod sysflag;
 
 pub use body::{JsonBody, JsonStyle};

@@ -76,6 +76,20 @@ pub mod property {
     pub const TRACE_ON: &str = "TRACE_ON";
     pub const CLUSTER: &str = "CLUSTER";
     pub const SHARDING_KEY: &str = "__SHARDINGKEY";
+    /// 5.x timer messages: the absolute delivery time (ms since the epoch).
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    /// 5.x timer messages: a delay in seconds from the send.
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    /// 5.x timer messages: a delay in milliseconds from the send.
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+    /// When a parked message (delay level or timer) is due to move on, ms since the epoch: set
+    /// by the broker on every record it parks, and the parked record's ConsumeQueue tag code.
+    pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+    /// RocketRaft's own: on a record the broker moved out of a parked queue (delay level,
+    /// timer), `<topic>:<queue id>:<queue offset>` of the parked record. Applying it records
+    /// that queue's progress in the same Raft entry as the moved copy, so a new leader goes on
+    /// exactly where the old one stopped. Clients may not set it.
+    pub const MOVED_FROM: &str = "RR_MOVED_FROM";
     /// Separates the keys inside KEYS.
     pub const KEY_SEPARATOR: char = ' ';
     /// Between a property's name and value.
@@ -529,6 +543,14 @@ pub fn find_property<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     property_pairs(s).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
+/// `s` without the properties named in `remove`, then `set` (each replacing a property of
+/// that name): the properties of a message the broker moves or copies. Order is kept.
+pub fn rewrite_properties(s: &str, remove: &[&str], set: &[(&str, &str)]) -> String {
+    let kept = property_pairs(s)
+        .filter(|(k, _)| !remove.contains(k) && !set.iter().any(|(name, _)| name == k));
+    properties_to_string(kept.chain(set.iter().copied()))
+}
+
 /// Writes properties with no trailing separator (4.9.x form); empty values are left out.
 pub fn properties_to_string<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::new();
@@ -720,6 +742,18 @@ mod tests {
     }
 
     /// Field offsets of §3.1 for IPv4 hosts, checked byte by byte.
+    #[test]
+    fn rewritten_properties_drop_and_replace_in_place() {
+        let s =
+            properties_to_string([("DELAY", "3"), ("KEYS", "k"), ("REAL_TOPIC", "T"), ("A", "1")]);
+        let out = rewrite_properties(&s, &["DELAY"], &[("A", "2"), ("NEW", "x")]);
+        assert_eq!(
+            out,
+            properties_to_string([("KEYS", "k"), ("REAL_TOPIC", "T"), ("A", "2"), ("NEW", "x")])
+        );
+        assert_eq!(rewrite_properties("", &[], &[]), "");
+    }
+
     #[test]
     fn record_fields_sit_at_the_reference_offsets() {
         let rec = sample("TopicTest", v4("10.0.0.1:1234"), v4("10.0.0.2:10911"));

@@ -22,6 +22,8 @@ pub const DLQ_PREFIX: &str = "%DLQ%";
 pub const AUTO_CREATE_TOPIC: &str = "TBW102";
 /// Where delayed messages wait (RocketMQ's `RMQ_SYS_SCHEDULE_TOPIC`).
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// Where 5.x timer messages wait (RocketMQ's `rmq_sys_wheel_timer`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 /// Where transaction half messages wait.
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Where the done-marks of transaction half messages go.
@@ -29,8 +31,8 @@ pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 
 /// Topics the broker writes itself: a client may not send to them (RocketMQ's
 /// `TopicValidator.NOT_ALLOWED_SEND_TOPIC_SET`).
-pub const SEND_FORBIDDEN_TOPICS: [&str; 3] =
-    [SCHEDULE_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC];
+pub const SEND_FORBIDDEN_TOPICS: [&str; 4] =
+    [SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC];
 
 /// Why a name was refused. The texts follow RocketMQ's remarks, so a user who searches for one
 /// finds RocketMQ's documentation of the rule.

@@ -15,8 +15,8 @@
 //! The server follows the remoting server's rules ([`ServeLimits`]): at most
 //! `connections_max` connections (beyond, closed at once), a connection with no frame for
 //! `idle_timeout_ms` is closed, a frame's length is checked against `frame_max_bytes` before
-//! any of it is read, and its payload buffer grows with the bytes that arrive, not with the
-//! length a peer claims. Reads go through a 64 KiB buffer (a small frame costs one read
+//! any of it is read, and its payload buffer grows with the bytes that arrive past 1 MiB, not
+//! with the length a peer claims. Reads go through a 64 KiB buffer (a small frame costs one read
 //! syscall, not two); each frame, length and payload, is written with one syscall. A
 //! connection carries one request at a time (openraft awaits each RPC to a peer before the
 //! next), so there is nothing more to coalesce.
@@ -49,6 +49,8 @@ pub const RPC_FRAME_MAX_BYTES: usize = 64 << 20;
 const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
 /// A connection's read buffer, as the remoting server's.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A frame's payload buffer is allocated up to this before its bytes arrive.
+const PAYLOAD_PREALLOCATED_MAX_BYTES: usize = 1 << 20;
 
 /// The Raft server's limits. A group's replicas need two connections per peer (one each
 /// way); the defaults leave room for restarts and probes, not for floods.
@@ -143,8 +145,9 @@ async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
     if len > limit {
         return Err(FrameError::TooLarge(len, limit));
     }
-    // Grown as bytes arrive: a peer that claims 64 MiB and sends 10 bytes holds 10 bytes.
-    let mut payload = Vec::with_capacity(len.min(READ_BUFFER_BYTES));
+    // Up to 1 MiB at once (an append batch, usually), grown beyond as bytes arrive: a peer
+    // that claims 64 MiB and sends 10 bytes holds 1 MiB, not 64.
+    let mut payload = Vec::with_capacity(len.min(PAYLOAD_PREALLOCATED_MAX_BYTES));
     let read = r.take(len as u64).read_to_end(&mut payload).await?;
     if read < len {
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());

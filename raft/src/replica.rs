@@ -85,6 +85,20 @@ pub enum QueueRead {
     Moved { next: QueueOffset },
 }
 
+/// What a read does when the queues are locked by someone else.
+#[derive(Clone, Copy)]
+enum Busy {
+    Wait,
+    Skip,
+}
+
+/// What a read does with a queue entry, by its tag code.
+enum Select {
+    Take,
+    Skip,
+    Stop,
+}
+
 /// A queue read's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
@@ -192,6 +206,11 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             .is_ok()
     }
 
+    /// The Raft term this replica is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// Follows the leader this replica sees.
     pub fn leader_watch(&self) -> LeaderWatch {
         LeaderWatch { metrics: self.raft.metrics() }
@@ -297,8 +316,60 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         limits: ReadLimits,
         matches: impl Fn(i64) -> bool,
     ) -> StoreResult<(QueueRead, QueueOffset, QueueOffset)> {
+        self.read_entries(topic, queue_id, offset, limits, Busy::Wait, |tags_code| {
+            if matches(tags_code) {
+                Select::Take
+            } else {
+                Select::Skip
+            }
+        })
+    }
+
+    /// Reads the records of a parked queue (delay level, timer step) from `offset` that are
+    /// due by `now_ms` (their tag code is their due time), stopping at the first that is not:
+    /// in such a queue the record stored first is due first, and none may be passed over.
+    /// Nothing due reads as [`QueueRead::NoNew`], and so does a read while the queues are
+    /// busy (a snapshot flushing them): a background service must not hold a runtime worker
+    /// waiting for them, it looks again on its next tick.
+    pub fn read_due(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: QueueOffset,
+        limits: ReadLimits,
+        now_ms: i64,
+    ) -> StoreResult<QueueRead> {
+        let read = self.read_entries(topic, queue_id, offset, limits, Busy::Skip, |due| {
+            if due <= now_ms {
+                Select::Take
+            } else {
+                Select::Stop
+            }
+        })?;
+        Ok(match read.0 {
+            QueueRead::NoMatch { .. } => QueueRead::NoNew,
+            other => other,
+        })
+    }
+
+    fn read_entries(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: QueueOffset,
+        limits: ReadLimits,
+        busy: Busy,
+        select: impl Fn(i64) -> Select,
+    ) -> StoreResult<(QueueRead, QueueOffset, QueueOffset)> {
         let (entries, min, max) = {
-            let d = lock(&self.dispatcher);
+            let d = match (busy, self.dispatcher.try_lock()) {
+                (_, Ok(d)) => d,
+                (_, Err(std::sync::TryLockError::Poisoned(p))) => p.into_inner(),
+                (Busy::Wait, Err(std::sync::TryLockError::WouldBlock)) => lock(&self.dispatcher),
+                (Busy::Skip, Err(std::sync::TryLockError::WouldBlock)) => {
+                    return Ok((QueueRead::NoNew, QueueOffset(0), QueueOffset(0)))
+                }
+            };
             let Some(q) = d.queue(topic, queue_id) else {
                 return Ok((QueueRead::NoNew, QueueOffset(0), QueueOffset(0)));
             };
@@ -317,12 +388,16 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         let mut scanned = 0u64;
         let mut bytes = 0usize;
         for e in &entries {
-            if matches(e.tags_code) {
-                if !wanted.is_empty() && bytes + e.size as usize > limits.bytes_max {
-                    break;
+            match select(e.tags_code) {
+                Select::Stop => break,
+                Select::Skip => {}
+                Select::Take => {
+                    if !wanted.is_empty() && bytes + e.size as usize > limits.bytes_max {
+                        break;
+                    }
+                    bytes += e.size as usize;
+                    wanted.push(*e);
                 }
-                bytes += e.size as usize;
-                wanted.push(*e);
             }
             scanned += 1;
             if wanted.len() >= limits.messages_max {

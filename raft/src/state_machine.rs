@@ -41,8 +41,10 @@ const KEY_SNAPSHOT: &[u8] = b"sm/snapshot";
 const PREFIX_TOPIC: &[u8] = b"topic/";
 const PREFIX_GROUP: &[u8] = b"group/";
 const PREFIX_OFFSET: &[u8] = b"offset/";
+/// How far the broker moved messages out of each parked queue (delay levels, timers).
+const PREFIX_MOVED: &[u8] = b"moved/";
 /// The replicated metadata, as prefixes of the metadata store.
-const REPLICATED: [&[u8]; 3] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET];
+const REPLICATED: [&[u8]; 4] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET, PREFIX_MOVED];
 /// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
 
@@ -62,6 +64,15 @@ pub fn offset_key(group: &str, topic: &str, queue_id: i32) -> Vec<u8> {
     let mut k = PREFIX_OFFSET.to_vec();
     k.extend_from_slice(group.as_bytes());
     k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(queue_id.to_string().as_bytes());
+    k
+}
+
+/// `moved/<topic>\0<queue id>`
+fn moved_key(topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut k = PREFIX_MOVED.to_vec();
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
     k.extend_from_slice(queue_id.to_string().as_bytes());
@@ -119,7 +130,7 @@ impl Catalog {
             MetaCommand::DeleteGroup { group } => {
                 self.groups.remove(group);
             }
-            MetaCommand::CommitOffsets(_) => {}
+            MetaCommand::CommitOffsets(_) | MetaCommand::SkipParked { .. } => {}
         }
     }
 }
@@ -265,6 +276,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         self.read_value(&offset_key(group, topic, queue_id))
     }
 
+    /// The first offset of a parked queue (a delay level's, a timer step's) not yet moved to
+    /// its real topic: one past the last record whose moved copy was applied.
+    pub fn moved_up_to(&self, topic: &str, queue_id: i32) -> Result<u64, StorageError<NodeId>> {
+        Ok(self.read_value(&moved_key(topic, queue_id))?.unwrap_or(0))
+    }
+
     fn read_value<T: serde::de::DeserializeOwned>(
         &self,
         k: &[u8],
@@ -301,6 +318,10 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     ));
                 }
             }
+            MetaCommand::SkipParked { topic, queue_id, next_offset } => ops.push(MetaOp::Put(
+                moved_key(topic, *queue_id),
+                encode(next_offset).map_err(sm_write)?,
+            )),
         }
         Ok(())
     }
@@ -382,12 +403,24 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                     let got = lock(&self.dispatcher)
                         .dispatch(position, &stored)
                         .map_err(|err| apply_error(e.log_id, err))?;
+                    // Moved copies carry their parked record's place: that queue's progress
+                    // changes in the same entry as the copy (see `protocol::schedule`).
+                    for from in got.iter().filter_map(|a| a.moved_from.as_ref()) {
+                        let next = from.queue_offset.0 + 1;
+                        ops.push(MetaOp::Put(
+                            moved_key(&from.topic, from.queue_id),
+                            encode(&next).map_err(sm_write)?,
+                        ));
+                    }
                     arrivals.extend(got);
                 }
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
                         Self::command_ops(cmd, &mut ops)?;
-                        if !matches!(cmd, MetaCommand::CommitOffsets(_)) {
+                        if !matches!(
+                            cmd,
+                            MetaCommand::CommitOffsets(_) | MetaCommand::SkipParked { .. }
+                        ) {
                             catalog_changes.push(cmd.clone());
                         }
                     }

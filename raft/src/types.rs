@@ -49,6 +49,13 @@ pub enum MetaCommand {
     },
     /// Consumer offsets, many per command (clients commit every 5 s per queue).
     CommitOffsets(Vec<ConsumerOffset>),
+    /// Records of a parked queue (delay level, timer) before `next_offset` need no move: they
+    /// were removed by retention, or cannot be moved. Moves record their progress themselves.
+    SkipParked {
+        topic: String,
+        queue_id: i32,
+        next_offset: u64,
+    },
 }
 
 /// A topic's configuration (RocketMQ's `TopicConfig`).

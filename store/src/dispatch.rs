@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use rocketraft_protocol::message::{property, split_keys, tags_code, RecordView};
+use rocketraft_protocol::names;
 use rocketraft_protocol::sysflag::message as msgflag;
 
 use crate::checkpoint::RecordFile;
@@ -44,6 +45,50 @@ pub struct Arrival {
     pub topic: String,
     pub queue_id: i32,
     pub queue_offset: QueueOffset,
+    /// The parked record it was moved from (its `RR_MOVED_FROM` property), if the broker
+    /// moved it out of a delay-level or timer queue.
+    pub moved_from: Option<QueuePlace>,
+}
+
+/// A place in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePlace {
+    pub topic: String,
+    pub queue_id: i32,
+    pub queue_offset: QueueOffset,
+}
+
+impl QueuePlace {
+    /// Reads `<topic>:<queue id>:<queue offset>`.
+    pub fn parse(s: &str) -> Option<QueuePlace> {
+        let mut parts = s.rsplitn(3, ':');
+        let offset = parts.next()?.parse().ok()?;
+        let queue_id = parts.next()?.parse().ok()?;
+        let topic = parts.next()?;
+        (!topic.is_empty()).then(|| QueuePlace {
+            topic: topic.to_owned(),
+            queue_id,
+            queue_offset: QueueOffset(offset),
+        })
+    }
+}
+
+impl std::fmt::Display for QueuePlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.topic, self.queue_id, self.queue_offset.0)
+    }
+}
+
+/// A record's ConsumeQueue tag code: the hash of its tags, or for a record parked in a
+/// delay-level or timer queue the time it is due to move on (its `TIMER_OUT_MS`), as
+/// RocketMQ's schedule queues hold it.
+fn queue_tags_code(r: &RecordView<'_>) -> i64 {
+    if r.topic == names::SCHEDULE_TOPIC || r.topic == names::TIMER_TOPIC {
+        if let Some(due) = r.property(property::TIMER_OUT_MS).and_then(|v| v.parse().ok()) {
+            return due;
+        }
+    }
+    tags_code(r.property(property::TAGS))
 }
 
 /// ConsumeQueues and the IndexFiles of one replica, and how far they are built.
@@ -204,11 +249,17 @@ impl<S: Storage + Clone> Dispatcher<S> {
             let entry = CqEntry {
                 position: pos,
                 size: r.total_size as u32,
-                tags_code: tags_code(r.property(property::TAGS)),
+                tags_code: queue_tags_code(r),
                 crc: record_crc(raw, pos),
             };
             q.append(offset, entry)?;
-            arrivals.push(Arrival { topic: key.0, queue_id: key.1, queue_offset: offset });
+            let moved_from = r.property(property::MOVED_FROM).and_then(QueuePlace::parse);
+            arrivals.push(Arrival {
+                topic: key.0,
+                queue_id: key.1,
+                queue_offset: offset,
+                moved_from,
+            });
         }
         if tran != msgflag::TRANSACTION_ROLLBACK && pos >= self.index_from {
             if let Some(keys) = r.property(property::KEYS) {

@@ -1,5 +1,5 @@
 //! RocketMQ's storage model for RocketRaft: the CommitLog (segments of framed Raft entries
-//! whose payloads are RocketMQ message records), ConsumeQueue (20-byte entries per topic
+//! whose payloads are RocketMQ message records), ConsumeQueue (24-byte entries per topic
 //! queue), IndexFile (lookup by key), recovery, flush and retention.
 //!
 //! Sync code that knows nothing of Raft or sockets: every file goes through the [`io::Storage`]
@@ -22,7 +22,7 @@ pub mod types;
 
 pub use commitlog::{CommitLog, CommitLogConfig, FlushJob, IoCounts, LogCut, RecoveryReport};
 pub use consumequeue::{ConsumeQueue, ConsumeQueueConfig, CqEntry};
-pub use dispatch::{Arrival, DispatchConfig, Dispatcher};
+pub use dispatch::{Arrival, DispatchConfig, Dispatcher, QueuePlace};
 pub use entry::{EntryKind, EntryMeta, LogEntry};
 pub use error::{StoreError, StoreResult};
 pub use flush::{FlushMode, GroupCommit};

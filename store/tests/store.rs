@@ -433,6 +433,53 @@ mod dispatch {
         }
     }
 
+    /// A parked record's queue entry holds its due time, and a moved copy names where it came
+    /// from (what the state machine records as that queue's progress).
+    #[test]
+    fn parked_records_queue_their_due_time_and_moved_copies_their_origin() {
+        use rocketraft_protocol::message::{properties_to_string, MessageRecord};
+        let (lc, dc) = configs();
+        let s = SimStorage::new();
+        let (mut log, _) = CommitLog::open(s.clone(), lc).unwrap();
+        let mut d = Dispatcher::open(s.clone(), dc, &log).unwrap();
+        let record = |topic: &str, queue_id: i32, props: &[(&str, &str)]| MessageRecord {
+            topic: topic.into(),
+            queue_id,
+            properties: properties_to_string(props.iter().copied()),
+            ..Default::default()
+        };
+        let mut payload = Vec::new();
+        record("SCHEDULE_TOPIC_XXXX", 2, &[("TIMER_OUT_MS", "1700000010000"), ("TAGS", "a")])
+            .encode_into(&mut payload)
+            .unwrap();
+        record("T", 0, &[("TAGS", "a"), ("RR_MOVED_FROM", "SCHEDULE_TOPIC_XXXX:2:41")])
+            .encode_into(&mut payload)
+            .unwrap();
+        let e = LogEntry {
+            index: RaftIndex(1),
+            term: 1,
+            leader: 0,
+            kind: EntryKind::Messages,
+            payload: payload.into(),
+        };
+        log.append(std::slice::from_ref(&e)).unwrap();
+        let arrivals = d.dispatch(log.last().unwrap().position, &e).unwrap();
+        let parked = d.queue("SCHEDULE_TOPIC_XXXX", 2).unwrap().range(QueueOffset(0), 1).unwrap();
+        assert_eq!(parked[0].tags_code, 1_700_000_010_000, "the due time, not the tag's hash");
+        let moved = d.queue("T", 0).unwrap().range(QueueOffset(0), 1).unwrap();
+        assert_eq!(moved[0].tags_code, i64::from(java_string_hash("a")));
+        assert_eq!(arrivals[0].moved_from, None);
+        let from = arrivals[1].moved_from.clone().unwrap();
+        assert_eq!(
+            (from.topic.as_str(), from.queue_id, from.queue_offset),
+            ("SCHEDULE_TOPIC_XXXX", 2, QueueOffset(41))
+        );
+        assert_eq!(from.to_string(), "SCHEDULE_TOPIC_XXXX:2:41");
+        for bad in ["", "T:1", "T:x:1", ":1:2", "T:1:-2"] {
+            assert_eq!(QueuePlace::parse(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn queues_and_index_find_every_record() {
         let (lc, dc) = configs();

@@ -21,6 +21,7 @@ pub(crate) mod lookup;
 pub(crate) mod offsets;
 pub(crate) mod pull;
 pub(crate) mod send;
+pub(crate) mod send_back;
 pub(crate) mod stats;
 #[cfg(all(test, not(madsim)))]
 mod testing;
@@ -29,6 +30,10 @@ mod testing;
 pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>) -> Router {
     Router::new()
         .register(send::SendProcessor::<S, M>::CODES, Arc::new(send::SendProcessor(inner.clone())))
+        .register(
+            send_back::SendBackProcessor::<S, M>::CODES,
+            Arc::new(send_back::SendBackProcessor(inner.clone())),
+        )
         .register(pull::PullProcessor::<S, M>::CODES, Arc::new(pull::PullProcessor(inner.clone())))
         .register(
             offsets::OffsetsProcessor::<S, M>::CODES,

@@ -7,13 +7,17 @@ use std::sync::atomic::Ordering;
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::message::offset_msg_id;
-use rocketraft_protocol::names::{AUTO_CREATE_TOPIC, DLQ_PREFIX};
+use rocketraft_protocol::message::{property, rewrite_properties};
+use rocketraft_protocol::names::{dlq_topic, AUTO_CREATE_TOPIC, DLQ_PREFIX, RETRY_PREFIX};
 use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
 use rocketraft_raft::{MetaCommand, MetaStore, ProposeError};
 use rocketraft_store::io::Storage;
 
 use crate::admission::{self, Refusal, SendLimits, Stamp};
+use crate::schedule::ParkRules;
+
+use super::send_back::{retry_budget, system_topic};
 use crate::server::{now_ms, Inner};
 
 use super::*;
@@ -101,7 +105,7 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
     peer: SocketAddr,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let h: SendMessageRequestHeader =
+    let mut h: SendMessageRequestHeader =
         if req.code == rc::SEND_MESSAGE_V2 || req.code == rc::SEND_BATCH_MESSAGE {
             header::<SendMessageRequestHeaderV2>(req)?.into()
         } else {
@@ -112,6 +116,7 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
     }
     let refused = |r: Refusal| reply(req, r.code, r.remark);
     admission::check_header(&h, inner.config.advertised_addr).map_err(refused)?;
+    retried_to_dead_letters(req, inner, &mut h).await?;
     let topic = match topic_of(req, inner, &h.topic) {
         Err(e) if e.code == response_code::TOPIC_NOT_EXIST => auto_create(req, inner, &h).await?,
         other => other?,
@@ -149,8 +154,13 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
         store_host: inner.config.advertised_addr,
         store_timestamp_ms: now_ms(inner),
     };
-    let encoded = admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits)
-        .map_err(refused)?;
+    let rules = ParkRules {
+        levels: &inner.config.delay_levels,
+        timer_max_delay_sec: inner.config.timer_max_delay_sec,
+    };
+    let encoded =
+        admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits, rules)
+            .map_err(refused)?;
     #[cfg(madsim)]
     if inner.config.sim_bug_ack_before_commit {
         // The bug: answer SEND_OK now and propose in the background, a little later (so a
@@ -199,6 +209,28 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
         Err(ProposeError::Invalid(why)) => Err(reply(req, response_code::MESSAGE_ILLEGAL, why)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }
+}
+
+/// RocketMQ's rule for a client that re-sends a failed message to `%RETRY%<group>` itself (its
+/// CONSUMER_SEND_MSG_BACK failed): once the message was consumed as often as the group allows,
+/// it goes to `%DLQ%<group>` instead (created on first use), undelayed.
+async fn retried_to_dead_letters<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    h: &mut SendMessageRequestHeader,
+) -> Result<(), RemotingCommand> {
+    let Some(group) = h.topic.strip_prefix(RETRY_PREFIX) else { return Ok(()) };
+    let meta = inner.replica.metadata().group(group).map_err(system_error(req))?;
+    if h.reconsume_times.unwrap_or(0) < retry_budget(req, h.max_reconsume_times, meta.as_ref()) {
+        return Ok(());
+    }
+    let dlq = dlq_topic(group);
+    system_topic(req, inner, &dlq).await?;
+    let props = h.properties.as_deref().unwrap_or("");
+    h.properties = Some(rewrite_properties(props, &[property::DELAY], &[]));
+    h.topic = dlq;
+    h.queue_id = 0;
+    Ok(())
 }
 
 /// The queues all topics hold together (each counted by its larger queue count).
