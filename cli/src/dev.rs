@@ -50,6 +50,9 @@ pub struct DevConfig {
     pub timing: RaftTiming,
     /// How often replicas register with the NameServer. Default 30,000 ms.
     pub register_interval_ms: u64,
+    /// The delay of each `DELAY` level (RocketMQ's `messageDelayLevel`). Default RocketMQ's
+    /// 18 levels, 1 s to 2 h.
+    pub delay_levels: rocketraft_protocol::schedule::DelayLevels,
 }
 
 impl Default for DevConfig {
@@ -68,6 +71,7 @@ impl Default for DevConfig {
             segment_size_bytes: 64 << 20,
             timing: RaftTiming::default(),
             register_interval_ms: 30_000,
+            delay_levels: Default::default(),
         }
     }
 }
@@ -193,6 +197,7 @@ impl DevCluster {
         b.namesrv_addrs = vec![self.namesrv_addr.to_string()];
         b.register_interval_ms = self.config.register_interval_ms;
         b.replication = self.config.replication;
+        b.delay_levels = self.config.delay_levels.clone();
         b
     }
 

@@ -49,6 +49,30 @@ impl Message {
         self
     }
 
+    /// Delays delivery by RocketMQ delay level `level` (1 to 18 by default: 1s 5s 10s 30s 1m
+    /// 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h; the broker's `message_delay_level`; above
+    /// the last means the last). The message is stored at once and becomes visible when due.
+    pub fn with_delay_level(mut self, level: u32) -> Self {
+        self.properties.insert(property::DELAY.to_owned(), level.to_string());
+        self
+    }
+
+    /// Delivers the message at `deliver_at_ms` (ms since the Unix epoch; RocketMQ 5's timer
+    /// messages, at most `timer_max_delay_sec` ahead, 3 days by default, else the broker
+    /// refuses it; a time already past delivers at once).
+    pub fn with_deliver_time_ms(mut self, deliver_at_ms: i64) -> Self {
+        self.properties.insert(property::TIMER_DELIVER_MS.to_owned(), deliver_at_ms.to_string());
+        self
+    }
+
+    /// Delivers the message `delay` after the broker stores it (a RocketMQ 5 timer, to the
+    /// millisecond; the same limit as [`Message::with_deliver_time_ms`]).
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.properties.insert(property::TIMER_DELAY_MS.to_owned(), ms.to_string());
+        self
+    }
+
     pub fn tags(&self) -> Option<&str> {
         self.properties.get(property::TAGS).map(String::as_str)
     }
@@ -68,6 +92,12 @@ impl Message {
         }
         if self.body.len() > max_bytes {
             return Err(ClientError::MessageTooLarge { bytes: self.body.len(), max_bytes });
+        }
+        if self.properties.contains_key(property::MOVED_FROM) {
+            return Err(ClientError::InvalidArgument(format!(
+                "property {} is the broker's own",
+                property::MOVED_FROM
+            )));
         }
         for (k, v) in &self.properties {
             let bad = |s: &str| s.contains(['\u{1}', '\u{2}']);

@@ -124,11 +124,18 @@ impl Received {
     }
 }
 
-/// Waits until the consumers' queues are disjoint and cover `queues` queues.
+/// Waits until the consumers' queues are disjoint and cover `queues` queues (of the topics
+/// they subscribed; each also holds or not its group's retry queue).
 async fn wait_balanced(consumers: &[&PushConsumer], queues: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let sets: Vec<_> = consumers.iter().map(|c| c.assigned_queues()).collect();
+        let sets: Vec<BTreeSet<_>> = consumers
+            .iter()
+            .map(|c| {
+                let all = c.assigned_queues().into_iter();
+                all.filter(|q| !q.topic.starts_with("%RETRY%")).collect()
+            })
+            .collect();
         let total: usize = sets.iter().map(BTreeSet::len).sum();
         let union: BTreeSet<_> = sets.iter().flatten().collect();
         let fair = sets.iter().all(|s| s.len() >= queues / consumers.len());
@@ -452,19 +459,23 @@ async fn every_acknowledged_message_survives_the_leader_dying_mid_send_loop() {
     cluster.shutdown().await;
 }
 
-/// A listener that panics does not kill the consumer: the message comes back, counted.
+/// A listener that panics does not kill the consumer: the message comes back, counted,
+/// through the group's retry topic on the broker (CONSUMER_SEND_MSG_BACK), no sooner than its
+/// delay level's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_listener_gets_the_message_again() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = start_cluster(&dir).await;
     create_topic(&cluster, "Fragile", 2).await;
     let deliveries: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
-    let d = deliveries.clone();
+    let via: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let (d, v) = (deliveries.clone(), via.clone());
     let listener = move |msgs: Vec<MessageExt>| {
         let first = msgs[0].reconsume_times == 0;
         d.lock().unwrap().extend(
             msgs.iter().map(|m| (String::from_utf8_lossy(&m.body).into_owned(), m.reconsume_times)),
         );
+        v.lock().unwrap().extend(msgs.iter().map(|m| (m.queue.topic.clone(), Instant::now())));
         async move {
             if first {
                 panic!("listener bug on first delivery");
@@ -491,6 +502,17 @@ async fn a_panicking_listener_gets_the_message_again() {
         let times: Vec<i32> = all.iter().filter(|(b, _)| *b == body).map(|(_, r)| *r).collect();
         assert_eq!(times, vec![0, 1], "{body}: delivered, panicked, delivered again");
     }
+    let via = via.lock().unwrap().clone();
+    let firsts: Vec<Instant> =
+        via.iter().filter(|(t, _)| t == "Fragile").map(|(_, at)| *at).collect();
+    let again: Vec<Instant> =
+        via.iter().filter(|(t, _)| t == "%RETRY%F").map(|(_, at)| *at).collect();
+    assert_eq!((firsts.len(), again.len()), (5, 5), "retries come from the retry topic");
+    let first_failure = *firsts.iter().min().unwrap();
+    assert!(
+        *again.iter().min().unwrap() >= first_failure + Duration::from_millis(900),
+        "a retry came before its delay level's second"
+    );
     consumer.shutdown().await;
     producer.shutdown().await;
     cluster.shutdown().await;
@@ -531,6 +553,8 @@ async fn a_message_refused_too_often_goes_to_the_dead_letter_topic() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(*tries.lock().unwrap(), 3, "first delivery + 2 retries");
+    // The broker moved it there: three send-backs, the last past the budget, each counting.
+    assert_eq!(dead.reconsume_times, 3);
     assert_eq!(&dead.body[..], b"poison");
     assert_eq!(dead.topic, "Jobs", "the original topic is kept");
     assert_eq!(dead.msg_id(), Some(sent.msg_id.as_str()));

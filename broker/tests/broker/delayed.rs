@@ -201,3 +201,59 @@ async fn a_message_sent_back_seventeen_times_lands_in_the_dead_letter_topic() {
     assert!(!d.properties.contains_key("DELAY"));
     stop_group(group).await;
 }
+
+/// A real RocketMQ client (ali-ons from npm): its push consumer fails a message twice; ali-ons
+/// sends it back each time (CONSUMER_SEND_MSG_BACK) and gets it again through its group's retry
+/// topic, no sooner than the retry's delay level (level 3 here: 2 s), then consumes it; a
+/// message it sends with delay level 1 (1 s) arrives after its delay. Needs Node.js and
+/// `npm ci --prefix interop`.
+#[cfg(not(madsim))] // runs node, a real process
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ali_ons_retries_through_the_broker_and_receives_delayed_messages_late() {
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    let ns =
+        NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
+            .await
+            .unwrap();
+    // As ali_ons_sends_consumes_and_finds_by_key: slow elections, nothing here tests failover.
+    let group = start_group_configured(
+        vec![ns.local_addr().to_string()],
+        true,
+        |c| {
+            c.timing.election_timeout_min_ms = 2_500;
+            c.timing.election_timeout_max_ms = 4_000;
+        },
+        with_levels("1s 2s 2s"),
+    )
+    .await;
+    let leader = leader(&group).await;
+    let mut c = with_topic(&group, leader, "InteropRetry").await;
+    // The group's retry topic exists (and is routed) before ali-ons subscribes to it, so it
+    // need not wait for its 30 s route poll.
+    let retry = rocketraft_broker::retry_topic("CG_interop_retry");
+    assert_eq!(c.call(create_topic(&retry)).await.code, response_code::SUCCESS);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns.registry().route(&retry).is_none() || ns.registry().route("InteropRetry").is_none() {
+        assert!(Instant::now() < deadline, "topics never routed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let args = [ns.local_addr().to_string(), "InteropRetry".into(), "CG_interop_retry".into()];
+    let result = tokio::task::spawn_blocking(move || {
+        rocketraft_tests::interop::run_node("ons_retry.js", &args)
+    })
+    .await
+    .unwrap();
+    let deliveries = result["deliveries"].as_array().unwrap();
+    let times: Vec<i64> =
+        deliveries.iter().map(|d| d["reconsumeTimes"].as_i64().unwrap()).collect();
+    assert_eq!(times, [0, 1, 2], "{result}");
+    let at: Vec<i64> = deliveries.iter().map(|d| d["atMs"].as_i64().unwrap()).collect();
+    for pair in at.windows(2) {
+        assert!(pair[1] - pair[0] >= 2_000, "a retry came before its 2 s delay: {result}");
+        assert!(pair[1] - pair[0] <= 4_500, "a retry came late: {result}");
+    }
+    let delayed = result["delayedAfterMs"].as_i64().unwrap();
+    assert!((1_000..=2_500).contains(&delayed), "delay level 1 (1 s): {result}");
+    stop_group(group).await;
+    ns.shutdown();
+}

@@ -14,12 +14,16 @@
 //!   as we do. A member that dies loses its locks when its connection closes;
 //! - orderly listeners get one queue's messages one batch at a time, in queue order, and only
 //!   while the queue's lock is held (renewed every `lock_renew_ms`, trusted for 30 s);
-//! - a listener that returns [`ConsumeResult::Later`] (or panics) gets the messages again
-//!   after `retry_delays_ms[n]` (concurrent) or `orderly_retry_ms` (orderly), with
-//!   `reconsume_times` counting up. After `max_reconsume_times` retries a concurrent
-//!   consumer sends the message to the group's dead-letter topic `%DLQ%<group>`. Retries are
-//!   kept in the client, not sent back to a `%RETRY%` topic: RocketRaft's broker has no
-//!   delayed delivery yet (ARCHITECTURE.md);
+//! - a listener that returns [`ConsumeResult::Later`] (or panics): a concurrent clustering
+//!   consumer gives the message back to the broker (CONSUMER_SEND_MSG_BACK), which stores a
+//!   copy in `%RETRY%<group>` delayed by level `3 + reconsume_times` (10 s, 30 s, 1 min ...
+//!   2 h), or in `%DLQ%<group>` once it was consumed `max_reconsume_times` times; the group
+//!   subscribes to its retry topic, so the copy comes back with `reconsume_times` counted up
+//!   and the original's offset is committed at once. If the broker cannot take it back, the
+//!   consumer re-sends it to the retry topic itself (RocketMQ's fallback), and only if that
+//!   fails too is it retried in the client after `retry_delays_ms[n]`. Orderly consumers (and
+//!   broadcasting ones, which share no retry topic) retry in the client: orderly after
+//!   `orderly_retry_ms`, holding the queue, as RocketMQ's do;
 //! - bounded: at most `queue_cached_messages_max` messages and `queue_cached_bytes_max` bytes
 //!   wait per queue (pulling pauses beyond), at most `consume_concurrency_max` listener calls
 //!   run at once.
@@ -37,7 +41,7 @@ use rocketraft_protocol::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, MessageQueue,
     SubscriptionData,
 };
-use rocketraft_protocol::headers::SendMessageRequestHeaderV2;
+use rocketraft_protocol::headers::{ConsumerSendMsgBackRequestHeader, SendMessageRequestHeaderV2};
 use rocketraft_protocol::message::RecordView;
 use rocketraft_protocol::message::{properties_to_string, property};
 use rocketraft_protocol::{request_code, RemotingCommand};
@@ -99,11 +103,12 @@ pub struct PushConsumerConfig {
     pub commit_ms: u64,
     /// How often held queue locks are renewed. Default 20,000 ms.
     pub lock_renew_ms: u64,
-    /// Retries of a concurrent listener's failed message before the dead-letter topic.
-    /// Default 16.
+    /// Retries of a concurrent listener's failed message before the dead-letter topic (sent
+    /// with each send-back; the broker decides). Default 16.
     pub max_reconsume_times: i32,
-    /// Wait before the n-th retry of a concurrent listener's failed message (the last entry
-    /// repeats). Default [`RETRY_DELAYS_MS_DEFAULT`].
+    /// Wait before the n-th retry of a concurrent listener's failed message that the broker
+    /// could not take back, and of a broadcasting consumer's (the last entry repeats).
+    /// Default [`RETRY_DELAYS_MS_DEFAULT`] (the broker's delays for levels 3 to 18).
     pub retry_delays_ms: Vec<u64>,
     /// Wait before an orderly listener's failed batch is retried. Default 1,000 ms
     /// (`suspendCurrentQueueTimeMillis`).
@@ -222,11 +227,18 @@ impl PushConsumer {
         });
         let core = Core::start(config.client.clone(), Some(handler)).await?;
         let sub_version = clock::now_ms();
-        let subs: BTreeMap<String, SubscriptionData> = config
+        let mut subs: BTreeMap<String, SubscriptionData> = config
             .subscriptions
             .iter()
             .map(|(t, e)| (t.clone(), SubscriptionData::tag(t.clone(), e, sub_version)))
             .collect();
+        if config.model == MessageModel::Clustering {
+            // Messages given back come through the group's retry topic (RocketMQ's clients
+            // subscribe to it the same way).
+            let retry = rocketraft_protocol::names::retry_topic(&config.group);
+            subs.entry(retry.clone())
+                .or_insert_with(|| SubscriptionData::tag(retry, "*", sub_version));
+        }
         let offset_dir = match config.model {
             MessageModel::Broadcasting => Some(config.offset_dir.clone().unwrap_or_else(|| {
                 let home =
@@ -895,9 +907,128 @@ impl<L: MessageListener> Inner<L> {
         drop(permit);
         match outcome {
             Some(true) => pq.finish(&offsets),
+            Some(false) if self.config.model == MessageModel::Clustering => {
+                tokio::spawn(self.give_back(pq, records, offsets, times));
+            }
             not_taken => {
                 tokio::spawn(self.retry(pq, records, offsets, times, not_taken.is_some()));
             }
+        }
+    }
+
+    /// A failed batch of a clustering consumer: each message goes back to the broker (or, if
+    /// it cannot take it, to the retry topic by a send of our own), and is then done here.
+    /// Those neither took are retried in the client.
+    async fn give_back(
+        self: Arc<Self>,
+        pq: Arc<ProcessQueue>,
+        records: Vec<Bytes>,
+        offsets: Vec<i64>,
+        times: i32,
+    ) {
+        let messages = self.decode_again(&pq, &records, times);
+        let (mut done, mut kept_records, mut kept_offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for ((m, raw), offset) in messages.iter().zip(records).zip(offsets) {
+            let back = match self.send_back(&pq, m).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "send-back refused: re-sending to the retry topic");
+                    self.resend_to_retry(&pq, m).await
+                }
+            };
+            match back {
+                Ok(()) => done.push(offset),
+                Err(e) => {
+                    tracing::warn!(error = %e, msg_id = ?m.msg_id(), "the broker took no retry: retrying here");
+                    kept_records.push(raw);
+                    kept_offsets.push(offset);
+                }
+            }
+        }
+        pq.finish(&done);
+        if !kept_offsets.is_empty() {
+            self.retry(pq, kept_records, kept_offsets, times, true).await;
+        }
+    }
+
+    /// The master of the broker group `pq` reads from.
+    async fn master_of(&self, pq: &ProcessQueue) -> Result<String> {
+        let route = self.core.routes.get(&pq.mq.topic).await?;
+        route.master_addr(&pq.mq.broker_name).map(str::to_owned).ok_or_else(|| {
+            ClientError::NoRoute { topic: pq.mq.topic.clone(), reason: "no master".into() }
+        })
+    }
+
+    /// CONSUMER_SEND_MSG_BACK for `m` (delay chosen by the broker: `3 + reconsume_times`).
+    async fn send_back(&self, pq: &ProcessQueue, m: &MessageExt) -> Result<()> {
+        let addr = self.master_of(pq).await?;
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: m.commit_log_offset,
+            group: self.config.group.clone(),
+            delay_level: 0,
+            origin_msg_id: Some(m.msg_id().map_or_else(|| m.offset_msg_id(), str::to_owned)),
+            origin_topic: Some(m.topic.clone()),
+            unit_mode: Some(false),
+            max_reconsume_times: Some(self.config.max_reconsume_times),
+            broker_name: Some(pq.mq.broker_name.clone()),
+        };
+        let req = RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK, &header);
+        let resp = self.core.remoting.call(&addr, req, self.core.config.call_timeout_ms).await?;
+        expect_success(&addr, resp).map(|_| ())
+    }
+
+    /// RocketMQ's fallback when the broker refuses a send-back: `m` sent to `%RETRY%<group>`
+    /// with delay level `3 + reconsume_times`, its reconsume count up by one (the broker sends
+    /// it to the dead-letter topic instead once that passes `max_reconsume_times`).
+    async fn resend_to_retry(&self, pq: &ProcessQueue, m: &MessageExt) -> Result<()> {
+        let retry = rocketraft_protocol::names::retry_topic(&self.config.group);
+        let level = 3 + m.reconsume_times.clamp(0, 1_000);
+        let header =
+            self.resend_header(pq, m, &retry, Some(level), m.reconsume_times.saturating_add(1));
+        let addr = self.master_of(pq).await?;
+        let req = RemotingCommand::request(request_code::SEND_MESSAGE_V2, &header)
+            .with_body(m.body.clone());
+        let resp = self.core.remoting.call(&addr, req, self.core.config.call_timeout_ms).await?;
+        expect_success(&addr, resp).map(|_| ())
+    }
+
+    /// The header of a send of `m` to `topic` on the group's behalf (a retry or dead letter).
+    fn resend_header(
+        &self,
+        pq: &ProcessQueue,
+        m: &MessageExt,
+        topic: &str,
+        delay_level: Option<i32>,
+        reconsume_times: i32,
+    ) -> SendMessageRequestHeaderV2 {
+        let mut props = m.properties.clone();
+        props.entry(property::RETRY_TOPIC.to_owned()).or_insert_with(|| m.topic.clone());
+        props.insert(
+            property::ORIGIN_MESSAGE_ID.to_owned(),
+            m.msg_id().map_or_else(|| m.offset_msg_id(), str::to_owned),
+        );
+        props.insert(property::RECONSUME_TIME.to_owned(), reconsume_times.to_string());
+        props.remove(property::MOVED_FROM);
+        match delay_level {
+            Some(level) => props.insert(property::DELAY.to_owned(), level.to_string()),
+            None => props.remove(property::DELAY),
+        };
+        SendMessageRequestHeaderV2 {
+            a: format!("CID_RETRY_{}", self.config.group),
+            b: topic.to_owned(),
+            c: crate::producer::AUTO_CREATE_TOPIC.to_owned(),
+            d: 1,
+            e: 0,
+            f: 0,
+            g: m.born_timestamp_ms,
+            h: m.flag,
+            i: Some(properties_to_string(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
+            j: Some(reconsume_times),
+            k: Some(false),
+            l: Some(self.config.max_reconsume_times),
+            m: None,
+            n: None,
+            broker_name: Some(pq.mq.broker_name.clone()),
         }
     }
 
@@ -1006,30 +1137,7 @@ impl<L: MessageListener> Inner<L> {
     /// until it is stored or the queue is given up.
     async fn to_dead_letter(&self, pq: &ProcessQueue, m: &MessageExt) {
         let dlq = rocketraft_protocol::names::dlq_topic(&self.config.group);
-        let mut props = m.properties.clone();
-        props.entry(property::RETRY_TOPIC.to_owned()).or_insert_with(|| m.topic.clone());
-        props.insert(
-            property::ORIGIN_MESSAGE_ID.to_owned(),
-            m.msg_id().map_or_else(|| m.offset_msg_id(), str::to_owned),
-        );
-        props.insert(property::RECONSUME_TIME.to_owned(), m.reconsume_times.to_string());
-        let header = SendMessageRequestHeaderV2 {
-            a: format!("CID_DLQ_{}", self.config.group),
-            b: dlq.clone(),
-            c: crate::producer::AUTO_CREATE_TOPIC.to_owned(),
-            d: 1,
-            e: 0,
-            f: 0,
-            g: m.born_timestamp_ms,
-            h: m.flag,
-            i: Some(properties_to_string(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
-            j: Some(m.reconsume_times),
-            k: Some(false),
-            l: Some(self.config.max_reconsume_times),
-            m: None,
-            n: None,
-            broker_name: Some(pq.mq.broker_name.clone()),
-        };
+        let header = self.resend_header(pq, m, &dlq, None, m.reconsume_times);
         let mut dropped = pq.dropped.subscribe();
         loop {
             let sent = async {

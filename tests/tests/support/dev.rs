@@ -13,8 +13,9 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A dev cluster (a NameServer, one group of 3) on free ports in `dir`, with quick elections
-/// and segments of `segment_size_bytes`, once a master is routed (within `ready_within`).
+/// A dev cluster (a NameServer, one group of 3) on free ports in `dir`, with quick elections,
+/// delay levels of 1 s each (a retry comes back after 1 s, not 10 s and more) and segments of
+/// `segment_size_bytes`, once a master is routed (within `ready_within`).
 pub async fn start_cluster(
     dir: &tempfile::TempDir,
     segment_size_bytes: u64,
@@ -33,6 +34,7 @@ pub async fn start_cluster(
             election_timeout_max_ms: 800,
             snapshot_every_entries: 10_000,
         },
+        delay_levels: rocketraft_protocol::schedule::DelayLevels::parse("1s 1s 1s").unwrap(),
         ..Default::default()
     };
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
