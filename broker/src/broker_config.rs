@@ -70,6 +70,13 @@ pub struct BrokerConfig {
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
     pub sim_bug_ack_before_commit: bool,
+    /// Simulation builds only: a new master moves parked messages from each queue's start,
+    /// not from the replicated progress (moves repeated after a failover).
+    #[cfg(madsim)]
+    pub sim_bug_schedule_from_zero: bool,
+    /// Simulation builds only: the schedule service moves messages 10 s before they are due.
+    #[cfg(madsim)]
+    pub sim_bug_deliver_early: bool,
 }
 
 impl BrokerConfig {
@@ -97,6 +104,10 @@ impl BrokerConfig {
             timer_max_delay_sec: TIMER_MAX_DELAY_SEC_DEFAULT,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
+            #[cfg(madsim)]
+            sim_bug_schedule_from_zero: false,
+            #[cfg(madsim)]
+            sim_bug_deliver_early: false,
         }
     }
 }

@@ -218,8 +218,12 @@ pub(crate) async fn run<S: Storage + Clone, M: MetaStore>(
         }
         let now_term = inner.replica.term();
         if term != Some(now_term) {
-            // A new term: the progress is read again once every entry of the log is applied.
-            if !inner.replica.master_ready(crate::processor::MASTER_CATCH_UP_MS).await {
+            // A new term: the progress is read again once every entry of the log is applied
+            // (moves an earlier term proposed included).
+            let catch_up = Duration::from_millis(crate::processor::MASTER_CATCH_UP_MS);
+            if !inner.replica.master_ready(crate::processor::MASTER_CATCH_UP_MS).await
+                || !inner.replica.whole_log_applied(catch_up).await
+            {
                 continue;
             }
             if let Err(e) = ensure_parked_topics(&inner).await {
@@ -284,11 +288,15 @@ async fn move_due<S: Storage + Clone, M: MetaStore>(
                         .metadata()
                         .moved_up_to(topic, queue_id)
                         .map_err(|e| e.to_string())?;
+                    #[cfg(madsim)]
+                    let c = if inner.config.sim_bug_schedule_from_zero { 0 } else { c };
                     cursors.insert((topic, queue_id), c);
                     c
                 }
             };
             let now = now_ms(inner);
+            #[cfg(madsim)]
+            let now = if inner.config.sim_bug_deliver_early { now + 10_000 } else { now };
             let read = inner
                 .replica
                 .read_due(topic, queue_id, QueueOffset(cursor), limits, now)

@@ -187,6 +187,19 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         await_current_leader(&self.raft, catch_up_ms).await
     }
 
+    /// Waits, up to `timeout`, until every entry in this replica's log (as it is now) is
+    /// applied. [`Replica::master_ready`] is not enough for state derived from the log as a
+    /// whole: a leader restarted after a power loss may resume its term, and then counts as
+    /// current as soon as it applied an entry of that term, before it re-applied the rest.
+    pub async fn whole_log_applied(&self, timeout: Duration) -> bool {
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(last, "apply the whole log")
+            .await
+            .is_ok()
+    }
+
     /// Whether this replica may register as master now: it leads, a linearizable read
     /// confirms it (openraft 0.9 has no check-quorum, so a stale leader may still think it
     /// leads), and it has applied up to that read.

@@ -32,7 +32,24 @@ pub enum Event {
     OffsetSeen { group: String, queue: (String, i32), offset: i64 },
     /// A replica of `broker` saw `leader` leading in `term`.
     Leader { broker: String, term: u64, leader: u64 },
+    /// The delayed message `id` may not be delivered before `not_before_ms` (ms since the
+    /// run's start: its send started then, plus its delay).
+    Due { id: String, not_before_ms: i64 },
+    /// A consumer of `group` was handed the delayed message `id`, moved by the broker from
+    /// the parked record `origin` (its `RR_MOVED_FROM`) to (broker, queue) at `offset`, at
+    /// `at_ms` since the run's start.
+    Moved {
+        group: String,
+        id: String,
+        origin: String,
+        queue: (String, i32),
+        offset: i64,
+        at_ms: i64,
+    },
 }
+
+/// The delayed workload's message ids start so (only its consumers receive them).
+pub const DELAYED_PREFIX: &str = "d-";
 
 /// A run's events in the order they were observed; shared behind a mutex by the run's tasks.
 #[derive(Debug, Clone, Default)]
@@ -65,14 +82,64 @@ impl History {
     }
 }
 
-/// Acked sends no consumer of `group` ever received (B.5 #14). Must be empty after a drain.
+/// Acked sends no consumer of `group` ever received (B.5 #14), of the plain workload (not the
+/// delayed one, whose consumers are others: [`lost_delayed`]). Must be empty after a drain.
 pub fn lost(h: &History, group: &str) -> Vec<String> {
+    lost_among(h, group, |id| !id.starts_with(DELAYED_PREFIX))
+}
+
+/// Acked delayed sends no consumer of `group` ever received. Must be empty after a drain.
+pub fn lost_delayed(h: &History, group: &str) -> Vec<String> {
+    lost_among(h, group, |id| id.starts_with(DELAYED_PREFIX))
+}
+
+fn lost_among(h: &History, group: &str, ours: impl Fn(&str) -> bool) -> Vec<String> {
     let delivered: BTreeSet<&str> = h.deliveries().filter(|d| d.1 == group).map(|d| d.2).collect();
     h.outcomes()
         .into_iter()
-        .filter(|(id, o)| matches!(o, SendOutcome::Acked { .. }) && !delivered.contains(id))
+        .filter(|(id, o)| {
+            ours(id) && matches!(o, SendOutcome::Acked { .. }) && !delivered.contains(id)
+        })
         .map(|(id, _)| id.to_owned())
         .collect()
+}
+
+/// Delayed messages handed to a consumer before their time: (id, delivered at, due at).
+/// Must be empty.
+pub fn early(h: &History) -> Vec<(String, i64, i64)> {
+    let due: BTreeMap<&str, i64> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Due { id, not_before_ms } => Some((id.as_str(), *not_before_ms)),
+            _ => None,
+        })
+        .collect();
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Moved { id, at_ms, .. } => match due.get(id.as_str()) {
+                Some(d) if at_ms < d => Some((id.clone(), *at_ms, *d)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Parked records the broker moved more than once, as `group` saw them: one origin, two
+/// stored copies (different queue or offset). A producer's retry parks a message twice, at two
+/// origins, so it never shows here; a move repeated after a failover does. Must be empty.
+pub fn moved_twice(h: &History, group: &str) -> Vec<String> {
+    let mut copies: BTreeMap<&str, BTreeSet<(&Queue, i64)>> = BTreeMap::new();
+    for e in &h.events {
+        if let Event::Moved { group: g, origin, queue, offset, .. } = e {
+            if g == group {
+                copies.entry(origin.as_str()).or_default().insert((queue, *offset));
+            }
+        }
+    }
+    copies.into_iter().filter(|(_, c)| c.len() > 1).map(|(o, _)| o.to_owned()).collect()
 }
 
 /// Deliveries of messages never sent, or whose send definitely failed (B.5 #15).
@@ -206,8 +273,30 @@ pub fn split_brains(h: &History) -> Vec<(String, u64, BTreeSet<u64>)> {
 /// Each queue offset holds one message: two different ids delivered from one (queue, offset)
 /// mean a replica served data that was later replaced (B.5 #13, #20).
 pub fn inconsistent_offsets(h: &History) -> Vec<((String, i32), i64, BTreeSet<String>)> {
-    let mut at: BTreeMap<(&(String, i32), i64), BTreeSet<&str>> = BTreeMap::new();
-    for (_, _, id, q, o) in h.deliveries() {
+    // The plain workload's topic only: the delayed one's queues have the same ids.
+    let plain = h.deliveries().filter(|d| !d.2.starts_with(DELAYED_PREFIX));
+    one_offset_many_ids(plain.map(|(_, _, id, q, o)| (id, q, o)))
+}
+
+/// As [`inconsistent_offsets`], for the delayed messages `group` received from the delayed
+/// topic (each record the broker moved there holds one message).
+pub fn inconsistent_delayed_offsets(
+    h: &History,
+    group: &str,
+) -> Vec<((String, i32), i64, BTreeSet<String>)> {
+    one_offset_many_ids(h.events.iter().filter_map(|e| match e {
+        Event::Moved { group: g, id, queue, offset, .. } if g == group => {
+            Some((id.as_str(), queue, *offset))
+        }
+        _ => None,
+    }))
+}
+
+fn one_offset_many_ids<'a>(
+    deliveries: impl Iterator<Item = (&'a str, &'a Queue, i64)>,
+) -> Vec<((String, i32), i64, BTreeSet<String>)> {
+    let mut at: BTreeMap<(&Queue, i64), BTreeSet<&str>> = BTreeMap::new();
+    for (id, q, o) in deliveries {
         at.entry((q, o)).or_default().insert(id);
     }
     at.into_iter()
@@ -266,6 +355,48 @@ mod tests {
             queue: q(queue),
             offset,
         });
+    }
+
+    #[test]
+    fn delayed_checkers_catch_early_lost_and_repeated_moves() {
+        let moved = |id: &str, origin: &str, offset: i64, at_ms: i64| Event::Moved {
+            group: "D".into(),
+            id: id.into(),
+            origin: origin.into(),
+            queue: ("broker-a".into(), 0),
+            offset,
+            at_ms,
+        };
+        let acked = |id: &str| Event::Sent {
+            id: id.into(),
+            outcome: SendOutcome::Acked { queue: ("broker-a".into(), 0), offset: 0 },
+        };
+        let delivered = |id: &str, offset: i64| Event::Delivered {
+            consumer: "c".into(),
+            group: "D".into(),
+            id: id.into(),
+            queue: ("broker-a".into(), 0),
+            offset,
+        };
+        let mut h = History::default();
+        for id in ["d-1", "d-2", "m-1"] {
+            h.push(acked(id));
+        }
+        h.push(Event::Due { id: "d-1".into(), not_before_ms: 1_000 });
+        h.push(Event::Due { id: "d-2".into(), not_before_ms: 3_000 });
+        h.push(delivered("d-1", 0));
+        h.push(moved("d-1", "S:0:0", 0, 1_200));
+        assert_eq!(lost_delayed(&h, "D"), vec!["d-2".to_owned()]);
+        assert_eq!(lost(&h, "D"), vec!["m-1".to_owned()], "the plain workload's are apart");
+        assert!(early(&h).is_empty() && moved_twice(&h, "D").is_empty());
+        h.push(delivered("d-2", 1));
+        h.push(moved("d-2", "S:2:0", 1, 2_999));
+        assert_eq!(early(&h), vec![("d-2".to_owned(), 2_999, 3_000)]);
+        // A redelivery of one copy is the consumer's; a second copy of one origin is not.
+        h.push(moved("d-1", "S:0:0", 0, 5_000));
+        assert!(moved_twice(&h, "D").is_empty());
+        h.push(moved("d-1", "S:0:0", 7, 6_000));
+        assert_eq!(moved_twice(&h, "D"), vec!["S:0:0".to_owned()]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use rocketraft_raft::network::MessageFaults;
 use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, StateMachine, TypeConfig};
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::io::sim::SimStorage;
-use rocketraft_store::{CommitLog, CommitLogConfig, DispatchConfig, FlushMode};
+use rocketraft_store::{CommitLog, CommitLogConfig, ConsumeQueueConfig, DispatchConfig, FlushMode};
 
 use crate::check::{Event, History, ReplicaState};
 
@@ -35,6 +35,11 @@ pub struct Topology {
     /// Brokers acknowledge sends before they commit: a known bug, put back on purpose to show
     /// that the checkers catch it.
     pub sim_bug_ack_before_commit: bool,
+    /// Brokers' schedule services start from each parked queue's start on a new term: a
+    /// known-wrong shape, put in on purpose to show the delayed checkers catch it.
+    pub sim_bug_schedule_from_zero: bool,
+    /// Brokers move parked messages 10 s early: put in on purpose, as above.
+    pub sim_bug_deliver_early: bool,
     /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
     pub raft_message_faults: MessageFaults,
     /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
@@ -55,6 +60,8 @@ impl Default for Topology {
             flush: FlushMode::Sync,
             register_interval_ms: 30_000,
             sim_bug_ack_before_commit: false,
+            sim_bug_schedule_from_zero: false,
+            sim_bug_deliver_early: false,
             raft_message_faults: MessageFaults::default(),
             proposals_in_flight_max: 4,
             replication: rocketraft_raft::Replication::Quorum,
@@ -442,11 +449,12 @@ async fn run_replica(
         peers: (0..topo.replicas).map(|i| (i, raft_addr(g, i))).collect(),
         timing: RaftTiming::default(),
         commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
-        // Small index files: the simulated disk keeps files in memory, and the default
-        // (5 M slots, 20 M entries: 420 MB a file) times six replicas is gigabytes per run.
+        // Small index and queue files: the simulated disk keeps files in memory (twice: data
+        // and what is durable), and the defaults (420 MB an index file, 7.2 MB a queue file,
+        // some 25 queues a replica with the parked ones) times six replicas are gigabytes.
         dispatch: DispatchConfig {
             index: IndexConfig { slot_count: 4_096, index_max: 16_384 },
-            ..Default::default()
+            consume_queue: ConsumeQueueConfig { entries_per_file: 4_096 },
         },
         flush: topo.flush,
         retention: Default::default(),
@@ -464,6 +472,11 @@ async fn run_replica(
     bc.namesrv_addrs = (0..topo.namesrvs).map(namesrv_addr).collect();
     bc.register_interval_ms = topo.register_interval_ms;
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
+    bc.sim_bug_schedule_from_zero = topo.sim_bug_schedule_from_zero;
+    bc.sim_bug_deliver_early = topo.sim_bug_deliver_early;
+    // Short delay levels, so delayed messages and retries come back within a run.
+    bc.delay_levels =
+        rocketraft_protocol::schedule::DelayLevels::parse("1s 2s 3s").expect("levels");
     bc.proposals_in_flight_max = topo.proposals_in_flight_max;
     bc.replication = topo.replication;
     let now_ms = rocketraft_raft::clock::now_ms();

@@ -55,6 +55,31 @@ fn outcome_of(e: &ClientError) -> SendOutcome {
     }
 }
 
+/// Records how the send of `id` ended, in the history and the producer's report.
+fn record_sent(
+    history: &Shared,
+    report: &mut ProduceReport,
+    id: String,
+    sent: Result<rocketraft_client::SendResult, ClientError>,
+    t0: madsim::time::Instant,
+) {
+    let outcome = match sent {
+        Ok(r) => {
+            report.acks.push((t0.elapsed(), r.queue.broker_name.clone()));
+            SendOutcome::Acked {
+                queue: (r.queue.broker_name, r.queue.queue_id),
+                offset: r.queue_offset,
+            }
+        }
+        Err(e) => {
+            tracing::info!(%id, error = %e, "send failed");
+            report.failures += 1;
+            outcome_of(&e)
+        }
+    };
+    history.lock().unwrap().push(Event::Sent { id, outcome });
+}
+
 /// What a producer run did, for the scenario's own assertions.
 #[derive(Debug, Default, Clone)]
 pub struct ProduceReport {
@@ -90,21 +115,7 @@ pub async fn produce(
             Some(k) => producer.send_ordered(msg, k).await,
             None => producer.send(msg).await,
         };
-        let outcome = match sent {
-            Ok(r) => {
-                report.acks.push((t0.elapsed(), r.queue.broker_name.clone()));
-                SendOutcome::Acked {
-                    queue: (r.queue.broker_name, r.queue.queue_id),
-                    offset: r.queue_offset,
-                }
-            }
-            Err(e) => {
-                tracing::info!(%id, error = %e, "send failed");
-                report.failures += 1;
-                outcome_of(&e)
-            }
-        };
-        history.lock().unwrap().push(Event::Sent { id, outcome });
+        record_sent(&history, &mut report, id, sent, t0);
         madsim::time::sleep(pace).await;
     }
     producer.shutdown().await;
@@ -143,6 +154,97 @@ pub async fn consume(
         PushConsumer::start_concurrently(config, listener).await
     };
     started.expect("consumer starts")
+}
+
+/// The delay the delayed workload gives message `i`, in ms, and the message: even ones a
+/// delay level (1 to 3; the simulated brokers' levels are 1 s, 2 s and 3 s), odd ones a 5.x
+/// timer of 0.3 to 3 s.
+pub fn delayed_message(topic: &str, i: u32) -> (Message, i64) {
+    let id = format!("{}{i}", crate::check::DELAYED_PREFIX);
+    let msg = Message::new(topic.to_owned(), id);
+    if i.is_multiple_of(2) {
+        let level = (i / 2) % 3 + 1;
+        (msg.with_delay_level(level), i64::from(level) * 1_000)
+    } else {
+        let ms = 300 + u64::from(i.wrapping_mul(137) % 2_700);
+        (msg.with_delay(Duration::from_millis(ms)), ms as i64)
+    }
+}
+
+/// Sends `count` delayed messages (see [`delayed_message`]) to `topic`, one every `pace`,
+/// recording each send, its outcome and the earliest time it may be delivered.
+pub async fn produce_delayed(
+    ns: String,
+    topic: String,
+    count: u32,
+    pace: Duration,
+    history: Shared,
+    t0: madsim::time::Instant,
+) -> ProduceReport {
+    let mut config = ProducerConfig::new(&ns);
+    config.send_timeout_ms = 5_000;
+    config.client = named(config.client, "producer-delayed");
+    let producer = Producer::start(config).await.expect("producer starts");
+    let mut report = ProduceReport::default();
+    for i in 0..count {
+        let (msg, delay_ms) = delayed_message(&topic, i);
+        let id = String::from_utf8_lossy(&msg.body).into_owned();
+        let not_before_ms = t0.elapsed().as_millis() as i64 + delay_ms;
+        {
+            let mut h = history.lock().unwrap();
+            h.push(Event::Send { id: id.clone(), key: None });
+            h.push(Event::Due { id: id.clone(), not_before_ms });
+        }
+        let sent = producer.send(msg).await;
+        record_sent(&history, &mut report, id, sent, t0);
+        madsim::time::sleep(pace).await;
+    }
+    producer.shutdown().await;
+    report
+}
+
+/// Starts a push consumer of `group` on the delayed workload's `topic`, recording each
+/// delivery with the time and the parked record it was moved from. With `fail_first`, it
+/// refuses every message the first time it sees it (reconsume count 0), so each comes back
+/// through the group's retry topic, and records only the second delivery.
+pub async fn consume_delayed(
+    ns: &str,
+    group: &str,
+    topic: &str,
+    name: &str,
+    fail_first: bool,
+    history: Shared,
+    t0: madsim::time::Instant,
+) -> PushConsumer {
+    let mut config = PushConsumerConfig::new(ns, group).subscribe(topic, "*");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.client = named(config.client, name);
+    let (name, group_name) = (name.to_owned(), group.to_owned());
+    let listener = move |msgs: Vec<MessageExt>| {
+        if fail_first && msgs.iter().any(|m| m.reconsume_times == 0) {
+            return std::future::ready(ConsumeResult::Later);
+        }
+        let at_ms = t0.elapsed().as_millis() as i64;
+        let mut h = history.lock().unwrap();
+        for m in msgs {
+            let id = String::from_utf8_lossy(&m.body).into_owned();
+            let queue = (m.queue.broker_name.clone(), m.queue.queue_id);
+            h.push(Event::Delivered {
+                consumer: name.clone(),
+                group: group_name.clone(),
+                id: id.clone(),
+                queue: queue.clone(),
+                offset: m.queue_offset,
+            });
+            if let Some(origin) = m.property(rocketraft_protocol::message::property::MOVED_FROM) {
+                let origin = format!("{}/{origin}", m.queue.broker_name);
+                let group = group_name.clone();
+                h.push(Event::Moved { group, id, origin, queue, offset: m.queue_offset, at_ms });
+            }
+        }
+        std::future::ready(ConsumeResult::Success)
+    };
+    PushConsumer::start_concurrently(config, listener).await.expect("consumer starts")
 }
 
 /// Sends `probe-{n}` to queue 0 of `broker` every `every` until `stop`, each send with a

@@ -79,6 +79,29 @@ impl std::fmt::Display for QueuePlace {
     }
 }
 
+/// The records of `entry` that the broker moved out of a parked queue, as arrivals.
+fn moved_copies(entry: &LogEntry) -> StoreResult<Vec<Arrival>> {
+    let mut out = Vec::new();
+    if entry.kind != EntryKind::Messages {
+        return Ok(out);
+    }
+    let mut at = 0usize;
+    while at < entry.payload.len() {
+        let view = RecordView::decode(&entry.payload[at..])
+            .map_err(|e| StoreError::BadPayload { reason: e.to_string() })?;
+        if let Some(from) = view.property(property::MOVED_FROM).and_then(QueuePlace::parse) {
+            out.push(Arrival {
+                topic: view.topic.to_owned(),
+                queue_id: view.queue_id,
+                queue_offset: QueueOffset(u64::try_from(view.queue_offset).unwrap_or(0)),
+                moved_from: Some(from),
+            });
+        }
+        at += view.total_size;
+    }
+    Ok(out)
+}
+
 /// A record's ConsumeQueue tag code: the hash of its tags, or for a record parked in a
 /// delay-level or timer queue the time it is due to move on (its `TIMER_OUT_MS`), as
 /// RocketMQ's schedule queues hold it.
@@ -194,7 +217,11 @@ impl<S: Storage + Clone> Dispatcher<S> {
         entry: &LogEntry,
     ) -> StoreResult<Vec<Arrival>> {
         if entry.index < self.next.next_index {
-            return Ok(Vec::new());
+            // Dispatched already (the queues were synced, then a crash lost the caller's own
+            // record of applying it). The queues are right; what the caller derives from the
+            // records (a moved copy's origin: the progress of a parked queue) it must derive
+            // again, so those records are reported.
+            return moved_copies(entry);
         }
         let mut arrivals = Vec::new();
         if entry.kind == EntryKind::Messages {

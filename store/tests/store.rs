@@ -475,6 +475,12 @@ mod dispatch {
             ("SCHEDULE_TOPIC_XXXX", 2, QueueOffset(41))
         );
         assert_eq!(from.to_string(), "SCHEDULE_TOPIC_XXXX:2:41");
+        // Dispatched again (after a crash that lost the caller's record of it): the queues
+        // are left as they are, and the moved copy is still reported.
+        let again = d.dispatch(log.last().unwrap().position, &e).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].moved_from, Some(from));
+        assert_eq!(d.queue("T", 0).unwrap().max_offset(), QueueOffset(1));
         for bad in ["", "T:1", "T:x:1", ":1:2", "T:1:-2"] {
             assert_eq!(QueuePlace::parse(bad), None, "{bad}");
         }
