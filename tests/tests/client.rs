@@ -72,6 +72,9 @@ fn consumer_config(cluster: &DevCluster, group: &str, topic: &str) -> PushConsum
     c.commit_ms = 500;
     c.pull_suspend_ms = 2_000;
     c.retry_delays_ms = vec![100];
+    // Renewals during the tests (each member holds two topics' locks: its own and the group's
+    // retry topic).
+    c.lock_renew_ms = 1_000;
     c.client.route_poll_ms = 1_000;
     c.client.heartbeat_ms = 1_000;
     c

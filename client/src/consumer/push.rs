@@ -778,11 +778,13 @@ impl<L: MessageListener> Inner<L> {
             match lock_queues(&self.core, &self.config.group, &route, &broker, qs.clone()).await {
                 Ok(got) => {
                     let until = clock::instant() + Duration::from_millis(LOCK_TRUST_MS);
-                    for pq in held.iter().filter(|pq| got.contains(&pq.mq)) {
+                    // Only this request's queues: the others' locks are renewed by their own.
+                    let asked = || held.iter().filter(|pq| qs.contains(&pq.mq));
+                    for pq in asked().filter(|pq| got.contains(&pq.mq)) {
                         lock(&pq.state).locked_until = Some(until);
                         pq.changed.notify_waiters();
                     }
-                    for pq in held.iter().filter(|pq| !got.contains(&pq.mq)) {
+                    for pq in asked().filter(|pq| !got.contains(&pq.mq)) {
                         // Another member holds it (ours expired): it is theirs now. Stop at
                         // once and commit nothing (the owner's offsets win).
                         tracing::warn!(queue = ?pq.mq, "lock lost to another member: dropping the queue");
