@@ -9,7 +9,9 @@
 //! Send latency is measured from the call to its acknowledgement; end-to-end latency from the
 //! producer's clock reading in the body to the consumer's listener (same machine, or clocks in
 //! sync). `e2e` runs both in one process and reports every acknowledged message it did not
-//! receive back.
+//! receive back. With `--delay-ms`, every message is a 5.x timer message due that long after
+//! its send, and end-to-end latency becomes lateness: from when it was due to its receipt.
+//! `--rate` paces the producers (messages per second, all together).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,12 @@ pub struct BenchConfig {
     pub drain: Duration,
     /// Print a progress line every second (a terminal) or every 10 s (anything else).
     pub live: bool,
+    /// Send every message as a timer message due this long after its send (0: none).
+    /// Delays of 100 ms x 2^k are stored once before they are delivered (one stop in the
+    /// broker's timer queues); others take more stops.
+    pub delay_ms: u64,
+    /// Messages per second, all producers together (`None`: as fast as they go).
+    pub rate: Option<u64>,
 }
 
 /// Unix time in microseconds (wall clock: bodies carry it between processes).
@@ -424,9 +432,25 @@ async fn wait_for_assignment(admin: &Admin, config: &BenchConfig, consumers: &[P
 async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {
     let config = &shared.config;
     let permits = Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1)));
+    // Each producer sends its share of the rate, evenly spaced.
+    let pace = config
+        .rate
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs_f64(config.producers.max(1) as f64 / r as f64));
+    let mut next = instant();
     while let Some(seq) = shared.claim() {
+        if let Some(pace) = pace {
+            next += pace;
+            let now = instant();
+            if next > now {
+                tokio::time::sleep(next - now).await;
+            }
+        }
         let body = make_body(config.size, shared.run, seq, wall_us());
-        let msg = Message::new(config.topic.clone(), body).with_tags("bench");
+        let mut msg = Message::new(config.topic.clone(), body).with_tags("bench");
+        if config.delay_ms > 0 {
+            msg = msg.with_delay(Duration::from_millis(config.delay_ms));
+        }
         let started = instant();
         if !config.asynchronous {
             match producer.send(msg).await {
@@ -460,7 +484,8 @@ fn sent(shared: &Shared, seq: u64, started: std::time::Instant) {
 }
 
 fn receive(shared: &Shared, kind: Kind, msgs: &[MessageExt]) {
-    let now = wall_us();
+    // A delayed message is timed from when it was due.
+    let now = wall_us().saturating_sub(shared.config.delay_ms.saturating_mul(1_000));
     for m in msgs {
         let header = read_header(&m.body);
         let sent_us = match header {
@@ -604,6 +629,7 @@ fn summary(
         "topic": c.topic, "size": c.size, "producers": c.producers, "consumers": c.consumers,
         "mode": if c.asynchronous { "async" } else { "sync" },
         "inFlightPerProducer": if c.asynchronous { c.in_flight } else { 1 },
+        "delayMs": c.delay_ms, "rate": c.rate,
     });
     let producers = if c.asynchronous {
         format!("{} producer(s), async, {} in flight each", c.producers, c.in_flight)
@@ -638,7 +664,8 @@ fn summary(
             _ => consumed_in,
         };
         let v = side_json(&shared.received, secs.as_secs_f64());
-        text.push_str(&side_text("received", "end-to-end", &v));
+        let what = if c.delay_ms > 0 { "lateness (receipt - due)" } else { "end-to-end" };
+        text.push_str(&side_text("received", what, &v));
         json["consume"] = v;
     }
     if kind == Kind::EndToEnd && interrupted {

@@ -87,6 +87,10 @@ enum Command {
         /// acknowledged messages).
         #[arg(long, value_enum, default_value = "quorum")]
         replication: ReplicationArg,
+        /// The delay of each DELAY level, RocketMQ's messageDelayLevel (e.g. "1s 1s 1s" makes
+        /// every retry come back after a second).
+        #[arg(long, default_value = rocketraft_protocol::schedule::DELAY_LEVELS_DEFAULT)]
+        message_delay_level: String,
     },
     /// Run a NameServer until Ctrl-C or SIGTERM.
     Namesrv {
@@ -308,6 +312,13 @@ struct BenchArgs {
     /// `e2e`: seconds to wait for the last acknowledged messages to arrive.
     #[arg(long, default_value_t = 30)]
     drain: u64,
+    /// Send timer messages due this many ms after their send; `e2e` then reports lateness
+    /// (receipt - due). 100 ms x 2^k (e.g. 1600) is one stop in the broker's timer queues.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Messages per second, all producers together (default: as fast as they go).
+    #[arg(long)]
+    rate: Option<u64>,
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -327,7 +338,17 @@ enum BenchCmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Dev { data_dir, namesrv_port, broker_port, raft_port, flush, replication } => {
+        Command::Dev {
+            data_dir,
+            namesrv_port,
+            broker_port,
+            raft_port,
+            flush,
+            replication,
+            message_delay_level,
+        } => {
+            let delay_levels =
+                rocketraft_protocol::schedule::DelayLevels::parse(&message_delay_level)?;
             let flush = match flush {
                 Flush::Sync => FlushMode::Sync,
                 Flush::Async => {
@@ -344,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ReplicationArg::Quorum => rocketraft_raft::Replication::Quorum,
                     ReplicationArg::Leader => rocketraft_raft::Replication::Leader,
                 },
+                delay_levels,
                 ..Default::default()
             };
             runtime()?.block_on(dev(config))
@@ -448,6 +470,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 from_first: args.from_first,
                 drain: Duration::from_secs(args.drain),
                 live: !args.quiet,
+                delay_ms: args.delay_ms,
+                rate: args.rate,
             };
             runtime()?.block_on(async {
                 init_logging("warn");
