@@ -430,6 +430,157 @@ pub fn format_ms(ms: i64) -> String {
     )
 }
 
+/// Messages waiting in the parked queues of every broker group: per delay level's queue of
+/// `SCHEDULE_TOPIC_XXXX` and per timer queue of `rmq_sys_wheel_timer` that ever held one, how
+/// many were parked, moved on, and are still waiting.
+pub async fn delayed(admin: &Admin) -> anyhow::Result<Output> {
+    let mut parked = admin.parked().await?;
+    parked.retain(|q| q.stored > 0);
+    let mut table = Table::new(["GROUP", "QUEUE", "PARKED", "MOVED", "WAITING"]);
+    let mut rows = Vec::new();
+    let mut waiting = 0i64;
+    for q in &parked {
+        let name = if q.topic == rocketraft_protocol::names::TIMER_TOPIC {
+            let step = rocketraft_protocol::schedule::timer_step_ms(q.queue_id);
+            format!("timer {:.1} s", step as f64 / 1_000.0)
+        } else {
+            format!("delay level {}", q.queue_id + 1)
+        };
+        waiting += q.pending();
+        table.row([
+            q.broker_name.clone(),
+            name.clone(),
+            q.stored.to_string(),
+            q.moved.to_string(),
+            q.pending().to_string(),
+        ]);
+        rows.push(json!({
+            "brokerGroup": q.broker_name, "topic": q.topic, "queueId": q.queue_id, "queue": name,
+            "parked": q.stored, "moved": q.moved, "waiting": q.pending(),
+        }));
+    }
+    let text = if table.is_empty() {
+        "no delayed messages\n".to_owned()
+    } else {
+        format!("{}waiting in all: {waiting}\n", table.render())
+    };
+    Ok(Output { text, json: json!({ "queues": rows, "waiting": waiting }) })
+}
+
+/// Properties the broker sets on a message it parks, retries or dead-letters: a re-sent dead
+/// letter starts without them.
+const BROKER_PROPERTIES: [&str; 11] = [
+    "RETRY_TOPIC",
+    "ORIGIN_MESSAGE_ID",
+    "RECONSUME_TIME",
+    "MAX_RECONSUME_TIMES",
+    "DELAY",
+    "REAL_TOPIC",
+    "REAL_QID",
+    "TIMER_OUT_MS",
+    "RR_MOVED_FROM",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+];
+
+/// A group's dead letters (`%DLQ%<group>`), at most `max`: listed, or with `resend` sent again
+/// to the topic each was first sent to (keys, tags, user properties and body kept; the dead
+/// letter's msgId in `DLQ_ORIGIN_MESSAGE_ID`). Re-sending remembers how far it got (as group
+/// `rocketraft_dlq_<group>`), so a second run sends only newer dead letters.
+pub async fn dead_letters(
+    namesrv: &str,
+    group: &str,
+    resend: bool,
+    max: usize,
+) -> anyhow::Result<Output> {
+    use rocketraft_client::{ClientError, PullConsumerConfig};
+    use rocketraft_client::{ConsumeFrom, Message, Producer, ProducerConfig, PullConsumer};
+    rocketraft_protocol::names::check_group(group)?;
+    let dlq = rocketraft_protocol::names::dlq_topic(group);
+    let reader =
+        if resend { format!("rocketraft_dlq_{group}") } else { "rocketraft_dlq_view".into() };
+    let mut config = PullConsumerConfig::new(namesrv, reader);
+    config.consume_from = ConsumeFrom::FirstOffset;
+    let consumer = PullConsumer::start(config).await?;
+    let queues = match consumer.topic_queues(&dlq).await {
+        Ok(q) => q,
+        Err(ClientError::NoRoute { .. }) => {
+            consumer.shutdown().await;
+            let text = format!("group {group} has no dead letters ({dlq} does not exist)\n");
+            return Ok(Output { text, json: json!({ "group": group, "messages": [] }) });
+        }
+        Err(e) => {
+            consumer.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    consumer.assign(queues);
+    let mut found: Vec<MessageExt> = Vec::new();
+    while found.len() < max {
+        let got = consumer.poll(1_000).await?;
+        if got.is_empty() {
+            break;
+        }
+        found.extend(got);
+    }
+    found.truncate(max);
+    if !resend {
+        consumer.shutdown().await;
+        let mut table = Table::new(["MSG ID", "TOPIC", "RECONSUMED", "STORED", "BODY"]);
+        for m in &found {
+            let mut body = body_text(&m.body);
+            body.truncate(40);
+            table.row([
+                m.msg_id().unwrap_or("-").to_owned(),
+                m.topic.clone(),
+                m.reconsume_times.to_string(),
+                format_ms(m.store_timestamp_ms),
+                body,
+            ]);
+        }
+        let text = format!("{}{} dead letters of {group}\n", table.render(), found.len());
+        let messages: Vec<Value> = found.iter().map(message_json).collect();
+        return Ok(Output { text, json: json!({ "group": group, "messages": messages }) });
+    }
+    let producer = Producer::start(ProducerConfig::new(namesrv)).await?;
+    let mut sent = 0usize;
+    let mut failure = None;
+    for m in &found {
+        let mut msg = Message::new(m.topic.clone(), m.body.clone());
+        msg.flag = m.flag;
+        for (k, v) in &m.properties {
+            if !BROKER_PROPERTIES.contains(&k.as_str()) && k != "UNIQ_KEY" {
+                msg = msg.with_property(k.clone(), v.clone());
+            }
+        }
+        let origin = m.msg_id().map_or_else(|| m.offset_msg_id(), str::to_owned);
+        msg = msg.with_property("DLQ_ORIGIN_MESSAGE_ID", origin);
+        match producer.send(msg).await {
+            Ok(_) => sent += 1,
+            Err(e) => {
+                // Stop at the first failure; what was read after it is not committed.
+                let _ = consumer.seek(&m.queue, m.queue_offset);
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for m in &found {
+            consumer.seek(&m.queue, m.queue_offset + 1)?;
+        }
+    }
+    let committed = consumer.commit().await;
+    producer.shutdown().await;
+    consumer.shutdown().await;
+    committed?;
+    if let Some(e) = failure {
+        return Err(anyhow::anyhow!("{sent} dead letters of {group} re-sent, then: {e}"));
+    }
+    let text = format!("{sent} dead letters of {group} re-sent to their topics\n");
+    Ok(Output { text, json: json!({ "group": group, "resent": sent }) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,9 +124,15 @@ enum Command {
     /// Show the cluster's broker groups and replicas.
     #[command(subcommand)]
     Cluster(ClusterCmd),
-    /// Show a consumer group's progress.
+    /// Show a consumer group's progress and dead letters.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Delayed and timer messages waiting in every broker group, per delay level and timer
+    /// queue.
+    Delayed {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Look messages up.
     #[command(subcommand)]
     Message(MessageCmd),
@@ -147,6 +153,12 @@ enum Command {
         /// Sharding key: every message with it goes to one queue, in order.
         #[arg(long)]
         order_key: Option<String>,
+        /// Deliver after this delay level's time (1-18 by default: 1s 5s 10s 30s 1m ... 2h).
+        #[arg(long)]
+        delay_level: Option<u32>,
+        /// Any property, as NAME=VALUE (repeatable), e.g. RETRY_TOPIC=Orders.
+        #[arg(long = "property", value_name = "NAME=VALUE")]
+        properties: Vec<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -256,6 +268,19 @@ enum GroupCmd {
         /// Only this topic's queues.
         #[arg(short, long)]
         topic: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A group's dead letters (%DLQ%<group>): list them, or re-send them to their topics.
+    DeadLetters {
+        group: String,
+        /// Send each again to the topic it was first sent to (a second run sends only those
+        /// that died since).
+        #[arg(long)]
+        resend: bool,
+        /// At most this many.
+        #[arg(short, long, default_value_t = 100)]
+        count: usize,
         #[command(flatten)]
         target: Target,
     },
@@ -419,6 +444,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(ClusterCmd::List { target }) => {
             with_admin(&target, |a| async move { admin::cluster_list(&a).await })
         }
+        Command::Group(GroupCmd::DeadLetters { group, resend, count, target }) => runtime()?
+            .block_on(async {
+                init_logging("warn");
+                let out = admin::dead_letters(&target.namesrv, &group, resend, count)
+                    .await
+                    .map_err(|e| explain(e, &target))?;
+                print_output(&out, target.json);
+                anyhow::Ok(())
+            }),
+        Command::Delayed { target } => {
+            with_admin(&target, |a| async move { admin::delayed(&a).await })
+        }
         Command::Group(GroupCmd::Offsets { group, topic, target }) => {
             with_admin(&target, |a| async move {
                 admin::group_offsets(&a, &group, topic.as_deref()).await
@@ -429,9 +466,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::message_query(&a, topic.as_deref(), key.as_deref(), id.as_deref()).await
             })
         }
-        Command::Send { topic, body, tags, keys, count, order_key, target } => {
+        Command::Send {
+            topic,
+            body,
+            tags,
+            keys,
+            count,
+            order_key,
+            delay_level,
+            properties,
+            target,
+        } => {
             admin::check_topic_name(&topic)?;
-            let send = SendArgs { topic, body, tags, keys, count, order_key };
+            let properties = properties
+                .iter()
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                    _ => Err(anyhow::anyhow!("--property {p:?}: expected NAME=VALUE")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let send =
+                SendArgs { topic, body, tags, keys, count, order_key, delay_level, properties };
             runtime()?.block_on(async {
                 send_messages(&target, send).await.map_err(|e| explain(e, &target))
             })
@@ -573,6 +628,8 @@ struct SendArgs {
     keys: Option<String>,
     count: u64,
     order_key: Option<String>,
+    delay_level: Option<u32>,
+    properties: Vec<(String, String)>,
 }
 
 /// Lines of stdin as they arrive (a thread does the blocking reads), so that
@@ -618,6 +675,12 @@ async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
         };
         for _ in 0..a.count {
             let mut msg = Message::new(a.topic.clone(), body.clone().into_bytes());
+            for (k, v) in &a.properties {
+                msg = msg.with_property(k.clone(), v.clone());
+            }
+            if let Some(level) = a.delay_level {
+                msg = msg.with_delay_level(level);
+            }
             if let Some(t) = &a.tags {
                 msg = msg.with_tags(t.clone());
             }

@@ -442,6 +442,54 @@ mod cli {
         assert!(!dev.json(&["topic", "list"]).as_array().unwrap().contains(&"Orders".into()));
     }
 
+    /// Delayed messages are shown waiting per delay level; a group's dead letters are listed
+    /// and re-sent to the topic they were first sent to, once.
+    #[test]
+    fn delayed_messages_and_dead_letters_against_dev() {
+        let dev = Dev::start();
+        dev.json(&["topic", "create", "Later", "--queues", "1"]);
+        let sent = dev.json(&["send", "-t", "Later", "in two hours", "--delay-level", "18"]);
+        assert_eq!(sent["status"], "SendOk");
+        // The master registers its parked topics as it starts leading: look until it did.
+        let mut waiting = dev.json(&["delayed"]);
+        for _ in 0..50 {
+            if waiting["waiting"] == 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            waiting = dev.json(&["delayed"]);
+        }
+        let level_18 = waiting["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "delay level 18")
+            .cloned()
+            .unwrap_or_else(|| panic!("no level 18 in {waiting}"));
+        assert_eq!((level_18["parked"].as_i64(), level_18["waiting"].as_i64()), (Some(1), Some(1)));
+        assert_eq!(waiting["waiting"], 1, "{waiting}");
+        // Not delivered before its time.
+        let early =
+            dev.run(&["consume", "-t", "Later", "-g", "g2", "--from", "first", "--count", "0"]);
+        assert!(!early.contains("in two hours"), "{early}");
+
+        assert!(dev.run(&["group", "dead-letters", "G"]).contains("has no dead letters"));
+        // A dead letter as the broker leaves one: in %DLQ%G, naming the topic it came from.
+        dev.json(&["topic", "create", "Jobs", "--queues", "1"]);
+        let dead =
+            ["send", "-t", "%DLQ%G", "poison", "--keys", "job-1", "--property", "RETRY_TOPIC=Jobs"];
+        assert_eq!(dev.json(&dead)["status"], "SendOk");
+        let listed = dev.json(&["group", "dead-letters", "G"]);
+        assert_eq!(listed["messages"][0]["topic"], "Jobs", "{listed}");
+        assert_eq!(listed["messages"][0]["body"], "poison");
+        assert_eq!(dev.json(&["group", "dead-letters", "G", "--resend"])["resent"], 1);
+        assert_eq!(dev.json(&["group", "dead-letters", "G", "--resend"])["resent"], 0, "once");
+        let found = dev.json(&["message", "query", "-t", "Jobs", "--key", "job-1"]);
+        assert_eq!(found[0]["body"], "poison", "{found}");
+        assert!(found[0]["properties"]["DLQ_ORIGIN_MESSAGE_ID"].is_string(), "{found}");
+        assert!(found[0]["properties"].get("RETRY_TOPIC").is_none(), "{found}");
+    }
+
     /// The bench's figures add up: every message counted, e2e finds none missing; the CPU per
     /// message is measured on the dev process the bench found by its ports.
     #[test]

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rocketraft_protocol::body::{
-    ClusterInfo, ConsumeStats, JsonBody, KvTable, TopicList, TopicRouteData, TopicStatsTable,
+    ClusterInfo, ConsumeStats, DelayOffsets, JsonBody, KvTable, TopicList, TopicRouteData,
+    TopicStatsTable,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::{
@@ -23,6 +24,26 @@ use crate::message::MessageExt;
 
 /// Most messages a key lookup returns per broker group.
 pub const QUERY_MAX: i32 = 64;
+
+/// One parked queue of a broker group: a delay level's queue of `SCHEDULE_TOPIC_XXXX` or a
+/// timer queue of `rmq_sys_wheel_timer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedQueue {
+    pub broker_name: String,
+    pub topic: String,
+    pub queue_id: i32,
+    /// Messages ever parked here (the queue's end offset).
+    pub stored: i64,
+    /// Of those, moved on already (the replicated progress).
+    pub moved: i64,
+}
+
+impl ParkedQueue {
+    /// Messages waiting here now.
+    pub fn pending(&self) -> i64 {
+        (self.stored - self.moved).max(0)
+    }
+}
 
 /// An admin handle.
 pub struct Admin {
@@ -211,6 +232,49 @@ impl Admin {
             all.offset_table.extend(s.offset_table);
         }
         Ok(all)
+    }
+
+    /// Every parked queue (delay levels, timers) of every master, with what is waiting in it
+    /// (GET_ALL_DELAY_OFFSET and GET_TOPIC_STATS_INFO of the parked topics).
+    pub async fn parked(&self) -> Result<Vec<ParkedQueue>> {
+        use rocketraft_protocol::names::{SCHEDULE_TOPIC, TIMER_TOPIC};
+        let mut out = Vec::new();
+        for (broker, addr) in self.masters(None).await? {
+            let req = RemotingCommand::request_without_header(request_code::GET_ALL_DELAY_OFFSET);
+            let resp = self.core.call_ok(&addr, req).await?;
+            let moved = DelayOffsets::from_json(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
+            for (topic, progress, first_queue) in [
+                (SCHEDULE_TOPIC, &moved.offset_table, 1),
+                (TIMER_TOPIC, &moved.timer_offset_table, 0),
+            ] {
+                let req = RemotingCommand::request(
+                    request_code::GET_TOPIC_STATS_INFO,
+                    &TopicRequestHeader { topic: topic.to_owned() },
+                );
+                let resp =
+                    self.core.remoting.call(&addr, req, self.core.config.call_timeout_ms).await?;
+                // Not registered yet (a master that never led): nothing parked there.
+                if resp.code == response_code::TOPIC_NOT_EXIST {
+                    continue;
+                }
+                let resp = crate::core::expect_success(&addr, resp)?;
+                let ends = TopicStatsTable::decode(&resp.body)
+                    .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
+                for (q, end) in ends.offset_table {
+                    // Delay levels count from 1, their queues from 0.
+                    let moved = progress.get(&(q.queue_id + first_queue)).copied().unwrap_or(0);
+                    out.push(ParkedQueue {
+                        broker_name: broker.clone(),
+                        topic: topic.to_owned(),
+                        queue_id: q.queue_id,
+                        stored: end.max_offset,
+                        moved,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A broker replica's runtime table (GET_BROKER_RUNTIME_INFO).

@@ -19,7 +19,7 @@ pub mod route;
 pub mod select;
 
 pub use crate::core::ClientConfig;
-pub use admin::Admin;
+pub use admin::{Admin, ParkedQueue};
 pub use consumer::{
     ConsumeFrom, ConsumeResult, MessageListener, PullConsumer, PullConsumerConfig, PushConsumer,
     PushConsumerConfig,

@@ -908,7 +908,21 @@ pub struct KvTable {
     pub table: BTreeMap<String, String>,
 }
 
+/// GET_ALL_DELAY_OFFSET (45) response body (`DelayOffsetSerializeWrapper`): per delay level
+/// (1-based), the first offset of its queue in `SCHEDULE_TOPIC_XXXX` not yet delivered.
+/// `timerOffsetTable` is RocketRaft's own: the same per timer queue of `rmq_sys_wheel_timer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct DelayOffsets {
+    #[serde(default)]
+    pub offset_table: BTreeMap<i32, i64>,
+    #[serde(default)]
+    pub timer_offset_table: BTreeMap<i32, i64>,
+}
+
 json_bodies! {
+    DelayOffsets => "DelayOffsetSerializeWrapper",
     TopicRouteData => "TopicRouteData",
     ClusterInfo => "ClusterInfo",
     RegisterBrokerBody => "RegisterBrokerBody",

@@ -2,8 +2,8 @@
 //! GET_CONSUME_STATS.
 
 use rocketraft_protocol::body::{
-    ConsumeStats, JsonBody, JsonStyle, KvTable, MessageQueue, OffsetWrapper, TopicOffset,
-    TopicStatsTable,
+    ConsumeStats, DelayOffsets, JsonBody, JsonStyle, KvTable, MessageQueue, OffsetWrapper,
+    TopicOffset, TopicStatsTable,
 };
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::{response_code, RemotingCommand};
@@ -19,8 +19,12 @@ use super::*;
 pub(crate) struct StatsProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
 
 impl<S: Storage + Clone, M: MetaStore> StatsProcessor<S, M> {
-    pub(crate) const CODES: &'static [i32] =
-        &[rc::GET_BROKER_RUNTIME_INFO, rc::GET_TOPIC_STATS_INFO, rc::GET_CONSUME_STATS];
+    pub(crate) const CODES: &'static [i32] = &[
+        rc::GET_BROKER_RUNTIME_INFO,
+        rc::GET_TOPIC_STATS_INFO,
+        rc::GET_CONSUME_STATS,
+        rc::GET_ALL_DELAY_OFFSET,
+    ];
 }
 
 impl<S: Storage + Clone, M: MetaStore> Processor for StatsProcessor<S, M> {
@@ -31,6 +35,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for StatsProcessor<S, M> {
                 rc::GET_BROKER_RUNTIME_INFO => runtime_info(req, inner),
                 rc::GET_TOPIC_STATS_INFO => topic_stats(req, inner),
                 rc::GET_CONSUME_STATS => consume_stats(req, inner),
+                rc::GET_ALL_DELAY_OFFSET => delay_offsets(req, inner),
                 _ => Err(unsupported(req)),
             }
             .unwrap_or_else(|e| e)
@@ -40,6 +45,32 @@ impl<S: Storage + Clone, M: MetaStore> Processor for StatsProcessor<S, M> {
 
 /// GET_BROKER_RUNTIME_INFO: RocketMQ's keys where this broker has the figure (version, boot
 /// time, uptime, CommitLog offsets), then this replica's Raft state under `raft*` keys.
+/// How far delayed messages were delivered: per delay level and per timer queue, the first
+/// parked offset not yet moved to its real topic (the replicated progress, as applied here).
+pub(crate) fn delay_offsets<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    use rocketraft_protocol::names::{SCHEDULE_TOPIC, TIMER_TOPIC};
+    let moved = |topic, queue| {
+        inner
+            .replica
+            .metadata()
+            .moved_up_to(topic, queue)
+            .map(|o| o as i64)
+            .map_err(system_error(req))
+    };
+    let mut body = DelayOffsets::default();
+    for level in 1..=inner.config.delay_levels.len() {
+        body.offset_table.insert(level, moved(SCHEDULE_TOPIC, level - 1)?);
+    }
+    for queue in 0..rocketraft_protocol::schedule::TIMER_QUEUES {
+        body.timer_offset_table.insert(queue, moved(TIMER_TOPIC, queue)?);
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
+}
+
 pub(crate) fn runtime_info<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
