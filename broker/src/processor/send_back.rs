@@ -200,3 +200,108 @@ pub(crate) fn retry_budget(
         _ => group.map_or(16, |g| g.retry_max_times),
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use rocketraft_protocol::body::{JsonBody, JsonStyle, SubscriptionGroupConfig};
+    use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
+
+    use super::super::admin::AdminProcessor;
+    use super::super::pull::PullProcessor;
+    use super::super::testing::{request, OneReplica};
+    use super::*;
+
+    fn send_back_at(offset: i64, group: &str, delay_level: i32) -> RemotingCommand {
+        let h = ConsumerSendMsgBackRequestHeader {
+            offset,
+            group: group.into(),
+            delay_level,
+            ..Default::default()
+        };
+        request(rc::CONSUMER_SEND_MSG_BACK, h)
+    }
+
+    async fn group(r: &OneReplica, name: &str, retry_queue_nums: i32) {
+        let mut g = SubscriptionGroupConfig::new(name.to_owned());
+        g.retry_queue_nums = retry_queue_nums;
+        let req = RemotingCommand::request_without_header(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(g.to_json(JsonStyle::Standard));
+        let answer = r.call(&AdminProcessor(r.inner.clone()), req).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    }
+
+    async fn read_only_topic(r: &OneReplica, topic: &str) {
+        let h = CreateTopicRequestHeader {
+            topic: topic.into(),
+            read_queue_nums: 1,
+            write_queue_nums: 1,
+            perm: perm::READ,
+            topic_filter_type: "SINGLE_TAG".into(),
+            ..Default::default()
+        };
+        let answer =
+            r.call(&AdminProcessor(r.inner.clone()), request(rc::UPDATE_AND_CREATE_TOPIC, h)).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    }
+
+    async fn stored(r: &OneReplica, topic: &str) -> Vec<String> {
+        let h = PullMessageRequestHeader {
+            consumer_group: "reader".into(),
+            topic: topic.into(),
+            max_msg_nums: 32,
+            sys_flag: rocketraft_protocol::sysflag::pull::build(false, false, false),
+            ..Default::default()
+        };
+        let answer = r.call(&PullProcessor(r.inner.clone()), request(rc::PULL_MESSAGE, h)).await;
+        if answer.code != response_code::SUCCESS {
+            return Vec::new();
+        }
+        let records = decode_records(&answer.body).unwrap();
+        records.iter().map(|m| String::from_utf8_lossy(m.body).into_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn send_backs_refuse_what_the_group_may_not_do_with_rocketmqs_codes() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        let sent = r.send("T", "a", "k", "payload").await;
+        let h: SendMessageResponseHeader = sent.decode_header().unwrap();
+        let (_, offset) = decode_offset_msg_id(&h.msg_id).unwrap();
+        let p = SendBackProcessor(r.inner.clone());
+
+        // A group the broker does not know, and an offset holding no message.
+        let stranger = r.call(&p, send_back_at(offset, "nobody", 0)).await;
+        assert_eq!(stranger.code, response_code::SUBSCRIPTION_GROUP_NOT_EXIST);
+        group(&r, "CG", 1).await;
+        for nowhere in [-1, offset + 1, i64::MAX] {
+            let answer = r.call(&p, send_back_at(nowhere, "CG", 0)).await;
+            assert_eq!(answer.code, response_code::SYSTEM_ERROR, "offset {nowhere}");
+            let remark = answer.remark.unwrap_or_default();
+            assert!(remark.starts_with("look message by offset failed"), "{remark}");
+        }
+
+        // A retry topic the group may not write to (made read-only by an operator).
+        read_only_topic(&r, "%RETRY%CG").await;
+        let forbidden = r.call(&p, send_back_at(offset, "CG", 0)).await;
+        assert_eq!(forbidden.code, response_code::NO_PERMISSION);
+        assert_eq!(
+            forbidden.remark.as_deref(),
+            Some("the topic[%RETRY%CG] sending message is forbidden")
+        );
+
+        // A group without retry queues drops what it gives back (RocketMQ's rule).
+        group(&r, "NR", 0).await;
+        let dropped = r.call(&p, send_back_at(offset, "NR", 0)).await;
+        assert_eq!(dropped.code, response_code::SUCCESS);
+        assert!(r.inner.replica.metadata().topic("%RETRY%NR").unwrap().is_none());
+
+        // Level -1 asks for the dead-letter topic at once, created on first use.
+        group(&r, "DL", 1).await;
+        let dead = r.call(&p, send_back_at(offset, "DL", -1)).await;
+        assert_eq!(dead.code, response_code::SUCCESS, "{:?}", dead.remark);
+        assert_eq!(stored(&r, "%DLQ%DL").await, ["payload"]);
+        assert!(stored(&r, "%RETRY%DL").await.is_empty());
+        drop(p);
+        r.stop().await;
+    }
+}
