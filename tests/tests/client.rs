@@ -567,6 +567,69 @@ async fn a_message_refused_too_often_goes_to_the_dead_letter_topic() {
     cluster.shutdown().await;
 }
 
+/// An orderly consumer retries a refused message in place, holding its queue, until it was
+/// retried `orderly_max_reconsume_times` times; it then goes to the group's dead-letter topic
+/// and the queue goes on with the next message, still in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_consumer_dead_letters_a_message_after_its_maximum_and_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Steps", 1).await;
+    let calls: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+    let c = calls.clone();
+    let listener = move |msgs: Vec<MessageExt>| {
+        let mut c = c.lock().unwrap();
+        let mut result = ConsumeResult::Success;
+        for m in &msgs {
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            c.push((body.clone(), m.reconsume_times));
+            if body == "poison" {
+                result = ConsumeResult::Later;
+            }
+        }
+        std::future::ready(result)
+    };
+    let mut config = consumer_config(&cluster, "OD", "Steps");
+    config.orderly_retry_ms = 50;
+    config.orderly_max_reconsume_times = 2;
+    let consumer = PushConsumer::start_orderly(config, listener).await.unwrap();
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    for body in ["before", "poison", "after"] {
+        let m = Message::new("Steps", body).with_keys([format!("{body}-key")]);
+        producer.send_ordered(m, "k").await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !calls.lock().unwrap().iter().any(|(b, _)| b == "after") {
+        assert!(Instant::now() < deadline, "calls: {:?}", calls.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    let order: Vec<(&str, i32)> = calls.iter().map(|(b, t)| (b.as_str(), *t)).collect();
+    assert_eq!(
+        order,
+        vec![("before", 0), ("poison", 0), ("poison", 1), ("poison", 2), ("after", 0)],
+        "retried in place up to the maximum, then the queue moved on"
+    );
+    let admin = Admin::start(ClientConfig::new(&namesrv(&cluster))).await.unwrap();
+    // The dead-letter topic was created by that send: its route may take a registration.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        match admin.query_by_key("%DLQ%OD", "poison-key").await {
+            Ok(found) if !found.is_empty() => break found,
+            other => assert!(Instant::now() < deadline, "not in the dead-letter topic: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.len(), 1, "dead-lettered once");
+    assert_eq!(&dead[0].body[..], b"poison");
+    assert_eq!(dead[0].topic, "Steps", "the original topic is kept");
+    assert_eq!(dead[0].reconsume_times, 2);
+    admin.shutdown().await;
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
 /// The pull consumer (assign, poll, seek, commit), batch sends, and the admin calls the CLI
 /// uses: routes, cluster info, lookups by key, UNIQ_KEY and offset id, a group's offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,9 @@
 //!   consumer re-sends it to the retry topic itself (RocketMQ's fallback), and only if that
 //!   fails too is it retried in the client after `retry_delays_ms[n]`. Orderly consumers (and
 //!   broadcasting ones, which share no retry topic) retry in the client: orderly after
-//!   `orderly_retry_ms`, holding the queue, as RocketMQ's do;
+//!   `orderly_retry_ms`, holding the queue, as RocketMQ's do, until a message was consumed
+//!   `orderly_max_reconsume_times` more times (unbounded by default, RocketMQ's
+//!   `Integer.MAX_VALUE`): it then goes to `%DLQ%<group>` and the queue moves on;
 //! - bounded: at most `queue_cached_messages_max` messages and `queue_cached_bytes_max` bytes
 //!   wait per queue (pulling pauses beyond), at most `consume_concurrency_max` listener calls
 //!   run at once.
@@ -113,6 +115,10 @@ pub struct PushConsumerConfig {
     /// Wait before an orderly listener's failed batch is retried. Default 1,000 ms
     /// (`suspendCurrentQueueTimeMillis`).
     pub orderly_retry_ms: u64,
+    /// Retries of an orderly listener's failed message before it goes to `%DLQ%<group>` and
+    /// the queue moves on past it. Default `i32::MAX`: retried until consumed, as RocketMQ's
+    /// orderly consumers do when `maxReconsumeTimes` is not set.
+    pub orderly_max_reconsume_times: i32,
     /// Broadcasting only: where the offset file lives. Default
     /// `$HOME/.rocketraft_offsets/<client id>/<group>` (RocketMQ's layout).
     pub offset_dir: Option<PathBuf>,
@@ -142,6 +148,7 @@ impl PushConsumerConfig {
             max_reconsume_times: 16,
             retry_delays_ms: RETRY_DELAYS_MS_DEFAULT.to_vec(),
             orderly_retry_ms: 1_000,
+            orderly_max_reconsume_times: i32::MAX,
             offset_dir: None,
             shutdown_wait_ms: 30_000,
         }
@@ -1053,7 +1060,9 @@ impl<L: MessageListener> Inner<L> {
                 let tries = times.saturating_add(1);
                 if tries > self.config.max_reconsume_times {
                     for m in &self.decode_again(&pq, &records, times) {
-                        self.to_dead_letter(&pq, m).await;
+                        if !self.to_dead_letter(&pq, m).await {
+                            return; // given up: the next owner consumes them
+                        }
                     }
                     pq.finish(&offsets);
                     return;
@@ -1135,9 +1144,9 @@ impl<L: MessageListener> Inner<L> {
         }
     }
 
-    /// Sends a message that failed `max_reconsume_times` times to `%DLQ%<group>`, retrying
-    /// until it is stored or the queue is given up.
-    async fn to_dead_letter(&self, pq: &ProcessQueue, m: &MessageExt) {
+    /// Sends a message that failed too often to `%DLQ%<group>`, retrying until it is stored
+    /// (true) or the queue is given up (false).
+    async fn to_dead_letter(&self, pq: &ProcessQueue, m: &MessageExt) -> bool {
         let dlq = rocketraft_protocol::names::dlq_topic(&self.config.group);
         let header = self.resend_header(pq, m, &dlq, None, m.reconsume_times);
         let mut dropped = pq.dropped.subscribe();
@@ -1158,14 +1167,14 @@ impl<L: MessageListener> Inner<L> {
             match sent {
                 Ok(()) => {
                     tracing::warn!(msg_id = ?m.msg_id(), topic = %m.topic, "message sent to {dlq} after {} retries", m.reconsume_times);
-                    return;
+                    return true;
                 }
                 Err(e) => tracing::warn!(error = %e, "dead-letter send failed; trying again"),
             }
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
-                _ = dropped.wait_for(|d| *d) => return,
+                _ = dropped.wait_for(|d| *d) => return false,
             }
         }
     }
@@ -1212,10 +1221,35 @@ impl<L: MessageListener> Inner<L> {
                     continue;
                 }
                 Some(false) => {
-                    let mut s = lock(&pq.state);
-                    for o in &offsets {
-                        if let Some(m) = s.cached.get_mut(o).and_then(|c| c.message.as_mut()) {
-                            m.reconsume_times = m.reconsume_times.max(0).saturating_add(1);
+                    // A message retried `orderly_max_reconsume_times` times goes to the
+                    // dead-letter topic (RocketMQ's checkReconsumeTimes); the others count up.
+                    let max = self.config.orderly_max_reconsume_times;
+                    let spent: Vec<MessageExt> = {
+                        let mut s = lock(&pq.state);
+                        let mut spent = Vec::new();
+                        for o in &offsets {
+                            let Some(m) = s.cached.get_mut(o).and_then(|c| c.message.as_mut())
+                            else {
+                                continue;
+                            };
+                            if m.reconsume_times >= max {
+                                spent.push(m.clone());
+                            } else {
+                                m.reconsume_times = m.reconsume_times.max(0).saturating_add(1);
+                            }
+                        }
+                        spent
+                    };
+                    if !spent.is_empty() {
+                        for m in &spent {
+                            if !self.to_dead_letter(&pq, m).await {
+                                return; // given up: the next owner consumes what is left
+                            }
+                        }
+                        let done: Vec<i64> = spent.iter().map(|m| m.queue_offset).collect();
+                        pq.finish(&done);
+                        if done.len() == offsets.len() {
+                            continue; // the whole batch is dead-lettered: no wait
                         }
                     }
                 }
