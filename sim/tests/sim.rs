@@ -966,6 +966,7 @@ mod whole_cluster {
             })
             .await
             .unwrap();
+        cluster.stop().await;
         let mut trace = TraceHash::default();
         for e in &h.events {
             trace.record(format!("{e:?}").as_bytes());
@@ -1310,6 +1311,7 @@ mod whole_cluster {
             let gone = cluster.registry(i).unwrap().last_update_ms(&victim_addr).is_none();
             assert!(gone, "NameServer {i} still routes a replica whose connection closed");
         }
+        cluster.stop().await;
     }
 
     /// Every broker replica registers with both NameServers every 30 s (observed in the
@@ -1351,6 +1353,7 @@ mod whole_cluster {
             }
             madsim::time::sleep(Duration::from_secs(1)).await;
         }
+        cluster.stop().await;
         assert_eq!(seen.len(), 12, "6 replicas x 2 NameServers");
         for ((i, addr), times) in &seen {
             assert!(
