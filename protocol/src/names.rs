@@ -28,11 +28,19 @@ pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Where the done-marks of transaction half messages go.
 pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Where a half message goes once it was checked back `transactionCheckMax` times without an
+/// answer (discarded, kept for inspection).
+pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 
 /// Topics the broker writes itself: a client may not send to them (RocketMQ's
 /// `TopicValidator.NOT_ALLOWED_SEND_TOPIC_SET`).
-pub const SEND_FORBIDDEN_TOPICS: [&str; 4] =
-    [SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC];
+pub const SEND_FORBIDDEN_TOPICS: [&str; 5] = [
+    SCHEDULE_TOPIC,
+    TIMER_TOPIC,
+    TRANS_HALF_TOPIC,
+    TRANS_OP_HALF_TOPIC,
+    TRANS_CHECK_MAX_TIME_TOPIC,
+];
 
 /// Why a name was refused. The texts follow RocketMQ's remarks, so a user who searches for one
 /// finds RocketMQ's documentation of the rule.

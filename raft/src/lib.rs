@@ -37,4 +37,4 @@ pub use node::{
 pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
 pub use replica::{LeaderWatch, QueueRead, ReadLimits, Replica, ReplicaConfig};
 pub use state_machine::StateMachine;
-pub use types::{MetaCommand, NodeId, Request, Response, TypeConfig};
+pub use types::{HalfOutcome, MetaCommand, NodeId, Request, Response, TypeConfig};

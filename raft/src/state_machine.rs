@@ -31,9 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::log_store::lock;
 use crate::meta::{MetaOp, MetaStore};
 use crate::types::{
-    decode, decode_untrusted, encode, to_log_entry, GroupMeta, MetaCommand, NodeId, Request,
-    Response, TopicMeta, TypeConfig,
+    decode, decode_untrusted, encode, to_log_entry, GroupMeta, HalfOutcome, MetaCommand, NodeId,
+    Request, Response, TopicMeta, TypeConfig,
 };
+use rocketraft_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC};
 
 const KEY_APPLIED: &[u8] = b"sm/applied";
 const KEY_MEMBERSHIP: &[u8] = b"sm/membership";
@@ -43,8 +44,22 @@ const PREFIX_GROUP: &[u8] = b"group/";
 const PREFIX_OFFSET: &[u8] = b"offset/";
 /// How far the broker moved messages out of each parked queue (delay levels, timers).
 const PREFIX_MOVED: &[u8] = b"moved/";
+/// How each resolved transaction half message was resolved: `txn-done/<half offset, BE>`.
+const PREFIX_HALF_DONE: &[u8] = b"txn-done/";
+/// How often each unresolved half message was checked back: `txn-checks/<half offset, BE>`.
+const PREFIX_HALF_CHECKS: &[u8] = b"txn-checks/";
+/// Every half message before this offset is resolved (its marks are forgotten).
+const KEY_HALVES_FROM: &[u8] = b"txn-from/";
 /// The replicated metadata, as prefixes of the metadata store.
-const REPLICATED: [&[u8]; 4] = [PREFIX_TOPIC, PREFIX_GROUP, PREFIX_OFFSET, PREFIX_MOVED];
+const REPLICATED: [&[u8]; 7] = [
+    PREFIX_TOPIC,
+    PREFIX_GROUP,
+    PREFIX_OFFSET,
+    PREFIX_MOVED,
+    PREFIX_HALF_DONE,
+    PREFIX_HALF_CHECKS,
+    KEY_HALVES_FROM,
+];
 /// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
 
@@ -76,6 +91,12 @@ fn moved_key(topic: &str, queue_id: i32) -> Vec<u8> {
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
     k.extend_from_slice(queue_id.to_string().as_bytes());
+    k
+}
+
+fn half_key(prefix: &[u8], half_offset: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&half_offset.to_be_bytes());
     k
 }
 
@@ -130,7 +151,11 @@ impl Catalog {
             MetaCommand::DeleteGroup { group } => {
                 self.groups.remove(group);
             }
-            MetaCommand::CommitOffsets(_) | MetaCommand::SkipParked { .. } => {}
+            MetaCommand::CommitOffsets(_)
+            | MetaCommand::SkipParked { .. }
+            | MetaCommand::RollBackHalf { .. }
+            | MetaCommand::HalfChecks { .. }
+            | MetaCommand::ForgetHalves { .. } => {}
         }
     }
 }
@@ -282,6 +307,29 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(self.read_value(&moved_key(topic, queue_id))?.unwrap_or(0))
     }
 
+    /// How the transaction half message at `half_offset` of the half queue was resolved, if
+    /// it was.
+    pub fn half_outcome(
+        &self,
+        half_offset: u64,
+    ) -> Result<Option<HalfOutcome>, StorageError<NodeId>> {
+        if half_offset < self.halves_from()? {
+            return Ok(Some(HalfOutcome::Forgotten));
+        }
+        self.read_value(&half_key(PREFIX_HALF_DONE, half_offset))
+    }
+
+    /// How often the half message at `half_offset` was checked back.
+    pub fn half_checks(&self, half_offset: u64) -> Result<u32, StorageError<NodeId>> {
+        Ok(self.read_value(&half_key(PREFIX_HALF_CHECKS, half_offset))?.unwrap_or(0))
+    }
+
+    /// The first half-queue offset whose resolution is still kept: every half message
+    /// before it is resolved.
+    pub fn halves_from(&self) -> Result<u64, StorageError<NodeId>> {
+        Ok(self.read_value(KEY_HALVES_FROM)?.unwrap_or(0))
+    }
+
     fn read_value<T: serde::de::DeserializeOwned>(
         &self,
         k: &[u8],
@@ -322,6 +370,28 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                 moved_key(topic, *queue_id),
                 encode(next_offset).map_err(sm_write)?,
             )),
+            MetaCommand::RollBackHalf { half_offset } => {
+                ops.push(MetaOp::Put(
+                    half_key(PREFIX_HALF_DONE, *half_offset),
+                    encode(&HalfOutcome::RolledBack).map_err(sm_write)?,
+                ));
+                ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, *half_offset)));
+            }
+            MetaCommand::HalfChecks { checks } => {
+                for (half_offset, count) in checks {
+                    ops.push(MetaOp::Put(
+                        half_key(PREFIX_HALF_CHECKS, *half_offset),
+                        encode(count).map_err(sm_write)?,
+                    ));
+                }
+            }
+            MetaCommand::ForgetHalves { below, offsets } => {
+                for o in offsets.iter().filter(|o| *o < below) {
+                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_DONE, *o)));
+                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, *o)));
+                }
+                ops.push(MetaOp::Put(KEY_HALVES_FROM.to_vec(), encode(below).map_err(sm_write)?));
+            }
         }
         Ok(())
     }
@@ -405,7 +475,24 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                         .map_err(|err| apply_error(e.log_id, err))?;
                     // Moved copies carry their parked record's place: that queue's progress
                     // changes in the same entry as the copy (see `protocol::schedule`).
-                    for from in got.iter().filter_map(|a| a.moved_from.as_ref()) {
+                    // A transaction half message's committed (or discarded) copy marks the
+                    // half resolved, in the same entry.
+                    for a in &got {
+                        let Some(from) = a.moved_from.as_ref() else { continue };
+                        if from.topic == TRANS_HALF_TOPIC {
+                            let outcome = if a.topic == TRANS_CHECK_MAX_TIME_TOPIC {
+                                HalfOutcome::Discarded
+                            } else {
+                                HalfOutcome::Committed
+                            };
+                            let half = from.queue_offset.0;
+                            ops.push(MetaOp::Put(
+                                half_key(PREFIX_HALF_DONE, half),
+                                encode(&outcome).map_err(sm_write)?,
+                            ));
+                            ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, half)));
+                            continue;
+                        }
                         let next = from.queue_offset.0 + 1;
                         ops.push(MetaOp::Put(
                             moved_key(&from.topic, from.queue_id),
@@ -417,9 +504,12 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
                         Self::command_ops(cmd, &mut ops)?;
-                        if !matches!(
+                        if matches!(
                             cmd,
-                            MetaCommand::CommitOffsets(_) | MetaCommand::SkipParked { .. }
+                            MetaCommand::PutTopic(_)
+                                | MetaCommand::DeleteTopic { .. }
+                                | MetaCommand::PutGroup(_)
+                                | MetaCommand::DeleteGroup { .. }
                         ) {
                             catalog_changes.push(cmd.clone());
                         }

@@ -56,6 +56,35 @@ pub enum MetaCommand {
         queue_id: i32,
         next_offset: u64,
     },
+    /// A transaction half message (its offset in the half queue) was rolled back. A commit
+    /// or a discard is recorded by its own record instead, in the same entry (see
+    /// [`crate::state_machine`]).
+    RollBackHalf {
+        half_offset: u64,
+    },
+    /// How often each unresolved half message was checked back (absolute counts, so that
+    /// applying the command again changes nothing).
+    HalfChecks {
+        checks: Vec<(u64, u32)>,
+    },
+    /// Every half message before `below` is resolved: their marks are dropped (`offsets`
+    /// lists the marks there are) and a half before `below` reads as resolved from now on.
+    ForgetHalves {
+        below: u64,
+        offsets: Vec<u64>,
+    },
+}
+
+/// How a transaction half message was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HalfOutcome {
+    Committed,
+    RolledBack,
+    /// Checked back `transactionCheckMax` times without an answer: moved to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    Discarded,
+    /// Before the forgotten cut: resolved, how is no longer kept.
+    Forgotten,
 }
 
 /// A topic's configuration (RocketMQ's `TopicConfig`).
