@@ -2,8 +2,8 @@
 //!
 //! Whatever reaches the Raft log must apply on every replica, so everything a client controls
 //! is checked here, once, on the leader: names (`names::check_topic`), system topics clients may
-//! not write, transaction bits (refused until transactions are built: a half message would take
-//! no queue offset and never be shown), body, properties, record and entry sizes, and whether
+//! not write, transaction bits (a half message is stored in the half topic, `transaction::half`;
+//! commit and rollback bits are the broker's own), body, properties, record and entry sizes, and whether
 //! the disk takes new writes. The records this step builds pass `admit::check_record`, the check
 //! dispatch relies on (a property test below holds the two together), and fit one log entry.
 //!
@@ -61,10 +61,20 @@ pub struct Stamp {
     pub store_timestamp_ms: i64,
 }
 
-fn is_transactional(sys_flag: i32, properties: &str) -> bool {
-    msgflag::transaction_value(sys_flag) != msgflag::TRANSACTION_NOT_TYPE
+/// Whether a send is a transaction half message (RocketMQ decides by the `TRAN_MSG` property;
+/// its producers also set the PREPARED bit). Commit and rollback bits are refused: only
+/// END_TRANSACTION resolves a half message.
+fn is_half(sys_flag: i32, properties: &str) -> Result<bool, Refusal> {
+    let tran = msgflag::transaction_value(sys_flag);
+    if tran == msgflag::TRANSACTION_COMMIT || tran == msgflag::TRANSACTION_ROLLBACK {
+        return Err(Refusal::new(
+            response_code::MESSAGE_ILLEGAL,
+            "a transaction is committed or rolled back by END_TRANSACTION, not by a send",
+        ));
+    }
+    Ok(tran == msgflag::TRANSACTION_PREPARED
         || rocketraft_protocol::message::find_property(properties, property::TRAN_MSG)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
 fn transactions_forbidden(store_host: SocketAddr) -> Refusal {
@@ -76,8 +86,13 @@ fn transactions_forbidden(store_host: SocketAddr) -> Refusal {
 }
 
 /// Checks what can be checked from the header alone, before the topic is looked up (so a bad
-/// name never reaches auto-creation): the topic's name, system topics, transaction bits.
-pub fn check_header(h: &SendMessageRequestHeader, store_host: SocketAddr) -> Result<(), Refusal> {
+/// name never reaches auto-creation): the topic's name, system topics, transaction bits
+/// (`reject_transactions`: RocketMQ's `rejectTransactionMessage`).
+pub fn check_header(
+    h: &SendMessageRequestHeader,
+    store_host: SocketAddr,
+    reject_transactions: bool,
+) -> Result<(), Refusal> {
     names::check_topic(&h.topic)
         .map_err(|e| Refusal::new(response_code::SYSTEM_ERROR, e.to_string()))?;
     if names::send_forbidden(&h.topic) {
@@ -86,7 +101,7 @@ pub fn check_header(h: &SendMessageRequestHeader, store_host: SocketAddr) -> Res
             format!("Sending message to topic[{}] is forbidden.", h.topic),
         ));
     }
-    if is_transactional(h.sys_flag, h.properties.as_deref().unwrap_or("")) {
+    if is_half(h.sys_flag, h.properties.as_deref().unwrap_or(""))? && reject_transactions {
         return Err(transactions_forbidden(store_host));
     }
     Ok(())
@@ -95,7 +110,8 @@ pub fn check_header(h: &SendMessageRequestHeader, store_host: SocketAddr) -> Res
 /// Builds the records of a send (one, or each message of a batch) for `queue_id`, checking
 /// sizes and each message's own properties. The records' queue offsets are assigned later by
 /// the proposer.
-/// A message that asks for a delay level or a timer is parked (`schedule::park`).
+/// A message that asks for a delay level or a timer is parked (`schedule::park`); a
+/// transaction half message waits in the half topic (`transaction::half`), never parked.
 pub fn encode_records(
     code: i32,
     h: &SendMessageRequestHeader,
@@ -152,20 +168,29 @@ pub fn encode_records(
                 "the message properties size over max value, MAX: {PROPERTIES_MAX_BYTES}"
             )));
         }
-        if is_transactional(h.sys_flag, &properties) {
-            return Err(transactions_forbidden(stamp.store_host));
+        let half = is_half(h.sys_flag, &properties)?;
+        if half && batch {
+            return Err(illegal("a batch may not hold transactional messages".into()));
         }
-        let (topic, queue_id, properties) =
-            match park(&h.topic, queue_id, &properties, stamp.store_timestamp_ms, rules, batch)? {
-                Some(to) => (to.topic, to.queue_id, to.properties),
-                None => (h.topic.clone(), queue_id, properties),
-            };
+        let parked = if half {
+            Some(crate::transaction::half(&h.topic, queue_id, &properties, &h.producer_group)?)
+        } else {
+            park(&h.topic, queue_id, &properties, stamp.store_timestamp_ms, rules, batch)?
+        };
+        let (topic, queue_id, properties) = match parked {
+            Some(to) => (to.topic, to.queue_id, to.properties),
+            None => (h.topic.clone(), queue_id, properties),
+        };
         let record = MessageRecord {
             body_crc: body_crc(&body),
             queue_id,
             flag,
-            // The host bits follow the hosts, which the broker sets.
-            sys_flag: h.sys_flag & !(msgflag::BORNHOST_V6 | msgflag::STOREHOST_V6),
+            // The host bits follow the hosts, which the broker sets; a half message is stored
+            // as a plain record of the half topic (RocketMQ resets its transaction bits).
+            sys_flag: msgflag::reset_transaction_value(
+                h.sys_flag & !(msgflag::BORNHOST_V6 | msgflag::STOREHOST_V6),
+                msgflag::TRANSACTION_NOT_TYPE,
+            ),
             born_timestamp: h.born_timestamp,
             born_host: stamp.born_host,
             store_timestamp: stamp.store_timestamp_ms,
@@ -256,18 +281,34 @@ mod tests {
     }
 
     #[test]
-    fn half_messages_and_transaction_bits_are_refused_until_transactions_exist() {
-        let tran = properties_to_string([("TRAN_MSG", "true")]);
-        for (flag, props) in [
-            (msgflag::TRANSACTION_PREPARED, ""),
-            (msgflag::TRANSACTION_COMMIT, ""),
-            (msgflag::TRANSACTION_ROLLBACK, ""),
-            (0, tran.as_str()),
-        ] {
-            let e = check_header(&header("T", flag, props), host()).unwrap_err();
+    fn half_messages_wait_in_the_half_topic_and_transaction_bits_are_checked() {
+        let tran = properties_to_string([("TRAN_MSG", "true"), ("DELAY", "3"), ("KEYS", "k")]);
+        // Accepted, unless the broker rejects transactions; commit/rollback bits never.
+        for (flag, props) in
+            [(msgflag::TRANSACTION_PREPARED, ""), (0, tran.as_str()), (0x4 | 0x1, tran.as_str())]
+        {
+            assert_eq!(check_header(&header("T", flag, props), host(), false), Ok(()));
+            let e = check_header(&header("T", flag, props), host(), true).unwrap_err();
             assert_eq!(e.code, response_code::NO_PERMISSION, "{flag} {props:?}");
             assert!(e.remark.contains("sending transaction message is forbidden"), "{e:?}");
         }
+        for flag in [msgflag::TRANSACTION_COMMIT, msgflag::TRANSACTION_ROLLBACK] {
+            let e = check_header(&header("T", flag, ""), host(), false).unwrap_err();
+            assert_eq!(e.code, response_code::MESSAGE_ILLEGAL, "{flag}");
+        }
+        // A half: the half topic's queue 0, its real place in properties, DELAY dropped, no
+        // transaction bits, the producer group recorded.
+        let h = header("T", msgflag::TRANSACTION_PREPARED, &tran);
+        let records =
+            encode_records(rc::SEND_MESSAGE, &h, b"x", 3, stamp(), LIMITS, rules()).unwrap();
+        let view = rocketraft_protocol::message::RecordView::decode(&records[0]).unwrap();
+        assert_eq!((view.topic, view.queue_id), (names::TRANS_HALF_TOPIC, 0));
+        assert_eq!(msgflag::transaction_value(view.sys_flag), msgflag::TRANSACTION_NOT_TYPE);
+        assert_eq!(view.property(property::REAL_TOPIC), Some("T"));
+        assert_eq!(view.property(property::REAL_QID), Some("3"));
+        assert_eq!(view.property(property::PGROUP), Some("PG"));
+        assert_eq!(view.property(property::DELAY), None);
+        assert_eq!(view.property(property::KEYS), Some("k"));
         // A batch message carrying TRAN_MSG in its own properties.
         let body = encode_batch(&[BatchMessage {
             flag: 0,
@@ -278,7 +319,13 @@ mod tests {
         let h = header("T", 0, "");
         let e = encode_records(rc::SEND_BATCH_MESSAGE, &h, &body, 0, stamp(), LIMITS, rules())
             .unwrap_err();
-        assert_eq!(e.code, response_code::NO_PERMISSION);
+        assert_eq!(e.code, response_code::MESSAGE_ILLEGAL);
+        // The broker's own progress property is refused on a half too.
+        let forged = properties_to_string([("TRAN_MSG", "true"), ("RR_MOVED_FROM", "X:0:1")]);
+        let h = header("T", 0, &forged);
+        let e =
+            encode_records(rc::SEND_MESSAGE, &h, b"x", 0, stamp(), LIMITS, rules()).unwrap_err();
+        assert_eq!(e.code, response_code::MESSAGE_ILLEGAL);
     }
 
     #[test]
@@ -302,10 +349,10 @@ mod tests {
     #[test]
     fn names_and_system_topics_are_checked_before_anything_else() {
         for bad in ["../x", "", "a/b", &"t".repeat(128)] {
-            let e = check_header(&header(bad, 0, ""), host()).unwrap_err();
+            let e = check_header(&header(bad, 0, ""), host(), false).unwrap_err();
             assert_eq!(e.code, response_code::SYSTEM_ERROR, "{bad:?}");
         }
-        let e = check_header(&header(names::TRANS_HALF_TOPIC, 0, ""), host()).unwrap_err();
+        let e = check_header(&header(names::TRANS_HALF_TOPIC, 0, ""), host(), false).unwrap_err();
         assert_eq!(e.code, response_code::NO_PERMISSION);
     }
 
@@ -363,7 +410,7 @@ mod tests {
                 } else {
                     (rc::SEND_MESSAGE, body)
                 };
-                let records = check_header(&h, host())
+                let records = check_header(&h, host(), false)
                     .and_then(|()| encode_records(code, &h, &body, queue_id, stamp(), limits, rules()));
                 let Ok(mut records) = records else { continue };
                 let mut payload = Vec::new();

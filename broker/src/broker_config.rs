@@ -66,6 +66,17 @@ pub struct BrokerConfig {
     /// RocketMQ's `timerMaxDelaySec`: the longest delay a 5.x timer message may ask for.
     /// Default 259,200 s (3 days).
     pub timer_max_delay_sec: u64,
+    /// RocketMQ's `rejectTransactionMessage`: refuse transactional sends. Default false.
+    pub reject_transaction_message: bool,
+    /// RocketMQ's `transactionTimeOut`: a half message younger than this is not checked back
+    /// (its `CHECK_IMMUNITY_TIME_IN_SECONDS` property overrides it). Default 6,000 ms.
+    pub transaction_timeout_ms: u64,
+    /// RocketMQ's `transactionCheckInterval`: how often the master checks back unresolved
+    /// half messages. Default 30,000 ms (5.x; 4.9 used 60,000).
+    pub transaction_check_interval_ms: u64,
+    /// RocketMQ's `transactionCheckMax`: checks without an answer before a half message is
+    /// discarded to `TRANS_CHECK_MAX_TIME_TOPIC`. Default 15.
+    pub transaction_check_max: u32,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -102,6 +113,10 @@ impl BrokerConfig {
             replication: Replication::Quorum,
             delay_levels: DelayLevels::default(),
             timer_max_delay_sec: TIMER_MAX_DELAY_SEC_DEFAULT,
+            reject_transaction_message: false,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_check_max: 15,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
             #[cfg(madsim)]

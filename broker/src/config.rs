@@ -88,6 +88,16 @@ pub struct ServerSection {
     pub message_delay_level: String,
     /// RocketMQ's `timerMaxDelaySec`: the longest delay of a timer message. Default 259,200.
     pub timer_max_delay_sec: u64,
+    /// RocketMQ's `rejectTransactionMessage`. Default false.
+    pub reject_transaction_message: bool,
+    /// RocketMQ's `transactionTimeOut`: half messages younger are not checked back. Default
+    /// 6,000 ms.
+    pub transaction_timeout_ms: u64,
+    /// RocketMQ's `transactionCheckInterval`. Default 30,000 ms.
+    pub transaction_check_interval_ms: u64,
+    /// RocketMQ's `transactionCheckMax`: unanswered checks before a half is discarded.
+    /// Default 15.
+    pub transaction_check_max: u32,
 }
 
 impl Default for ServerSection {
@@ -107,6 +117,10 @@ impl Default for ServerSection {
             auto_create_topic: b.auto_create_topic,
             message_delay_level: b.delay_levels.to_string(),
             timer_max_delay_sec: b.timer_max_delay_sec,
+            reject_transaction_message: b.reject_transaction_message,
+            transaction_timeout_ms: b.transaction_timeout_ms,
+            transaction_check_interval_ms: b.transaction_check_interval_ms,
+            transaction_check_max: b.transaction_check_max,
         }
     }
 }
@@ -231,6 +245,11 @@ impl BrokerFile {
         file.node_config()?;
         DelayLevels::parse(&file.server.message_delay_level)
             .map_err(|e| ConfigError::Invalid(format!("[server] {e}")))?;
+        if file.server.transaction_check_interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "[server] transaction_check_interval_ms must be at least 100".into(),
+            ));
+        }
         Ok(file)
     }
 
@@ -255,6 +274,10 @@ impl BrokerFile {
         // Checked by `parse`.
         b.delay_levels = DelayLevels::parse(&s.message_delay_level).unwrap_or_default();
         b.timer_max_delay_sec = s.timer_max_delay_sec;
+        b.reject_transaction_message = s.reject_transaction_message;
+        b.transaction_timeout_ms = s.transaction_timeout_ms;
+        b.transaction_check_interval_ms = s.transaction_check_interval_ms;
+        b.transaction_check_max = s.transaction_check_max;
         b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
         b.replication = self.raft.replication;
         b

@@ -14,6 +14,7 @@ pub mod rates;
 pub mod register;
 pub mod schedule;
 pub mod server;
+pub mod transaction;
 
 use std::sync::Arc;
 

@@ -41,6 +41,10 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) next_queue: AtomicU64,
     pub(crate) epoch_ms: i64,
     pub(crate) epoch: tokio::time::Instant,
+    /// Transaction half messages being resolved on this master now.
+    pub(crate) resolving: crate::transaction::Resolving,
+    /// The term in which this master's state was last seen to cover its whole log.
+    pub(crate) current_term: AtomicU64,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
@@ -73,6 +77,8 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
             // The runtime's clock (virtual under madsim, where it is std's Instant).
             #[allow(clippy::disallowed_methods)]
             epoch: tokio::time::Instant::now(),
+            resolving: Default::default(),
+            current_term: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -134,6 +140,7 @@ impl Broker {
             )));
         }
         tokio::spawn(crate::schedule::run(inner.clone(), server.stop_signal()));
+        tokio::spawn(crate::transaction::run(inner.clone(), server.stop_signal()));
         tokio::spawn(expire_clients(inner, server.stop_signal()));
         Ok(Broker { server, register: std::sync::Mutex::new(register) })
     }

@@ -17,6 +17,7 @@ use crate::server::Inner;
 
 pub(crate) mod admin;
 pub(crate) mod clients;
+pub(crate) mod end_transaction;
 pub(crate) mod lookup;
 pub(crate) mod offsets;
 pub(crate) mod pull;
@@ -54,6 +55,10 @@ pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>)
         .register(
             stats::StatsProcessor::<S, M>::CODES,
             Arc::new(stats::StatsProcessor(inner.clone())),
+        )
+        .register(
+            end_transaction::EndTransactionProcessor::<S, M>::CODES,
+            Arc::new(end_transaction::EndTransactionProcessor(inner.clone())),
         )
 }
 
@@ -149,6 +154,22 @@ pub(crate) fn topic_of<S: Storage + Clone, M: MetaStore>(
             format!("topic[{topic}] not exist, apply first please!"),
         )),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+/// The answer to a proposal Raft did not take: NOT_MASTER-like for a lost leadership,
+/// SYSTEM_BUSY (RocketMQ's overload remark) for a full proposer, SYSTEM_ERROR otherwise.
+pub(crate) fn proposal_refused<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    e: ProposeError,
+) -> RemotingCommand {
+    match e {
+        ProposeError::NotLeader { .. } => not_master(req, inner),
+        ProposeError::Overloaded => {
+            reply(req, response_code::SYSTEM_BUSY, rocketraft_remoting::server::OVERLOAD_REMARK)
+        }
+        e => reply(req, response_code::SYSTEM_ERROR, e.to_string()),
     }
 }
 

@@ -115,7 +115,12 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
         return Err(not_master(req, inner));
     }
     let refused = |r: Refusal| reply(req, r.code, r.remark);
-    admission::check_header(&h, inner.config.advertised_addr).map_err(refused)?;
+    admission::check_header(
+        &h,
+        inner.config.advertised_addr,
+        inner.config.reject_transaction_message,
+    )
+    .map_err(refused)?;
     retried_to_dead_letters(req, inner, &mut h).await?;
     let topic = match topic_of(req, inner, &h.topic) {
         Err(e) if e.code == response_code::TOPIC_NOT_EXIST => auto_create(req, inner, &h).await?,

@@ -14,7 +14,7 @@ use rocketraft_protocol::message::{
 use rocketraft_protocol::names::{dlq_topic, retry_topic};
 use rocketraft_protocol::{response_code, RemotingCommand};
 use rocketraft_raft::types::{GroupMeta, TopicMeta};
-use rocketraft_raft::{MetaCommand, MetaStore, ProposeError};
+use rocketraft_raft::{MetaCommand, MetaStore};
 use rocketraft_store::io::Storage;
 use rocketraft_store::CommitLogOffset;
 
@@ -152,13 +152,7 @@ async fn send_back<S: Storage + Clone, M: MetaStore>(
             }
             Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
         }
-        Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
-        Err(ProposeError::Overloaded) => Err(reply(
-            req,
-            response_code::SYSTEM_BUSY,
-            rocketraft_remoting::server::OVERLOAD_REMARK,
-        )),
-        Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+        Err(e) => Err(proposal_refused(req, inner, e)),
     }
 }
 

@@ -1,0 +1,509 @@
+//! Transactional messages: where a half message waits, how END_TRANSACTION resolves it, and
+//! the master's check-back service.
+//!
+//! A half message (TRAN_MSG, or the PREPARED bit) is stored in `RMQ_SYS_TRANS_HALF_TOPIC`,
+//! queue 0, with its real topic and queue in `REAL_TOPIC`/`REAL_QID` and its producer group
+//! in `PGROUP`; it takes no offset of its real queue and no consumer sees it.
+//!
+//! Resolution is replicated, and always one Raft entry:
+//! - a commit is the message stored in its real queue (commit bit set, offsets assigned then)
+//!   with `RR_MOVED_FROM` naming the half; applying it marks the half committed;
+//! - a rollback is a metadata command that marks the half rolled back;
+//! - a half checked `transaction_check_max` times without an answer is copied to
+//!   `TRANS_CHECK_MAX_TIME_TOPIC` the same way, which marks it discarded.
+//!
+//! So a failover can neither lose a commit nor repeat one: a new master reads the marks from
+//! the replicated state, once every entry of its log is applied. On one master, a half is
+//! resolved by one request at a time (`Resolving`); a second END_TRANSACTION for a resolved
+//! half changes nothing.
+//!
+//! The check-back service (master only) scans the half queue every
+//! `transaction_check_interval_ms` from the first half whose mark is kept: a half that is
+//! unresolved and older than `transaction_timeout_ms` (or its `CHECK_IMMUNITY_TIME_IN_SECONDS`)
+//! is sent to a connected producer of its group as CHECK_TRANSACTION_STATE, and its check count
+//! (replicated, `MetaCommand::HalfChecks`) goes up; a half whose group has no producer connected
+//! is not counted, and is checked once one connects. Marks before the first unresolved half
+//! are dropped (`MetaCommand::ForgetHalves`): a half before that cut reads as resolved.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rocketraft_protocol::headers::CheckTransactionStateRequestHeader;
+use rocketraft_protocol::message::{
+    body_crc, decode_records, find_property, offset_msg_id, property, rewrite_properties,
+    MessageRecord, RecordView,
+};
+use rocketraft_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC};
+use rocketraft_protocol::sysflag::message as msgflag;
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+use rocketraft_raft::{MetaCommand, MetaStore, QueueRead, ReadLimits};
+use rocketraft_store::io::Storage;
+use rocketraft_store::QueueOffset;
+
+use crate::admission::Refusal;
+use crate::schedule::Destination;
+use crate::server::{now_ms, Inner};
+
+/// Half messages read per queue read of a check round.
+const READ_BATCH: usize = 256;
+/// Half messages one check round looks at, at most (from the first unresolved one).
+pub const CHECK_SCAN_MAX: u64 = 100_000;
+
+/// Properties a half message may not carry into its half-topic record: what would park it
+/// (RocketMQ's producer clears DELAY; a timer makes no sense either) and the real place,
+/// which the broker sets.
+const NOT_ON_A_HALF: [&str; 7] = [
+    property::DELAY,
+    property::TIMER_DELIVER_MS,
+    property::TIMER_DELAY_SEC,
+    property::TIMER_DELAY_MS,
+    property::TIMER_OUT_MS,
+    property::REAL_TOPIC,
+    property::REAL_QID,
+];
+
+/// Where a half message sent to `topic`/`queue_id` by `producer_group` waits.
+pub fn half(
+    topic: &str,
+    queue_id: i32,
+    properties: &str,
+    producer_group: &str,
+) -> Result<Destination, Refusal> {
+    if find_property(properties, property::MOVED_FROM).is_some() {
+        return Err(Refusal {
+            code: response_code::MESSAGE_ILLEGAL,
+            remark: format!("the property {} is the broker's own", property::MOVED_FROM),
+        });
+    }
+    let qid = queue_id.to_string();
+    let mut set = vec![(property::REAL_TOPIC, topic), (property::REAL_QID, qid.as_str())];
+    if find_property(properties, property::PGROUP).is_none_or(str::is_empty) {
+        set.push((property::PGROUP, producer_group));
+    }
+    Ok(Destination {
+        topic: TRANS_HALF_TOPIC.to_owned(),
+        queue_id: 0,
+        properties: rewrite_properties(properties, &NOT_ON_A_HALF, &set),
+    })
+}
+
+/// The half message's real topic and queue, if it has them.
+pub fn real_place<'a>(half: &RecordView<'a>) -> Option<(&'a str, i32)> {
+    let topic = half.property(property::REAL_TOPIC).filter(|t| !t.is_empty())?;
+    let queue_id = half.property(property::REAL_QID)?.parse().ok().filter(|q: &i32| *q >= 0)?;
+    Some((topic, queue_id))
+}
+
+/// `RR_MOVED_FROM` of a record that resolves the half at `half_offset`.
+fn from_half(half_offset: i64) -> String {
+    format!("{TRANS_HALF_TOPIC}:0:{half_offset}")
+}
+
+/// The committed message of `half`: its real topic and queue, the commit bit, keys, tags and
+/// UNIQ_KEY kept, `REAL_TOPIC`/`REAL_QID` dropped, stamped now.
+pub fn commit_record(
+    half: &RecordView<'_>,
+    now_ms: i64,
+    store_host: SocketAddr,
+) -> Result<Vec<u8>, String> {
+    let (topic, queue_id) = real_place(half).ok_or("the half message has no real topic")?;
+    let from = from_half(half.queue_offset);
+    let remove = [property::REAL_TOPIC, property::REAL_QID, property::TRANSACTION_CHECK_TIMES];
+    MessageRecord {
+        body_crc: body_crc(half.body),
+        queue_id,
+        flag: half.flag,
+        sys_flag: msgflag::reset_transaction_value(half.sys_flag, msgflag::TRANSACTION_COMMIT),
+        born_timestamp: half.born_timestamp,
+        born_host: half.born_host,
+        store_timestamp: now_ms,
+        store_host,
+        reconsume_times: half.reconsume_times,
+        prepared_transaction_offset: half.physical_offset,
+        body: bytes::Bytes::copy_from_slice(half.body),
+        topic: topic.to_owned(),
+        properties: rewrite_properties(
+            half.properties,
+            &remove,
+            &[(property::MOVED_FROM, from.as_str())],
+        ),
+        ..Default::default()
+    }
+    .encode()
+    .map_err(|e| e.to_string())
+}
+
+/// The discarded copy of `half` (checked too often without an answer), for inspection.
+fn discard_record(
+    half: &RecordView<'_>,
+    checks: u32,
+    now_ms: i64,
+    store_host: SocketAddr,
+) -> Result<Vec<u8>, String> {
+    let from = from_half(half.queue_offset);
+    let checks = checks.to_string();
+    MessageRecord {
+        body_crc: body_crc(half.body),
+        queue_id: 0,
+        flag: half.flag,
+        sys_flag: half.sys_flag,
+        born_timestamp: half.born_timestamp,
+        born_host: half.born_host,
+        store_timestamp: now_ms,
+        store_host,
+        reconsume_times: half.reconsume_times,
+        body: bytes::Bytes::copy_from_slice(half.body),
+        topic: TRANS_CHECK_MAX_TIME_TOPIC.to_owned(),
+        properties: rewrite_properties(
+            half.properties,
+            &[],
+            &[
+                (property::MOVED_FROM, from.as_str()),
+                (property::TRANSACTION_CHECK_TIMES, checks.as_str()),
+            ],
+        ),
+        ..Default::default()
+    }
+    .encode()
+    .map_err(|e| e.to_string())
+}
+
+/// The half messages a request (or the check service) is resolving now on this master.
+#[derive(Debug, Default)]
+pub(crate) struct Resolving(Mutex<HashSet<u64>>);
+
+/// A half held by one resolution; released on drop.
+pub(crate) struct Held<'a> {
+    set: &'a Resolving,
+    half: u64,
+}
+
+impl Resolving {
+    /// Holds `half`, unless someone else is resolving it now.
+    pub(crate) fn hold(&self, half: u64) -> Option<Held<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(half).then_some(Held { set: self, half })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.half);
+    }
+}
+
+/// Whether this replica is master with state that covers its whole log: a resolution must
+/// see every earlier resolution, including one proposed in an earlier term and applied only
+/// now (a leader that resumed its term after a restart counts as current before that).
+pub(crate) async fn state_is_current<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+) -> bool {
+    let catch_up_ms = crate::processor::MASTER_CATCH_UP_MS;
+    if !inner.replica.master_ready(catch_up_ms).await {
+        return false;
+    }
+    let term = inner.replica.term();
+    if inner.current_term.load(Ordering::Acquire) == term {
+        return true;
+    }
+    if !inner.replica.whole_log_applied(Duration::from_millis(catch_up_ms)).await {
+        return false;
+    }
+    inner.current_term.store(term, Ordering::Release);
+    true
+}
+
+/// The check-back service: a round every `transaction_check_interval_ms` while master.
+pub(crate) async fn run<S: Storage + Clone, M: MetaStore>(
+    inner: Arc<Inner<S, M>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = Duration::from_millis(inner.config.transaction_check_interval_ms.max(100));
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !inner.replica.is_master() || !state_is_current(&inner).await {
+            continue;
+        }
+        match check_round(&inner).await {
+            Ok(round) if round.checked + round.discarded > 0 => tracing::info!(
+                checked = round.checked,
+                discarded = round.discarded,
+                unresolved = round.unresolved,
+                "transaction check round"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::info!(error = %e, "transaction check round stopped"),
+        }
+    }
+}
+
+/// What a check round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckRound {
+    /// Check-backs sent.
+    pub checked: usize,
+    /// Half messages discarded after too many checks.
+    pub discarded: usize,
+    /// Unresolved half messages seen.
+    pub unresolved: usize,
+}
+
+/// One round over the half queue.
+pub(crate) async fn check_round<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+) -> Result<CheckRound, String> {
+    let meta = inner.replica.metadata();
+    let kept_from = meta.halves_from().map_err(|e| e.to_string())?;
+    let Some((min, max)) = inner.replica.queue_bounds(TRANS_HALF_TOPIC, 0) else {
+        return Ok(CheckRound::default());
+    };
+    let mut at = kept_from.max(min.0);
+    if kept_from < min.0 {
+        // Retention removed half messages before they were resolved (older than the log is
+        // kept): nothing can resolve them any more.
+        tracing::warn!(
+            from = kept_from,
+            to = min.0,
+            "unresolved half messages were removed by retention"
+        );
+    }
+    // The resolved prefix from `kept_from`: its marks can be forgotten.
+    let mut resolved_to = at;
+    let mut resolved = Vec::new();
+    let mut checks = Vec::new();
+    let mut round = CheckRound::default();
+    let now = now_ms(inner);
+    let limits = ReadLimits { messages_max: READ_BATCH, bytes_max: 4 << 20, scan_per_message: 1 };
+    let end = max.0.min(at.saturating_add(CHECK_SCAN_MAX));
+    while at < end {
+        // Every tag code is at most i64::MAX: this reads every record, and never waits for
+        // queues a snapshot holds (the round ends instead).
+        let read = inner
+            .replica
+            .read_due(TRANS_HALF_TOPIC, 0, QueueOffset(at), limits, i64::MAX)
+            .map_err(|e| e.to_string())?;
+        let QueueRead::Found { body, next, .. } = read else {
+            tracing::debug!(at, ?read, "the half queue read ended the round");
+            break;
+        };
+        for half in decode_records(&body).map_err(|e| e.to_string())? {
+            let offset = half.queue_offset as u64;
+            if meta.half_outcome(offset).map_err(|e| e.to_string())?.is_some() {
+                if resolved_to == offset {
+                    resolved_to += 1;
+                    resolved.push(offset);
+                }
+                continue;
+            }
+            round.unresolved += 1;
+            if !due_for_check(inner, &half, now) {
+                continue;
+            }
+            let count = meta.half_checks(offset).map_err(|e| e.to_string())?;
+            if count >= inner.config.transaction_check_max {
+                if discard(inner, &half, count, now).await? {
+                    round.discarded += 1;
+                }
+                continue;
+            }
+            if send_check(inner, &half, count + 1) {
+                checks.push((offset, count + 1));
+                round.checked += 1;
+            } else {
+                tracing::debug!(half = offset, "no producer of the half's group is connected");
+            }
+        }
+        at = next.0;
+    }
+    if !checks.is_empty() {
+        let command = MetaCommand::HalfChecks { checks };
+        inner.replica.propose_metadata(vec![command]).await.map_err(|e| e.to_string())?;
+    }
+    if resolved_to > kept_from {
+        let command = MetaCommand::ForgetHalves { below: resolved_to, offsets: resolved };
+        inner.replica.propose_metadata(vec![command]).await.map_err(|e| e.to_string())?;
+    }
+    Ok(round)
+}
+
+/// Whether `half` is old enough to be checked back.
+fn due_for_check<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    half: &RecordView<'_>,
+    now: i64,
+) -> bool {
+    let immunity_ms = half
+        .property(property::CHECK_IMMUNITY_TIME_IN_SECONDS)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(inner.config.transaction_timeout_ms, |s| s.saturating_mul(1000));
+    now.saturating_sub(half.store_timestamp) >= immunity_ms.min(i64::MAX as u64) as i64
+}
+
+/// Moves `half` to the discard topic; false if it was resolved meanwhile.
+async fn discard<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    half: &RecordView<'_>,
+    checks: u32,
+    now: i64,
+) -> Result<bool, String> {
+    let offset = half.queue_offset as u64;
+    let Some(_held) = inner.resolving.hold(offset) else { return Ok(false) };
+    if inner.replica.metadata().half_outcome(offset).map_err(|e| e.to_string())?.is_some() {
+        return Ok(false);
+    }
+    ensure_discard_topic(inner).await?;
+    let record = discard_record(half, checks, now, inner.config.advertised_addr)?;
+    inner.replica.propose(vec![record]).await.map_err(|e| e.to_string())?;
+    tracing::warn!(
+        half = offset,
+        group = half.property(property::PGROUP).unwrap_or(""),
+        checks,
+        "a transaction half message was never resolved: moved to {TRANS_CHECK_MAX_TIME_TOPIC}"
+    );
+    Ok(true)
+}
+
+/// Registers the discard topic (one queue, as RocketMQ creates it), so tools can read it.
+async fn ensure_discard_topic<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+) -> Result<(), String> {
+    let meta = inner.replica.metadata();
+    if meta.topic(TRANS_CHECK_MAX_TIME_TOPIC).map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let topic = rocketraft_raft::types::TopicMeta {
+        name: TRANS_CHECK_MAX_TIME_TOPIC.to_owned(),
+        read_queue_nums: 1,
+        write_queue_nums: 1,
+        perm: rocketraft_protocol::code::perm::READ | rocketraft_protocol::code::perm::WRITE,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: "SINGLE_TAG".into(),
+    };
+    let command = MetaCommand::PutTopic(topic);
+    inner.replica.propose_metadata(vec![command]).await.map_err(|e| e.to_string())?;
+    inner.register_now.notify_one();
+    Ok(())
+}
+
+/// Sends CHECK_TRANSACTION_STATE for `half` to a connected producer of its group (RocketMQ
+/// sends it oneway; the answer is an END_TRANSACTION). False if none is connected.
+fn send_check<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    half: &RecordView<'_>,
+    check_times: u32,
+) -> bool {
+    let Some(group) = half.property(property::PGROUP) else { return false };
+    let Some(conn) = crate::server::lock(&inner.clients).producer_connection(group) else {
+        return false;
+    };
+    let Some((topic, queue_id)) = real_place(half) else { return false };
+    let offset_id = offset_msg_id(inner.config.advertised_addr, half.physical_offset);
+    let uniq = half.property(property::UNIQ_KEY).map(str::to_owned);
+    let times = check_times.to_string();
+    // The producer sees the message as sent: its real topic and queue, and how often it was
+    // checked; the half's offsets, which its answer names.
+    let body = MessageRecord {
+        body_crc: body_crc(half.body),
+        queue_id,
+        flag: half.flag,
+        queue_offset: half.queue_offset,
+        physical_offset: half.physical_offset,
+        sys_flag: msgflag::reset_transaction_value(half.sys_flag, msgflag::TRANSACTION_PREPARED),
+        born_timestamp: half.born_timestamp,
+        born_host: half.born_host,
+        store_timestamp: half.store_timestamp,
+        store_host: half.store_host,
+        reconsume_times: half.reconsume_times,
+        prepared_transaction_offset: 0,
+        body: bytes::Bytes::copy_from_slice(half.body),
+        topic: topic.to_owned(),
+        properties: rewrite_properties(
+            half.properties,
+            &[property::REAL_TOPIC, property::REAL_QID],
+            &[(property::TRANSACTION_CHECK_TIMES, times.as_str())],
+        ),
+    }
+    .encode();
+    let Ok(body) = body else { return false };
+    let header = CheckTransactionStateRequestHeader {
+        tran_state_table_offset: half.queue_offset,
+        commit_log_offset: half.physical_offset,
+        msg_id: uniq.clone().or_else(|| Some(offset_id.clone())),
+        transaction_id: uniq,
+        offset_msg_id: Some(offset_id),
+    };
+    let cmd = RemotingCommand::request(request_code::CHECK_TRANSACTION_STATE, &header)
+        .with_body(body)
+        .into_oneway();
+    inner.connections.send(conn, &cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocketraft_protocol::message::parse_properties;
+
+    #[test]
+    fn a_half_keeps_its_real_place_and_group_and_loses_what_would_park_it() {
+        let props = rocketraft_protocol::message::properties_to_string([
+            ("TRAN_MSG", "true"),
+            ("DELAY", "3"),
+            ("TIMER_DELAY_SEC", "10"),
+            ("REAL_TOPIC", "forged"),
+            ("KEYS", "k"),
+        ]);
+        let d = half("T", 2, &props, "PG").unwrap();
+        assert_eq!((d.topic.as_str(), d.queue_id), (TRANS_HALF_TOPIC, 0));
+        let p = parse_properties(&d.properties);
+        assert_eq!(p.get("REAL_TOPIC").map(String::as_str), Some("T"));
+        assert_eq!(p.get("REAL_QID").map(String::as_str), Some("2"));
+        assert_eq!(p.get("PGROUP").map(String::as_str), Some("PG"));
+        assert_eq!(p.get("KEYS").map(String::as_str), Some("k"));
+        assert!(!p.contains_key("DELAY") && !p.contains_key("TIMER_DELAY_SEC"));
+        // The producer's own PGROUP stays (END_TRANSACTION is checked against it).
+        let own = rocketraft_protocol::message::properties_to_string([("PGROUP", "Mine")]);
+        let d = half("T", 0, &own, "PG").unwrap();
+        assert_eq!(parse_properties(&d.properties).get("PGROUP").map(String::as_str), Some("Mine"));
+    }
+
+    #[test]
+    fn a_commit_goes_to_the_real_queue_with_the_commit_bit_and_names_its_half() {
+        let d = half("T", 1, "KEYS\u{1}k\u{2}UNIQ_KEY\u{1}U1\u{2}TAGS\u{1}a\u{2}", "PG").unwrap();
+        let host: SocketAddr = "127.0.0.1:10911".parse().unwrap();
+        let stored = MessageRecord {
+            topic: d.topic,
+            queue_id: 0,
+            queue_offset: 7,
+            physical_offset: 4096,
+            properties: d.properties,
+            body: bytes::Bytes::from_static(b"b"),
+            body_crc: body_crc(b"b"),
+            ..Default::default()
+        }
+        .encode()
+        .unwrap();
+        let view = RecordView::decode(&stored).unwrap();
+        let raw = commit_record(&view, 5, host).unwrap();
+        let c = RecordView::decode(&raw).unwrap();
+        assert_eq!((c.topic, c.queue_id), ("T", 1));
+        assert_eq!(msgflag::transaction_value(c.sys_flag), msgflag::TRANSACTION_COMMIT);
+        assert_eq!(c.prepared_transaction_offset, 4096);
+        let p = parse_properties(c.properties);
+        assert_eq!(
+            p.get("RR_MOVED_FROM").map(String::as_str),
+            Some("RMQ_SYS_TRANS_HALF_TOPIC:0:7")
+        );
+        for (k, v) in [("KEYS", "k"), ("UNIQ_KEY", "U1"), ("TAGS", "a")] {
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert!(!p.contains_key("REAL_TOPIC") && !p.contains_key("REAL_QID"));
+    }
+}
