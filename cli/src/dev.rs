@@ -53,6 +53,12 @@ pub struct DevConfig {
     /// The delay of each `DELAY` level (RocketMQ's `messageDelayLevel`). Default RocketMQ's
     /// 18 levels, 1 s to 2 h.
     pub delay_levels: rocketraft_protocol::schedule::DelayLevels,
+    /// How often unresolved transaction half messages are checked back. Default 30,000 ms.
+    pub transaction_check_interval_ms: u64,
+    /// Half messages younger than this are not checked back. Default 6,000 ms.
+    pub transaction_timeout_ms: u64,
+    /// Unanswered check-backs before a half message is discarded. Default 15.
+    pub transaction_check_max: u32,
 }
 
 impl Default for DevConfig {
@@ -72,6 +78,9 @@ impl Default for DevConfig {
             timing: RaftTiming::default(),
             register_interval_ms: 30_000,
             delay_levels: Default::default(),
+            transaction_check_interval_ms: 30_000,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
         }
     }
 }
@@ -198,6 +207,9 @@ impl DevCluster {
         b.register_interval_ms = self.config.register_interval_ms;
         b.replication = self.config.replication;
         b.delay_levels = self.config.delay_levels.clone();
+        b.transaction_check_interval_ms = self.config.transaction_check_interval_ms;
+        b.transaction_timeout_ms = self.config.transaction_timeout_ms;
+        b.transaction_check_max = self.config.transaction_check_max;
         b
     }
 

@@ -17,6 +17,7 @@ pub mod producer;
 pub mod remoting;
 pub mod route;
 pub mod select;
+pub mod transaction;
 
 pub use crate::core::ClientConfig;
 pub use admin::{Admin, ParkedQueue};
@@ -28,6 +29,9 @@ pub use error::{ClientError, Result};
 pub use message::{Message, MessageExt};
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
 pub use rocketraft_protocol::body::{MessageModel, MessageQueue};
+pub use transaction::{
+    TransactionListener, TransactionProducer, TransactionSendResult, TransactionState,
+};
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
 /// section here is a few map operations), so a panicking listener cannot poison the client.

@@ -165,13 +165,22 @@ impl Producer {
     /// Starts a producer: connects to a NameServer, then polls routes every 30 s and sends
     /// heartbeats to the masters it knows every 30 s.
     pub async fn start(config: ProducerConfig) -> Result<Producer> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`Producer::start`], with a handler for the requests brokers send it
+    /// (CHECK_TRANSACTION_STATE).
+    pub(crate) async fn start_with(
+        config: ProducerConfig,
+        handler: Option<crate::remoting::InboundHandler>,
+    ) -> Result<Producer> {
         if let Err(e) = rocketraft_protocol::names::check_group(&config.group) {
             return Err(ClientError::InvalidArgument(e.to_string()));
         }
         if config.async_sends_max == 0 {
             return Err(ClientError::InvalidArgument("async_sends_max must be at least 1".into()));
         }
-        let core = Core::start(config.client.clone(), None).await?;
+        let core = Core::start(config.client.clone(), handler).await?;
         let client_hash = {
             let mut h: i32 = 0;
             for b in core.client_id.bytes() {
@@ -207,6 +216,22 @@ impl Producer {
     /// This client's id (`ip@instance`).
     pub fn client_id(&self) -> &str {
         &self.inner.core.client_id
+    }
+
+    /// The connections, routes and settings this producer shares with its clones.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.inner.core
+    }
+
+    /// The producer group.
+    pub fn group(&self) -> &str {
+        &self.inner.config.group
+    }
+
+    /// Sends a heartbeat to every broker replica this producer knows now, not at the next
+    /// `heartbeat_ms` (a broker checks transactions back only with producers it knows).
+    pub(crate) async fn heartbeat_now(&self) {
+        self.inner.core.heartbeat(&self.inner.heartbeat_data()).await;
     }
 
     /// Sends and waits for the broker's acknowledgement (the message is then replicated to a
@@ -433,7 +458,13 @@ impl Inner {
             c: AUTO_CREATE_TOPIC.to_owned(),
             d: self.config.default_topic_queue_nums,
             e: mq.queue_id,
-            f: 0,
+            // A transactional message is a half message: TRAN_MSG and the PREPARED bit, as
+            // RocketMQ's producers send it.
+            f: if msg.properties.get(property::TRAN_MSG).is_some_and(|v| v == "true") {
+                rocketraft_protocol::sysflag::message::TRANSACTION_PREPARED
+            } else {
+                0
+            },
             g: clock::now_ms(),
             h: msg.flag,
             i: (!batch).then(|| {

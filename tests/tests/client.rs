@@ -21,7 +21,7 @@ use rocketraft::dev::DevCluster;
 use rocketraft_client::{
     Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt,
     MessageModel, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PushConsumer,
-    PushConsumerConfig,
+    PushConsumerConfig, SendResult, TransactionListener, TransactionProducer, TransactionState,
 };
 
 #[path = "support/dev.rs"]
@@ -728,5 +728,123 @@ async fn pull_consumer_batches_and_admin_calls() {
     admin.shutdown().await;
     pull.shutdown().await;
     producer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A listener that decides by the body: `commit-*` and `rollback-*` at once, `later-commit`
+/// and `later-rollback` only when checked back, `silent` never. It counts check-backs.
+#[derive(Default, Clone)]
+struct Ledger {
+    checks: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+impl TransactionListener for Ledger {
+    async fn execute_local(&self, msg: &Message, _sent: &SendResult) -> TransactionState {
+        match std::str::from_utf8(&msg.body).unwrap_or("") {
+            b if b.starts_with("commit") => TransactionState::Commit,
+            b if b.starts_with("rollback") => TransactionState::Rollback,
+            _ => TransactionState::Unknown,
+        }
+    }
+
+    async fn check(&self, msg: MessageExt) -> TransactionState {
+        let body = String::from_utf8_lossy(&msg.body).into_owned();
+        *self.checks.lock().unwrap().entry(body.clone()).or_default() += 1;
+        match body.as_str() {
+            "later-commit" => TransactionState::Commit,
+            "later-rollback" => TransactionState::Rollback,
+            _ => TransactionState::Unknown,
+        }
+    }
+}
+
+/// Transactions end to end over real sockets: a committed half is consumed once, a rolled
+/// back one never, an unknown one is checked back and resolved by the producer's answer, one
+/// never answered is discarded to TRANS_CHECK_MAX_TIME_TOPIC after `transaction_check_max`
+/// checks, and halves sent between plain messages leave the queue's offsets dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_are_checked_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dev::start_cluster_with(&dir, 8 << 20, Duration::from_secs(10), |c| {
+        c.transaction_check_interval_ms = 300;
+        c.transaction_timeout_ms = 500;
+        c.transaction_check_max = 3;
+    })
+    .await;
+    create_topic(&cluster, "Orders", 1).await;
+    let plain = Producer::start(producer_config(&cluster)).await.unwrap();
+    let ledger = Ledger::default();
+    let mut config = producer_config(&cluster);
+    config.group = "TXP".into();
+    let tx = TransactionProducer::start(config, ledger.clone()).await.unwrap();
+
+    plain.send(Message::new("Orders", "plain-0")).await.unwrap();
+    let mut states = BTreeMap::new();
+    for body in ["commit-1", "rollback-1", "later-commit", "later-rollback", "silent"] {
+        let m = Message::new("Orders", body).with_keys([format!("{body}-key")]);
+        let r = tx.send(m).await.unwrap();
+        states.insert(body, r.state);
+    }
+    plain.send(Message::new("Orders", "plain-1")).await.unwrap();
+    assert_eq!(states["commit-1"], TransactionState::Commit);
+    assert_eq!(states["rollback-1"], TransactionState::Rollback);
+    assert_eq!(states["silent"], TransactionState::Unknown);
+
+    // Read the queue until the last check-back resolution and the discard are done.
+    let mut pcfg = PullConsumerConfig::new(&namesrv(&cluster), "READER");
+    pcfg.consume_from = ConsumeFrom::FirstOffset;
+    let reader = PullConsumer::start(pcfg).await.unwrap();
+    let queue = reader.topic_queues("Orders").await.unwrap().into_iter().next().unwrap();
+    reader.assign([queue.clone()]);
+    let mut got: Vec<(i64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 4 {
+        assert!(Instant::now() < deadline, "consumed only {got:?}");
+        for m in reader.poll(500).await.unwrap() {
+            got.push((m.queue_offset, String::from_utf8_lossy(&m.body).into_owned()));
+        }
+    }
+    let discarded = loop {
+        assert!(Instant::now() < deadline, "never discarded; checks {:?}", ledger.checks);
+        let found = reader.topic_queues("TRANS_CHECK_MAX_TIME_TOPIC").await;
+        if let Ok(qs) = found {
+            let mut dcfg = PullConsumerConfig::new(&namesrv(&cluster), "DISCARD_READER");
+            dcfg.consume_from = ConsumeFrom::FirstOffset;
+            let d = PullConsumer::start(dcfg).await.unwrap();
+            d.assign(qs);
+            let ms = d.poll(2_000).await.unwrap();
+            d.shutdown().await;
+            if let Some(m) = ms.into_iter().next() {
+                break m;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(&discarded.body[..], b"silent");
+    assert_eq!(discarded.properties.get("TRANSACTION_CHECK_TIMES").map(String::as_str), Some("3"));
+    // Nothing more arrives: the rolled-back and discarded halves never show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for m in reader.poll(500).await.unwrap() {
+        got.push((m.queue_offset, String::from_utf8_lossy(&m.body).into_owned()));
+    }
+    got.sort();
+    let offsets: Vec<i64> = got.iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3], "dense offsets, each message once: {got:?}");
+    let bodies: BTreeSet<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(bodies, BTreeSet::from(["plain-0", "commit-1", "plain-1", "later-commit"]));
+    let checks = ledger.checks.lock().unwrap().clone();
+    assert_eq!(checks.get("silent"), Some(&3), "checked transaction_check_max times: {checks:?}");
+    assert_eq!(checks.get("later-commit"), Some(&1));
+    assert_eq!(checks.get("later-rollback"), Some(&1));
+    assert!(!checks.contains_key("commit-1") && !checks.contains_key("rollback-1"));
+    // The committed message keeps what it was sent with.
+    let admin = Admin::start(ClientConfig::new(&namesrv(&cluster))).await.unwrap();
+    let found = admin.query_by_key("Orders", "later-commit-key").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].properties.get("TRAN_MSG").map(String::as_str), Some("true"));
+    admin.shutdown().await;
+    reader.shutdown().await;
+    tx.shutdown().await;
+    plain.shutdown().await;
     cluster.shutdown().await;
 }

@@ -16,6 +16,9 @@ async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
         broker_port: 0,
         raft_port: 0,
         segment_size_bytes: 8 << 20,
+        // The transaction example's undecided orders are checked back within a second or two.
+        transaction_check_interval_ms: 1_000,
+        transaction_timeout_ms: 1_000,
         ..Default::default()
     };
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
@@ -53,7 +56,14 @@ async fn the_examples_run_against_a_dev_cluster() {
     let out = run(env!("CARGO_BIN_EXE_example-ordered"), ns.clone(), &[]).await;
     assert!(out.contains("10 orders, every order's steps in order: true"), "{out}");
 
-    let out = run(env!("CARGO_BIN_EXE_example-broadcast"), ns, &[]).await;
+    let out = run(env!("CARGO_BIN_EXE_example-broadcast"), ns.clone(), &[]).await;
     assert!(out.contains("each member received [20, 20] of 20"), "{out}");
+
+    // Orders 1 and 5 fail (rolled back); 2 and 5 are undecided until checked back.
+    let out = run(env!("CARGO_BIN_EXE_example-transaction"), ns, &[]).await;
+    assert!(
+        out.contains("6 of 8 orders delivered, every delivered order was saved: true"),
+        "{out}"
+    );
     cluster.shutdown().await;
 }

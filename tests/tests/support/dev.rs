@@ -21,8 +21,19 @@ pub async fn start_cluster(
     segment_size_bytes: u64,
     ready_within: Duration,
 ) -> DevCluster {
+    start_cluster_with(dir, segment_size_bytes, ready_within, |_| {}).await
+}
+
+/// [`start_cluster`] with settings changed by `tweak`.
+#[allow(dead_code)] // not every test binary changes settings
+pub async fn start_cluster_with(
+    dir: &tempfile::TempDir,
+    segment_size_bytes: u64,
+    ready_within: Duration,
+    tweak: impl FnOnce(&mut DevConfig),
+) -> DevCluster {
     init_tracing();
-    let config = DevConfig {
+    let mut config = DevConfig {
         data_dir: dir.path().to_owned(),
         namesrv_port: 0,
         broker_port: 0,
@@ -37,6 +48,7 @@ pub async fn start_cluster(
         delay_levels: rocketraft_protocol::schedule::DelayLevels::parse("1s 1s 1s").unwrap(),
         ..Default::default()
     };
+    tweak(&mut config);
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
     assert!(cluster.wait_ready(ready_within).await, "a master is routed");
     cluster
