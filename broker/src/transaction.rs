@@ -31,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rocketraft_protocol::body::UnresolvedHalf;
 use rocketraft_protocol::headers::CheckTransactionStateRequestHeader;
 use rocketraft_protocol::message::{
     body_crc, decode_records, find_property, offset_msg_id, property, rewrite_properties,
@@ -331,6 +332,59 @@ pub(crate) async fn check_round<S: Storage + Clone, M: MetaStore>(
         inner.replica.propose_metadata(vec![command]).await.map_err(|e| e.to_string())?;
     }
     Ok(round)
+}
+
+/// The unresolved half messages (oldest first), of `topic` and/or `group` if given, at most
+/// `max`; whether there were more. Reads what this replica applied; scans at most
+/// [`CHECK_SCAN_MAX`] halves, as a check round does.
+pub(crate) fn unresolved<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    topic: Option<&str>,
+    group: Option<&str>,
+    max: usize,
+) -> Result<(Vec<UnresolvedHalf>, bool), String> {
+    let meta = inner.replica.metadata();
+    let Some((min, end)) = inner.replica.queue_bounds(TRANS_HALF_TOPIC, 0) else {
+        return Ok((Vec::new(), false));
+    };
+    let mut at = meta.halves_from().map_err(|e| e.to_string())?.max(min.0);
+    let end = end.0.min(at.saturating_add(CHECK_SCAN_MAX));
+    let limits = ReadLimits { messages_max: READ_BATCH, bytes_max: 4 << 20, scan_per_message: 1 };
+    let mut out = Vec::new();
+    while at < end {
+        let read = inner
+            .replica
+            .read_queue(TRANS_HALF_TOPIC, 0, QueueOffset(at), limits, |_| true)
+            .map_err(|e| e.to_string())?
+            .0;
+        let QueueRead::Found { body, next, .. } = read else { break };
+        for half in decode_records(&body).map_err(|e| e.to_string())? {
+            let offset = half.queue_offset as u64;
+            let Some((real_topic, queue_id)) = real_place(&half) else { continue };
+            let half_group = half.property(property::PGROUP).unwrap_or("");
+            if topic.is_some_and(|t| t != real_topic) || group.is_some_and(|g| g != half_group) {
+                continue;
+            }
+            if meta.half_outcome(offset).map_err(|e| e.to_string())?.is_some() {
+                continue;
+            }
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            out.push(UnresolvedHalf {
+                half_offset: half.queue_offset,
+                commit_log_offset: half.physical_offset,
+                topic: real_topic.to_owned(),
+                queue_id,
+                producer_group: half_group.to_owned(),
+                msg_id: half.property(property::UNIQ_KEY).unwrap_or("").to_owned(),
+                store_timestamp: half.store_timestamp,
+                check_times: meta.half_checks(offset).map_err(|e| e.to_string())?,
+            });
+        }
+        at = next.0;
+    }
+    Ok((out, false))
 }
 
 /// Whether `half` is old enough to be checked back.

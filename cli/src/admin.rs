@@ -467,6 +467,46 @@ pub async fn delayed(admin: &Admin) -> anyhow::Result<Output> {
     Ok(Output { text, json: json!({ "queues": rows, "waiting": waiting }) })
 }
 
+/// `rocketraft transactions`: unresolved half messages, oldest first per broker group.
+pub async fn transactions(
+    admin: &Admin,
+    topic: Option<&str>,
+    group: Option<&str>,
+    max: i32,
+) -> anyhow::Result<Output> {
+    let (halves, more) = admin.unresolved_halves(None, topic, group, max).await?;
+    let now = rocketraft_raft::clock::now_ms();
+    let mut table =
+        Table::new(["GROUP", "TOPIC", "QUEUE", "PRODUCER GROUP", "MSG ID", "AGE", "CHECKS"]);
+    let mut rows = Vec::new();
+    for (broker, h) in &halves {
+        let age_s = (now - h.store_timestamp).max(0) as f64 / 1_000.0;
+        table.row([
+            broker.clone(),
+            h.topic.clone(),
+            h.queue_id.to_string(),
+            h.producer_group.clone(),
+            h.msg_id.clone(),
+            format!("{age_s:.1} s"),
+            h.check_times.to_string(),
+        ]);
+        rows.push(json!({
+            "brokerGroup": broker, "topic": h.topic, "queueId": h.queue_id,
+            "producerGroup": h.producer_group, "msgId": h.msg_id, "halfOffset": h.half_offset,
+            "commitLogOffset": h.commit_log_offset, "storeTimestamp": h.store_timestamp,
+            "ageSeconds": age_s, "checkTimes": h.check_times,
+        }));
+    }
+    let text = if table.is_empty() {
+        "no unresolved transactions\n".to_owned()
+    } else if more {
+        format!("{}(more not shown: raise --max)\n", table.render())
+    } else {
+        table.render()
+    };
+    Ok(Output { text, json: json!({ "halves": rows, "more": more }) })
+}
+
 /// Properties the broker sets on a message it parks, retries or dead-letters: a re-sent dead
 /// letter starts without them.
 const BROKER_PROPERTIES: [&str; 11] = [

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use rocketraft_client::{
     Admin, ClientConfig, ConsumeFrom, ConsumeResult, Message, MessageExt, Producer, ProducerConfig,
-    PushConsumer, PushConsumerConfig,
+    PushConsumer, PushConsumerConfig, SendResult, TransactionListener, TransactionProducer,
+    TransactionState,
 };
 use serde_json::{json, Value};
 
@@ -63,6 +64,41 @@ pub struct BenchConfig {
     pub delay_ms: u64,
     /// Messages per second, all producers together (`None`: as fast as they go).
     pub rate: Option<u64>,
+    /// Send transactional messages whose local transaction takes this long, then commits
+    /// (`None`: plain sends). Up to `in_flight` transactions run at once per producer.
+    pub transaction_local_ms: Option<u64>,
+}
+
+/// The bench's local transaction: waits, then commits (and commits when checked back).
+#[derive(Clone)]
+struct BenchTransaction {
+    local: Duration,
+}
+
+impl TransactionListener for BenchTransaction {
+    async fn execute_local(&self, _msg: &Message, _sent: &SendResult) -> TransactionState {
+        tokio::time::sleep(self.local).await;
+        TransactionState::Commit
+    }
+
+    async fn check(&self, _msg: MessageExt) -> TransactionState {
+        TransactionState::Commit
+    }
+}
+
+/// A bench producer: plain, or transactional.
+enum BenchProducer {
+    Plain(Producer),
+    Transactional(TransactionProducer<BenchTransaction>),
+}
+
+impl BenchProducer {
+    async fn shutdown(&self) {
+        match self {
+            BenchProducer::Plain(p) => p.shutdown().await,
+            BenchProducer::Transactional(p) => p.shutdown().await,
+        }
+    }
 }
 
 /// Unix time in microseconds (wall clock: bodies carry it between processes).
@@ -298,7 +334,14 @@ pub async fn run(
             let mut pc = ProducerConfig::new(&config.namesrv);
             pc.client.instance_name = Some(format!("bench-{run:x}-p{i}"));
             pc.async_sends_max = pc.async_sends_max.max(config.in_flight);
-            let p = Arc::new(Producer::start(pc).await?);
+            let p = Arc::new(match config.transaction_local_ms {
+                Some(ms) => {
+                    pc.group = format!("bench_tx_{run:x}");
+                    let local = BenchTransaction { local: Duration::from_millis(ms) };
+                    BenchProducer::Transactional(TransactionProducer::start(pc, local).await?)
+                }
+                None => BenchProducer::Plain(Producer::start(pc).await?),
+            });
             producers.push(p.clone());
             tasks.push(tokio::spawn(produce(shared.clone(), p)));
         }
@@ -429,7 +472,7 @@ async fn wait_for_assignment(admin: &Admin, config: &BenchConfig, consumers: &[P
     }
 }
 
-async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {
+async fn produce(shared: Arc<Shared>, producer: Arc<BenchProducer>) {
     let config = &shared.config;
     let permits = Arc::new(tokio::sync::Semaphore::new(config.in_flight.max(1)));
     // Each producer sends its share of the rate, evenly spaced.
@@ -452,6 +495,21 @@ async fn produce(shared: Arc<Shared>, producer: Arc<Producer>) {
             msg = msg.with_delay(Duration::from_millis(config.delay_ms));
         }
         let started = instant();
+        let producer = match &*producer {
+            BenchProducer::Plain(p) => p,
+            BenchProducer::Transactional(tx) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let (shared, tx) = (shared.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tx.send(msg).await {
+                        Ok(_) => sent(&shared, seq, started),
+                        Err(e) => shared.failed(e),
+                    }
+                    drop(permit);
+                });
+                continue;
+            }
+        };
         if !config.asynchronous {
             match producer.send(msg).await {
                 Ok(_) => sent(&shared, seq, started),

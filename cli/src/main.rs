@@ -133,6 +133,21 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Transaction half messages still waiting for commit or rollback, with their age and
+    /// how often the broker checked them back.
+    Transactions {
+        /// Only those of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only those of this producer group.
+        #[arg(long)]
+        group: Option<String>,
+        /// At most this many per broker group.
+        #[arg(long, default_value_t = 100)]
+        max: i32,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Look messages up.
     #[command(subcommand)]
     Message(MessageCmd),
@@ -344,6 +359,10 @@ struct BenchArgs {
     /// Messages per second, all producers together (default: as fast as they go).
     #[arg(long)]
     rate: Option<u64>,
+    /// Send transactional messages: half message, a local transaction of this many ms, then
+    /// commit (each send's time covers all three).
+    #[arg(long)]
+    transaction_local_ms: Option<u64>,
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -456,6 +475,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delayed { target } => {
             with_admin(&target, |a| async move { admin::delayed(&a).await })
         }
+        Command::Transactions { topic, group, max, target } => {
+            with_admin(&target, |a| async move {
+                admin::transactions(&a, topic.as_deref(), group.as_deref(), max).await
+            })
+        }
         Command::Group(GroupCmd::Offsets { group, topic, target }) => {
             with_admin(&target, |a| async move {
                 admin::group_offsets(&a, &group, topic.as_deref()).await
@@ -527,6 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 live: !args.quiet,
                 delay_ms: args.delay_ms,
                 rate: args.rate,
+                transaction_local_ms: args.transaction_local_ms,
             };
             runtime()?.block_on(async {
                 init_logging("warn");

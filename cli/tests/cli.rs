@@ -488,6 +488,22 @@ mod cli {
         assert_eq!(found[0]["body"], "poison", "{found}");
         assert!(found[0]["properties"]["DLQ_ORIGIN_MESSAGE_ID"].is_string(), "{found}");
         assert!(found[0]["properties"].get("RETRY_TOPIC").is_none(), "{found}");
+
+        // A half message no producer resolves: listed with its age and check count (the dev
+        // cluster checks back every 30 s, and no producer of its group is connected).
+        assert!(dev.run(&["transactions"]).contains("no unresolved transactions"));
+        let half = ["send", "-t", "Jobs", "pending", "--property", "TRAN_MSG=true"];
+        assert_eq!(dev.json(&half)["status"], "SendOk");
+        let open = dev.json(&["transactions", "--topic", "Jobs"]);
+        assert_eq!(open["halves"].as_array().map(Vec::len), Some(1), "{open}");
+        assert_eq!(open["halves"][0]["checkTimes"], 0, "{open}");
+        assert!(open["halves"][0]["ageSeconds"].as_f64().is_some(), "{open}");
+        let other = dev.json(&["transactions", "--topic", "Later"]);
+        assert_eq!(other["halves"].as_array().map(Vec::len), Some(0), "{other}");
+        // Not consumable.
+        let none =
+            dev.run(&["consume", "-t", "Jobs", "-g", "g3", "--from", "first", "--count", "0"]);
+        assert!(!none.contains("pending"), "{none}");
     }
 
     /// The bench's figures add up: every message counted, e2e finds none missing; the CPU per
@@ -534,6 +550,25 @@ mod cli {
             "60",
         ]);
         assert_eq!(consumed["consume"]["messages"], 200, "{consumed}");
+        // Transactional sends: each committed after its local transaction, all delivered.
+        let tx = dev.json(&[
+            "bench",
+            "e2e",
+            "-c",
+            "100",
+            "--in-flight",
+            "4",
+            "--transaction-local-ms",
+            "2",
+            "-q",
+            "-t",
+            "Tx",
+            "-d",
+            "60",
+        ]);
+        assert_eq!(tx["produce"]["messages"], 100, "{tx}");
+        assert_eq!(tx["consume"]["messages"], 100, "{tx}");
+        assert_eq!((tx["notReceived"].clone(), tx["duplicates"].clone()), (0.into(), 0.into()));
         // With neither a count nor a duration, a new group reads the backlog there is and stops.
         let backlog = dev.json(&["bench", "consume", "--from-first", "-q", "-g", "whole"]);
         assert_eq!(backlog["consume"]["messages"], 200, "{backlog}");

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use rocketraft_protocol::body::{
     ClusterInfo, ConsumeStats, DelayOffsets, JsonBody, KvTable, TopicList, TopicRouteData,
-    TopicStatsTable,
+    TopicStatsTable, UnresolvedHalf, UnresolvedHalves,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::{
     CreateTopicRequestHeader, GetConsumeStatsRequestHeader, QueryMessageRequestHeader,
-    TopicRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
+    TopicRequestHeader, UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
 };
 use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -235,6 +235,34 @@ impl Admin {
     }
 
     /// Every parked queue (delay levels, timers) of every master, with what is waiting in it
+    /// Transaction half messages no END_TRANSACTION has resolved yet, in every broker group
+    /// (or `cluster`'s), of `topic` and/or `producer_group` if given: (broker group, half),
+    /// oldest first per group, at most `max` per group; and whether a group had more.
+    pub async fn unresolved_halves(
+        &self,
+        cluster: Option<&str>,
+        topic: Option<&str>,
+        producer_group: Option<&str>,
+        max: i32,
+    ) -> Result<(Vec<(String, UnresolvedHalf)>, bool)> {
+        let mut out = Vec::new();
+        let mut more = false;
+        for (broker, addr) in self.masters(cluster).await? {
+            let header = UnresolvedHalvesRequestHeader {
+                topic: topic.map(str::to_owned),
+                producer_group: producer_group.map(str::to_owned),
+                max: Some(max),
+            };
+            let req = RemotingCommand::request(request_code::GET_UNRESOLVED_HALVES, &header);
+            let resp = self.core.call_ok(&addr, req).await?;
+            let body = UnresolvedHalves::from_json(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr: addr.clone(), source: e })?;
+            more |= body.more;
+            out.extend(body.halves.into_iter().map(|h| (broker.clone(), h)));
+        }
+        Ok((out, more))
+    }
+
     /// (GET_ALL_DELAY_OFFSET and GET_TOPIC_STATS_INFO of the parked topics).
     pub async fn parked(&self) -> Result<Vec<ParkedQueue>> {
         use rocketraft_protocol::names::{SCHEDULE_TOPIC, TIMER_TOPIC};

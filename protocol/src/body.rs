@@ -921,8 +921,40 @@ pub struct DelayOffsets {
     pub timer_offset_table: BTreeMap<i32, i64>,
 }
 
+/// One unresolved transaction half message (GET_UNRESOLVED_HALVES, RocketRaft's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct UnresolvedHalf {
+    /// Its offset in `RMQ_SYS_TRANS_HALF_TOPIC` queue 0 (the producer's tranStateTableOffset).
+    pub half_offset: i64,
+    pub commit_log_offset: i64,
+    /// Its real topic and queue.
+    pub topic: String,
+    pub queue_id: i32,
+    pub producer_group: String,
+    /// Its UNIQ_KEY (the transaction id).
+    pub msg_id: String,
+    pub store_timestamp: i64,
+    /// Check-backs sent so far.
+    pub check_times: u32,
+}
+
+/// The answer to GET_UNRESOLVED_HALVES: oldest first; `more` when the limit cut the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct UnresolvedHalves {
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "few::vec()"))]
+    pub halves: Vec<UnresolvedHalf>,
+    #[serde(default)]
+    pub more: bool,
+}
+
 json_bodies! {
     DelayOffsets => "DelayOffsetSerializeWrapper",
+    UnresolvedHalves => "UnresolvedHalves",
     TopicRouteData => "TopicRouteData",
     ClusterInfo => "ClusterInfo",
     RegisterBrokerBody => "RegisterBrokerBody",
@@ -1091,5 +1123,6 @@ mod tests {
         topic_configs: TopicConfigSerializeWrapper,
         group_config: SubscriptionGroupConfig,
         group_configs: SubscriptionGroupWrapper,
+        unresolved_halves: UnresolvedHalves,
     }
 }

@@ -82,6 +82,11 @@ codes! {
         SEND_BATCH_MESSAGE = 320,
         QUERY_DATA_VERSION = 322,
         GET_SUBSCRIPTIONGROUP_CONFIG = 352,
+        /// RocketRaft's own (no RocketMQ client sends it): the unresolved transaction half
+        /// messages of a broker group, header
+        /// [`crate::headers::UnresolvedHalvesRequestHeader`], body
+        /// [`crate::body::UnresolvedHalves`].
+        GET_UNRESOLVED_HALVES = 13_001,
     }
 }
 

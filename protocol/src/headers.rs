@@ -322,6 +322,17 @@ command_header! {
 }
 
 command_header! {
+    /// GET_UNRESOLVED_HALVES (RocketRaft's own): the half messages no END_TRANSACTION has
+    /// resolved yet, of one real topic or producer group (either filter optional), at most
+    /// `max` of them (default 1,000).
+    pub struct UnresolvedHalvesRequestHeader {
+        pub topic: Option<String> => "topic",
+        pub producer_group: Option<String> => "producerGroup",
+        pub max: Option<i32> => "max",
+    }
+}
+
+command_header! {
     /// CHECK_TRANSACTION_STATE (39) request, broker to producer; the body is the half message.
     pub struct CheckTransactionStateRequestHeader {
         pub tran_state_table_offset: i64 => "tranStateTableOffset",
@@ -471,6 +482,7 @@ mod tests {
         view_message: ViewMessageRequestHeader,
         end_transaction: EndTransactionRequestHeader,
         check_transaction: CheckTransactionStateRequestHeader,
+        unresolved_halves: UnresolvedHalvesRequestHeader,
         send_back: ConsumerSendMsgBackRequestHeader,
         notify_ids: NotifyConsumerIdsChangedRequestHeader,
         topic_only: TopicRequestHeader,

@@ -1,8 +1,10 @@
 //! END_TRANSACTION: a producer (on its own, or answering a check-back) commits or rolls back a
 //! transaction half message. See [`crate::transaction`] for how a resolution is replicated.
-//! Java producers send it oneway; the answer is for the others.
+//! Java producers send it oneway; the answer is for the others. Also GET_UNRESOLVED_HALVES,
+//! the half messages still waiting (for `rocketraft transactions`).
 
-use rocketraft_protocol::headers::EndTransactionRequestHeader;
+use rocketraft_protocol::body::{JsonBody, JsonStyle, UnresolvedHalves};
+use rocketraft_protocol::headers::{EndTransactionRequestHeader, UnresolvedHalvesRequestHeader};
 use rocketraft_protocol::message::{offset_msg_id, property, RecordView};
 use rocketraft_protocol::names::TRANS_HALF_TOPIC;
 use rocketraft_protocol::sysflag::message as msgflag;
@@ -22,13 +24,39 @@ pub(crate) struct EndTransactionProcessor<S: Storage + Clone, M: MetaStore>(
 );
 
 impl<S: Storage + Clone, M: MetaStore> EndTransactionProcessor<S, M> {
-    pub(crate) const CODES: &'static [i32] = &[rc::END_TRANSACTION];
+    pub(crate) const CODES: &'static [i32] = &[rc::END_TRANSACTION, rc::GET_UNRESOLVED_HALVES];
 }
 
 impl<S: Storage + Clone, M: MetaStore> Processor for EndTransactionProcessor<S, M> {
     fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
-        Box::pin(async move { end_transaction(&req, &self.0).await.unwrap_or_else(|e| e) })
+        Box::pin(async move {
+            match req.code {
+                rc::END_TRANSACTION => end_transaction(&req, &self.0).await,
+                rc::GET_UNRESOLVED_HALVES => unresolved_halves(&req, &self.0),
+                _ => Ok(unsupported(&req)),
+            }
+            .unwrap_or_else(|e| e)
+        })
     }
+}
+
+/// The most halves one GET_UNRESOLVED_HALVES returns.
+const LIST_MAX: i32 = 10_000;
+
+fn unresolved_halves<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: UnresolvedHalvesRequestHeader = header(req)?;
+    let max = h.max.unwrap_or(1_000).clamp(1, LIST_MAX) as usize;
+    let nonempty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let (topic, group) = (nonempty(&h.topic), nonempty(&h.producer_group));
+    let (halves, more) =
+        crate::transaction::unresolved(inner, topic.as_deref(), group.as_deref(), max)
+            .map_err(system_error(req))?;
+    let body = UnresolvedHalves { halves, more };
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
+        .with_body(body.to_json(JsonStyle::Standard)))
 }
 
 /// Commit or rollback, as the request's `commitOrRollback` says.
@@ -202,6 +230,22 @@ mod tests {
         let (q, pos) = half(&r, "T", "U1").await;
         assert_eq!(visible(&r, "T").await, 0, "a half is not consumable");
         let p = EndTransactionProcessor(r.inner.clone());
+        let waiting = |topic: &str| {
+            let h = UnresolvedHalvesRequestHeader {
+                topic: Some(topic.into()),
+                producer_group: None,
+                max: None,
+            };
+            request(rc::GET_UNRESOLVED_HALVES, h)
+        };
+        let list = r.call(&p, waiting("T")).await;
+        let list = UnresolvedHalves::from_json(&list.body).unwrap();
+        assert_eq!(list.halves.len(), 1);
+        let w = &list.halves[0];
+        assert_eq!((w.half_offset, w.commit_log_offset, w.queue_id), (q, pos, 0));
+        assert_eq!((w.producer_group.as_str(), w.msg_id.as_str(), w.check_times), ("PG", "U1", 0));
+        let other = UnresolvedHalves::from_json(&r.call(&p, waiting("Other")).await.body).unwrap();
+        assert!(other.halves.is_empty());
         let commit = msgflag::TRANSACTION_COMMIT;
         let remark = |a: RemotingCommand| {
             assert_eq!(a.code, response_code::SYSTEM_ERROR, "{:?}", a.remark);
@@ -235,6 +279,8 @@ mod tests {
             r.inner.replica.metadata().half_outcome(q as u64).unwrap(),
             Some(HalfOutcome::Committed)
         );
+        let list = UnresolvedHalves::from_json(&r.call(&p, waiting("T")).await.body).unwrap();
+        assert!(list.halves.is_empty(), "resolved: {list:?}");
 
         // A rollback resolves its half with no message; a plain message is no half.
         let (q2, pos2) = half(&r, "T", "U3").await;

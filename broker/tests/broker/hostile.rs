@@ -3,7 +3,7 @@
 //! at the same applied index, and sends and pulls still working.
 //!
 //! ```text
-//!   send m0 -> half message (refused) -> send m1: offsets 0, 1; every replica healthy
+//!   send m0 -> half messages -> send m1: offsets 0, 1; the half committed: offset 3
 //!   4 MiB body twice: stored and replicated; 4 MiB + 1 refused
 //!   hostile names at heartbeat, admin, offsets, send: refused, nothing created
 //!   a full disk: sends refused (SERVICE_NOT_AVAILABLE) before proposing; space frees: go on
@@ -55,40 +55,64 @@ fn queue_offset_of(resp: &RemotingCommand) -> i64 {
 
 /// A TransactionMQProducer's half message between two normal sends: once, the half took queue
 /// offset 1 without being dispatched, the next send's offset 2 was refused by the queue, and
-/// apply failed on every replica (raft's tests show the proposer keeps offsets dense around
-/// such records). Now the half is refused as RocketMQ refuses it when its broker
-/// rejects transactions, and the queue goes on at offset 1.
+/// apply failed on every replica. Now a half waits in the half topic and takes no offset of
+/// its real queue; commit and rollback bits on a send are refused; the half committed later
+/// takes the next offset then, and every replica applies all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_message_between_sends_leaves_the_group_healthy() {
     let group = start_group().await;
     let leader = leader(&group).await;
     let mut c = with_topic(&group, leader, "Tx").await;
 
-    tracing::info!("--- m0, a half message, m1 on queue 0");
+    tracing::info!("--- m0, half messages, m1 on queue 0");
     assert_eq!(queue_offset_of(&c.call(send("Tx", 0, "A", "m0")).await), 0);
+    let mut halves = Vec::new();
     for (flag, props) in [
         (msgflag::TRANSACTION_PREPARED, vec![("TRAN_MSG", "true"), ("PGROUP", "PG")]),
-        (0, vec![("TRAN_MSG", "true")]),
-        (msgflag::TRANSACTION_COMMIT, vec![]),
-        (msgflag::TRANSACTION_ROLLBACK, vec![]),
+        (0, vec![("TRAN_MSG", "true"), ("PGROUP", "PG")]),
     ] {
         let half = c.call(with_sys_flag(send("Tx", 0, "A", "half"), flag, &props)).await;
-        assert_eq!(half.code, response_code::NO_PERMISSION, "{flag}: {:?}", half.remark);
-        assert!(half.remark.unwrap().contains("sending transaction message is forbidden"));
+        assert_eq!(half.code, response_code::SUCCESS, "{flag}: {:?}", half.remark);
+        halves.push(half.decode_header::<SendMessageResponseHeader>().unwrap());
+    }
+    // Their offsets are the half queue's.
+    assert_eq!(halves.iter().map(|h| h.queue_offset).collect::<Vec<_>>(), [0, 1]);
+    for flag in [msgflag::TRANSACTION_COMMIT, msgflag::TRANSACTION_ROLLBACK] {
+        let bad = c.call(with_sys_flag(send("Tx", 0, "A", "bad"), flag, &[])).await;
+        assert_eq!(bad.code, response_code::MESSAGE_ILLEGAL, "{flag}: {:?}", bad.remark);
     }
     assert_eq!(queue_offset_of(&c.call(send("Tx", 0, "A", "m1")).await), 1);
     assert_healthy(&group).await;
 
     assert_eq!(queue_offset_of(&c.call(send("Tx", 0, "A", "m2")).await), 2);
-    assert_healthy(&group).await; // and every replica applied m2
-    tracing::info!("--- a follower serves m0..m2 and not the half message");
+    tracing::info!("--- the first half committed, the second rolled back");
+    for (h, how) in halves.iter().zip([msgflag::TRANSACTION_COMMIT, msgflag::TRANSACTION_ROLLBACK])
+    {
+        let (_, position) = decode_offset_msg_id(&h.msg_id).unwrap();
+        let end = EndTransactionRequestHeader {
+            producer_group: "PG".into(),
+            tran_state_table_offset: h.queue_offset,
+            commit_log_offset: position,
+            commit_or_rollback: how,
+            from_transaction_check: Some(false),
+            msg_id: String::new(),
+            transaction_id: None,
+        };
+        let answer = c.call(RemotingCommand::request(request_code::END_TRANSACTION, &end)).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    }
+    assert_healthy(&group).await; // and every replica applied all of it
+    tracing::info!("--- a follower serves m0..m2 and the committed half, dense");
     let follower = (0..3).find(|id| *id != leader).unwrap();
     let mut f = Conn::connect(group[&follower].broker.local_addr()).await;
     let got = f.call(pull("Tx", 0, 0, None, 0)).await;
     assert_eq!(got.code, response_code::SUCCESS);
-    let bodies: Vec<Vec<u8>> =
-        decode_records(&got.body).unwrap().into_iter().map(|r| r.body.to_vec()).collect();
-    assert_eq!(bodies, [&b"m0"[..], b"m1", b"m2"].map(|b| b.to_vec()).to_vec());
+    let records = decode_records(&got.body).unwrap();
+    let bodies: Vec<Vec<u8>> = records.iter().map(|r| r.body.to_vec()).collect();
+    assert_eq!(bodies, [&b"m0"[..], b"m1", b"m2", b"half"].map(|b| b.to_vec()).to_vec());
+    let offsets: Vec<i64> = records.iter().map(|r| r.queue_offset).collect();
+    assert_eq!(offsets, [0, 1, 2, 3]);
+    assert_eq!(msgflag::transaction_value(records[3].sys_flag), msgflag::TRANSACTION_COMMIT);
     stop_group(group).await;
 }
 
