@@ -77,7 +77,9 @@ struct BenchTransaction {
 
 impl TransactionListener for BenchTransaction {
     async fn execute_local(&self, _msg: &Message, _sent: &SendResult) -> TransactionState {
-        tokio::time::sleep(self.local).await;
+        if !self.local.is_zero() {
+            tokio::time::sleep(self.local).await;
+        }
         TransactionState::Commit
     }
 
@@ -498,7 +500,9 @@ async fn produce(shared: Arc<Shared>, producer: Arc<BenchProducer>) {
         let producer = match &*producer {
             BenchProducer::Plain(p) => p,
             BenchProducer::Transactional(tx) => {
+                // Timed from when it may start (not while it waits for a free slot).
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let started = instant();
                 let (shared, tx) = (shared.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tx.send(msg).await {

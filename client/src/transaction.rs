@@ -124,7 +124,9 @@ impl<L: TransactionListener> TransactionProducer<L> {
         }
         msg.properties.insert(property::TRAN_MSG.to_owned(), "true".to_owned());
         msg.properties.insert(property::PGROUP.to_owned(), self.producer.group().to_owned());
+        let started = crate::clock::instant();
         let sent = self.producer.send(msg.clone()).await?;
+        let half_sent = crate::clock::instant();
         // The first half to a broker group: introduce the producer now, so that the group's
         // master can check this half back before the next periodic heartbeat.
         let first = self
@@ -142,9 +144,17 @@ impl<L: TransactionListener> TransactionProducer<L> {
         } else {
             TransactionState::Rollback
         };
+        let decided = crate::clock::instant();
         if let Err(e) = self.end(&sent, state).await {
             tracing::warn!(error = %e, id = %sent.msg_id, ?state, "the broker did not take the transaction's outcome; it will ask again");
         }
+        tracing::debug!(
+            id = %sent.msg_id,
+            half_us = (half_sent - started).as_micros() as u64,
+            local_us = (decided - half_sent).as_micros() as u64,
+            end_us = decided.elapsed().as_micros() as u64,
+            "transaction sent"
+        );
         Ok(TransactionSendResult { sent, state })
     }
 

@@ -94,6 +94,9 @@ fn moved_key(topic: &str, queue_id: i32) -> Vec<u8> {
     k
 }
 
+/// The longest range one `ForgetHalves` drops the marks of.
+pub const FORGET_HALVES_MAX: u64 = 10_000;
+
 fn half_key(prefix: &[u8], half_offset: u64) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(&half_offset.to_be_bytes());
@@ -316,6 +319,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         if half_offset < self.halves_from()? {
             return Ok(Some(HalfOutcome::Forgotten));
         }
+        self.half_mark(half_offset)
+    }
+
+    /// The mark of the half at `half_offset` as kept (a half before [`Self::halves_from`]
+    /// has none any more: see [`Self::half_outcome`]).
+    pub fn half_mark(&self, half_offset: u64) -> Result<Option<HalfOutcome>, StorageError<NodeId>> {
         self.read_value(&half_key(PREFIX_HALF_DONE, half_offset))
     }
 
@@ -385,10 +394,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     ));
                 }
             }
-            MetaCommand::ForgetHalves { below, offsets } => {
-                for o in offsets.iter().filter(|o| *o < below) {
-                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_DONE, *o)));
-                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, *o)));
+            MetaCommand::ForgetHalves { from, below } => {
+                // A forged or corrupt range must not make apply loop for long: a legitimate
+                // one is at most FORGET_HALVES_MAX long.
+                for o in *from..(*below).min(from.saturating_add(FORGET_HALVES_MAX)) {
+                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_DONE, o)));
+                    ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, o)));
                 }
                 ops.push(MetaOp::Put(KEY_HALVES_FROM.to_vec(), encode(below).map_err(sm_write)?));
             }

@@ -67,11 +67,12 @@ pub enum MetaCommand {
     HalfChecks {
         checks: Vec<(u64, u32)>,
     },
-    /// Every half message before `below` is resolved: their marks are dropped (`offsets`
-    /// lists the marks there are) and a half before `below` reads as resolved from now on.
+    /// Every half message before `below` is resolved: the marks of `from..below` are dropped
+    /// and a half before `below` reads as resolved from now on. The proposer keeps the range
+    /// short (applying it deletes each key of it).
     ForgetHalves {
+        from: u64,
         below: u64,
-        offsets: Vec<u64>,
     },
 }
 
