@@ -166,8 +166,9 @@ pub fn next_stop(parked: &RecordView<'_>, now_ms: i64) -> Result<Destination, St
     })
 }
 
-/// The record to store for `parked` at `to`, stamped now by `store_host`.
-fn moved_record(
+/// The record to store for `parked` at `to`, stamped now by `store_host`: body, flags, hosts
+/// and reconsume count kept (also the discarded copy of a transaction half message).
+pub(crate) fn moved_record(
     parked: &RecordView<'_>,
     to: Destination,
     now_ms: i64,

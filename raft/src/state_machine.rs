@@ -384,7 +384,6 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     half_key(PREFIX_HALF_DONE, *half_offset),
                     encode(&HalfOutcome::RolledBack).map_err(sm_write)?,
                 ));
-                ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, *half_offset)));
             }
             MetaCommand::HalfChecks { checks } => {
                 for (half_offset, count) in checks {
@@ -501,7 +500,6 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                                 half_key(PREFIX_HALF_DONE, half),
                                 encode(&outcome).map_err(sm_write)?,
                             ));
-                            ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, half)));
                             continue;
                         }
                         let next = from.queue_offset.0 + 1;

@@ -17,7 +17,8 @@ use rocketraft_raft::{MetaCommand, MetaStore, QueueRead, ReadLimits};
 use rocketraft_store::io::Storage;
 use rocketraft_store::QueueOffset;
 
-use super::{discard_record, real_place, state_is_current};
+use super::{discarded, real_place, state_is_current};
+use crate::schedule::moved_record;
 use crate::server::{now_ms, Inner};
 
 /// Half messages one check round looks at past the resolved prefix, at most.
@@ -231,7 +232,7 @@ async fn discard<S: Storage + Clone, M: MetaStore>(
         return Ok(false);
     }
     ensure_discard_topic(inner).await?;
-    let record = discard_record(half, checks, now, inner.config.advertised_addr)?;
+    let record = moved_record(half, discarded(half, checks), now, inner.config.advertised_addr)?;
     inner.replica.propose(vec![record]).await.map_err(|e| e.to_string())?;
     tracing::warn!(
         half = offset,

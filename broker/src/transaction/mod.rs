@@ -132,27 +132,14 @@ pub fn commit_record(
     .map_err(|e| e.to_string())
 }
 
-/// The discarded copy of `half` (checked too often without an answer), for inspection.
-pub(crate) fn discard_record(
-    half: &RecordView<'_>,
-    checks: u32,
-    now_ms: i64,
-    store_host: SocketAddr,
-) -> Result<Vec<u8>, String> {
+/// Where the discarded copy of `half` goes (checked too often without an answer): the
+/// discard topic, naming the half and how often it was checked.
+pub(crate) fn discarded(half: &RecordView<'_>, checks: u32) -> Destination {
     let from = from_half(half.queue_offset);
     let checks = checks.to_string();
-    MessageRecord {
-        body_crc: body_crc(half.body),
-        queue_id: 0,
-        flag: half.flag,
-        sys_flag: half.sys_flag,
-        born_timestamp: half.born_timestamp,
-        born_host: half.born_host,
-        store_timestamp: now_ms,
-        store_host,
-        reconsume_times: half.reconsume_times,
-        body: bytes::Bytes::copy_from_slice(half.body),
+    Destination {
         topic: TRANS_CHECK_MAX_TIME_TOPIC.to_owned(),
+        queue_id: 0,
         properties: rewrite_properties(
             half.properties,
             &[],
@@ -161,10 +148,7 @@ pub(crate) fn discard_record(
                 (property::TRANSACTION_CHECK_TIMES, checks.as_str()),
             ],
         ),
-        ..Default::default()
     }
-    .encode()
-    .map_err(|e| e.to_string())
 }
 
 /// The half messages a request (or the check service) is resolving now on this master.
