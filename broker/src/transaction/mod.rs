@@ -165,7 +165,9 @@ impl Resolving {
     /// Holds `half`, unless someone else is resolving it now.
     pub(crate) fn hold(&self, half: u64) -> Option<Held<'_>> {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(half).then_some(Held { set: self, half })
+        // Lazily: a `Held` made and dropped here would take the lock again, and release the
+        // other holder's half.
+        set.insert(half).then(|| Held { set: self, half })
     }
 }
 
@@ -222,6 +224,19 @@ mod tests {
         let own = rocketraft_protocol::message::properties_to_string([("PGROUP", "Mine")]);
         let d = half("T", 0, &own, "PG").unwrap();
         assert_eq!(parse_properties(&d.properties).get("PGROUP").map(String::as_str), Some("Mine"));
+    }
+
+    #[test]
+    fn a_half_is_held_by_one_resolution_at_a_time() {
+        let resolving = Resolving::default();
+        let first = resolving.hold(7).expect("free");
+        // Refused while held, and the refusal leaves the first holder's hold in place.
+        assert!(resolving.hold(7).is_none());
+        assert!(resolving.hold(7).is_none());
+        let other = resolving.hold(8).expect("another half is free");
+        drop(first);
+        assert!(resolving.hold(7).is_some(), "released on drop");
+        drop(other);
     }
 
     #[test]
