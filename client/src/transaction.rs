@@ -70,7 +70,7 @@ pub struct TransactionSendResult {
 pub struct TransactionProducer<L: TransactionListener> {
     producer: Producer,
     listener: Arc<L>,
-    /// Broker groups this producer has introduced itself to since it sent there first.
+    /// Masters (by address) this producer has introduced itself to since it sent there first.
     greeted: Arc<Mutex<BTreeSet<String>>>,
 }
 
@@ -127,13 +127,11 @@ impl<L: TransactionListener> TransactionProducer<L> {
         let started = crate::clock::instant();
         let sent = self.producer.send(msg.clone()).await?;
         let half_sent = crate::clock::instant();
-        // The first half to a broker group: introduce the producer now, so that the group's
-        // master can check this half back before the next periodic heartbeat.
-        let first = self
-            .greeted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sent.queue.broker_name.clone());
+        // The first half to a master (a new one after a failover too): introduce the producer
+        // now, so that the master can check this half (and older ones) back before the next
+        // periodic heartbeat.
+        let master = self.master_of(&sent).await.unwrap_or_else(|_| sent.queue.broker_name.clone());
+        let first = self.greeted.lock().unwrap_or_else(|p| p.into_inner()).insert(master);
         if first {
             self.producer.heartbeat_now().await;
         }
@@ -158,16 +156,20 @@ impl<L: TransactionListener> TransactionProducer<L> {
         Ok(TransactionSendResult { sent, state })
     }
 
+    /// The address of the master of the broker group that stored `sent`, as routed now.
+    async fn master_of(&self, sent: &SendResult) -> Result<String> {
+        let route = self.producer.core().routes.get(&sent.queue.topic).await?;
+        route.master_addr(&sent.queue.broker_name).map(str::to_owned).ok_or_else(|| {
+            ClientError::NoRoute { topic: sent.queue.topic.clone(), reason: "no master".into() }
+        })
+    }
+
     /// END_TRANSACTION for a half message this producer sent.
     async fn end(&self, sent: &SendResult, state: TransactionState) -> Result<()> {
         let core = self.producer.core();
         let (_, commit_log_offset) = decode_offset_msg_id(&sent.offset_msg_id)
             .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-        let route = core.routes.get(&sent.queue.topic).await?;
-        let addr =
-            route.master_addr(&sent.queue.broker_name).map(str::to_owned).ok_or_else(|| {
-                ClientError::NoRoute { topic: sent.queue.topic.clone(), reason: "no master".into() }
-            })?;
+        let addr = self.master_of(sent).await?;
         let header = EndTransactionRequestHeader {
             producer_group: self.producer.group().to_owned(),
             tran_state_table_offset: sent.queue_offset,
