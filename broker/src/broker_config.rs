@@ -88,6 +88,18 @@ pub struct BrokerConfig {
     /// Simulation builds only: the schedule service moves messages 10 s before they are due.
     #[cfg(madsim)]
     pub sim_bug_deliver_early: bool,
+    /// Simulation builds only: END_TRANSACTION does not look at the half's mark, so a second
+    /// commit of one half (a check-back answer racing the producer's own) stores it twice.
+    #[cfg(madsim)]
+    pub sim_bug_tx_end_unchecked: bool,
+    /// Simulation builds only: a check-back answer commits whatever it says.
+    #[cfg(madsim)]
+    pub sim_bug_tx_check_answer_commits: bool,
+    /// Simulation builds only: a new master checks back only the halves stored after it
+    /// became master (its scan starts where the half queue ended then, not from the
+    /// replicated progress), so halves left unresolved by a failover are never checked.
+    #[cfg(madsim)]
+    pub sim_bug_tx_scan_from_term_start: bool,
 }
 
 impl BrokerConfig {
@@ -123,6 +135,12 @@ impl BrokerConfig {
             sim_bug_schedule_from_zero: false,
             #[cfg(madsim)]
             sim_bug_deliver_early: false,
+            #[cfg(madsim)]
+            sim_bug_tx_end_unchecked: false,
+            #[cfg(madsim)]
+            sim_bug_tx_check_answer_commits: false,
+            #[cfg(madsim)]
+            sim_bug_tx_scan_from_term_start: false,
         }
     }
 }

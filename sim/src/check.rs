@@ -46,10 +46,22 @@ pub enum Event {
         offset: i64,
         at_ms: i64,
     },
+    /// The transaction of `id` (its half message) is to commit, or to roll back: what its
+    /// producer group's local state says, whoever asks (the local transaction or a check-back).
+    TxIntent { id: String, commit: bool },
+    /// A transaction's half message was still unresolved by `broker` when the run ended.
+    Unresolved { broker: String, id: String, half_offset: i64 },
 }
 
 /// The delayed workload's message ids start so (only its consumers receive them).
 pub const DELAYED_PREFIX: &str = "d-";
+/// The transactional workload's message ids start so (only its consumers receive them).
+pub const TX_PREFIX: &str = "x-";
+
+/// Whether `id` is the plain workload's (neither delayed nor transactional).
+fn plain(id: &str) -> bool {
+    !id.starts_with(DELAYED_PREFIX) && !id.starts_with(TX_PREFIX)
+}
 
 /// A run's events in the order they were observed; shared behind a mutex by the run's tasks.
 #[derive(Debug, Clone, Default)]
@@ -83,14 +95,56 @@ impl History {
 }
 
 /// Acked sends no consumer of `group` ever received (B.5 #14), of the plain workload (not the
-/// delayed one, whose consumers are others: [`lost_delayed`]). Must be empty after a drain.
+/// delayed or transactional ones, whose consumers are others: [`lost_delayed`],
+/// [`lost_transactions`]). Must be empty after a drain.
 pub fn lost(h: &History, group: &str) -> Vec<String> {
-    lost_among(h, group, |id| !id.starts_with(DELAYED_PREFIX))
+    lost_among(h, group, plain)
 }
 
 /// Acked delayed sends no consumer of `group` ever received. Must be empty after a drain.
 pub fn lost_delayed(h: &History, group: &str) -> Vec<String> {
     lost_among(h, group, |id| id.starts_with(DELAYED_PREFIX))
+}
+
+/// Transactions to commit whose half message was acked (stored) that no consumer of `group`
+/// ever received: a commit lost, or an unknown outcome never checked back. Must be empty
+/// after a drain.
+pub fn lost_transactions(h: &History, group: &str) -> Vec<String> {
+    let commit = intents(h, true);
+    lost_among(h, group, |id| commit.contains(id))
+}
+
+/// Transactions to roll back that a consumer (of any group) received. Must be empty.
+pub fn rolled_back_delivered(h: &History) -> Vec<String> {
+    let rollback = intents(h, false);
+    let seen: BTreeSet<&str> =
+        h.deliveries().map(|d| d.2).filter(|id| rollback.contains(id)).collect();
+    seen.into_iter().map(str::to_owned).collect()
+}
+
+/// The transactions whose intent is to commit (`true`) or to roll back.
+fn intents(h: &History, commit: bool) -> BTreeSet<&str> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TxIntent { id, commit: c } if *c == commit => Some(id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Half messages a broker group still held unresolved at the end: (broker, id, half offset).
+/// Must be empty once producers of the group have been connected long enough to be checked.
+pub fn unresolved(h: &History) -> Vec<(String, String, i64)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unresolved { broker, id, half_offset } => {
+                Some((broker.clone(), id.clone(), *half_offset))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn lost_among(h: &History, group: &str, ours: impl Fn(&str) -> bool) -> Vec<String> {
@@ -127,9 +181,10 @@ pub fn early(h: &History) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
-/// Parked records the broker moved more than once, as `group` saw them: one origin, two
-/// stored copies (different queue or offset). A producer's retry parks a message twice, at two
-/// origins, so it never shows here; a move repeated after a failover does. Must be empty.
+/// Parked records (or transaction half messages) the broker moved more than once, as `group`
+/// saw them: one origin, two stored copies (different queue or offset). A producer's retry
+/// parks a message twice, at two origins, so it never shows here; a move repeated after a
+/// failover, or a transaction committed twice, does. Must be empty.
 pub fn moved_twice(h: &History, group: &str) -> Vec<String> {
     let mut copies: BTreeMap<&str, BTreeSet<(&Queue, i64)>> = BTreeMap::new();
     for e in &h.events {
@@ -273,13 +328,13 @@ pub fn split_brains(h: &History) -> Vec<(String, u64, BTreeSet<u64>)> {
 /// Each queue offset holds one message: two different ids delivered from one (queue, offset)
 /// mean a replica served data that was later replaced (B.5 #13, #20).
 pub fn inconsistent_offsets(h: &History) -> Vec<((String, i32), i64, BTreeSet<String>)> {
-    // The plain workload's topic only: the delayed one's queues have the same ids.
-    let plain = h.deliveries().filter(|d| !d.2.starts_with(DELAYED_PREFIX));
-    one_offset_many_ids(plain.map(|(_, _, id, q, o)| (id, q, o)))
+    // The plain workload's topic only: the other topics' queues have the same ids.
+    let ours = h.deliveries().filter(|d| plain(d.2));
+    one_offset_many_ids(ours.map(|(_, _, id, q, o)| (id, q, o)))
 }
 
-/// As [`inconsistent_offsets`], for the delayed messages `group` received from the delayed
-/// topic (each record the broker moved there holds one message).
+/// As [`inconsistent_offsets`], for the messages `group` received that the broker moved
+/// there (delayed messages, committed transactions: each such record holds one message).
 pub fn inconsistent_delayed_offsets(
     h: &History,
     group: &str,
@@ -397,6 +452,38 @@ mod tests {
         assert!(moved_twice(&h, "D").is_empty());
         h.push(moved("d-1", "S:0:0", 7, 6_000));
         assert_eq!(moved_twice(&h, "D"), vec!["S:0:0".to_owned()]);
+    }
+
+    #[test]
+    fn transaction_checkers_catch_lost_commits_rollbacks_delivered_and_unresolved_halves() {
+        let mut h = History::default();
+        let intent = |id: &str, commit| Event::TxIntent { id: id.into(), commit };
+        for (id, commit, outcome) in [
+            ("x-0", true, acked(0, 0)),
+            ("x-1", false, acked(0, 1)),
+            ("x-2", true, SendOutcome::Indeterminate),
+            ("x-3", true, acked(1, 0)),
+        ] {
+            h.push(Event::Send { id: id.into(), key: None });
+            h.push(intent(id, commit));
+            h.push(Event::Sent { id: id.into(), outcome });
+        }
+        send(&mut h, "m-1", None, acked(0, 5));
+        deliver(&mut h, "x-0", 0, 0);
+        // x-3 committed, not yet consumed; x-2's half may never have been stored.
+        assert_eq!(lost_transactions(&h, "G"), vec!["x-3".to_owned()]);
+        assert_eq!(lost(&h, "G"), vec!["m-1".to_owned()], "the plain workload's are apart");
+        deliver(&mut h, "x-3", 1, 0);
+        assert!(lost_transactions(&h, "G").is_empty());
+        assert!(rolled_back_delivered(&h).is_empty());
+        deliver(&mut h, "x-1", 0, 1);
+        assert_eq!(rolled_back_delivered(&h), vec!["x-1".to_owned()]);
+        assert!(unresolved(&h).is_empty());
+        h.push(Event::Unresolved { broker: "broker-a".into(), id: "U".into(), half_offset: 4 });
+        assert_eq!(unresolved(&h), vec![("broker-a".to_owned(), "U".to_owned(), 4)]);
+        // A transactional queue's offsets are not the plain topic's.
+        deliver(&mut h, "m-1", 0, 0);
+        assert!(inconsistent_offsets(&h).is_empty());
     }
 
     #[test]

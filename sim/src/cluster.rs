@@ -40,6 +40,12 @@ pub struct Topology {
     pub sim_bug_schedule_from_zero: bool,
     /// Brokers move parked messages 10 s early: put in on purpose, as above.
     pub sim_bug_deliver_early: bool,
+    /// Transaction bugs put in on purpose, for the transaction checkers (see
+    /// `BrokerConfig`): END_TRANSACTION ignores the half's mark; a check-back answer always
+    /// commits; a new master checks back only halves stored after it became master.
+    pub sim_bug_tx_end_unchecked: bool,
+    pub sim_bug_tx_check_answer_commits: bool,
+    pub sim_bug_tx_scan_from_term_start: bool,
     /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
     pub raft_message_faults: MessageFaults,
     /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
@@ -62,6 +68,9 @@ impl Default for Topology {
             sim_bug_ack_before_commit: false,
             sim_bug_schedule_from_zero: false,
             sim_bug_deliver_early: false,
+            sim_bug_tx_end_unchecked: false,
+            sim_bug_tx_check_answer_commits: false,
+            sim_bug_tx_scan_from_term_start: false,
             raft_message_faults: MessageFaults::default(),
             proposals_in_flight_max: 4,
             replication: rocketraft_raft::Replication::Quorum,
@@ -84,6 +93,10 @@ pub fn broker_addr(g: usize, r: u64) -> String {
 fn raft_addr(g: usize, r: u64) -> String {
     format!("10.0.{}.{}:40911", g + 1, r + 1)
 }
+
+/// The simulated brokers' `transaction_timeout_ms`: a half message younger than this is not
+/// checked back.
+pub const TX_TIMEOUT_MS: u64 = 1_000;
 
 /// What the test can see of a running replica.
 #[derive(Clone)]
@@ -221,6 +234,16 @@ impl SimCluster {
             .build();
         self.clients.lock().unwrap().push(node.clone());
         node
+    }
+
+    /// Kills a client node made by [`SimCluster::client_node`]: a client process crashes
+    /// (its tasks stop, its connections close).
+    pub fn kill_client(&self, node: &NodeHandle) {
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(i) = clients.iter().position(|n| n.id() == node.id()) {
+            clients.remove(i);
+            self.handle.kill(node.id());
+        }
     }
 
     /// The leader of group `g`: the running replica that leads in the highest term by its own
@@ -495,6 +518,14 @@ async fn run_replica(
     bc.sim_bug_ack_before_commit = topo.sim_bug_ack_before_commit;
     bc.sim_bug_schedule_from_zero = topo.sim_bug_schedule_from_zero;
     bc.sim_bug_deliver_early = topo.sim_bug_deliver_early;
+    bc.sim_bug_tx_end_unchecked = topo.sim_bug_tx_end_unchecked;
+    bc.sim_bug_tx_check_answer_commits = topo.sim_bug_tx_check_answer_commits;
+    bc.sim_bug_tx_scan_from_term_start = topo.sim_bug_tx_scan_from_term_start;
+    // Transactions are checked back within a run: a half unresolved for 1 s is checked every
+    // 500 ms; it is discarded only after 60 checks (30 s without an answer).
+    bc.transaction_timeout_ms = TX_TIMEOUT_MS;
+    bc.transaction_check_interval_ms = 500;
+    bc.transaction_check_max = 60;
     // Short delay levels, so delayed messages and retries come back within a run.
     bc.delay_levels =
         rocketraft_protocol::schedule::DelayLevels::parse("1s 2s 3s").expect("levels");

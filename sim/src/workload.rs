@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rocketraft_client::{
     Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt, Producer,
-    ProducerConfig, PushConsumer, PushConsumerConfig,
+    ProducerConfig, PushConsumer, PushConsumerConfig, TransactionListener, TransactionProducer,
+    TransactionState,
 };
 
 use crate::check::{Event, History, SendOutcome};
@@ -55,6 +56,23 @@ fn outcome_of(e: &ClientError) -> SendOutcome {
     }
 }
 
+/// The outcome of a send, as the history records it.
+fn sent_outcome(
+    id: &str,
+    sent: &Result<rocketraft_client::SendResult, ClientError>,
+) -> SendOutcome {
+    match sent {
+        Ok(r) => SendOutcome::Acked {
+            queue: (r.queue.broker_name.clone(), r.queue.queue_id),
+            offset: r.queue_offset,
+        },
+        Err(e) => {
+            tracing::info!(%id, error = %e, "send failed");
+            outcome_of(e)
+        }
+    }
+}
+
 /// Records how the send of `id` ended, in the history and the producer's report.
 fn record_sent(
     history: &Shared,
@@ -63,20 +81,11 @@ fn record_sent(
     sent: Result<rocketraft_client::SendResult, ClientError>,
     t0: madsim::time::Instant,
 ) {
-    let outcome = match sent {
-        Ok(r) => {
-            report.acks.push((t0.elapsed(), r.queue.broker_name.clone()));
-            SendOutcome::Acked {
-                queue: (r.queue.broker_name, r.queue.queue_id),
-                offset: r.queue_offset,
-            }
-        }
-        Err(e) => {
-            tracing::info!(%id, error = %e, "send failed");
-            report.failures += 1;
-            outcome_of(&e)
-        }
-    };
+    let outcome = sent_outcome(&id, &sent);
+    match &sent {
+        Ok(r) => report.acks.push((t0.elapsed(), r.queue.broker_name.clone())),
+        Err(_) => report.failures += 1,
+    }
     history.lock().unwrap().push(Event::Sent { id, outcome });
 }
 
@@ -292,4 +301,140 @@ pub async fn probe(
     }
     producer.shutdown().await;
     acks
+}
+
+/// The transactional workload's producer group.
+pub const TX_PRODUCER_GROUP: &str = "XP";
+
+/// What the transactional workload does with transaction `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxPlan {
+    /// What its local transaction answers, after `local_ms`.
+    pub local: TransactionState,
+    pub local_ms: u64,
+    /// What the application's state says when a check-back asks: its intent.
+    pub commit: bool,
+}
+
+/// Transaction `i`'s plan: of every 6, two commit at once, one rolls back, two answer
+/// Unknown (a check-back then commits one and rolls back the other), and one commits after
+/// 2.5 s, longer than the brokers' check timeout, so a check-back answer races its commit.
+pub fn tx_plan(i: u32) -> TxPlan {
+    use TransactionState::{Commit, Rollback, Unknown};
+    let (local, local_ms, commit) = match i % 6 {
+        0 | 5 => (Commit, 0, true),
+        1 => (Rollback, 0, false),
+        2 => (Unknown, 0, true),
+        3 => (Unknown, 0, false),
+        _ => (Commit, 2_500, true),
+    };
+    TxPlan { local, local_ms, commit }
+}
+
+/// The plan of the transaction whose body is `x-<i>`, if it is one.
+fn plan_of(body: &[u8]) -> Option<TxPlan> {
+    let id = std::str::from_utf8(body).ok()?;
+    Some(tx_plan(id.strip_prefix(crate::check::TX_PREFIX)?.parse().ok()?))
+}
+
+/// The workload's local transactions and its answers to check-backs, both from the plan: the
+/// same for every producer of the group (as an application's database would be).
+pub struct Ledger;
+
+impl TransactionListener for Ledger {
+    async fn execute_local(
+        &self,
+        msg: &Message,
+        _sent: &rocketraft_client::SendResult,
+    ) -> TransactionState {
+        let Some(plan) = plan_of(&msg.body) else { return TransactionState::Unknown };
+        madsim::time::sleep(Duration::from_millis(plan.local_ms)).await;
+        plan.local
+    }
+
+    async fn check(&self, msg: MessageExt) -> TransactionState {
+        match plan_of(&msg.body) {
+            Some(p) if p.commit => TransactionState::Commit,
+            Some(_) => TransactionState::Rollback,
+            None => TransactionState::Unknown,
+        }
+    }
+}
+
+/// A producer of [`TX_PRODUCER_GROUP`] named `name` sends transactions `x-{first + i}` to
+/// `topic`, one every `pace` (each in its own task: a slow local transaction does not hold up
+/// the next), recording each one's intent and how its half message's send ended; it answers
+/// check-backs (for any transaction of the group) as long as it runs. Returns it when every
+/// transaction it started has ended.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_transactions(
+    ns: String,
+    topic: String,
+    name: String,
+    first: u32,
+    count: u32,
+    pace: Duration,
+    history: Shared,
+) -> TransactionProducer<Ledger> {
+    let mut config = ProducerConfig::new(&ns);
+    config.group = TX_PRODUCER_GROUP.to_owned();
+    config.send_timeout_ms = 5_000;
+    config.client = named(config.client, &name);
+    let producer = TransactionProducer::start(config, Ledger).await.expect("producer starts");
+    let mut running = Vec::new();
+    for i in first..first + count {
+        let id = format!("{}{i}", crate::check::TX_PREFIX);
+        {
+            let mut h = history.lock().unwrap();
+            h.push(Event::Send { id: id.clone(), key: None });
+            h.push(Event::TxIntent { id: id.clone(), commit: tx_plan(i).commit });
+        }
+        let (producer, history, topic) = (producer.clone(), history.clone(), topic.clone());
+        running.push(tokio::spawn(async move {
+            let sent = producer.send(Message::new(topic, id.clone())).await.map(|r| r.sent);
+            let outcome = sent_outcome(&id, &sent);
+            history.lock().unwrap().push(Event::Sent { id, outcome });
+        }));
+        madsim::time::sleep(pace).await;
+    }
+    for task in running {
+        let _ = task.await;
+    }
+    producer
+}
+
+/// The half messages of `topic` still unresolved: (broker, transaction id, half offset), as
+/// the masters answer; asks every 500 ms until none is left or `timeout` passed (then the
+/// last answer).
+pub async fn unresolved_halves(
+    ns: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Vec<(String, String, i64)> {
+    let admin =
+        Admin::start(named(ClientConfig::new(ns), "admin-halves")).await.expect("admin starts");
+    let step = Duration::from_millis(500);
+    let mut waited = Duration::ZERO;
+    let mut last = Vec::new();
+    loop {
+        match admin.unresolved_halves(None, Some(topic), None, 1_000).await {
+            Ok((halves, _)) => {
+                last = halves
+                    .into_iter()
+                    .map(|(broker, h)| (broker, h.msg_id, h.half_offset))
+                    .collect();
+                if last.is_empty() {
+                    break;
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "unresolved halves not listed"),
+        }
+        if waited >= timeout {
+            break;
+        }
+        madsim::time::sleep(step).await;
+        waited += step;
+    }
+    admin.shutdown().await;
+    last
 }

@@ -545,6 +545,12 @@ mod whole_cluster {
     const RETRIED_GROUP: &str = "RG";
     /// A second consumer group, orderly: per-key order is checked on it.
     const ORDERLY: &str = "O";
+    /// The transactional workload's topic and its consumer group.
+    const TX: &str = "X";
+    const TX_GROUP: &str = "XG";
+    /// The transactional producers: the first crashes early in the run (ids from 0), the
+    /// second runs throughout (ids from this one) and answers the check-backs of both.
+    const TX_SURVIVOR_FIRST: u32 = 1_000;
     /// When the fault hits, and how long until it is healed (simulated).
     const FAULT_AT: Duration = Duration::from_secs(2);
     const FAULT_FOR: Duration = Duration::from_secs(10);
@@ -638,22 +644,30 @@ mod whole_cluster {
                 ));
             }
         }
+        let lost = check::lost_transactions(h, TX_GROUP);
+        if !lost.is_empty() && !leader_ack {
+            return Err(format!(
+                "{} transactions to commit, half message acknowledged, never consumed by {TX_GROUP}: {:?}",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            ));
+        }
+        let rolled_back = check::rolled_back_delivered(h);
+        if !rolled_back.is_empty() {
+            return Err(format!("rolled-back transactions delivered: {rolled_back:?}"));
+        }
+        moved_copies(h, TX_GROUP, "transactions committed twice (half messages)", leader_ack)?;
+        let unresolved = check::unresolved(h);
+        if !unresolved.is_empty() {
+            return Err(format!(
+                "half messages never resolved (broker, id, half offset): {unresolved:?}"
+            ));
+        }
         let early = check::early(h);
         if !early.is_empty() {
             return Err(format!("delayed messages delivered early (id, at, due): {early:?}"));
         }
-        let twice = check::moved_twice(h, DELAYED_GROUP);
-        if !twice.is_empty() {
-            return Err(format!("parked messages moved twice: {twice:?}"));
-        }
-        let incons = check::inconsistent_delayed_offsets(h, DELAYED_GROUP);
-        if !incons.is_empty() {
-            return Err(format!("one delayed queue offset, two messages: {incons:?}"));
-        }
-        let delayed_dups = check::duplicates(h, DELAYED_GROUP);
-        if delayed_dups.unexplained > 0 {
-            return Err(format!("unexplained duplicates of delayed messages: {delayed_dups:?}"));
-        }
+        moved_copies(h, DELAYED_GROUP, "parked messages moved twice", leader_ack)?;
         // The probe's sends share one key: the orderly group must see them in send order.
         let order = check::order_violations(h, ORDERLY);
         if !order.is_empty() {
@@ -687,6 +701,25 @@ mod whole_cluster {
             }
         }
         Ok(dups)
+    }
+
+    /// The checks of records the broker moved (delayed messages, committed transactions), as
+    /// `group` received them: no origin moved twice (`twice` names that failure), one message
+    /// per queue offset (unless the leader acknowledged alone), no unexplained duplicate.
+    fn moved_copies(h: &History, group: &str, twice: &str, leader_ack: bool) -> Result<(), String> {
+        let moved = check::moved_twice(h, group);
+        if !moved.is_empty() {
+            return Err(format!("{twice}: {moved:?}"));
+        }
+        let incons = check::inconsistent_delayed_offsets(h, group);
+        if !incons.is_empty() && !leader_ack {
+            return Err(format!("{group}: one queue offset, two messages: {incons:?}"));
+        }
+        let dups = check::duplicates(h, group);
+        if dups.unexplained > 0 {
+            return Err(format!("{group}: unexplained duplicates: {dups:?}"));
+        }
+        Ok(())
     }
 
     /// What a run gives back.
@@ -848,6 +881,7 @@ mod whole_cluster {
                 .spawn(async move {
                     workload::create_topic(&ns, TOPIC, 4, 2, Duration::from_secs(30)).await;
                     workload::create_topic(&ns, DELAYED, 2, 2, Duration::from_secs(30)).await;
+                    workload::create_topic(&ns, TX, 2, 2, Duration::from_secs(30)).await;
                 })
                 .await
                 .unwrap();
@@ -860,8 +894,9 @@ mod whole_cluster {
                 let o = workload::consume(&ns, ORDERLY, TOPIC, "o0", true, h.clone()).await;
                 let (topic, dg, rg) = (DELAYED, DELAYED_GROUP, RETRIED_GROUP);
                 let d = workload::consume_delayed(&ns, dg, topic, "d0", false, h.clone(), t0).await;
-                let r = workload::consume_delayed(&ns, rg, topic, "r0", true, h, t0).await;
-                (a, b, o, d, r)
+                let r = workload::consume_delayed(&ns, rg, topic, "r0", true, h.clone(), t0).await;
+                let x = workload::consume_delayed(&ns, TX_GROUP, TX, "x0", false, h, t0).await;
+                (a, b, o, d, r, x)
             })
         };
         let consumers = consumers.await.unwrap();
@@ -875,6 +910,38 @@ mod whole_cluster {
             let pace = Duration::from_millis(50);
             client.spawn(workload::produce_delayed(ns, DELAYED.into(), 120, pace, h, t0))
         };
+        // Transactions from two producers of one group, each on its own client node; the
+        // first crashes at a time drawn from the seed, leaving halves whose outcome it never
+        // told (the second answers their check-backs).
+        let (tx_crashing, tx_survivor) = (cluster.client_node(1), cluster.client_node(2));
+        let tx_pace = Duration::from_millis(100);
+        {
+            let (ns, h) = (ns.clone(), history.clone());
+            let name = "tx-producer-a".to_owned();
+            tx_crashing.spawn(workload::produce_transactions(
+                ns,
+                TX.into(),
+                name,
+                0,
+                40,
+                tx_pace,
+                h,
+            ));
+        }
+        let tx_producer = {
+            let (ns, h) = (ns.clone(), history.clone());
+            let (name, first) = ("tx-producer-b".to_owned(), TX_SURVIVOR_FIRST);
+            tx_survivor.spawn(workload::produce_transactions(
+                ns,
+                TX.into(),
+                name,
+                first,
+                60,
+                tx_pace,
+                h,
+            ))
+        };
+        let crash_at = Duration::from_millis(madsim::rand::thread_rng().gen_range(1_500..3_500));
         // A probe pinned to broker-a's queue 0 measures that group's own availability
         // (round-robin sends steer around a failed group on purpose).
         let probe_stop = Arc::new(AtomicBool::new(false));
@@ -892,6 +959,34 @@ mod whole_cluster {
                 madsim::time::sleep(Duration::from_millis(100)).await;
             }
         };
+        let crash = async {
+            madsim::time::sleep(crash_at).await;
+            cluster.kill_client(&tx_crashing);
+            // Its transactions in flight: the half may or may not be stored.
+            let mut h = history.lock().unwrap();
+            let ended: std::collections::BTreeSet<String> = h
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    check::Event::Sent { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let in_flight: Vec<String> = h
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    check::Event::TxIntent { id, .. } if !ended.contains(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .filter(|id| {
+                    id[check::TX_PREFIX.len()..].parse::<u32>().unwrap() < TX_SURVIVOR_FIRST
+                })
+                .collect();
+            for id in in_flight {
+                h.push(check::Event::Sent { id, outcome: check::SendOutcome::Indeterminate });
+            }
+        };
         let faulted = async {
             madsim::time::sleep(FAULT_AT).await;
             let at = t0.elapsed();
@@ -900,11 +995,13 @@ mod whole_cluster {
             delayed_producer.await.unwrap();
             (at, report)
         };
+        let faulted = async { tokio::join!(faulted, crash).0 };
         let (fault_at, report) = tokio::select! {
             biased;
             r = faulted => r,
             _ = observe => unreachable!("the observer never ends"),
         };
+        let tx_producer = tx_producer.await.unwrap();
         probe_stop.store(true, Ordering::SeqCst);
         let probe_acks = probe.await.unwrap();
         // The first send started after the fault and acknowledged (an answer already on its
@@ -921,12 +1018,29 @@ mod whole_cluster {
                     && check::lost(&h, ORDERLY).is_empty()
                     && check::lost_delayed(&h, DELAYED_GROUP).is_empty()
                     && check::lost_delayed(&h, RETRIED_GROUP).is_empty()
+                    && check::lost_transactions(&h, TX_GROUP).is_empty()
             };
             if drained {
                 break;
             }
             cluster.observe_leaders(&history);
             madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every half message resolved (by its producer or a check-back), or give up after 60 s.
+        let unresolved = {
+            let ns = ns.clone();
+            client
+                .spawn(async move {
+                    workload::unresolved_halves(&ns, TX, Duration::from_secs(60)).await
+                })
+                .await
+                .unwrap()
+        };
+        {
+            let mut h = history.lock().unwrap();
+            for (broker, id, half_offset) in unresolved {
+                h.push(check::Event::Unresolved { broker, id, half_offset });
+            }
         }
         // Let the last offset commits land, then quiesce every group.
         madsim::time::sleep(Duration::from_secs(6)).await;
@@ -950,12 +1064,29 @@ mod whole_cluster {
             let e = Err(format!("{stuck:?} did not recover within 30 s of healing ({lost} acknowledged sends not consumed)"));
             (e.clone(), e)
         };
+        let tx_acked = h
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, check::Event::Sent { id, outcome: check::SendOutcome::Acked { .. } }
+                    if id.starts_with(check::TX_PREFIX))
+            })
+            .count();
+        let tx_delivered: std::collections::BTreeSet<&str> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                check::Event::Delivered { group, id, .. } if group == TX_GROUP => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
         eprintln!(
-            "{fault:?}: {} events, verdict {verdict:?}, broker-a probe back after {failover:?}, {} sends failed",
+            "{fault:?}: {} events, verdict {verdict:?}, broker-a probe back after {failover:?}, {} sends failed, {tx_acked} half messages acknowledged, {} transactions delivered",
             h.events.len(),
-            report.failures
+            report.failures,
+            tx_delivered.len()
         );
-        let (c0, c1, o0, d0, r0) = consumers;
+        let (c0, c1, o0, d0, r0, x0) = consumers;
         client
             .spawn(async move {
                 c0.shutdown().await;
@@ -963,9 +1094,11 @@ mod whole_cluster {
                 o0.shutdown().await;
                 d0.shutdown().await;
                 r0.shutdown().await;
+                x0.shutdown().await;
             })
             .await
             .unwrap();
+        tx_survivor.spawn(async move { tx_producer.shutdown().await }).await.unwrap();
         cluster.stop().await;
         let mut trace = TraceHash::default();
         for e in &h.events {
@@ -1233,6 +1366,33 @@ mod whole_cluster {
                 .count();
             assert!(caught > 0, "a bug whose messages are {names} went unnoticed over 3 seeds");
             eprintln!("{names}: caught in {caught} of 3 seeds");
+        }
+    }
+
+    /// The transaction checkers catch the bugs they name, put in on purpose, with broker-a's
+    /// leader killed: END_TRANSACTION that ignores the half's mark commits a transaction twice
+    /// (a check-back answer races a slow local transaction's commit); a check-back answer that
+    /// always commits delivers rolled-back transactions; a new master that checks back only
+    /// halves stored after it became master leaves halves unresolved (and their commits
+    /// undelivered). Each is caught in at least one of 3 seeds (the run stops at the first).
+    #[test]
+    fn the_checkers_catch_transaction_bugs() {
+        let bugs = [
+            (Topology { sim_bug_tx_end_unchecked: true, ..Topology::default() }, "committed twice"),
+            (
+                Topology { sim_bug_tx_check_answer_commits: true, ..Topology::default() },
+                "rolled-back transactions delivered",
+            ),
+            (Topology { sim_bug_tx_scan_from_term_start: true, ..Topology::default() }, "never"),
+        ];
+        for (topology, names) in bugs {
+            let caught = (300..303).find(|&seed| {
+                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::KillLeader, topology.clone()));
+                eprintln!("{names}, seed {seed}: {:?}", o.verdict);
+                o.verdict.as_ref().is_err_and(|e| e.contains(names))
+            });
+            assert!(caught.is_some(), "a bug whose transactions are {names} went unnoticed");
         }
     }
 

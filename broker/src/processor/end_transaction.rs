@@ -75,7 +75,8 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: EndTransactionRequestHeader = header(req)?;
-    let decision = match h.commit_or_rollback {
+    #[allow(unused_mut)] // changed only by the simulation's planted bug
+    let mut decision = match h.commit_or_rollback {
         msgflag::TRANSACTION_COMMIT => Decision::Commit,
         msgflag::TRANSACTION_ROLLBACK => Decision::RollBack,
         msgflag::TRANSACTION_NOT_TYPE => {
@@ -85,6 +86,10 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
         }
         other => return Err(wrong(req, format!("commitOrRollback {other} is not 0, 8 or 12"))),
     };
+    #[cfg(madsim)]
+    if inner.config.sim_bug_tx_check_answer_commits && h.from_transaction_check == Some(true) {
+        decision = Decision::Commit;
+    }
     if !state_is_current(inner).await {
         return Err(not_master(req, inner));
     }
@@ -121,6 +126,8 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
         ));
     };
     let done = inner.replica.metadata().half_outcome(offset).map_err(system_error(req))?;
+    #[cfg(madsim)]
+    let done = done.filter(|_| !inner.config.sim_bug_tx_end_unchecked);
     if let Some(outcome) = done {
         return match (outcome, decision) {
             (HalfOutcome::Committed, Decision::Commit)

@@ -36,6 +36,9 @@ pub(crate) async fn run<S: Storage + Clone, M: MetaStore>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let every = Duration::from_millis(inner.config.transaction_check_interval_ms.max(100));
+    // The simulation's planted bug: (term, where the half queue ended when it began).
+    #[cfg(madsim)]
+    let mut term_start = (0u64, 0u64);
     loop {
         tokio::select! {
             biased;
@@ -45,7 +48,24 @@ pub(crate) async fn run<S: Storage + Clone, M: MetaStore>(
         if !inner.replica.is_master() || !state_is_current(&inner).await {
             continue;
         }
-        match check_round(&inner).await {
+        #[cfg(madsim)]
+        let floor = if inner.config.sim_bug_tx_scan_from_term_start {
+            let term = inner.replica.term();
+            if term_start.0 != term {
+                let end = inner.replica.queue_bounds(TRANS_HALF_TOPIC, 0).map_or(0, |b| b.1 .0);
+                term_start = (term, end);
+            }
+            term_start.1
+        } else {
+            0
+        };
+        match check_round(
+            &inner,
+            #[cfg(madsim)]
+            floor,
+        )
+        .await
+        {
             Ok(round) if round.checked + round.discarded > 0 => tracing::info!(
                 checked = round.checked,
                 discarded = round.discarded,
@@ -93,6 +113,7 @@ fn read_half<S: Storage + Clone, M: MetaStore>(
 /// runtime worker).
 pub(crate) async fn check_round<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
+    #[cfg(madsim)] floor: u64,
 ) -> Result<CheckRound, String> {
     let meta = inner.replica.metadata();
     let kept_from = meta.halves_from().map_err(|e| e.to_string())?;
@@ -120,7 +141,10 @@ pub(crate) async fn check_round<S: Storage + Clone, M: MetaStore>(
     let mut checks = Vec::new();
     let mut round = CheckRound::default();
     let now = now_ms(inner);
-    for offset in resolved_to..max.0.min(resolved_to.saturating_add(CHECK_SCAN_MAX)) {
+    let first = resolved_to;
+    #[cfg(madsim)]
+    let first = first.max(floor); // the planted bug: halves before the floor are never checked
+    for offset in first..max.0.min(first.saturating_add(CHECK_SCAN_MAX)) {
         if offset % 256 == 0 {
             tokio::task::yield_now().await;
         }
