@@ -1433,8 +1433,16 @@ mod whole_cluster {
         let leader = cluster.leader(1).expect("broker-b has a leader");
         let cut = (0..3).find(|r| *r != leader).unwrap();
         let addr = broker_addr(1, cut);
+        // Ready means the masters are routed; a follower may register a little later.
+        let registered = || cluster.registry(0).and_then(|r| r.last_update_ms(&addr));
+        for _ in 0..300 {
+            if registered().is_some() {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
         cluster.cut_from_namesrv(1, cut, 0, true);
-        let last = cluster.registry(0).and_then(|r| r.last_update_ms(&addr)).expect("registered");
+        let last = registered().expect("the follower registered within 30 s");
         let cut_at = cluster.namesrv_now_ms(0).unwrap();
         let mut evicted_after = None;
         for _ in 0..180 {
