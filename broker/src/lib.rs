@@ -8,6 +8,7 @@ pub mod admission;
 pub mod broker_config;
 pub mod clients;
 pub mod config;
+pub mod filter;
 pub mod long_poll;
 mod processor;
 pub mod rates;

@@ -513,6 +513,25 @@ impl SubscriptionData {
     }
 
     /// Whether this subscription takes every tag.
+    /// A SQL92 subscription (`MessageSelector.bySql`): the broker evaluates `expression`
+    /// over each message's properties; no tags are kept (the client filters nothing itself).
+    pub fn sql92(topic: impl Into<String>, expression: &str, sub_version: i64) -> Self {
+        SubscriptionData {
+            class_filter_mode: false,
+            code_set: BTreeSet::new(),
+            expression_type: "SQL92".to_owned(),
+            sub_string: expression.trim().to_owned(),
+            sub_version,
+            tags_set: BTreeSet::new(),
+            topic: topic.into(),
+        }
+    }
+
+    /// Whether this is a SQL92 subscription.
+    pub fn is_sql92(&self) -> bool {
+        self.expression_type.eq_ignore_ascii_case("SQL92")
+    }
+
     pub fn matches_all(&self) -> bool {
         self.sub_string == SUB_ALL || self.tags_set.is_empty()
     }
@@ -573,6 +592,20 @@ pub struct MessageQueue {
     pub broker_name: String,
     pub queue_id: i32,
     pub topic: String,
+}
+
+/// CHECK_CLIENT_CONFIG request body (`CheckClientRequestBody`): a consumer asks whether the
+/// broker can serve its subscription before it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
+pub struct CheckClientRequestBody {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub subscription_data: Option<SubscriptionData>,
 }
 
 /// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ request body.
@@ -961,6 +994,7 @@ json_bodies! {
     HeartbeatData => "HeartbeatData",
     ConsumerListBody => "consumer id list",
     LockBatchRequestBody => "LockBatchRequestBody",
+    CheckClientRequestBody => "CheckClientRequestBody",
     LockBatchResponseBody => "LockBatchResponseBody",
     TopicList => "TopicList",
     KvTable => "KVTable",
