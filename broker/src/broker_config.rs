@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     pub timer_max_delay_sec: u64,
     /// RocketMQ's `rejectTransactionMessage`: refuse transactional sends. Default false.
     pub reject_transaction_message: bool,
+    /// RocketMQ's `enablePropertyFilter`: consumers may subscribe with SQL92 selectors over
+    /// message properties. Default false, as RocketMQ (SQL92 subscriptions are refused with
+    /// its remark); `rocketraft dev` turns it on.
+    pub enable_property_filter: bool,
     /// RocketMQ's `transactionTimeOut`: a half message younger than this is not checked back
     /// (its `CHECK_IMMUNITY_TIME_IN_SECONDS` property overrides it). Default 6,000 ms.
     pub transaction_timeout_ms: u64,
@@ -126,6 +130,7 @@ impl BrokerConfig {
             delay_levels: DelayLevels::default(),
             timer_max_delay_sec: TIMER_MAX_DELAY_SEC_DEFAULT,
             reject_transaction_message: false,
+            enable_property_filter: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,

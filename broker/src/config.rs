@@ -90,6 +90,8 @@ pub struct ServerSection {
     pub timer_max_delay_sec: u64,
     /// RocketMQ's `rejectTransactionMessage`. Default false.
     pub reject_transaction_message: bool,
+    /// RocketMQ's `enablePropertyFilter`: allow SQL92 subscriptions. Default false.
+    pub enable_property_filter: bool,
     /// RocketMQ's `transactionTimeOut`: half messages younger are not checked back. Default
     /// 6,000 ms.
     pub transaction_timeout_ms: u64,
@@ -118,6 +120,7 @@ impl Default for ServerSection {
             message_delay_level: b.delay_levels.to_string(),
             timer_max_delay_sec: b.timer_max_delay_sec,
             reject_transaction_message: b.reject_transaction_message,
+            enable_property_filter: b.enable_property_filter,
             transaction_timeout_ms: b.transaction_timeout_ms,
             transaction_check_interval_ms: b.transaction_check_interval_ms,
             transaction_check_max: b.transaction_check_max,
@@ -275,6 +278,7 @@ impl BrokerFile {
         b.delay_levels = DelayLevels::parse(&s.message_delay_level).unwrap_or_default();
         b.timer_max_delay_sec = s.timer_max_delay_sec;
         b.reject_transaction_message = s.reject_transaction_message;
+        b.enable_property_filter = s.enable_property_filter;
         b.transaction_timeout_ms = s.transaction_timeout_ms;
         b.transaction_check_interval_ms = s.transaction_check_interval_ms;
         b.transaction_check_max = s.transaction_check_max;

@@ -210,6 +210,8 @@ impl DevCluster {
         b.transaction_check_interval_ms = self.config.transaction_check_interval_ms;
         b.transaction_timeout_ms = self.config.transaction_timeout_ms;
         b.transaction_check_max = self.config.transaction_check_max;
+        // A development cluster takes every subscription a client may try.
+        b.enable_property_filter = true;
         b
     }
 

@@ -2,8 +2,8 @@
 //! subscription group on first contact), unregistering, a group's member list, queue locks.
 
 use rocketraft_protocol::body::{
-    ConsumerListBody, HeartbeatData, JsonBody, JsonStyle, LockBatchRequestBody,
-    LockBatchResponseBody,
+    CheckClientRequestBody, ConsumerListBody, HeartbeatData, JsonBody, JsonStyle,
+    LockBatchRequestBody, LockBatchResponseBody,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::*;
@@ -29,6 +29,7 @@ impl<S: Storage + Clone, M: MetaStore> ClientsProcessor<S, M> {
         rc::GET_CONSUMER_LIST_BY_GROUP,
         rc::LOCK_BATCH_MQ,
         rc::UNLOCK_BATCH_MQ,
+        rc::CHECK_CLIENT_CONFIG,
     ];
 }
 
@@ -41,6 +42,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for ClientsProcessor<S, M> {
                 rc::UNREGISTER_CLIENT => unregister_client(req, inner),
                 rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
                 rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
+                rc::CHECK_CLIENT_CONFIG => check_client_config(req, inner),
                 _ => Err(unsupported(req)),
             }
             .unwrap_or_else(|e| e)
@@ -51,6 +53,27 @@ impl<S: Storage + Clone, M: MetaStore> Processor for ClientsProcessor<S, M> {
         let changed = lock(&self.0.clients).connection_closed(peer.conn);
         notify_changed(&self.0, changed);
     }
+}
+
+/// CHECK_CLIENT_CONFIG: whether this broker can filter by the consumer's subscription (a
+/// SQL92 one needs `enable_property_filter` and must parse). Java push consumers ask before
+/// they start.
+fn check_client_config<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let body = CheckClientRequestBody::from_json(&req.body).map_err(system_error(req))?;
+    if let Some(sub) = &body.subscription_data {
+        crate::filter::Filter::compile(
+            &sub.topic,
+            Some(&sub.expression_type),
+            &sub.sub_string,
+            sub.sub_version,
+            inner.config.enable_property_filter,
+        )
+        .map_err(|r| reply(req, r.code, r.remark))?;
+    }
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
 
 pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
@@ -81,6 +104,15 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
             false
         }
     });
+    // RocketMQ takes a subscription it cannot filter by and logs it; pulls with it are then
+    // refused (SUBSCRIPTION_PARSE_FAILED) with the reason.
+    for c in &data.consumer_data_set {
+        for sub in c.subscription_data_set.iter().filter(|s| s.is_sql92()) {
+            if let Err(e) = crate::filter::sql92::parse(&sub.sub_string) {
+                tracing::warn!(group = %c.group_name, topic = %sub.topic, expression = %sub.sub_string, error = %e, "a consumer registered a SQL92 subscription that does not parse");
+            }
+        }
+    }
     let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
     notify_changed(inner, changed);
     if is_leader(inner) {

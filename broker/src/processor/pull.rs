@@ -12,6 +12,7 @@ use rocketraft_raft::{MetaStore, QueueRead, ReadLimits};
 use rocketraft_store::io::Storage;
 use rocketraft_store::QueueOffset;
 
+use crate::filter::Filter;
 use crate::server::{now_ms, Inner};
 
 use super::*;
@@ -54,11 +55,8 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             ),
         ));
     }
-    let sub = match (&h.subscription, h.sys_flag & sysflag::pull::SUBSCRIPTION != 0) {
-        (Some(expr), true) => SubscriptionData::tag(h.topic.clone(), expr, h.sub_version),
-        _ => SubscriptionData::tag(h.topic.clone(), "*", h.sub_version),
-    };
     check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
+    let filter = subscription(req, &h, inner)?;
     if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
         // The commit-offset piggyback: the consumer's progress rides on its pull.
         inner.replica.commit_offset(ConsumerOffset {
@@ -68,7 +66,7 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             offset: h.commit_offset as u64,
         });
     }
-    let offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
+    let mut offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
     let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
     let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
     let hold = Duration::from_millis(
@@ -87,11 +85,18 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             bytes_max: inner.config.pull_bytes_max,
             scan_per_message: PULL_SCAN_PER_MESSAGE,
         };
-        let matches = |code: i64| sub.matches_all() || sub.code_set.contains(&(code as i32));
-        let (found, min, max_offset) = inner
+        let (mut found, min, max_offset) = inner
             .replica
-            .read_queue(&h.topic, h.queue_id, offset, limits, matches)
+            .read_queue(&h.topic, h.queue_id, offset, limits, |code| filter.matches_code(code))
             .map_err(system_error(req))?;
+        if let QueueRead::Found { body, messages, next } = &mut found {
+            if filter.reads_records() {
+                *messages = filter.retain_records(body);
+                if *messages == 0 {
+                    found = QueueRead::NoMatch { next: *next };
+                }
+            }
+        }
         let respond = |code: i32, next: QueueOffset, body: Vec<u8>, remark: &str| {
             let mut resp = reply(req, code, remark).with_header(&PullMessageResponseHeader {
                 suggest_which_broker_id: 0,
@@ -106,6 +111,16 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             QueueRead::Found { body, messages, next } => {
                 inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
                 return Ok(respond(response_code::SUCCESS, next, body, "FOUND"));
+            }
+            QueueRead::NoMatch { next } if suspend && next == max_offset => {
+                // Nothing matched up to the end: wait there for a message that does (the
+                // consumer is not woken by the ones it would skip).
+                offset = next;
+                tokio::select! {
+                    biased;
+                    _ = &mut woken => continue,
+                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
+                }
             }
             QueueRead::NoMatch { next } => {
                 return Ok(respond(
@@ -142,36 +157,84 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
     }
 }
 
+/// The pull's filter: the subscription it posts (the SUBSCRIPTION flag), else the one its
+/// consumer registered by heartbeat, else every message.
+fn subscription<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    h: &PullMessageRequestHeader,
+    inner: &Inner<S, M>,
+) -> Result<Filter, RemotingCommand> {
+    let posted = h.sys_flag & sysflag::pull::SUBSCRIPTION != 0;
+    let compiled = match &h.subscription {
+        Some(expr) if posted => Filter::compile(
+            &h.topic,
+            h.expression_type.as_deref(),
+            expr,
+            h.sub_version,
+            inner.config.enable_property_filter,
+        ),
+        _ => {
+            let registered = inner
+                .clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .subscription(&h.consumer_group, &h.topic)
+                .cloned();
+            match registered {
+                Some(sub) => Filter::compile(
+                    &h.topic,
+                    Some(&sub.expression_type),
+                    &sub.sub_string,
+                    sub.sub_version,
+                    inner.config.enable_property_filter,
+                ),
+                None => Ok(Filter::Tags(SubscriptionData::tag(h.topic.clone(), "*", 0))),
+            }
+        }
+    };
+    compiled.map_err(|r| reply(req, r.code, r.remark))
+}
+
 #[cfg(all(test, not(madsim)))]
 mod tests {
+    use rocketraft_protocol::body::{ConsumeFromWhere, ConsumeType};
     use rocketraft_protocol::message::decode_records;
+    use rocketraft_raft::MemMeta;
+    use rocketraft_store::io::sim::SimStorage;
 
     use super::super::testing::{request, OneReplica};
     use super::*;
 
     fn pull_at(offset: i64, tags: Option<&str>) -> RemotingCommand {
-        request(
-            rc::PULL_MESSAGE,
-            PullMessageRequestHeader {
-                consumer_group: "CG".into(),
-                topic: "T".into(),
-                queue_offset: offset,
-                max_msg_nums: 32,
-                sys_flag: sysflag::pull::build(false, false, tags.is_some()),
-                subscription: tags.map(str::to_owned),
-                expression_type: Some("TAG".into()),
-                ..Default::default()
-            },
-        )
+        request(rc::PULL_MESSAGE, pull_header(offset, "TAG", tags))
+    }
+
+    /// A pull of queue 0 of "T" from `offset`, posting `expr` (of `kind`) if given.
+    fn pull_header(offset: i64, kind: &str, expr: Option<&str>) -> PullMessageRequestHeader {
+        PullMessageRequestHeader {
+            consumer_group: "CG".into(),
+            topic: "T".into(),
+            queue_offset: offset,
+            max_msg_nums: 32,
+            sys_flag: sysflag::pull::build(false, false, expr.is_some()),
+            subscription: expr.map(str::to_owned),
+            expression_type: Some(kind.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Topic "T" with "one" (tag a), "two" (b) and "three" (a) in queue 0.
+    async fn three_tagged(r: &OneReplica) {
+        r.topic("T").await;
+        for (tag, body) in [("a", "one"), ("b", "two"), ("a", "three")] {
+            assert_eq!(r.send("T", tag, body, body).await.code, response_code::SUCCESS);
+        }
     }
 
     #[tokio::test]
     async fn pulls_return_stored_records_filter_by_tag_and_say_where_to_go_next() {
         let r = OneReplica::start().await;
-        r.topic("T").await;
-        for (tag, body) in [("a", "one"), ("b", "two"), ("a", "three")] {
-            assert_eq!(r.send("T", tag, body, body).await.code, response_code::SUCCESS);
-        }
+        three_tagged(&r).await;
         let p = PullProcessor(r.inner.clone());
 
         let all = r.call(&p, pull_at(0, None)).await;
@@ -195,6 +258,206 @@ mod tests {
         assert_eq!(past.code, response_code::PULL_OFFSET_MOVED);
         let h: PullMessageResponseHeader = past.decode_header().unwrap();
         assert_eq!(h.next_begin_offset, 3);
+        drop(p);
+        r.stop().await;
+    }
+
+    /// The properties of the filter test's message `i`: `n` a number (absent from every 7th,
+    /// the text "x" in every 11th), `region` one of three, `price` a double.
+    fn filter_props(i: u32) -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("TAGS", if i.is_multiple_of(2) { "even" } else { "odd" }.to_owned()),
+            ("region", ["eu", "us", "apac"][i as usize % 3].to_owned()),
+            ("price", format!("{}.5", i % 50)),
+        ];
+        if i.is_multiple_of(11) {
+            p.push(("n", "x".to_owned()));
+        } else if !i.is_multiple_of(7) {
+            p.push(("n", (i % 100).to_string()));
+        }
+        p
+    }
+
+    /// Every body the subscription (`expr` of `kind`, posted on each pull) takes from queue 0
+    /// of "T", pulled to the end.
+    async fn pull_all(
+        p: &PullProcessor<SimStorage, MemMeta>,
+        r: &OneReplica,
+        kind: &str,
+        expr: &str,
+    ) -> Vec<u32> {
+        let mut got = Vec::new();
+        let mut offset = 0;
+        loop {
+            let req = request(rc::PULL_MESSAGE, pull_header(offset, kind, Some(expr)));
+            let answer = r.call(p, req).await;
+            let h: PullMessageResponseHeader = answer.decode_header().unwrap();
+            match answer.code {
+                response_code::SUCCESS => {
+                    for m in decode_records(&answer.body).unwrap() {
+                        got.push(std::str::from_utf8(m.body).unwrap().parse().unwrap());
+                    }
+                }
+                response_code::PULL_RETRY_IMMEDIATELY => {}
+                response_code::PULL_NOT_FOUND => return got,
+                other => panic!("{expr}: {other} {:?}", answer.remark),
+            }
+            offset = h.next_begin_offset;
+        }
+    }
+
+    #[tokio::test]
+    async fn sql92_selectors_deliver_exactly_the_matching_messages() {
+        use rocketraft_protocol::message::{encode_batch, properties_to_string, BatchMessage};
+        let r = OneReplica::start_with(|c| c.enable_property_filter = true).await;
+        r.topic("T").await;
+        const COUNT: u32 = 10_000;
+        for first in (0..COUNT).step_by(500) {
+            let batch: Vec<BatchMessage> = (first..first + 500)
+                .map(|i| BatchMessage {
+                    flag: 0,
+                    body: bytes::Bytes::from(i.to_string()),
+                    properties: properties_to_string(
+                        filter_props(i).iter().map(|(k, v)| (*k, v.as_str())),
+                    ),
+                })
+                .collect();
+            let h = SendMessageRequestHeader {
+                producer_group: "PG".into(),
+                topic: "T".into(),
+                queue_id: 0,
+                batch: Some(true),
+                ..Default::default()
+            };
+            let req = request(rc::SEND_BATCH_MESSAGE, SendMessageRequestHeaderV2::from(h))
+                .with_body(encode_batch(&batch).unwrap());
+            let answer = r.call(&super::super::send::SendProcessor(r.inner.clone()), req).await;
+            assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        }
+        let p = PullProcessor(r.inner.clone());
+        // Each selector, and the same question answered by plain Rust over the properties.
+        type Oracle = fn(u32) -> bool;
+        fn n(i: u32) -> Option<u32> {
+            (!i.is_multiple_of(11) && !i.is_multiple_of(7)).then_some(i % 100)
+        }
+        let cases: [(&str, Oracle); 7] = [
+            ("n > 90", |i| n(i).is_some_and(|n| n > 90)),
+            ("n BETWEEN 10 AND 12 AND region = 'eu'", |i| {
+                n(i).is_some_and(|n| (10..=12).contains(&n)) && i % 3 == 0
+            }),
+            ("region IN ('us', 'apac') AND TAGS = 'even' AND price >= 48.5", |i| {
+                i % 3 != 0 && i % 2 == 0 && i % 50 >= 48
+            }),
+            ("n IS NULL", |i| i % 7 == 0 && i % 11 != 0),
+            ("NOT (n < 95)", |i| n(i).is_some_and(|n| n >= 95)),
+            ("n = 3 OR price = 7.5", |i| n(i) == Some(3) || i % 50 == 7),
+            ("region = 'mars'", |_| false),
+        ];
+        for (expr, oracle) in cases {
+            let want: Vec<u32> = (0..COUNT).filter(|i| oracle(*i)).collect();
+            let got = pull_all(&p, &r, "SQL92", expr).await;
+            assert_eq!(got.len(), want.len(), "{expr}");
+            assert_eq!(got, want, "{expr}");
+        }
+        // A tag subscription is unchanged.
+        let odd = pull_all(&p, &r, "TAG", "odd").await;
+        assert_eq!(odd, (0..COUNT).filter(|i| i % 2 == 1).collect::<Vec<_>>());
+        drop(p);
+        r.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sql92_refused_when_off_or_unparsable_and_heartbeat_subscriptions_filter_pulls() {
+        let r = OneReplica::start().await;
+        three_tagged(&r).await;
+        let p = PullProcessor(r.inner.clone());
+        let sql = |expr: &str| request(rc::PULL_MESSAGE, pull_header(0, "SQL92", Some(expr)));
+        // Property filtering off (the default): RocketMQ's answer.
+        let off = r.call(&p, sql("a > 1")).await;
+        assert_eq!(off.code, response_code::SYSTEM_ERROR);
+        assert_eq!(off.remark.as_deref(), Some(crate::filter::SQL92_DISABLED));
+        // A consumer that registered tag "b" by heartbeat and does not post it on its pulls
+        // (Java's default) gets only "b".
+        let heartbeat = rocketraft_protocol::body::HeartbeatData {
+            client_id: "c1".into(),
+            consumer_data_set: vec![rocketraft_protocol::body::ConsumerData {
+                consume_from_where: ConsumeFromWhere::ConsumeFromLastOffset,
+                consume_type: ConsumeType::ConsumePassively,
+                group_name: "CG".into(),
+                message_model: rocketraft_protocol::body::MessageModel::Clustering,
+                subscription_data_set: vec![SubscriptionData::tag("T", "b", 1)],
+                unit_mode: false,
+            }],
+            producer_data_set: Vec::new(),
+        };
+        let hb = RemotingCommand::request_without_header(rc::HEART_BEAT).with_body(
+            rocketraft_protocol::body::JsonBody::to_json(
+                &heartbeat,
+                rocketraft_protocol::body::JsonStyle::Standard,
+            ),
+        );
+        let clients = super::super::clients::ClientsProcessor(r.inner.clone());
+        assert_eq!(r.call(&clients, hb).await.code, response_code::SUCCESS);
+        let registered = r.call(&p, pull_at(0, None)).await;
+        assert_eq!(registered.code, response_code::SUCCESS, "{:?}", registered.remark);
+        let bodies: Vec<_> =
+            decode_records(&registered.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
+        assert_eq!(bodies, [b"two".to_vec()]);
+        drop((p, clients));
+        r.stop().await;
+
+        let r = OneReplica::start_with(|c| c.enable_property_filter = true).await;
+        r.topic("T").await;
+        let p = PullProcessor(r.inner.clone());
+        let bad = r.call(&p, sql("a > AND")).await;
+        assert_eq!(bad.code, response_code::SUBSCRIPTION_PARSE_FAILED);
+        assert!(bad.remark.as_deref().unwrap().contains("column 5"), "{:?}", bad.remark);
+        // CHECK_CLIENT_CONFIG answers the same before a consumer starts.
+        let check = |expr: &str| {
+            let body = rocketraft_protocol::body::CheckClientRequestBody {
+                client_id: "c1".into(),
+                group: "CG".into(),
+                subscription_data: Some(SubscriptionData::sql92("T", expr, 1)),
+            };
+            RemotingCommand::request_without_header(rc::CHECK_CLIENT_CONFIG).with_body(
+                rocketraft_protocol::body::JsonBody::to_json(
+                    &body,
+                    rocketraft_protocol::body::JsonStyle::Standard,
+                ),
+            )
+        };
+        let clients = super::super::clients::ClientsProcessor(r.inner.clone());
+        assert_eq!(r.call(&clients, check("a > 1")).await.code, response_code::SUCCESS);
+        let refused = r.call(&clients, check("a >")).await;
+        assert_eq!(refused.code, response_code::SUBSCRIPTION_PARSE_FAILED, "{:?}", refused.remark);
+        drop((p, clients));
+        r.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_held_pull_is_not_woken_by_messages_its_filter_skips() {
+        let r = OneReplica::start_with(|c| c.enable_property_filter = true).await;
+        r.topic("T").await;
+        let p = PullProcessor(r.inner.clone());
+        let mut h = pull_header(0, "SQL92", Some("TAGS = 'wanted'"));
+        h.sys_flag = sysflag::pull::build(false, true, true);
+        h.suspend_timeout_millis = 5_000;
+        let held = r.call(&p, request(rc::PULL_MESSAGE, h));
+        let sends = async {
+            for i in 0..3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                r.send("T", "other", "k", &format!("skip{i}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.send("T", "wanted", "k", "take").await;
+        };
+        let (answer, ()) = tokio::join!(held, sends);
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let bodies: Vec<_> =
+            decode_records(&answer.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
+        assert_eq!(bodies, [b"take".to_vec()], "answered once, with the match only");
+        let next: PullMessageResponseHeader = answer.decode_header().unwrap();
+        assert_eq!(next.next_begin_offset, 4);
         drop(p);
         r.stop().await;
     }

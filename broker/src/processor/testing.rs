@@ -35,6 +35,11 @@ pub(crate) const PEER: Peer = Peer {
 
 impl OneReplica {
     pub(crate) async fn start() -> OneReplica {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`OneReplica::start`], with the broker's settings changed by `tweak`.
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> OneReplica {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let waiters = Arc::new(PullWaiters::default());
@@ -64,7 +69,8 @@ impl OneReplica {
         )
         .await
         .unwrap();
-        let config = BrokerConfig::new("broker-a", "127.0.0.1:10911".parse().unwrap());
+        let mut config = BrokerConfig::new("broker-a", "127.0.0.1:10911".parse().unwrap());
+        tweak(&mut config);
         let inner =
             Arc::new(Inner::new(config, &node, waiters, 1_700_000_000_000, Connections::new()));
         for _ in 0..100 {
