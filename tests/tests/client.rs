@@ -848,3 +848,57 @@ async fn transactions_commit_roll_back_and_are_checked_back() {
     plain.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A push consumer subscribed with a SQL92 selector receives exactly the messages whose
+/// properties match (the broker filters; the client does not filter by tag); one whose
+/// selector does not parse fails to start, with where it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql92_subscriber_gets_only_matching_messages_and_a_bad_selector_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Sql", 2).await;
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    let listener = move |msgs: Vec<MessageExt>| {
+        g.lock()
+            .unwrap()
+            .extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+        std::future::ready(ConsumeResult::Success)
+    };
+    let mut config = consumer_config(&cluster, "SQLG", "Sql");
+    config.subscriptions.clear();
+    let config = config.subscribe_sql("Sql", "n >= 30 AND TAGS = 'even'");
+    let consumer = PushConsumer::start_concurrently(config, listener).await.unwrap();
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    for i in 0..40 {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let m =
+            Message::new("Sql", format!("m{i}")).with_tags(tag).with_property("n", i.to_string());
+        producer.send(m).await.unwrap();
+    }
+    let want: Vec<String> = (30..40).step_by(2).map(|i| format!("m{i}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < want.len() {
+        assert!(Instant::now() < deadline, "got {:?}", got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing else arrives afterwards.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut seen = got.lock().unwrap().clone();
+    seen.sort_by_key(|b| b[1..].parse::<u32>().unwrap());
+    assert_eq!(seen, want);
+
+    let bad = consumer_config(&cluster, "SQLBAD", "Sql");
+    let mut bad = bad;
+    bad.subscriptions.clear();
+    let bad = bad.subscribe_sql("Sql", "n > AND");
+    let refused = PushConsumer::start_concurrently(bad, |_: Vec<MessageExt>| {
+        std::future::ready(ConsumeResult::Success)
+    })
+    .await;
+    let e = refused.err().expect("a selector that does not parse is refused").to_string();
+    assert!(e.contains("column 5"), "{e}");
+    producer.shutdown().await;
+    consumer.shutdown().await;
+    cluster.shutdown().await;
+}

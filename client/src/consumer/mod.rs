@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 
 use rocketraft_protocol::body::ConsumerListBody;
 use rocketraft_protocol::body::{
-    JsonBody, JsonStyle, LockBatchRequestBody, LockBatchResponseBody, MessageQueue,
-    SubscriptionData,
+    CheckClientRequestBody, JsonBody, JsonStyle, LockBatchRequestBody, LockBatchResponseBody,
+    MessageQueue, SubscriptionData,
 };
 use rocketraft_protocol::headers::{
     GetConsumerListByGroupRequestHeader, OffsetResponseHeader, PullMessageRequestHeader,
@@ -34,6 +34,51 @@ use crate::error::{ClientError, Result};
 use crate::message::MessageExt;
 use crate::route::TopicRoute;
 use crate::select::tag_matches;
+
+/// What a consumer takes from a topic (RocketMQ's `MessageSelector`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// A tag expression: `*`, or tags joined by `||`. The broker filters by tag hash, the
+    /// client by the tag itself.
+    Tag(String),
+    /// A SQL92 selector over message properties (`TAGS` among them), evaluated by the broker
+    /// (which must have `enable_property_filter` on).
+    Sql92(String),
+}
+
+impl Selector {
+    /// The subscription of `topic` it makes.
+    pub fn subscription(&self, topic: &str, sub_version: i64) -> SubscriptionData {
+        match self {
+            Selector::Tag(e) => SubscriptionData::tag(topic, e, sub_version),
+            Selector::Sql92(e) => SubscriptionData::sql92(topic, e, sub_version),
+        }
+    }
+}
+
+/// Asks every broker group serving `sub`'s topic whether it can filter by it
+/// (CHECK_CLIENT_CONFIG, as Java consumers do before they start): a SQL92 selector that does
+/// not parse, or a broker without property filtering, is an error now rather than a consumer
+/// that silently receives nothing.
+pub(crate) async fn check_in_brokers(
+    core: &Core,
+    group: &str,
+    sub: &SubscriptionData,
+) -> Result<()> {
+    let route = core.routes.get(&sub.topic).await?;
+    let body = CheckClientRequestBody {
+        client_id: core.client_id.clone(),
+        group: group.to_owned(),
+        subscription_data: Some(sub.clone()),
+    };
+    for broker in &route.data.broker_datas {
+        let Some(addr) = route.master_addr(&broker.broker_name) else { continue };
+        let req = RemotingCommand::request_without_header(request_code::CHECK_CLIENT_CONFIG)
+            .with_body(body.to_json(JsonStyle::Standard));
+        core.call_ok(addr, req).await?;
+    }
+    Ok(())
+}
 
 /// Where a consumer group starts reading a queue it has no committed offset for (RocketMQ's
 /// `ConsumeFromWhere`). It applies to every such queue: the client asks the broker for "not

@@ -15,6 +15,7 @@ use rocketraft_protocol::body::{
     SubscriptionData,
 };
 
+use super::Selector;
 use super::{commit_offset, group_members, initial_offset, pull, ConsumeFrom, Pulled};
 use crate::clock;
 use crate::core::{ClientConfig, Core};
@@ -103,8 +104,23 @@ impl PullConsumer {
         }
     }
 
-    /// Joins the group for `topic`: its queues are shared out among the group's members.
+    /// Joins the group for `topic` with a tag expression: its queues are shared out among the
+    /// group's members.
     pub async fn subscribe(&self, topic: &str, expression: &str) -> Result<()> {
+        self.subscribe_with(topic, Selector::Tag(expression.to_owned())).await
+    }
+
+    /// As [`PullConsumer::subscribe`], with a SQL92 selector over message properties; fails
+    /// if a broker of the topic refuses it or it does not parse.
+    pub async fn subscribe_sql(&self, topic: &str, expression: &str) -> Result<()> {
+        self.subscribe_with(topic, Selector::Sql92(expression.to_owned())).await
+    }
+
+    async fn subscribe_with(&self, topic: &str, selector: Selector) -> Result<()> {
+        let sub = selector.subscription(topic, clock::now_ms());
+        if sub.is_sql92() {
+            super::check_in_brokers(&self.core, &self.config.group, &sub).await?;
+        }
         {
             let mut s = lock(&self.state);
             if s.manual {
@@ -112,10 +128,7 @@ impl PullConsumer {
                     "this consumer has assigned queues: subscribe or assign, not both".into(),
                 ));
             }
-            s.subs.insert(
-                topic.to_owned(),
-                SubscriptionData::tag(topic, expression, clock::now_ms()),
-            );
+            s.subs.insert(topic.to_owned(), sub);
             s.last_rebalance = None;
         }
         self.core.routes.get(topic).await?;

@@ -49,6 +49,7 @@ use rocketraft_protocol::message::{properties_to_string, property};
 use rocketraft_protocol::{request_code, RemotingCommand};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::Selector;
 use super::{
     commit_offset, group_members, initial_offset, lock_queues, offsets, pull, start_offset,
     unlock_queues, CatchPanic, ConsumeFrom, ConsumeResult, MessageListener, Pulled,
@@ -76,8 +77,9 @@ pub struct PushConsumerConfig {
     pub client: ClientConfig,
     /// The consumer group.
     pub group: String,
-    /// Topic -> tag expression (`*`, `TagA || TagB`).
-    pub subscriptions: BTreeMap<String, String>,
+    /// Topic -> what to take from it: a tag expression (`*`, `TagA || TagB`) or a SQL92
+    /// selector.
+    pub subscriptions: BTreeMap<String, Selector>,
     /// Clustering (the group shares the queues) or broadcasting (every member reads all).
     /// Default clustering.
     pub model: MessageModel,
@@ -156,7 +158,20 @@ impl PushConsumerConfig {
 
     /// Subscribes to `topic` with a tag expression.
     pub fn subscribe(mut self, topic: impl Into<String>, expression: impl Into<String>) -> Self {
-        self.subscriptions.insert(topic.into(), expression.into());
+        self.subscriptions.insert(topic.into(), Selector::Tag(expression.into()));
+        self
+    }
+
+    /// Subscribes to `topic` with a SQL92 selector over message properties
+    /// (`MessageSelector.bySql`), e.g. `a > 5 AND region = 'eu'`. The brokers must allow it
+    /// (`enable_property_filter`); [`PushConsumer::start_concurrently`] fails if one refuses
+    /// it or the expression does not parse.
+    pub fn subscribe_sql(
+        mut self,
+        topic: impl Into<String>,
+        expression: impl Into<String>,
+    ) -> Self {
+        self.subscriptions.insert(topic.into(), Selector::Sql92(expression.into()));
         self
     }
 
@@ -237,8 +252,14 @@ impl PushConsumer {
         let mut subs: BTreeMap<String, SubscriptionData> = config
             .subscriptions
             .iter()
-            .map(|(t, e)| (t.clone(), SubscriptionData::tag(t.clone(), e, sub_version)))
+            .map(|(t, selector)| (t.clone(), selector.subscription(t, sub_version)))
             .collect();
+        for sub in subs.values().filter(|s| s.is_sql92()) {
+            if let Err(e) = super::check_in_brokers(&core, &config.group, sub).await {
+                core.halt();
+                return Err(e);
+            }
+        }
         if config.model == MessageModel::Clustering {
             // Messages given back come through the group's retry topic (RocketMQ's clients
             // subscribe to it the same way).
