@@ -143,6 +143,25 @@ fn send_header(
     }
 }
 
+/// Creates `topic` with `queues` queues through `conn` (to the leader).
+async fn create_topic(conn: &mut Conn, topic: &str, queues: i32) {
+    let create = RemotingCommand::request(
+        rc::UPDATE_AND_CREATE_TOPIC,
+        &CreateTopicRequestHeader {
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: None,
+            order: None,
+        },
+    );
+    let created = conn.call(create, Duration::from_secs(10)).await.expect("answered");
+    assert_eq!(created.code, response_code::SUCCESS, "{:?}", created.remark);
+}
+
 fn pull(topic: &str, queue_id: i32, offset: i64) -> RemotingCommand {
     RemotingCommand::request(
         rc::PULL_MESSAGE,
@@ -438,21 +457,7 @@ async fn randomized_requests_leave_every_replica_healthy_and_every_ack_pullable(
     let leader = cluster.leader().expect("a leader");
     let leader_addr = cluster.broker_addrs()[&leader];
     let mut conn = Conn::connect(leader_addr).await;
-    let create = RemotingCommand::request(
-        rc::UPDATE_AND_CREATE_TOPIC,
-        &CreateTopicRequestHeader {
-            topic: NORMAL.into(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: NORMAL_QUEUES,
-            write_queue_nums: NORMAL_QUEUES,
-            perm: 6,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: None,
-            order: None,
-        },
-    );
-    let created = conn.call(create, Duration::from_secs(10)).await.expect("answered");
-    assert_eq!(created.code, response_code::SUCCESS, "{:?}", created.remark);
+    create_topic(&mut conn, NORMAL, NORMAL_QUEUES).await;
 
     let mut gen = Gen { rng: StdRng::seed_from_u64(seed) };
     let mut acked: BTreeMap<(i32, i64), Vec<u8>> = BTreeMap::new();
@@ -593,4 +598,43 @@ async fn a_replica_whose_disk_fails_stops_and_the_group_goes_on() {
         assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
     }
     tokio::time::timeout(Duration::from_secs(30), cluster.shutdown()).await.expect("it shuts down");
+}
+
+/// A follower answers as a RocketMQ slave: asked for an offset outside its queue (past the
+/// end, or for a queue it does not have yet) it answers PULL_RETRY_IMMEDIATELY with the
+/// offset unchanged, never PULL_OFFSET_MOVED; the leader does move the consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_never_moves_a_consumers_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    let leader = cluster.leader().expect("a leader");
+    let mut conn = Conn::connect(cluster.broker_addrs()[&leader]).await;
+    create_topic(&mut conn, "Slave", 1).await;
+    for i in 0..3 {
+        let h = send_header("Slave", 0, 0, properties_to_string([("TAGS", "N")]));
+        let req = RemotingCommand::request(rc::SEND_MESSAGE, &h).with_body(format!("m{i}"));
+        let sent = conn.call(req, Duration::from_secs(10)).await.expect("answered");
+        assert_eq!(sent.code, response_code::SUCCESS, "{:?}", sent.remark);
+    }
+    wait_quiet_and_level(&cluster, Duration::from_secs(30)).await;
+    let past_end = conn.call(pull("Slave", 0, 100), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(past_end.code, response_code::PULL_OFFSET_MOVED, "the leader moves it");
+    let follower = *cluster.broker_addrs().iter().find(|(id, _)| **id != leader).unwrap().1;
+    let mut to_follower = Conn::connect(follower).await;
+    for offset in [100, -5] {
+        let answer =
+            to_follower.call(pull("Slave", 0, offset), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            answer.code,
+            response_code::PULL_RETRY_IMMEDIATELY,
+            "offset {offset}: {:?}",
+            answer.remark
+        );
+        let h: PullMessageResponseHeader = answer.decode_header().unwrap();
+        assert_eq!(h.next_begin_offset, offset, "offset {offset} unchanged");
+    }
+    // What it has, it serves.
+    let found = to_follower.call(pull("Slave", 0, 0), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(found.code, response_code::SUCCESS, "{:?}", found.remark);
+    cluster.shutdown().await;
 }

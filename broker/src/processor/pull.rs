@@ -1,5 +1,6 @@
 //! The pull processor: PULL_MESSAGE on any replica (committed data only), held up to the
-//! client's suspend timeout while nothing new arrives (long polling).
+//! client's suspend timeout while nothing new arrives (long polling). A follower answers as a
+//! RocketMQ slave: it never tells a consumer its offset moved.
 
 use std::time::Duration;
 
@@ -97,10 +98,10 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 }
             }
         }
-        let respond = |code: i32, next: QueueOffset, body: Vec<u8>, remark: &str| {
+        let respond = |code: i32, next: i64, body: Vec<u8>, remark: &str| {
             let mut resp = reply(req, code, remark).with_header(&PullMessageResponseHeader {
                 suggest_which_broker_id: 0,
-                next_begin_offset: next.0 as i64,
+                next_begin_offset: next,
                 min_offset: min.0 as i64,
                 max_offset: max_offset.0 as i64,
             });
@@ -110,7 +111,7 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
         match found {
             QueueRead::Found { body, messages, next } => {
                 inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
-                return Ok(respond(response_code::SUCCESS, next, body, "FOUND"));
+                return Ok(respond(response_code::SUCCESS, next.0 as i64, body, "FOUND"));
             }
             QueueRead::NoMatch { next } if suspend && next == max_offset => {
                 // Nothing matched up to the end: wait there for a message that does (the
@@ -119,21 +120,34 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 tokio::select! {
                     biased;
                     _ = &mut woken => continue,
-                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
+                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset.0 as i64, Vec::new(), "NO_NEW_MESSAGE")),
                 }
             }
             QueueRead::NoMatch { next } => {
                 return Ok(respond(
                     response_code::PULL_RETRY_IMMEDIATELY,
-                    next,
+                    next.0 as i64,
                     Vec::new(),
                     "NO_MATCHED_MESSAGE",
                 ))
             }
+            QueueRead::Moved { next } if !is_leader(inner) => {
+                // A RocketMQ slave never moves a consumer (`offsetCheckInSlave` off): its
+                // queues may start later or end sooner than the master's. The consumer tries
+                // again at the same offset, and the master decides.
+                let status =
+                    if next > offset { "OFFSET_TOO_SMALL" } else { "OFFSET_OVERFLOW_BADLY" };
+                return Ok(respond(
+                    response_code::PULL_RETRY_IMMEDIATELY,
+                    h.queue_offset,
+                    Vec::new(),
+                    status,
+                ));
+            }
             QueueRead::Moved { next } => {
                 return Ok(respond(
                     response_code::PULL_OFFSET_MOVED,
-                    next,
+                    next.0 as i64,
                     Vec::new(),
                     "OFFSET_MOVED",
                 ))
@@ -141,7 +155,7 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             QueueRead::NoNew if !suspend => {
                 return Ok(respond(
                     response_code::PULL_NOT_FOUND,
-                    offset,
+                    offset.0 as i64,
                     Vec::new(),
                     "NO_NEW_MESSAGE",
                 ))
@@ -150,7 +164,7 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 tokio::select! {
                     biased;
                     _ = &mut woken => continue,
-                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset, Vec::new(), "NO_NEW_MESSAGE")),
+                    _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset.0 as i64, Vec::new(), "NO_NEW_MESSAGE")),
                 }
             }
         }

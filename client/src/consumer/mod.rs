@@ -262,6 +262,17 @@ pub(crate) async fn pull(
             code,
             remark: format!("a follower says offset {offset} moved to {next}: asking the master"),
         }),
+        // A follower (a RocketMQ slave) that cannot serve the offset answers so: asking it
+        // again at once would spin until the route names a master.
+        response_code::PULL_RETRY_IMMEDIATELY
+            if next == offset && route.master_addr(&mq.broker_name) != Some(&addr) =>
+        {
+            Err(ClientError::Broker {
+                addr,
+                code,
+                remark: format!("a follower cannot serve offset {offset} now: asking the master"),
+            })
+        }
         _ => Ok(Pulled::Nothing { next }),
     }
 }
