@@ -67,6 +67,10 @@ pub struct BenchConfig {
     /// Send transactional messages whose local transaction takes this long, then commits
     /// (`None`: plain sends). Up to `in_flight` transactions run at once per producer.
     pub transaction_local_ms: Option<u64>,
+    /// Give every message a property `n`: its sequence number mod 100.
+    pub numbered: bool,
+    /// Consumers subscribe with this SQL92 selector (`None`: every message).
+    pub sql: Option<String>,
 }
 
 /// The bench's local transaction: waits, then commits (and commits when checked back).
@@ -302,8 +306,11 @@ pub async fn run(
             _ => (config.group.clone(), ConsumeFrom::LastOffset),
         };
         for i in 0..config.consumers.max(1) {
-            let mut c = PushConsumerConfig::new(&config.namesrv, group.clone())
-                .subscribe(config.topic.clone(), "*");
+            let c = PushConsumerConfig::new(&config.namesrv, group.clone());
+            let mut c = match &config.sql {
+                Some(expr) => c.subscribe_sql(config.topic.clone(), expr.clone()),
+                None => c.subscribe(config.topic.clone(), "*"),
+            };
             c.consume_from = from;
             c.client.instance_name = Some(format!("bench-{run:x}-c{i}"));
             let shared = shared.clone();
@@ -493,6 +500,9 @@ async fn produce(shared: Arc<Shared>, producer: Arc<BenchProducer>) {
         }
         let body = make_body(config.size, shared.run, seq, wall_us());
         let mut msg = Message::new(config.topic.clone(), body).with_tags("bench");
+        if config.numbered {
+            msg = msg.with_property("n", (seq % 100).to_string());
+        }
         if config.delay_ms > 0 {
             msg = msg.with_delay(Duration::from_millis(config.delay_ms));
         }
@@ -688,7 +698,7 @@ fn summary(
     let c = &shared.config;
     let mut json = json!({
         "kind": match kind { Kind::Produce => "produce", Kind::Consume => "consume", Kind::EndToEnd => "e2e" },
-        "topic": c.topic, "size": c.size, "producers": c.producers, "consumers": c.consumers,
+        "topic": c.topic, "size": c.size, "producers": c.producers, "consumers": c.consumers, "sql": c.sql,
         "mode": if c.asynchronous { "async" } else { "sync" },
         "inFlightPerProducer": if c.asynchronous { c.in_flight } else { 1 },
         "delayMs": c.delay_ms, "rate": c.rate,

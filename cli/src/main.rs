@@ -363,6 +363,13 @@ struct BenchArgs {
     /// commit (each send's time covers all three).
     #[arg(long)]
     transaction_local_ms: Option<u64>,
+    /// Give every message a property `n`, its sequence number mod 100 (for --sql selectors).
+    #[arg(long)]
+    numbered: bool,
+    /// `consume`/`e2e`: subscribe with this SQL92 selector (e.g. 'n < 10') instead of every
+    /// message; the brokers must allow property filters.
+    #[arg(long)]
+    sql: Option<String>,
     /// No progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -552,6 +559,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 delay_ms: args.delay_ms,
                 rate: args.rate,
                 transaction_local_ms: args.transaction_local_ms,
+                numbered: args.numbered,
+                sql: args.sql,
             };
             runtime()?.block_on(async {
                 init_logging("warn");

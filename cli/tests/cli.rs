@@ -573,5 +573,14 @@ mod cli {
         let backlog = dev.json(&["bench", "consume", "--from-first", "-q", "-g", "whole"]);
         assert_eq!(backlog["consume"]["messages"], 200, "{backlog}");
         assert_eq!(backlog["consume"]["errors"], 0, "{backlog}");
+        // Numbered messages read through a SQL92 selector: exactly the 10 of 100 it matches.
+        let numbered =
+            dev.json(&["bench", "produce", "-c", "100", "--numbered", "-q", "-t", "Num"]);
+        assert_eq!(numbered["produce"]["messages"], 100, "{numbered}");
+        let args = ["bench", "consume", "-t", "Num", "-g", "sql", "--from-first", "-q"];
+        let filtered =
+            dev.json(&[&args[..], &["--sql", "n < 10", "-c", "10", "-d", "60"]].concat());
+        assert_eq!(filtered["consume"]["messages"], 10, "{filtered}");
+        assert_eq!(filtered["sql"], "n < 10", "{filtered}");
     }
 }
