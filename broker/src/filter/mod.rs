@@ -86,21 +86,27 @@ impl Filter {
     }
 
     /// Keeps the records of `body` (concatenated CommitLog records) that match; how many.
-    /// A record that does not decode is kept (the client reports it; the filter must not
-    /// hide data it cannot read).
+    /// From a record that does not decode on, the rest is kept as it is (the client reports
+    /// it; the filter must not hide data it cannot read, nor guess where records resume).
     pub fn retain_records(&self, body: &mut Vec<u8>) -> usize {
         let mut kept = Vec::with_capacity(body.len());
         let mut count = 0;
         let mut at = 0;
-        while at + 4 <= body.len() {
-            let size = i32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-            let end = at.saturating_add(size.max(4) as usize).min(body.len());
-            let record = &body[at..end];
-            if RecordView::decode(record).map_or(true, |r| self.matches_record(&r)) {
-                kept.extend_from_slice(record);
+        while at < body.len() {
+            let size = body.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let end = size.and_then(|s| usize::try_from(s).ok()).map(|s| at.saturating_add(s));
+            let record = end.filter(|e| *e <= body.len()).map(|e| &body[at..e]);
+            let view = record.and_then(|r| RecordView::decode(r).ok());
+            let Some(view) = view.filter(|v| v.total_size > 0) else {
+                kept.extend_from_slice(&body[at..]);
+                count += 1;
+                break;
+            };
+            if self.matches_record(&view) {
+                kept.extend_from_slice(&body[at..at + view.total_size]);
                 count += 1;
             }
-            at = end;
+            at += view.total_size;
         }
         *body = kept;
         count

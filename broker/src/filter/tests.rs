@@ -19,9 +19,9 @@ fn comparisons_read_properties_as_the_literals_type() {
         ("a <> 6", false),
         ("a != 7", true),
         ("a = 6.0", true),
-        ("d > 2", true),
-        ("d BETWEEN 2 AND 3", true),
-        ("d NOT BETWEEN 2 AND 3", false),
+        ("d > 2.0", true),
+        ("d BETWEEN 2.0 AND 3.0", true),
+        ("d NOT BETWEEN 2.0 AND 3.0", false),
         ("a BETWEEN 7 AND 9", false),
         ("b = 'x'", true),
         ("b <> 'y'", true),
@@ -33,7 +33,7 @@ fn comparisons_read_properties_as_the_literals_type() {
         ("b IS NOT NULL AND missing IS NULL", true),
         ("b CONTAINS 'x' AND b STARTSWITH 'x' AND b ENDSWITH 'x'", true),
         ("b NOT CONTAINS 'x'", false),
-        ("(a > 5 OR b = 'y') AND NOT (d < 1)", true),
+        ("(a > 5 OR b = 'y') AND NOT (d < 1.0)", true),
         ("TRUE", true),
         ("not true or false", false),
     ] {
@@ -42,16 +42,29 @@ fn comparisons_read_properties_as_the_literals_type() {
 }
 
 #[test]
-fn a_wrong_type_or_an_absent_property_is_false_never_an_error() {
-    let p = [("a", "not a number"), ("b", "x")];
-    for expr in ["a > 5", "a = 5", "a BETWEEN 1 AND 9", "b > 'a'", "missing = 'x'", "b = TRUE"] {
+fn a_wrong_type_makes_the_selector_false_and_an_absent_property_is_unknown() {
+    let p = [("a", "not a number"), ("b", "x"), ("d", "2.5")];
+    // A property that does not read as the literal's type (Java's Long.valueOf and
+    // Double.valueOf fail): the whole selector is false for the message, negated or not, and
+    // whatever else it says.
+    for expr in ["a > 5", "a = 5", "a BETWEEN 1 AND 9", "d > 2", "a = 1.5"] {
         assert!(!matches(expr, &p), "{expr}");
-        // Unknown stays unknown under NOT: the negation does not match either.
         assert!(!matches(&format!("NOT ({expr})"), &p), "NOT ({expr})");
+        assert!(!matches(&format!("{expr} OR b = 'x'"), &p), "{expr} OR b = 'x'");
     }
-    // Unknown OR true is true; unknown AND false is false.
-    assert!(matches("a > 5 OR b = 'x'", &p));
-    assert!(matches("NOT (a > 5 AND b = 'y')", &p), "NOT (unknown AND false) is true");
+    // An absent property is unknown: false, its negation too, but unknown OR true is true and
+    // unknown AND false is false.
+    assert!(!matches("missing = 'x'", &p) && !matches("NOT (missing = 'x')", &p));
+    assert!(matches("missing = 'x' OR b = 'x'", &p));
+    assert!(matches("NOT (missing > 5 AND b = 'y')", &p));
+    // Booleans read as Java's Boolean.valueOf: anything but "true" is false.
+    assert!(!matches("b = TRUE", &p) && matches("NOT (b = TRUE)", &p) && matches("b = FALSE", &p));
+    // String tests are false, negated or not, on an absent property or an empty operand.
+    for expr in
+        ["missing CONTAINS 'x'", "missing NOT CONTAINS 'x'", "b CONTAINS ''", "b NOT ENDSWITH ''"]
+    {
+        assert!(!matches(expr, &p), "{expr}");
+    }
 }
 
 #[test]
@@ -79,6 +92,10 @@ fn bad_expressions_are_refused_with_the_column_where_they_fail() {
         ("AND = 5", 1),
         ("a = 5 b = 6", 7),
         ("", 1),
+        // As RocketMQ: only numbers are ordered; BETWEEN's bounds in order.
+        ("b > 'a'", 5),
+        ("a > TRUE", 5),
+        ("a BETWEEN 5 AND 1", 17),
     ] {
         let e = parse(expr).expect_err(expr);
         assert_eq!(e.column, column, "{expr}: {e}");
@@ -115,4 +132,33 @@ fn filters_compile_by_type_and_refuse_sql_when_property_filtering_is_off() {
     assert!(bad.remark.contains("column 4"), "{}", bad.remark);
     let unknown = Filter::compile("T", Some("CLASS"), "x", 0, true).unwrap_err();
     assert_eq!(unknown.code, response_code::SYSTEM_ERROR);
+}
+
+#[test]
+fn retained_records_are_the_matching_ones_and_bytes_that_do_not_decode_are_kept_whole() {
+    use rocketraft_protocol::message::{body_crc, properties_to_string, MessageRecord};
+    let record = |n: &str| {
+        MessageRecord {
+            topic: "T".into(),
+            properties: properties_to_string([("n", n)]),
+            body: bytes::Bytes::from(n.to_owned()),
+            body_crc: body_crc(n.as_bytes()),
+            ..Default::default()
+        }
+        .encode()
+        .unwrap()
+    };
+    let filter = Filter::compile("T", Some("SQL92"), "n > 1", 0, true).unwrap();
+    let mut body = [record("1"), record("2"), record("3")].concat();
+    assert_eq!(filter.retain_records(&mut body), 2);
+    assert_eq!(body, [record("2"), record("3")].concat());
+    // Garbage after a good record (a negative size, then a size past the end): kept as it
+    // is, counted once, never looped over.
+    for garbage in
+        [vec![0xFF, 0xFF, 0xFF, 0xF0, 1, 2], vec![0, 0, 0x10, 0, 7], vec![0, 0, 0, 0], vec![9]]
+    {
+        let mut body = [record("5"), garbage.clone()].concat();
+        assert_eq!(filter.retain_records(&mut body), 2, "{garbage:?}");
+        assert_eq!(body, [record("5"), garbage].concat());
+    }
 }

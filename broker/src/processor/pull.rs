@@ -67,7 +67,10 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             offset: h.commit_offset as u64,
         });
     }
-    let mut offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(u64::MAX));
+    // A negative offset is below every queue's start: the master sends the consumer to the
+    // start (OFFSET_MOVED), a follower leaves it where it is (see the Moved arm).
+    let below_start = if is_leader(inner) { 0 } else { u64::MAX };
+    let mut offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(below_start));
     let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
     let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
     let hold = Duration::from_millis(
@@ -119,7 +122,7 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 offset = next;
                 tokio::select! {
                     biased;
-                    _ = &mut woken => continue,
+                    _ = &mut woken, if !deadline.is_elapsed() => continue,
                     _ = &mut deadline => return Ok(respond(response_code::PULL_NOT_FOUND, offset.0 as i64, Vec::new(), "NO_NEW_MESSAGE")),
                 }
             }
@@ -264,6 +267,10 @@ mod tests {
             decode_records(&tagged.body).unwrap().iter().map(|m| m.body.to_vec()).collect();
         assert_eq!(bodies, [b"one".to_vec(), b"three".to_vec()]);
 
+        // A negative offset is before the queue's start: read from the start, not skipped.
+        let negative = r.call(&p, pull_at(-5, None)).await;
+        assert_eq!(negative.code, response_code::SUCCESS, "{:?}", negative.remark);
+        assert_eq!(decode_records(&negative.body).unwrap().len(), 3);
         // At the end: nothing new (not held: the request did not ask to be suspended).
         let end = r.call(&p, pull_at(3, None)).await;
         assert_eq!(end.code, response_code::PULL_NOT_FOUND);
@@ -364,7 +371,8 @@ mod tests {
             }),
             ("n IS NULL", |i| i % 7 == 0 && i % 11 != 0),
             ("NOT (n < 95)", |i| n(i).is_some_and(|n| n >= 95)),
-            ("n = 3 OR price = 7.5", |i| n(i) == Some(3) || i % 50 == 7),
+            // n = "x" (every 11th) makes the whole selector false, as in RocketMQ.
+            ("n = 3 OR price = 7.5", |i| i % 11 != 0 && (n(i) == Some(3) || i % 50 == 7)),
             ("region = 'mars'", |_| false),
         ];
         for (expr, oracle) in cases {

@@ -18,13 +18,16 @@
 //! A name is a message property (user properties, and the system ones such as `TAGS` and
 //! `KEYS`); literals are `'quoted strings'` (`''` is a quote), longs, doubles and booleans.
 //!
-//! Evaluation follows SQL's three-valued logic: a comparison with an absent property, or
-//! with a value of another type (a property that does not read as the literal's type), is
-//! unknown; NOT of unknown is unknown; a message matches only when the whole expression is
-//! true. So a property of the wrong type makes the selector false for that message, never an
-//! error. Properties are strings on the wire: one is compared to a number literal as a number
-//! (a long, or a double if either side is), and to a boolean literal as `true`/`false`
-//! (case-insensitive). Ordering comparisons and BETWEEN take numbers only.
+//! Evaluation follows SQL's three-valued logic: a comparison with an absent property is
+//! unknown, NOT of unknown is unknown, and a message matches only when the whole expression is
+//! true. Properties are strings on the wire, read as the literal's type as RocketMQ reads them
+//! (Java's `Long.valueOf`, `Double.valueOf`, `Boolean.valueOf`): a property that does not read
+//! so makes the whole selector false for that message (RocketMQ's evaluation fails), never an
+//! error for the pull. Ordering comparisons and BETWEEN take number literals only (others are
+//! refused when parsing, as is a BETWEEN whose low bound is above its high one); CONTAINS,
+//! STARTSWITH and ENDSWITH are false, negated or not, for an absent property or an empty
+//! operand. One difference remains: `NOT a = 1` reads as `NOT (a = 1)` here, as
+//! `(NOT a) = 1` in RocketMQ (which never matches); write the parentheses.
 
 use std::fmt;
 
@@ -136,21 +139,31 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     p.end(expr)
 }
 
+/// A property that does not read as the literal it is compared with (RocketMQ's conversion
+/// fails): the whole selector does not match that message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WrongType;
+
 impl Expr {
-    /// Whether a message whose properties `lookup` reads matches.
+    /// Whether a message whose properties `lookup` reads matches: the selector is true. A
+    /// property of the wrong type for a comparison makes the whole selector false for that
+    /// message, as RocketMQ's evaluation fails then.
     pub fn matches<'a>(&self, lookup: &impl Fn(&str) -> Option<&'a str>) -> bool {
-        self.eval(lookup) == Some(true)
+        matches!(self.eval(lookup), Ok(Some(true)))
     }
 
-    /// True, false, or unknown (`None`).
-    fn eval<'a>(&self, lookup: &impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
-        match self {
+    /// True, false, or unknown (`None`, SQL's NULL).
+    fn eval<'a>(
+        &self,
+        lookup: &impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Option<bool>, WrongType> {
+        Ok(match self {
             Expr::Const(b) => Some(*b),
             Expr::And(all) => {
                 let mut result = Some(true);
                 for e in all {
-                    match e.eval(lookup) {
-                        Some(false) => return Some(false),
+                    match e.eval(lookup)? {
+                        Some(false) => return Ok(Some(false)),
                         None => result = None,
                         Some(true) => {}
                     }
@@ -160,69 +173,75 @@ impl Expr {
             Expr::Or(any) => {
                 let mut result = Some(false);
                 for e in any {
-                    match e.eval(lookup) {
-                        Some(true) => return Some(true),
+                    match e.eval(lookup)? {
+                        Some(true) => return Ok(Some(true)),
                         None => result = None,
                         Some(false) => {}
                     }
                 }
                 result
             }
-            Expr::Not(a) => a.eval(lookup).map(|b| !b),
-            Expr::Compare { name, cmp, value } => compare(lookup(name)?, *cmp, value),
-            Expr::Between { name, low, high, negated } => {
-                let v = lookup(name)?;
-                let inside = compare(v, Cmp::Ge, low)? && compare(v, Cmp::Le, high)?;
-                Some(inside != *negated)
-            }
+            Expr::Not(a) => a.eval(lookup)?.map(|b| !b),
+            Expr::Compare { name, cmp, value } => match lookup(name) {
+                Some(v) => Some(compare(v, *cmp, value)?),
+                None => None,
+            },
+            Expr::Between { name, low, high, negated } => match lookup(name) {
+                Some(v) => {
+                    let inside = compare(v, Cmp::Ge, low)? && compare(v, Cmp::Le, high)?;
+                    Some(inside != *negated)
+                }
+                None => None,
+            },
             Expr::In { name, values, negated } => {
-                let v = lookup(name)?;
-                Some(values.iter().any(|x| x == v) != *negated)
+                lookup(name).map(|v| values.iter().any(|x| x == v) != *negated)
             }
             Expr::IsNull { name, negated } => Some(lookup(name).is_none() != *negated),
-            Expr::Text { name, test, value, negated } => {
-                let v = lookup(name)?;
-                let found = match test {
-                    StrTest::Contains => v.contains(value.as_str()),
-                    StrTest::StartsWith => v.starts_with(value.as_str()),
-                    StrTest::EndsWith => v.ends_with(value.as_str()),
-                };
-                Some(found != *negated)
-            }
-        }
+            // RocketMQ's string tests are false, negated or not, for an absent property or an
+            // empty operand.
+            Expr::Text { name, test, value, negated } => match lookup(name) {
+                Some(v) if !value.is_empty() => {
+                    let found = match test {
+                        StrTest::Contains => v.contains(value.as_str()),
+                        StrTest::StartsWith => v.starts_with(value.as_str()),
+                        StrTest::EndsWith => v.ends_with(value.as_str()),
+                    };
+                    Some(found != *negated)
+                }
+                _ => Some(false),
+            },
+        })
     }
 }
 
-/// A property's value against a literal; `None` when they are not of one type.
-fn compare(property: &str, cmp: Cmp, literal: &Literal) -> Option<bool> {
+/// A property's value against a literal, read as the literal's type as Java reads it
+/// (`Long.valueOf`, `Double.valueOf`, `Boolean.valueOf`); ordering takes numbers only (the
+/// parser refuses the others).
+fn compare(property: &str, cmp: Cmp, literal: &Literal) -> Result<bool, WrongType> {
     use std::cmp::Ordering;
     let order = match literal {
-        Literal::Long(l) => match property.trim().parse::<i64>() {
-            Ok(p) => p.cmp(l),
-            Err(_) => property.trim().parse::<f64>().ok()?.partial_cmp(&(*l as f64))?,
-        },
-        Literal::Double(d) => property.trim().parse::<f64>().ok()?.partial_cmp(d)?,
+        Literal::Long(l) => property.parse::<i64>().map_err(|_| WrongType)?.cmp(l),
+        Literal::Double(d) => {
+            let p = property.parse::<f64>().map_err(|_| WrongType)?;
+            p.partial_cmp(d).ok_or(WrongType)?
+        }
         Literal::Bool(b) => {
-            let p = match property {
-                t if t.eq_ignore_ascii_case("true") => true,
-                f if f.eq_ignore_ascii_case("false") => false,
-                _ => return None,
-            };
+            let p = property.eq_ignore_ascii_case("true");
             return match cmp {
-                Cmp::Eq => Some(p == *b),
-                Cmp::Ne => Some(p != *b),
-                _ => None,
+                Cmp::Eq => Ok(p == *b),
+                Cmp::Ne => Ok(p != *b),
+                _ => Err(WrongType),
             };
         }
         Literal::Str(s) => {
             return match cmp {
-                Cmp::Eq => Some(property == s),
-                Cmp::Ne => Some(property != s),
-                _ => None,
+                Cmp::Eq => Ok(property == s),
+                Cmp::Ne => Ok(property != s),
+                _ => Err(WrongType),
             };
         }
     };
-    Some(match cmp {
+    Ok(match cmp {
         Cmp::Eq => order == Ordering::Equal,
         Cmp::Ne => order != Ordering::Equal,
         Cmp::Gt => order == Ordering::Greater,

@@ -135,7 +135,9 @@ impl Parser {
                 _ => Cmp::Le,
             };
             self.at += 1;
-            let value = self.literal()?;
+            // As RocketMQ: only numbers are ordered.
+            let value =
+                if matches!(cmp, Cmp::Eq | Cmp::Ne) { self.literal()? } else { self.number()? };
             return Ok(Expr::Compare { name, cmp, value });
         }
         if self.keyword("IS") {
@@ -154,7 +156,13 @@ impl Parser {
             if !self.keyword("AND") {
                 return Err(self.expected("AND"));
             }
+            let column = self.column();
             let high = self.number()?;
+            if as_f64(&low) > as_f64(&high) {
+                return Err(
+                    self.error_at(column, "BETWEEN's low bound is above its high one".into())
+                );
+            }
             return Ok(Expr::Between { name, low, high, negated });
         }
         if self.keyword("IN") {
@@ -233,6 +241,14 @@ impl Parser {
             }
             _ => Err(self.expected("a string")),
         }
+    }
+}
+
+fn as_f64(number: &Literal) -> f64 {
+    match number {
+        Literal::Long(l) => *l as f64,
+        Literal::Double(d) => *d,
+        _ => f64::NAN,
     }
 }
 
