@@ -12,8 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocketraft_protocol::body::{
-    BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicRouteData,
+    BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicList, TopicRouteData,
 };
+use rocketraft_protocol::code::perm;
 
 /// RocketMQ's `BROKER_CHANNEL_EXPIRED_TIME`: a broker silent this long is evicted.
 pub const BROKER_EXPIRY_MS_DEFAULT: i64 = 120_000;
@@ -64,6 +65,10 @@ pub struct Registry {
     topics: BTreeMap<String, BTreeMap<String, QueueData>>,
     /// broker address -> liveness
     live: BTreeMap<String, Live>,
+    /// Broker groups whose write permission an operator wiped (WIPE_WRITE_PERM_OF_BROKER):
+    /// their queues are routed read-only until ADD_WRITE_PERM_OF_BROKER, or until the group's
+    /// master registers afresh (RocketMQ's first registration rebuilds the queue data).
+    write_wiped: BTreeSet<String>,
 }
 
 impl Registry {
@@ -73,6 +78,9 @@ impl Registry {
 
     /// Records a registration (REGISTER_BROKER) at `now_ms` on connection `conn`.
     pub fn register(&mut self, r: Registration, now_ms: i64, conn: ConnId) -> Registered {
+        if r.broker_id == MASTER_ID && !self.live.contains_key(&r.broker_addr) {
+            self.write_wiped.remove(&r.broker_name);
+        }
         self.clusters.entry(r.cluster.clone()).or_default().insert(r.broker_name.clone());
         let broker = self.brokers.entry(r.broker_name.clone()).or_insert_with(|| BrokerData {
             broker_addrs: BTreeMap::new(),
@@ -118,12 +126,13 @@ impl Registry {
         for queues in self.topics.values_mut() {
             queues.remove(broker_name);
         }
+        let wiped = self.write_wiped.contains(broker_name);
         for (name, t) in topics {
             self.topics.entry(name.clone()).or_default().insert(
                 broker_name.to_owned(),
                 QueueData {
                     broker_name: broker_name.to_owned(),
-                    perm: t.perm,
+                    perm: if wiped { t.perm & !perm::WRITE } else { t.perm },
                     read_queue_nums: t.read_queue_nums,
                     topic_sys_flag: t.topic_sys_flag,
                     write_queue_nums: t.write_queue_nums,
@@ -247,6 +256,37 @@ impl Registry {
             .collect()
     }
 
+    /// GET_SYSTEM_TOPIC_LIST_FROM_NS: every cluster name and broker group name (RocketMQ
+    /// lists those as "system topics"), and one broker's address to ask for the rest.
+    pub fn system_topics(&self) -> TopicList {
+        let mut topic_list: BTreeSet<String> = BTreeSet::new();
+        for (cluster, names) in &self.clusters {
+            topic_list.insert(cluster.clone());
+            topic_list.extend(names.iter().cloned());
+        }
+        let broker_addr =
+            self.brokers.values().find_map(|b| b.broker_addrs.values().next().cloned());
+        TopicList { broker_addr, topic_list }
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER (`writable` false: every queue of the group is routed
+    /// read-only, so producers go elsewhere) and ADD_WRITE_PERM_OF_BROKER (`writable` true:
+    /// read and write again). Returns how many topics have queues on the group, as RocketMQ
+    /// counts them.
+    pub fn set_write_perm(&mut self, broker_name: &str, writable: bool) -> i32 {
+        if writable {
+            self.write_wiped.remove(broker_name);
+        } else {
+            self.write_wiped.insert(broker_name.to_owned());
+        }
+        let mut count = 0;
+        for q in self.topics.values_mut().filter_map(|t| t.get_mut(broker_name)) {
+            q.perm = if writable { perm::READ | perm::WRITE } else { q.perm & !perm::WRITE };
+            count += 1;
+        }
+        count
+    }
+
     /// Removes a topic's route (DELETE_TOPIC_IN_NAMESRV).
     pub fn delete_topic(&mut self, topic: &str) -> bool {
         self.topics.remove(topic).is_some()
@@ -293,6 +333,40 @@ mod tests {
         assert_eq!(route.queue_datas[0].write_queue_nums, 4);
         assert_eq!(r.topics(), ["T1".to_owned(), "T2".to_owned()].into());
         assert!(r.route("T3").is_none());
+    }
+
+    #[test]
+    fn a_wiped_group_stays_read_only_across_its_registrations_until_write_is_added() {
+        let mut r = Registry::new();
+        r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 0, 1);
+        r.register(reg("broker-b", "10.0.0.2:10911", 0, &["T1"]), 0, 2);
+        let perm_of = |r: &Registry, topic: &str, name: &str| {
+            r.route(topic).unwrap().queue_datas.iter().find(|q| q.broker_name == name).unwrap().perm
+        };
+        assert_eq!(r.set_write_perm("broker-a", false), 2);
+        assert_eq!(perm_of(&r, "T1", "broker-a"), perm::READ);
+        assert_eq!(perm_of(&r, "T1", "broker-b"), perm::READ | perm::WRITE, "others untouched");
+        // The periodic registration of the same master keeps it wiped.
+        r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 30 * S, 1);
+        assert_eq!(perm_of(&r, "T2", "broker-a"), perm::READ);
+        assert_eq!(r.set_write_perm("broker-a", true), 2);
+        assert_eq!(perm_of(&r, "T2", "broker-a"), perm::READ | perm::WRITE);
+        assert_eq!(r.set_write_perm("nobody", false), 0);
+        // A master registering afresh (after an eviction) is routed as it registers.
+        r.set_write_perm("broker-a", false);
+        r.unregister("broker-a", "10.0.0.1:10911");
+        r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1"]), 60 * S, 3);
+        assert_eq!(perm_of(&r, "T1", "broker-a"), perm::READ | perm::WRITE);
+    }
+
+    #[test]
+    fn system_topics_are_cluster_and_group_names_with_one_broker_to_ask() {
+        let mut r = Registry::new();
+        assert_eq!(r.system_topics(), TopicList::default());
+        r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1"]), 0, 1);
+        let list = r.system_topics();
+        assert_eq!(list.topic_list, ["DefaultCluster".to_owned(), "broker-a".to_owned()].into());
+        assert_eq!(list.broker_addr.as_deref(), Some("10.0.0.1:10911"));
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! closed at once, logged); one request at a time per connection, in order; each frame at most
 //! `frame_max_bytes`; idle connections closed after `idle_timeout_ms`. Malformed frames close
 //! the connection; malformed headers or bodies get SYSTEM_ERROR with a remark; unknown codes get
-//! REQUEST_CODE_NOT_SUPPORTED (even oneway, as RocketMQ answers). Configuration over the network
-//! (UPDATE_NAMESRV_CONFIG) is refused.
+//! REQUEST_CODE_NOT_SUPPORTED (even oneway, as RocketMQ answers). Configuration is readable
+//! (GET_NAMESRV_CONFIG) but changing it over the network (UPDATE_NAMESRV_CONFIG) is refused.
+//! An operator can route a broker group read-only (WIPE_WRITE_PERM_OF_BROKER) and back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rocketraft_protocol::admin::properties_text;
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, KvTable, RegisterBrokerBody, TopicList,
 };
@@ -56,6 +58,26 @@ impl Default for NamesrvConfig {
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             idle_timeout_ms: 120_000,
         }
+    }
+}
+
+impl NamesrvConfig {
+    /// The settings as GET_NAMESRV_CONFIG answers them (`key=value` lines): ours under their
+    /// own names, and `listenPort` as RocketMQ names the port.
+    pub fn properties(&self) -> BTreeMap<String, String> {
+        let port = self.listen.rsplit(':').next().unwrap_or_default().to_owned();
+        [
+            ("listen", self.listen.clone()),
+            ("listenPort", port),
+            ("scanIntervalMs", self.scan_interval_ms.to_string()),
+            ("brokerExpiryMs", self.broker_expiry_ms.to_string()),
+            ("connectionsMax", self.connections_max.to_string()),
+            ("frameMaxBytes", self.frame_max_bytes.to_string()),
+            ("idleTimeoutMs", self.idle_timeout_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }
 
@@ -274,6 +296,24 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
                 ),
             }
         }),
+        rc::GET_SYSTEM_TOPIC_LIST_FROM_NS => {
+            Ok(ok(req).with_body(shared.state().registry.system_topics().to_json(JsonStyle::Standard)))
+        }
+        rc::WIPE_WRITE_PERM_OF_BROKER | rc::ADD_WRITE_PERM_OF_BROKER => {
+            header::<WritePermOfBrokerRequestHeader>(req).map(|h| {
+                let writable = req.code == rc::ADD_WRITE_PERM_OF_BROKER;
+                let count = shared.state().registry.set_write_perm(&h.broker_name, writable);
+                tracing::info!(group = %h.broker_name, writable, topics = count, "an operator changed a broker group's write permission");
+                if writable {
+                    ok(req).with_header(&AddWritePermOfBrokerResponseHeader { add_topic_count: count })
+                } else {
+                    ok(req).with_header(&WipeWritePermOfBrokerResponseHeader { wipe_topic_count: count })
+                }
+            })
+        }
+        rc::GET_NAMESRV_CONFIG => {
+            Ok(ok(req).with_body(properties_text(&shared.config.properties()).into_bytes()))
+        }
         rc::UPDATE_NAMESRV_CONFIG => Ok(error(
             req,
             response_code::NO_PERMISSION,

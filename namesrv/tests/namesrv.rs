@@ -185,6 +185,59 @@ mod routes {
         ns.shutdown();
     }
 
+    /// What `mqadmin getNamesrvConfig`, `wipeWritePerm`/`addWritePerm` and the system topic
+    /// list read, in the shapes RocketMQ's admin client parses.
+    #[tokio::test]
+    async fn admin_calls_read_the_config_list_system_topics_and_wipe_write_permission() {
+        let ns = NameServer::start(config()).await.unwrap();
+        let mut broker = Conn::connect(ns.local_addr()).await;
+        let resp =
+            broker.call(register("broker-a", "127.0.0.1:10911", 0, &["T1", "T2"], true)).await;
+        assert_eq!(resp.code, response_code::SUCCESS);
+        let mut admin = Conn::connect(ns.local_addr()).await;
+
+        let resp = admin
+            .call(RemotingCommand::request_without_header(request_code::GET_NAMESRV_CONFIG))
+            .await;
+        assert_eq!(resp.code, response_code::SUCCESS);
+        let props =
+            rocketraft_protocol::admin::parse_properties(std::str::from_utf8(&resp.body).unwrap());
+        assert_eq!(props["brokerExpiryMs"], "1500");
+        assert_eq!(props["listen"], "127.0.0.1:0");
+
+        let resp = admin
+            .call(RemotingCommand::request_without_header(
+                request_code::GET_SYSTEM_TOPIC_LIST_FROM_NS,
+            ))
+            .await;
+        let list = TopicList::from_json(&resp.body).unwrap();
+        assert_eq!(list.topic_list, ["DefaultCluster".to_owned(), "broker-a".to_owned()].into());
+        assert_eq!(list.broker_addr.as_deref(), Some("127.0.0.1:10911"));
+
+        let perm_of_t1 = |route: RemotingCommand| {
+            TopicRouteData::from_json(&route.body).unwrap().queue_datas[0].perm
+        };
+        let wipe = RemotingCommand::request(
+            request_code::WIPE_WRITE_PERM_OF_BROKER,
+            &WritePermOfBrokerRequestHeader { broker_name: "broker-a".into() },
+        );
+        let resp = admin.call(wipe).await;
+        let h: WipeWritePermOfBrokerResponseHeader = resp.decode_header().unwrap();
+        assert_eq!(h.wipe_topic_count, 2);
+        assert_eq!(perm_of_t1(admin.call(route_request("T1", 409)).await), 4, "read only");
+        // The broker's next periodic registration does not undo it.
+        broker.call(register("broker-a", "127.0.0.1:10911", 0, &["T1", "T2"], true)).await;
+        assert_eq!(perm_of_t1(admin.call(route_request("T1", 409)).await), 4);
+        let add = RemotingCommand::request(
+            request_code::ADD_WRITE_PERM_OF_BROKER,
+            &WritePermOfBrokerRequestHeader { broker_name: "broker-a".into() },
+        );
+        let h: AddWritePermOfBrokerResponseHeader = admin.call(add).await.decode_header().unwrap();
+        assert_eq!(h.add_topic_count, 2);
+        assert_eq!(perm_of_t1(admin.call(route_request("T1", 409)).await), 6);
+        ns.shutdown();
+    }
+
     #[tokio::test]
     async fn bad_requests_get_errors_and_garbage_closes_the_connection() {
         let ns = NameServer::start(config()).await.unwrap();

@@ -764,7 +764,10 @@ pub struct ConsumeStats {
     pub offset_table: BTreeMap<MessageQueue, OffsetWrapper>,
 }
 
-fn write_queue_keyed<V: Serialize>(out: &mut Vec<u8>, entries: &BTreeMap<MessageQueue, V>) {
+pub(crate) fn write_queue_keyed<V: Serialize>(
+    out: &mut Vec<u8>,
+    entries: &BTreeMap<MessageQueue, V>,
+) {
     out.push(b'{');
     for (i, (q, v)) in entries.iter().enumerate() {
         if i > 0 {
@@ -778,7 +781,7 @@ fn write_queue_keyed<V: Serialize>(out: &mut Vec<u8>, entries: &BTreeMap<Message
     out.push(b'}');
 }
 
-fn read_queue_keyed<V>(
+pub(crate) fn read_queue_keyed<V>(
     table: BTreeMap<String, V>,
     what: &'static str,
 ) -> Result<BTreeMap<MessageQueue, V>> {
@@ -792,7 +795,10 @@ fn read_queue_keyed<V>(
 }
 
 /// Parses a body whose maps may have object keys (fastjson) or string keys.
-fn from_object_keyed_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+pub(crate) fn from_object_keyed_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T> {
     let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8 { what })?;
     let text = stringify_object_keys(text).ok_or(ProtocolError::InvalidJson {
         what,

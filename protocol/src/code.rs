@@ -73,14 +73,21 @@ codes! {
         DELETE_TOPIC_IN_NAMESRV = 216,
         REGISTER_TOPIC_IN_NAMESRV = 217,
         GET_KVLIST_BY_NAMESPACE = 219,
+        INVOKE_BROKER_TO_RESET_OFFSET = 222,
         GET_TOPICS_BY_CLUSTER = 224,
+        QUERY_TOPIC_CONSUME_BY_WHO = 300,
+        QUERY_CONSUME_TIME_SPAN = 303,
         GET_SYSTEM_TOPIC_LIST_FROM_NS = 304,
+        GET_SYSTEM_TOPIC_LIST_FROM_BROKER = 305,
         GET_CONSUMER_RUNNING_INFO = 307,
         SEND_MESSAGE_V2 = 310,
         GET_NAMESRV_CONFIG = 319,
         UPDATE_NAMESRV_CONFIG = 318,
         SEND_BATCH_MESSAGE = 320,
         QUERY_DATA_VERSION = 322,
+        ADD_WRITE_PERM_OF_BROKER = 327,
+        /// 5.x only.
+        GET_TOPIC_CONFIG = 351,
         GET_SUBSCRIPTIONGROUP_CONFIG = 352,
         /// RocketRaft's own (no RocketMQ client sends it): the unresolved transaction half
         /// messages of a broker group, header

@@ -426,6 +426,80 @@ command_header! {
     }
 }
 
+command_header! {
+    /// GET_CONSUMER_CONNECTION_LIST (203) and GET_CONSUMER_RUNNING_INFO's group request.
+    pub struct GetConsumerConnectionListRequestHeader {
+        pub consumer_group: String => "consumerGroup",
+    }
+}
+
+command_header! {
+    /// GET_PRODUCER_CONNECTION_LIST (204) request.
+    pub struct GetProducerConnectionListRequestHeader {
+        pub producer_group: String => "producerGroup",
+    }
+}
+
+command_header! {
+    /// GET_BROKER_CONFIG (26) response: the configuration's data version as JSON.
+    pub struct GetBrokerConfigResponseHeader {
+        pub version: String => "version",
+    }
+}
+
+command_header! {
+    /// GET_TOPIC_CONFIG (351) request; `lo` asks for static-topic mappings (none here).
+    pub struct GetTopicConfigRequestHeader {
+        pub topic: String => "topic",
+        pub lo: Option<bool> => "lo",
+    }
+}
+
+command_header! {
+    /// QUERY_CONSUME_TIME_SPAN (303) request.
+    pub struct QueryConsumeTimeSpanRequestHeader {
+        pub topic: String => "topic",
+        pub group: String => "group",
+    }
+}
+
+command_header! {
+    /// INVOKE_BROKER_TO_RESET_OFFSET (222) request (`ResetOffsetRequestHeader`). `queueId` -1
+    /// (or absent, as 4.x sends it) means every queue; `offset` (5.x; -1 or absent: none) is
+    /// a queue's exact target; otherwise `timestamp` picks the first message stored at or
+    /// after it, -1 the queue's end. `isForce` is read and, as in 5.x, not needed: the broker
+    /// moves the offsets itself.
+    pub struct ResetOffsetRequestHeader {
+        pub topic: String => "topic",
+        pub group: String => "group",
+        pub queue_id: Option<i32> => "queueId",
+        pub offset: Option<i64> => "offset",
+        pub timestamp: i64 => "timestamp",
+        pub is_force: Option<bool> => "isForce",
+    }
+}
+
+command_header! {
+    /// WIPE_WRITE_PERM_OF_BROKER (205) and ADD_WRITE_PERM_OF_BROKER (327) request.
+    pub struct WritePermOfBrokerRequestHeader {
+        pub broker_name: String => "brokerName",
+    }
+}
+
+command_header! {
+    /// WIPE_WRITE_PERM_OF_BROKER (205) response.
+    pub struct WipeWritePermOfBrokerResponseHeader {
+        pub wipe_topic_count: i32 => "wipeTopicCount",
+    }
+}
+
+command_header! {
+    /// ADD_WRITE_PERM_OF_BROKER (327) response.
+    pub struct AddWritePermOfBrokerResponseHeader {
+        pub add_topic_count: i32 => "addTopicCount",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +567,15 @@ mod tests {
         kv_list: GetKvListByNamespaceRequestHeader,
         consume_stats: GetConsumeStatsRequestHeader,
         delete_group: DeleteSubscriptionGroupRequestHeader,
+        consumer_connections: GetConsumerConnectionListRequestHeader,
+        producer_connections: GetProducerConnectionListRequestHeader,
+        broker_config_response: GetBrokerConfigResponseHeader,
+        topic_config: GetTopicConfigRequestHeader,
+        consume_time_span: QueryConsumeTimeSpanRequestHeader,
+        reset_offset: ResetOffsetRequestHeader,
+        write_perm: WritePermOfBrokerRequestHeader,
+        wipe_write_perm_response: WipeWritePermOfBrokerResponseHeader,
+        add_write_perm_response: AddWritePermOfBrokerResponseHeader,
     }
 
     proptest! {
