@@ -107,6 +107,48 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The settings as GET_BROKER_CONFIG answers them (`key=value` lines, sorted): under
+    /// RocketMQ's names where RocketMQ has the setting (`brokerName`, `namesrvAddr`,
+    /// `maxMessageSize`, `messageDelayLevel`...), under ours otherwise. Simulation-only knobs
+    /// are left out.
+    pub fn properties(&self) -> std::collections::BTreeMap<String, String> {
+        let replication = match self.replication {
+            Replication::Quorum => "quorum",
+            Replication::Leader => "leader",
+        };
+        [
+            ("brokerClusterName", self.cluster_name.clone()),
+            ("brokerName", self.broker_name.clone()),
+            ("listen", self.listen.clone()),
+            ("brokerIP1", self.advertised_addr.ip().to_string()),
+            ("listenPort", self.advertised_addr.port().to_string()),
+            ("regionId", self.region_id.clone()),
+            ("traceOn", self.trace_on.to_string()),
+            ("maxMessageSize", self.message_max_bytes.to_string()),
+            ("pullBatchMax", self.pull_batch_max.to_string()),
+            ("pullBytesMax", self.pull_bytes_max.to_string()),
+            ("queuesMax", self.queues_max.to_string()),
+            ("longPollingSuspendMaxMs", self.suspend_max_ms.to_string()),
+            ("connectionsMax", self.connections_max.to_string()),
+            ("requestsInFlightMax", self.requests_in_flight_max.to_string()),
+            ("namesrvAddr", self.namesrv_addrs.join(";")),
+            ("registerNameServerPeriod", self.register_interval_ms.to_string()),
+            ("autoCreateTopicEnable", self.auto_create_topic.to_string()),
+            ("proposalsInFlightMax", self.proposals_in_flight_max.to_string()),
+            ("replication", replication.to_owned()),
+            ("messageDelayLevel", self.delay_levels.to_string()),
+            ("timerMaxDelaySec", self.timer_max_delay_sec.to_string()),
+            ("rejectTransactionMessage", self.reject_transaction_message.to_string()),
+            ("enablePropertyFilter", self.enable_property_filter.to_string()),
+            ("transactionTimeOut", self.transaction_timeout_ms.to_string()),
+            ("transactionCheckInterval", self.transaction_check_interval_ms.to_string()),
+            ("transactionCheckMax", self.transaction_check_max.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     pub fn new(broker_name: impl Into<String>, advertised_addr: SocketAddr) -> Self {
         BrokerConfig {
             cluster_name: "DefaultCluster".into(),

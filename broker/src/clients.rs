@@ -18,7 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocketraft_protocol::body::{HeartbeatData, MessageQueue, SubscriptionData};
+use rocketraft_protocol::admin::Connection;
+use rocketraft_protocol::body::{
+    ConsumeFromWhere, ConsumeType, HeartbeatData, MessageModel, MessageQueue, SubscriptionData,
+};
 
 /// RocketMQ's channel expiry: a client silent this long is dropped.
 pub const CHANNEL_EXPIRY_MS_DEFAULT: i64 = 120_000;
@@ -33,6 +36,24 @@ struct Member {
     conn: ConnId,
     last_heartbeat_ms: i64,
     subscriptions: BTreeMap<String, SubscriptionData>,
+    kind: ConsumerKind,
+}
+
+/// How a consumer group's member consumes, as its last heartbeat said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerKind {
+    pub consume_type: ConsumeType,
+    pub message_model: MessageModel,
+    pub consume_from_where: ConsumeFromWhere,
+}
+
+/// What a client's connection says of it (for connection lists): its address, language and
+/// version, from its heartbeat request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub addr: String,
+    pub language: String,
+    pub version: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +71,27 @@ pub struct ClientManager {
     producers: BTreeMap<String, BTreeMap<String, (ConnId, i64)>>,
     /// (consumer group, queue) -> lock
     locks: BTreeMap<(String, MessageQueue), Lock>,
+    /// What each connection a member or producer is registered on said of its client.
+    infos: BTreeMap<ConnId, ClientInfo>,
 }
 
 impl ClientManager {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// [`ClientManager::heartbeat`], remembering what the connection says of its client.
+    pub fn heartbeat_from(
+        &mut self,
+        conn: ConnId,
+        info: ClientInfo,
+        data: &HeartbeatData,
+        now_ms: i64,
+    ) -> BTreeSet<String> {
+        self.infos.insert(conn, info);
+        let changed = self.heartbeat(conn, data, now_ms);
+        self.prune();
+        changed
     }
 
     /// Records a heartbeat; returns the consumer groups whose member list changed.
@@ -69,7 +106,12 @@ impl ClientManager {
             let members = self.consumers.entry(c.group_name.clone()).or_default();
             let subscriptions =
                 c.subscription_data_set.iter().map(|s| (s.topic.clone(), s.clone())).collect();
-            let member = Member { conn, last_heartbeat_ms: now_ms, subscriptions };
+            let kind = ConsumerKind {
+                consume_type: c.consume_type,
+                message_model: c.message_model,
+                consume_from_where: c.consume_from_where,
+            };
+            let member = Member { conn, last_heartbeat_ms: now_ms, subscriptions, kind };
             if members.insert(data.client_id.clone(), member).is_none() {
                 changed.insert(c.group_name.clone());
             }
@@ -154,6 +196,58 @@ impl ClientManager {
     fn prune(&mut self) {
         self.consumers.retain(|_, m| !m.is_empty());
         self.producers.retain(|_, m| !m.is_empty());
+        let used: BTreeSet<ConnId> = self
+            .consumers
+            .values()
+            .flat_map(|m| m.values().map(|c| c.conn))
+            .chain(self.producers.values().flat_map(|p| p.values().map(|(conn, _)| *conn)))
+            .collect();
+        self.infos.retain(|conn, _| used.contains(conn));
+    }
+
+    fn connection(&self, client_id: &str, conn: ConnId) -> Connection {
+        let info = self.infos.get(&conn).cloned().unwrap_or_default();
+        Connection {
+            client_addr: info.addr,
+            client_id: client_id.to_owned(),
+            language: info.language,
+            version: info.version,
+        }
+    }
+
+    /// GET_CONSUMER_CONNECTION_LIST: a group's members with their connections, how the group
+    /// consumes (as its latest heartbeat said) and the subscriptions they registered; `None`
+    /// when no member is online.
+    pub fn consumer_connections_of(
+        &self,
+        group: &str,
+    ) -> Option<(Vec<Connection>, ConsumerKind, BTreeMap<String, SubscriptionData>)> {
+        let members = self.consumers.get(group).filter(|m| !m.is_empty())?;
+        let latest = members.values().max_by_key(|m| m.last_heartbeat_ms)?;
+        let connections = members.iter().map(|(id, m)| self.connection(id, m.conn)).collect();
+        let mut subscriptions = BTreeMap::new();
+        for m in members.values() {
+            for (topic, s) in &m.subscriptions {
+                subscriptions.entry(topic.clone()).or_insert_with(|| s.clone());
+            }
+        }
+        Some((connections, latest.kind, subscriptions))
+    }
+
+    /// GET_PRODUCER_CONNECTION_LIST: a producer group's connections; `None` when none is
+    /// online.
+    pub fn producer_connections_of(&self, group: &str) -> Option<Vec<Connection>> {
+        let members = self.producers.get(group).filter(|m| !m.is_empty())?;
+        Some(members.iter().map(|(id, (conn, _))| self.connection(id, *conn)).collect())
+    }
+
+    /// The online consumer groups with a member subscribed to `topic`.
+    pub fn groups_consuming(&self, topic: &str) -> BTreeSet<String> {
+        self.consumers
+            .iter()
+            .filter(|(_, m)| m.values().any(|c| c.subscriptions.contains_key(topic)))
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// A group's client ids (GET_CONSUMER_LIST_BY_GROUP), sorted.
@@ -250,6 +344,36 @@ mod tests {
 
     fn mq(q: i32) -> MessageQueue {
         MessageQueue { broker_name: "broker-a".into(), queue_id: q, topic: "T".into() }
+    }
+
+    #[test]
+    fn connection_lists_say_who_is_connected_from_where_until_they_leave() {
+        let mut m = ClientManager::new();
+        let info = |port: u16| ClientInfo {
+            addr: format!("127.0.0.1:{port}"),
+            language: "JAVA".into(),
+            version: 413,
+        };
+        assert!(m.consumer_connections_of("G").is_none());
+        m.heartbeat_from(1, info(5001), &hb("c1", &["G"]), 0);
+        m.heartbeat_from(2, info(5002), &hb("c2", &["G", "H"]), 0);
+        let (conns, kind, subs) = m.consumer_connections_of("G").unwrap();
+        assert_eq!(conns.len(), 2);
+        assert_eq!(conns[0].client_id, "c1");
+        assert_eq!(conns[0].client_addr, "127.0.0.1:5001");
+        assert_eq!(conns[1].version, 413);
+        assert_eq!(kind.consume_type, ConsumeType::ConsumePassively);
+        assert_eq!(subs["T"].sub_string, "TagA");
+        assert_eq!(m.groups_consuming("T"), ["G".to_owned(), "H".to_owned()].into());
+        assert!(m.groups_consuming("U").is_empty());
+        assert_eq!(m.producer_connections_of("PG").unwrap().len(), 2);
+        m.connection_closed(1);
+        assert_eq!(m.consumer_connections_of("G").unwrap().0.len(), 1);
+        assert!(!m.infos.contains_key(&1), "a closed connection's description goes with it");
+        m.connection_closed(2);
+        assert!(m.consumer_connections_of("G").is_none());
+        assert!(m.producer_connections_of("PG").is_none());
+        assert!(m.infos.is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod long_poll;
 mod processor;
 pub mod rates;
 pub mod register;
+pub mod resets;
 pub mod schedule;
 pub mod server;
 pub mod transaction;

@@ -45,6 +45,8 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) resolving: crate::transaction::Resolving,
     /// The term in which this master's state was last seen to cover its whole log.
     pub(crate) current_term: AtomicU64,
+    /// Offset resets the groups' consumers have not seen yet.
+    pub(crate) resets: crate::resets::PendingResets,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
@@ -79,6 +81,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
             epoch: tokio::time::Instant::now(),
             resolving: Default::default(),
             current_term: AtomicU64::new(u64::MAX),
+            resets: Default::default(),
         }
     }
 }

@@ -411,16 +411,7 @@ pub fn message_json(m: &MessageExt) -> Value {
 pub fn format_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = rocketraft_protocol::admin::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
         rest / 3600,
@@ -428,6 +419,178 @@ pub fn format_ms(ms: i64) -> String {
         rest % 60,
         ms.rem_euclid(1000)
     )
+}
+
+/// A point in time as `group reset-offset --to-time` takes it: Unix milliseconds, `now`, or a
+/// UTC date and time as `2026-12-03T10:00:00` (seconds and `.mmm` optional) or RocketMQ's
+/// `2026-12-03#10:00:00:000`.
+pub fn parse_time(text: &str, now_ms: i64) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now_ms);
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        anyhow::anyhow!(
+            "{text:?} is not a time: give Unix milliseconds, `now`, or UTC as 2026-12-03T10:00:00"
+        )
+    };
+    let (date, time) = text.split_once(['T', '#', ' ']).ok_or_else(bad)?;
+    let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+    let mut d = date.split('-');
+    let (y, m, day) = match (d.next(), d.next(), d.next(), d.next()) {
+        (Some(y), Some(m), Some(day), None) => {
+            (y.parse::<i64>().map_err(|_| bad())?, num(m)?, num(day)?)
+        }
+        _ => return Err(bad()),
+    };
+    let mut t = time.split([':', '.']);
+    let hour = num(t.next().ok_or_else(bad)?)?;
+    let minute = num(t.next().ok_or_else(bad)?)?;
+    let second = t.next().map(num).transpose()?.unwrap_or(0);
+    let milli = t.next().map(num).transpose()?.unwrap_or(0);
+    if t.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || milli > 999
+    {
+        return Err(bad());
+    }
+    let days = rocketraft_protocol::admin::days_from_civil(y, m, day);
+    Ok(days * 86_400_000
+        + i64::from(hour) * 3_600_000
+        + i64::from(minute) * 60_000
+        + i64::from(second) * 1000
+        + i64::from(milli))
+}
+
+/// `broker config`: each master's settings (or one broker group's replicas'), key by key.
+pub async fn broker_config(admin: &Admin, group: Option<&str>) -> anyhow::Result<Output> {
+    let info = admin.cluster_info().await?;
+    let mut text = String::new();
+    let mut all = serde_json::Map::new();
+    for (name, data) in &info.broker_addr_table {
+        if group.is_some_and(|g| g != name) {
+            continue;
+        }
+        // One group asked for: every replica; otherwise each group's master.
+        let addrs: Vec<&String> = match group {
+            Some(_) => data.broker_addrs.values().collect(),
+            None => data.broker_addrs.get(&0).into_iter().collect(),
+        };
+        for addr in addrs {
+            let config = admin.broker_config(addr).await?;
+            text.push_str(&format!("# {name} at {addr}\n"));
+            let mut table = Table::new(["KEY", "VALUE"]);
+            for (k, v) in &config {
+                table.row([k.clone(), v.clone()]);
+            }
+            text.push_str(&table.render());
+            all.insert(addr.clone(), json!({ "brokerGroup": name, "config": config }));
+        }
+    }
+    if all.is_empty() {
+        anyhow::bail!(
+            "no broker {} is registered with the NameServer",
+            group.map_or("group".to_owned(), |g| format!("group named {g}"))
+        );
+    }
+    Ok(Output { text, json: Value::Object(all) })
+}
+
+/// `group connections`: who is connected for a consumer group, from where, with what client,
+/// and how the group consumes.
+pub async fn group_connections(admin: &Admin, group: &str) -> anyhow::Result<Output> {
+    let c = match admin.consumer_connections(group).await {
+        Ok(c) => c,
+        Err(e) if e.code() == Some(rocketraft_protocol::response_code::CONSUMER_NOT_ONLINE) => {
+            return Ok(Output {
+                text: format!("no consumer of group {group} is connected\n"),
+                json: json!({ "group": group, "connections": [] }),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut table = Table::new(["CLIENT ID", "ADDRESS", "LANGUAGE", "VERSION"]);
+    for conn in &c.connection_set {
+        table.row([
+            conn.client_id.clone(),
+            conn.client_addr.clone(),
+            conn.language.clone(),
+            conn.version.to_string(),
+        ]);
+    }
+    let kind = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let (consume_type, model, from) = (
+        kind(c.consume_type.map(|t| json!(t))),
+        kind(c.message_model.map(|m| json!(m))),
+        kind(c.consume_from_where.map(|f| json!(f))),
+    );
+    let subscriptions: Vec<String> =
+        c.subscription_table.values().map(|s| format!("{} ({})", s.topic, s.sub_string)).collect();
+    let text = format!(
+        "{}consume type: {consume_type}, message model: {model}, from: {from}\nsubscriptions: {}\n",
+        table.render(),
+        subscriptions.join(", ")
+    );
+    let connections: Vec<Value> = c
+        .connection_set
+        .iter()
+        .map(|c| json!({ "clientId": c.client_id, "clientAddr": c.client_addr, "language": c.language, "version": c.version }))
+        .collect();
+    Ok(Output {
+        text,
+        json: json!({
+            "group": group, "connections": connections, "consumeType": consume_type,
+            "messageModel": model, "consumeFromWhere": from,
+            "subscriptions": c.subscription_table,
+        }),
+    })
+}
+
+/// `topic consumers`: the groups consuming a topic (online, or with offsets on it).
+pub async fn topic_consumers(admin: &Admin, topic: &str) -> anyhow::Result<Output> {
+    let groups = admin.topic_consumers(topic).await?;
+    let text = if groups.is_empty() {
+        format!("no group consumes {topic}\n")
+    } else {
+        groups.iter().map(|g| format!("{g}\n")).collect()
+    };
+    Ok(Output { text, json: json!({ "topic": topic, "groups": groups }) })
+}
+
+/// `group reset-offset`: moves a group's offsets on a topic to a point in time.
+pub async fn group_reset_offset(
+    admin: &Admin,
+    group: &str,
+    topic: &str,
+    timestamp_ms: i64,
+) -> anyhow::Result<Output> {
+    let body = admin.reset_offset_by_time(group, topic, timestamp_ms).await?;
+    let mut table = Table::new(["TOPIC", "GROUP", "QUEUE", "NEW OFFSET"]);
+    let mut rows = Vec::new();
+    for (q, offset) in &body.offset_table {
+        table.row([
+            q.topic.clone(),
+            q.broker_name.clone(),
+            q.queue_id.to_string(),
+            offset.to_string(),
+        ]);
+        rows.push(json!({ "brokerGroup": q.broker_name, "queueId": q.queue_id, "offset": offset }));
+    }
+    Ok(Output {
+        text: format!(
+            "{}reset {group} on {topic} to {}\n",
+            table.render(),
+            format_ms(timestamp_ms)
+        ),
+        json: json!({ "group": group, "topic": topic, "timestamp": timestamp_ms, "queues": rows }),
+    })
 }
 
 /// Messages waiting in the parked queues of every broker group: per delay level's queue of
@@ -628,6 +791,14 @@ mod tests {
     #[test]
     fn dates_print_in_utc() {
         assert_eq!(format_ms(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(parse_time("now", 77).unwrap(), 77);
+        assert_eq!(parse_time("1795347104123", 0).unwrap(), 1_795_347_104_123);
+        assert_eq!(parse_time("2026-11-22T11:31:44.123", 0).unwrap(), 1_795_347_104_123);
+        assert_eq!(parse_time("2026-11-22#11:31:44:123", 0).unwrap(), 1_795_347_104_123);
+        assert_eq!(parse_time("2000-02-29T00:00", 0).unwrap(), 951_782_400_000);
+        for bad in ["yesterday", "2026-13-01T00:00", "2026-11-22T25:00", "2026-11-22", ""] {
+            assert!(parse_time(bad, 0).is_err(), "{bad}");
+        }
         assert_eq!(format_ms(1_795_347_104_123), "2026-11-22 11:31:44.123 UTC");
         assert_eq!(format_ms(951_782_400_000), "2000-02-29 00:00:00.000 UTC");
     }

@@ -113,10 +113,13 @@ enum Command {
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
     /// the NameServers and syncs its files first.
+    #[command(args_conflicts_with_subcommands = true)]
     Broker {
         /// The replica's config file. Relative paths in it start at its directory.
         #[arg(short, long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        show: Option<BrokerCmd>,
     },
     /// Create, list, show or delete topics.
     #[command(subcommand)]
@@ -256,11 +259,30 @@ enum TopicCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// The consumer groups of a topic: online with a subscription, or with offsets on it.
+    Consumers {
+        topic: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Delete a topic from the brokers and the NameServers.
     Delete {
         topic: String,
         #[arg(long)]
         cluster: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum BrokerCmd {
+    /// A running broker's settings (GET_BROKER_CONFIG): each group's master, or every replica
+    /// of one group.
+    Config {
+        /// Only this broker group, every replica of it.
+        #[arg(short, long)]
+        group: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -283,6 +305,25 @@ enum GroupCmd {
         /// Only this topic's queues.
         #[arg(short, long)]
         topic: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Who is connected for a consumer group: client ids, addresses, languages, versions,
+    /// and how the group consumes.
+    Connections {
+        group: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move a group's offsets on a topic to the first message stored at or after a time, on
+    /// every broker group (running consumers move there on their next pull).
+    ResetOffset {
+        group: String,
+        #[arg(short, long)]
+        topic: String,
+        /// Unix milliseconds, `now` (skip everything), or UTC as 2026-12-03T10:00:00.
+        #[arg(long)]
+        to_time: String,
         #[command(flatten)]
         target: Target,
     },
@@ -443,15 +484,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime()?.block_on(namesrv(config))
         }
-        Command::Broker { config } => {
+        Command::Broker { show: Some(BrokerCmd::Config { group, target }), .. } => {
+            with_admin(&target, |a| async move { admin::broker_config(&a, group.as_deref()).await })
+        }
+        Command::Broker { config: Some(config), show: None } => {
             let setup = BrokerSetup::load(&config)?;
             runtime()?.block_on(broker(setup))
         }
+        Command::Broker { config: None, show: None } => anyhow::bail!(
+            "pass --config FILE to run a replica, or `broker config` to show a running broker's settings"
+        ),
         Command::Topic(cmd) => {
             let target = match &cmd {
                 TopicCmd::Create { target, .. }
                 | TopicCmd::List { target }
                 | TopicCmd::Route { target, .. }
+                | TopicCmd::Consumers { target, .. }
                 | TopicCmd::Delete { target, .. } => target.clone(),
             };
             with_admin(&target, |a| async move {
@@ -461,6 +509,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     TopicCmd::List { .. } => admin::topic_list(&a).await,
                     TopicCmd::Route { topic, .. } => admin::topic_route(&a, &topic).await,
+                    TopicCmd::Consumers { topic, .. } => admin::topic_consumers(&a, &topic).await,
                     TopicCmd::Delete { topic, cluster, .. } => {
                         admin::topic_delete(&a, cluster.as_deref(), &topic).await
                     }
@@ -485,6 +534,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transactions { topic, group, max, target } => {
             with_admin(&target, |a| async move {
                 admin::transactions(&a, topic.as_deref(), group.as_deref(), max).await
+            })
+        }
+        Command::Group(GroupCmd::Connections { group, target }) => {
+            with_admin(&target, |a| async move { admin::group_connections(&a, &group).await })
+        }
+        Command::Group(GroupCmd::ResetOffset { group, topic, to_time, target }) => {
+            let timestamp = admin::parse_time(&to_time, rocketraft_raft::clock::now_ms())?;
+            with_admin(&target, |a| async move {
+                admin::group_reset_offset(&a, &group, &topic, timestamp).await
             })
         }
         Command::Group(GroupCmd::Offsets { group, topic, target }) => {

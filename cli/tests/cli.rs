@@ -432,6 +432,34 @@ mod cli {
             .sum();
         assert_eq!(committed, 3);
 
+        // Who consumes the topic (g1 has offsets there), and moving g1 back to the start.
+        let consumers = dev.json(&["topic", "consumers", "Orders"]);
+        assert_eq!(consumers["groups"], serde_json::json!(["g1"]), "{consumers}");
+        let reset = dev.json(&[
+            "group",
+            "reset-offset",
+            "g1",
+            "-t",
+            "Orders",
+            "--to-time",
+            "2000-01-01T00:00:00",
+        ]);
+        let queues = reset["queues"].as_array().unwrap();
+        assert_eq!(queues.len(), 3, "{reset}");
+        assert!(queues.iter().all(|q| q["offset"] == 0), "{reset}");
+        assert_eq!(dev.json(&["group", "offsets", "g1"])["totalLag"], 3);
+        let again = dev.run(&["consume", "-t", "Orders", "-g", "g1", "--count", "3"]);
+        assert_eq!(again.lines().filter(|l| l.contains("body=")).count(), 3, "{again}");
+        // Nobody is connected for g1 once its consumers stopped.
+        let conns = dev.json(&["group", "connections", "g1"]);
+        assert_eq!(conns["connections"], serde_json::json!([]), "{conns}");
+        let config = dev.json(&["broker", "config"]);
+        let (_, master) = config.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(master["config"]["brokerName"], "broker-a", "{config}");
+        assert_eq!(master["config"]["brokerRole"], "SYNC_MASTER", "{config}");
+        let replicas = dev.json(&["broker", "config", "--group", "broker-a"]);
+        assert_eq!(replicas.as_object().unwrap().len(), 3, "{replicas}");
+
         let cluster = dev.json(&["cluster", "list"]);
         let roles: Vec<&str> =
             cluster.as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();

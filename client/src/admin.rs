@@ -5,14 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use rocketraft_protocol::admin::{
+    parse_properties, ConsumerConnection, GroupList, ResetOffsetBody,
+};
 use rocketraft_protocol::body::{
     ClusterInfo, ConsumeStats, DelayOffsets, JsonBody, KvTable, TopicList, TopicRouteData,
     TopicStatsTable, UnresolvedHalf, UnresolvedHalves,
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::{
-    CreateTopicRequestHeader, GetConsumeStatsRequestHeader, QueryMessageRequestHeader,
-    TopicRequestHeader, UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
+    CreateTopicRequestHeader, GetConsumeStatsRequestHeader, GetConsumerConnectionListRequestHeader,
+    QueryMessageRequestHeader, ResetOffsetRequestHeader, TopicRequestHeader,
+    UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
 };
 use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -303,6 +307,105 @@ impl Admin {
             }
         }
         Ok(out)
+    }
+
+    /// A broker replica's configuration (GET_BROKER_CONFIG), key by key.
+    pub async fn broker_config(&self, broker_addr: &str) -> Result<BTreeMap<String, String>> {
+        let req = RemotingCommand::request_without_header(request_code::GET_BROKER_CONFIG);
+        let resp = self.core.call_ok(broker_addr, req).await?;
+        Ok(parse_properties(&String::from_utf8_lossy(&resp.body)))
+    }
+
+    /// Who is connected for a consumer group (GET_CONSUMER_CONNECTION_LIST on every master;
+    /// the members of a group talk to every group that serves its topics). An error with
+    /// CONSUMER_NOT_ONLINE when no master has a member online.
+    pub async fn consumer_connections(&self, group: &str) -> Result<ConsumerConnection> {
+        let mut all: Option<ConsumerConnection> = None;
+        for addr in self.masters(None).await?.into_values() {
+            let req = RemotingCommand::request(
+                request_code::GET_CONSUMER_CONNECTION_LIST,
+                &GetConsumerConnectionListRequestHeader { consumer_group: group.to_owned() },
+            );
+            let resp = match self.core.call_ok(&addr, req).await {
+                Ok(r) => r,
+                Err(e) if e.code() == Some(response_code::CONSUMER_NOT_ONLINE) => continue,
+                Err(e) => return Err(e),
+            };
+            let c = ConsumerConnection::from_json(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr, source: e })?;
+            match &mut all {
+                None => all = Some(c),
+                Some(a) => {
+                    a.connection_set.extend(c.connection_set);
+                    for (topic, sub) in c.subscription_table {
+                        a.subscription_table.entry(topic).or_insert(sub);
+                    }
+                }
+            }
+        }
+        all.ok_or_else(|| ClientError::Broker {
+            addr: "every master".into(),
+            code: response_code::CONSUMER_NOT_ONLINE,
+            remark: format!("the consumer group[{group}] not online"),
+        })
+    }
+
+    /// Which groups consume `topic` (QUERY_TOPIC_CONSUME_BY_WHO on every master of its route):
+    /// the groups online with a subscription to it and those with committed offsets on it.
+    pub async fn topic_consumers(&self, topic: &str) -> Result<BTreeSet<String>> {
+        let route = self.core.routes.refresh(topic).await?;
+        let mut groups = BTreeSet::new();
+        for b in &route.data.broker_datas {
+            let Some(addr) = b.master_addr().map(str::to_owned) else { continue };
+            let req = RemotingCommand::request(
+                request_code::QUERY_TOPIC_CONSUME_BY_WHO,
+                &TopicRequestHeader { topic: topic.to_owned() },
+            );
+            let resp = self.core.call_ok(&addr, req).await?;
+            let list = GroupList::from_json(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr, source: e })?;
+            groups.extend(list.group_list);
+        }
+        Ok(groups)
+    }
+
+    /// Moves a group's offsets on every queue of `topic` to the first message stored at or
+    /// after `timestamp_ms` (-1: the end of each queue) on every master of its route
+    /// (INVOKE_BROKER_TO_RESET_OFFSET); returns each queue's new offset. Running consumers
+    /// move there on their next pull.
+    pub async fn reset_offset_by_time(
+        &self,
+        group: &str,
+        topic: &str,
+        timestamp_ms: i64,
+    ) -> Result<ResetOffsetBody> {
+        let route = self.core.routes.refresh(topic).await?;
+        let mut all = ResetOffsetBody::default();
+        for b in &route.data.broker_datas {
+            let Some(addr) = b.master_addr().map(str::to_owned) else {
+                return Err(ClientError::Broker {
+                    addr: b.broker_name.clone(),
+                    code: response_code::SYSTEM_ERROR,
+                    remark: "the broker group has no master now: its offsets were not reset".into(),
+                });
+            };
+            let req = RemotingCommand::request(
+                request_code::INVOKE_BROKER_TO_RESET_OFFSET,
+                &ResetOffsetRequestHeader {
+                    topic: topic.to_owned(),
+                    group: group.to_owned(),
+                    queue_id: Some(-1),
+                    offset: None,
+                    timestamp: timestamp_ms,
+                    is_force: Some(true),
+                },
+            );
+            let resp = self.core.call_ok(&addr, req).await?;
+            let body = ResetOffsetBody::decode(&resp.body)
+                .map_err(|e| ClientError::Protocol { addr, source: e })?;
+            all.offset_table.extend(body.offset_table);
+        }
+        Ok(all)
     }
 
     /// A broker replica's runtime table (GET_BROKER_RUNTIME_INFO).

@@ -294,6 +294,20 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             .collect())
     }
 
+    /// The groups with a committed offset on `topic` (every group's offsets are read: an
+    /// admin call, not a hot path).
+    pub fn offset_groups(&self, topic: &str) -> Result<BTreeSet<String>, StorageError<NodeId>> {
+        let pairs = self.meta.scan_prefix(PREFIX_OFFSET).map_err(sm_read)?;
+        Ok(pairs
+            .iter()
+            .filter_map(|(k, _)| {
+                let mut parts = k[PREFIX_OFFSET.len()..].split(|&b| b == 0);
+                let (group, on) = (parts.next()?, parts.next()?);
+                (on == topic.as_bytes()).then(|| String::from_utf8_lossy(group).into_owned())
+            })
+            .collect())
+    }
+
     /// A group's committed offset on a queue.
     pub fn consumer_offset(
         &self,

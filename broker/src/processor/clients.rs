@@ -13,7 +13,7 @@ use rocketraft_raft::types::{GroupMeta, TopicMeta};
 use rocketraft_raft::{MetaCommand, MetaStore};
 use rocketraft_store::io::Storage;
 
-use crate::clients::{ConnId, LOCK_EXPIRY_MS_DEFAULT};
+use crate::clients::{ClientInfo, LOCK_EXPIRY_MS_DEFAULT};
 use crate::server::{lock, notify_changed, now_ms, Inner};
 
 use super::send::queues_left;
@@ -38,7 +38,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for ClientsProcessor<S, M> {
         Box::pin(async move {
             let (req, inner) = (&req, &*self.0);
             match req.code {
-                rc::HEART_BEAT => heartbeat(req, peer.conn, inner),
+                rc::HEART_BEAT => heartbeat(req, peer, inner),
                 rc::UNREGISTER_CLIENT => unregister_client(req, inner),
                 rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
                 rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
@@ -78,7 +78,7 @@ fn check_client_config<S: Storage + Clone, M: MetaStore>(
 
 pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
-    conn: ConnId,
+    peer: Peer,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let mut data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
@@ -113,7 +113,12 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
             }
         }
     }
-    let changed = lock(&inner.clients).heartbeat(conn, &data, now_ms(inner));
+    let info = ClientInfo {
+        addr: peer.addr.to_string(),
+        language: req.language.name().to_owned(),
+        version: req.version,
+    };
+    let changed = lock(&inner.clients).heartbeat_from(peer.conn, info, &data, now_ms(inner));
     notify_changed(inner, changed);
     if is_leader(inner) {
         // As RocketMQ's defaults (autoCreateSubscriptionGroup): each consumer group gets its

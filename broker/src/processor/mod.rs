@@ -18,6 +18,7 @@ use crate::server::Inner;
 pub(crate) mod admin;
 pub(crate) mod clients;
 pub(crate) mod end_transaction;
+pub(crate) mod inspect;
 pub(crate) mod lookup;
 pub(crate) mod offsets;
 pub(crate) mod pull;
@@ -55,6 +56,10 @@ pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>)
         .register(
             stats::StatsProcessor::<S, M>::CODES,
             Arc::new(stats::StatsProcessor(inner.clone())),
+        )
+        .register(
+            inspect::InspectProcessor::<S, M>::CODES,
+            Arc::new(inspect::InspectProcessor(inner.clone())),
         )
         .register(
             end_transaction::EndTransactionProcessor::<S, M>::CODES,

@@ -7,6 +7,8 @@ use rocketraft_raft::types::ConsumerOffset;
 use rocketraft_raft::MetaStore;
 use rocketraft_store::io::Storage;
 
+#[cfg(all(test, not(madsim)))]
+use crate::server::now_ms;
 use crate::server::Inner;
 
 use super::*;
@@ -22,6 +24,7 @@ impl<S: Storage + Clone, M: MetaStore> OffsetsProcessor<S, M> {
         rc::SEARCH_OFFSET_BY_TIMESTAMP,
         rc::GET_EARLIEST_MSG_STORETIME,
         rc::UPDATE_CONSUMER_OFFSET,
+        rc::INVOKE_BROKER_TO_RESET_OFFSET,
     ];
 }
 
@@ -35,6 +38,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for OffsetsProcessor<S, M> {
                 rc::SEARCH_OFFSET_BY_TIMESTAMP => search_offset(req, inner),
                 rc::GET_EARLIEST_MSG_STORETIME => earliest_store_time(req, inner),
                 rc::UPDATE_CONSUMER_OFFSET => update_consumer_offset(req, inner).await,
+                rc::INVOKE_BROKER_TO_RESET_OFFSET => reset_offset(req, inner).await,
                 _ => Err(unsupported(req)),
             }
             .unwrap_or_else(|e| e)
@@ -112,6 +116,11 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
             format!("commitOffset {} is negative", h.commit_offset),
         ));
     }
+    if inner.resets.is_pending(&h.consumer_group, &h.topic, h.queue_id) {
+        // The consumer's position predates an operator's reset: it learns the new one on its
+        // next pull (RocketMQ answers the same).
+        return Ok(reply(req, response_code::SUCCESS, "Offset has been previously reset"));
+    }
     let offset = ConsumerOffset {
         group: h.consumer_group,
         topic: h.topic,
@@ -128,6 +137,113 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
         ));
     }
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+/// INVOKE_BROKER_TO_RESET_OFFSET, as RocketMQ 5.x does it by default (server side): the master
+/// works out each queue's new offset (an exact `offset` for one queue; else the first message
+/// stored at or after `timestamp`, or the queue's end for a negative one), commits them all
+/// through Raft in one entry, and answers them; running consumers are moved on their next pull
+/// (see [`crate::resets`]). No consumer needs to be online, and `isForce` changes nothing (an
+/// offset may move either way).
+pub(crate) async fn reset_offset<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: ResetOffsetRequestHeader = header(req)?;
+    check_names(req, Some(&h.topic), Some(&h.group))?;
+    if !master_ready(inner).await {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            "Can not reset offset in slave broker",
+        ));
+    }
+    let Some(topic) = inner.replica.metadata().topic(&h.topic).map_err(system_error(req))? else {
+        return Err(reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("Topic {} does not exist", h.topic),
+        ));
+    };
+    if inner.replica.metadata().group(&h.group).map_err(system_error(req))?.is_none() {
+        return Err(reply(
+            req,
+            response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
+            format!("Group {} does not exist", h.group),
+        ));
+    }
+    let queue_id = h.queue_id.unwrap_or(-1);
+    let queues: Vec<i32> = if queue_id >= 0 {
+        if queue_id >= topic.read_queue_nums {
+            return Err(reply(
+                req,
+                response_code::SYSTEM_ERROR,
+                format!(
+                    "queueId {queue_id} is not a queue of {} ({} queues)",
+                    h.topic, topic.read_queue_nums
+                ),
+            ));
+        }
+        vec![queue_id]
+    } else {
+        (0..topic.read_queue_nums).collect()
+    };
+    if queues.is_empty() {
+        return Err(reply(req, response_code::SYSTEM_ERROR, "No queues to reset."));
+    }
+    if !inner.resets.has_room(queues.len()) {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_BUSY,
+            "too many offset resets wait for their consumers; try again later",
+        ));
+    }
+    let exact = h.offset.filter(|o| *o != -1 && queue_id >= 0);
+    let mut offsets = Vec::with_capacity(queues.len());
+    for q in queues {
+        let (min, max) =
+            inner.replica.queue_bounds(&h.topic, q).map_or((0, 0), |(a, b)| (a.0, b.0));
+        let target = match exact {
+            Some(o) if o < min as i64 || o > max as i64 => {
+                return Err(reply(
+                    req,
+                    response_code::SYSTEM_ERROR,
+                    format!("Target offset {o} not in consume queue range [{min}-{max}]"),
+                ));
+            }
+            Some(o) => o as u64,
+            None if h.timestamp < 0 => max,
+            None => inner
+                .replica
+                .search_offset(&h.topic, q, h.timestamp)
+                .map_err(system_error(req))?
+                .clamp(min, max),
+        };
+        offsets.push(ConsumerOffset {
+            group: h.group.clone(),
+            topic: h.topic.clone(),
+            queue_id: q,
+            offset: target,
+        });
+    }
+    propose_metadata(
+        req,
+        inner,
+        vec![rocketraft_raft::MetaCommand::CommitOffsets(offsets.clone())],
+    )
+    .await?;
+    let mut body = rocketraft_protocol::admin::ResetOffsetBody::default();
+    for o in offsets {
+        inner.resets.set(&o.group, &o.topic, o.queue_id, o.offset);
+        let queue = rocketraft_protocol::body::MessageQueue {
+            broker_name: inner.config.broker_name.clone(),
+            queue_id: o.queue_id,
+            topic: o.topic,
+        };
+        body.offset_table.insert(queue, o.offset as i64);
+    }
+    tracing::info!(group = %h.group, topic = %h.topic, queues = body.offset_table.len(), timestamp = h.timestamp, "consumer offsets reset");
+    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_body(body.encode()))
 }
 
 pub(crate) fn search_offset<S: Storage + Clone, M: MetaStore>(
@@ -210,6 +326,113 @@ mod tests {
         assert_eq!(r.call(&p, commit(-1)).await.code, response_code::SYSTEM_ERROR);
         assert_eq!(offset_of(&r.call(&p, query()).await), 4, "a refused commit changes nothing");
         drop(p);
+        r.stop().await;
+    }
+
+    fn reset(
+        topic: &str,
+        group: &str,
+        queue_id: Option<i32>,
+        offset: Option<i64>,
+        timestamp: i64,
+    ) -> RemotingCommand {
+        let h = ResetOffsetRequestHeader {
+            topic: topic.into(),
+            group: group.into(),
+            queue_id,
+            offset,
+            timestamp,
+            is_force: Some(true),
+        };
+        request(rc::INVOKE_BROKER_TO_RESET_OFFSET, h)
+    }
+
+    /// `mqadmin resetOffsetByTime` against a running consumer: every replica gets the new
+    /// offsets, the consumer's stale commits are ignored and its next pull moves it there.
+    #[tokio::test]
+    async fn a_reset_by_time_commits_new_offsets_and_moves_the_running_consumer() {
+        use rocketraft_protocol::admin::ResetOffsetBody;
+        use rocketraft_protocol::body::{JsonBody, JsonStyle, SubscriptionGroupConfig};
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        let before = now_ms(&r.inner);
+        for _ in 0..5 {
+            r.send("T", "a", "k", "x").await;
+        }
+        let group =
+            RemotingCommand::request_without_header(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(
+                    SubscriptionGroupConfig::new("CG".to_owned()).to_json(JsonStyle::Standard),
+                );
+        assert_eq!(
+            r.call(&super::super::admin::AdminProcessor(r.inner.clone()), group).await.code,
+            0
+        );
+        let p = OffsetsProcessor(r.inner.clone());
+        assert_eq!(r.call(&p, commit(4)).await.code, response_code::SUCCESS);
+
+        assert_eq!(
+            r.call(&p, reset("Nope", "CG", None, None, 0)).await.code,
+            response_code::TOPIC_NOT_EXIST
+        );
+        assert_eq!(
+            r.call(&p, reset("T", "Nobody", None, None, 0)).await.code,
+            response_code::SUBSCRIPTION_GROUP_NOT_EXIST
+        );
+        let out_of_range = r.call(&p, reset("T", "CG", Some(0), Some(9), 0)).await;
+        assert_eq!(out_of_range.code, response_code::SYSTEM_ERROR);
+        assert!(out_of_range.remark.unwrap().contains("not in consume queue range [0-5]"));
+
+        // Back to the first message stored at or after `before`: the start of queue 0.
+        let answer = r.call(&p, reset("T", "CG", None, None, before)).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let body = ResetOffsetBody::decode(&answer.body).unwrap();
+        assert_eq!(body.offset_table.len(), 4, "every queue of the topic");
+        assert!(body.offset_table.values().all(|o| *o == 0), "{body:?}");
+        let query = request(
+            rc::QUERY_CONSUMER_OFFSET,
+            QueryConsumerOffsetRequestHeader {
+                consumer_group: "CG".into(),
+                topic: "T".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(offset_of(&r.call(&p, query.clone()).await), 0, "committed through Raft");
+
+        let stale = r.call(&p, commit(4)).await;
+        assert_eq!(stale.remark.as_deref(), Some("Offset has been previously reset"));
+        assert_eq!(offset_of(&r.call(&p, query.clone()).await), 0, "the stale commit is ignored");
+        let pulls = super::super::pull::PullProcessor(r.inner.clone());
+        let pull = |offset: i64| {
+            request(
+                rc::PULL_MESSAGE,
+                PullMessageRequestHeader {
+                    consumer_group: "CG".into(),
+                    topic: "T".into(),
+                    queue_offset: offset,
+                    max_msg_nums: 32,
+                    ..Default::default()
+                },
+            )
+        };
+        let moved = r.call(&pulls, pull(4)).await;
+        assert_eq!(moved.code, response_code::PULL_OFFSET_MOVED);
+        assert_eq!(
+            moved.decode_header::<PullMessageResponseHeader>().unwrap().next_begin_offset,
+            0
+        );
+        assert_eq!(r.call(&pulls, pull(0)).await.code, response_code::SUCCESS);
+        assert_eq!(r.call(&p, commit(2)).await.remark, None, "commits count again");
+        assert_eq!(offset_of(&r.call(&p, query.clone()).await), 2);
+
+        // A negative time is the end of each queue; one queue at an exact offset.
+        let answer = r.call(&p, reset("T", "CG", None, None, -1)).await;
+        let body = ResetOffsetBody::decode(&answer.body).unwrap();
+        assert_eq!(body.offset_table.values().copied().collect::<Vec<_>>(), [5, 0, 0, 0]);
+        let answer = r.call(&p, reset("T", "CG", Some(0), Some(3), 0)).await;
+        assert_eq!(ResetOffsetBody::decode(&answer.body).unwrap().offset_table.len(), 1);
+        assert_eq!(offset_of(&r.call(&p, query).await), 3);
+        drop((p, pulls));
         r.stop().await;
     }
 }

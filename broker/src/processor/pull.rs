@@ -58,6 +58,26 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
     }
     check_names(req, Some(&h.topic), Some(&h.consumer_group))?;
     let filter = subscription(req, &h, inner)?;
+    // An operator reset the group's offset on this queue: the consumer moves there first.
+    let requested = u64::try_from(h.queue_offset).unwrap_or(0);
+    if is_leader(inner) {
+        if let Some(target) =
+            inner.resets.take_for_pull(&h.consumer_group, &h.topic, h.queue_id, requested)
+        {
+            let (min, max) = inner
+                .replica
+                .queue_bounds(&h.topic, h.queue_id)
+                .map_or((0, 0), |(a, b)| (a.0, b.0));
+            return Ok(reply(req, response_code::PULL_OFFSET_MOVED, "OFFSET_RESET").with_header(
+                &PullMessageResponseHeader {
+                    suggest_which_broker_id: 0,
+                    next_begin_offset: target as i64,
+                    min_offset: min as i64,
+                    max_offset: max as i64,
+                },
+            ));
+        }
+    }
     if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
         // The commit-offset piggyback: the consumer's progress rides on its pull.
         inner.replica.commit_offset(ConsumerOffset {
