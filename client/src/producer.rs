@@ -30,6 +30,7 @@ use rocketraft_protocol::message::{
     encode_batch, properties_to_string, property, BatchMessage, UniqKeyGenerator,
     MESSAGE_MAX_BYTES_DEFAULT,
 };
+use rocketraft_protocol::sysflag::message as sysflag;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -72,6 +73,32 @@ pub struct ProducerConfig {
     pub fault_avoidance: bool,
     /// How often the route is fetched again while a group has no master. Default 200 ms.
     pub no_master_wait_ms: u64,
+    /// Bodies longer than this are sent zlib-compressed (when that makes them shorter), as
+    /// Java producers do; batches never are. `usize::MAX` turns it off. Default 4,096
+    /// (`compressMsgBodyOverHowmuch`). Consumers inflate them.
+    pub compress_over_bytes: usize,
+    /// zlib level, 0-9. Default 5 (`compressLevel`).
+    pub compress_level: u32,
+}
+
+/// Java's `compressMsgBodyOverHowmuch`.
+pub const COMPRESS_OVER_BYTES_DEFAULT: usize = 4_096;
+/// Java's `compressLevel`.
+pub const COMPRESS_LEVEL_DEFAULT: u32 = 5;
+
+/// `body` zlib-compressed at `level` if it is longer than `over` bytes and compressing makes it
+/// shorter; `None` otherwise (sent as it is).
+pub fn compress_body(body: &[u8], over: usize, level: u32) -> Option<Bytes> {
+    if body.len() <= over {
+        return None;
+    }
+    let mut z = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(body.len() / 2),
+        flate2::Compression::new(level.min(9)),
+    );
+    std::io::Write::write_all(&mut z, body).ok()?;
+    let out = z.finish().ok()?;
+    (out.len() < body.len()).then(|| Bytes::from(out))
 }
 
 impl ProducerConfig {
@@ -86,6 +113,8 @@ impl ProducerConfig {
             async_sends_max: 1_024,
             fault_avoidance: true,
             no_master_wait_ms: 200,
+            compress_over_bytes: COMPRESS_OVER_BYTES_DEFAULT,
+            compress_level: COMPRESS_LEVEL_DEFAULT,
         }
     }
 }
@@ -479,7 +508,24 @@ impl Inner {
         };
         let code =
             if batch { request_code::SEND_BATCH_MESSAGE } else { request_code::SEND_MESSAGE_V2 };
-        RemotingCommand::request(code, &header).with_body(msg.body.clone())
+        let compressed = (!batch)
+            .then(|| {
+                compress_body(
+                    &msg.body,
+                    self.config.compress_over_bytes,
+                    self.config.compress_level,
+                )
+            })
+            .flatten();
+        match compressed {
+            Some(body) => {
+                // The type bits say zlib (5.x); 4.x consumers look at COMPRESSED only.
+                let mut header = header;
+                header.f |= sysflag::COMPRESSED | sysflag::COMPRESSION_ZLIB;
+                RemotingCommand::request(code, &header).with_body(body)
+            }
+            None => RemotingCommand::request(code, &header).with_body(msg.body.clone()),
+        }
     }
 
     async fn send_prepared(&self, msg: Message, how: Selection, batch: bool) -> Result<SendResult> {
@@ -681,4 +727,29 @@ fn parse_send_response(
         },
         queue_offset: h.queue_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_long_bodies_that_shrink_are_compressed_and_they_inflate_back() {
+        let long = b"abcd".repeat(2_000);
+        let z = compress_body(&long, COMPRESS_OVER_BYTES_DEFAULT, COMPRESS_LEVEL_DEFAULT).unwrap();
+        assert!(z.len() < 200, "{}", z.len());
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&z[..]), &mut back).unwrap();
+        assert_eq!(back, long);
+        assert!(compress_body(&long[..4_096], 4_096, 5).is_none(), "not over the threshold");
+        assert!(compress_body(&long, usize::MAX, 5).is_none(), "turned off");
+        let mut seed = 7u64;
+        let noise: Vec<u8> = (0..5_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 56) as u8
+            })
+            .collect();
+        assert!(compress_body(&noise, 4_096, 5).is_none(), "noise does not shrink");
+    }
 }
