@@ -85,6 +85,117 @@ pub fn allocate_averagely(
     (0..take).map(|i| queues[(start + i) % q].clone()).collect()
 }
 
+/// How a consumer group's queues are shared out among its members: RocketMQ's
+/// `AllocateMessageQueueStrategy` implementations. Every member of a group must use the same
+/// one (each computes its own share from the same sorted queue and member lists), whatever
+/// client it runs: these place queues exactly as RocketMQ's Java classes do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Allocation {
+    /// `AllocateMessageQueueAveragely`: contiguous blocks. The default.
+    #[default]
+    Averagely,
+    /// `AllocateMessageQueueAveragelyByCircle`: member i takes queues i, i + n, i + 2n...
+    AveragelyByCircle,
+    /// `AllocateMessageQueueConsistentHash`: queues on an MD5 ring of `virtual_nodes` points
+    /// per member (Java's default 10), so a member joining or leaving moves few queues.
+    ConsistentHash { virtual_nodes: usize },
+    /// `AllocateMessageQueueByMachineRoom`: only queues of broker groups named
+    /// `<room>@<name>` whose room is one of `rooms`, shared averagely.
+    ByMachineRoom { rooms: std::collections::BTreeSet<String> },
+    /// `AllocateMessageQueueByConfig`: exactly these queues, whoever the members are.
+    ByConfig { queues: Vec<MessageQueue> },
+}
+
+impl Allocation {
+    /// Java's default virtual nodes per member on the consistent-hash ring.
+    pub const VIRTUAL_NODES_DEFAULT: usize = 10;
+
+    /// The queues `me` takes, of `queues` (sorted) among `consumers` (sorted). A member not
+    /// in the list takes nothing (except [`Allocation::ByConfig`], which ignores the list).
+    pub fn allocate(
+        &self,
+        queues: &[MessageQueue],
+        consumers: &[String],
+        me: &str,
+    ) -> Vec<MessageQueue> {
+        if let Allocation::ByConfig { queues } = self {
+            return queues.clone();
+        }
+        let Some(index) = consumers.iter().position(|c| c == me) else {
+            return Vec::new();
+        };
+        match self {
+            Allocation::Averagely => allocate_averagely(queues, consumers, me),
+            Allocation::AveragelyByCircle => {
+                queues.iter().skip(index).step_by(consumers.len()).cloned().collect()
+            }
+            Allocation::ConsistentHash { virtual_nodes } => {
+                let ring = hash_ring(consumers, *virtual_nodes);
+                queues
+                    .iter()
+                    .filter(|q| ring_owner(&ring, &java_queue_text(q)) == Some(me))
+                    .cloned()
+                    .collect()
+            }
+            Allocation::ByMachineRoom { rooms } => {
+                let mine: Vec<&MessageQueue> = queues
+                    .iter()
+                    .filter(|q| {
+                        let mut parts = q.broker_name.split('@');
+                        match (parts.next(), parts.next(), parts.next()) {
+                            (Some(room), Some(_), None) => rooms.contains(room),
+                            _ => false,
+                        }
+                    })
+                    .collect();
+                let n = consumers.len();
+                let (each, rem) = (mine.len() / n, mine.len() % n);
+                let start = each * index;
+                let mut out: Vec<MessageQueue> =
+                    mine[start..start + each].iter().map(|q| (*q).clone()).collect();
+                if rem > index {
+                    out.push(mine[index + each * n].clone());
+                }
+                out
+            }
+            Allocation::ByConfig { .. } => Vec::new(),
+        }
+    }
+}
+
+/// `MessageQueue.toString()` in Java: what the consistent-hash ring places.
+fn java_queue_text(q: &MessageQueue) -> String {
+    format!(
+        "MessageQueue [topic={}, brokerName={}, queueId={}]",
+        q.topic, q.broker_name, q.queue_id
+    )
+}
+
+/// RocketMQ's `MD5Hash`: the first four bytes of the MD5 digest, big-endian, unsigned.
+fn md5_hash(key: &str) -> u32 {
+    use md5::Digest;
+    let d = md5::Md5::digest(key.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// The ring: `<member>-<i>` for i in 0..`virtual_nodes`, by hash (a later point with the same
+/// hash replaces an earlier one, as Java's TreeMap does).
+fn hash_ring(consumers: &[String], virtual_nodes: usize) -> BTreeMap<u32, &str> {
+    let mut ring = BTreeMap::new();
+    for c in consumers {
+        for i in 0..virtual_nodes {
+            ring.insert(md5_hash(&format!("{c}-{i}")), c.as_str());
+        }
+    }
+    ring
+}
+
+/// The member owning `key`: the first point at or after its hash, wrapping around.
+fn ring_owner<'a>(ring: &BTreeMap<u32, &'a str>, key: &str) -> Option<&'a str> {
+    let h = md5_hash(key);
+    ring.range(h..).next().or_else(|| ring.iter().next()).map(|(_, c)| *c)
+}
+
 /// RocketMQ's `SelectMessageQueueByHash`: the Java hash of `key` modulo the queue count.
 pub fn queue_by_hash(queues: &[MessageQueue], key: &str) -> Option<MessageQueue> {
     if queues.is_empty() {
@@ -241,6 +352,74 @@ mod tests {
         assert_eq!(allocate_averagely(&queues, &ids, "c0"), queues[0..3].to_vec());
         assert_eq!(allocate_averagely(&queues, &ids, "c2"), queues[6..8].to_vec());
         assert!(allocate_averagely(&queues, &ids, "stranger").is_empty());
+    }
+
+    #[test]
+    fn every_strategy_gives_each_queue_to_at_most_one_member() {
+        let queues: Vec<_> = (0..10)
+            .map(|i| mq(if i % 2 == 0 { "east@a" } else { "west@b" }, i / 2))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let rooms = ["east".to_owned()].into();
+        for strategy in [
+            Allocation::Averagely,
+            Allocation::AveragelyByCircle,
+            Allocation::ConsistentHash { virtual_nodes: Allocation::VIRTUAL_NODES_DEFAULT },
+            Allocation::ByMachineRoom { rooms },
+        ] {
+            for n in 1..=6usize {
+                let ids: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}@{i}")).collect();
+                let mut all: Vec<MessageQueue> =
+                    ids.iter().flat_map(|id| strategy.allocate(&queues, &ids, id)).collect();
+                all.sort();
+                let expected: Vec<MessageQueue> = match &strategy {
+                    Allocation::ByMachineRoom { .. } => queues
+                        .iter()
+                        .filter(|q| q.broker_name.starts_with("east@"))
+                        .cloned()
+                        .collect(),
+                    _ => queues.clone(),
+                };
+                assert_eq!(all, expected, "{strategy:?} with {n} members");
+                assert!(strategy.allocate(&queues, &ids, "stranger").is_empty());
+            }
+        }
+        let ids = ["c0".to_owned(), "c1".to_owned(), "c2".to_owned()];
+        assert_eq!(
+            Allocation::AveragelyByCircle.allocate(&queues, &ids, "c1"),
+            vec![queues[1].clone(), queues[4].clone(), queues[7].clone()]
+        );
+        let fixed = vec![queues[3].clone()];
+        let by_config = Allocation::ByConfig { queues: fixed.clone() };
+        assert_eq!(by_config.allocate(&queues, &ids, "anyone"), fixed);
+    }
+
+    #[test]
+    fn the_consistent_hash_ring_is_rocketmqs_and_moves_few_queues() {
+        // MD5("abc") = 900150983cd24fb0...: the ring's hash is its first four bytes.
+        assert_eq!(md5_hash("abc"), 0x9001_5098);
+        assert_eq!(
+            java_queue_text(&mq("broker-a", 3)),
+            "MessageQueue [topic=T, brokerName=broker-a, queueId=3]"
+        );
+        let queues: Vec<_> = (0..64).map(|i| mq("a", i)).collect();
+        let ring = Allocation::ConsistentHash { virtual_nodes: 10 };
+        let four: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let five: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+        let owner = |ids: &[String], q: &MessageQueue| {
+            ids.iter().find(|id| ring.allocate(&queues, ids, id).contains(q)).cloned()
+        };
+        let moved = queues.iter().filter(|q| owner(&four, q) != owner(&five, q)).count();
+        // A fifth member takes about a fifth; the others keep theirs.
+        assert!(moved > 0 && moved < 32, "{moved} of 64 moved");
+        for q in &queues {
+            let (before, after) = (owner(&four, q), owner(&five, q));
+            assert!(
+                before == after || after.as_deref() == Some("c4"),
+                "{q:?} moved between old members"
+            );
+        }
     }
 
     #[test]

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use rocketraft::dev::DevCluster;
 use rocketraft_client::{
-    Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt,
-    MessageModel, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PushConsumer,
-    PushConsumerConfig, SendResult, TransactionListener, TransactionProducer, TransactionState,
+    Admin, Allocation, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt,
+    MessageModel, MessageQueue, Producer, ProducerConfig, PullConsumer, PullConsumerConfig,
+    PushConsumer, PushConsumerConfig, SendResult, TransactionListener, TransactionProducer,
+    TransactionState,
 };
 
 #[path = "support/dev.rs"]
@@ -900,5 +901,112 @@ async fn a_sql92_subscriber_gets_only_matching_messages_and_a_bad_selector_fails
     assert!(e.contains("column 5"), "{e}");
     producer.shutdown().await;
     consumer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A body over the threshold travels and is stored zlib-compressed (as Java producers send
+/// it), a consumer gets it back as sent; an incompressible or short body goes as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_sent_compressed_and_consumed_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Zip", 1).await;
+    let producer = Producer::start(producer_config(&cluster)).await.unwrap();
+    let text = "an order line that repeats itself ".repeat(300).into_bytes(); // ~10 KiB
+    let mut seed = 7u64;
+    let noise: Vec<u8> = (0..10_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 56) as u8
+        })
+        .collect();
+    let bodies = [text.clone(), noise.clone(), b"short".to_vec(), b"end".to_vec()];
+    for b in &bodies {
+        producer.send(Message::new("Zip", b.clone())).await.unwrap();
+    }
+    let received = Received::default();
+    let consumer = PushConsumer::start_concurrently(
+        consumer_config(&cluster, "ZIPG", "Zip"),
+        received.listener(0),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.len() < bodies.len() {
+        assert!(Instant::now() < deadline, "got {}", received.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut got: Vec<MessageExt> =
+        received.0.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
+    got.sort_by_key(|m| m.queue_offset);
+    for (m, b) in got.iter().zip(&bodies) {
+        assert_eq!(&m.body[..], &b[..], "offset {}", m.queue_offset);
+        assert_eq!(m.sys_flag & 0x1, 0, "delivered inflated, the flag cleared");
+    }
+    // What each message took in the CommitLog: the compressible one far less than its 10 KiB,
+    // the noise (which zlib cannot shorten) more.
+    let stored = |i: usize| got[i + 1].commit_log_offset - got[i].commit_log_offset;
+    assert!(stored(0) < 2_000, "compressed: {} bytes stored", stored(0));
+    assert!(stored(1) > 10_000, "sent as it was: {} bytes stored", stored(1));
+    producer.shutdown().await;
+    consumer.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// Two members sharing a topic's queues by circle (RocketMQ's
+/// `AllocateMessageQueueAveragelyByCircle`) and by consistent hash: each takes what the strategy
+/// gives it, and together they hold every queue once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_queues_by_the_strategy_they_are_configured_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Circle", 4).await;
+    for (group, strategy) in [
+        ("CIRCLE", Allocation::AveragelyByCircle),
+        ("RING", Allocation::ConsistentHash { virtual_nodes: Allocation::VIRTUAL_NODES_DEFAULT }),
+    ] {
+        let received = Received::default();
+        let mut consumers = Vec::new();
+        for who in 0..2 {
+            let mut config = consumer_config(&cluster, group, "Circle");
+            config.allocation = strategy.clone();
+            consumers.push(
+                PushConsumer::start_concurrently(config, received.listener(who)).await.unwrap(),
+            );
+        }
+        let refs: Vec<&PushConsumer> = consumers.iter().collect();
+        if strategy == Allocation::AveragelyByCircle {
+            wait_balanced(&refs, 4).await;
+            for c in &consumers {
+                let ids: Vec<i32> = c
+                    .assigned_queues()
+                    .into_iter()
+                    .filter(|q| q.topic == "Circle")
+                    .map(|q| q.queue_id)
+                    .collect();
+                assert!(ids == [0, 2] || ids == [1, 3], "by circle: {ids:?}");
+            }
+        } else {
+            // The ring need not split four queues evenly: wait until they cover all four once.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let mut all: Vec<MessageQueue> = consumers
+                    .iter()
+                    .flat_map(|c| c.assigned_queues())
+                    .filter(|q| q.topic == "Circle")
+                    .collect();
+                all.sort();
+                let ids: Vec<i32> = all.iter().map(|q| q.queue_id).collect();
+                if ids == [0, 1, 2, 3] {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "ring never settled: {ids:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for c in consumers {
+            c.shutdown().await;
+        }
+    }
     cluster.shutdown().await;
 }

@@ -22,7 +22,7 @@ use crate::core::{ClientConfig, Core};
 use crate::error::{ClientError, Result};
 use crate::lock;
 use crate::message::MessageExt;
-use crate::select::{allocate_averagely, subscribe_queues};
+use crate::select::{subscribe_queues, Allocation};
 
 /// Pull consumer settings.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct PullConsumerConfig {
     pub poll_batch_max: i32,
     /// How often subscribed topics are shared out again (checked on `poll`). Default 10,000 ms.
     pub rebalance_ms: u64,
+    /// How the group's queues are shared out. Default [`Allocation::Averagely`]; every
+    /// member of the group must use the same.
+    pub allocation: Allocation,
 }
 
 impl PullConsumerConfig {
@@ -45,6 +48,7 @@ impl PullConsumerConfig {
             consume_from: ConsumeFrom::LastOffset,
             poll_batch_max: 32,
             rebalance_ms: 10_000,
+            allocation: Allocation::Averagely,
         }
     }
 }
@@ -325,7 +329,7 @@ impl PullConsumer {
             let route = self.core.routes.get(topic).await?;
             let queues = subscribe_queues(topic, &route.data);
             let members = group_members(&self.core, &self.config.group, &route).await?;
-            mine.extend(allocate_averagely(&queues, &members, &self.core.client_id));
+            mine.extend(self.config.allocation.allocate(&queues, &members, &self.core.client_id));
         }
         let mut s = lock(&self.state);
         s.positions.retain(|q, _| mine.contains(q));

@@ -59,7 +59,7 @@ use crate::core::{expect_success, ClientConfig, Core};
 use crate::error::{ClientError, Result};
 use crate::lock;
 use crate::message::MessageExt;
-use crate::select::{allocate_averagely, subscribe_queues};
+use crate::select::{subscribe_queues, Allocation};
 
 /// RocketMQ's retry backoff (delay levels 3..18: 10 s, 30 s, 1 min ... 2 h).
 pub const RETRY_DELAYS_MS_DEFAULT: [u64; 16] = [
@@ -101,6 +101,9 @@ pub struct PushConsumerConfig {
     pub queue_cached_bytes_max: usize,
     /// How often the group's queues are shared out again. Default 10,000 ms (DESIGN.md §6).
     pub rebalance_ms: u64,
+    /// How the group's queues are shared out (clustering). Default [`Allocation::Averagely`]
+    /// (`AllocateMessageQueueAveragely`); every member of the group must use the same.
+    pub allocation: Allocation,
     /// How soon a rebalance is retried when a queue's lock was not free. Default 1,000 ms.
     pub rebalance_retry_ms: u64,
     /// How often offsets are committed. Default 5,000 ms (`persistConsumerOffsetInterval`).
@@ -144,6 +147,7 @@ impl PushConsumerConfig {
             queue_cached_messages_max: 1_000,
             queue_cached_bytes_max: 100 << 20,
             rebalance_ms: 10_000,
+            allocation: Allocation::Averagely,
             rebalance_retry_ms: 1_000,
             commit_ms: 5_000,
             lock_renew_ms: 20_000,
@@ -566,11 +570,12 @@ impl<L: MessageListener> Inner<L> {
                 MessageModel::Broadcasting => queues.into_iter().collect(),
                 MessageModel::Clustering => {
                     match group_members(&self.core, &self.config.group, &route).await {
-                        Ok(members) if members.contains(&self.core.client_id) => {
-                            allocate_averagely(&queues, &members, &self.core.client_id)
-                                .into_iter()
-                                .collect()
-                        }
+                        Ok(members) if members.contains(&self.core.client_id) => self
+                            .config
+                            .allocation
+                            .allocate(&queues, &members, &self.core.client_id)
+                            .into_iter()
+                            .collect(),
                         other => {
                             // The topic's brokers do not know this member yet (its route was
                             // unknown at the last heartbeat): introduce it and look again soon.
