@@ -234,6 +234,11 @@ impl ClientManager {
         Some((connections, latest.kind, subscriptions))
     }
 
+    /// The connection a consumer of `group` registered on, if it is online.
+    pub fn consumer_conn(&self, group: &str, client_id: &str) -> Option<ConnId> {
+        self.consumers.get(group)?.get(client_id).map(|m| m.conn)
+    }
+
     /// GET_PRODUCER_CONNECTION_LIST: a producer group's connections; `None` when none is
     /// online.
     pub fn producer_connections_of(&self, group: &str) -> Option<Vec<Connection>> {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rocketraft_protocol::admin::{
-    parse_properties, ConsumerConnection, GroupList, ResetOffsetBody,
+    parse_properties, ConsumerConnection, ConsumerRunningInfo, GroupList, ResetOffsetBody,
 };
 use rocketraft_protocol::body::{
     ClusterInfo, ConsumeStats, DelayOffsets, JsonBody, KvTable, TopicList, TopicRouteData,
@@ -15,8 +15,8 @@ use rocketraft_protocol::body::{
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::{
     CreateTopicRequestHeader, GetConsumeStatsRequestHeader, GetConsumerConnectionListRequestHeader,
-    QueryMessageRequestHeader, ResetOffsetRequestHeader, TopicRequestHeader,
-    UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
+    GetConsumerRunningInfoRequestHeader, QueryMessageRequestHeader, ResetOffsetRequestHeader,
+    TopicRequestHeader, UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
 };
 use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -348,6 +348,38 @@ impl Admin {
             code: response_code::CONSUMER_NOT_ONLINE,
             remark: format!("the consumer group[{group}] not online"),
         })
+    }
+
+    /// What a running consumer says of itself: its settings, subscriptions and queues
+    /// (GET_CONSUMER_RUNNING_INFO, which a master forwards to the consumer). Asks each master
+    /// until one knows the consumer.
+    pub async fn consumer_running_info(
+        &self,
+        group: &str,
+        client_id: &str,
+    ) -> Result<ConsumerRunningInfo> {
+        let mut last = None;
+        for addr in self.masters(None).await?.into_values() {
+            let req = RemotingCommand::request(
+                request_code::GET_CONSUMER_RUNNING_INFO,
+                &GetConsumerRunningInfoRequestHeader {
+                    consumer_group: group.to_owned(),
+                    client_id: client_id.to_owned(),
+                    jstack_enable: Some(false),
+                },
+            );
+            match self.core.call_ok(&addr, req).await {
+                Ok(resp) => {
+                    return ConsumerRunningInfo::decode(&resp.body)
+                        .map_err(|e| ClientError::Protocol { addr, source: e })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::NoRoute {
+            topic: format!("%RETRY%{group}"),
+            reason: "no broker group has a master".into(),
+        }))
     }
 
     /// Which groups consume `topic` (QUERY_TOPIC_CONSUME_BY_WHO on every master of its route):

@@ -164,6 +164,97 @@ impl ResetOffsetBody {
     }
 }
 
+/// A consumer's view of one of its queues in [`ConsumerRunningInfo`] (`ProcessQueueInfo`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProcessQueueInfo {
+    pub cached_msg_count: i32,
+    pub cached_msg_max_offset: i64,
+    pub cached_msg_min_offset: i64,
+    #[serde(rename = "cachedMsgSizeInMiB")]
+    pub cached_msg_size_in_mib: i32,
+    pub commit_offset: i64,
+    /// Given up (RocketMQ's spelling).
+    pub droped: bool,
+    pub last_consume_timestamp: i64,
+    pub last_lock_timestamp: i64,
+    pub last_pull_timestamp: i64,
+    pub locked: bool,
+    pub transaction_msg_count: i32,
+    pub transaction_msg_max_offset: i64,
+    pub transaction_msg_min_offset: i64,
+    pub try_unlock_times: i64,
+}
+
+/// A consumer's rates for one topic in [`ConsumerRunningInfo`] (`ConsumeStatus`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumeStatus {
+    #[serde(rename = "consumeFailedMsgs")]
+    pub consume_failed_msgs: i64,
+    #[serde(rename = "consumeFailedTPS")]
+    pub consume_failed_tps: f64,
+    #[serde(rename = "consumeOKTPS")]
+    pub consume_ok_tps: f64,
+    #[serde(rename = "consumeRT")]
+    pub consume_rt: f64,
+    #[serde(rename = "pullRT")]
+    pub pull_rt: f64,
+    #[serde(rename = "pullTPS")]
+    pub pull_tps: f64,
+}
+
+/// GET_CONSUMER_RUNNING_INFO (307) response body (`ConsumerRunningInfo`): what a consumer
+/// says of itself, forwarded by the broker to the admin tool. `mqTable` is keyed by queue
+/// objects as fastjson writes them; the 5.x pop table and user info are written empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerRunningInfo {
+    /// `PROP_*` keys (name server, consume type, thread pool size, start time...) and the
+    /// consumer's settings.
+    pub properties: BTreeMap<String, String>,
+    pub subscription_set: Vec<SubscriptionData>,
+    pub mq_table: BTreeMap<MessageQueue, ProcessQueueInfo>,
+    pub status_table: BTreeMap<String, ConsumeStatus>,
+}
+
+impl ConsumerRunningInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = b"{\"mqPopTable\":{},\"mqTable\":".to_vec();
+        write_queue_keyed(&mut out, &self.mq_table);
+        // Maps of strings and plain structs: serde_json cannot fail on them.
+        out.extend_from_slice(b",\"properties\":");
+        let _ = serde_json::to_writer(&mut out, &self.properties);
+        out.extend_from_slice(b",\"statusTable\":");
+        let _ = serde_json::to_writer(&mut out, &self.status_table);
+        out.extend_from_slice(b",\"subscriptionSet\":");
+        let _ = serde_json::to_writer(&mut out, &self.subscription_set);
+        out.extend_from_slice(b",\"userConsumerInfo\":{}}");
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            properties: BTreeMap<String, String>,
+            #[serde(default)]
+            subscription_set: Vec<SubscriptionData>,
+            #[serde(default)]
+            mq_table: BTreeMap<String, ProcessQueueInfo>,
+            #[serde(default)]
+            status_table: BTreeMap<String, ConsumeStatus>,
+        }
+        let raw: Raw = from_object_keyed_json(bytes, "ConsumerRunningInfo")?;
+        Ok(ConsumerRunningInfo {
+            properties: raw.properties,
+            subscription_set: raw.subscription_set,
+            mq_table: read_queue_keyed(raw.mq_table, "ConsumerRunningInfo")?,
+            status_table: raw.status_table,
+        })
+    }
+}
+
 /// A configuration as RocketMQ answers GET_BROKER_CONFIG and GET_NAMESRV_CONFIG: one
 /// `key=value` line per entry, sorted by key, unescaped (`MixAll.properties2String`).
 pub fn properties_text(entries: &BTreeMap<String, String>) -> String {
@@ -294,6 +385,30 @@ mod tests {
             text.starts_with(br#"{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:7"#)
         );
         assert_eq!(ResetOffsetBody::decode(&text).unwrap(), body);
+    }
+
+    #[test]
+    fn running_info_is_written_with_queue_object_keys_and_reads_back() {
+        let info = ConsumerRunningInfo {
+            properties: [("PROP_CONSUME_TYPE".to_owned(), "CONSUME_PASSIVELY".to_owned())].into(),
+            subscription_set: vec![SubscriptionData::tag("T", "*", 1)],
+            mq_table: [(
+                q(0),
+                ProcessQueueInfo { commit_offset: 7, locked: true, ..Default::default() },
+            )]
+            .into(),
+            status_table: [("T".to_owned(), ConsumeStatus { pull_tps: 1.5, ..Default::default() })]
+                .into(),
+        };
+        let text = String::from_utf8(info.encode()).unwrap();
+        assert!(text.starts_with(r#"{"mqPopTable":{},"mqTable":{{"brokerName":"b","queueId":0,"topic":"T"}:{"cachedMsgCount":0"#), "{text}");
+        assert!(
+            text.contains(r#""cachedMsgSizeInMiB":0,"commitOffset":7,"droped":false"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""pullTPS":1.5"#), "{text}");
+        assert!(text.ends_with(r#","userConsumerInfo":{}}"#), "{text}");
+        assert_eq!(ConsumerRunningInfo::decode(text.as_bytes()).unwrap(), info);
     }
 
     #[test]

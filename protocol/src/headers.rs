@@ -434,6 +434,16 @@ command_header! {
 }
 
 command_header! {
+    /// GET_CONSUMER_RUNNING_INFO (307): from an admin tool to a broker, and forwarded as it is
+    /// from the broker to the consumer.
+    pub struct GetConsumerRunningInfoRequestHeader {
+        pub consumer_group: String => "consumerGroup",
+        pub client_id: String => "clientId",
+        pub jstack_enable: Option<bool> => "jstackEnable",
+    }
+}
+
+command_header! {
     /// GET_PRODUCER_CONNECTION_LIST (204) request.
     pub struct GetProducerConnectionListRequestHeader {
         pub producer_group: String => "producerGroup",
@@ -569,6 +579,7 @@ mod tests {
         delete_group: DeleteSubscriptionGroupRequestHeader,
         consumer_connections: GetConsumerConnectionListRequestHeader,
         producer_connections: GetProducerConnectionListRequestHeader,
+        running_info: GetConsumerRunningInfoRequestHeader,
         broker_config_response: GetBrokerConfigResponseHeader,
         topic_config: GetTopicConfigRequestHeader,
         consume_time_span: QueryConsumeTimeSpanRequestHeader,

@@ -19,4 +19,4 @@ pub mod server;
 
 pub use client::{CallError, InboundHandler, Remoting, RemotingConfig};
 pub use router::{Answer, Processor, Router};
-pub use server::{ConnId, Connections, Handler, Peer, Server, ServerConfig};
+pub use server::{ConnId, Connections, Handler, Peer, Server, ServerCallError, ServerConfig};

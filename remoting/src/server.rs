@@ -14,7 +14,8 @@
 //! - `idle_timeout_ms`: a connection with nothing read or written for that long, and no request
 //!   running, is closed (RocketMQ's `serverChannelMaxIdleTimeSeconds`, 120 s).
 //!
-//! Responses a client sends (to server-initiated requests) are ignored. At a stop every
+//! Responses a client sends go to the server-initiated request waiting for them
+//! ([`Connections::call`]), or are dropped if none waits (a late answer). At a stop every
 //! connection closes at once, requests in flight or not (as if the process died), so clients
 //! fail over instead of waiting for held requests.
 
@@ -123,11 +124,27 @@ impl Outbox {
     }
 }
 
-/// The server's open connections, for requests the server sends them (notifications). Made
-/// before the server, so a handler can hold it.
+/// Why a request the server sent a client got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerCallError {
+    #[error("the connection is not open (or its queue is full)")]
+    NotConnected,
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("the connection closed before the answer")]
+    Closed,
+}
+
+/// Answers awaited from clients, by (connection, opaque).
+type Waiting = HashMap<(ConnId, i32), tokio::sync::oneshot::Sender<RemotingCommand>>;
+
+/// The server's open connections, for requests the server sends them (notifications, and
+/// calls that wait for the client's answer). Made before the server, so a handler can hold it.
 #[derive(Clone, Default)]
 pub struct Connections {
     open: Arc<Mutex<HashMap<ConnId, Arc<Outbox>>>>,
+    waiting: Arc<Mutex<Waiting>>,
+    next_opaque: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Connections {
@@ -146,6 +163,46 @@ impl Connections {
         outbox.queued.load(Ordering::SeqCst) < outbox.queued_max && outbox.push(cmd)
     }
 
+    /// Sends `cmd` (a request) on connection `conn` and waits up to `timeout_ms` for the
+    /// client's answer (RocketMQ's broker-to-client calls, e.g. GET_CONSUMER_RUNNING_INFO).
+    /// The request gets an opaque of the server's own numbering.
+    pub async fn call(
+        &self,
+        conn: ConnId,
+        mut cmd: RemotingCommand,
+        timeout_ms: u64,
+    ) -> Result<RemotingCommand, ServerCallError> {
+        // Opaques from 1 up, wrapping within the positive range.
+        let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed).rem_euclid(i32::MAX) + 1;
+        cmd.opaque = opaque;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock_waiting(&self.waiting).insert((conn, opaque), tx);
+        if !self.send(conn, &cmd) {
+            lock_waiting(&self.waiting).remove(&(conn, opaque));
+            return Err(ServerCallError::NotConnected);
+        }
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(ServerCallError::Closed),
+            Err(_) => {
+                lock_waiting(&self.waiting).remove(&(conn, opaque));
+                Err(ServerCallError::Timeout(timeout_ms))
+            }
+        }
+    }
+
+    /// A response arrived on `conn`: hands it to the call waiting for it, if any.
+    fn answered(&self, conn: ConnId, resp: RemotingCommand) {
+        if let Some(tx) = lock_waiting(&self.waiting).remove(&(conn, resp.opaque)) {
+            let _ = tx.send(resp);
+        }
+    }
+
+    /// `conn` closed: the calls waiting on it end (their senders are dropped).
+    fn forget(&self, conn: ConnId) {
+        lock_waiting(&self.waiting).retain(|(c, _), _| *c != conn);
+    }
+
     /// How many connections are open.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -159,6 +216,10 @@ impl Connections {
     pub fn queued_bytes(&self, conn: ConnId) -> Option<usize> {
         self.lock().get(&conn).map(|o| o.queued.load(Ordering::SeqCst))
     }
+}
+
+fn lock_waiting(m: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running server.
@@ -324,6 +385,7 @@ async fn serve<H: Handler>(
                 }
             };
             if cmd.is_response() {
+                shared.connections.answered(peer.conn, cmd);
                 continue;
             }
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -383,6 +445,7 @@ async fn serve<H: Handler>(
     }
     drop(outbox);
     shared.connections.lock().remove(&peer.conn);
+    shared.connections.forget(peer.conn);
     // Told before the requests still running end (a held pull may run on for seconds): the
     // peer is gone now.
     shared.handler.closed(peer);

@@ -178,3 +178,52 @@ async fn overload_oneway_and_server_requests_answer_as_rocketmq_does() {
     assert_eq!(got[0].code, 40);
     server.shutdown();
 }
+
+/// A request the server sends a client and waits on (RocketMQ's broker-to-client calls): the
+/// client's answer comes back to the caller; a client that does not answer times the call
+/// out; a closed connection ends the calls waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_client_gets_its_answer_a_timeout_or_the_close() {
+    let echo = Echo { answer_bytes: 1, delay: Duration::ZERO, handled: AtomicUsize::new(0) };
+    let (server, _echo, connections) = start(ServerConfig::default(), echo).await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    // Make sure the server has registered the connection.
+    stream.write_all(&request(1)).await.unwrap();
+    assert_eq!(read_frames(&mut stream, 1, Duration::from_secs(5)).await.len(), 1);
+
+    let conns = connections.clone();
+    let call = tokio::spawn(async move {
+        conns
+            .call(1, RemotingCommand::request_without_header(307).with_body(b"ask".to_vec()), 5_000)
+            .await
+    });
+    let asked = read_frames(&mut stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(asked[0].code, 307);
+    assert_eq!(&asked[0].body[..], b"ask");
+    // A stray answer first (no one waits for it), then the real one.
+    let mut out = BytesMut::new();
+    let stray = RemotingCommand::response_to(&asked[0], 5, None).with_opaque(asked[0].opaque + 100);
+    encode_frame(&stray, &mut out).unwrap();
+    let answer =
+        RemotingCommand::response_to(&asked[0], response_code::SUCCESS, Some("fine".into()))
+            .with_body(b"info".to_vec());
+    encode_frame(&answer, &mut out).unwrap();
+    stream.write_all(&out).await.unwrap();
+    let got = call.await.unwrap().unwrap();
+    assert_eq!((got.code, got.remark.as_deref(), &got.body[..]), (0, Some("fine"), &b"info"[..]));
+
+    let silent = connections.call(1, RemotingCommand::request_without_header(307), 200).await;
+    assert_eq!(silent.unwrap_err(), rocketraft_remoting::ServerCallError::Timeout(200));
+    let nobody = connections.call(99, RemotingCommand::request_without_header(307), 200).await;
+    assert_eq!(nobody.unwrap_err(), rocketraft_remoting::ServerCallError::NotConnected);
+
+    let conns = connections.clone();
+    let call = tokio::spawn(async move {
+        conns.call(1, RemotingCommand::request_without_header(307), 10_000).await
+    });
+    read_frames(&mut stream, 1, Duration::from_secs(5)).await;
+    drop(stream);
+    let closed = tokio::time::timeout(Duration::from_secs(5), call).await.unwrap().unwrap();
+    assert_eq!(closed.unwrap_err(), rocketraft_remoting::ServerCallError::Closed);
+    server.shutdown();
+}

@@ -1010,3 +1010,35 @@ async fn members_share_queues_by_the_strategy_they_are_configured_with() {
     }
     cluster.shutdown().await;
 }
+
+/// `mqadmin consumerStatus`'s call: an admin tool asks a master, the master asks the
+/// consumer on its connection, and the consumer's own account comes back: its settings,
+/// subscriptions and the queues it holds. A client id the broker does not know is refused
+/// with RocketMQ's remark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumers_running_info_comes_from_the_consumer_through_the_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Info", 2).await;
+    let received = Received::default();
+    let consumer = PushConsumer::start_concurrently(
+        consumer_config(&cluster, "INFOG", "Info"),
+        received.listener(0),
+    )
+    .await
+    .unwrap();
+    wait_balanced(&[&consumer], 2).await;
+    let admin = Admin::start(ClientConfig::new(&namesrv(&cluster))).await.unwrap();
+    let info = admin.consumer_running_info("INFOG", &consumer.client_id()).await.unwrap();
+    assert_eq!(info.properties["PROP_CONSUME_TYPE"], "CONSUME_PASSIVELY");
+    assert_eq!(info.properties["consumerGroup"], "INFOG");
+    assert!(info.subscription_set.iter().any(|s| s.topic == "Info"), "{info:?}");
+    let held: Vec<i32> =
+        info.mq_table.keys().filter(|q| q.topic == "Info").map(|q| q.queue_id).collect();
+    assert_eq!(held, [0, 1], "{info:?}");
+    let e = admin.consumer_running_info("INFOG", "nobody@0").await.unwrap_err().to_string();
+    assert!(e.contains("The Consumer <INFOG> <nobody@0> not online"), "{e}");
+    admin.shutdown().await;
+    consumer.shutdown().await;
+    cluster.shutdown().await;
+}

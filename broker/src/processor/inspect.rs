@@ -33,6 +33,7 @@ impl<S: Storage + Clone, M: MetaStore> InspectProcessor<S, M> {
         rc::QUERY_TOPIC_CONSUME_BY_WHO,
         rc::QUERY_CONSUME_TIME_SPAN,
         rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER,
+        rc::GET_CONSUMER_RUNNING_INFO,
     ];
 }
 
@@ -48,6 +49,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for InspectProcessor<S, M> {
                 rc::QUERY_TOPIC_CONSUME_BY_WHO => consumed_by(req, inner),
                 rc::QUERY_CONSUME_TIME_SPAN => consume_time_span(req, inner),
                 rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => Ok(system_topics(req)),
+                rc::GET_CONSUMER_RUNNING_INFO => running_info(req, inner).await,
                 _ => Err(unsupported(req)),
             }
             .unwrap_or_else(|e| e)
@@ -205,6 +207,48 @@ fn consume_time_span<S: Storage + Clone, M: MetaStore>(
     }
     let body = QueryConsumeTimeSpanBody { consume_time_span_set: spans };
     Ok(ok(req).with_body(body.to_json(JsonStyle::Standard)))
+}
+
+/// How long the broker waits for a consumer's answer to a call it forwards (RocketMQ's 10 s).
+pub(crate) const CONSUMER_CALL_TIMEOUT_MS: u64 = 10_000;
+
+/// GET_CONSUMER_RUNNING_INFO: forwarded to the consumer (the same code, fields and body, on the
+/// connection it registered on); the consumer's answer goes back as it is.
+async fn running_info<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> Result<RemotingCommand, RemotingCommand> {
+    let h: GetConsumerRunningInfoRequestHeader = header(req)?;
+    let not_online = || {
+        reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("The Consumer <{}> <{}> not online", h.consumer_group, h.client_id),
+        )
+    };
+    let Some(conn) = lock(&inner.clients).consumer_conn(&h.consumer_group, &h.client_id) else {
+        return Err(not_online());
+    };
+    let mut forward = RemotingCommand::request_without_header(rc::GET_CONSUMER_RUNNING_INFO);
+    forward.ext_fields = req.ext_fields.clone();
+    forward.body = req.body.clone();
+    match inner.connections.call(conn, forward, CONSUMER_CALL_TIMEOUT_MS).await {
+        Ok(mut answer) => {
+            answer.opaque = req.opaque;
+            Ok(answer)
+        }
+        Err(rocketraft_remoting::ServerCallError::NotConnected) => Err(not_online()),
+        Err(e @ rocketraft_remoting::ServerCallError::Timeout(_)) => Err(reply(
+            req,
+            response_code::CONSUME_MSG_TIMEOUT,
+            format!("consumer <{}> <{}> Timeout: {e}", h.consumer_group, h.client_id),
+        )),
+        Err(e) => Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("invoke consumer <{}> <{}> Exception: {e}", h.consumer_group, h.client_id),
+        )),
+    }
 }
 
 /// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the topics the broker keeps for itself.

@@ -39,14 +39,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rocketraft_protocol::admin::{ConsumerRunningInfo, ProcessQueueInfo};
 use rocketraft_protocol::body::{
     ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, MessageQueue,
     SubscriptionData,
 };
-use rocketraft_protocol::headers::{ConsumerSendMsgBackRequestHeader, SendMessageRequestHeaderV2};
+use rocketraft_protocol::headers::{
+    ConsumerSendMsgBackRequestHeader, GetConsumerRunningInfoRequestHeader,
+    SendMessageRequestHeaderV2,
+};
 use rocketraft_protocol::message::RecordView;
 use rocketraft_protocol::message::{properties_to_string, property};
-use rocketraft_protocol::{request_code, RemotingCommand};
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::Selector;
@@ -244,12 +248,19 @@ impl PushConsumer {
         let rebalance_now = Arc::new(Notify::new());
         let notify = rebalance_now.clone();
         let group = config.group.clone();
-        let handler: crate::remoting::InboundHandler = Arc::new(move |addr, req| {
-            if req.code == request_code::NOTIFY_CONSUMER_IDS_CHANGED {
+        // Filled once the consumer exists: what GET_CONSUMER_RUNNING_INFO reads.
+        let describe: Arc<std::sync::OnceLock<std::sync::Weak<dyn Describe>>> = Arc::default();
+        let described = describe.clone();
+        let handler: crate::remoting::InboundHandler = Arc::new(move |addr, req| match req.code {
+            request_code::NOTIFY_CONSUMER_IDS_CHANGED => {
                 tracing::debug!(%addr, %group, "group members changed: rebalancing now");
                 notify.notify_one();
+                None
             }
-            None
+            request_code::GET_CONSUMER_RUNNING_INFO => {
+                Some(running_info_answer(req, &group, described.get().and_then(|w| w.upgrade())))
+            }
+            _ => None,
         });
         let core = Core::start(config.client.clone(), Some(handler)).await?;
         let sub_version = clock::now_ms();
@@ -301,7 +312,10 @@ impl PushConsumer {
             rebalance_now,
             stopping: AtomicBool::new(false),
             rebalancing: tokio::sync::Mutex::new(()),
+            started_ms: clock::now_ms(),
         });
+        let weak: std::sync::Weak<dyn Describe> = Arc::downgrade(&inner) as _;
+        let _ = describe.set(weak);
         for topic in inner.subs.keys() {
             if let Err(e) = inner.core.routes.get(topic).await {
                 tracing::warn!(%topic, error = %e, "no route yet; consumption starts once the topic exists");
@@ -390,6 +404,85 @@ struct Inner<L> {
     stopping: AtomicBool,
     /// Held through each rebalance round, so shutdown can wait for the one running.
     rebalancing: tokio::sync::Mutex<()>,
+    /// When it started (Unix ms), for GET_CONSUMER_RUNNING_INFO.
+    started_ms: i64,
+}
+
+/// What a running consumer says of itself (GET_CONSUMER_RUNNING_INFO).
+trait Describe: Send + Sync {
+    fn running_info(&self) -> ConsumerRunningInfo;
+}
+
+impl<L: Send + Sync + 'static> Describe for Inner<L> {
+    fn running_info(&self) -> ConsumerRunningInfo {
+        let config = &self.config;
+        let properties: BTreeMap<String, String> = [
+            ("PROP_NAMESERVER_ADDR", config.client.namesrv_addrs.join(";")),
+            ("PROP_CONSUME_TYPE", "CONSUME_PASSIVELY".to_owned()),
+            ("PROP_CONSUMEORDERLY", self.orderly.to_string()),
+            ("PROP_THREADPOOL_CORE_SIZE", config.consume_concurrency_max.to_string()),
+            ("PROP_CLIENT_VERSION", format!("RocketRaft {}", env!("CARGO_PKG_VERSION"))),
+            ("PROP_CONSUMER_START_TIMESTAMP", self.started_ms.to_string()),
+            ("consumerGroup", config.group.clone()),
+            ("messageModel", format!("{:?}", config.model).to_uppercase()),
+            ("consumeFrom", format!("{:?}", config.consume_from)),
+            ("allocation", format!("{:?}", config.allocation)),
+            ("pullBatchSize", config.pull_batch_max.to_string()),
+            ("consumeMessageBatchMaxSize", config.consume_batch_max.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let now = tokio::time::Instant::now();
+        let mq_table = lock(&self.queues)
+            .iter()
+            .map(|(q, pq)| {
+                let state = lock(&pq.state);
+                let first = state.cached.keys().next().copied().unwrap_or(0);
+                let last = state.cached.keys().next_back().copied().unwrap_or(0);
+                let info = ProcessQueueInfo {
+                    cached_msg_count: state.cached.len() as i32,
+                    cached_msg_min_offset: first,
+                    cached_msg_max_offset: last,
+                    cached_msg_size_in_mib: (state.cached_bytes >> 20) as i32,
+                    commit_offset: state.committed,
+                    droped: pq.is_dropped(),
+                    locked: state.locked_until.is_some_and(|t| t > now),
+                    ..Default::default()
+                };
+                (q.clone(), info)
+            })
+            .collect();
+        ConsumerRunningInfo {
+            properties,
+            subscription_set: self.subs.values().cloned().collect(),
+            mq_table,
+            status_table: BTreeMap::new(),
+        }
+    }
+}
+
+/// The answer to GET_CONSUMER_RUNNING_INFO for consumer group `group`.
+fn running_info_answer(
+    req: &RemotingCommand,
+    group: &str,
+    consumer: Option<Arc<dyn Describe>>,
+) -> RemotingCommand {
+    let asked = req.decode_header::<GetConsumerRunningInfoRequestHeader>();
+    match (asked, consumer) {
+        (Ok(h), Some(c)) if h.consumer_group == group => {
+            RemotingCommand::response_to(req, response_code::SUCCESS, None)
+                .with_body(c.running_info().encode())
+        }
+        (Ok(h), _) => RemotingCommand::response_to(
+            req,
+            response_code::SYSTEM_ERROR,
+            Some(format!("The Consumer Group <{}> not exist in this consumer", h.consumer_group)),
+        ),
+        (Err(e), _) => {
+            RemotingCommand::response_to(req, response_code::SYSTEM_ERROR, Some(e.to_string()))
+        }
+    }
 }
 
 /// One owned queue: what was pulled and not yet consumed.
