@@ -1020,6 +1020,39 @@ async fn ali_ons_sends_consumes_and_finds_by_key() {
     ns.shutdown();
 }
 
+/// A second, independent real client: Apache rocketmq-client-cpp (the PyPI wheel `rocketmq`,
+/// its prebuilt librocketmq.so) against a NameServer and a 3-replica group over TCP. It speaks
+/// SEND_MESSAGE (code 10) with numbers in its header fields, registers its consumer with Java
+/// ordinals for the enums, and reads routes in fastjson's form: 200 sends with tags and keys, a
+/// clustering push consumer that gets each once, and a pull consumer that finds them all.
+/// Needs Python 3 and `interop/.venv` (scripts/verify installs it).
+#[cfg(not(madsim))] // runs python, a real process
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocketmq_client_cpp_sends_and_consumes() {
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    let ns =
+        NameServer::start(NamesrvConfig { listen: "127.0.0.1:0".into(), ..Default::default() })
+            .await
+            .unwrap();
+    // As for ali-ons: no failover here, so a loaded machine must not elect mid-run.
+    let group = start_group_advertising(vec![ns.local_addr().to_string()], true, |c| {
+        c.timing.election_timeout_min_ms = 2_500;
+        c.timing.election_timeout_max_ms = 4_000;
+    })
+    .await;
+    let leader = leader(&group).await;
+    with_topic(&group, leader, "CppInterop").await;
+    let args = [ns.local_addr().to_string(), "CppInterop".into(), "200".into()];
+    let result = tokio::task::spawn_blocking(move || {
+        rocketraft_tests::interop::run_python("cpp_e2e.py", &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(result, serde_json::json!({"sent": 200, "consumed": 200, "pulled": 200}));
+    stop_group(group).await;
+    ns.shutdown();
+}
+
 /// Retention removes old segments through a Raft purge and trims the queues afterwards. A pull
 /// in between, at an offset whose record is gone, is sent on to the first message still
 /// stored (PULL_RETRY_IMMEDIATELY with the next offset, as RocketMQ answers a message being

@@ -471,12 +471,75 @@ pub struct SubscriptionData {
     pub expression_type: String,
     /// The expression as written: `*`, `TagA || TagB`, or SQL92.
     pub sub_string: String,
-    #[serde(default)]
+    /// Read from a number or, as rocketmq-client-cpp writes it, a string of one.
+    #[serde(default, deserialize_with = "number_or_text")]
     pub sub_version: i64,
     #[serde(default)]
     pub tags_set: BTreeSet<String>,
     pub topic: String,
 }
+
+/// An `i64` written as a JSON number or as a string holding one.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(t) => t.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// Enums that Java clients write by name and rocketmq-client-cpp by ordinal: read both. A value
+/// neither knows reads as `$fallback` (an `Unknown` variant), or is refused when it is `None`.
+macro_rules! enum_by_name_or_ordinal {
+    ($ty:ident { $($name:literal = $ordinal:literal => $variant:ident,)* } else $fallback:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Either {
+                    Ordinal(i64),
+                    Name(String),
+                }
+                let fallback: Option<$ty> = $fallback;
+                let unknown = |v: String| {
+                    fallback.ok_or_else(|| {
+                        serde::de::Error::custom(format!("unknown {} {v:?}", stringify!($ty)))
+                    })
+                };
+                match Either::deserialize(d)? {
+                    $(Either::Ordinal($ordinal) => Ok($ty::$variant),)*
+                    $(Either::Name(n) if n == $name => Ok($ty::$variant),)*
+                    Either::Ordinal(o) => unknown(o.to_string()),
+                    Either::Name(n) => unknown(n),
+                }
+            }
+        }
+    };
+}
+
+enum_by_name_or_ordinal!(ConsumeFromWhere {
+    "CONSUME_FROM_LAST_OFFSET" = 0 => ConsumeFromLastOffset,
+    "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST" = 1 => ConsumeFromLastOffsetAndFromMinWhenBootFirst,
+    "CONSUME_FROM_MIN_OFFSET" = 2 => ConsumeFromMinOffset,
+    "CONSUME_FROM_MAX_OFFSET" = 3 => ConsumeFromMaxOffset,
+    "CONSUME_FROM_FIRST_OFFSET" = 4 => ConsumeFromFirstOffset,
+    "CONSUME_FROM_TIMESTAMP" = 5 => ConsumeFromTimestamp,
+} else Some(ConsumeFromWhere::Unknown));
+
+enum_by_name_or_ordinal!(ConsumeType {
+    "CONSUME_ACTIVELY" = 0 => ConsumeActively,
+    "CONSUME_PASSIVELY" = 1 => ConsumePassively,
+} else Some(ConsumeType::Unknown));
+
+enum_by_name_or_ordinal!(MessageModel {
+    "BROADCASTING" = 0 => Broadcasting,
+    "CLUSTERING" = 1 => Clustering,
+} else None);
 
 fn default_expression_type() -> String {
     "TAG".to_owned()
@@ -537,8 +600,9 @@ impl SubscriptionData {
     }
 }
 
-/// `ConsumeFromWhere`; unknown names from newer clients read as `Unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `ConsumeFromWhere`, read by name or Java ordinal; unknown values from newer clients read as
+/// `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(Arbitrary))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConsumeFromWhere {
@@ -548,23 +612,21 @@ pub enum ConsumeFromWhere {
     ConsumeFromLastOffsetAndFromMinWhenBootFirst,
     ConsumeFromMinOffset,
     ConsumeFromMaxOffset,
-    #[serde(other)]
     Unknown,
 }
 
-/// `ConsumeType`: pull (actively) or push (passively).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `ConsumeType`: pull (actively) or push (passively); read by name or Java ordinal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(Arbitrary))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConsumeType {
     ConsumeActively,
     ConsumePassively,
-    #[serde(other)]
     Unknown,
 }
 
-/// `MessageModel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `MessageModel`, read by name or Java ordinal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(test, derive(Arbitrary))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MessageModel {
@@ -1013,6 +1075,27 @@ json_bodies! {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A consumer heartbeat as rocketmq-client-cpp 1.2.x writes it: enums as Java ordinals,
+    /// `subVersion` as a string, empty lists left out.
+    #[test]
+    fn a_cpp_clients_heartbeat_reads_like_a_java_ones() {
+        let text = br#"{"clientID":"127.0.0.1@22800","consumerDataSet":[{"consumeFromWhere":4,"consumeType":1,"groupName":"CID","messageModel":0,"subscriptionDataSet":[{"codeSet":[],"subString":"*","subVersion":"1796333404720","tagsSet":[],"topic":"CppT"}]}]}"#;
+        let hb = HeartbeatData::from_json(text).unwrap();
+        let c = &hb.consumer_data_set[0];
+        assert_eq!(c.consume_from_where, ConsumeFromWhere::ConsumeFromFirstOffset);
+        assert_eq!(c.consume_type, ConsumeType::ConsumePassively);
+        assert_eq!(c.message_model, MessageModel::Broadcasting);
+        assert_eq!(c.subscription_data_set[0].sub_version, 1_796_333_404_720);
+        assert_eq!(c.subscription_data_set[0].expression_type, "TAG");
+        assert!(hb.producer_data_set.is_empty());
+        let java = br#"{"clientID":"c","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_TIMESTAMP","consumeType":"CONSUME_POP","groupName":"G","messageModel":"CLUSTERING","subscriptionDataSet":[]}]}"#;
+        let c = &HeartbeatData::from_json(java).unwrap().consumer_data_set[0];
+        assert_eq!(c.consume_from_where, ConsumeFromWhere::ConsumeFromTimestamp);
+        assert_eq!(c.consume_type, ConsumeType::Unknown, "5.x's pop consumers");
+        let bad = br#"{"clientID":"c","consumerDataSet":[{"consumeFromWhere":0,"consumeType":0,"groupName":"G","messageModel":7}]}"#;
+        assert!(HeartbeatData::from_json(bad).is_err(), "no message model 7");
+    }
 
     #[test]
     fn queue_keyed_tables_read_fastjson_text() {
