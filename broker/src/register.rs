@@ -96,8 +96,9 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         let body = RegisterBrokerBody {
             filter_server_list: vec![],
             topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
-                data_version: DataVersion { counter, timestamp: counter },
+                data_version: DataVersion { counter, timestamp: counter, ..Default::default() },
                 topic_config_table: topics,
+                ..Default::default()
             },
         }
         .to_json(JsonStyle::Standard);

@@ -301,6 +301,7 @@ mod tests {
                     },
                     broker_name: name.to_string(),
                     cluster: "C".into(),
+                    ..Default::default()
                 })
                 .collect(),
             queue_datas: groups

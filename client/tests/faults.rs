@@ -208,6 +208,7 @@ fn route_answer(req: &RemotingCommand, addrs: BTreeMap<i64, String>, queues: i32
             broker_addrs: addrs,
             broker_name: "b".into(),
             cluster: "C".into(),
+            ..Default::default()
         }],
         queue_datas: vec![QueueData {
             broker_name: "b".into(),

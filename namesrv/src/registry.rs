@@ -86,6 +86,7 @@ impl Registry {
             broker_addrs: BTreeMap::new(),
             broker_name: r.broker_name.clone(),
             cluster: r.cluster.clone(),
+            ..Default::default()
         });
         broker.cluster = r.cluster.clone();
         // "Switch slave to master": the same address under another id goes first.
@@ -316,7 +317,7 @@ mod tests {
             broker_addr: addr.into(),
             broker_id: id,
             ha_server_addr: format!("{addr}-ha"),
-            data_version: DataVersion { counter: 1, timestamp: 1 },
+            data_version: DataVersion { counter: 1, timestamp: 1, ..Default::default() },
             topics: topics.iter().map(|t| (t.to_string(), TopicConfig::new(*t, 4))).collect(),
         }
     }
@@ -444,8 +445,14 @@ mod tests {
         r.register(reg("broker-a", "a:1", 0, &["T2"]), 1, 1);
         assert!(r.route("T1").is_none(), "T1 was deleted on the broker");
         assert!(r.route("T2").is_some());
-        assert!(!r.data_version_changed("a:1", DataVersion { counter: 1, timestamp: 1 }));
-        assert!(r.data_version_changed("a:1", DataVersion { counter: 2, timestamp: 1 }));
+        assert!(!r.data_version_changed(
+            "a:1",
+            DataVersion { counter: 1, timestamp: 1, ..Default::default() }
+        ));
+        assert!(r.data_version_changed(
+            "a:1",
+            DataVersion { counter: 2, timestamp: 1, ..Default::default() }
+        ));
         assert!(r.data_version_changed("unknown:1", DataVersion::default()));
         r.touch("a:1", 100 * S);
         assert!(

@@ -79,11 +79,12 @@ mod routes {
         let body = RegisterBrokerBody {
             filter_server_list: vec![],
             topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
-                data_version: DataVersion { counter: 1, timestamp: 1 },
+                data_version: DataVersion { counter: 1, timestamp: 1, ..Default::default() },
                 topic_config_table: topics
                     .iter()
                     .map(|t| (t.to_string(), TopicConfig::new(*t, 4)))
                     .collect(),
+                ..Default::default()
             },
         }
         .to_json(JsonStyle::Standard);

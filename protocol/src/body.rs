@@ -296,6 +296,12 @@ pub struct BrokerData {
     pub broker_name: String,
     #[serde(default)]
     pub cluster: String,
+    /// 5.x: whether a slave may act as master for reads (never here: Raft elects a master).
+    #[serde(default)]
+    pub enable_acting_master: bool,
+    /// 5.x: the group's zone, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_name: Option<String>,
 }
 
 impl BrokerData {
@@ -358,17 +364,30 @@ impl RegisterBrokerBody {
 pub struct TopicConfigSerializeWrapper {
     #[serde(default)]
     pub data_version: DataVersion,
+    /// 5.x (`TopicConfigAndMappingSerializeWrapper`): static-topic mappings, none here.
+    #[serde(default)]
+    pub mapping_data_version: DataVersion,
     #[serde(default)]
     #[cfg_attr(test, proptest(strategy = "few::map()"))]
     pub topic_config_table: BTreeMap<String, TopicConfig>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(value = "BTreeMap::new()"))]
+    pub topic_queue_mapping_detail_map: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    #[cfg_attr(test, proptest(value = "BTreeMap::new()"))]
+    pub topic_queue_mapping_info_map: BTreeMap<String, serde_json::Value>,
 }
 
 /// A broker's metadata version: a registration with an unchanged version changes nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(Arbitrary))]
+#[serde(rename_all = "camelCase")]
 pub struct DataVersion {
     #[serde(default)]
     pub counter: i64,
+    /// 5.x's controller state version (0: none).
+    #[serde(default)]
+    pub state_version: i64,
     #[serde(default)]
     pub timestamp: i64,
 }
@@ -382,8 +401,8 @@ impl JsonBody for DataVersion {
 #[cfg_attr(test, derive(Arbitrary))]
 #[serde(rename_all = "camelCase")]
 pub struct TopicConfig {
-    /// 5.x topic attributes; omitted when empty.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// 5.x topic attributes (written `{}` when none, as 5.x brokers do).
+    #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     #[serde(default)]
     pub order: bool,
@@ -712,23 +731,61 @@ pub struct TopicList {
 #[cfg_attr(test, derive(Arbitrary))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionGroupConfig {
-    pub group_name: String,
+    /// 5.x group attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub broker_id: i64,
+    #[serde(default = "yes")]
+    pub consume_broadcast_enable: bool,
     #[serde(default = "yes")]
     pub consume_enable: bool,
     #[serde(default = "yes")]
     pub consume_from_min_enable: bool,
-    #[serde(default = "yes")]
-    pub consume_broadcast_enable: bool,
-    #[serde(default = "one")]
-    pub retry_queue_nums: i32,
-    #[serde(default = "sixteen")]
-    pub retry_max_times: i32,
+    /// 5.x.
     #[serde(default)]
-    pub broker_id: i64,
-    #[serde(default = "one_i64")]
-    pub which_broker_when_consume_slowly: i64,
+    pub consume_message_orderly: bool,
+    /// 5.x. Default 15.
+    #[serde(default = "fifteen")]
+    pub consume_timeout_minute: i32,
+    pub group_name: String,
+    /// 5.x: how retries are spaced. The broker's delay levels decide here; written as
+    /// RocketMQ's default (`CUSTOMIZED`, no table of its own).
+    #[serde(default)]
+    pub group_retry_policy: GroupRetryPolicy,
+    /// 5.x.
+    #[serde(default)]
+    pub group_sys_flag: i32,
     #[serde(default = "yes")]
     pub notify_consumer_ids_changed_enable: bool,
+    #[serde(default = "sixteen")]
+    pub retry_max_times: i32,
+    #[serde(default = "one")]
+    pub retry_queue_nums: i32,
+    #[serde(default = "one_i64")]
+    pub which_broker_when_consume_slowly: i64,
+}
+
+/// 5.x `GroupRetryPolicy`: its type only (the tables it may carry are left out, as null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(Arbitrary))]
+pub struct GroupRetryPolicy {
+    #[serde(rename = "type", default = "customized")]
+    pub kind: String,
+}
+
+impl Default for GroupRetryPolicy {
+    fn default() -> Self {
+        GroupRetryPolicy { kind: customized() }
+    }
+}
+
+fn customized() -> String {
+    "CUSTOMIZED".to_owned()
+}
+
+fn fifteen() -> i32 {
+    15
 }
 
 fn yes() -> bool {
@@ -748,15 +805,20 @@ impl SubscriptionGroupConfig {
     /// A group with RocketMQ's defaults.
     pub fn new(group_name: impl Into<String>) -> Self {
         SubscriptionGroupConfig {
-            group_name: group_name.into(),
+            attributes: BTreeMap::new(),
+            broker_id: 0,
+            consume_broadcast_enable: true,
             consume_enable: true,
             consume_from_min_enable: true,
-            consume_broadcast_enable: true,
-            retry_queue_nums: 1,
-            retry_max_times: 16,
-            broker_id: 0,
-            which_broker_when_consume_slowly: 1,
+            consume_message_orderly: false,
+            consume_timeout_minute: 15,
+            group_name: group_name.into(),
+            group_retry_policy: GroupRetryPolicy::default(),
+            group_sys_flag: 0,
             notify_consumer_ids_changed_enable: true,
+            retry_max_times: 16,
+            retry_queue_nums: 1,
+            which_broker_when_consume_slowly: 1,
         }
     }
 }
@@ -768,6 +830,10 @@ impl SubscriptionGroupConfig {
 pub struct SubscriptionGroupWrapper {
     #[serde(default)]
     pub data_version: DataVersion,
+    /// 5.x: topics a group may not consume (none here).
+    #[serde(default)]
+    #[cfg_attr(test, proptest(value = "BTreeMap::new()"))]
+    pub forbidden_table: BTreeMap<String, BTreeMap<String, i32>>,
     #[serde(default)]
     #[cfg_attr(test, proptest(strategy = "few::map()"))]
     pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
@@ -814,6 +880,10 @@ pub struct OffsetWrapper {
     /// Store time of the last consumed message; 0 when nothing was consumed.
     #[serde(default)]
     pub last_timestamp: i64,
+    /// 5.x: where the group's pulls have reached (here its committed offset: pulls are not
+    /// tracked apart from commits).
+    #[serde(default)]
+    pub pull_offset: i64,
 }
 
 /// GET_CONSUME_STATS (208) response body (`ConsumeStats`).
@@ -857,10 +927,7 @@ pub(crate) fn read_queue_keyed<V>(
 }
 
 /// Parses a body whose maps may have object keys (fastjson) or string keys.
-pub(crate) fn from_object_keyed_json<T: DeserializeOwned>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T> {
+pub fn from_object_keyed_json<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
     let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8 { what })?;
     let text = stringify_object_keys(text).ok_or(ProtocolError::InvalidJson {
         what,
@@ -874,7 +941,8 @@ impl TopicStatsTable {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = b"{\"offsetTable\":".to_vec();
         write_queue_keyed(&mut out, &self.offset_table);
-        out.push(b'}');
+        // 5.x's put rate of the topic: not measured per topic here.
+        out.extend_from_slice(b",\"topicPutTps\":0.0}");
         out
     }
 
@@ -1126,7 +1194,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             written,
-            r#"{"offsetTable":{{"brokerName":"b","queueId":2,"topic":"t"}:{"lastUpdateTimestamp":0,"maxOffset":7,"minOffset":1}}}"#
+            r#"{"offsetTable":{{"brokerName":"b","queueId":2,"topic":"t"}:{"lastUpdateTimestamp":0,"maxOffset":7,"minOffset":1}},"topicPutTps":0.0}"#
         );
         for bad in [
             &br#"{"offsetTable":{{"brokerName":"b"}"#[..],

@@ -164,6 +164,7 @@ mod route {
                 broker_addrs: [(0, "10.0.0.1:10911".into()), (1, "10.0.0.2:10911".into())].into(),
                 broker_name: "broker-a".into(),
                 cluster: "DefaultCluster".into(),
+                ..Default::default()
             }],
             filter_server_table: Default::default(),
             order_topic_conf: None,
@@ -177,11 +178,24 @@ mod route {
         }
     }
 
+    /// What we write: 4.x's route with 5.x's `enableActingMaster` (a strict 5.x reader
+    /// requires it; 4.x readers ignore it).
+    fn written() -> String {
+        OLD.replace(
+            r#""cluster":"DefaultCluster"}"#,
+            r#""cluster":"DefaultCluster","enableActingMaster":false}"#,
+        )
+    }
+
     #[test]
     fn both_forms_written_byte_for_byte() {
         let standard = OLD.replace("{0:", r#"{"0":"#).replace(",1:", r#","1":"#);
-        assert_eq!(String::from_utf8(route().to_json(JsonStyle::Fastjson)).unwrap(), OLD);
-        assert_eq!(String::from_utf8(route().to_json(JsonStyle::Standard)).unwrap(), standard);
+        let written_standard = written().replace("{0:", r#"{"0":"#).replace(",1:", r#","1":"#);
+        assert_eq!(String::from_utf8(route().to_json(JsonStyle::Fastjson)).unwrap(), written());
+        assert_eq!(
+            String::from_utf8(route().to_json(JsonStyle::Standard)).unwrap(),
+            written_standard
+        );
         assert_eq!(TopicRouteData::from_json(OLD.as_bytes()).unwrap(), route());
         assert_eq!(TopicRouteData::from_json(standard.as_bytes()).unwrap(), route());
         assert_eq!(route().broker_datas[0].master_addr(), Some("10.0.0.1:10911"));
@@ -206,7 +220,7 @@ mod route {
         let text = String::from_utf8(info.to_json(JsonStyle::Fastjson)).unwrap();
         assert_eq!(
             text,
-            r#"{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},"brokerName":"broker-a","cluster":"DefaultCluster"}},"clusterAddrTable":{"DefaultCluster":["broker-a"]}}"#
+            r#"{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},"brokerName":"broker-a","cluster":"DefaultCluster","enableActingMaster":false}},"clusterAddrTable":{"DefaultCluster":["broker-a"]}}"#
         );
         assert_eq!(ClusterInfo::from_json(text.as_bytes()).unwrap(), info);
     }
@@ -243,13 +257,21 @@ mod bodies {
 
     const REGISTER: &str = r#"{"filterServerList":[],"topicConfigSerializeWrapper":{"dataVersion":{"counter":3,"timestamp":1700000000000},"topicConfigTable":{"T1":{"order":false,"perm":6,"readQueueNums":4,"topicFilterType":"SINGLE_TAG","topicName":"T1","topicSysFlag":0,"writeQueueNums":4}}}}"#;
 
+    /// The same body as a 5.x broker writes it (`TopicConfigAndMappingSerializeWrapper`,
+    /// `stateVersion`, topic `attributes`): what we write.
+    const REGISTER_5X: &str = r#"{"filterServerList":[],"topicConfigSerializeWrapper":{"dataVersion":{"counter":3,"stateVersion":0,"timestamp":1700000000000},"mappingDataVersion":{"counter":0,"stateVersion":0,"timestamp":0},"topicConfigTable":{"T1":{"attributes":{},"order":false,"perm":6,"readQueueNums":4,"topicFilterType":"SINGLE_TAG","topicName":"T1","topicSysFlag":0,"writeQueueNums":4}},"topicQueueMappingDetailMap":{},"topicQueueMappingInfoMap":{}}}"#;
+
     #[test]
-    fn register_broker_body_reads_and_writes_back_identically() {
+    fn register_broker_body_reads_both_forms_and_writes_the_5x_one() {
         let body = RegisterBrokerBody::from_json(REGISTER.as_bytes()).unwrap();
         let wrapper = &body.topic_config_serialize_wrapper;
-        assert_eq!(wrapper.data_version, DataVersion { counter: 3, timestamp: 1_700_000_000_000 });
+        assert_eq!(
+            wrapper.data_version,
+            DataVersion { counter: 3, timestamp: 1_700_000_000_000, ..Default::default() }
+        );
         assert_eq!(wrapper.topic_config_table["T1"], TopicConfig::new("T1", 4));
-        assert_eq!(String::from_utf8(body.to_json(JsonStyle::Standard)).unwrap(), REGISTER);
+        assert_eq!(String::from_utf8(body.to_json(JsonStyle::Standard)).unwrap(), REGISTER_5X);
+        assert_eq!(RegisterBrokerBody::from_json(REGISTER_5X.as_bytes()).unwrap(), body);
         // bodyCrc32 is CRC32 masked to 31 bits
         assert_eq!(
             RegisterBrokerBody::crc32(REGISTER.as_bytes()),

@@ -388,6 +388,7 @@ mod namesrv_eviction {
             topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
                 data_version: DataVersion::default(),
                 topic_config_table: [(topic.to_owned(), TopicConfig::new(topic, 4))].into(),
+                ..Default::default()
             },
         }
         .to_json(JsonStyle::Standard);

@@ -108,6 +108,7 @@ pub(crate) fn all_topic_configs<S: Storage + Clone, M: MetaStore>(
     let body = TopicConfigSerializeWrapper {
         data_version,
         topic_config_table: topics.into_iter().map(|t| (t.name.clone(), topic_config(t))).collect(),
+        ..Default::default()
     };
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(body.to_json(JsonStyle::Standard)))
@@ -154,7 +155,11 @@ pub(crate) fn all_group_configs<S: Storage + Clone, M: MetaStore>(
             (g.name, c)
         })
         .collect();
-    let body = SubscriptionGroupWrapper { data_version, subscription_group_table: table };
+    let body = SubscriptionGroupWrapper {
+        data_version,
+        subscription_group_table: table,
+        ..Default::default()
+    };
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
         .with_body(body.to_json(JsonStyle::Standard)))
 }

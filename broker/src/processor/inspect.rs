@@ -323,7 +323,10 @@ mod tests {
             )
         };
         let text = body_text(&r.call(&p, topic("T")).await);
-        assert!(text.starts_with(r#"{"order":false,"perm":6,"readQueueNums":"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"attributes":{},"order":false,"perm":6,"readQueueNums":"#),
+            "{text}"
+        );
         assert!(text.contains(r#""topicFilterType":"SINGLE_TAG","topicName":"T""#), "{text}");
         assert_eq!(r.call(&p, topic("Nope")).await.code, response_code::TOPIC_NOT_EXIST);
 

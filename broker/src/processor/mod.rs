@@ -198,5 +198,5 @@ pub(crate) async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
 /// The version stamped on metadata tables: the Raft index they were read at.
 pub(crate) fn data_version<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> DataVersion {
     let applied = inner.replica.applied_index();
-    DataVersion { counter: applied as i64, timestamp: applied as i64 }
+    DataVersion { counter: applied as i64, timestamp: applied as i64, ..Default::default() }
 }

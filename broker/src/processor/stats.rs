@@ -202,6 +202,7 @@ pub(crate) fn consume_stats<S: Storage + Clone, M: MetaStore>(
                     broker_offset: max as i64,
                     consumer_offset: committed as i64,
                     last_timestamp: last,
+                    pull_offset: committed as i64,
                 },
             );
         }
