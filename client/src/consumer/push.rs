@@ -433,7 +433,7 @@ impl<L: Send + Sync + 'static> Describe for Inner<L> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let now = tokio::time::Instant::now();
+        let now = clock::instant();
         let mq_table = lock(&self.queues)
             .iter()
             .map(|(q, pq)| {
