@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+#[cfg(not(madsim))]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +57,21 @@ impl ClientConfig {
 }
 
 /// Instances made by this process, for default instance names.
+#[cfg(not(madsim))]
 static INSTANCES: AtomicU32 = AtomicU32::new(0);
+
+/// The default instance name, `pid#n`: unique among this process's clients. Under madsim `n`
+/// comes from the seeded RNG instead of a process-wide counter: a counter carries over from one
+/// simulation to the next in the same process (and between tests running in parallel), so the
+/// same seed would give other client ids, sorted differently in rebalances (a seed must replay
+/// the same run).
+fn default_instance_name() -> String {
+    #[cfg(madsim)]
+    let n = madsim::rand::random::<u32>();
+    #[cfg(not(madsim))]
+    let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
+    format!("{}#{n}", std::process::id())
+}
 
 pub(crate) struct Core {
     pub config: ClientConfig,
@@ -91,9 +107,7 @@ impl Core {
             }
         }
         let local_ip = remoting.local_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let instance = config.instance_name.clone().unwrap_or_else(|| {
-            format!("{}#{}", std::process::id(), INSTANCES.fetch_add(1, Ordering::Relaxed))
-        });
+        let instance = config.instance_name.clone().unwrap_or_else(default_instance_name);
         let routes =
             Routes::new(remoting.clone(), config.namesrv_addrs.clone(), config.call_timeout_ms);
         let (stop, _) = watch::channel(false);

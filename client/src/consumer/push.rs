@@ -312,7 +312,7 @@ impl PushConsumer {
             rebalance_now,
             stopping: AtomicBool::new(false),
             rebalancing: tokio::sync::Mutex::new(()),
-            started_ms: clock::now_ms(),
+            started_ms: sub_version,
         });
         let weak: std::sync::Weak<dyn Describe> = Arc::downgrade(&inner) as _;
         let _ = describe.set(weak);
