@@ -452,6 +452,7 @@ pub fn parse_time(text: &str, now_ms: i64) -> anyhow::Result<i64> {
     let second = t.next().map(num).transpose()?.unwrap_or(0);
     let milli = t.next().map(num).transpose()?.unwrap_or(0);
     if t.next().is_some()
+        || !(1..=9999).contains(&y)
         || !(1..=12).contains(&m)
         || !(1..=31).contains(&day)
         || hour > 23
@@ -796,7 +797,14 @@ mod tests {
         assert_eq!(parse_time("2026-11-22T11:31:44.123", 0).unwrap(), 1_795_347_104_123);
         assert_eq!(parse_time("2026-11-22#11:31:44:123", 0).unwrap(), 1_795_347_104_123);
         assert_eq!(parse_time("2000-02-29T00:00", 0).unwrap(), 951_782_400_000);
-        for bad in ["yesterday", "2026-13-01T00:00", "2026-11-22T25:00", "2026-11-22", ""] {
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00",
+            "2026-11-22T25:00",
+            "2026-11-22",
+            "",
+            "9223372036854775807-01-01T00:00",
+        ] {
             assert!(parse_time(bad, 0).is_err(), "{bad}");
         }
         assert_eq!(format_ms(1_795_347_104_123), "2026-11-22 11:31:44.123 UTC");
