@@ -81,6 +81,10 @@ pub struct BrokerConfig {
     /// RocketMQ's `transactionCheckMax`: checks without an answer before a half message is
     /// discarded to `TRANS_CHECK_MAX_TIME_TOPIC`. Default 15.
     pub transaction_check_max: u32,
+    /// RocketMQ's `storeReplyMessageEnable`: a reply to a request message is also stored in the
+    /// cluster's reply topic (through Raft, after it was pushed to the requester), so it can be
+    /// read back. Default true, as RocketMQ.
+    pub store_reply_message: bool,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -143,6 +147,7 @@ impl BrokerConfig {
             ("transactionTimeOut", self.transaction_timeout_ms.to_string()),
             ("transactionCheckInterval", self.transaction_check_interval_ms.to_string()),
             ("transactionCheckMax", self.transaction_check_max.to_string()),
+            ("storeReplyMessageEnable", self.store_reply_message.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -176,6 +181,7 @@ impl BrokerConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
+            store_reply_message: true,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
             #[cfg(madsim)]

@@ -283,6 +283,16 @@ impl ClientManager {
         self.producers.get(group)?.values().next().map(|(conn, _)| *conn)
     }
 
+    /// The connection a producer with this client id last sent a heartbeat on, in any group
+    /// (where a reply to its request goes; RocketMQ's `ProducerManager.findChannel`).
+    pub fn producer_conn_of_client(&self, client_id: &str) -> Option<ConnId> {
+        self.producers
+            .values()
+            .filter_map(|members| members.get(client_id))
+            .max_by_key(|(_, last)| *last)
+            .map(|(conn, _)| *conn)
+    }
+
     /// LOCK_BATCH_MQ: locks (or renews) every queue that is free, expired or already the
     /// client's; returns the queues the client now holds.
     pub fn lock(
@@ -391,6 +401,11 @@ mod tests {
         assert_eq!(m.consumer_connections("G"), [1, 2].into());
         assert_eq!(m.subscription("G", "T").unwrap().sub_string, "TagA");
         assert_eq!(m.producer_connection("PG"), Some(1));
+        assert_eq!(m.producer_conn_of_client("c2"), Some(2));
+        // A client that reconnected is found on its newest connection.
+        m.heartbeat(3, &hb("c2", &[]), 31 * S);
+        assert_eq!(m.producer_conn_of_client("c2"), Some(3));
+        assert_eq!(m.producer_conn_of_client("nobody"), None);
         assert_eq!(m.unregister("c2", Some("PG"), Some("G")), ["G".to_owned()].into());
         assert_eq!(m.consumer_ids("G"), vec!["c1".to_owned()]);
     }

@@ -100,6 +100,9 @@ pub struct ServerSection {
     /// RocketMQ's `transactionCheckMax`: unanswered checks before a half is discarded.
     /// Default 15.
     pub transaction_check_max: u32,
+    /// RocketMQ's `storeReplyMessageEnable`: replies are stored in the reply topic as well as
+    /// pushed to the requester. Default true.
+    pub store_reply_message: bool,
 }
 
 impl Default for ServerSection {
@@ -124,6 +127,7 @@ impl Default for ServerSection {
             transaction_timeout_ms: b.transaction_timeout_ms,
             transaction_check_interval_ms: b.transaction_check_interval_ms,
             transaction_check_max: b.transaction_check_max,
+            store_reply_message: b.store_reply_message,
         }
     }
 }
@@ -245,6 +249,14 @@ impl BrokerFile {
     /// Parses and checks a config file's text.
     pub fn parse(text: &str) -> Result<BrokerFile, ConfigError> {
         let file: BrokerFile = toml::from_str(text)?;
+        // The cluster's reply topic is named after it, so it must make a valid topic name.
+        let reply_topic = rocketraft_protocol::names::reply_topic(&file.cluster_name);
+        if let Err(e) = rocketraft_protocol::names::check_topic(&reply_topic) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster_name {:?}: its reply topic {reply_topic} is not a valid topic name ({e})",
+                file.cluster_name
+            )));
+        }
         file.node_config()?;
         DelayLevels::parse(&file.server.message_delay_level)
             .map_err(|e| ConfigError::Invalid(format!("[server] {e}")))?;
@@ -282,6 +294,7 @@ impl BrokerFile {
         b.transaction_timeout_ms = s.transaction_timeout_ms;
         b.transaction_check_interval_ms = s.transaction_check_interval_ms;
         b.transaction_check_max = s.transaction_check_max;
+        b.store_reply_message = s.store_reply_message;
         b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
         b.replication = self.raft.replication;
         b
@@ -453,6 +466,10 @@ mod tests {
         refused(
             format!("{MINIMAL}\n[store]\nsegment_size_bytes = 4194304\n"),
             "cannot hold the largest message",
+        );
+        refused(
+            format!("cluster_name = \"a b\"\n{MINIMAL}"),
+            "its reply topic a b_REPLY_TOPIC is not a valid topic name",
         );
     }
 }

@@ -40,6 +40,7 @@ pub struct RegisterConfig {
     /// Bound on one call to a NameServer. Default 3,000 ms.
     pub call_timeout_ms: u64,
     /// As master, make sure the auto-creation template topic TBW102 exists (and so is routed).
+    /// The cluster's reply topic is kept whatever this says.
     pub auto_create_topic: bool,
 }
 
@@ -83,8 +84,8 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         let before = leader.current();
         let master = replica.confirmed_master(timeout).await;
         let id = broker_id(master, node_id);
-        if master && config.auto_create_topic {
-            ensure_template_topic(&replica).await;
+        if master {
+            ensure_system_topics(&replica, &config).await;
         }
         let mut topics: BTreeMap<String, TopicConfig> = BTreeMap::new();
         if master {
@@ -169,15 +170,29 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
     }
 }
 
-/// Creates TBW102 (8 queues, readable, writable, inheritable, as RocketMQ's brokers do) through
-/// Raft if it is missing. A failure is logged and retried on the next round.
-async fn ensure_template_topic<S: Storage + Clone, M: MetaStore>(replica: &Replica<S, M>) {
-    if !matches!(replica.metadata().topic(crate::AUTO_CREATE_TOPIC), Ok(None)) {
+/// The topics a master keeps so that they are routed: the cluster's reply topic (one queue,
+/// as RocketMQ's brokers create it at start) and, with auto-creation on, the template topic
+/// TBW102 (8 queues, readable, writable, inheritable). Missing ones are created through Raft in
+/// one entry; a failure is logged and retried on the next round.
+async fn ensure_system_topics<S: Storage + Clone, M: MetaStore>(
+    replica: &Replica<S, M>,
+    config: &RegisterConfig,
+) {
+    let mut wanted: Vec<TopicMeta> =
+        crate::processor::reply::reply_topic_meta(&config.cluster_name).into_iter().collect();
+    if config.auto_create_topic {
+        wanted.push(crate::processor::send::template_topic());
+    }
+    let missing: Vec<MetaCommand> = wanted
+        .into_iter()
+        .filter(|t| matches!(replica.metadata().topic(&t.name), Ok(None)))
+        .map(MetaCommand::PutTopic)
+        .collect();
+    if missing.is_empty() {
         return;
     }
-    let command = vec![MetaCommand::PutTopic(crate::processor::send::template_topic())];
-    if let Err(e) = replica.propose_metadata(command).await {
-        tracing::warn!(error = %e, "could not create {}; retrying", crate::AUTO_CREATE_TOPIC);
+    if let Err(e) = replica.propose_metadata(missing).await {
+        tracing::warn!(error = %e, "could not create the system topics; retrying");
     }
 }
 

@@ -30,6 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 mod delayed;
 #[path = "broker/hostile.rs"]
 mod hostile;
+#[path = "broker/reply.rs"]
+mod reply;
 
 struct Conn {
     stream: TcpStream,
@@ -68,6 +70,13 @@ impl Conn {
             }
             assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
         }
+    }
+
+    /// Writes `answer` (to a request the broker pushed) without waiting for anything.
+    async fn answer(&mut self, answer: RemotingCommand) {
+        let mut out = BytesMut::new();
+        encode_frame(&answer, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
     }
 
     /// The next request the broker pushes, within `wait`.

@@ -85,6 +85,11 @@ codes! {
         UPDATE_NAMESRV_CONFIG = 318,
         SEND_BATCH_MESSAGE = 320,
         QUERY_DATA_VERSION = 322,
+        /// Request-reply (4.6+): a consumer's reply to a request message.
+        SEND_REPLY_MESSAGE = 324,
+        SEND_REPLY_MESSAGE_V2 = 325,
+        /// Request-reply: the broker hands a reply to the requesting producer.
+        PUSH_REPLY_MESSAGE_TO_CLIENT = 326,
         ADD_WRITE_PERM_OF_BROKER = 327,
         /// 5.x only.
         GET_TOPIC_CONFIG = 351,

@@ -510,6 +510,30 @@ command_header! {
     }
 }
 
+command_header! {
+    /// PUSH_REPLY_MESSAGE_TO_CLIENT (326): a reply, from the broker to the producer that sent
+    /// the request (`ReplyMessageRequestHeader`). The send's fields as the replier sent them,
+    /// plus where and when the broker took the reply. Java clients require every field but
+    /// `properties` and `reconsumeTimes`.
+    pub struct ReplyMessageRequestHeader {
+        pub producer_group: String => "producerGroup",
+        pub topic: String => "topic",
+        pub default_topic: String => "defaultTopic",
+        pub default_topic_queue_nums: i32 => "defaultTopicQueueNums",
+        pub queue_id: i32 => "queueId",
+        pub sys_flag: i32 => "sysFlag",
+        pub born_timestamp: i64 => "bornTimestamp",
+        pub flag: i32 => "flag",
+        pub properties: Option<String> => "properties",
+        pub reconsume_times: Option<i32> => "reconsumeTimes",
+        pub unit_mode: Option<bool> => "unitMode",
+        /// The replier's address, `host:port` (RocketMQ's brokers write `/host:port`).
+        pub born_host: String => "bornHost",
+        pub store_host: String => "storeHost",
+        pub store_timestamp: i64 => "storeTimestamp",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,7 +74,24 @@ pub mod property {
     pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
     pub const MSG_REGION: &str = "MSG_REGION";
     pub const TRACE_ON: &str = "TRACE_ON";
+    /// Set by the broker on every message sent: its cluster (a replier finds the cluster's
+    /// reply topic by it).
     pub const CLUSTER: &str = "CLUSTER";
+    /// Request-reply: the request's id, copied onto its reply.
+    pub const CORRELATION_ID: &str = "CORRELATION_ID";
+    /// Request-reply: the client id of the producer waiting for the reply.
+    pub const REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
+    /// Request-reply: how long the requester waits, in ms.
+    pub const TTL: &str = "TTL";
+    /// Request-reply: when the requester got the reply (ms since the epoch; set on receipt).
+    pub const ARRIVE_TIME: &str = "ARRIVE_TIME";
+    /// Request-reply: when the broker pushed the reply (ms since the epoch).
+    pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
+    /// Request-reply: [`REPLY_MESSAGE_TYPE`] marks a reply, which producers send with
+    /// SEND_REPLY_MESSAGE.
+    pub const MSG_TYPE: &str = "MSG_TYPE";
+    /// The value of [`MSG_TYPE`] on a reply (RocketMQ's `REPLY_MESSAGE_FLAG`).
+    pub const REPLY_MESSAGE_TYPE: &str = "reply";
     pub const SHARDING_KEY: &str = "__SHARDINGKEY";
     /// 5.x timer messages: the absolute delivery time (ms since the epoch).
     pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
@@ -551,6 +568,24 @@ pub fn rewrite_properties(s: &str, remove: &[&str], set: &[(&str, &str)]) -> Str
     properties_to_string(kept.chain(set.iter().copied()))
 }
 
+/// `s` with `key` set to `value`: unchanged when it already says so, appended when it has no
+/// such property (no copy of the rest), rewritten otherwise. An empty `value` removes it.
+pub fn set_property(mut s: String, key: &str, value: &str) -> String {
+    match find_property(&s, key) {
+        Some(v) if v == value => s,
+        None if !value.is_empty() => {
+            if !s.is_empty() && !s.ends_with(property::PROPERTY_SEPARATOR) {
+                s.push(property::PROPERTY_SEPARATOR);
+            }
+            s.push_str(key);
+            s.push(property::NAME_VALUE_SEPARATOR);
+            s.push_str(value);
+            s
+        }
+        _ => rewrite_properties(&s, &[key], &[(key, value)]),
+    }
+}
+
 /// Writes properties with no trailing separator (4.9.x form); empty values are left out.
 pub fn properties_to_string<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::new();
@@ -752,6 +787,25 @@ mod tests {
             properties_to_string([("KEYS", "k"), ("REAL_TOPIC", "T"), ("A", "2"), ("NEW", "x")])
         );
         assert_eq!(rewrite_properties("", &[], &[]), "");
+    }
+
+    #[test]
+    fn a_set_property_is_appended_kept_or_replaced() {
+        let s = properties_to_string([("KEYS", "k"), ("CLUSTER", "C")]);
+        assert_eq!(set_property(s.clone(), "CLUSTER", "C"), s);
+        assert_eq!(
+            set_property(s.clone(), "CLUSTER", "D"),
+            properties_to_string([("KEYS", "k"), ("CLUSTER", "D")])
+        );
+        assert_eq!(
+            set_property(s.clone(), "A", "1"),
+            properties_to_string([("KEYS", "k"), ("CLUSTER", "C"), ("A", "1")])
+        );
+        assert_eq!(set_property(String::new(), "A", "1"), properties_to_string([("A", "1")]));
+        // A 3.x client's trailing separator is not doubled.
+        let trailing = "KEYS\u{1}k\u{2}".to_owned();
+        assert_eq!(find_property(&set_property(trailing, "A", "1"), "A"), Some("1"));
+        assert_eq!(set_property(s, "CLUSTER", ""), properties_to_string([("KEYS", "k")]));
     }
 
     #[test]

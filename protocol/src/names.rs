@@ -111,6 +111,16 @@ pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_PREFIX}{group}")
 }
 
+/// The end of a cluster's reply topic, `<cluster>_REPLY_TOPIC` (RocketMQ's
+/// `REPLY_TOPIC_POSTFIX` after an underscore).
+pub const REPLY_TOPIC_SUFFIX: &str = "_REPLY_TOPIC";
+
+/// The topic replies to request messages go to in `cluster`: every broker group of the
+/// cluster keeps it, with one queue (RocketMQ's `MixAll.getReplyTopic`).
+pub fn reply_topic(cluster: &str) -> String {
+    format!("{cluster}{REPLY_TOPIC_SUFFIX}")
+}
+
 /// Whether clients are refused sends to `topic` (the broker's own system topics).
 pub fn send_forbidden(topic: &str) -> bool {
     SEND_FORBIDDEN_TOPICS.contains(&topic)

@@ -5,11 +5,10 @@ use rocketraft_protocol::body::{
     CheckClientRequestBody, ConsumerListBody, HeartbeatData, JsonBody, JsonStyle,
     LockBatchRequestBody, LockBatchResponseBody,
 };
-use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::names::retry_topic;
 use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
-use rocketraft_raft::types::{GroupMeta, TopicMeta};
+use rocketraft_raft::types::GroupMeta;
 use rocketraft_raft::{MetaCommand, MetaStore};
 use rocketraft_store::io::Storage;
 
@@ -131,15 +130,7 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
             let retry = retry_topic(&c.group_name);
             if matches!(inner.replica.metadata().topic(&retry), Ok(None)) && room > 0 {
                 room -= 1;
-                commands.push(MetaCommand::PutTopic(TopicMeta {
-                    name: retry,
-                    read_queue_nums: 1,
-                    write_queue_nums: 1,
-                    perm: perm::READ | perm::WRITE,
-                    topic_sys_flag: 0,
-                    order: false,
-                    filter_type: "SINGLE_TAG".into(),
-                }));
+                commands.push(MetaCommand::PutTopic(single_queue_topic(retry)));
             }
             if matches!(inner.replica.metadata().group(&c.group_name), Ok(None)) {
                 commands.push(MetaCommand::PutGroup(GroupMeta {

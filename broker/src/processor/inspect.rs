@@ -48,7 +48,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for InspectProcessor<S, M> {
                 rc::GET_PRODUCER_CONNECTION_LIST => producer_connections(req, inner),
                 rc::QUERY_TOPIC_CONSUME_BY_WHO => consumed_by(req, inner),
                 rc::QUERY_CONSUME_TIME_SPAN => consume_time_span(req, inner),
-                rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => Ok(system_topics(req)),
+                rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => Ok(system_topics(req, inner)),
                 rc::GET_CONSUMER_RUNNING_INFO => running_info(req, inner).await,
                 _ => Err(unsupported(req)),
             }
@@ -252,10 +252,14 @@ async fn running_info<S: Storage + Clone, M: MetaStore>(
 }
 
 /// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the topics the broker keeps for itself.
-fn system_topics(req: &RemotingCommand) -> RemotingCommand {
+fn system_topics<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+) -> RemotingCommand {
     let topic_list = std::iter::once(names::AUTO_CREATE_TOPIC)
         .chain(names::SEND_FORBIDDEN_TOPICS)
         .map(str::to_owned)
+        .chain(std::iter::once(names::reply_topic(&inner.config.cluster_name)))
         .collect();
     ok(req).with_body(TopicList { broker_addr: None, topic_list }.to_json(JsonStyle::Standard))
 }

@@ -22,6 +22,7 @@ pub(crate) mod inspect;
 pub(crate) mod lookup;
 pub(crate) mod offsets;
 pub(crate) mod pull;
+pub(crate) mod reply;
 pub(crate) mod send;
 pub(crate) mod send_back;
 pub(crate) mod stats;
@@ -32,6 +33,10 @@ mod testing;
 pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>) -> Router {
     Router::new()
         .register(send::SendProcessor::<S, M>::CODES, Arc::new(send::SendProcessor(inner.clone())))
+        .register(
+            reply::ReplyProcessor::<S, M>::CODES,
+            Arc::new(reply::ReplyProcessor(inner.clone())),
+        )
         .register(
             send_back::SendBackProcessor::<S, M>::CODES,
             Arc::new(send_back::SendBackProcessor(inner.clone())),
@@ -192,6 +197,20 @@ pub(crate) async fn propose_metadata<S: Storage + Clone, M: MetaStore>(
         Ok(()) => Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)),
         Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
+    }
+}
+
+/// A topic of one readable, writable queue: how RocketMQ creates a group's retry and
+/// dead-letter topics, a cluster's reply topic and the transaction discard topic.
+pub(crate) fn single_queue_topic(name: String) -> TopicMeta {
+    TopicMeta {
+        name,
+        read_queue_nums: 1,
+        write_queue_nums: 1,
+        perm: rocketraft_protocol::code::perm::READ | rocketraft_protocol::code::perm::WRITE,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: "SINGLE_TAG".into(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::message::offset_msg_id;
-use rocketraft_protocol::message::{property, rewrite_properties};
+use rocketraft_protocol::message::{property, rewrite_properties, set_property};
 use rocketraft_protocol::names::{dlq_topic, AUTO_CREATE_TOPIC, DLQ_PREFIX, RETRY_PREFIX};
 use rocketraft_protocol::{request_code as rc, response_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
@@ -100,20 +100,65 @@ pub(crate) async fn auto_create<S: Storage + Clone, M: MetaStore>(
     Ok(meta)
 }
 
+/// The header of a send (SEND_MESSAGE, SEND_REPLY_MESSAGE) or of its V2 form
+/// (SEND_MESSAGE_V2, SEND_BATCH_MESSAGE, SEND_REPLY_MESSAGE_V2), as the V1 fields.
+pub(crate) fn send_header(
+    req: &RemotingCommand,
+) -> Result<SendMessageRequestHeader, RemotingCommand> {
+    match req.code {
+        rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE | rc::SEND_REPLY_MESSAGE_V2 => {
+            Ok(header::<SendMessageRequestHeaderV2>(req)?.into())
+        }
+        _ => header(req),
+    }
+}
+
 pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     peer: SocketAddr,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
-    let mut h: SendMessageRequestHeader =
-        if req.code == rc::SEND_MESSAGE_V2 || req.code == rc::SEND_BATCH_MESSAGE {
-            header::<SendMessageRequestHeaderV2>(req)?.into()
-        } else {
-            header(req)?
-        };
+    let mut h = send_header(req)?;
     if !master_ready(inner).await {
         return Err(not_master(req, inner));
     }
+    // RocketMQ's brokers (4.6+) stamp their cluster on every message: a replier to a request
+    // message finds the cluster's reply topic by it.
+    h.properties = Some(set_property(
+        h.properties.take().unwrap_or_default(),
+        property::CLUSTER,
+        &inner.config.cluster_name,
+    ));
+    let prepared = prepare(req, peer, inner, h).await?;
+    #[cfg(madsim)]
+    if inner.config.sim_bug_ack_before_commit {
+        // The bug: answer SEND_OK now and propose in the background, a little later (so a
+        // leader killed while sends flow always has acknowledged sends it never proposed,
+        // whatever the schedule).
+        let replica = inner.replica.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = replica.propose(prepared.records).await;
+        });
+        return Ok(send_ok(req, inner, String::new(), prepared.queue_id, -1));
+    }
+    commit(req, inner, prepared).await
+}
+
+/// A send checked and encoded, ready to propose.
+pub(crate) struct Prepared {
+    pub(crate) queue_id: i32,
+    pub(crate) records: Vec<Vec<u8>>,
+}
+
+/// Everything before a send's proposal: admission, a retried message's dead letters, the topic
+/// (auto-created if allowed), its permission, the queue, the disk's room, and the records.
+pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    peer: SocketAddr,
+    inner: &Inner<S, M>,
+    mut h: SendMessageRequestHeader,
+) -> Result<Prepared, RemotingCommand> {
     let refused = |r: Refusal| reply(req, r.code, r.remark);
     admission::check_header(
         &h,
@@ -163,47 +208,27 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
         levels: &inner.config.delay_levels,
         timer_max_delay_sec: inner.config.timer_max_delay_sec,
     };
-    let encoded =
+    let records =
         admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits, rules)
             .map_err(refused)?;
-    #[cfg(madsim)]
-    if inner.config.sim_bug_ack_before_commit {
-        // The bug: answer SEND_OK now and propose in the background, a little later (so a
-        // leader killed while sends flow always has acknowledged sends it never proposed,
-        // whatever the schedule).
-        let replica = inner.replica.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let _ = replica.propose(encoded).await;
-        });
-        return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
-            &SendMessageResponseHeader {
-                msg_id: String::new(),
-                queue_id,
-                queue_offset: -1,
-                transaction_id: None,
-                msg_region: Some(inner.config.region_id.clone()),
-                trace_on: Some(inner.config.trace_on),
-            },
-        ));
-    }
-    match inner.replica.propose(encoded).await {
+    Ok(Prepared { queue_id, records })
+}
+
+/// Proposes a prepared send and answers SEND_OK once it committed and applied.
+pub(crate) async fn commit<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    prepared: Prepared,
+) -> Result<RemotingCommand, RemotingCommand> {
+    match inner.replica.propose(prepared.records).await {
         Ok(placed) => {
             let msg_id = placed
                 .iter()
                 .map(|p| offset_msg_id(inner.config.advertised_addr, p.position.0 as i64))
                 .collect::<Vec<_>>()
                 .join(",");
-            Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
-                &SendMessageResponseHeader {
-                    msg_id,
-                    queue_id,
-                    queue_offset: placed[0].queue_offset.0 as i64,
-                    transaction_id: None,
-                    msg_region: Some(inner.config.region_id.clone()),
-                    trace_on: Some(inner.config.trace_on),
-                },
-            ))
+            let offset = placed[0].queue_offset.0 as i64;
+            Ok(send_ok(req, inner, msg_id, prepared.queue_id, offset))
         }
         Err(ProposeError::NotLeader { .. }) => Err(not_master(req, inner)),
         Err(ProposeError::Overloaded) => Err(reply(
@@ -214,6 +239,26 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
         Err(ProposeError::Invalid(why)) => Err(reply(req, response_code::MESSAGE_ILLEGAL, why)),
         Err(e) => Err(reply(req, response_code::SYSTEM_ERROR, e.to_string())),
     }
+}
+
+/// SUCCESS with RocketMQ's send response header.
+pub(crate) fn send_ok<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    msg_id: String,
+    queue_id: i32,
+    queue_offset: i64,
+) -> RemotingCommand {
+    RemotingCommand::response_to(req, response_code::SUCCESS, None).with_header(
+        &SendMessageResponseHeader {
+            msg_id,
+            queue_id,
+            queue_offset,
+            transaction_id: None,
+            msg_region: Some(inner.config.region_id.clone()),
+            trace_on: Some(inner.config.trace_on),
+        },
+    )
 }
 
 /// RocketMQ's rule for a client that re-sends a failed message to `%RETRY%<group>` itself (its

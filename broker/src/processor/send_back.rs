@@ -38,8 +38,6 @@ impl<S: Storage + Clone, M: MetaStore> Processor for SendBackProcessor<S, M> {
 
 /// The request version from which a client's `maxReconsumeTimes` is honoured (V3_4_9).
 const MAX_RECONSUME_TIMES_VERSION: i32 = 121;
-/// Retry and dead-letter topics have one queue (RocketMQ's `DLQ_NUMS_PER_GROUP`).
-const SYSTEM_QUEUES: i32 = 1;
 
 async fn send_back<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
@@ -156,8 +154,8 @@ async fn send_back<S: Storage + Clone, M: MetaStore>(
     }
 }
 
-/// A group's retry or dead-letter topic, created (one queue, read-write, as RocketMQ 4.9
-/// creates both) if the group has none yet.
+/// A group's retry or dead-letter topic (or the cluster's reply topic), created (one queue,
+/// read-write, as RocketMQ 4.9 creates them: `DLQ_NUMS_PER_GROUP`) if there is none yet.
 pub(crate) async fn system_topic<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -166,16 +164,8 @@ pub(crate) async fn system_topic<S: Storage + Clone, M: MetaStore>(
     if let Some(t) = inner.replica.metadata().topic(topic).map_err(system_error(req))? {
         return Ok(t);
     }
-    super::send::check_queue_room(req, inner, topic, SYSTEM_QUEUES)?;
-    let meta = TopicMeta {
-        name: topic.to_owned(),
-        read_queue_nums: SYSTEM_QUEUES,
-        write_queue_nums: SYSTEM_QUEUES,
-        perm: perm::READ | perm::WRITE,
-        topic_sys_flag: 0,
-        order: false,
-        filter_type: "SINGLE_TAG".into(),
-    };
+    let meta = single_queue_topic(topic.to_owned());
+    super::send::check_queue_room(req, inner, topic, meta.write_queue_nums)?;
     propose_metadata(req, inner, vec![MetaCommand::PutTopic(meta.clone())]).await?;
     inner.register_now.notify_one();
     Ok(meta)

@@ -275,15 +275,7 @@ async fn ensure_discard_topic<S: Storage + Clone, M: MetaStore>(
     if meta.topic(TRANS_CHECK_MAX_TIME_TOPIC).map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
-    let topic = rocketraft_raft::types::TopicMeta {
-        name: TRANS_CHECK_MAX_TIME_TOPIC.to_owned(),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
-        perm: rocketraft_protocol::code::perm::READ | rocketraft_protocol::code::perm::WRITE,
-        topic_sys_flag: 0,
-        order: false,
-        filter_type: "SINGLE_TAG".into(),
-    };
+    let topic = crate::processor::single_queue_topic(TRANS_CHECK_MAX_TIME_TOPIC.to_owned());
     let command = MetaCommand::PutTopic(topic);
     inner.replica.propose_metadata(vec![command]).await.map_err(|e| e.to_string())?;
     inner.register_now.notify_one();
