@@ -35,6 +35,9 @@ pub enum ClientError {
     /// Every attempt failed; `last` is the last attempt's error.
     #[error("send to {topic} failed after {attempts} attempts: {last}")]
     SendFailed { topic: String, attempts: u32, last: Box<ClientError> },
+    /// A request was sent but no reply came within its timeout.
+    #[error("the request {correlation_id} to {topic} was sent, but no reply came within {timeout_ms} ms")]
+    NoReply { topic: String, correlation_id: String, timeout_ms: u64 },
     /// The message (or batch) is larger than the broker accepts.
     #[error("message of {bytes} bytes is larger than the {max_bytes}-byte limit")]
     MessageTooLarge { bytes: usize, max_bytes: usize },

@@ -15,6 +15,7 @@ pub mod error;
 pub mod message;
 pub mod producer;
 pub mod remoting;
+pub mod request;
 pub mod route;
 pub mod select;
 pub mod transaction;

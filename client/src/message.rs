@@ -73,6 +73,38 @@ impl Message {
         self
     }
 
+    /// The reply to `request` (a request message a consumer received), with `body`: to the
+    /// reply topic of the cluster that stored the request, carrying its correlation id, its
+    /// requester and its TTL (RocketMQ's `MessageUtil.createReplyMessage`). Send it with any
+    /// producer ([`crate::Producer::reply`] does both); the broker pushes it to the requester.
+    pub fn reply_to(request: &MessageExt, body: impl Into<Bytes>) -> Result<Message> {
+        let Some(cluster) = request.property(property::CLUSTER) else {
+            return Err(ClientError::InvalidArgument(format!(
+                "create reply message fail, requestMessage error, property[{}] is null.",
+                property::CLUSTER
+            )));
+        };
+        let mut reply = Message::new(rocketraft_protocol::names::reply_topic(cluster), body);
+        reply.properties.insert(property::MSG_TYPE.into(), property::REPLY_MESSAGE_TYPE.into());
+        for key in [property::CORRELATION_ID, property::REPLY_TO_CLIENT] {
+            let Some(v) = request.property(key) else {
+                return Err(ClientError::InvalidArgument(format!(
+                    "not a request message: property[{key}] is null"
+                )));
+            };
+            reply.properties.insert(key.into(), v.into());
+        }
+        if let Some(ttl) = request.property(property::TTL) {
+            reply.properties.insert(property::TTL.into(), ttl.into());
+        }
+        Ok(reply)
+    }
+
+    /// Whether this is a reply (sent with SEND_REPLY_MESSAGE).
+    pub fn is_reply(&self) -> bool {
+        is_reply(&self.properties)
+    }
+
     pub fn tags(&self) -> Option<&str> {
         self.properties.get(property::TAGS).map(String::as_str)
     }
@@ -111,6 +143,10 @@ impl Message {
     }
 }
 
+fn is_reply(properties: &BTreeMap<String, String>) -> bool {
+    properties.get(property::MSG_TYPE).is_some_and(|t| t == property::REPLY_MESSAGE_TYPE)
+}
+
 /// A message as consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageExt {
@@ -137,40 +173,47 @@ pub struct MessageExt {
 /// zip bombs: a pull of 32 messages cannot allocate 32 times this).
 pub const INFLATED_MAX_BYTES: u64 = 64 << 20;
 
-/// The record's body as the producer meant it: zlib bodies (Java producers compress those
-/// over 4 KiB) inflated. LZ4 and ZSTD bodies (4.9.x producers can choose them) and bodies that
-/// do not inflate are delivered as stored, with COMPRESSED left in `sys_flag` for the caller.
-/// `src`, when given, is the buffer `r` was decoded from: a body delivered as stored is then a
-/// view of it, not a copy.
-fn body_of(r: &RecordView<'_>, src: Option<&Bytes>, budget: &mut u64) -> (Bytes, bool) {
+/// `body` inflated, when `sys_flag` says it is zlib-compressed (COMPRESSED, with the zlib type
+/// or, from 4.x producers, no type) and it inflates to at most `limit` bytes. `None` for bodies
+/// that are not compressed, use LZ4 or ZSTD (4.9.x producers can choose them), or do not
+/// inflate: those are delivered as they came, with COMPRESSED left in `sys_flag`.
+pub(crate) fn inflate(body: &[u8], sys_flag: i32, limit: u64) -> Option<Vec<u8>> {
     use rocketraft_protocol::sysflag::message as flag;
-    let as_stored = || match src {
-        Some(src) => src.slice_ref(r.body),
-        None => Bytes::copy_from_slice(r.body),
-    };
-    let compressed = r.sys_flag & flag::COMPRESSED != 0;
-    let kind = r.sys_flag & flag::COMPRESSION_TYPE_MASK;
-    if !compressed || !(kind == 0 || kind == flag::COMPRESSION_ZLIB) {
-        return (as_stored(), false);
+    let kind = sys_flag & flag::COMPRESSION_TYPE_MASK;
+    if sys_flag & flag::COMPRESSED == 0 || !(kind == 0 || kind == flag::COMPRESSION_ZLIB) {
+        return None;
     }
-    let limit = (*budget).min(INFLATED_MAX_BYTES);
-    let mut out = Vec::with_capacity(r.body.len().saturating_mul(4).min(limit as usize));
+    let limit = limit.min(INFLATED_MAX_BYTES);
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit as usize));
     let inflated = std::io::Read::read_to_end(
-        &mut std::io::Read::take(flate2::read::ZlibDecoder::new(r.body), limit + 1),
+        &mut std::io::Read::take(flate2::read::ZlibDecoder::new(body), limit + 1),
         &mut out,
     );
     match inflated {
-        Ok(n) if (n as u64) <= limit => {
-            *budget -= n as u64;
-            (Bytes::from(out), true)
-        }
+        Ok(n) if (n as u64) <= limit => Some(out),
         _ => {
             tracing::warn!(
-                offset = r.queue_offset,
-                "a compressed body did not inflate: delivered as stored"
+                bytes = body.len(),
+                "a compressed body did not inflate: delivered as it came"
             );
-            (as_stored(), false)
+            None
         }
+    }
+}
+
+/// The record's body as the producer meant it ([`inflate`]d when it can be), and whether it
+/// was inflated. `src`, when given, is the buffer `r` was decoded from: a body delivered as
+/// stored is then a view of it, not a copy.
+fn body_of(r: &RecordView<'_>, src: Option<&Bytes>, budget: &mut u64) -> (Bytes, bool) {
+    match inflate(r.body, r.sys_flag, *budget) {
+        Some(out) => {
+            *budget -= out.len() as u64;
+            (Bytes::from(out), true)
+        }
+        None => match src {
+            Some(src) => (src.slice_ref(r.body), false),
+            None => (Bytes::copy_from_slice(r.body), false),
+        },
     }
 }
 
@@ -225,6 +268,11 @@ impl MessageExt {
 
     pub fn keys(&self) -> Option<&str> {
         self.properties.get(property::KEYS).map(String::as_str)
+    }
+
+    /// Whether this is a reply to a request (as [`crate::Producer::request`] returns them).
+    pub fn is_reply(&self) -> bool {
+        is_reply(&self.properties)
     }
 
     /// The producer's message id (UNIQ_KEY), if it set one.

@@ -16,6 +16,7 @@
 //!   so a retry after it can duplicate (at-least-once, as in RocketMQ).
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,7 +39,8 @@ use crate::clock;
 use crate::core::{ClientConfig, Core};
 use crate::error::{ClientError, Result};
 use crate::lock;
-use crate::message::Message;
+use crate::message::{Message, MessageExt};
+use crate::request::Replies;
 use crate::route::TopicRoute;
 use crate::select::{self, FaultTable};
 
@@ -79,6 +81,9 @@ pub struct ProducerConfig {
     pub compress_over_bytes: usize,
     /// zlib level, 0-9. Default 5 (`compressLevel`).
     pub compress_level: u32,
+    /// Requests ([`Producer::request`]) waiting for their replies at most; one more fails
+    /// with [`ClientError::Overloaded`]. Default 1,024.
+    pub requests_max: usize,
 }
 
 /// Java's `compressMsgBodyOverHowmuch`.
@@ -115,6 +120,7 @@ impl ProducerConfig {
             no_master_wait_ms: 200,
             compress_over_bytes: COMPRESS_OVER_BYTES_DEFAULT,
             compress_level: COMPRESS_LEVEL_DEFAULT,
+            requests_max: crate::request::REQUESTS_MAX_DEFAULT,
         }
     }
 }
@@ -162,6 +168,11 @@ struct Inner {
     /// Asynchronous sends for the producer's driver task, which runs them all (no task per
     /// send). It ends once the producer and its last send are gone.
     async_sends: mpsc::UnboundedSender<AsyncSend>,
+    /// Requests waiting for their replies.
+    replies: Arc<Replies>,
+    /// Masters (by address) this producer introduced itself to before a request, so that
+    /// they can push replies to it.
+    greeted: Mutex<BTreeSet<String>>,
 }
 
 /// An asynchronous send, with whatever receives its result.
@@ -197,8 +208,8 @@ impl Producer {
         Self::start_with(config, None).await
     }
 
-    /// [`Producer::start`], with a handler for the requests brokers send it
-    /// (CHECK_TRANSACTION_STATE).
+    /// [`Producer::start`], with a handler for the other requests brokers send it
+    /// (CHECK_TRANSACTION_STATE); replies to requests are handled here.
     pub(crate) async fn start_with(
         config: ProducerConfig,
         handler: Option<crate::remoting::InboundHandler>,
@@ -209,7 +220,18 @@ impl Producer {
         if config.async_sends_max == 0 {
             return Err(ClientError::InvalidArgument("async_sends_max must be at least 1".into()));
         }
-        let core = Core::start(config.client.clone(), handler).await?;
+        let replies = Replies::new(config.requests_max);
+        let handler: crate::remoting::InboundHandler = {
+            let replies = replies.clone();
+            Arc::new(move |addr, req| {
+                if req.code == request_code::PUSH_REPLY_MESSAGE_TO_CLIENT {
+                    Some(replies.deliver(addr, req))
+                } else {
+                    handler.as_ref().and_then(|h| h(addr, req))
+                }
+            })
+        };
+        let core = Core::start(config.client.clone(), Some(handler)).await?;
         let client_hash = {
             let mut h: i32 = 0;
             for b in core.client_id.bytes() {
@@ -229,6 +251,8 @@ impl Producer {
             uniq: Mutex::new(uniq),
             counter: AtomicUsize::new(0),
             faults: Mutex::new(FaultTable::default()),
+            replies,
+            greeted: Mutex::new(BTreeSet::new()),
         });
         let weak = Arc::downgrade(&inner);
         inner.core.every(inner.core.config.heartbeat_ms, move || {
@@ -323,6 +347,59 @@ impl Producer {
             done(r);
         });
         self.inner.async_sends.send(send).map_err(|_| ClientError::Shutdown)
+    }
+
+    /// Sends `msg` as a request and waits for its reply, for `timeout_ms` in all (RocketMQ's
+    /// `DefaultMQProducer.request`, 4.6+). The request is an ordinary message to its topic
+    /// with CORRELATION_ID, REPLY_TO_CLIENT and TTL set; a consumer answers it with
+    /// [`Producer::reply`] (or [`Message::reply_to`] and a send), and the broker that takes
+    /// the reply pushes it here.
+    ///
+    /// Errors: the send's own (the request may not have been stored), or
+    /// [`ClientError::NoReply`] when it was sent but no reply came in time. A reply that
+    /// comes later is dropped. The replier must reach a master this producer introduced
+    /// itself to: the masters of the reply topic of the topic's cluster (this call sees to
+    /// it before it sends).
+    pub async fn request(&self, mut msg: Message, timeout_ms: u64) -> Result<MessageExt> {
+        let inner = &self.inner;
+        msg.validate(inner.config.message_max_bytes)?;
+        if timeout_ms == 0 {
+            return Err(ClientError::InvalidArgument("a request's timeout must be above 0".into()));
+        }
+        let deadline = clock::deadline_in(timeout_ms);
+        let id = lock(&inner.uniq).next_id(clock::now_ms());
+        msg.properties.insert(property::CORRELATION_ID.to_owned(), id.clone());
+        msg.properties.insert(property::REPLY_TO_CLIENT.to_owned(), inner.core.client_id.clone());
+        msg.properties.insert(property::TTL.to_owned(), timeout_ms.to_string());
+        let topic = msg.topic.clone();
+        inner.introduce_for_replies(&topic, deadline).await?;
+        // In place before the request leaves: the reply can come before the send's answer.
+        let mut waiting = inner.replies.wait(&id)?;
+        let left = deadline.saturating_duration_since(clock::instant());
+        match tokio::time::timeout(left, inner.send(msg, Selection::RoundRobin)).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    addr: "the brokers".into(),
+                    what: "SEND_MESSAGE",
+                    timeout_ms,
+                })
+            }
+        };
+        let left = deadline.saturating_duration_since(clock::instant());
+        match tokio::time::timeout(left, waiting.reply()).await {
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(ClientError::Shutdown),
+            Err(_) => Err(ClientError::NoReply { topic, correlation_id: id, timeout_ms }),
+        }
+    }
+
+    /// Replies to `request` (a request message a consumer received) with `body`: sends
+    /// [`Message::reply_to`]`(request, body)`. Acknowledged once the broker pushed the reply
+    /// to the requester (and, by default, stored it in the reply topic); an error says the
+    /// requester did not get it (gone, or not connected to that master).
+    pub async fn reply(&self, request: &MessageExt, body: impl Into<Bytes>) -> Result<SendResult> {
+        self.send(Message::reply_to(request, body)?).await
     }
 
     /// Sends without waiting for an answer: no acknowledgement, no retry. Errors are only
@@ -436,6 +513,51 @@ impl Inner {
         }
     }
 
+    /// Sees to it that every master a reply to a request on `topic` may reach knows this
+    /// producer: the masters of the topic's groups and of its clusters' reply topics. A
+    /// heartbeat goes out at once when one of them is new (routes are fetched within
+    /// `deadline`); the periodic heartbeats keep them informed afterwards.
+    async fn introduce_for_replies(
+        &self,
+        topic: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        let route = self.bounded(deadline, self.publish_route(topic)).await?;
+        let masters = |r: &TopicRoute| -> Vec<String> {
+            r.data.broker_datas.iter().filter_map(|b| b.master_addr().map(str::to_owned)).collect()
+        };
+        let mut reached = masters(&route);
+        let clusters: BTreeSet<&str> = route
+            .data
+            .broker_datas
+            .iter()
+            .map(|b| b.cluster.as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        for cluster in clusters {
+            let reply_topic = rocketraft_protocol::names::reply_topic(cluster);
+            match self.bounded(deadline, self.core.routes.get(&reply_topic)).await {
+                Ok(r) => reached.extend(masters(&r)),
+                // A broker without request-reply: replies reach only the topic's own groups.
+                Err(e) => {
+                    tracing::debug!(topic = %reply_topic, error = %e, "no route to the reply topic")
+                }
+            }
+        }
+        let new = {
+            let mut greeted = lock(&self.greeted);
+            let mut new = false;
+            for m in reached {
+                new |= greeted.insert(m);
+            }
+            new
+        };
+        if new {
+            self.core.heartbeat(&self.heartbeat_data()).await;
+        }
+        Ok(())
+    }
+
     async fn send(&self, mut msg: Message, how: Selection) -> Result<SendResult> {
         msg.validate(self.config.message_max_bytes)?;
         if !msg.properties.contains_key(property::UNIQ_KEY) {
@@ -506,8 +628,13 @@ impl Inner {
             n: None,
             broker_name: Some(mq.broker_name.clone()),
         };
-        let code =
-            if batch { request_code::SEND_BATCH_MESSAGE } else { request_code::SEND_MESSAGE_V2 };
+        let code = if batch {
+            request_code::SEND_BATCH_MESSAGE
+        } else if msg.is_reply() {
+            request_code::SEND_REPLY_MESSAGE_V2
+        } else {
+            request_code::SEND_MESSAGE_V2
+        };
         let compressed = (!batch)
             .then(|| {
                 compress_body(

@@ -1042,3 +1042,80 @@ async fn a_consumers_running_info_comes_from_the_consumer_through_the_master() {
     consumer.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// Request-reply (`DefaultMQProducer.request()`): requests go to a topic a consumer group
+/// serves, each consumer replies with `Producer::reply`, and every requester gets the reply to
+/// its own request, through the broker's push. A request nobody answers ends in `NoReply`
+/// after its timeout, and a message that is not a request cannot be replied to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_the_reply_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(&dir).await;
+    create_topic(&cluster, "Ask", 2).await;
+    create_topic(&cluster, "Unanswered", 1).await;
+    let replier = Producer::start(producer_config(&cluster)).await.unwrap();
+    let not_requests = Arc::new(Mutex::new(Vec::new()));
+    let listener = {
+        let (replier, not_requests) = (replier.clone(), not_requests.clone());
+        move |msgs: Vec<MessageExt>| {
+            let (replier, not_requests) = (replier.clone(), not_requests.clone());
+            async move {
+                for m in msgs {
+                    if m.property("CORRELATION_ID").is_none() {
+                        not_requests.lock().unwrap().push(Message::reply_to(&m, "x").unwrap_err());
+                        continue;
+                    }
+                    let answer = format!("re:{}", String::from_utf8_lossy(&m.body));
+                    if let Err(e) = replier.reply(&m, answer).await {
+                        tracing::warn!(error = %e, "reply failed");
+                        return ConsumeResult::Later;
+                    }
+                }
+                ConsumeResult::Success
+            }
+        }
+    };
+    let consumer =
+        PushConsumer::start_concurrently(consumer_config(&cluster, "ASKG", "Ask"), listener)
+            .await
+            .unwrap();
+    wait_balanced(&[&consumer], 2).await;
+
+    let requester = Producer::start(producer_config(&cluster)).await.unwrap();
+    let asks: Vec<_> = (0..20)
+        .map(|i| {
+            let requester = requester.clone();
+            tokio::spawn(async move {
+                requester.request(Message::new("Ask", format!("q{i}")), 10_000).await
+            })
+        })
+        .collect();
+    for (i, ask) in asks.into_iter().enumerate() {
+        let reply = ask.await.unwrap().unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&reply.body), format!("re:q{i}"));
+        assert_eq!(reply.topic, "DefaultCluster_REPLY_TOPIC");
+        assert!(reply.is_reply());
+        assert_eq!(reply.property("REPLY_TO_CLIENT"), Some(requester.client_id()));
+        assert_eq!(reply.property("TTL"), Some("10000"));
+        assert!(reply.property("ARRIVE_TIME").is_some());
+    }
+
+    tracing::info!("--- a request nobody answers, and a plain message");
+    let started = Instant::now();
+    let e = requester.request(Message::new("Unanswered", "?"), 1_000).await.unwrap_err();
+    assert!(matches!(e, ClientError::NoReply { timeout_ms: 1_000, .. }), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    replier.send(Message::new("Ask", "plain")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while not_requests.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the plain message never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = not_requests.lock().unwrap()[0].to_string();
+    assert!(e.contains("not a request message: property[CORRELATION_ID] is null"), "{e}");
+
+    requester.shutdown().await;
+    consumer.shutdown().await;
+    replier.shutdown().await;
+    cluster.shutdown().await;
+}
