@@ -53,7 +53,16 @@ impl Conn {
         }
     }
 
-    async fn call(&mut self, mut cmd: RemotingCommand) -> RemotingCommand {
+    /// Sends `cmd` and waits for its answer: at most a minute, so that a request the broker
+    /// never answers fails the test that sent it instead of hanging the whole run.
+    async fn call(&mut self, cmd: RemotingCommand) -> RemotingCommand {
+        let code = cmd.code;
+        tokio::time::timeout(Duration::from_secs(60), self.call_unbounded(cmd))
+            .await
+            .unwrap_or_else(|_| panic!("request code {code} got no answer within 60 s"))
+    }
+
+    async fn call_unbounded(&mut self, mut cmd: RemotingCommand) -> RemotingCommand {
         self.opaque += 1;
         cmd.opaque = self.opaque;
         let mut out = BytesMut::new();
@@ -193,13 +202,25 @@ async fn start_group_configured(
 }
 
 /// A connection to the leader once it has created `topic` (a new leader serves after applying
-/// its log, so the first attempts may be refused).
+/// its log, so the first attempts may be refused). `leader` is asked first; if it refuses, the
+/// leader is looked up again (an election may have replaced the one the test saw: on a loaded
+/// machine the first leader of a fresh group is sometimes deposed at once).
 async fn with_topic(group: &BTreeMap<u64, Replica>, leader: u64, topic: &str) -> Conn {
-    let mut c = Conn::connect(group[&leader].broker.local_addr()).await;
-    while c.call(create_topic(topic)).await.code != response_code::SUCCESS {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut target = leader;
+    loop {
+        let mut c = Conn::connect(group[&target].broker.local_addr()).await;
+        if c.call(create_topic(topic)).await.code == response_code::SUCCESS {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "no leader created topic {topic} within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
+        target = group
+            .values()
+            .find_map(|r| r.node.raft.metrics().borrow().current_leader)
+            .filter(|l| group.contains_key(l))
+            .unwrap_or(leader);
     }
-    c
 }
 
 async fn stop_group(group: BTreeMap<u64, Replica>) {
