@@ -10,7 +10,8 @@
 //! - a consumer group's member list changing (join or leave) is reported, so its members
 //!   rebalance at once;
 //! - a queue lock belongs to one client of a group until `lock_expiry_ms` (60 s) after its last
-//!   renewal; another client gets it only once it expired or was released, or the holder
+//!   renewal (the master's table: followers grant none; a new master starts from the owners
+//!   its predecessors replicated, `honour_locks`); another client gets it only once it expired or was released, or the holder
 //!   unregistered from the group (a graceful shutdown: the next owner need not wait a minute).
 //!   A closed connection does not free them: the client may be alive and still trusts its
 //!   locks for 30 s (RocketMQ's split between client and broker), so a crashed member's queues
@@ -73,6 +74,19 @@ pub struct ClientManager {
     locks: BTreeMap<(String, MessageQueue), Lock>,
     /// What each connection a member or producer is registered on said of its client.
     infos: BTreeMap<ConnId, ClientInfo>,
+    /// The Raft term whose replicated lock owners the lock table holds (see
+    /// [`ClientManager::honour_locks`]); 0 before the first.
+    locks_term: u64,
+}
+
+/// What LOCK_BATCH_MQ did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locked {
+    /// Every queue asked for that the client now holds.
+    pub held: BTreeSet<MessageQueue>,
+    /// Those of `held` it did not hold before (free, expired, or another client's that
+    /// expired): the changes of owner to replicate.
+    pub taken: BTreeSet<MessageQueue>,
 }
 
 impl ClientManager {
@@ -293,8 +307,34 @@ impl ClientManager {
             .map(|(conn, _)| *conn)
     }
 
+    /// Whether the lock table holds the replicated lock owners of `term` yet.
+    pub fn honours_locks_of(&self, term: u64) -> bool {
+        self.locks_term == term
+    }
+
+    /// A new master's first lock call of its `term`: every lock the previous masters granted
+    /// (`owners`, replicated: group, queue, client) to a client still registered in that group
+    /// here is taken as renewed `now_ms`, so its holder keeps it for a whole expiry unless it
+    /// renews or leaves, and nobody else gets the queue meanwhile (the holder may still be
+    /// consuming on the old master's word). Consumers send their heartbeats to every replica,
+    /// so a live holder is registered here; an owner that is not (it left, or its process
+    /// ended) is not waited for.
+    pub fn honour_locks(
+        &mut self,
+        term: u64,
+        owners: impl IntoIterator<Item = (String, MessageQueue, String)>,
+        now_ms: i64,
+    ) {
+        for (group, q, client_id) in owners {
+            if self.consumers.get(&group).is_some_and(|m| m.contains_key(&client_id)) {
+                self.locks.insert((group, q), Lock { client_id, renewed_ms: now_ms });
+            }
+        }
+        self.locks_term = term;
+    }
+
     /// LOCK_BATCH_MQ: locks (or renews) every queue that is free, expired or already the
-    /// client's; returns the queues the client now holds.
+    /// client's.
     pub fn lock(
         &mut self,
         group: &str,
@@ -302,21 +342,25 @@ impl ClientManager {
         queues: &BTreeSet<MessageQueue>,
         now_ms: i64,
         expiry_ms: i64,
-    ) -> BTreeSet<MessageQueue> {
-        let mut held = BTreeSet::new();
+    ) -> Locked {
+        let mut locked = Locked::default();
         for q in queues {
             let key = (group.to_owned(), q.clone());
-            let free = match self.locks.get(&key) {
-                None => true,
-                Some(l) => l.client_id == client_id || now_ms - l.renewed_ms > expiry_ms,
+            let (free, renewal) = match self.locks.get(&key) {
+                None => (true, false),
+                Some(l) if l.client_id == client_id => (true, true),
+                Some(l) => (now_ms - l.renewed_ms > expiry_ms, false),
             };
             if free {
                 self.locks
                     .insert(key, Lock { client_id: client_id.to_owned(), renewed_ms: now_ms });
-                held.insert(q.clone());
+                locked.held.insert(q.clone());
+                if !renewal {
+                    locked.taken.insert(q.clone());
+                }
             }
         }
-        held
+        locked
     }
 
     /// UNLOCK_BATCH_MQ: releases the client's locks on these queues.
@@ -431,19 +475,22 @@ mod tests {
         m.heartbeat(2, &hb("c2", &["G"]), 0);
         m.heartbeat(3, &hb("c3", &["G"]), 0);
         for (c, q) in [("c1", 0), ("c2", 1), ("c3", 2)] {
-            assert_eq!(m.lock("G", c, &[mq(q)].into(), 0, LOCK_EXPIRY_MS_DEFAULT), [mq(q)].into());
+            assert_eq!(
+                m.lock("G", c, &[mq(q)].into(), 0, LOCK_EXPIRY_MS_DEFAULT).held,
+                [mq(q)].into()
+            );
         }
         let all: BTreeSet<_> = [mq(0), mq(1), mq(2)].into();
-        assert!(m.lock("G", "c9", &all, S, LOCK_EXPIRY_MS_DEFAULT).is_empty(), "all held");
+        assert!(m.lock("G", "c9", &all, S, LOCK_EXPIRY_MS_DEFAULT).held.is_empty(), "all held");
         m.unregister("c1", None, Some("G"));
         m.connection_closed(2);
         assert_eq!(
-            m.lock("G", "c9", &all, 2 * S, LOCK_EXPIRY_MS_DEFAULT),
+            m.lock("G", "c9", &all, 2 * S, LOCK_EXPIRY_MS_DEFAULT).held,
             [mq(0)].into(),
             "c1 unregistered; c2's connection closed but it may still consume; c3 holds q2"
         );
         assert_eq!(
-            m.lock("G", "c9", &all, 61 * S, LOCK_EXPIRY_MS_DEFAULT),
+            m.lock("G", "c9", &all, 61 * S, LOCK_EXPIRY_MS_DEFAULT).held,
             all,
             "c2's and c3's locks expired"
         );
@@ -453,40 +500,65 @@ mod tests {
     fn a_lock_is_one_clients_until_released_or_expired() {
         let mut m = ClientManager::new();
         let both: BTreeSet<_> = [mq(0), mq(1)].into();
-        assert_eq!(m.lock("G", "c1", &[mq(0)].into(), 0, LOCK_EXPIRY_MS_DEFAULT), [mq(0)].into());
         assert_eq!(
-            m.lock("G", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT),
+            m.lock("G", "c1", &[mq(0)].into(), 0, LOCK_EXPIRY_MS_DEFAULT).held,
+            [mq(0)].into()
+        );
+        assert_eq!(
+            m.lock("G", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT).held,
             [mq(1)].into(),
             "q0 is c1's"
         );
         assert_eq!(
-            m.lock("H", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT),
+            m.lock("H", "c2", &both, 10 * S, LOCK_EXPIRY_MS_DEFAULT).held,
             both,
             "another group locks apart"
         );
-        assert_eq!(
-            m.lock("G", "c1", &[mq(0)].into(), 50 * S, LOCK_EXPIRY_MS_DEFAULT),
-            [mq(0)].into(),
-            "renewed"
-        );
+        let renewed = m.lock("G", "c1", &[mq(0)].into(), 50 * S, LOCK_EXPIRY_MS_DEFAULT);
+        assert_eq!(renewed.held, [mq(0)].into(), "renewed");
+        assert!(renewed.taken.is_empty(), "a renewal changes no owner: nothing to replicate");
         assert!(
-            m.lock("G", "c2", &[mq(0)].into(), 109 * S, LOCK_EXPIRY_MS_DEFAULT).is_empty(),
+            m.lock("G", "c2", &[mq(0)].into(), 109 * S, LOCK_EXPIRY_MS_DEFAULT).held.is_empty(),
             "59 s after the renewal"
         );
-        assert_eq!(
-            m.lock("G", "c2", &[mq(0)].into(), 111 * S, LOCK_EXPIRY_MS_DEFAULT),
-            [mq(0)].into(),
-            "expired"
-        );
+        let taken = m.lock("G", "c2", &[mq(0)].into(), 111 * S, LOCK_EXPIRY_MS_DEFAULT);
+        assert_eq!((taken.held, taken.taken), ([mq(0)].into(), [mq(0)].into()), "expired");
         m.unlock("G", "c1", &[mq(0)].into());
         assert!(
-            m.lock("G", "c1", &[mq(0)].into(), 112 * S, LOCK_EXPIRY_MS_DEFAULT).is_empty(),
+            m.lock("G", "c1", &[mq(0)].into(), 112 * S, LOCK_EXPIRY_MS_DEFAULT).held.is_empty(),
             "c1 cannot unlock c2's"
         );
         m.unlock("G", "c2", &[mq(0)].into());
         assert_eq!(
-            m.lock("G", "c1", &[mq(0)].into(), 113 * S, LOCK_EXPIRY_MS_DEFAULT),
+            m.lock("G", "c1", &[mq(0)].into(), 113 * S, LOCK_EXPIRY_MS_DEFAULT).held,
             [mq(0)].into()
         );
+    }
+
+    /// A new master takes every replicated owner's lock as renewed when it takes over: the
+    /// holder keeps its queue (and renews it), another client waits a whole expiry.
+    #[test]
+    fn a_new_master_honours_the_locks_its_predecessor_granted() {
+        let mut m = ClientManager::new();
+        m.heartbeat(1, &hb("c1", &["G"]), 100 * S);
+        assert!(!m.honours_locks_of(3));
+        let owners =
+            [("G".to_owned(), mq(0), "c1".to_owned()), ("G".to_owned(), mq(1), "gone".to_owned())];
+        m.honour_locks(3, owners, 100 * S);
+        assert!(m.honours_locks_of(3));
+        assert!(m
+            .lock("G", "c2", &[mq(0)].into(), 101 * S, LOCK_EXPIRY_MS_DEFAULT)
+            .held
+            .is_empty());
+        let renewed = m.lock("G", "c1", &[mq(0)].into(), 102 * S, LOCK_EXPIRY_MS_DEFAULT);
+        assert_eq!((renewed.held, renewed.taken), ([mq(0)].into(), BTreeSet::new()));
+        assert!(m
+            .lock("G", "c2", &[mq(0)].into(), 161 * S, LOCK_EXPIRY_MS_DEFAULT)
+            .held
+            .is_empty());
+        let taken = m.lock("G", "c2", &[mq(0)].into(), 163 * S, LOCK_EXPIRY_MS_DEFAULT);
+        assert_eq!(taken.taken, [mq(0)].into(), "expired 60 s after the last renewal");
+        let q1 = m.lock("G", "c2", &[mq(1)].into(), 101 * S, LOCK_EXPIRY_MS_DEFAULT);
+        assert_eq!(q1.held, [mq(1)].into(), "an owner no longer registered is not waited for");
     }
 }

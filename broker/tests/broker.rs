@@ -560,6 +560,87 @@ fn heartbeat(client: &str) -> RemotingCommand {
         .with_body(data.to_json(JsonStyle::Standard))
 }
 
+fn lock_request(client: &str, queues: &[i32]) -> RemotingCommand {
+    use rocketraft_protocol::body::*;
+    let body = LockBatchRequestBody {
+        client_id: client.into(),
+        consumer_group: "CG".into(),
+        mq_set: queues
+            .iter()
+            .map(|q| MessageQueue {
+                broker_name: "broker-a".into(),
+                queue_id: *q,
+                topic: "T".into(),
+            })
+            .collect(),
+        only_this_broker: false,
+    };
+    RemotingCommand::request_without_header(request_code::LOCK_BATCH_MQ)
+        .with_body(body.to_json(JsonStyle::Standard))
+}
+
+async fn locked(conn: &mut Conn, client: &str, queues: &[i32]) -> Vec<i32> {
+    use rocketraft_protocol::body::*;
+    let answer = conn.call(lock_request(client, queues)).await;
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let held = LockBatchResponseBody::from_json(&answer.body).unwrap().lock_ok_mq_set;
+    held.into_iter().map(|q| q.queue_id).collect()
+}
+
+/// Queue locks survive a failover (issue 20): the new master honours the lock its
+/// predecessor granted, so the queue is not handed to a second consumer while the first may
+/// still be consuming; the holder renews it there, and free queues are granted as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_honours_the_queue_locks_of_the_old_one() {
+    let mut group = start_group().await;
+    let leader = leader(&group).await;
+    // Consumers send heartbeats to every replica, as RocketMQ's do.
+    let mut conns = BTreeMap::new();
+    for (id, r) in &group {
+        let mut c1 = Conn::connect(r.broker.local_addr()).await;
+        let mut c2 = Conn::connect(r.broker.local_addr()).await;
+        assert_eq!(c1.call(heartbeat("c1")).await.code, response_code::SUCCESS);
+        assert_eq!(c2.call(heartbeat("c2")).await.code, response_code::SUCCESS);
+        conns.insert(*id, (c1, c2));
+    }
+    let mut granted = Vec::new();
+    for _ in 0..50 {
+        granted = locked(&mut conns.get_mut(&leader).unwrap().0, "c1", &[0]).await;
+        if !granted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(granted, [0], "the master grants c1 queue 0");
+    assert!(locked(&mut conns.get_mut(&leader).unwrap().1, "c2", &[0]).await.is_empty());
+
+    tracing::info!("--- the leader stops; the new one keeps queue 0 for c1");
+    let old = group.remove(&leader).unwrap();
+    conns.remove(&leader);
+    old.broker.shutdown();
+    old.node.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_leader = loop {
+        let l = group
+            .values()
+            .find_map(|r| r.node.raft.metrics().borrow().current_leader)
+            .filter(|l| group.contains_key(l));
+        // A new leader grants locks once its state is current; c2 asks for a free queue.
+        if let Some(l) = l {
+            if locked(&mut conns.get_mut(&l).unwrap().1, "c2", &[1]).await == [1] {
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new master granted a free queue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (c1, c2) = conns.get_mut(&new_leader).unwrap();
+    assert!(locked(c2, "c2", &[0]).await.is_empty(), "queue 0 is still c1's");
+    assert_eq!(locked(c1, "c1", &[0]).await, [0], "c1 renews it on the new master");
+    assert!(locked(c2, "c2", &[0]).await.is_empty());
+    stop_group(group).await;
+}
+
 /// Members of a consumer group are told at once when it changes; the member list and queue
 /// locks answer as RocketMQ's do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,6 +688,12 @@ async fn consumers_hear_of_group_changes_and_lock_queues() {
     assert_eq!(LockBatchResponseBody::from_json(&got.body).unwrap().lock_ok_mq_set.len(), 2);
     let got = c2.call(lock("c2", &[1, 2])).await;
     assert_eq!(LockBatchResponseBody::from_json(&got.body).unwrap().lock_ok_mq_set, [mq(2)].into());
+    tracing::info!("--- a follower grants no lock, even on a queue nobody holds");
+    let follower = (0..3).find(|id| *id != leader).unwrap();
+    let mut to_follower = Conn::connect(group[&follower].broker.local_addr()).await;
+    let got = to_follower.call(lock("c3", &[3])).await;
+    assert_eq!(got.code, response_code::SUCCESS);
+    assert!(LockBatchResponseBody::from_json(&got.body).unwrap().lock_ok_mq_set.is_empty());
 
     tracing::info!("--- c2's connection closes: c1 hears it, and c2 leaves the list");
     c1.pushed.clear();

@@ -34,6 +34,7 @@ use crate::types::{
     decode, decode_untrusted, encode, to_log_entry, GroupMeta, HalfOutcome, MetaCommand, NodeId,
     Request, Response, TopicMeta, TypeConfig,
 };
+use rocketraft_protocol::body::MessageQueue;
 use rocketraft_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC};
 
 const KEY_APPLIED: &[u8] = b"sm/applied";
@@ -50,8 +51,11 @@ const PREFIX_HALF_DONE: &[u8] = b"txn-done/";
 const PREFIX_HALF_CHECKS: &[u8] = b"txn-checks/";
 /// Every half message before this offset is resolved (its marks are forgotten).
 const KEY_HALVES_FROM: &[u8] = b"txn-from/";
+/// Who a queue lock was last granted to: `lock/<group>\0<topic>\0<broker>\0<queue id>` ->
+/// client id.
+const PREFIX_LOCK: &[u8] = b"lock/";
 /// The replicated metadata, as prefixes of the metadata store.
-const REPLICATED: [&[u8]; 7] = [
+const REPLICATED: [&[u8]; 8] = [
     PREFIX_TOPIC,
     PREFIX_GROUP,
     PREFIX_OFFSET,
@@ -59,6 +63,7 @@ const REPLICATED: [&[u8]; 7] = [
     PREFIX_HALF_DONE,
     PREFIX_HALF_CHECKS,
     KEY_HALVES_FROM,
+    PREFIX_LOCK,
 ];
 /// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
@@ -91,6 +96,17 @@ fn moved_key(topic: &str, queue_id: i32) -> Vec<u8> {
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
     k.extend_from_slice(queue_id.to_string().as_bytes());
+    k
+}
+
+/// `lock/<group>\0<topic>\0<broker name>\0<queue id>`
+fn lock_key(group: &str, q: &MessageQueue) -> Vec<u8> {
+    let mut k = PREFIX_LOCK.to_vec();
+    for part in [group, &q.topic, &q.broker_name] {
+        k.extend_from_slice(part.as_bytes());
+        k.push(0);
+    }
+    k.extend_from_slice(q.queue_id.to_string().as_bytes());
     k
 }
 
@@ -158,7 +174,8 @@ impl Catalog {
             | MetaCommand::SkipParked { .. }
             | MetaCommand::RollBackHalf { .. }
             | MetaCommand::HalfChecks { .. }
-            | MetaCommand::ForgetHalves { .. } => {}
+            | MetaCommand::ForgetHalves { .. }
+            | MetaCommand::SetLockOwner { .. } => {}
         }
     }
 }
@@ -308,6 +325,26 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             .collect())
     }
 
+    /// Every replicated queue lock: (group, queue, the client it was last granted to). What a
+    /// new master honours.
+    pub fn lock_owners(&self) -> Result<Vec<(String, MessageQueue, String)>, StorageError<NodeId>> {
+        let pairs = self.meta.scan_prefix(PREFIX_LOCK).map_err(sm_read)?;
+        let mut owners = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            let mut parts = k[PREFIX_LOCK.len()..].split(|&b| b == 0);
+            let mut text = || parts.next().map(|p| String::from_utf8_lossy(p).into_owned());
+            let (Some(group), Some(topic), Some(broker_name), Some(queue_id)) =
+                (text(), text(), text(), text())
+            else {
+                continue;
+            };
+            let Ok(queue_id) = queue_id.parse() else { continue };
+            let owner: String = decode(&v).map_err(sm_read)?;
+            owners.push((group, MessageQueue { topic, broker_name, queue_id }, owner));
+        }
+        Ok(owners)
+    }
+
     /// A group's committed offset on a queue.
     pub fn consumer_offset(
         &self,
@@ -376,10 +413,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             }
             MetaCommand::DeleteGroup { group } => {
                 ops.push(MetaOp::Delete(key(PREFIX_GROUP, group)));
-                let mut p = PREFIX_OFFSET.to_vec();
-                p.extend_from_slice(group.as_bytes());
-                p.push(0);
-                ops.push(MetaOp::DeletePrefix(p));
+                for prefix in [PREFIX_OFFSET, PREFIX_LOCK] {
+                    let mut p = prefix.to_vec();
+                    p.extend_from_slice(group.as_bytes());
+                    p.push(0);
+                    ops.push(MetaOp::DeletePrefix(p));
+                }
             }
             MetaCommand::CommitOffsets(offsets) => {
                 for o in offsets {
@@ -415,6 +454,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     ops.push(MetaOp::Delete(half_key(PREFIX_HALF_CHECKS, o)));
                 }
                 ops.push(MetaOp::Put(KEY_HALVES_FROM.to_vec(), encode(below).map_err(sm_write)?));
+            }
+            MetaCommand::SetLockOwner { group, owner, queues } => {
+                let owner = encode(owner).map_err(sm_write)?;
+                for q in queues {
+                    ops.push(MetaOp::Put(lock_key(group, q), owner.clone()));
+                }
             }
         }
         Ok(())

@@ -74,6 +74,15 @@ pub enum MetaCommand {
         from: u64,
         below: u64,
     },
+    /// Queue locks a master granted to a new owner (orderly consumption, a queue handed over):
+    /// `owner` (a client id) holds `queues` for `group`. Only changes of owner are replicated,
+    /// not renewals: a new master honours every lock the old one granted, for one whole expiry
+    /// from when it takes over, instead of granting the queue to a second consumer.
+    SetLockOwner {
+        group: String,
+        owner: String,
+        queues: Vec<rocketraft_protocol::body::MessageQueue>,
+    },
 }
 
 /// How a transaction half message was resolved.

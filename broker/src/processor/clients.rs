@@ -1,6 +1,8 @@
 //! The client manager's requests: heartbeats (which also create a group's retry topic and
 //! subscription group on first contact), unregistering, a group's member list, queue locks.
 
+use std::collections::BTreeSet;
+
 use rocketraft_protocol::body::{
     CheckClientRequestBody, ConsumerListBody, HeartbeatData, JsonBody, JsonStyle,
     LockBatchRequestBody, LockBatchResponseBody,
@@ -40,7 +42,7 @@ impl<S: Storage + Clone, M: MetaStore> Processor for ClientsProcessor<S, M> {
                 rc::HEART_BEAT => heartbeat(req, peer, inner),
                 rc::UNREGISTER_CLIENT => unregister_client(req, inner),
                 rc::GET_CONSUMER_LIST_BY_GROUP => consumer_list(req, inner),
-                rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner),
+                rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => queue_locks(req, inner).await,
                 rc::CHECK_CLIENT_CONFIG => check_client_config(req, inner),
                 _ => Err(unsupported(req)),
             }
@@ -195,25 +197,60 @@ pub(crate) fn consumer_list<S: Storage + Clone, M: MetaStore>(
         .with_body(ConsumerListBody { consumer_id_list: ids }.to_json(JsonStyle::Standard)))
 }
 
-pub(crate) fn queue_locks<S: Storage + Clone, M: MetaStore>(
+/// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ. Only the master grants locks: a follower answers that
+/// the client holds none (each replica keeps its own table). A lock that changes owner is
+/// replicated before it is granted (`SetLockOwner`), and a new master starts from the
+/// replicated owners (`ClientManager::honour_locks`): a consumer that took a queue from the
+/// old master keeps it, and nobody else gets it while it may still be consuming. Renewals
+/// are not replicated. Unlocks are taken anywhere.
+pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let body = LockBatchRequestBody::from_json(&req.body).map_err(system_error(req))?;
-    let mut clients = lock(&inner.clients);
+    let answer = |held| {
+        RemotingCommand::response_to(req, response_code::SUCCESS, None)
+            .with_body(LockBatchResponseBody { lock_ok_mq_set: held }.to_json(JsonStyle::Standard))
+    };
     if req.code == rc::UNLOCK_BATCH_MQ {
-        clients.unlock(&body.consumer_group, &body.client_id, &body.mq_set);
+        lock(&inner.clients).unlock(&body.consumer_group, &body.client_id, &body.mq_set);
         return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None));
     }
-    let held = clients.lock(
-        &body.consumer_group,
-        &body.client_id,
-        &body.mq_set,
-        now_ms(inner),
-        LOCK_EXPIRY_MS_DEFAULT,
-    );
-    Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None)
-        .with_body(LockBatchResponseBody { lock_ok_mq_set: held }.to_json(JsonStyle::Standard)))
+    if !master_ready(inner).await {
+        return Ok(answer(BTreeSet::new()));
+    }
+    let term = inner.replica.term();
+    let locked = {
+        let mut clients = lock(&inner.clients);
+        if !clients.honours_locks_of(term) {
+            let owners = inner.replica.metadata().lock_owners().map_err(system_error(req))?;
+            clients.honour_locks(term, owners, now_ms(inner));
+        }
+        clients.lock(
+            &body.consumer_group,
+            &body.client_id,
+            &body.mq_set,
+            now_ms(inner),
+            LOCK_EXPIRY_MS_DEFAULT,
+        )
+    };
+    if locked.taken.is_empty() {
+        return Ok(answer(locked.held));
+    }
+    let command = MetaCommand::SetLockOwner {
+        group: body.consumer_group.clone(),
+        owner: body.client_id.clone(),
+        queues: locked.taken.iter().cloned().collect(),
+    };
+    if let Err(e) = inner.replica.propose_metadata(vec![command]).await {
+        // Not granted after all: a master that cannot replicate the new owner must not hand
+        // the queue over (the next master would not know of it).
+        tracing::debug!(group = %body.consumer_group, error = %e, "a lock's new owner was not replicated");
+        lock(&inner.clients).unlock(&body.consumer_group, &body.client_id, &locked.taken);
+        let held = locked.held.difference(&locked.taken).cloned().collect();
+        return Ok(answer(held));
+    }
+    Ok(answer(locked.held))
 }
 
 #[cfg(all(test, not(madsim)))]

@@ -122,10 +122,10 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
         return Ok(reply(req, response_code::SUCCESS, "Offset has been previously reset"));
     }
     let offset = ConsumerOffset {
+        offset: within_queue(inner, &h.topic, h.queue_id, h.commit_offset as u64),
         group: h.consumer_group,
         topic: h.topic,
         queue_id: h.queue_id,
-        offset: h.commit_offset as u64,
     };
     if req.is_oneway() {
         inner.replica.commit_offset(offset);
@@ -137,6 +137,23 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
         ));
     }
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+/// A committed offset as the master keeps it: one past the queue's end is cut to the end (a
+/// consumer there would skip every message sent until the queue reached it); lower ones,
+/// below the queue's start too, stand (seeks and resets move consumers back on purpose). A
+/// queue that holds nothing yet ends at 0.
+pub(crate) fn within_queue<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    topic: &str,
+    queue_id: i32,
+    offset: u64,
+) -> u64 {
+    let end = inner.replica.queue_bounds(topic, queue_id).map_or(0, |(_, max)| max.0);
+    if offset > end {
+        tracing::debug!(topic, queue_id, offset, end, "a commit past the queue's end is cut to it");
+    }
+    offset.min(end)
 }
 
 /// INVOKE_BROKER_TO_RESET_OFFSET, as RocketMQ 5.x does it by default (server side): the master
@@ -325,6 +342,10 @@ mod tests {
         assert_eq!(offset_of(&r.call(&p, query()).await), 4);
         assert_eq!(r.call(&p, commit(-1)).await.code, response_code::SYSTEM_ERROR);
         assert_eq!(offset_of(&r.call(&p, query()).await), 4, "a refused commit changes nothing");
+        assert_eq!(r.call(&p, commit(2)).await.code, response_code::SUCCESS);
+        assert_eq!(offset_of(&r.call(&p, query()).await), 2, "a consumer may move back");
+        assert_eq!(r.call(&p, commit(500)).await.code, response_code::SUCCESS);
+        assert_eq!(offset_of(&r.call(&p, query()).await), 5, "past the end: cut to the end");
         drop(p);
         r.stop().await;
     }

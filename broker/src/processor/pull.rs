@@ -80,11 +80,13 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
     }
     if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
         // The commit-offset piggyback: the consumer's progress rides on its pull.
+        let offset =
+            super::offsets::within_queue(inner, &h.topic, h.queue_id, h.commit_offset as u64);
         inner.replica.commit_offset(ConsumerOffset {
             group: h.consumer_group.clone(),
             topic: h.topic.clone(),
             queue_id: h.queue_id,
-            offset: h.commit_offset as u64,
+            offset,
         });
     }
     // A negative offset is below every queue's start: the master sends the consumer to the
