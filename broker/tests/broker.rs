@@ -1200,22 +1200,39 @@ async fn a_pull_of_removed_messages_moves_to_what_is_stored() {
             c = Conn::connect(group[&l].broker.local_addr()).await;
         }
     }
-    let raft = &group[&l].node.raft;
-    raft.trigger().snapshot().await.unwrap();
-    let m = raft
-        .wait(Some(Duration::from_secs(20)))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 300), "snapshot")
-        .await
-        .unwrap();
-    raft.trigger().purge_log(m.snapshot.unwrap().index).await.unwrap();
-    raft.wait(Some(Duration::from_secs(20)))
-        .metrics(|m| m.purged.is_some(), "purged")
-        .await
-        .unwrap();
+    // Every replica snapshots and purges its own log, so whichever leads when we pull (a
+    // loaded machine may elect another) has the removed history the test is about.
+    for replica in group.values() {
+        let raft = &replica.node.raft;
+        raft.trigger().snapshot().await.unwrap();
+        let m = raft
+            .wait(Some(Duration::from_secs(20)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 300), "snapshot")
+            .await
+            .unwrap();
+        raft.trigger().purge_log(m.snapshot.unwrap().index).await.unwrap();
+        raft.wait(Some(Duration::from_secs(20)))
+            .metrics(|m| m.purged.is_some(), "purged")
+            .await
+            .unwrap();
+    }
 
-    let r = c.call(pull("Kept", 0, 0, None, 0)).await;
-    assert_eq!(r.code, response_code::PULL_RETRY_IMMEDIATELY, "{:?}", r.remark);
-    let h: PullMessageResponseHeader = r.decode_header().unwrap();
+    // Only the master moves a reader (a follower leaves it where it is): ask the leader, and
+    // ask again if it was deposed between the look-up and the pull.
+    let mut tries = 0;
+    let (mut c, h) = loop {
+        let l = leader(&group).await;
+        let mut c = Conn::connect(group[&l].broker.local_addr()).await;
+        let r = c.call(pull("Kept", 0, 0, None, 0)).await;
+        assert_eq!(r.code, response_code::PULL_RETRY_IMMEDIATELY, "{:?}", r.remark);
+        let h: PullMessageResponseHeader = r.decode_header().unwrap();
+        if r.remark.as_deref() == Some("NO_MATCHED_MESSAGE") {
+            break (c, h);
+        }
+        tries += 1;
+        assert!(tries < 50, "never reached the master: {:?}", r.remark);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(h.next_begin_offset > 0, "sent on past the removed messages");
     let r = c.call(pull("Kept", 0, h.next_begin_offset, None, 0)).await;
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
