@@ -2,6 +2,7 @@
 //! subscription group on first contact), unregistering, a group's member list, queue locks.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use rocketraft_protocol::body::{
     CheckClientRequestBody, ConsumerListBody, HeartbeatData, JsonBody, JsonStyle,
@@ -197,12 +198,13 @@ pub(crate) fn consumer_list<S: Storage + Clone, M: MetaStore>(
         .with_body(ConsumerListBody { consumer_id_list: ids }.to_json(JsonStyle::Standard)))
 }
 
-/// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ. Only the master grants locks: a follower answers that
-/// the client holds none (each replica keeps its own table). A lock that changes owner is
-/// replicated before it is granted (`SetLockOwner`), and a new master starts from the
-/// replicated owners (`ClientManager::honour_locks`): a consumer that took a queue from the
-/// old master keeps it, and nobody else gets it while it may still be consuming. Renewals
-/// are not replicated. Unlocks are taken anywhere.
+/// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ. Only the master grants locks, once a quorum confirms it
+/// leads: a follower (or a cut-off leader) answers that the client holds none (each replica
+/// keeps its own table). A lock that changes owner is replicated before it is granted
+/// (`SetLockOwner`), and a new master starts from the replicated owners
+/// (`ClientManager::honour_locks`): a consumer that took a queue from the old master keeps
+/// it, and nobody else gets it while it may still be consuming. Renewals are not
+/// replicated. Unlocks are taken anywhere.
 pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -216,7 +218,13 @@ pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
         lock(&inner.clients).unlock(&body.consumer_group, &body.client_id, &body.mq_set);
         return Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None));
     }
-    if !master_ready(inner).await {
+    // A leader cut off from its group may still think it leads (openraft 0.9 has no
+    // check-quorum): a lock, even a renewal, is granted only once a quorum confirms this
+    // replica leads. So a holder's last renewal precedes the next master's election, and
+    // that master honours the lock for longer than the holder trusts it (60 s against 30 s).
+    let confirmed = master_ready(inner).await
+        && inner.replica.confirmed_master(Duration::from_millis(MASTER_CATCH_UP_MS)).await;
+    if !confirmed {
         return Ok(answer(BTreeSet::new()));
     }
     let term = inner.replica.term();
