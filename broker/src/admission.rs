@@ -22,6 +22,7 @@ use rocketraft_protocol::sysflag::message as msgflag;
 use rocketraft_protocol::{request_code as rc, response_code};
 
 use crate::schedule::{park, ParkRules};
+use rocketraft_store::StoreError;
 
 /// A send refused: the response code and remark to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,14 +216,19 @@ pub fn encode_records(
     Ok(records)
 }
 
-/// The answer to a send while the disk is above its usage limit (RocketMQ's, for a full disk).
-pub fn disk_full(reason: &str) -> Refusal {
+/// The answer to a send the store does not admit (RocketMQ's SERVICE_NOT_AVAILABLE, which
+/// producers retry on another broker): the disk is above its usage limit, or an earlier sync
+/// failed and the replica is stopping.
+pub fn store_refuses(e: &StoreError) -> Refusal {
+    let reason = match e {
+        StoreError::DiskFull { .. } => format!("the broker's disk is full ({e})"),
+        other => format!("message store has been shut down ({other})"),
+    };
     Refusal::new(
         response_code::SERVICE_NOT_AVAILABLE,
         format!(
-            "service not available now. It may be caused by one of the following reasons: the \
-             broker's disk is full ({reason}), messages are put to the slave, message store has \
-             been shut down, etc."
+            "service not available now. It may be caused by one of the following reasons: \
+             {reason}, messages are put to the slave, message store has been shut down, etc."
         ),
     )
 }

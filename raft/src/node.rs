@@ -400,11 +400,11 @@ pub const META_SYNC_MS: u64 = 1_000;
 /// scattered over the hash slots), which ran on apply's async task every 1,000 entries.
 pub const DISPATCH_SYNC_MS: u64 = 5_000;
 
-/// Watches Raft's running state, syncs the lazy and deferred metadata every [`META_SYNC_MS`]
-/// and the queues and indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error
-/// (not our own shutdown), or a sync the disk refused, is logged once, published to `fatal`,
-/// and stops the replica's RPC server and retention (and Raft, for a failed sync): its peers
-/// then see it as down, not as a peer that answers and never acts.
+/// Watches Raft's running state and the CommitLog's syncs, syncs the lazy and deferred
+/// metadata every [`META_SYNC_MS`] and the queues and indexes every [`DISPATCH_SYNC_MS`], off
+/// the send path. A fatal error (not our own shutdown), or a sync the disk refused, is logged
+/// once, published to `fatal`, and stops the replica's RPC server and retention (and Raft, for
+/// a failed sync): its peers then see it as down, not as a peer that answers and never acts.
 ///
 /// It polls every [`FATAL_CHECK_MS`] rather than waiting on openraft's metrics channel: one
 /// more waiter there changes the order tokio wakes its waiters in, which madsim does not
@@ -434,6 +434,15 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
             Err(e) => Some(e.to_string()),
         };
+        // A CommitLog sync that failed (in async mode no append waits for it, so openraft
+        // never hears of it): the log takes no more writes, and the replica stops.
+        if error.is_none() {
+            if let Some(e) = state_machine.commit_log_sync_failure() {
+                let raft = raft.clone();
+                tokio::spawn(async move { raft.shutdown().await });
+                error = Some(format!("syncing the CommitLog failed: {e}"));
+            }
+        }
         since_sync_ms += FATAL_CHECK_MS;
         if error.is_none() && since_sync_ms >= META_SYNC_MS {
             since_sync_ms = 0;

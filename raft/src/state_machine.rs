@@ -260,6 +260,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(())
     }
 
+    /// The first CommitLog sync that failed, if one did: the replica must stop (see
+    /// `StoreError::SyncFailed`).
+    pub fn commit_log_sync_failure(&self) -> Option<String> {
+        lock(&self.log).sync_failure().map(str::to_owned)
+    }
+
     /// Syncs the queues and indexes and moves the dispatch checkpoint up to what was
     /// dispatched: what a restart re-dispatches from the log starts there. Blocking I/O.
     pub fn sync_dispatch(&self) -> Result<(), StorageError<NodeId>> {

@@ -1066,6 +1066,43 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// A CommitLog sync that fails under async flush (no append waits for it) stops the replica,
+    /// and nothing the failed sync covered ever counts as durable there, even once the disk
+    /// syncs again (the kernel may have dropped the pages and marked them clean). Once, the
+    /// error was only logged and the next successful sync marked the whole range durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_under_async_flush_stops_the_replica() {
+        let mut g = Group::start_flushing(false, FlushMode::Async { interval_ms: 100 }).await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..10).await;
+        let doomed = (0..3).find(|id| *id != leader).unwrap();
+        g.disks[&doomed].0.set_fail_commitlog_syncs(true);
+        g.write(leader, 10..20).await;
+        let why =
+            tokio::time::timeout(Duration::from_secs(10), g.nodes[&doomed].stopped_on_fatal())
+                .await
+                .expect("the replica stops on the failed sync");
+        assert!(why.contains("CommitLog"), "{why}");
+        let flushed = g.nodes[&doomed].log.lock().unwrap().flushed();
+        g.disks[&doomed].0.set_fail_commitlog_syncs(false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        {
+            let log = g.nodes[&doomed].log.lock().unwrap();
+            assert_eq!(log.flushed(), flushed, "nothing more counts as durable");
+            assert!(log.admit_new_writes().is_err(), "and it takes no new writes");
+        }
+
+        tracing::info!("--- the other two go on; the stopped one restarts and catches up");
+        g.write(leader, 20..30).await;
+        g.nodes.remove(&doomed).unwrap().shutdown().await;
+        g.start_node(doomed, None).await.unwrap();
+        let last = g.last_index(leader);
+        g.wait_applied(last).await;
+        let offset = g.nodes[&doomed].state_machine.consumer_offset("g", "topic-1", 1).unwrap();
+        assert_eq!(offset, Some(29), "write 29 went to topic-1 queue 1");
+        g.shutdown().await;
+    }
+
     /// The retention task of a running replica purges old segments that a snapshot covers,
     /// through openraft; the group keeps taking writes and a restarted replica recovers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,6 +171,8 @@ pub struct CommitLog<S: Storage> {
     /// Bumped by truncation and reset: flush jobs from an older epoch do not count.
     epoch: u64,
     writes_refused: Option<StoreError>,
+    /// Set by the first failed sync, never cleared (see [`StoreError::SyncFailed`]).
+    sync_failed: Option<String>,
     scratch: Vec<u8>,
     io: IoCounts,
 }
@@ -217,6 +219,7 @@ impl<S: Storage> CommitLog<S> {
             dirty_index_from: None,
             epoch: 0,
             writes_refused: None,
+            sync_failed: None,
             scratch: Vec::new(),
             io: IoCounts::default(),
         };
@@ -870,6 +873,7 @@ impl<S: Storage> CommitLog<S> {
     /// Whether new records may be proposed for this log: an error while the disk is above its
     /// usage limit.
     pub fn admit_new_writes(&self) -> StoreResult<()> {
+        self.check_syncs()?;
         match &self.writes_refused {
             None => Ok(()),
             Some(StoreError::DiskFull { used_percent, limit_percent }) => {
@@ -890,6 +894,7 @@ impl<S: Storage> CommitLog<S> {
     /// Appends entries after the last one. They are written but not durable until a flush
     /// covers them ([`CommitLog::flush`] or a [`FlushJob`]).
     pub fn append(&mut self, entries: &[LogEntry]) -> StoreResult<()> {
+        self.check_syncs()?;
         for e in entries {
             self.append_one(e)?;
             self.io.entries += 1;
@@ -1020,6 +1025,7 @@ impl<S: Storage> CommitLog<S> {
     /// Records a job that ran successfully; returns the durable point. A job taken before a
     /// truncation or reset does not move it.
     pub fn complete_flush(&mut self, job: FlushJob<S::File>) -> StoreResult<LogCut> {
+        self.check_syncs()?;
         self.io.flush_jobs += 1;
         self.io.file_syncs += job.syncs.len() as u64;
         if job.epoch == self.epoch && job.target.next_index >= self.flushed.next_index {
@@ -1027,7 +1033,8 @@ impl<S: Storage> CommitLog<S> {
             if self.flushed.next_index.0 - self.checkpointed.next_index.0
                 >= self.config.checkpoint_every_entries
             {
-                self.write_checkpoint()?;
+                let written = self.write_checkpoint();
+                written.inspect_err(|e| self.sync_failed(e))?;
             }
         }
         Ok(self.flushed)
@@ -1035,11 +1042,35 @@ impl<S: Storage> CommitLog<S> {
 
     /// Makes everything appended so far durable, in the caller's thread.
     pub fn flush(&mut self) -> StoreResult<LogCut> {
+        self.check_syncs()?;
         if let Some(job) = self.flush_job() {
-            job.run()?;
+            job.run().inspect_err(|e| self.sync_failed(e))?;
             self.complete_flush(job)?;
         }
         Ok(self.flushed)
+    }
+
+    /// Records that a sync of this log failed (a [`FlushJob`] run elsewhere, or the
+    /// checkpoint's). From then on the log takes no writes and reports nothing more durable:
+    /// after a failed `fsync` the kernel may have dropped the unsynced pages and marked them
+    /// clean, so a later sync can succeed without them. Only a restart (recovery re-reads and
+    /// checks what is really on disk) clears it.
+    pub fn sync_failed(&mut self, error: &StoreError) {
+        if self.sync_failed.is_none() {
+            self.sync_failed = Some(error.to_string());
+        }
+    }
+
+    /// The first failed sync, if any: the replica must stop.
+    pub fn sync_failure(&self) -> Option<&str> {
+        self.sync_failed.as_deref()
+    }
+
+    fn check_syncs(&self) -> StoreResult<()> {
+        match &self.sync_failed {
+            Some(reason) => Err(StoreError::SyncFailed { reason: reason.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// Deletes every entry after `index` (all of them for `None`). Used when a follower's

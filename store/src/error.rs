@@ -47,6 +47,12 @@ pub enum StoreError {
     QueueGap { topic: String, queue_id: i32, expected: QueueOffset, got: QueueOffset },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A sync of the CommitLog failed earlier. The kernel may have dropped the unsynced pages
+    /// and a later sync would then succeed without them, so nothing written since the last
+    /// durable point can be trusted: the log takes no more writes and reports nothing more
+    /// durable. The replica must stop; recovery at restart re-reads what is really on disk.
+    #[error("an earlier sync of the CommitLog failed ({reason}): it takes no more writes; restart the replica")]
+    SyncFailed { reason: String },
     /// A committed record dispatch cannot index (`admit::check_record` fails). The leader checks
     /// every record before proposing it, so this is a bug, not bad input: the replica stops.
     #[error("committed record at CommitLog position {position} cannot be indexed: {reason}")]

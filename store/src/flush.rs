@@ -104,10 +104,20 @@ impl<W> GroupCommit<W> {
         let job = lock(log).flush_job();
         let flushed = match job {
             Some(job) => {
-                job.run()?;
+                if let Err(e) = job.run() {
+                    lock(log).sync_failed(&e);
+                    return Err(e);
+                }
                 lock(log).complete_flush(job)?
             }
-            None => lock(log).flushed(),
+            // Nothing new to sync; a log whose sync failed earlier still answers that error.
+            None => {
+                let log = lock(log);
+                if let Some(reason) = log.sync_failure() {
+                    return Err(crate::StoreError::SyncFailed { reason: reason.to_owned() });
+                }
+                log.flushed()
+            }
         };
         Ok((flushed, self.release(flushed)))
     }
@@ -179,5 +189,30 @@ mod tests {
         assert!(gc.flush_once(&log).is_err());
         assert_eq!(gc.pending(), 1, "the waiter is still waiting");
         assert_eq!(lock(&log).flushed().next_index, RaftIndex(0));
+    }
+
+    /// After a failed fsync the kernel may drop the unsynced pages and mark them clean, so the
+    /// next sync succeeds without them: the failed range must never be reported durable. Once,
+    /// async mode logged the error and the next flush marked everything up to the end durable.
+    #[test]
+    fn a_failed_sync_poisons_the_log_for_good() {
+        let storage = SimStorage::new();
+        let log = small_log(storage.clone());
+        let gc = GroupCommit::<()>::new(FlushMode::Async { interval_ms: 500 });
+        lock(&log).append(&[entry(0)]).unwrap();
+        gc.flush_once(&log).unwrap();
+        lock(&log).append(&[entry(1)]).unwrap();
+        storage.set_fail_syncs(true);
+        assert!(gc.flush_once(&log).is_err());
+        storage.set_fail_syncs(false);
+        // The disk takes syncs again: still nothing after index 0 counts as durable.
+        let err = gc.flush_once(&log).unwrap_err();
+        assert!(matches!(err, crate::StoreError::SyncFailed { .. }), "{err}");
+        assert_eq!(lock(&log).flushed().next_index, RaftIndex(1));
+        assert!(lock(&log).sync_failure().is_some());
+        let append = lock(&log).append(&[entry(2)]);
+        assert!(matches!(append, Err(crate::StoreError::SyncFailed { .. })), "{append:?}");
+        assert!(lock(&log).admit_new_writes().is_err(), "sends are refused at the door");
+        assert!(lock(&log).flush().is_err());
     }
 }

@@ -78,6 +78,8 @@ struct FileState {
 pub struct SimFile {
     state: Mutex<FileState>,
     capacity: u64,
+    /// Under `commitlog/` (see [`SimStorage::set_fail_commitlog_syncs`]).
+    commitlog: bool,
     faults: Arc<Faults>,
     clock_ms: Arc<AtomicI64>,
 }
@@ -86,6 +88,7 @@ pub struct SimFile {
 struct Faults {
     disk_full: AtomicBool,
     fail_syncs: AtomicBool,
+    fail_commitlog_syncs: AtomicBool,
     sync_latency_ms: AtomicU64,
 }
 
@@ -131,7 +134,9 @@ impl StorageFile for SimFile {
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.capacity, offset, len)?;
-        if self.faults.fail_syncs.load(Ordering::Relaxed) {
+        let fail = self.faults.fail_syncs.load(Ordering::Relaxed)
+            || (self.commitlog && self.faults.fail_commitlog_syncs.load(Ordering::Relaxed));
+        if fail {
             return Err(io::Error::other("simulated fsync failure"));
         }
         let mut st = lock(&self.state);
@@ -190,6 +195,11 @@ impl SimStorage {
     /// While on, every sync fails.
     pub fn set_fail_syncs(&self, on: bool) {
         self.faults.fail_syncs.store(on, Ordering::Relaxed);
+    }
+
+    /// While on, every sync of a file under `commitlog/` fails (the other files sync).
+    pub fn set_fail_commitlog_syncs(&self, on: bool) {
+        self.faults.fail_commitlog_syncs.store(on, Ordering::Relaxed);
     }
 
     /// Makes every log sync take `ms` longer (a slow disk); 0 for none.
@@ -262,6 +272,7 @@ impl Storage for SimStorage {
                 modified_ms: self.clock_ms.load(Ordering::Relaxed),
             }),
             capacity: capacity_bytes,
+            commitlog: path.starts_with("commitlog/"),
             faults: self.faults.clone(),
             clock_ms: self.clock_ms.clone(),
         });
