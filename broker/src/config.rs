@@ -190,6 +190,9 @@ pub struct StoreSection {
     pub disk_max_used_ratio: f64,
     /// How often retention runs. Default 10,000 ms.
     pub retention_check_ms: u64,
+    /// Reckon the disk as this many bytes, the store directory's files counting as used (the
+    /// ratios above apply to it): for a broker sharing a volume. Default 0: the volume's size.
+    pub capacity_bytes: u64,
 }
 
 impl Default for StoreSection {
@@ -209,6 +212,7 @@ impl Default for StoreSection {
             disk_clean_ratio: retention.disk_clean_ratio,
             disk_max_used_ratio: retention.disk_max_used_ratio,
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+            capacity_bytes: 0,
         }
     }
 }
@@ -377,6 +381,7 @@ impl BrokerFile {
                 file_reserved_hours: st.file_reserved_hours,
                 disk_clean_ratio: st.disk_clean_ratio,
                 disk_max_used_ratio: st.disk_max_used_ratio,
+                capacity_bytes: (st.capacity_bytes > 0).then_some(st.capacity_bytes),
             },
             retention_check_ms: st.retention_check_ms,
             message_faults: Default::default(),

@@ -29,6 +29,10 @@ pub struct RetentionConfig {
     pub disk_clean_ratio: f64,
     /// At or above this used fraction, refuse appends. Default 0.90.
     pub disk_max_used_ratio: f64,
+    /// Reckon the disk as this many bytes, of which the store's files use what they occupy
+    /// (and no more is available than the volume has): for a store sharing a volume with
+    /// other data, or a test that fills a "disk" quickly. `None` (the default): the volume.
+    pub capacity_bytes: Option<u64>,
 }
 
 impl Default for RetentionConfig {
@@ -37,6 +41,7 @@ impl Default for RetentionConfig {
             file_reserved_hours: 72,
             disk_clean_ratio: 0.75,
             disk_max_used_ratio: 0.90,
+            capacity_bytes: None,
         }
     }
 }
@@ -103,6 +108,15 @@ pub struct RetentionReport {
     pub disk: DiskState,
 }
 
+/// How full the store's disk is: the volume's usage, or the capacity cap's.
+pub fn disk_usage<S: Storage>(storage: &S, config: &RetentionConfig) -> StoreResult<DiskUsage> {
+    let volume = storage.disk_usage().doing(|| "measuring disk usage".into())?;
+    let Some(capacity) = config.capacity_bytes else { return Ok(volume) };
+    let occupied =
+        storage.occupied_bytes().doing(|| "measuring the store's occupied bytes".into())?;
+    Ok(DiskUsage::capped(capacity, occupied, volume))
+}
+
 /// What retention would do now: the disk state, the last raft index of the segments that may
 /// be deleted (delete through it), if any, and whether that deletes a segment before its time
 /// because the disk is full.
@@ -112,7 +126,7 @@ pub fn plan<S: Storage>(
     purge_limit: RaftIndex,
     config: &RetentionConfig,
 ) -> StoreResult<(DiskState, Option<RaftIndex>, bool)> {
-    let usage = log.storage().disk_usage().doing(|| "measuring disk usage".into())?;
+    let usage = disk_usage(log.storage(), config)?;
     let disk = disk_state(usage, config);
     let mut segments = Vec::new();
     for ((path, _), first_index) in log.segment_files().into_iter().zip(log.segment_first_indexes())
@@ -186,6 +200,26 @@ mod tests {
             segments_to_delete(&segs[3..], 1000 * H, DiskState::Ok, RaftIndex(1000), &cfg),
             0
         );
+    }
+
+    #[test]
+    fn a_capacity_cap_counts_the_stores_files_against_it() {
+        use crate::io::sim::SimStorage;
+        let s = SimStorage::new();
+        s.create("a", 600).unwrap();
+        let capped = RetentionConfig { capacity_bytes: Some(1_000), ..Default::default() };
+        let u = disk_usage(&s, &capped).unwrap();
+        assert_eq!((u.total_bytes, u.available_bytes), (1_000, 400));
+        assert_eq!(disk_state(u, &capped), DiskState::Ok);
+        s.create("b", 300).unwrap();
+        let u = disk_usage(&s, &capped).unwrap();
+        assert!(matches!(disk_state(u, &capped), DiskState::Full { .. }), "{u:?}");
+        // The volume's own room bounds what the cap leaves.
+        s.set_volume_bytes(950);
+        let u =
+            disk_usage(&s, &RetentionConfig { capacity_bytes: Some(10_000), ..capped }).unwrap();
+        assert_eq!(u.available_bytes, 50);
+        assert!(disk_usage(&s, &RetentionConfig::default()).unwrap().used_ratio() > 0.9);
     }
 
     #[test]

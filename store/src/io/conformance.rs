@@ -113,6 +113,10 @@ fn disk_usage_is_sane<S: Storage>(s: &S) {
     let u = s.disk_usage().unwrap();
     assert!(u.total_bytes > 0 && u.available_bytes <= u.total_bytes);
     assert!((0.0..=1.0).contains(&u.used_ratio()));
+    let before = s.occupied_bytes().unwrap();
+    let f = s.create("occupied/file", 64 << 10).unwrap();
+    f.write_at(60 << 10, b"x").unwrap();
+    assert!(s.occupied_bytes().unwrap() > before, "a written file occupies space");
     assert!(s.modified_ms("sync").unwrap() >= 0);
 }
 

@@ -7,6 +7,11 @@
 //!   after every write costs less this way, since `msync` has to write-protect the mapped pages
 //!   again (a TLB shootdown on every CPU per sync) and every first write to a page faults.
 //!
+//! A file written through its mapping has its disk blocks taken (`fallocate`) ahead of the
+//! writes: a store into a mapped page with no block behind it on a full disk is a SIGBUS that
+//! kills the process, where a failed `fallocate` is an error the caller handles. (Log files
+//! need none: `pwrite` answers ENOSPC.)
+//!
 //! Every mapping is advised `MADV_RANDOM`. Without it, page faults read around the faulting
 //! page in large folios, including the part of a file not yet written; a later write dirties the
 //! whole folio and the next sync writes it all back: measured, a 1 KiB write + sync cost 4 KiB
@@ -15,8 +20,10 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -54,15 +61,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 pub struct MmapFile {
     map: MmapRaw,
     capacity: u64,
-    /// Set for a log file: writes go through it (`pwrite`), the mapping is read-only.
-    log: Option<fs::File>,
+    file: fs::File,
+    /// A log file: writes go through `file` (`pwrite`), the mapping is read-only.
+    log: bool,
+    /// For a file written through its mapping: the bytes from 0 known to have disk blocks
+    /// behind them. A store into a mapped page with no block behind it on a full disk is a
+    /// SIGBUS that kills the process; blocks are taken ahead of the writes instead
+    /// ([`RESERVE_STEP_BYTES`] at a time), so a full disk is an error of the write.
+    reserved: AtomicU64,
 }
+
+/// How far ahead of a mapped write disk blocks are taken: one `fallocate` per this many bytes
+/// written in order (a ConsumeQueue file, an IndexFile's entries).
+pub const RESERVE_STEP_BYTES: u64 = 1 << 20;
 
 impl std::fmt::Debug for MmapFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MmapFile")
             .field("capacity", &self.capacity)
-            .field("log", &self.log.is_some())
+            .field("log", &self.log)
             .finish()
     }
 }
@@ -79,7 +96,39 @@ impl MmapFile {
             MmapRaw::map_raw(&file)?
         };
         map.advise(Advice::Random)?;
-        Ok(MmapFile { map, capacity, log: log.then_some(file) })
+        Ok(MmapFile { map, capacity, file, log, reserved: AtomicU64::new(0) })
+    }
+
+    /// Takes disk blocks for `[0, end)` (rounded up to the next step) unless it has them.
+    /// A volume that cannot allocate ahead (no `fallocate`) is written as before.
+    fn reserve(&self, end: u64) -> io::Result<()> {
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if end <= reserved {
+            return Ok(());
+        }
+        let to = end.div_ceil(RESERVE_STEP_BYTES).saturating_mul(RESERVE_STEP_BYTES);
+        let to = to.min(self.capacity);
+        // SAFETY: plain syscall on a descriptor we own; the range lies within the file, so
+        // its size does not change.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                0,
+                reserved as libc::off_t,
+                (to - reserved) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {}
+                _ => return Err(e),
+            }
+            self.reserved.store(self.capacity, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.reserved.store(to, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -90,9 +139,10 @@ impl StorageFile for MmapFile {
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(self.capacity, offset, data.len() as u64)?;
-        if let Some(file) = &self.log {
-            return file.write_all_at(data, offset);
+        if self.log {
+            return self.file.write_all_at(data, offset);
         }
+        self.reserve(offset + data.len() as u64)?;
         // SAFETY: the range is inside the mapping (checked above); the mapping is writable and
         // lives as long as `self`. The Storage contract (one writer per file, no reader of a
         // range while it is written) rules out overlapping concurrent access.
@@ -135,11 +185,12 @@ impl StorageFile for MmapFile {
         if len == 0 {
             return Ok(());
         }
-        match &self.log {
+        if self.log {
             // The file's written pages are few (it is synced after almost every write), so
             // syncing them all is syncing the range.
-            Some(file) => file.sync_data(),
-            None => self.map.flush_range(offset as usize, len as usize),
+            self.file.sync_data()
+        } else {
+            self.map.flush_range(offset as usize, len as usize)
         }
     }
 }
@@ -222,6 +273,33 @@ impl Storage for MmapStorage {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0))
+    }
+
+    fn occupied_bytes(&self) -> io::Result<u64> {
+        fn walk(dir: &Path, total: &mut u64) -> io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let e = e?;
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue, // just removed
+                    Err(err) => return Err(err),
+                };
+                // st_blocks counts 512-byte units whatever the filesystem's block size.
+                *total += meta.blocks() * 512;
+                if meta.is_dir() {
+                    walk(&e.path(), total)?;
+                }
+            }
+            Ok(())
+        }
+        let mut total = 0;
+        walk(&self.root, &mut total)?;
+        Ok(total)
     }
 
     fn disk_usage(&self) -> io::Result<DiskUsage> {

@@ -29,6 +29,19 @@ pub struct DiskUsage {
 }
 
 impl DiskUsage {
+    /// The usage of a store capped at `capacity` bytes on a volume whose own usage is
+    /// `volume`: `occupied` of the cap is used, and what is left of it is available as far as
+    /// the volume still has room.
+    pub fn capped(capacity: u64, occupied: u64, volume: DiskUsage) -> DiskUsage {
+        let used = occupied.min(capacity);
+        let left = capacity - used;
+        DiskUsage {
+            total_bytes: capacity,
+            free_bytes: left.min(volume.free_bytes),
+            available_bytes: left.min(volume.available_bytes),
+        }
+    }
+
     /// Used fraction of the space this process can have, 0.0 to 1.0: `df`'s Use%, used /
     /// (used + available), which is also how RocketMQ reckons `diskMaxUsedSpaceRatio`. Blocks
     /// reserved for root count as neither (ext4 reserves 5 % by default; some volumes far
@@ -81,6 +94,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Space on the volume.
     fn disk_usage(&self) -> io::Result<DiskUsage>;
+
+    /// Bytes the tree's files occupy on the volume (allocated, not their nominal sizes): what
+    /// a capacity cap (`RetentionConfig::capacity_bytes`) counts as used.
+    fn occupied_bytes(&self) -> io::Result<u64>;
 
     /// Extra time a sync of a log file takes on this volume, beyond the call itself: zero for
     /// a real disk (its syncs take the time they take). The simulation sets it to model a slow

@@ -314,6 +314,10 @@ impl Storage for SimStorage {
         Ok(lock(&self.open(path)?.state).modified_ms)
     }
 
+    fn occupied_bytes(&self) -> io::Result<u64> {
+        Ok(self.used_bytes())
+    }
+
     fn disk_usage(&self) -> io::Result<DiskUsage> {
         let total = self.capacity_bytes.load(Ordering::Relaxed) as u64;
         let free = total.saturating_sub(self.used_bytes());
