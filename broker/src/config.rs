@@ -355,6 +355,14 @@ impl BrokerFile {
                 st.segment_size_bytes, self.server.message_max_bytes
             ));
         }
+        let replicable = rocketraft_raft::network::ENTRY_PAYLOAD_REPLICABLE_MAX_BYTES;
+        if largest_entry > replicable {
+            return invalid(format!(
+                "[server] message_max_bytes = {} makes records of up to {largest_entry} bytes, \
+                 more than one Raft frame carries to a follower ({replicable} bytes)",
+                self.server.message_max_bytes
+            ));
+        }
         let ratios_ok = 0.0 < st.disk_clean_ratio
             && st.disk_clean_ratio <= st.disk_max_used_ratio
             && st.disk_max_used_ratio <= 1.0;
@@ -471,6 +479,10 @@ mod tests {
         refused(
             format!("{MINIMAL}\n[store]\nsegment_size_bytes = 4194304\n"),
             "cannot hold the largest message",
+        );
+        refused(
+            format!("{MINIMAL}\n[server]\nmessage_max_bytes = 67108864\n"),
+            "more than one Raft frame carries",
         );
         refused(
             format!("cluster_name = \"a b\"\n{MINIMAL}"),

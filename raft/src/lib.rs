@@ -9,12 +9,14 @@
 //! - [`log_store`]: `RaftLogStorage` on the CommitLog, with group commit.
 //! - [`state_machine`]: apply (dispatch, metadata), snapshots, install.
 //! - [`network`]: the Raft RPC transport over TCP (length-prefixed bincode frames).
+//! - [`budget`]: how many bytes of entries one AppendEntries carries.
 //! - [`node`]: one replica: recovery, membership check, bootstrap, RPC server.
 //! - [`proposer`]: the leader's send path: queue offsets in log order, sends batched.
 
 // openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
 #![allow(clippy::result_large_err)]
 
+pub mod budget;
 pub mod clock;
 pub mod error;
 pub mod local_ack;

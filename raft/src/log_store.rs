@@ -25,6 +25,7 @@ use openraft::{
 use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLog, FlushMode, GroupCommit, RaftIndex};
 
+use crate::budget::ReplicationBudget;
 use crate::local_ack::{LocalAck, LocalAppends, PendingAcks};
 use crate::meta::{MetaOp, MetaStore};
 use crate::types::{decode, encode, from_log_entry, to_log_entry, NodeId, Request, TypeConfig};
@@ -184,6 +185,7 @@ pub struct LogStore<S: Storage, M: MetaStore> {
     wake: Arc<tokio::sync::Notify>,
     mode: FlushMode,
     local_appends: Arc<LocalAppends>,
+    budget: Arc<ReplicationBudget>,
 }
 
 /// Reads entries concurrently with appends.
@@ -191,11 +193,18 @@ pub struct LogReader<S: Storage, M: MetaStore> {
     log: Arc<Mutex<CommitLog<S>>>,
     recent: Arc<Mutex<RecentEntries>>,
     meta: Arc<M>,
+    /// Cuts what replication reads for one AppendEntries (see [`crate::budget`]).
+    budget: Arc<ReplicationBudget>,
 }
 
 impl<S: Storage, M: MetaStore> Clone for LogReader<S, M> {
     fn clone(&self) -> Self {
-        LogReader { log: self.log.clone(), recent: self.recent.clone(), meta: self.meta.clone() }
+        LogReader {
+            log: self.log.clone(),
+            recent: self.recent.clone(),
+            meta: self.meta.clone(),
+            budget: self.budget.clone(),
+        }
     }
 }
 
@@ -244,6 +253,22 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         read_entries(&self.log, &self.recent, &*self.meta, range)
     }
+
+    /// What replication sends a follower in one AppendEntries: the entries from `start` that
+    /// fit the byte budget, at least one.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let end = {
+            let log = lock(&self.log);
+            crate::budget::entries_within(start, end, self.budget.bytes(), |i| {
+                log.entry_meta(RaftIndex(i)).ok().map(|m| u64::from(m.size))
+            })
+        };
+        read_entries(&self.log, &self.recent, &*self.meta, start..end)
+    }
 }
 
 impl<S: Storage, M: MetaStore> LogStore<S, M> {
@@ -279,7 +304,14 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             wake,
             mode,
             local_appends: Arc::default(),
+            budget: Arc::default(),
         }
+    }
+
+    /// The byte budget of one AppendEntries, which the network adjusts to what the links
+    /// manage (see [`crate::budget`]).
+    pub fn replication_budget(&self) -> Arc<ReplicationBudget> {
+        self.budget.clone()
     }
 
     /// Where this replica's proposer registers proposals to be acknowledged once this log has
@@ -366,7 +398,12 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader { log: self.log.clone(), recent: self.recent.clone(), meta: self.meta.clone() }
+        LogReader {
+            log: self.log.clone(),
+            recent: self.recent.clone(),
+            meta: self.meta.clone(),
+            budget: self.budget.clone(),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {

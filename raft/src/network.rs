@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::budget::ReplicationBudget;
+
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -45,6 +47,10 @@ use crate::types::{decode_untrusted, encode_into, NodeId, TypeConfig};
 pub const RAFT_PORT_DEFAULT: u16 = 40911;
 /// The largest RPC frame accepted (append batches and snapshot chunks stay well below).
 pub const RPC_FRAME_MAX_BYTES: usize = 64 << 20;
+/// The largest entry payload that crosses in one AppendEntries frame (1 MiB of the frame is
+/// left to the envelope and the entry's own fields). Proposals are never larger; the broker's
+/// config refuses a `message_max_bytes` whose record would be.
+pub const ENTRY_PAYLOAD_REPLICABLE_MAX_BYTES: usize = RPC_FRAME_MAX_BYTES - (1 << 20);
 /// Connect timeout when openraft's RPC option does not bound it tighter.
 const CONNECT_TIMEOUT_MS_MAX: u64 = 1_000;
 /// A connection's read buffer, as the remoting server's.
@@ -300,11 +306,18 @@ impl MessageFaults {
 pub struct Network {
     group: String,
     faults: MessageFaults,
+    budget: Arc<ReplicationBudget>,
 }
 
 impl Network {
-    pub fn new(group: impl Into<String>, faults: MessageFaults) -> Self {
-        Network { group: group.into(), faults }
+    /// `budget` is the log reader's (see [`crate::budget`]): appends with entries that time
+    /// out shrink it, quick ones grow it back.
+    pub fn new(
+        group: impl Into<String>,
+        faults: MessageFaults,
+        budget: Arc<ReplicationBudget>,
+    ) -> Self {
+        Network { group: group.into(), faults, budget }
     }
 }
 
@@ -318,6 +331,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             conn: Mutex::new(None),
             faults: self.faults,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -331,6 +345,35 @@ pub struct PeerClient {
     // `&mut self`, so `Mutex::get_mut` never blocks. With the time it was last used.
     conn: Mutex<Option<(BufReader<TcpStream>, tokio::time::Instant)>>,
     faults: MessageFaults,
+    budget: Arc<ReplicationBudget>,
+}
+
+/// Times one AppendEntries with entries for the budget: answered (how fast), or timed out,
+/// which includes openraft dropping the call at its own timeout (this guard's drop).
+struct Timed<'a> {
+    budget: &'a ReplicationBudget,
+    started: tokio::time::Instant,
+    limit: Duration,
+    done: bool,
+}
+
+impl Timed<'_> {
+    fn answered(mut self) {
+        self.done = true;
+        self.budget.answered(self.started.elapsed(), self.limit);
+    }
+
+    fn forget(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.budget.timed_out();
+        }
+    }
 }
 
 type CallError = RPCError<NodeId, BasicNode, RaftError<NodeId>>;
@@ -422,7 +465,27 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, CallError> {
-        match self.call(RpcRequest::Append(rpc), option.hard_ttl()).await {
+        let limit = option.hard_ttl();
+        let budget = self.budget.clone();
+        // The runtime's clock (virtual under madsim).
+        #[allow(clippy::disallowed_methods)]
+        let timed = (!rpc.entries.is_empty()).then(|| Timed {
+            budget: &budget,
+            started: tokio::time::Instant::now(),
+            limit,
+            done: false,
+        });
+        let answer = self.call(RpcRequest::Append(rpc), limit).await;
+        if let Some(t) = timed {
+            match &answer {
+                Ok(_) => t.answered(),
+                // Our own timeout (openraft's drops the call: the guard's drop).
+                Err(_) if t.started.elapsed() >= limit => drop(t),
+                // A refused connection or a closed one says nothing of the size.
+                Err(_) => t.forget(),
+            }
+        }
+        match answer {
             Ok(RpcResponse::Append(Ok(r))) => Ok(r),
             Ok(RpcResponse::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -243,7 +243,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(config.group.clone(), config.message_faults),
+            Network::new(
+                config.group.clone(),
+                config.message_faults,
+                log_store.replication_budget(),
+            ),
             log_store,
             state_machine.clone(),
         )

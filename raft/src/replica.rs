@@ -142,11 +142,16 @@ impl LeaderWatch {
     }
 }
 
+/// The largest entry payload the log takes that also crosses to a follower in one frame.
+fn replicable(log_max: usize) -> usize {
+    log_max.min(crate::network::ENTRY_PAYLOAD_REPLICABLE_MAX_BYTES)
+}
+
 impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     /// The replica of a started node, with its proposer and offset committer running.
     pub fn start(node: &RaftNode<S, M>, config: ReplicaConfig) -> Self {
         let proposer_config = ProposerConfig {
-            entry_payload_max_bytes: lock(&node.log).entry_payload_max_bytes(),
+            entry_payload_max_bytes: replicable(lock(&node.log).entry_payload_max_bytes()),
             in_flight_max: config.proposals_in_flight_max.max(1),
             replication: config.replication,
             ..Default::default()
@@ -272,7 +277,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     pub fn admit_new_writes(&self) -> StoreResult<usize> {
         let log = lock(&self.log);
         log.admit_new_writes()?;
-        Ok(log.entry_payload_max_bytes())
+        Ok(replicable(log.entry_payload_max_bytes()))
     }
 
     /// Proposes encoded records (see [`Proposer::submit`]); answers once they are stored as

@@ -306,6 +306,8 @@ mod recovery {
         /// Every segment counts as old and retention runs every 100 ms.
         retain_nothing: bool,
         flush: FlushMode,
+        /// Applied to every node's config last.
+        tweak: fn(&mut NodeConfig),
     }
 
     fn config(id: u64, peers: &BTreeMap<u64, String>) -> NodeConfig {
@@ -353,6 +355,14 @@ mod recovery {
         }
 
         async fn start_flushing(retain_nothing: bool, flush: FlushMode) -> Group {
+            Self::start_tweaked(retain_nothing, flush, |_| {}).await
+        }
+
+        async fn start_tweaked(
+            retain_nothing: bool,
+            flush: FlushMode,
+            tweak: fn(&mut NodeConfig),
+        ) -> Group {
             let mut listeners = BTreeMap::new();
             let mut peers = BTreeMap::new();
             for id in 0..3u64 {
@@ -362,7 +372,8 @@ mod recovery {
             }
             let disks: BTreeMap<_, _> =
                 (0..3).map(|id| (id, (SimStorage::new(), MemMeta::new()))).collect();
-            let mut g = Group { peers, disks, nodes: BTreeMap::new(), retain_nothing, flush };
+            let mut g =
+                Group { peers, disks, nodes: BTreeMap::new(), retain_nothing, flush, tweak };
             for id in 0..3 {
                 g.start_node(id, listeners.remove(&id)).await.unwrap();
             }
@@ -385,6 +396,7 @@ mod recovery {
                 c.retention.file_reserved_hours = 0;
                 c.retention_check_ms = 100;
             }
+            (self.tweak)(&mut c);
             let node = RaftNode::start(c, disk, meta, listener, None).await?;
             self.nodes.insert(id, node);
             Ok(())
@@ -741,6 +753,38 @@ mod recovery {
         }
         .encode()
         .unwrap()
+    }
+
+    /// A follower that missed more than one Raft frame of large entries (72 of 1 MiB, where a
+    /// frame carries 64 MiB) catches up: replication cuts each AppendEntries at its byte
+    /// budget. Once, openraft's 300 entries went in one request, over the frame limit, refused
+    /// as a network error and sent again the same size forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_behind_by_more_than_a_frame_catches_up() {
+        use rocketraft_raft::ProposerConfig;
+        let mut g = Group::start_tweaked(false, FlushMode::Sync, |c| {
+            c.commit_log.segment_size_bytes = 8 << 20;
+        })
+        .await;
+        let leader = g.leader(None).await;
+        let lagger = (0..3).find(|id| *id != leader).unwrap();
+        g.nodes.remove(&lagger).unwrap().shutdown().await;
+        let proposer = g.proposer(leader, ProposerConfig::default());
+        let body = "x".repeat(1 << 20);
+        for _ in 0..72 {
+            proposer.submit(vec![record(0, body.clone())]).await.unwrap();
+        }
+        let last = g.last_index(leader);
+        g.start_node(lagger, None).await.unwrap();
+        g.nodes[&lagger]
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .applied_index_at_least(Some(last), "the lagger catches up")
+            .await
+            .unwrap();
+        let max = g.nodes[&lagger].dispatcher.lock().unwrap().queue("T", 0).unwrap().max_offset();
+        assert_eq!(max.0, 72);
+        g.shutdown().await;
     }
 
     /// Concurrent sends through the leader's proposer get dense, unique queue offsets and
