@@ -7,7 +7,9 @@
 //! the applied id it finds, which never runs ahead of what it covers.
 //!
 //! A snapshot is what a log needs beside itself: the metadata (topics, groups, offsets,
-//! membership) at an applied id, and the log cut where the next entry goes. A follower that
+//! membership) at an applied id, and the log cut where the next entry goes. Its contents are
+//! taken between applies (openraft asks for the builder on the state machine's task), so all of
+//! it describes that one id; encoding and storing it runs on a task of its own. A follower that
 //! installs one and does not hold the snapshot's last entry restarts its CommitLog and queues
 //! at that cut (the messages before it were purged everywhere by retention), so positions stay
 //! identical to the leader's.
@@ -478,7 +480,15 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         log.cut_before(next).map_err(sm_read)
     }
 
-    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+    /// What a snapshot of the state as applied now holds. Called by openraft between applies
+    /// (`get_snapshot_builder`, on the state machine's task), so the applied id, the metadata,
+    /// the queues' next offsets and the cut all describe the same point; the builder then
+    /// encodes and stores it on a task of its own while applies go on. (Once, the builder read
+    /// the live state on its own task: queues already past the snapshot's last entry, which a
+    /// follower installing it seeded its queues with, and dropped the entries after it.)
+    fn capture(&self) -> Result<Captured, StorageError<NodeId>> {
+        // Queues and indexes durable up to here first: the log before the snapshot may be
+        // purged, and a restart re-dispatches only from the dispatch checkpoint.
         lock(&self.dispatcher).flush().map_err(sm_write)?;
         let applied = self.applied()?;
         let membership: Membership = self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default();
@@ -498,26 +508,43 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             metadata,
             queues,
         };
-        let data = encode(&body).map_err(sm_read)?;
         let snapshot_id = match applied {
             Some(a) => format!("{}-{}-{}", a.leader_id.term, a.index, cut.position.0),
             None => format!("empty-{}", cut.position.0),
         };
         let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        Ok(Captured { meta, body })
+    }
+}
+
+/// A snapshot's contents, taken between applies.
+struct Captured {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    body: SnapshotBody,
+}
+
+/// Builds the snapshot captured when openraft asked for a builder (see
+/// [`StateMachine::capture`]): encodes it and stores it as the current snapshot.
+pub struct SnapshotBuilder<M: MetaStore> {
+    meta: Arc<M>,
+    captured: Option<Result<Captured, StorageError<NodeId>>>,
+}
+
+impl<M: MetaStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<M> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let captured = self.captured.take().unwrap_or_else(|| {
+            Err(StorageIOError::read_snapshot(None, &std::io::Error::other("built twice")).into())
+        });
+        let Captured { meta, body } = captured?;
+        let data = encode(&body).map_err(sm_read)?;
         let stored = encode(&(meta.clone(), data.clone())).map_err(sm_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_SNAPSHOT.to_vec(), stored)]).map_err(sm_write)?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
-impl<S: Storage + Clone, M: MetaStore> RaftSnapshotBuilder<TypeConfig> for StateMachine<S, M> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        self.build()
-    }
-}
-
 impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMachine<S, M> {
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder<M>;
 
     async fn applied_state(
         &mut self,
@@ -625,7 +652,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        SnapshotBuilder { meta: self.meta.clone(), captured: Some(self.capture()) }
     }
 
     async fn begin_receiving_snapshot(

@@ -755,6 +755,56 @@ mod recovery {
         .unwrap()
     }
 
+    /// A snapshot describes one point: the queues it seeds a follower with are those of its
+    /// last applied entry, however many entries were applied while it was being built. Once,
+    /// the builder read the live queues on its own task: a follower installing the snapshot
+    /// started its queues past the entries after the snapshot, and dropped them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_holds_the_queues_of_its_last_entry() {
+        use std::sync::{Arc, Mutex};
+
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        use rocketraft_raft::{ProposerConfig, StateMachine};
+        use rocketraft_store::{CommitLog, Dispatcher};
+
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let proposer = g.proposer(leader, ProposerConfig::default());
+        let write = |n: usize| {
+            let proposer = proposer.clone();
+            async move {
+                for i in 0..n {
+                    proposer.submit(vec![record(0, format!("m{i}"))]).await.unwrap();
+                }
+            }
+        };
+        write(10).await;
+        let mut sm = g.nodes[&leader].state_machine.clone();
+        let mut builder = sm.get_snapshot_builder().await;
+        write(5).await;
+        let last = g.last_index(leader);
+        g.wait_applied(last).await;
+        let snapshot = builder.build_snapshot().await.unwrap();
+
+        // A fresh replica installs it: its queue continues after the snapshot's 10 messages.
+        let storage = SimStorage::new();
+        let config = CommitLogConfig { segment_size_bytes: 4096, ..Default::default() };
+        let (log, _) = CommitLog::open(storage.clone(), config).unwrap();
+        let dispatcher = Dispatcher::open(storage, DispatchConfig::default(), &log).unwrap();
+        let dispatcher = Arc::new(Mutex::new(dispatcher));
+        let mut fresh = StateMachine::new(
+            Arc::new(Mutex::new(log)),
+            dispatcher.clone(),
+            Arc::new(MemMeta::new()),
+            None,
+        )
+        .unwrap();
+        fresh.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        let next = dispatcher.lock().unwrap().queue("T", 0).map(|q| q.max_offset().0);
+        assert_eq!(next, Some(10), "the queue as of the snapshot's last entry");
+        g.shutdown().await;
+    }
+
     /// A follower that missed more than one Raft frame of large entries (72 of 1 MiB, where a
     /// frame carries 64 MiB) catches up: replication cuts each AppendEntries at its byte
     /// budget. Once, openraft's 300 entries went in one request, over the frame limit, refused
