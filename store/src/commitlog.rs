@@ -295,6 +295,24 @@ impl<S: Storage> CommitLog<S> {
             self.end = start;
         }
         let (end, last, scanned, reason) = self.scan(scan_from, start)?;
+        if end.next_index < trusted.next_index && saved.is_some() {
+            // The checkpoint says entries up to `trusted` were synced: a bad one below it is
+            // damage, not a torn write. Cutting there would drop entries this replica
+            // acknowledged (and it would go on voting with a shorter log): refuse to open, and
+            // touch nothing, so the replica stays down until it is repaired.
+            return Err(StoreError::Corrupt {
+                position: end.position,
+                reason: format!(
+                    "entry {} fails its check ({}) below the checkpoint, which says entries up \
+                     to {} were synced: synced data is damaged. The replica does not start (no \
+                     vote, no lead); the rest of its group goes on. Keep the files for \
+                     diagnosis; the replica can only rejoin empty through a membership change",
+                    end.next_index,
+                    reason.as_deref().unwrap_or("missing"),
+                    trusted.next_index.0.saturating_sub(1),
+                ),
+            });
+        }
         report.entries_scanned = scanned;
         report.cut_reason = reason;
         // Segments after the one holding the end hold nothing that chains: drop them.

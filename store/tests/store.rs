@@ -277,6 +277,35 @@ mod crash {
         assert!(report.cut_reason.unwrap().contains("crc"));
     }
 
+    /// Damage below the checkpoint (entries it says were synced) is not a torn tail: the log
+    /// refuses to open and removes nothing. Once, recovery cut the log there, deleted the
+    /// later segments, and the replica went on voting without entries it had acknowledged.
+    #[test]
+    fn damage_below_the_checkpoint_refuses_to_open_and_removes_nothing() {
+        let storage = SimStorage::new();
+        let config = CommitLogConfig { segment_size_bytes: 4096, checkpoint_every_entries: 5 };
+        let (mut log, _) = CommitLog::open(storage.clone(), config.clone()).unwrap();
+        for i in 0..40 {
+            log.append(&[entry(i, 1, 200, 3)]).unwrap();
+            log.flush().unwrap();
+        }
+        let checkpointed = log.entry_meta(RaftIndex(39)).unwrap();
+        drop(log);
+        let files = storage.list("commitlog").unwrap();
+        // The checkpoint's own last entry is damaged: recovery scans from the start.
+        let seg_base = checkpointed.position.0 - checkpointed.position.0 % 4096;
+        let seg = storage.open(&format!("commitlog/{seg_base:020}")).unwrap();
+        let at = checkpointed.position.0 - seg_base + 40;
+        let mut b = [0u8; 1];
+        rocketraft_store::io::StorageFile::read_at(&*seg, at, &mut b).unwrap();
+        rocketraft_store::io::StorageFile::write_at(&*seg, at, &[b[0] ^ 0x10]).unwrap();
+        rocketraft_store::io::StorageFile::sync_range(&*seg, at, 1).unwrap();
+        let err = CommitLog::open(storage.clone(), config.clone()).err().expect("refused");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("synced data is damaged"), "{err}");
+        assert_eq!(storage.list("commitlog").unwrap(), files, "no file removed");
+    }
+
     #[test]
     fn an_append_past_the_end_restarts_the_log_there() {
         let storage = SimStorage::new();
