@@ -98,6 +98,9 @@ fn raft_addr(g: usize, r: u64) -> String {
 /// checked back.
 pub const TX_TIMEOUT_MS: u64 = 1_000;
 
+/// The simulated volume of each replica (SimStorage's default).
+const SIM_VOLUME_BYTES: u64 = 64 << 30;
+
 /// What the test can see of a running replica.
 #[derive(Clone)]
 pub struct ReplicaView {
@@ -310,6 +313,18 @@ impl SimCluster {
         self.disks[&(g, r)].set_sync_latency_ms(ms);
     }
 
+    /// Makes replica (g, r)'s disk report itself full (above every usage limit: as master it
+    /// refuses new sends once retention looks) or heals it.
+    pub fn disk_full(&self, g: usize, r: u64, full: bool) {
+        self.disks[&(g, r)].set_volume_bytes(if full { 1 } else { SIM_VOLUME_BYTES });
+    }
+
+    /// Makes every CommitLog sync of replica (g, r) fail (it stops on the fatal error at its
+    /// next one) or heals the disk.
+    pub fn fail_syncs(&self, g: usize, r: u64, on: bool) {
+        self.disks[&(g, r)].set_fail_commitlog_syncs(on);
+    }
+
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
     pub fn kill(&self, g: usize, r: u64) {
         if self.down.lock().unwrap().insert(format!("{g}-{r}")) {
@@ -502,7 +517,8 @@ async fn run_replica(
         },
         flush: topo.flush,
         retention: Default::default(),
-        retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
+        // Often enough that a disk full for a second or two is seen (and refused) in a run.
+        retention_check_ms: 1_000,
         message_faults: topo.raft_message_faults,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");

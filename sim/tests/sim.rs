@@ -827,7 +827,7 @@ mod whole_cluster {
             .map(|_| {
                 (
                     rng.gen_range(0..10_000),
-                    rng.gen_range(0..4),
+                    rng.gen_range(0..6),
                     rng.gen_range(0..2),
                     rng.gen_range(0..3),
                     rng.gen_range(1_000..6_000),
@@ -838,6 +838,9 @@ mod whole_cluster {
         eprintln!("swarm plan (at ms, kind, group, replica, for ms): {plan:?}");
         let mut elapsed = 0;
         let mut heal: Vec<(u64, u8, usize, u64)> = Vec::new();
+        // Replicas whose CommitLog syncs fail: no other fault's healing restarts them (a start
+        // on that disk fails, as a real one would until the disk is sound), their own does.
+        let mut failing = std::collections::BTreeSet::new();
         for (at, kind, g, r, dur) in plan {
             madsim::time::sleep(Duration::from_millis(at - elapsed)).await;
             elapsed = at;
@@ -852,7 +855,12 @@ mod whole_cluster {
                     }
                 }
                 2 => cluster.isolate(g, r, true),
-                _ => cluster.kill_namesrv(r as usize % 2),
+                3 => cluster.kill_namesrv(r as usize % 2),
+                4 => cluster.disk_full(g, r, true),
+                _ => {
+                    failing.insert((g, r));
+                    cluster.fail_syncs(g, r, true);
+                }
             }
             heal.push((at + dur, kind, g, r));
         }
@@ -861,9 +869,19 @@ mod whole_cluster {
             madsim::time::sleep(Duration::from_millis(at.saturating_sub(elapsed))).await;
             elapsed = elapsed.max(at);
             match kind {
+                0 | 1 if failing.contains(&(g, r)) => {}
                 0 | 1 => cluster.restart(g, r),
                 2 => cluster.isolate(g, r, false),
-                _ => cluster.restart_namesrv(r as usize % 2),
+                3 => cluster.restart_namesrv(r as usize % 2),
+                4 => cluster.disk_full(g, r, false),
+                _ => {
+                    // As a supervisor would: the replica stopped on its failed sync (or will
+                    // not now); the disk is sound again, the process is restarted.
+                    failing.remove(&(g, r));
+                    cluster.fail_syncs(g, r, false);
+                    cluster.kill(g, r);
+                    cluster.restart(g, r);
+                }
             }
         }
     }
@@ -1221,8 +1239,10 @@ mod whole_cluster {
         scenario("kill_and_restart_a_namesrv", Fault::KillNamesrv).await;
     }
 
-    /// Three faults drawn from the seed, then a healing phase in which every group must have a
-    /// leader and every consumer must drain (the checks of every run).
+    /// Three faults drawn from the seed (a kill, a power loss, an isolation, a NameServer
+    /// restart, a full disk, a disk whose CommitLog syncs fail until its replica is
+    /// restarted), then a healing phase in which every group must have a leader and every
+    /// consumer must drain (the checks of every run).
     #[madsim::test]
     async fn swarm_of_faults_then_healing() {
         // The Raft transport also drops and duplicates up to 5 % of RPCs, drawn from the seed.
