@@ -1084,7 +1084,8 @@ impl<S: Storage> CommitLog<S> {
         self.sync_failed.as_deref()
     }
 
-    fn check_syncs(&self) -> StoreResult<()> {
+    /// `Err(SyncFailed)` once a sync of this log has failed.
+    pub(crate) fn check_syncs(&self) -> StoreResult<()> {
         match &self.sync_failed {
             Some(reason) => Err(StoreError::SyncFailed { reason: reason.clone() }),
             None => Ok(()),

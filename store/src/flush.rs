@@ -93,33 +93,38 @@ impl<W> GroupCommit<W> {
         done.into_values().flatten().collect()
     }
 
-    /// One flush cycle: take a job under the lock, sync outside it, record it, and return the
-    /// durable point with the waiters it releases. An error means the disk refused the sync:
-    /// nothing after the previous durable point may be reported durable, and the process
-    /// should stop (STYLE.md rule 9).
+    /// One flush cycle ([`sync_log`]), returning the durable point with the waiters it
+    /// releases. An error means the disk refused the sync: nothing after the previous durable
+    /// point may be reported durable, and the process should stop (STYLE.md rule 9).
     pub fn flush_once<S: Storage>(
         &self,
         log: &Mutex<CommitLog<S>>,
     ) -> StoreResult<(LogCut, Vec<W>)> {
-        let job = lock(log).flush_job();
-        let flushed = match job {
-            Some(job) => {
-                if let Err(e) = job.run() {
-                    lock(log).sync_failed(&e);
-                    return Err(e);
-                }
-                lock(log).complete_flush(job)?
-            }
-            // Nothing new to sync; a log whose sync failed earlier still answers that error.
-            None => {
-                let log = lock(log);
-                if let Some(reason) = log.sync_failure() {
-                    return Err(crate::StoreError::SyncFailed { reason: reason.to_owned() });
-                }
-                log.flushed()
-            }
-        };
+        let flushed = sync_log(log)?;
         Ok((flushed, self.release(flushed)))
+    }
+}
+
+/// Makes what was appended to `log` durable: takes a job under the lock, syncs outside it,
+/// records it, and returns the durable point. With nothing new to sync (or another caller's
+/// job still running) it returns the durable point as it stands, which may be short of the
+/// log's end: a caller that needs a given entry durable checks and asks again. A log whose
+/// sync failed answers that failure, now and every time after.
+pub fn sync_log<S: Storage>(log: &Mutex<CommitLog<S>>) -> StoreResult<LogCut> {
+    let job = lock(log).flush_job();
+    match job {
+        Some(job) => {
+            if let Err(e) = job.run() {
+                lock(log).sync_failed(&e);
+                return Err(e);
+            }
+            lock(log).complete_flush(job)
+        }
+        None => {
+            let log = lock(log);
+            log.check_syncs()?;
+            Ok(log.flushed())
+        }
     }
 }
 

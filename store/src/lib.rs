@@ -25,7 +25,7 @@ pub use consumequeue::{ConsumeQueue, ConsumeQueueConfig, CqEntry};
 pub use dispatch::{Arrival, DispatchConfig, Dispatcher, QueuePlace};
 pub use entry::{EntryKind, EntryMeta, LogEntry};
 pub use error::{StoreError, StoreResult};
-pub use flush::{FlushMode, GroupCommit};
+pub use flush::{sync_log, FlushMode, GroupCommit};
 pub use indexfile::{IndexConfig, IndexService};
 pub use retention::RetentionConfig;
 pub use types::{CommitLogOffset, QueueOffset, RaftIndex};
