@@ -21,3 +21,21 @@ impl From<CodecError> for MetaError {
         MetaError::Corrupt { key: String::new(), reason: e.0 }
     }
 }
+
+/// The leader's log replaces entries this replica has already applied: its group lost entries
+/// that had been committed (async flush and a power loss of a majority; never in sync flush,
+/// where a committed entry is on a majority's disks). The replica's queues and metadata include
+/// what those entries changed and openraft never applies an index twice, so it cannot follow
+/// the new log: it stops, and stays stopped, rather than serve state no other replica has.
+#[derive(Debug, Clone, Error)]
+#[error(
+    "the leader's log replaces entries from index {since} on, and this replica applied up to \
+     {applied}: its group lost committed entries (async flush and a power loss of a majority), \
+     and this replica's queues and metadata still hold what they changed. It stops rather than \
+     serve state its group no longer has. Rebuilding it from a peer needs a membership change \
+     (remove it, add it back empty), which this version does not have yet"
+)]
+pub struct AppliedEntriesLost {
+    pub since: u64,
+    pub applied: u64,
+}

@@ -26,6 +26,7 @@ use rocketraft_store::io::Storage;
 use rocketraft_store::{CommitLog, FlushMode, GroupCommit, RaftIndex};
 
 use crate::budget::ReplicationBudget;
+use crate::error::AppliedEntriesLost;
 use crate::local_ack::{LocalAck, LocalAppends, PendingAcks};
 use crate::meta::{MetaOp, MetaStore};
 use crate::types::{decode, encode, from_log_entry, to_log_entry, NodeId, Request, TypeConfig};
@@ -512,6 +513,15 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Raft never replaces a committed entry, and applied entries are committed, unless the
+        // group lost them (async flush; see `AppliedEntriesLost`).
+        if let Some(applied) = crate::state_machine::read_applied(&*self.meta)? {
+            if applied.index >= log_id.index {
+                let lost = AppliedEntriesLost { since: log_id.index, applied: applied.index };
+                tracing::error!(error = %lost, "the group lost entries this replica applied");
+                return Err(io_write(lost));
+            }
+        }
         let keep = log_id.index.checked_sub(1).map(RaftIndex);
         let mut recent = lock(&self.recent);
         recent.truncate_from(log_id.index);

@@ -39,7 +39,7 @@ use crate::types::{
 use rocketraft_protocol::body::MessageQueue;
 use rocketraft_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC};
 
-const KEY_APPLIED: &[u8] = b"sm/applied";
+pub(crate) const KEY_APPLIED: &[u8] = b"sm/applied";
 const KEY_MEMBERSHIP: &[u8] = b"sm/membership";
 const KEY_SNAPSHOT: &[u8] = b"sm/snapshot";
 const PREFIX_TOPIC: &[u8] = b"topic/";
@@ -203,6 +203,16 @@ impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
     }
 }
 
+/// The applied id as the state machine last recorded it (deferred: the newest, durable or not).
+pub(crate) fn read_applied<M: MetaStore>(
+    meta: &M,
+) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+    match meta.get(KEY_APPLIED).map_err(sm_read)? {
+        Some(raw) => decode(&raw).map_err(sm_read),
+        None => Ok(None),
+    }
+}
+
 fn sm_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(&e).into()
 }
@@ -238,9 +248,36 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     }
 
     fn applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        match self.meta.get(KEY_APPLIED).map_err(sm_read)? {
-            Some(raw) => decode(&raw).map_err(sm_read),
-            None => Ok(None),
+        read_applied(&*self.meta)
+    }
+
+    /// Returns once this replica's own log is durable through `index`. Apply calls it before
+    /// it writes what an entry changed in the metadata store: those writes may reach the disk
+    /// before the next metadata sync (a crash keeps a prefix of them), and an entry whose
+    /// effects survive must survive too. Otherwise a replica that applied an entry, then lost
+    /// it from its unsynced log tail (async flush; or a follower that applies what the others
+    /// committed before its own sync returned), would keep effects of an entry it no longer
+    /// holds: if its group lost that entry as well, the next leader writes another at its
+    /// index and this replica would silently differ from the others.
+    async fn log_durable_through(&self, index: u64) -> Result<(), StorageError<NodeId>> {
+        loop {
+            {
+                let log = lock(&self.log);
+                // An entry the log does not hold (openraft's storage suite applies entries it
+                // never appended) has nothing to sync.
+                if log.flushed().next_index.0 > index || log.end().next_index.0 <= index {
+                    return Ok(());
+                }
+            }
+            let log = self.log.clone();
+            let flushed = crate::runtime::run_blocking(move || rocketraft_store::sync_log(&log))
+                .await
+                .map_err(sm_write)?;
+            if flushed.next_index.0 > index {
+                return Ok(());
+            }
+            // Another sync (the flusher's) holds the job that covers the entry: wait for it.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 
@@ -549,7 +586,30 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
-        Ok((self.applied()?, self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default()))
+        let mut applied = self.applied()?;
+        // The applied id is saved once a second and the log's tail may be lost unsynced (async
+        // flush, or a follower applying what its peers committed before its own sync): after a
+        // power loss the saved id can name entries past the log's end. openraft would take them
+        // for purged (committed and held elsewhere) and never fetch them, leaving a hole. They
+        // are re-applied from the leader instead: what they changed never reached the metadata
+        // store (apply makes the log durable first) and their queue entries past the log's end
+        // were dropped when the queues were opened.
+        let last = lock(&self.log).last();
+        if let (Some(a), Some(last)) = (applied, last) {
+            if a.index > last.index.0 {
+                tracing::warn!(
+                    applied = a.index,
+                    log_end = last.index.0,
+                    "the saved applied index is past the log's end (its unsynced tail was lost); \
+                     re-applying from the log's end"
+                );
+                let clamped = crate::types::log_id(last.term, last.leader, last.index.0);
+                let raw = encode(&Some(clamped)).map_err(sm_write)?;
+                self.meta.put_deferred(KEY_APPLIED, raw).map_err(sm_write)?;
+                applied = Some(clamped);
+            }
+        }
+        Ok((applied, self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
@@ -633,6 +693,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         // order). The node syncs them every second, and a purge or snapshot (durable writes)
         // makes them durable first. A send's entries change no metadata: no write at all.
         if !ops.is_empty() {
+            if let Some(last) = last_applied {
+                self.log_durable_through(last.index).await?;
+            }
             self.meta.write_lazy(ops).map_err(sm_write)?;
         }
         if let Some(applied) = last_applied {

@@ -91,6 +91,32 @@ mod storage_suite {
     fn openraft_suite_on_real_files_and_sled() {
         Suite::test_all(Real).unwrap();
     }
+
+    /// A leader's log that would replace entries this replica has applied is refused with
+    /// `AppliedEntriesLost`, and the log keeps them: the group lost committed entries (async
+    /// flush, a power loss of a majority), and this replica's state still holds what they
+    /// changed. Entries after the applied index are replaced as usual.
+    #[tokio::test]
+    async fn replacing_applied_entries_is_refused() {
+        use openraft::storage::{RaftLogStorage, RaftStateMachine};
+        use openraft::testing::{blank_ent, log_id};
+
+        let (mut ls, mut sm) = build(SimStorage::new(), MemMeta::new());
+        let entries: Vec<_> = (1..=4).map(|i| blank_ent::<TypeConfig>(1, 0, i)).collect();
+        let stored: Vec<_> =
+            entries.iter().map(|e| rocketraft_raft::types::to_log_entry(e).unwrap()).collect();
+        ls.commit_log().lock().unwrap().append(&stored).unwrap();
+        sm.apply(entries[..3].to_vec()).await.unwrap();
+
+        let refused = ls.truncate(log_id(2, 1, 3)).await.unwrap_err().to_string();
+        assert!(refused.contains("applied up to 3"), "{refused}");
+        let last = ls.get_log_state().await.unwrap().last_log_id.map(|l| l.index);
+        assert_eq!(last, Some(4), "nothing was truncated");
+
+        ls.truncate(log_id(2, 1, 4)).await.unwrap();
+        let last = ls.get_log_state().await.unwrap().last_log_id.map(|l| l.index);
+        assert_eq!(last, Some(3));
+    }
 }
 
 mod cluster {

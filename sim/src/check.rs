@@ -14,7 +14,12 @@ pub type Queue = (String, i32);
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    Acked { queue: (String, i32), offset: i64 },
+    /// SEND_OK for (broker, queue) at `offset`, received `at_ms` after the run's start.
+    Acked {
+        queue: (String, i32),
+        offset: i64,
+        at_ms: i64,
+    },
     Failed,
     Indeterminate,
 }
@@ -399,7 +404,7 @@ mod tests {
     }
 
     fn acked(queue: i32, offset: i64) -> SendOutcome {
-        SendOutcome::Acked { queue: q(queue), offset }
+        SendOutcome::Acked { queue: q(queue), offset, at_ms: 0 }
     }
 
     fn deliver(h: &mut History, id: &str, queue: i32, offset: i64) {
@@ -424,7 +429,7 @@ mod tests {
         };
         let acked = |id: &str| Event::Sent {
             id: id.into(),
-            outcome: SendOutcome::Acked { queue: ("broker-a".into(), 0), offset: 0 },
+            outcome: SendOutcome::Acked { queue: ("broker-a".into(), 0), offset: 0, at_ms: 0 },
         };
         let delivered = |id: &str, offset: i64| Event::Delivered {
             consumer: "c".into(),

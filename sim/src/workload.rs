@@ -60,11 +60,13 @@ fn outcome_of(e: &ClientError) -> SendOutcome {
 fn sent_outcome(
     id: &str,
     sent: &Result<rocketraft_client::SendResult, ClientError>,
+    t0: madsim::time::Instant,
 ) -> SendOutcome {
     match sent {
         Ok(r) => SendOutcome::Acked {
             queue: (r.queue.broker_name.clone(), r.queue.queue_id),
             offset: r.queue_offset,
+            at_ms: t0.elapsed().as_millis() as i64,
         },
         Err(e) => {
             tracing::info!(%id, error = %e, "send failed");
@@ -81,7 +83,7 @@ fn record_sent(
     sent: Result<rocketraft_client::SendResult, ClientError>,
     t0: madsim::time::Instant,
 ) {
-    let outcome = sent_outcome(&id, &sent);
+    let outcome = sent_outcome(&id, &sent, t0);
     match &sent {
         Ok(r) => report.acks.push((t0.elapsed(), r.queue.broker_name.clone())),
         Err(_) => report.failures += 1,
@@ -292,6 +294,7 @@ pub async fn probe(
                 SendOutcome::Acked {
                     queue: (r.queue.broker_name, r.queue.queue_id),
                     offset: r.queue_offset,
+                    at_ms: t0.elapsed().as_millis() as i64,
                 }
             }
             Err(e) => outcome_of(&e),
@@ -375,6 +378,7 @@ pub async fn produce_transactions(
     count: u32,
     pace: Duration,
     history: Shared,
+    t0: madsim::time::Instant,
 ) -> TransactionProducer<Ledger> {
     let mut config = ProducerConfig::new(&ns);
     config.group = TX_PRODUCER_GROUP.to_owned();
@@ -392,7 +396,7 @@ pub async fn produce_transactions(
         let (producer, history, topic) = (producer.clone(), history.clone(), topic.clone());
         running.push(tokio::spawn(async move {
             let sent = producer.send(Message::new(topic, id.clone())).await.map(|r| r.sent);
-            let outcome = sent_outcome(&id, &sent);
+            let outcome = sent_outcome(&id, &sent, t0);
             history.lock().unwrap().push(Event::Sent { id, outcome });
         }));
         madsim::time::sleep(pace).await;
