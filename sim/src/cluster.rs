@@ -436,6 +436,12 @@ impl SimCluster {
     }
 
     /// (replica, applied index, whole log bytes) of group `g`'s running replicas.
+    /// How many running replicas (of every group) hold a snapshot they built or installed.
+    pub fn replicas_with_snapshots(&self) -> usize {
+        let views = self.views.lock().unwrap();
+        views.values().filter(|v| v.raft.metrics().borrow().snapshot.is_some()).count()
+    }
+
     pub fn replica_states(&self, g: usize) -> Vec<ReplicaState> {
         let views: Vec<_> = self
             .views
@@ -506,8 +512,12 @@ async fn run_replica(
         group: group_name(g),
         id: r,
         peers: (0..topo.replicas).map(|i| (i, raft_addr(g, i))).collect(),
-        timing: RaftTiming::default(),
-        commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
+        // Snapshots every 200 entries, so that a run (a few thousand entries) builds several
+        // under its faults.
+        timing: RaftTiming { snapshot_every_entries: 200, ..RaftTiming::default() },
+        // 4 MiB segments: room for the workload's 1 MiB bodies (an entry must fit a segment),
+        // and a few of them fill and roll in a run.
+        commit_log: CommitLogConfig { segment_size_bytes: 4 << 20, ..Default::default() },
         // Small index and queue files: the simulated disk keeps files in memory (twice: data
         // and what is durable), and the defaults (420 MB an index file, 7.2 MB a queue file,
         // some 25 queues a replica with the parked ones) times six replicas are gigabytes.

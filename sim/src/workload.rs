@@ -12,6 +12,7 @@ use rocketraft_client::{
 };
 
 use crate::check::{Event, History, SendOutcome};
+use madsim::rand::Rng;
 
 pub type Shared = Arc<Mutex<History>>;
 
@@ -97,6 +98,9 @@ pub struct ProduceReport {
     /// (simulated time since the run's start, broker group) of each acknowledgement.
     pub acks: Vec<(Duration, String)>,
     pub failures: usize,
+    /// Acknowledged sends with a body larger than their id, and the largest such body.
+    pub padded_acked: usize,
+    pub largest_acked_bytes: usize,
 }
 
 /// Sends `count` messages `m-{first + i}` to `topic`, one every `pace`, with a sharding key
@@ -121,16 +125,70 @@ pub async fn produce(
         let id = format!("m-{i}");
         let key = keys.map(|k| format!("k{}", i % k));
         history.lock().unwrap().push(Event::Send { id: id.clone(), key: key.clone() });
-        let msg = Message::new(topic.clone(), id.clone());
+        let body = plain_body(&id);
+        let padded = body.len() > id.len();
+        let body_len = body.len();
+        let msg = Message::new(topic.clone(), body);
         let sent = match &key {
             Some(k) => producer.send_ordered(msg, k).await,
             None => producer.send(msg).await,
         };
+        if padded && sent.is_ok() {
+            report.padded_acked += 1;
+            report.largest_acked_bytes = report.largest_acked_bytes.max(body_len);
+        }
         record_sent(&history, &mut report, id, sent, t0);
         madsim::time::sleep(pace).await;
     }
     producer.shutdown().await;
     report
+}
+
+/// Plain messages larger than their id: one send in this many.
+const PADDED_ONE_IN: u32 = 10;
+/// The largest body a padded message gets (the broker's default limit is 4 MiB).
+const PADDED_MAX_BYTES: usize = 1 << 20;
+
+/// The body of plain message `id`: mostly the id alone; one send in [`PADDED_ONE_IN`] the id,
+/// `#`, the filler's length, `#` and 1 B to 1 MiB of filler (sizes spread evenly over the
+/// powers of two, drawn from the seed), which [`id_of`] checks. Large bodies take the paths
+/// 5-byte ones never reach: entries of many MiB, AppendEntries cut at a byte budget, segments
+/// filling and rolling.
+pub fn plain_body(id: &str) -> Vec<u8> {
+    let mut rng = madsim::rand::thread_rng();
+    if rng.gen_range(0..PADDED_ONE_IN) != 0 {
+        return id.as_bytes().to_vec();
+    }
+    let bits = rng.gen_range(0..=PADDED_MAX_BYTES.trailing_zeros());
+    let len = rng.gen_range((1usize << bits) / 2 + 1..=1usize << bits);
+    let mut body = format!("{id}#{len}#").into_bytes();
+    body.extend((0..len).map(|j| filler_byte(id, j)));
+    body
+}
+
+/// Byte `j` of `id`'s filler: a pattern of the id and the place, so that a byte moved, lost or
+/// taken from another message shows.
+fn filler_byte(id: &str, j: usize) -> u8 {
+    let seed = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    ((j as u32 ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(2_654_435_761) >> 24) as u8
+}
+
+/// The message id a delivered body carries; `damaged:<id>` when its filler is not what
+/// [`plain_body`] sent (the checkers then find a delivery that was never sent).
+pub fn id_of(body: &[u8]) -> String {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut parts = body.splitn(3, |&b| b == b'#');
+    let (Some(id), Some(len), Some(filler)) = (parts.next(), parts.next(), parts.next()) else {
+        return text(body);
+    };
+    let id = text(id);
+    let intact = text(len).parse::<usize>() == Ok(filler.len())
+        && filler.iter().enumerate().all(|(j, &b)| b == filler_byte(&id, j));
+    if intact {
+        id
+    } else {
+        format!("damaged:{id}")
+    }
 }
 
 /// Starts a push consumer of `group` on `topic` that records every delivery as `name`.
@@ -152,7 +210,7 @@ pub async fn consume(
             h.push(Event::Delivered {
                 consumer: name.clone(),
                 group: group_name.clone(),
-                id: String::from_utf8_lossy(&m.body).into_owned(),
+                id: id_of(&m.body),
                 queue: (m.queue.broker_name.clone(), m.queue.queue_id),
                 offset: m.queue_offset,
             });
@@ -199,7 +257,7 @@ pub async fn produce_delayed(
     let mut report = ProduceReport::default();
     for i in 0..count {
         let (msg, delay_ms) = delayed_message(&topic, i);
-        let id = String::from_utf8_lossy(&msg.body).into_owned();
+        let id = id_of(&msg.body);
         let not_before_ms = t0.elapsed().as_millis() as i64 + delay_ms;
         {
             let mut h = history.lock().unwrap();
@@ -238,7 +296,7 @@ pub async fn consume_delayed(
         let at_ms = t0.elapsed().as_millis() as i64;
         let mut h = history.lock().unwrap();
         for m in msgs {
-            let id = String::from_utf8_lossy(&m.body).into_owned();
+            let id = id_of(&m.body);
             let queue = (m.queue.broker_name.clone(), m.queue.queue_id);
             h.push(Event::Delivered {
                 consumer: name.clone(),
@@ -441,4 +499,26 @@ pub async fn unresolved_halves(
     }
     admin.shutdown().await;
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_or_cut_body_is_told_apart() {
+        let id = "m-7";
+        let mut body = format!("{id}#300#").into_bytes();
+        body.extend((0..300).map(|j| filler_byte(id, j)));
+        assert_eq!(id_of(&body), "m-7");
+        assert_eq!(id_of(b"m-8"), "m-8");
+        let mut flipped = body.clone();
+        let at = flipped.len() - 100;
+        flipped[at] ^= 1;
+        assert_eq!(id_of(&flipped), "damaged:m-7");
+        assert_eq!(id_of(&body[..body.len() - 1]), "damaged:m-7");
+        let mut other = b"m-9#300#".to_vec();
+        other.extend((0..300).map(|j| filler_byte(id, j)));
+        assert_eq!(id_of(&other), "damaged:m-9", "another message's filler");
+    }
 }

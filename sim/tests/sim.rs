@@ -1163,6 +1163,10 @@ mod whole_cluster {
             }
         }
         cluster.observe_leaders(&history);
+        // Not vacuous: the run reached large bodies and snapshots.
+        let snapshots = cluster.replicas_with_snapshots();
+        assert!(snapshots > 0, "no replica built or installed a snapshot");
+        assert!(report.padded_acked > 0, "no send with a large body was acknowledged");
         let h = history.lock().unwrap().clone();
         let lost = check::lost(&h, GROUP).len();
         let offsets_given_twice = check::inconsistent_offsets(&h).len();
@@ -1192,10 +1196,12 @@ mod whole_cluster {
             })
             .collect();
         eprintln!(
-            "{fault:?}: {} events, verdict {verdict:?}, broker-a probe back after {failover:?}, {} sends failed, {tx_acked} half messages acknowledged, {} transactions delivered",
+            "{fault:?}: {} events, verdict {verdict:?}, broker-a probe back after {failover:?}, {} sends failed, {tx_acked} half messages acknowledged, {} transactions delivered, {} large bodies acknowledged (largest {} bytes), {snapshots} replicas with a snapshot",
             h.events.len(),
             report.failures,
-            tx_delivered.len()
+            tx_delivered.len(),
+            report.padded_acked,
+            report.largest_acked_bytes,
         );
         let (c0, c1, o0, d0, r0, x0) = consumers;
         client
