@@ -274,6 +274,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         ));
         let retention = tokio::spawn(run_retention(
             raft.clone(),
+            state_machine.clone(),
             log.clone(),
             dispatcher.clone(),
             config.retention.clone(),
@@ -489,11 +490,14 @@ async fn periodic_sync<E: std::fmt::Display + Send + 'static>(
 }
 
 /// Retention for a replica: every `check_ms`, refuse or re-allow appends by disk usage, and
-/// delete the segments retention allows that a snapshot covers. The purge goes through openraft
+/// delete the segments retention allows that a snapshot covers and that hold no record the
+/// broker has still to act on (`StateMachine::retention_floor`: parked messages not yet moved,
+/// transaction halves not yet resolved). The purge goes through openraft
 /// (`trigger().purge_log`), so its view of the log stays consistent; the queues and indexes are
 /// then trimmed to where the log starts.
-async fn run_retention<S: Storage + Clone>(
+async fn run_retention<S: Storage + Clone, M: MetaStore>(
     raft: Raft<TypeConfig>,
+    state_machine: StateMachine<S, M>,
     log: Arc<Mutex<CommitLog<S>>>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     config: RetentionConfig,
@@ -508,8 +512,25 @@ async fn run_retention<S: Storage + Clone>(
             _ = stop.changed() => return,
         }
         // Entries a snapshot covers may go; the rest are still needed to catch followers up.
-        let limit =
+        let mut limit =
             raft.metrics().borrow().snapshot.map_or(RaftIndex(0), |s| RaftIndex(s.index + 1));
+        // ...and none the broker has still to act on: the segment holding the oldest stays.
+        let floor =
+            state_machine.retention_floor().map_err(|e| e.to_string()).and_then(|f| match f {
+                Some(position) => lock(&log)
+                    .entry_containing(position)
+                    .map(|e| Some(e.index))
+                    .map_err(|e| e.to_string()),
+                None => Ok(None),
+            });
+        match floor {
+            Ok(Some(index)) => limit = limit.min(index),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "retention check failed (finding parked records)");
+                continue;
+            }
+        }
         let planned = retention::plan(&lock(&log), crate::clock::now_ms(), limit, &config);
         let (disk, through, early) = match planned {
             Ok(p) => p,

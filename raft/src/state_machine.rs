@@ -27,7 +27,9 @@ use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership,
 };
 use rocketraft_store::io::Storage;
-use rocketraft_store::{Arrival, CommitLog, CommitLogOffset, Dispatcher, LogCut, RaftIndex};
+use rocketraft_store::{
+    Arrival, CommitLog, CommitLogOffset, Dispatcher, LogCut, QueueOffset, RaftIndex,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::log_store::lock;
@@ -37,7 +39,9 @@ use crate::types::{
     Request, Response, TopicMeta, TypeConfig,
 };
 use rocketraft_protocol::body::MessageQueue;
-use rocketraft_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC};
+use rocketraft_protocol::names::{
+    SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC,
+};
 
 pub(crate) const KEY_APPLIED: &[u8] = b"sm/applied";
 const KEY_MEMBERSHIP: &[u8] = b"sm/membership";
@@ -427,6 +431,48 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     /// How often the half message at `half_offset` was checked back.
     pub fn half_checks(&self, half_offset: u64) -> Result<u32, StorageError<NodeId>> {
         Ok(self.read_value(&half_key(PREFIX_HALF_CHECKS, half_offset))?.unwrap_or(0))
+    }
+
+    /// Where the oldest record the broker has still to act on lies in the CommitLog: a parked
+    /// message (a delay level's, a timer's) not yet moved to its topic, or the oldest
+    /// transaction half message not known to be resolved. Retention keeps the segment that
+    /// holds it, whatever the disk: consumers that lag behind retention lose what it deletes
+    /// (as in RocketMQ), but these records were acknowledged to a producer and have not yet
+    /// been delivered anywhere. `None`: nothing is waiting.
+    pub fn retention_floor(&self) -> Result<Option<CommitLogOffset>, StorageError<NodeId>> {
+        let mut waiting = Vec::new();
+        {
+            let d = lock(&self.dispatcher);
+            for ((topic, queue_id), cq) in d.queues() {
+                let parked = topic == SCHEDULE_TOPIC || topic == TIMER_TOPIC;
+                if parked || topic == TRANS_HALF_TOPIC {
+                    waiting.push((topic.clone(), *queue_id, cq.min_offset(), cq.max_offset()));
+                }
+            }
+        }
+        let mut floor: Option<CommitLogOffset> = None;
+        for (topic, queue_id, min, max) in waiting {
+            let from = if topic == TRANS_HALF_TOPIC {
+                self.halves_from()?
+            } else {
+                self.moved_up_to(&topic, queue_id)?
+            };
+            let from = QueueOffset(from).max(min);
+            if from >= max {
+                continue;
+            }
+            let d = lock(&self.dispatcher);
+            let queue = d.queues().find(|((t, q), _)| *t == topic && *q == queue_id);
+            let entry = match queue {
+                Some((_, cq)) => cq.get(from).map_err(sm_read)?,
+                None => None,
+            };
+            drop(d);
+            if let Some(e) = entry {
+                floor = Some(floor.map_or(e.position, |f| f.min(e.position)));
+            }
+        }
+        Ok(floor)
     }
 
     /// The first half-queue offset whose resolution is still kept: every half message

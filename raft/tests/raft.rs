@@ -781,6 +781,71 @@ mod recovery {
         .unwrap()
     }
 
+    /// Retention, even with every segment past its time, keeps the segment that holds a parked
+    /// message (a delay level's) not yet moved to its topic: it was acknowledged to a producer
+    /// and never delivered. Once its moved copy is applied, the segment goes. Once, retention
+    /// deleted it with the rest (found by the simulation with retention on a small disk).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_a_parked_message_until_it_is_moved() {
+        use rocketraft_protocol::message::MessageRecord;
+        use rocketraft_protocol::message::{body_crc, properties_to_string, property};
+        use rocketraft_protocol::names::SCHEDULE_TOPIC;
+        use rocketraft_raft::ProposerConfig;
+
+        let parked = |topic: &str, props: String| {
+            let body = bytes::Bytes::from_static(b"parked");
+            MessageRecord {
+                body_crc: body_crc(&body),
+                queue_id: 0,
+                body,
+                topic: topic.into(),
+                properties: props,
+                ..Default::default()
+            }
+            .encode()
+            .unwrap()
+        };
+        let mut g = Group::start_with(true).await;
+        let leader = g.leader(None).await;
+        let proposer = g.proposer(leader, ProposerConfig::default());
+        proposer.submit(vec![parked(SCHEDULE_TOPIC, String::new())]).await.unwrap();
+        let write = |from: usize, n: usize| {
+            let proposer = proposer.clone();
+            async move {
+                for i in from..from + n {
+                    proposer.submit(vec![record(0, format!("m{i:04}"))]).await.unwrap();
+                }
+            }
+        };
+        // About 25 segments of 4 KiB, all past their time, snapshots every 40 entries.
+        write(0, 1_000).await;
+        g.wait_applied(g.last_index(leader)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (id, n) in &g.nodes {
+            assert!(n.raft.metrics().borrow().snapshot.is_some(), "replica {id} has a snapshot");
+            assert_eq!(
+                n.log.lock().unwrap().start().position,
+                CommitLogOffset(0),
+                "replica {id} deleted the segment of the parked message"
+            );
+        }
+
+        // Moved: the copy names its parked record; then retention deletes the old segments.
+        let moved_from = format!("{SCHEDULE_TOPIC}:0:0");
+        let copy = properties_to_string([(property::MOVED_FROM, moved_from.as_str())]);
+        proposer.submit(vec![parked("T", copy)]).await.unwrap();
+        write(1_000, 50).await;
+        for (id, n) in &g.nodes {
+            let purged = n
+                .raft
+                .wait(Some(Duration::from_secs(20)))
+                .metrics(|m| m.purged.is_some(), "retention purged the log")
+                .await;
+            assert!(purged.is_ok(), "replica {id} kept its log after the parked message moved");
+        }
+        g.shutdown().await;
+    }
+
     /// A snapshot describes one point: the queues it seeds a follower with are those of its
     /// last applied entry, however many entries were applied while it was being built. Once,
     /// the builder read the live queues on its own task: a follower installing the snapshot
