@@ -787,13 +787,30 @@ mod recovery {
     /// deleted it with the rest (found by the simulation with retention on a small disk).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retention_keeps_a_parked_message_until_it_is_moved() {
+        retention_keeps_until_released(Waiting::Parked).await;
+    }
+
+    /// The same for a transaction half message: its segment stays until the half is resolved
+    /// (the check rounds move the resolved prefix on with `ForgetHalves`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_keeps_an_unresolved_half_message() {
+        retention_keeps_until_released(Waiting::Half).await;
+    }
+
+    /// A record the broker has still to act on.
+    enum Waiting {
+        Parked,
+        Half,
+    }
+
+    async fn retention_keeps_until_released(waiting: Waiting) {
         use rocketraft_protocol::message::MessageRecord;
         use rocketraft_protocol::message::{body_crc, properties_to_string, property};
-        use rocketraft_protocol::names::SCHEDULE_TOPIC;
+        use rocketraft_protocol::names::{SCHEDULE_TOPIC, TRANS_HALF_TOPIC};
         use rocketraft_raft::ProposerConfig;
 
-        let parked = |topic: &str, props: String| {
-            let body = bytes::Bytes::from_static(b"parked");
+        let waiting_record = |topic: &str, props: String| {
+            let body = bytes::Bytes::from_static(b"waiting");
             MessageRecord {
                 body_crc: body_crc(&body),
                 queue_id: 0,
@@ -805,10 +822,14 @@ mod recovery {
             .encode()
             .unwrap()
         };
+        let topic = match waiting {
+            Waiting::Parked => SCHEDULE_TOPIC,
+            Waiting::Half => TRANS_HALF_TOPIC,
+        };
         let mut g = Group::start_with(true).await;
         let leader = g.leader(None).await;
         let proposer = g.proposer(leader, ProposerConfig::default());
-        proposer.submit(vec![parked(SCHEDULE_TOPIC, String::new())]).await.unwrap();
+        proposer.submit(vec![waiting_record(topic, String::new())]).await.unwrap();
         let write = |from: usize, n: usize| {
             let proposer = proposer.clone();
             async move {
@@ -826,14 +847,23 @@ mod recovery {
             assert_eq!(
                 n.log.lock().unwrap().start().position,
                 CommitLogOffset(0),
-                "replica {id} deleted the segment of the parked message"
+                "replica {id} deleted the segment of the {topic} record"
             );
         }
 
-        // Moved: the copy names its parked record; then retention deletes the old segments.
-        let moved_from = format!("{SCHEDULE_TOPIC}:0:0");
-        let copy = properties_to_string([(property::MOVED_FROM, moved_from.as_str())]);
-        proposer.submit(vec![parked("T", copy)]).await.unwrap();
+        // Released (moved: the copy names its parked record; resolved: the prefix of resolved
+        // halves moves past it); then retention deletes the old segments.
+        match waiting {
+            Waiting::Parked => {
+                let moved_from = format!("{SCHEDULE_TOPIC}:0:0");
+                let copy = properties_to_string([(property::MOVED_FROM, moved_from.as_str())]);
+                proposer.submit(vec![waiting_record("T", copy)]).await.unwrap();
+            }
+            Waiting::Half => {
+                let forget = MetaCommand::ForgetHalves { from: 0, below: 1 };
+                g.nodes[&leader].raft.client_write(Request::Metadata(vec![forget])).await.unwrap();
+            }
+        }
         write(1_000, 50).await;
         for (id, n) in &g.nodes {
             let purged = n
@@ -841,7 +871,7 @@ mod recovery {
                 .wait(Some(Duration::from_secs(20)))
                 .metrics(|m| m.purged.is_some(), "retention purged the log")
                 .await;
-            assert!(purged.is_ok(), "replica {id} kept its log after the parked message moved");
+            assert!(purged.is_ok(), "replica {id} kept its log after the record was released");
         }
         g.shutdown().await;
     }
