@@ -105,6 +105,21 @@ impl RecentEntries {
         self.bytes = 0;
     }
 
+    /// The entries from `from` that fit `budget` bytes (at least one, at most up to `to`), if
+    /// the window holds all of `from..to`: a follower that keeps up is sized and served from
+    /// memory, without the log's lock. Sizes are the payloads' (an entry's header and framing
+    /// add some tens of bytes: far inside the frame's margin over the largest budget).
+    fn within(&self, from: u64, to: u64, budget: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        if from >= to || from < first || to > first + self.entries.len() as u64 {
+            return None;
+        }
+        let to = crate::budget::entries_within(from, to, budget, |i| {
+            self.entries.get((i - first) as usize).map(|e| window_bytes(e) as u64)
+        });
+        self.get(from, to)
+    }
+
     /// The entries `from..to` if the window holds all of them.
     fn get(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
         let first = self.first_index()?;
@@ -262,6 +277,9 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if let Some(entries) = lock(&self.recent).within(start, end, self.budget.bytes()) {
+            return Ok(entries);
+        }
         let end = {
             let log = lock(&self.log);
             crate::budget::entries_within(start, end, self.budget.bytes(), |i| {
@@ -583,6 +601,17 @@ mod tests {
         w.push([blank(9)]);
         assert_eq!(indexes(w.get(9, 10)), Some(vec![9]), "a gap starts the window afresh");
         assert_eq!(indexes(w.get(4, 5)), None);
+    }
+
+    #[test]
+    fn the_window_sizes_a_request_by_its_payloads() {
+        let mut w = RecentEntries::default();
+        w.push((1..6).map(|i| messages(i, 1_000)));
+        assert_eq!(indexes(w.within(1, 6, 2_500)), Some(vec![1, 2]), "what fits the budget");
+        assert_eq!(indexes(w.within(2, 6, 10)), Some(vec![2]), "always one");
+        assert_eq!(indexes(w.within(1, 6, 1 << 20)), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(indexes(w.within(1, 7, 1 << 20)), None, "ends past the window: the log's");
+        assert_eq!(indexes(w.within(0, 3, 1 << 20)), None, "starts before the window");
     }
 
     #[test]
