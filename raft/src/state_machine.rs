@@ -462,9 +462,8 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                 continue;
             }
             let d = lock(&self.dispatcher);
-            let queue = d.queues().find(|((t, q), _)| *t == topic && *q == queue_id);
-            let entry = match queue {
-                Some((_, cq)) => cq.get(from).map_err(sm_read)?,
+            let entry = match d.queue(&topic, queue_id) {
+                Some(cq) => cq.get(from).map_err(sm_read)?,
                 None => None,
             };
             drop(d);

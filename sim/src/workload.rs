@@ -162,15 +162,16 @@ pub fn plain_body(id: &str) -> Vec<u8> {
     let bits = rng.gen_range(0..=PADDED_MAX_BYTES.trailing_zeros());
     let len = rng.gen_range((1usize << bits) / 2 + 1..=1usize << bits);
     let mut body = format!("{id}#{len}#").into_bytes();
-    body.extend((0..len).map(|j| filler_byte(id, j)));
+    body.extend(filler(id, len));
     body
 }
 
-/// Byte `j` of `id`'s filler: a pattern of the id and the place, so that a byte moved, lost or
+/// `id`'s filler, `len` bytes: a pattern of the id and the place, so that a byte moved, lost or
 /// taken from another message shows.
-fn filler_byte(id: &str, j: usize) -> u8 {
+fn filler(id: &str, len: usize) -> impl Iterator<Item = u8> {
     let seed = id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    ((j as u32 ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(2_654_435_761) >> 24) as u8
+    let mixed = seed.wrapping_mul(0x9E37_79B9);
+    (0..len).map(move |j| ((j as u32 ^ mixed).wrapping_mul(2_654_435_761) >> 24) as u8)
 }
 
 /// The message id a delivered body carries; `damaged:<id>` when its filler is not what
@@ -178,12 +179,12 @@ fn filler_byte(id: &str, j: usize) -> u8 {
 pub fn id_of(body: &[u8]) -> String {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut parts = body.splitn(3, |&b| b == b'#');
-    let (Some(id), Some(len), Some(filler)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(id), Some(len), Some(padding)) = (parts.next(), parts.next(), parts.next()) else {
         return text(body);
     };
     let id = text(id);
-    let intact = text(len).parse::<usize>() == Ok(filler.len())
-        && filler.iter().enumerate().all(|(j, &b)| b == filler_byte(&id, j));
+    let intact = text(len).parse::<usize>() == Ok(padding.len())
+        && padding.iter().copied().eq(filler(&id, padding.len()));
     if intact {
         id
     } else {
@@ -509,7 +510,7 @@ mod tests {
     fn a_damaged_or_cut_body_is_told_apart() {
         let id = "m-7";
         let mut body = format!("{id}#300#").into_bytes();
-        body.extend((0..300).map(|j| filler_byte(id, j)));
+        body.extend(filler(id, 300));
         assert_eq!(id_of(&body), "m-7");
         assert_eq!(id_of(b"m-8"), "m-8");
         let mut flipped = body.clone();
@@ -518,7 +519,7 @@ mod tests {
         assert_eq!(id_of(&flipped), "damaged:m-7");
         assert_eq!(id_of(&body[..body.len() - 1]), "damaged:m-7");
         let mut other = b"m-9#300#".to_vec();
-        other.extend((0..300).map(|j| filler_byte(id, j)));
+        other.extend(filler(id, 300));
         assert_eq!(id_of(&other), "damaged:m-9", "another message's filler");
     }
 }
