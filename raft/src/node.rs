@@ -517,6 +517,9 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
         // ...and none the broker has still to act on: the segment holding the oldest stays.
         let floor =
             state_machine.retention_floor().map_err(|e| e.to_string()).and_then(|f| match f {
+                // Already behind the log's start (purged before the queues were trimmed, or a
+                // snapshot reset): nothing left to keep, and no reason to stop retention.
+                Some(position) if position < lock(&log).start().position => Ok(None),
                 Some(position) => lock(&log)
                     .entry_containing(position)
                     .map(|e| Some(e.index))
