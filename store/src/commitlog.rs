@@ -175,6 +175,10 @@ pub struct CommitLog<S: Storage> {
     sync_failed: Option<String>,
     scratch: Vec<u8>,
     io: IoCounts,
+    /// Entries a reader still needs (a snapshot's history being sent): `purge_through` keeps
+    /// every segment holding one at or after the lowest pinned index.
+    pins: std::collections::BTreeMap<u64, RaftIndex>,
+    next_pin: u64,
 }
 
 /// What a CommitLog has done since it was opened, for operators and benchmarks: how many
@@ -222,6 +226,8 @@ impl<S: Storage> CommitLog<S> {
             sync_failed: None,
             scratch: Vec::new(),
             io: IoCounts::default(),
+            pins: std::collections::BTreeMap::new(),
+            next_pin: 0,
         };
         let report = log.recover(saved)?;
         Ok((log, report))
@@ -1140,6 +1146,11 @@ impl<S: Storage> CommitLog<S> {
     /// always kept). Returns the new start. Entries after `index` are never touched; some at
     /// or before it may stay until their segment can go as a whole.
     pub fn purge_through(&mut self, index: RaftIndex) -> StoreResult<LogCut> {
+        let index = match self.pins.values().min() {
+            Some(pinned) if pinned.0 == 0 => return Ok(self.start),
+            Some(pinned) => RaftIndex(index.0.min(pinned.0 - 1)),
+            None => index,
+        };
         let mut n = 0;
         while n + 1 < self.segments.len() && self.segments[n + 1].slot_base.0 <= index.0 + 1 {
             n += 1;
@@ -1173,6 +1184,126 @@ impl<S: Storage> CommitLog<S> {
             self.remove_segment_files(seg.base)?;
         }
         Ok(self.start)
+    }
+
+    /// Keeps the entries from `index` on from being purged until [`CommitLog::unpin`] is called
+    /// with the token returned: a snapshot's history is read from the log while it is sent.
+    pub fn pin_from(&mut self, index: RaftIndex) -> u64 {
+        self.next_pin += 1;
+        self.pins.insert(self.next_pin, index);
+        self.next_pin
+    }
+
+    /// Releases a [`CommitLog::pin_from`].
+    pub fn unpin(&mut self, token: u64) {
+        self.pins.remove(&token);
+    }
+
+    /// Appends the entries of another replica's log from this log's end up to `to`, reading
+    /// that log's bytes through `read(position, buf)`, fillers included: a follower installing
+    /// a snapshot copies the history its leader retains before the snapshot's cut (after a
+    /// [`CommitLog::reset`] to where that history starts). Each entry is checked (crc, index,
+    /// chain) and appended as a replicated one would be, so the segments come out
+    /// byte-identical; the log must then end exactly at `to`. Returns the entries copied. Not
+    /// durable until a flush.
+    pub fn copy_in(
+        &mut self,
+        to: LogCut,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    ) -> StoreResult<u64> {
+        let seg = self.config.segment_size_bytes;
+        let corrupt = |position: u64, reason: String| StoreError::Corrupt {
+            position: CommitLogOffset(position),
+            reason: format!("copied history: {reason}"),
+        };
+        let mut pos = self.end.position.0;
+        let mut header = [0u8; ENTRY_HEADER_BYTES];
+        let mut buf = Vec::new();
+        let mut copied = 0;
+        while pos < to.position.0 {
+            let seg_end = pos - pos % seg + seg;
+            let avail = (seg_end - pos).min(to.position.0 - pos).min(ENTRY_HEADER_BYTES as u64);
+            if avail < FILLER_MIN_BYTES {
+                // Too short for a filler: the segment's tail is left as zeros.
+                pos = seg_end;
+                continue;
+            }
+            let header = &mut header[..avail as usize];
+            read(pos, header).doing(|| "reading copied history".into())?;
+            match entry::parse_header(header) {
+                Header::Filler { size } if u64::from(size) == seg_end - pos => pos = seg_end,
+                Header::Entry { size, .. }
+                    if pos + u64::from(size) <= seg_end.min(to.position.0) =>
+                {
+                    buf.resize(size as usize, 0);
+                    read(pos, &mut buf).doing(|| "reading copied history".into())?;
+                    let (meta, e) = entry::decode(&buf, CommitLogOffset(pos))?;
+                    if meta.index != self.end.next_index || meta.prev_crc != self.end.prev_crc {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "entry {} does not follow entry {} of this log",
+                                meta.index,
+                                self.end.next_index.0.wrapping_sub(1)
+                            ),
+                        ));
+                    }
+                    self.append(std::slice::from_ref(&e))?;
+                    if self.end.position.0 != meta.end().0 || self.end.prev_crc != meta.crc {
+                        return Err(corrupt(
+                            pos,
+                            format!(
+                                "entry {} landed elsewhere here (do the segment sizes differ?)",
+                                meta.index
+                            ),
+                        ));
+                    }
+                    pos = meta.end().0;
+                    copied += 1;
+                }
+                _ => return Err(corrupt(pos, "neither an entry nor a segment filler".into())),
+            }
+        }
+        if self.end != to {
+            return Err(corrupt(
+                pos,
+                format!("ends at {:?}, not at the snapshot's cut {to:?}", self.end),
+            ));
+        }
+        Ok(copied)
+    }
+
+    /// Fills `buf` with the log's bytes from `position` on, across segments (fillers
+    /// included): the history a snapshot sends. A position before the log's start or past its
+    /// end is an error.
+    pub fn read_span(&self, position: CommitLogOffset, buf: &mut [u8]) -> StoreResult<()> {
+        let seg = self.config.segment_size_bytes;
+        let end = position.0 + buf.len() as u64;
+        if end > self.end.position.0 {
+            return Err(StoreError::PastEnd {
+                position: CommitLogOffset(end),
+                end: self.end.position,
+            });
+        }
+        let mut at = position.0;
+        let mut done = 0usize;
+        while at < end {
+            self.check_position(CommitLogOffset(at))?;
+            let stop = end.min(at - at % seg + seg);
+            let Some(s) = self.segments.get(self.segment_slot(at)) else {
+                return Err(StoreError::Corrupt {
+                    position: CommitLogOffset(at),
+                    reason: "no segment holds this position".into(),
+                });
+            };
+            let n = (stop - at) as usize;
+            s.data
+                .read_at(at - s.base, &mut buf[done..done + n])
+                .doing(|| "reading the CommitLog".into())?;
+            done += n;
+            at = stop;
+        }
+        Ok(())
     }
 
     /// Discards the whole log and starts it again at `cut` (a follower installing a snapshot:

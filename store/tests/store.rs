@@ -329,6 +329,89 @@ mod crash {
     }
 
     #[test]
+    fn history_copied_from_a_peer_is_byte_identical_and_checked() {
+        // A leader with entries over several segments (fillers at their ends) and its start
+        // purged; a follower copies from where the leader's log starts up to a cut.
+        let storage = SimStorage::new();
+        let (mut leader, _) = CommitLog::open(storage.clone(), config()).unwrap();
+        leader
+            .append(
+                &(0..300)
+                    .map(|i| entry(i, 1, 700 + (i as usize * 37) % 900, 2))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        leader.flush().unwrap();
+        leader.purge_through(RaftIndex(60)).unwrap();
+        let from = leader.start();
+        assert!(from.next_index > RaftIndex(0), "the leader's start was purged");
+        let to = leader.cut_before(RaftIndex(280)).unwrap();
+        let mut read = |pos: u64, buf: &mut [u8]| {
+            leader
+                .read_span(rocketraft_store::CommitLogOffset(pos), buf)
+                .map_err(std::io::Error::other)
+        };
+        let (mut follower, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        follower.reset(from).unwrap();
+        let copied = follower.copy_in(to, &mut read).unwrap();
+        assert_eq!(copied, 280 - from.next_index.0);
+        assert_eq!(follower.end(), to);
+        assert!(
+            follower.bytes_between(from.position, to.position).unwrap()
+                == leader.bytes_between(from.position, to.position).unwrap(),
+            "the copy is byte-identical"
+        );
+        // The follower's log goes on from the cut like the leader's.
+        follower.append(&[entry(280, 1, 700 + (280 * 37) % 900, 2)]).unwrap();
+        assert_eq!(follower.end(), leader.cut_before(RaftIndex(281)).unwrap());
+
+        // A damaged byte in the history, or history that does not reach the cut, is refused.
+        let mut damaged = |pos: u64, buf: &mut [u8]| {
+            leader
+                .read_span(rocketraft_store::CommitLogOffset(pos), buf)
+                .map_err(std::io::Error::other)?;
+            if pos <= from.position.0 + 5000 && from.position.0 + 5000 < pos + buf.len() as u64 {
+                buf[(from.position.0 + 5000 - pos) as usize] ^= 1;
+            }
+            Ok(())
+        };
+        let (mut f2, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        f2.reset(from).unwrap();
+        assert!(f2.copy_in(to, &mut damaged).is_err(), "a flipped byte is caught");
+        let (mut f3, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        f3.reset(leader.cut_before(RaftIndex(100)).unwrap()).unwrap();
+        let short = leader.cut_before(RaftIndex(200)).unwrap();
+        let err = f3.copy_in(short, &mut |pos, buf| {
+            leader
+                .read_span(rocketraft_store::CommitLogOffset(pos), buf)
+                .map_err(std::io::Error::other)?;
+            // Reads past entry 150's end return zeros: the history stops short of the cut.
+            let stop = leader.cut_before(RaftIndex(150)).unwrap().position.0;
+            for (i, b) in buf.iter_mut().enumerate() {
+                if pos + i as u64 >= stop {
+                    *b = 0;
+                }
+            }
+            Ok(())
+        });
+        assert!(err.is_err(), "history that stops short of the cut is refused");
+    }
+
+    #[test]
+    fn a_pinned_entry_keeps_its_segment_through_purges() {
+        let storage = SimStorage::new();
+        let (mut log, _) = CommitLog::open(storage, config()).unwrap();
+        log.append(&(0..300).map(|i| entry(i, 1, 1000, 3)).collect::<Vec<_>>()).unwrap();
+        let pin = log.pin_from(RaftIndex(100));
+        log.purge_through(RaftIndex(250)).unwrap();
+        assert!(log.start().next_index <= RaftIndex(100), "the pinned entry stayed");
+        assert!(log.start().next_index > RaftIndex(0), "segments before it went");
+        log.unpin(pin);
+        log.purge_through(RaftIndex(250)).unwrap();
+        assert!(log.start().next_index > RaftIndex(100), "once unpinned it goes");
+    }
+
+    #[test]
     fn truncated_entries_never_come_back() {
         // Entries 5..10 are truncated and 5' (a different term) appended in their place: no
         // crash or reopen may resurrect the old 6..10 behind it, even though their bytes
