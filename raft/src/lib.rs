@@ -8,6 +8,7 @@
 //! - [`meta`]: the metadata store trait with sled and in-memory backends.
 //! - [`log_store`]: `RaftLogStorage` on the CommitLog, with group commit.
 //! - [`state_machine`]: apply (dispatch, metadata), snapshots, install.
+//! - [`snapshot_data`]: a snapshot's bytes: its head, then the history of the log before it.
 //! - [`network`]: the Raft RPC transport over TCP (length-prefixed bincode frames).
 //! - [`budget`]: how many bytes of entries one AppendEntries carries.
 //! - [`node`]: one replica: recovery, membership check, bootstrap, RPC server.
@@ -28,6 +29,7 @@ pub mod offsets;
 pub mod proposer;
 pub mod replica;
 pub mod runtime;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod types;
 

@@ -4,8 +4,10 @@
 //!   mode it is called once a sync covers the entries (a flusher task runs the syncs off the
 //!   async workers, one sync per batch of waiting appends); in async mode at once, with the
 //!   flusher syncing every interval.
-//! - `purge` is logical at once (the purged id is saved durably and reads start after it) and
-//!   physical per whole segment (retention deletes segments later).
+//! - `purge` is logical only (the purged id is saved durably and reads start after it). Whole
+//!   segments are deleted by the replica's retention (`node::delete_purged`), not here: a
+//!   follower that installs a snapshot is purged up to it by openraft, and must keep the
+//!   history before it that the snapshot brought.
 //! - the vote, the committed id and the purged id live in the metadata store.
 //! - the entries appended last stay in memory too ([`RecentEntries`], a bounded window):
 //!   replication to followers that keep up and apply read them from there, as the `Bytes`
@@ -557,7 +559,6 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         let raw = encode(&log_id).map_err(io_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_PURGED.to_vec(), raw)]).map_err(io_write)?;
         lock(&self.recent).purge_through(log_id.index);
-        lock(&self.log).purge_through(RaftIndex(log_id.index)).map_err(io_write)?;
         Ok(())
     }
 }

@@ -307,6 +307,13 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         })
     }
 
+    /// Purges the log through `index` as retention does: openraft's purge, then the whole
+    /// segments it covers with their queue entries and index files (an operator's or a test's
+    /// call; entries a snapshot does not cover are kept by openraft).
+    pub async fn purge_log(&self, index: u64) -> Result<(), String> {
+        purge_log(&self.raft, &self.log, &self.dispatcher, RaftIndex(index)).await
+    }
+
     /// The fatal error Raft stopped on, if it did: a storage error (a disk that refused a write
     /// or a sync, an entry that could not be applied) or a panic in its core. The replica then
     /// serves nothing; [`RaftNode::shutdown`] still stops it cleanly.
@@ -552,22 +559,50 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
                      segment before its retention time"
                 );
             }
-            if raft.trigger().purge_log(through.0).await.is_err() {
+            if purge_log(&raft, &log, &dispatcher, through).await.is_err() {
                 return; // Raft has stopped
             }
-            // The trigger only asks: openraft purges once the followers no longer need the
-            // entries. Trim the queues when it has (or after 5 s, to what is purged by then),
-            // so they point into removed segments for as short a time as possible.
-            let _ = raft
-                .wait(Some(std::time::Duration::from_secs(5)))
-                .metrics(|m| m.purged.is_some_and(|p| p.index >= through.0), "purged")
-                .await;
-        }
-        let start = lock(&log).start().position;
-        if let Err(e) = lock(&dispatcher).purge_before(start) {
-            tracing::error!(error = %e, "trimming queues after a purge failed");
         }
     }
+}
+
+/// Purges the log through `through`: openraft first (its view of the log, and the purged id
+/// saved durably), then the whole segments it covers and the queue entries and index files that
+/// pointed into them ([`delete_purged`]). Errs only when Raft has stopped.
+pub(crate) async fn purge_log<S: Storage + Clone>(
+    raft: &Raft<TypeConfig>,
+    log: &Arc<Mutex<CommitLog<S>>>,
+    dispatcher: &Arc<Mutex<Dispatcher<S>>>,
+    through: RaftIndex,
+) -> Result<(), String> {
+    raft.trigger().purge_log(through.0).await.map_err(|e| e.to_string())?;
+    // The trigger only asks: openraft purges once no replication stream reads the entries.
+    // Delete when it has (or after 5 s, what is purged by then).
+    let _ = raft
+        .wait(Some(std::time::Duration::from_secs(5)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= through.0), "purged")
+        .await;
+    if let Err(e) = delete_purged(raft, log, dispatcher, through) {
+        tracing::error!(error = %e, "deleting purged CommitLog segments failed");
+    }
+    Ok(())
+}
+
+/// Deletes the whole segments whose entries openraft has purged, up to `through` (never one
+/// holding an entry a snapshot being sent still reads: `CommitLog::pin_from`), then trims the
+/// queues and indexes to where the log now starts. openraft's own purges (after a follower
+/// installs a snapshot) are logical only: the history the snapshot brought stays until
+/// retention wants its space.
+fn delete_purged<S: Storage + Clone>(
+    raft: &Raft<TypeConfig>,
+    log: &Arc<Mutex<CommitLog<S>>>,
+    dispatcher: &Arc<Mutex<Dispatcher<S>>>,
+    through: RaftIndex,
+) -> Result<(), rocketraft_store::StoreError> {
+    use crate::log_store::lock;
+    let Some(purged) = raft.metrics().borrow().purged.map(|p| p.index) else { return Ok(()) };
+    let start = lock(log).purge_through(RaftIndex(purged.min(through.0)))?.position;
+    lock(dispatcher).purge_before(start)
 }
 
 #[cfg(test)]

@@ -9,17 +9,17 @@
 //! A snapshot is what a log needs beside itself: the metadata (topics, groups, offsets,
 //! membership) at an applied id, and the log cut where the next entry goes. Its contents are
 //! taken between applies (openraft asks for the builder on the state machine's task), so all of
-//! it describes that one id; encoding and storing it runs on a task of its own. A follower that
-//! installs one and does not hold the snapshot's last entry restarts its CommitLog and queues
-//! at that cut (the messages before it were purged everywhere by retention), so positions stay
-//! identical to the leader's.
+//! it describes that one id; encoding and storing it runs on a task of its own. Sent, a
+//! snapshot carries its history, the sender's log from its first retained entry up to the cut
+//! ([`crate::snapshot_data`]); a follower that installs one and does not hold the snapshot's
+//! last entry restarts its CommitLog there, copies the history in and rebuilds its queues from
+//! it, so it holds what its leader holds, at the same positions.
 //!
 //! Dispatch does not sync its files here: the replica's watcher does, every
 //! [`crate::node::DISPATCH_SYNC_MS`], off the send path ([`StateMachine::sync_dispatch`]); on
 //! start the state machine dispatches again from the dispatch checkpoint up to the applied id.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::log_store::lock;
 use crate::meta::{MetaOp, MetaStore};
+use crate::snapshot_data::{PinnedHistory, SnapshotData, SPOOL_DIR};
 use crate::types::{
     decode, decode_untrusted, encode, to_log_entry, GroupMeta, HalfOutcome, MetaCommand, NodeId,
     Request, Response, TopicMeta, TypeConfig,
@@ -71,8 +72,16 @@ const REPLICATED: [&[u8]; 8] = [
     KEY_HALVES_FROM,
     PREFIX_LOCK,
 ];
-/// The largest snapshot accepted from a peer (metadata of every topic, group and offset).
+/// The largest snapshot head accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
+/// A snapshot as sent starts with these bytes, then the head's length (u64, big-endian), the
+/// head ([`WireHead`]) and the history. Bytes without them are a body alone (as sent before
+/// snapshots carried history).
+const WIRE_MAGIC: &[u8; 8] = b"RRSNAPH1";
+/// The largest file a received snapshot is spooled in.
+const SPOOL_PART_MAX_BYTES: u64 = 64 << 20;
+/// Entries dispatched per read of copied history.
+const HISTORY_DISPATCH_BATCH: u64 = 256;
 
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 
@@ -137,6 +146,67 @@ struct SnapshotBody {
     /// Each queue's next offset (topic, queue id, offset): a replica that resets its log to the
     /// cut starts its queues there, so offsets continue instead of restarting at 0.
     queues: Vec<(String, i32, u64)>,
+}
+
+/// A snapshot's head as sent: its body, and the history that follows the head: the sender's
+/// log bytes from the cut `history_*` (its first retained entry) up to the body's cut.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireHead {
+    body: Vec<u8>,
+    history_next_index: u64,
+    history_position: u64,
+    history_prev_crc: u32,
+    history_len: u64,
+}
+
+impl WireHead {
+    fn history_from(&self) -> LogCut {
+        LogCut {
+            next_index: RaftIndex(self.history_next_index),
+            position: CommitLogOffset(self.history_position),
+            prev_crc: self.history_prev_crc,
+        }
+    }
+}
+
+/// Reads a received snapshot's head: (the head, where its history starts in the data).
+fn read_wire_head(data: &SnapshotData) -> std::io::Result<(WireHead, u64)> {
+    let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let mut magic = [0u8; 16];
+    if data.len() >= 16 {
+        data.read_at(0, &mut magic)?;
+    }
+    if &magic[..8] != WIRE_MAGIC {
+        // A body alone, from a sender without history.
+        let len = usize::try_from(data.len()).ok().filter(|l| *l <= SNAPSHOT_MAX_BYTES);
+        let len = len.ok_or_else(|| bad(format!("snapshot of {} bytes", data.len())))?;
+        let mut body = vec![0u8; len];
+        data.read_at(0, &mut body)?;
+        let head = WireHead {
+            body,
+            history_next_index: 0,
+            history_position: 0,
+            history_prev_crc: 0,
+            history_len: 0,
+        };
+        return Ok((head, data.len()));
+    }
+    let head_len = u64::from_be_bytes(magic[8..].try_into().unwrap_or_default());
+    let head_len = usize::try_from(head_len).ok().filter(|l| *l <= SNAPSHOT_MAX_BYTES);
+    let head_len = head_len.ok_or_else(|| bad("snapshot head too large".into()))?;
+    let mut raw = vec![0u8; head_len];
+    data.read_at(16, &mut raw)?;
+    let head: WireHead =
+        decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&raw).map_err(|e| bad(e.to_string()))?;
+    let history_at = 16 + head_len as u64;
+    if history_at.checked_add(head.history_len) != Some(data.len()) {
+        return Err(bad(format!(
+            "snapshot of {} bytes, its head says {}",
+            data.len(),
+            history_at.saturating_add(head.history_len)
+        )));
+    }
+    Ok((head, history_at))
 }
 
 /// Topics and subscription groups as applied, in memory: a send looks its topic up here and
@@ -300,6 +370,93 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         }
         d.flush().map_err(sm_write)?;
         tracing::info!(from = %from, to = %to, "dispatched entries applied before the restart");
+        Ok(())
+    }
+
+    /// A stored snapshot's body as sent: a head, then this log's history from its first entry
+    /// up to the snapshot's cut, pinned against retention while the snapshot is alive.
+    fn with_history(&self, body: Vec<u8>) -> Result<SnapshotData, StorageError<NodeId>> {
+        let parsed: SnapshotBody = decode(&body).map_err(sm_read)?;
+        let mut log = lock(&self.log);
+        let start = log.start();
+        let (from, len) = if start.next_index.0 < parsed.cut_next_index
+            && start.position.0 < parsed.cut_position
+        {
+            (start, parsed.cut_position - start.position.0)
+        } else {
+            (LogCut::default(), 0)
+        };
+        let head = WireHead {
+            body,
+            history_next_index: from.next_index.0,
+            history_position: from.position.0,
+            history_prev_crc: from.prev_crc,
+            history_len: len,
+        };
+        let raw = encode(&head).map_err(sm_read)?;
+        let mut bytes = Vec::with_capacity(16 + raw.len());
+        bytes.extend_from_slice(WIRE_MAGIC);
+        bytes.extend_from_slice(&(raw.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&raw);
+        let history = PinnedHistory::pin(&self.log, &mut log, from.next_index, from.position, len);
+        Ok(SnapshotData::outgoing(bytes, history))
+    }
+
+    /// Restarts the log at `from` with the history a snapshot carries (its bytes at
+    /// `history_at` in `data`, up to `cut`), durably, and the queues and indexes from it; queues
+    /// with no message in the history start where the snapshot says they are.
+    fn install_history(
+        &self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        data: &SnapshotData,
+        from: LogCut,
+        history_at: u64,
+        cut: LogCut,
+        queues: &[(String, i32, u64)],
+    ) -> Result<(), StorageError<NodeId>> {
+        if from.position > cut.position || from.next_index > cut.next_index {
+            let e = std::io::Error::other(format!("history {from:?} after the cut {cut:?}"));
+            return Err(snapshot_error(meta, e));
+        }
+        let mut log = lock(&self.log);
+        log.reset(from).map_err(sm_write)?;
+        let copied = log
+            .copy_in(cut, &mut |position, buf| {
+                data.read_at(history_at + (position - from.position.0), buf)
+            })
+            .map_err(|e| snapshot_error(meta, e))?;
+        log.flush().map_err(sm_write)?;
+        let mut d = lock(&self.dispatcher);
+        d.reset(from).map_err(sm_write)?;
+        let mut next = from.next_index;
+        while next < cut.next_index {
+            let to = RaftIndex((next.0 + HISTORY_DISPATCH_BATCH).min(cut.next_index.0));
+            for e in log.entries(next..to).map_err(sm_read)? {
+                let position = log.entry_meta(e.index).map_err(sm_read)?.position;
+                d.dispatch(position, &e).map_err(sm_write)?;
+            }
+            next = to;
+        }
+        for (topic, id, next) in queues {
+            match d.queue(topic, *id).map(|q| q.max_offset().0) {
+                None => d.seed_queue(topic, *id, QueueOffset(*next)).map_err(sm_write)?,
+                Some(max) if max != *next => tracing::warn!(
+                    topic = %topic,
+                    queue_id = id,
+                    from_history = max,
+                    in_snapshot = next,
+                    "a queue rebuilt from a snapshot's history ends elsewhere than the snapshot says"
+                ),
+                Some(_) => {}
+            }
+        }
+        d.flush().map_err(sm_write)?;
+        tracing::info!(
+            from = %from.next_index,
+            cut = %cut.next_index,
+            entries = copied,
+            "installed a snapshot with its history"
+        );
         Ok(())
     }
 
@@ -621,7 +778,7 @@ impl<M: MetaStore> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<M> {
         let data = encode(&body).map_err(sm_read)?;
         let stored = encode(&(meta.clone(), data.clone())).map_err(sm_write)?;
         self.meta.write(vec![MetaOp::Put(KEY_SNAPSHOT.to_vec(), stored)]).map_err(sm_write)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotData::memory(data)) })
     }
 }
 
@@ -765,43 +922,44 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        let (storage, part) = {
+            let log = lock(&self.log);
+            let part = log.config().segment_size_bytes.min(SPOOL_PART_MAX_BYTES);
+            (log.storage().clone(), part)
+        };
+        Ok(Box::new(SnapshotData::incoming(storage, part).map_err(sm_write)?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data = snapshot.into_inner();
         // The snapshot came from a peer: bound what it may make us allocate.
-        let body: SnapshotBody = decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&data)
+        let (head, history_at) = read_wire_head(&snapshot).map_err(|e| snapshot_error(meta, e))?;
+        let body: SnapshotBody = decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&head.body)
             .map_err(|e| snapshot_error(meta, e))?;
         let cut = LogCut {
             next_index: RaftIndex(body.cut_next_index),
             position: CommitLogOffset(body.cut_position),
             prev_crc: body.cut_prev_crc,
         };
-        // Keep the log if it holds the snapshot's last entry (openraft then purges up to it);
-        // otherwise start it again where the leader's continues.
-        {
-            let mut log = lock(&self.log);
-            let holds_last = match meta.last_log_id {
+        // Keep the log if it holds the snapshot's last entry (openraft then purges up to it,
+        // logically); otherwise start it again with the leader's history, so positions and what
+        // consumers find stay identical to the leader's.
+        let holds_last = {
+            let log = lock(&self.log);
+            match meta.last_log_id {
                 Some(last) => log.entry_meta(RaftIndex(last.index)).is_ok_and(|m| {
                     m.term == last.leader_id.term && m.leader == last.leader_id.node_id
                 }),
                 None => true,
-            };
-            if !holds_last {
-                log.reset(cut).map_err(sm_write)?;
-                let mut d = lock(&self.dispatcher);
-                d.reset(cut).map_err(sm_write)?;
-                for (topic, id, next) in &body.queues {
-                    d.seed_queue(topic, *id, rocketraft_store::QueueOffset(*next))
-                        .map_err(sm_write)?;
-                }
             }
+        };
+        if !holds_last {
+            let from = if head.history_len > 0 { head.history_from() } else { cut };
+            self.install_history(meta, &snapshot, from, history_at, cut, &body.queues)?;
         }
         let mut ops: Vec<MetaOp> =
             REPLICATED.iter().map(|p| MetaOp::DeletePrefix(p.to_vec())).collect();
@@ -811,12 +969,17 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
             KEY_MEMBERSHIP.to_vec(),
             encode(&meta.last_membership).map_err(sm_write)?,
         ));
+        // Stored as built: the body alone (this replica sends its own history with it).
         ops.push(MetaOp::Put(
             KEY_SNAPSHOT.to_vec(),
-            encode(&(meta.clone(), data)).map_err(sm_write)?,
+            encode(&(meta.clone(), head.body)).map_err(sm_write)?,
         ));
         self.meta.write(ops).map_err(sm_write)?;
         *self.catalog_mut() = Catalog::load(&*self.meta)?;
+        drop(snapshot);
+        if let Err(e) = lock(&self.log).storage().remove_dir_all(SPOOL_DIR) {
+            tracing::warn!(error = %e, "removing the received snapshot's spool failed");
+        }
         self.catch_up_dispatch()
     }
 
@@ -824,8 +987,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         type Stored = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
-        Ok(self
-            .read_value::<Stored>(KEY_SNAPSHOT)?
-            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let Some((meta, body)) = self.read_value::<Stored>(KEY_SNAPSHOT)? else { return Ok(None) };
+        let data = self.with_history(body)?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
     }
 }

@@ -2,8 +2,6 @@
 //! bytes, as stored) and metadata commands; and the conversion between openraft's entries and
 //! the CommitLog's framed entries.
 
-use std::io::Cursor;
-
 use bytes::Bytes;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
 use rocketraft_store::{EntryKind, LogEntry, RaftIndex};
@@ -22,7 +20,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot_data::SnapshotData,
         AsyncRuntime = crate::runtime::MadRuntime,
 );
 
