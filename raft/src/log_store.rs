@@ -273,12 +273,22 @@ impl<S: Storage, M: MetaStore> RaftLogReader<TypeConfig> for LogReader<S, M> {
     }
 
     /// What replication sends a follower in one AppendEntries: the entries from `start` that
-    /// fit the byte budget, at least one.
+    /// fit the byte budget, at least one; none if `start` was purged. openraft can ask for a
+    /// range it decided on before a purge (a follower back from a restart, its progress older
+    /// than the purge): later entries instead would reach the follower as if they followed
+    /// `start - 1` (openraft's follower asserts this in debug builds, and in release appends
+    /// them after a gap). An empty answer counts as a heartbeat; the follower's reply then
+    /// shows openraft it needs a snapshot.
     async fn limited_get_log_entries(
         &mut self,
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let purged = read_purged(&*self.meta)?.map_or(0, |p| p.index + 1);
+        if start < purged.max(lock(&self.log).start().next_index.0) {
+            tracing::info!(start, purged, "replication asked for purged entries: none sent");
+            return Ok(Vec::new());
+        }
         if let Some(entries) = lock(&self.recent).within(start, end, self.budget.bytes()) {
             return Ok(entries);
         }

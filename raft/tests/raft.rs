@@ -117,6 +117,29 @@ mod storage_suite {
         let last = ls.get_log_state().await.unwrap().last_log_id.map(|l| l.index);
         assert_eq!(last, Some(3));
     }
+
+    /// Replication that asks for entries from a purged index (a range openraft chose before
+    /// the purge) gets none, never the entries after the purge: those would reach the
+    /// follower as if they came right after what it has. (Found by the swarm: a follower back
+    /// from a restart while its peers purged their logs.)
+    #[tokio::test]
+    async fn replication_never_reads_past_a_purged_start() {
+        use openraft::storage::{RaftLogReader, RaftLogStorage};
+        use openraft::testing::{blank_ent, log_id};
+
+        let (mut ls, _sm) = build(SimStorage::new(), MemMeta::new());
+        let entries: Vec<_> = (1..=10).map(|i| blank_ent::<TypeConfig>(1, 0, i)).collect();
+        let stored: Vec<_> =
+            entries.iter().map(|e| rocketraft_raft::types::to_log_entry(e).unwrap()).collect();
+        ls.commit_log().lock().unwrap().append(&stored).unwrap();
+        ls.purge(log_id(1, 0, 6)).await.unwrap();
+        let mut reader = ls.get_log_reader().await;
+        let sent = reader.limited_get_log_entries(4, 11).await.unwrap();
+        let first = sent.first().map(|e| e.log_id.index);
+        assert!(sent.is_empty(), "entries from {first:?} sent for a range from 4");
+        let sent = reader.limited_get_log_entries(7, 11).await.unwrap();
+        assert_eq!(sent.first().map(|e| e.log_id.index), Some(7));
+    }
 }
 
 mod cluster {
