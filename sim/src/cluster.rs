@@ -325,6 +325,41 @@ impl SimCluster {
         self.disks[&(g, r)].set_fail_commitlog_syncs(on);
     }
 
+    /// Snapshots replica (g, r) and purges its log through the snapshot, logically (openraft's
+    /// purge; no segment is deleted, so no consumer loses anything): a follower that needs an
+    /// entry before it then catches up by a snapshot, whose history brings those entries along.
+    /// Returns the snapshot's last index; `None` if the replica is down or no snapshot came
+    /// within 5 s.
+    pub async fn snapshot_and_purge(&self, g: usize, r: u64) -> Option<u64> {
+        let raft = self.views.lock().unwrap().get(&(g, r))?.raft.clone();
+        let applied = raft.metrics().borrow().last_applied?.index;
+        raft.trigger().snapshot().await.ok()?;
+        let m = raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "a new snapshot")
+            .await
+            .ok()?;
+        let index = m.snapshot?.index;
+        raft.trigger().purge_log(index).await.ok()?;
+        Some(index)
+    }
+
+    /// Replica (g, r)'s last applied index and its snapshot's, if it runs.
+    pub fn applied_and_snapshot(&self, g: usize, r: u64) -> Option<(u64, Option<u64>)> {
+        let views = self.views.lock().unwrap();
+        let m = views.get(&(g, r))?.raft.metrics().borrow().clone();
+        Some((m.last_applied.map_or(0, |l| l.index), m.snapshot.map(|s| s.index)))
+    }
+
+    /// Where replica (g, r)'s CommitLog starts (its first retained index), if it runs.
+    pub fn log_start(&self, g: usize, r: u64) -> Option<u64> {
+        let views = self.views.lock().unwrap();
+        let log = views.get(&(g, r))?.log.clone();
+        drop(views);
+        let start = log.lock().unwrap().start().next_index.0;
+        Some(start)
+    }
+
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
     pub fn kill(&self, g: usize, r: u64) {
         if self.down.lock().unwrap().insert(format!("{g}-{r}")) {
