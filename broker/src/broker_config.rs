@@ -108,6 +108,10 @@ pub struct BrokerConfig {
     /// replicated progress), so halves left unresolved by a failover are never checked.
     #[cfg(madsim)]
     pub sim_bug_tx_scan_from_term_start: bool,
+    /// Simulation builds only: older consumer offset commits are applied after newer ones
+    /// (see `OffsetBatchConfig::sim_bug_out_of_order`).
+    #[cfg(madsim)]
+    pub sim_bug_offsets_out_of_order: bool,
 }
 
 impl BrokerConfig {
@@ -194,6 +198,8 @@ impl BrokerConfig {
             sim_bug_tx_check_answer_commits: false,
             #[cfg(madsim)]
             sim_bug_tx_scan_from_term_start: false,
+            #[cfg(madsim)]
+            sim_bug_offsets_out_of_order: false,
         }
     }
 }

@@ -58,14 +58,17 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
         now_ms: i64,
         connections: Connections,
     ) -> Self {
-        let replica = Replica::start(
-            node,
-            ReplicaConfig {
-                proposals_in_flight_max: config.proposals_in_flight_max,
-                replication: config.replication,
-                ..Default::default()
-            },
-        );
+        #[allow(unused_mut)] // set further in simulation builds
+        let mut replica_config = ReplicaConfig {
+            proposals_in_flight_max: config.proposals_in_flight_max,
+            replication: config.replication,
+            ..Default::default()
+        };
+        #[cfg(madsim)]
+        {
+            replica_config.offsets.sim_bug_out_of_order = config.sim_bug_offsets_out_of_order;
+        }
+        let replica = Replica::start(node, replica_config);
         Inner {
             config,
             replica,

@@ -29,11 +29,23 @@ pub struct OffsetBatchConfig {
     pub batch_max: usize,
     /// Commits waiting at most. Default 100,000.
     pub pending_max: usize,
+    /// Simulation builds only: after each batch, the offsets its queues had before it are
+    /// proposed again, as a retried older commit applied after a newer one would be (a
+    /// consumer's offset goes back). A bug put in on purpose, to show the simulation's
+    /// checkers catch it.
+    #[cfg(madsim)]
+    pub sim_bug_out_of_order: bool,
 }
 
 impl Default for OffsetBatchConfig {
     fn default() -> Self {
-        OffsetBatchConfig { batch_ms: 100, batch_max: 1024, pending_max: 100_000 }
+        OffsetBatchConfig {
+            batch_ms: 100,
+            batch_max: 1024,
+            pending_max: 100_000,
+            #[cfg(madsim)]
+            sim_bug_out_of_order: false,
+        }
     }
 }
 
@@ -72,6 +84,8 @@ impl OffsetCommitter {
 }
 
 async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Receiver<Pending>) {
+    #[cfg(madsim)]
+    let mut before: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
     while let Some((first, waiter)) = rx.recv().await {
         let mut batch: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
         let mut waiters: Vec<oneshot::Sender<bool>> = waiter.into_iter().collect();
@@ -91,7 +105,7 @@ async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Re
                 _ = &mut deadline => break,
             }
         }
-        let offsets = batch
+        let offsets: Vec<ConsumerOffset> = batch
             .into_iter()
             .map(|((group, topic, queue_id), offset)| ConsumerOffset {
                 group,
@@ -100,18 +114,41 @@ async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Re
                 offset,
             })
             .collect();
-        let committed = match raft
-            .client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)]))
-            .await
-        {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
-                false
-            }
-        };
-        for w in waiters {
-            let _ = w.send(committed);
+        #[cfg(madsim)]
+        let stale: Vec<ConsumerOffset> = offsets
+            .iter()
+            .filter_map(|o| {
+                let k = (o.group.clone(), o.topic.clone(), o.queue_id);
+                let old = before.insert(k, o.offset)?;
+                (config.sim_bug_out_of_order && old != o.offset)
+                    .then(|| ConsumerOffset { offset: old, ..o.clone() })
+            })
+            .collect();
+        propose(&raft, offsets, waiters).await;
+        #[cfg(madsim)]
+        if !stale.is_empty() {
+            propose(&raft, stale, Vec::new()).await;
         }
+    }
+}
+
+/// Proposes one batch and tells its waiters whether it committed.
+async fn propose(
+    raft: &Raft<TypeConfig>,
+    offsets: Vec<ConsumerOffset>,
+    waiters: Vec<oneshot::Sender<bool>>,
+) {
+    let committed = match raft
+        .client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)]))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
+            false
+        }
+    };
+    for w in waiters {
+        let _ = w.send(committed);
     }
 }

@@ -343,6 +343,12 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     return Ok(());
                 }
             }
+            // A slow disk's extra time per sync (the simulation's; zero on a real disk, whose
+            // syncs take the time they take), waited out as the flusher does.
+            let latency = lock(&self.log).storage().sync_latency();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             let log = self.log.clone();
             let flushed = crate::runtime::run_blocking(move || rocketraft_store::sync_log(&log))
                 .await

@@ -35,6 +35,9 @@ pub struct Topology {
     /// Brokers acknowledge sends before they commit: a known bug, put back on purpose to show
     /// that the checkers catch it.
     pub sim_bug_ack_before_commit: bool,
+    /// Brokers apply older consumer offset commits after newer ones: put in on purpose, as
+    /// above.
+    pub sim_bug_offsets_out_of_order: bool,
     /// Brokers' schedule services start from each parked queue's start on a new term: a
     /// known-wrong shape, put in on purpose to show the delayed checkers catch it.
     pub sim_bug_schedule_from_zero: bool,
@@ -66,6 +69,7 @@ impl Default for Topology {
             flush: FlushMode::Sync,
             register_interval_ms: 30_000,
             sim_bug_ack_before_commit: false,
+            sim_bug_offsets_out_of_order: false,
             sim_bug_schedule_from_zero: false,
             sim_bug_deliver_early: false,
             sim_bug_tx_end_unchecked: false,
@@ -305,6 +309,15 @@ impl SimCluster {
         use rocketraft_store::io::sim::RandomPowerLoss;
         self.disks[&(g, r)].power_loss(&mut RandomPowerLoss::new(seed));
         self.metas[&(g, r)].power_loss(|n| (seed as usize) % (n + 1));
+        *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
+    }
+
+    /// The worst power loss of replica (g, r)'s machine (call it while the replica is
+    /// killed): every write not synced is gone, on its disk and in its metadata store.
+    pub fn power_loss_dropping_unsynced(&self, g: usize, r: u64) {
+        use rocketraft_store::io::sim::DropAllUnsynced;
+        self.disks[&(g, r)].power_loss(&mut DropAllUnsynced);
+        self.metas[&(g, r)].power_loss(|_| 0);
         *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
     }
 
@@ -582,6 +595,7 @@ async fn run_replica(
     bc.sim_bug_tx_end_unchecked = topo.sim_bug_tx_end_unchecked;
     bc.sim_bug_tx_check_answer_commits = topo.sim_bug_tx_check_answer_commits;
     bc.sim_bug_tx_scan_from_term_start = topo.sim_bug_tx_scan_from_term_start;
+    bc.sim_bug_offsets_out_of_order = topo.sim_bug_offsets_out_of_order;
     // Transactions are checked back within a run: a half unresolved for 1 s is checked every
     // 500 ms; it is discarded only after 60 checks (30 s without an answer).
     bc.transaction_timeout_ms = TX_TIMEOUT_MS;

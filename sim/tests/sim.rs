@@ -577,6 +577,11 @@ mod whole_cluster {
         PowerLossLeader,
         /// All of broker-a loses power at once.
         PowerLossAll,
+        /// broker-a's disks turn slow (every CommitLog sync takes [`SLOW_SYNC_MS`] longer);
+        /// 2 s later all of broker-a loses power at once, every write not synced gone on every
+        /// replica (the worst a power loss can do): the slow syncs widen the window between a
+        /// write and its sync, where an acknowledgement must not fall.
+        SlowDisksThenPowerLossAll,
         /// NameServer 0 is killed, and restarted when healed (clients use NameServer 1).
         KillNamesrv,
         /// broker-a's leader is paused (frozen, connections kept) longer than an election
@@ -637,9 +642,10 @@ mod whole_cluster {
                 return MayLose::Any;
             }
             match (topology.flush, fault) {
-                (rocketraft_store::FlushMode::Async { interval_ms }, Fault::PowerLossAll) => {
-                    MayLose::AckedFrom(fault_at.as_millis() as i64 - interval_ms as i64)
-                }
+                (
+                    rocketraft_store::FlushMode::Async { interval_ms },
+                    Fault::PowerLossAll | Fault::SlowDisksThenPowerLossAll,
+                ) => MayLose::AckedFrom(fault_at.as_millis() as i64 - interval_ms as i64),
                 _ => MayLose::Nothing,
             }
         }
@@ -890,11 +896,23 @@ mod whole_cluster {
                     cluster.isolate(0, r, false);
                 }
             }
-            Fault::PowerLossAll => {
+            Fault::PowerLossAll | Fault::SlowDisksThenPowerLossAll => {
+                let slow = fault == Fault::SlowDisksThenPowerLossAll;
+                if slow {
+                    for r in 0..3 {
+                        cluster.slow_disk(0, r, SLOW_SYNC_MS);
+                    }
+                    madsim::time::sleep(Duration::from_secs(2)).await;
+                }
                 for r in 0..3 {
                     cluster.kill(0, r);
-                    let seed = madsim::rand::thread_rng().gen();
-                    cluster.power_loss(0, r, seed);
+                    if slow {
+                        cluster.power_loss_dropping_unsynced(0, r);
+                        cluster.slow_disk(0, r, 0);
+                    } else {
+                        let seed = madsim::rand::thread_rng().gen();
+                        cluster.power_loss(0, r, seed);
+                    }
                 }
                 madsim::time::sleep(FAULT_FOR).await;
                 for r in 0..3 {
@@ -1405,6 +1423,17 @@ mod whole_cluster {
         scenario("power_loss_of_a_whole_group", Fault::PowerLossAll).await;
     }
 
+    /// broker-a's disks turn slow, then all of it loses power with every unsynced write gone:
+    /// sync flush loses nothing acknowledged.
+    #[madsim::test]
+    async fn slow_disks_then_a_group_power_loss_lose_nothing() {
+        scenario(
+            "slow_disks_then_a_group_power_loss_lose_nothing",
+            Fault::SlowDisksThenPowerLossAll,
+        )
+        .await;
+    }
+
     /// A follower of broker-a syncs 120 ms slower than the others, then the leader dies: the
     /// group commits at the slow disk's pace (a new leader and the slow follower are the only
     /// majority), takes sends again, and loses nothing acknowledged.
@@ -1596,6 +1625,44 @@ mod whole_cluster {
             .count();
         assert!(caught > 0, "acks before commit went unnoticed over 10 seeds");
         eprintln!("acks before commit: caught in {caught} of 10 seeds");
+    }
+
+    /// The checkers catch a stale leader that goes on acknowledging: brokers that acknowledge
+    /// a send once their own log has it (`replication = "leader"`), judged by quorum rules,
+    /// with broker-a's leader cut off from its peers while its clients still reach it: it
+    /// acknowledges sends the new leader never gets. At least 5 of 6 seeds must catch it.
+    #[test]
+    fn the_checkers_catch_a_stale_leader_acknowledging() {
+        let caught = (320..326)
+            .filter(|&seed| {
+                let topology = Topology { replication: Replication::Leader, ..Topology::default() };
+                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::PartitionLeaderFromPeers, topology));
+                eprintln!("stale leader acknowledging, seed {seed}: {:?}", o.strict);
+                o.strict.is_err()
+            })
+            .count();
+        assert!(caught >= 5, "a stale leader acknowledging caught in only {caught} of 6 seeds");
+    }
+
+    /// The checkers catch consumer offset commits applied out of order, put in on purpose:
+    /// after each batch of commits, the offsets its queues had before it are proposed again
+    /// (a retried older commit applied after a newer one), so a group's committed offset goes
+    /// back, as the observer reading every replica's applied offsets every 100 ms sees. At
+    /// least 5 of 6 seeds must catch it.
+    #[test]
+    fn the_checkers_catch_offset_commits_out_of_order() {
+        let caught = (330..336)
+            .filter(|&seed| {
+                let topology =
+                    Topology { sim_bug_offsets_out_of_order: true, ..Topology::default() };
+                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
+                    .block_on(run(Fault::KillLeader, topology));
+                eprintln!("offset commits out of order, seed {seed}: {:?}", o.verdict);
+                o.verdict.as_ref().is_err_and(|e| e.contains("backwards"))
+            })
+            .count();
+        assert!(caught >= 5, "offset commits out of order caught in only {caught} of 6 seeds");
     }
 
     /// The delayed-delivery checkers catch the bugs they name, put in on purpose: a new master
