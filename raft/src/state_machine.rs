@@ -404,6 +404,10 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         bytes.extend_from_slice(WIRE_MAGIC);
         bytes.extend_from_slice(&(raw.len() as u64).to_be_bytes());
         bytes.extend_from_slice(&raw);
+        if len == 0 {
+            // Nothing before the cut to send, nor to pin.
+            return Ok(SnapshotData::memory(bytes));
+        }
         let history = PinnedHistory::pin(&self.log, &mut log, from.next_index, from.position, len);
         Ok(SnapshotData::outgoing(bytes, history))
     }
