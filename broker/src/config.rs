@@ -393,6 +393,8 @@ impl BrokerFile {
             },
             retention_check_ms: st.retention_check_ms,
             message_faults: Default::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         })
     }
 }

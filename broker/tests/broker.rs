@@ -172,6 +172,8 @@ async fn start_group_configured(
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         };
         let mut config = config;
         tune(&mut config);

@@ -196,6 +196,8 @@ impl DevCluster {
             retention: Default::default(),
             retention_check_ms: RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         }
     }
 

@@ -61,6 +61,8 @@ fn cluster() -> Cluster {
                 retention: Default::default(),
                 retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
                 message_faults: Default::default(),
+                #[cfg(madsim)]
+                sim_bug_ack_before_fsync: false,
             };
             let base = dir.path().join(format!("n{id}"));
             let storage = MmapStorage::new(base.join("data")).unwrap();

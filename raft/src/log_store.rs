@@ -204,6 +204,8 @@ pub struct LogStore<S: Storage, M: MetaStore> {
     mode: FlushMode,
     local_appends: Arc<LocalAppends>,
     budget: Arc<ReplicationBudget>,
+    #[cfg(madsim)]
+    sim_bug_ack_before_fsync: bool,
 }
 
 /// Reads entries concurrently with appends.
@@ -336,7 +338,19 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             mode,
             local_appends: Arc::default(),
             budget: Arc::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         }
+    }
+
+    /// Simulation builds only: from now on an append is reported durable (openraft's flush
+    /// callback) as soon as it is written, while the flusher syncs it in the background, as a
+    /// log store that answered before its fsync would. Sync flush then acknowledges sends that
+    /// a power loss can take away. A bug put in on purpose, to show the simulation's checkers
+    /// catch it.
+    #[cfg(madsim)]
+    pub fn sim_bug_ack_before_fsync(&mut self) {
+        self.sim_bug_ack_before_fsync = true;
     }
 
     /// The byte budget of one AppendEntries, which the network adjusts to what the links
@@ -531,6 +545,25 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         };
         lock(&self.recent).push(appended);
         let callback = Callback { flushed: callback, acks };
+        #[cfg(madsim)]
+        if self.sim_bug_ack_before_fsync {
+            callback.completed();
+            // The sync follows (the flusher has no waiter to run for): what is written now,
+            // durable once a slow disk's latency has passed.
+            let log = self.log.clone();
+            let latency = self.flusher.storage.sync_latency();
+            let job = lock(&log).flush_job();
+            tokio::spawn(async move {
+                let Some(job) = job else { return };
+                tokio::time::sleep(latency).await;
+                let _ = crate::runtime::run_blocking(move || {
+                    job.run()?;
+                    lock(&log).complete_flush(job).map(|_| ())
+                })
+                .await;
+            });
+            return Ok(());
+        }
         let Some(last) = last else {
             callback.completed();
             return Ok(());

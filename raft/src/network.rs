@@ -120,6 +120,9 @@ pub enum FrameError {
     TooLarge(usize, usize),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// An AppendEntries the replica's [`AppendGuard`] refused.
+    #[error("AppendEntries refused: {0}")]
+    Refused(String),
 }
 
 async fn write_frame<T: Serialize, W: AsyncWriteExt + Unpin>(
@@ -161,6 +164,12 @@ async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncReadExt + Unpin>(
     Ok(decode_untrusted::<T, RPC_FRAME_MAX_BYTES>(&payload)?)
 }
 
+/// Looks at each AppendEntries before openraft does. `Err(why)` refuses it: the connection is
+/// closed unanswered and the guard's owner stops the replica (see `node::applied_entries_guard`:
+/// a leader whose log differs from entries this replica already applied).
+pub type AppendGuard =
+    Arc<dyn Fn(&AppendEntriesRequest<TypeConfig>) -> Result<(), String> + Send + Sync>;
+
 /// Serves Raft RPCs for `raft` on `listener` until `stop` changes (or its sender is dropped)
 /// or the listener fails. Every connection task ends with it, so a stopped node's old
 /// connections cannot keep feeding a dead Raft while a restarted one listens on the port.
@@ -170,8 +179,9 @@ pub async fn serve(
     group: String,
     id: NodeId,
     stop: tokio::sync::watch::Receiver<bool>,
+    guard: Option<AppendGuard>,
 ) {
-    serve_with(listener, raft, group, id, stop, ServeLimits::default()).await
+    serve_with(listener, raft, group, id, stop, ServeLimits::default(), guard).await
 }
 
 /// [`serve`] with other limits.
@@ -182,6 +192,7 @@ pub async fn serve_with(
     id: NodeId,
     stop: tokio::sync::watch::Receiver<bool>,
     limits: ServeLimits,
+    guard: Option<AppendGuard>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut stop_accept = stop.clone();
@@ -205,14 +216,15 @@ pub async fn serve_with(
         }
         // Replies are small and latency-bound: no Nagle delay behind the peer's delayed ACK.
         let _ = stream.set_nodelay(true);
-        let (raft, group, mut stop) = (raft.clone(), group.clone(), stop.clone());
+        let (raft, group, mut stop, guard) =
+            (raft.clone(), group.clone(), stop.clone(), guard.clone());
         let held = OpenConnection::new(&open);
         tokio::spawn(async move {
             let _held = held;
             let result = tokio::select! {
                 biased;
                 _ = stop.changed() => Ok(()),
-                r = serve_connection(stream, raft, &group, id, limits) => r,
+                r = serve_connection(stream, raft, &group, id, limits, guard) => r,
             };
             if let Err(e) = result {
                 match e {
@@ -249,6 +261,7 @@ async fn serve_connection(
     group: &str,
     id: NodeId,
     limits: ServeLimits,
+    guard: Option<AppendGuard>,
 ) -> Result<(), FrameError> {
     let mut stream = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -271,7 +284,12 @@ async fn serve_connection(
             }
         } else {
             match envelope.body {
-                RpcRequest::Append(req) => RpcResponse::Append(raft.append_entries(req).await),
+                RpcRequest::Append(req) => {
+                    if let Some(Err(why)) = guard.as_ref().map(|g| g(&req)) {
+                        return Err(FrameError::Refused(why));
+                    }
+                    RpcResponse::Append(raft.append_entries(req).await)
+                }
                 RpcRequest::Vote(req) => RpcResponse::Vote(raft.vote(req).await),
                 RpcRequest::Snapshot(req) => {
                     RpcResponse::Snapshot(raft.install_snapshot(req).await)

@@ -18,9 +18,10 @@ use rocketraft_store::{
 };
 use tokio::net::TcpListener;
 
+use crate::error::AppliedEntriesLost;
 use crate::log_store::LogStore;
 use crate::meta::MetaStore;
-use crate::network::{serve, Network};
+use crate::network::{serve, AppendGuard, Network};
 use crate::state_machine::{ArrivalListener, StateMachine};
 use crate::types::{NodeId, TypeConfig};
 
@@ -90,6 +91,11 @@ pub struct NodeConfig {
     pub retention_check_ms: u64,
     /// Faults injected into outgoing Raft RPCs (the simulation's seam). Default none.
     pub message_faults: crate::network::MessageFaults,
+    /// Simulation builds only: the log store reports appends durable before they are synced
+    /// (see `LogStore::sim_bug_ack_before_fsync`). A bug put in on purpose, to show the
+    /// simulation's checkers catch it; no real build has it.
+    #[cfg(madsim)]
+    pub sim_bug_ack_before_fsync: bool,
 }
 
 /// How often a replica checks retention and disk usage by default.
@@ -199,6 +205,10 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             Arc::new(Mutex::new(Dispatcher::open(storage, config.dispatch.clone(), &log)?));
         let log = Arc::new(Mutex::new(log));
         let mut log_store = LogStore::new(log.clone(), meta.clone(), config.flush);
+        #[cfg(madsim)]
+        if config.sim_bug_ack_before_fsync {
+            log_store.sim_bug_ack_before_fsync();
+        }
         let local_appends = log_store.local_appends();
         let mut state_machine =
             StateMachine::new(log.clone(), dispatcher.clone(), meta.clone(), arrivals)
@@ -256,10 +266,12 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop = Arc::new(stop);
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+        let refused = Arc::new(Mutex::new(None));
         let watcher = tokio::spawn(watch_replica(
             raft.clone(),
             meta.clone(),
             state_machine.clone(),
+            refused.clone(),
             Arc::downgrade(&stop),
             fatal_tx,
             config.group.clone(),
@@ -271,6 +283,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.group.clone(),
             config.id,
             stop_rx.clone(),
+            Some(applied_entries_guard(raft.clone(), log.clone(), refused)),
         ));
         let retention = tokio::spawn(run_retention(
             raft.clone(),
@@ -403,7 +416,9 @@ const RELEASE_POLL_MS: u64 = 10;
 /// How often a replica checks whether Raft stopped on a fatal error.
 const FATAL_CHECK_MS: u64 = 100;
 /// How often a replica makes its lazy and deferred metadata (committed and applied ids, what
-/// apply changed) durable: what a crash can make it re-apply from the log at start.
+/// apply changed) durable: what a crash can make it re-apply from the log at start. Also how
+/// often it moves the CommitLog's checkpoint up to the log's durable cut (below it, recovery
+/// takes a bad entry for damage rather than a torn write).
 pub const META_SYNC_MS: u64 = 1_000;
 
 /// How often a replica syncs its queues and indexes and moves the dispatch checkpoint: what a
@@ -412,9 +427,9 @@ pub const META_SYNC_MS: u64 = 1_000;
 /// scattered over the hash slots), which ran on apply's async task every 1,000 entries.
 pub const DISPATCH_SYNC_MS: u64 = 5_000;
 
-/// Watches Raft's running state and the CommitLog's syncs, syncs the lazy and deferred
-/// metadata every [`META_SYNC_MS`] and the queues and indexes every [`DISPATCH_SYNC_MS`], off
-/// the send path. A fatal error (not our own shutdown), or a sync the disk refused, is logged
+/// Watches Raft's running state and the CommitLog's syncs and damage, syncs the lazy and
+/// deferred metadata and the CommitLog's checkpoint every [`META_SYNC_MS`] and the queues and
+/// indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a sync the disk refused, is logged
 /// once, published to `fatal`, and stops the replica's RPC server and retention (and Raft, for
 /// a failed sync): its peers then see it as down, not as a peer that answers and never acts.
 ///
@@ -424,10 +439,12 @@ pub const DISPATCH_SYNC_MS: u64 = 5_000;
 ///
 /// It holds the stop signal weakly: a node dropped without [`RaftNode::shutdown`] still stops
 /// its tasks. openraft's own "stopped" state is our shutdown, never reported as fatal.
+#[allow(clippy::too_many_arguments)]
 async fn watch_replica<S: Storage + Clone, M: MetaStore>(
     raft: Raft<TypeConfig>,
     meta: Arc<M>,
     state_machine: StateMachine<S, M>,
+    refused: Arc<Mutex<Option<String>>>,
     stop: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
     fatal: tokio::sync::watch::Sender<Option<String>>,
     group: String,
@@ -446,6 +463,26 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
             Err(e) => Some(e.to_string()),
         };
+        // Damage a read found in the CommitLog (a pull, replication, apply, a snapshot's
+        // history): the log wrote its quarantine marker, and the replica stops (no vote, no
+        // lead). Named first: the read that met it may have stopped openraft already, with an
+        // error that does not say why.
+        if let Some(e) = state_machine.commit_log_damage() {
+            if error.is_none() {
+                let raft = raft.clone();
+                tokio::spawn(async move { raft.shutdown().await });
+            }
+            error = Some(format!("the CommitLog is damaged, quarantined: {e}"));
+        }
+        // An AppendEntries the RPC server refused (see `applied_entries_guard`): openraft
+        // never saw it; the replica stops.
+        if error.is_none() {
+            if let Some(why) = crate::log_store::lock(&refused).clone() {
+                let raft = raft.clone();
+                tokio::spawn(async move { raft.shutdown().await });
+                error = Some(why);
+            }
+        }
         // A CommitLog sync that failed (in async mode no append waits for it, so openraft
         // never hears of it): the log takes no more writes, and the replica stops.
         if error.is_none() {
@@ -460,6 +497,13 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             since_sync_ms = 0;
             let m = meta.clone();
             error = periodic_sync(&raft, "the metadata store", move || m.sync()).await;
+            if error.is_none() {
+                let sm = state_machine.clone();
+                error = periodic_sync(&raft, "the CommitLog's checkpoint", move || {
+                    sm.checkpoint_log().map(|_| ())
+                })
+                .await;
+            }
         }
         since_dispatch_sync_ms += FATAL_CHECK_MS;
         if error.is_none() && since_dispatch_sync_ms >= DISPATCH_SYNC_MS {
@@ -481,6 +525,62 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             return;
         }
     }
+}
+
+/// Refuses an AppendEntries that names, at or below this replica's applied index, an entry
+/// other than the one this replica holds there (its `prev_log_id` or one of its entries): the
+/// leader's log differs from entries this replica applied, so its group lost committed entries
+/// (async flush and a power loss of a majority: see [`AppliedEntriesLost`]). openraft takes
+/// every index up to a follower's committed one as matching without looking (a debug build
+/// asserts, a release build would append the leader's entries after a different one: replicas
+/// that differ), so the check has to come first. Only a request from a leader at least as new
+/// as the one this replica follows is checked (a deposed leader's is refused by openraft). An
+/// index the log no longer holds (purged, or before a snapshot's history) is not checked. The
+/// refusal is left in `refused`, from which the replica's watcher stops the replica.
+fn applied_entries_guard<S: Storage>(
+    raft: Raft<TypeConfig>,
+    log: Arc<Mutex<CommitLog<S>>>,
+    refused: Arc<Mutex<Option<String>>>,
+) -> AppendGuard {
+    Arc::new(move |req| {
+        let first = match (&req.prev_log_id, req.entries.first()) {
+            (Some(prev), _) => prev.index,
+            (None, Some(e)) => e.log_id.index,
+            (None, None) => return Ok(()),
+        };
+        let (vote, applied) = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            (m.vote, m.last_applied)
+        };
+        // A request from a leader this replica has seen deposed is openraft's to refuse: its
+        // entries may be ones a later leader replaced before they committed.
+        if req.vote < vote {
+            return Ok(());
+        }
+        let Some(applied) = applied.filter(|a| a.index >= first) else { return Ok(()) };
+        // The leader's ids up to the applied index: the one before its entries, and theirs.
+        let named = req.prev_log_id.iter().chain(req.entries.iter().map(|e| &e.log_id));
+        let log = crate::log_store::lock(&log);
+        for leader_has in named.take_while(|id| id.index <= applied.index) {
+            let Ok(own) = log.entry_meta(RaftIndex(leader_has.index)) else { continue };
+            let own = crate::types::log_id(own.term, own.leader, own.index.0);
+            if own == *leader_has {
+                continue;
+            }
+            let lost = AppliedEntriesLost { since: leader_has.index, applied: applied.index };
+            tracing::error!(
+                error = %lost,
+                ?own,
+                ?leader_has,
+                "the group lost entries this replica applied"
+            );
+            let why = lost.to_string();
+            crate::log_store::lock(&refused).get_or_insert_with(|| why.clone());
+            return Err(why);
+        }
+        Ok(())
+    })
 }
 
 /// Runs one of the watcher's syncs on a blocking thread. A sync the disk refused is fatal: Raft

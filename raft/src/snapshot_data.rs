@@ -188,13 +188,25 @@ impl AsyncSeek for SnapshotData {
 /// A log read from a snapshot being sent, type-erased (openraft's snapshot type names no
 /// storage).
 pub(crate) trait HistoryLog: Send + Sync {
-    fn read_span(&self, position: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// See `CommitLog::read_history`.
+    fn read_history(
+        &self,
+        next: &mut (RaftIndex, u64),
+        position: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()>;
     fn unpin(&self, token: u64);
 }
 
 impl<S: Storage> HistoryLog for Mutex<CommitLog<S>> {
-    fn read_span(&self, position: u64, buf: &mut [u8]) -> io::Result<()> {
-        lock(self).read_span(CommitLogOffset(position), buf).map_err(io::Error::other)
+    fn read_history(
+        &self,
+        next: &mut (RaftIndex, u64),
+        position: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let log = lock(self);
+        log.read_history(next, CommitLogOffset(position), buf).map_err(io::Error::other)
     }
 
     fn unpin(&self, token: u64) {
@@ -209,6 +221,9 @@ pub(crate) struct PinnedHistory {
     token: u64,
     from: u64,
     len: u64,
+    /// The first entry not checked yet (index, position): each is checked by crc before any
+    /// of its bytes are read out.
+    unchecked: Mutex<(RaftIndex, u64)>,
 }
 
 impl PinnedHistory {
@@ -223,11 +238,12 @@ impl PinnedHistory {
     ) -> Self {
         let token = locked.pin_from(first);
         let log: Arc<dyn HistoryLog> = log.clone();
-        PinnedHistory { log, token, from: from.0, len }
+        let unchecked = Mutex::new((first, from.0));
+        PinnedHistory { log, token, from: from.0, len, unchecked }
     }
 
     fn read(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.log.read_span(self.from + at, buf)
+        self.log.read_history(&mut lock(&self.unchecked), self.from + at, buf)
     }
 }
 

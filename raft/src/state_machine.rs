@@ -476,6 +476,17 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         lock(&self.log).sync_failure().map(str::to_owned)
     }
 
+    /// The damage a read found in the CommitLog, if any (see `CommitLog::damage`): the log is
+    /// quarantined and the replica must stop.
+    pub fn commit_log_damage(&self) -> Option<String> {
+        lock(&self.log).damage().map(str::to_owned)
+    }
+
+    /// Moves the CommitLog's checkpoint up to what is durable (see `CommitLog::checkpoint`).
+    pub fn checkpoint_log(&self) -> Result<bool, rocketraft_store::StoreError> {
+        lock(&self.log).checkpoint()
+    }
+
     /// Syncs the queues and indexes and moves the dispatch checkpoint up to what was
     /// dispatched: what a restart re-dispatches from the log starts there. Blocking I/O.
     pub fn sync_dispatch(&self) -> Result<(), StorageError<NodeId>> {

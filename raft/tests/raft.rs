@@ -194,6 +194,8 @@ mod cluster {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         }
     }
 
@@ -376,6 +378,8 @@ mod recovery {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            #[cfg(madsim)]
+            sim_bug_ack_before_fsync: false,
         }
     }
 
@@ -752,7 +756,7 @@ mod recovery {
         let limits =
             ServeLimits { connections_max: 2, idle_timeout_ms: 1_000, ..ServeLimits::default() };
         let raft = g.nodes[&leader].raft.clone();
-        tokio::spawn(serve_with(listener, raft, "broker-a".into(), leader, stop_rx, limits));
+        tokio::spawn(serve_with(listener, raft, "broker-a".into(), leader, stop_rx, limits, None));
 
         tracing::info!("--- two frames in one write: both answered, in order");
         let mut a = TcpStream::connect(addr).await.unwrap();

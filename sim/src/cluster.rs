@@ -19,7 +19,10 @@ use rocketraft_raft::network::MessageFaults;
 use rocketraft_raft::{MemMeta, NodeConfig, RaftNode, RaftTiming, StateMachine, TypeConfig};
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::io::sim::SimStorage;
-use rocketraft_store::{CommitLog, CommitLogConfig, ConsumeQueueConfig, DispatchConfig, FlushMode};
+use rocketraft_store::io::Storage;
+use rocketraft_store::{
+    CommitLog, CommitLogConfig, ConsumeQueueConfig, DispatchConfig, FlushMode, StoreError,
+};
 
 use crate::check::{Event, History, ReplicaState};
 
@@ -38,6 +41,9 @@ pub struct Topology {
     /// Brokers apply older consumer offset commits after newer ones: put in on purpose, as
     /// above.
     pub sim_bug_offsets_out_of_order: bool,
+    /// Replicas' log stores report appends durable before they are synced: put in on
+    /// purpose, as above.
+    pub sim_bug_ack_before_fsync: bool,
     /// Brokers' schedule services start from each parked queue's start on a new term: a
     /// known-wrong shape, put in on purpose to show the delayed checkers catch it.
     pub sim_bug_schedule_from_zero: bool,
@@ -70,6 +76,7 @@ impl Default for Topology {
             register_interval_ms: 30_000,
             sim_bug_ack_before_commit: false,
             sim_bug_offsets_out_of_order: false,
+            sim_bug_ack_before_fsync: false,
             sim_bug_schedule_from_zero: false,
             sim_bug_deliver_early: false,
             sim_bug_tx_end_unchecked: false,
@@ -114,6 +121,8 @@ pub struct ReplicaView {
 }
 
 type Views = Arc<Mutex<BTreeMap<(usize, u64), ReplicaView>>>;
+/// Replicas stopped on a fatal error (and not restarted since), with the error.
+type Stopped = Arc<Mutex<BTreeMap<(usize, u64), String>>>;
 
 /// A running simulated cluster.
 pub struct SimCluster {
@@ -127,6 +136,9 @@ pub struct SimCluster {
     /// Each replica's metadata store: a power loss drops its lazy (unsynced) writes too.
     pub metas: BTreeMap<(usize, u64), MemMeta>,
     views: Views,
+    stopped: Stopped,
+    /// Replicas whose disk [`SimCluster::corrupt_entry`] damaged: they may be quarantined.
+    corrupted: Mutex<std::collections::BTreeSet<(usize, u64)>>,
     /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
     /// does nothing, so overlapping fault schedules stay well-formed).
     down: Mutex<std::collections::BTreeSet<String>>,
@@ -135,7 +147,17 @@ pub struct SimCluster {
     power_losses: Mutex<BTreeMap<(usize, u64), u32>>,
     /// The client nodes made by [`SimCluster::client_node`], stopped with the cluster.
     clients: Mutex<Vec<NodeHandle>>,
+    /// Latency spikes in force (they may overlap; the network is slow while any is).
+    latency_spikes: Mutex<u32>,
 }
+
+/// Every link's latency while a latency spike is in force: well past the 250 ms heartbeat, so
+/// AppendEntries calls time out and elections start, below the 2 s election timeout's top.
+pub const SPIKE_LATENCY: std::ops::Range<Duration> =
+    Duration::from_millis(50)..Duration::from_millis(600);
+/// madsim's own latency range, restored when the last spike ends.
+const NORMAL_LATENCY: std::ops::Range<Duration> =
+    Duration::from_millis(1)..Duration::from_millis(10);
 
 impl SimCluster {
     /// Creates every node; replicas boot after up to 200 ms (seeded).
@@ -163,6 +185,7 @@ impl SimCluster {
             namesrv_nodes.push(node);
         }
         let views: Views = Arc::default();
+        let stopped: Stopped = Arc::default();
         let mut replica_nodes = BTreeMap::new();
         let mut disks = BTreeMap::new();
         let mut metas = BTreeMap::new();
@@ -172,15 +195,15 @@ impl SimCluster {
                 let meta = MemMeta::new();
                 disks.insert((g, r), disk.clone());
                 metas.insert((g, r), meta.clone());
-                let (views, topo) = (views.clone(), topology.clone());
+                let (views, stopped, topo) = (views.clone(), stopped.clone(), topology.clone());
                 let node = handle
                     .create_node()
                     .name(format!("{}-{r}", group_name(g)))
                     .ip(broker_addr(g, r).split(':').next().unwrap().parse().unwrap())
                     .init(move || {
-                        let (disk, meta, views, topo) =
-                            (disk.clone(), meta.clone(), views.clone(), topo.clone());
-                        async move { run_replica(g, r, topo, disk, meta, views).await }
+                        let (disk, meta, topo) = (disk.clone(), meta.clone(), topo.clone());
+                        let (views, stopped) = (views.clone(), stopped.clone());
+                        async move { run_replica(g, r, topo, disk, meta, views, stopped).await }
                     })
                     .build();
                 replica_nodes.insert((g, r), node);
@@ -195,9 +218,12 @@ impl SimCluster {
             disks,
             metas,
             views,
+            stopped,
+            corrupted: Mutex::new(Default::default()),
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
+            latency_spikes: Mutex::new(0),
         }
     }
 
@@ -385,6 +411,7 @@ impl SimCluster {
     pub fn restart(&self, g: usize, r: u64) {
         if self.down.lock().unwrap().remove(&format!("{g}-{r}")) {
             self.views.lock().unwrap().remove(&(g, r));
+            self.stopped.lock().unwrap().remove(&(g, r));
             self.handle.restart(self.replica_nodes[&(g, r)].id());
         }
     }
@@ -431,6 +458,28 @@ impl SimCluster {
         if self.down.lock().unwrap().remove(&format!("ns{i}")) {
             self.handle.restart(self.namesrv_nodes[i].id());
         }
+    }
+
+    /// Cuts one direction of replica (g, r)'s links (an asymmetric partition): with `inbound`
+    /// nothing reaches it but what it sends still arrives; otherwise the reverse. Or heals it.
+    pub fn clog_one_way(&self, g: usize, r: u64, inbound: bool, cut: bool) {
+        let net = madsim::net::NetSim::current();
+        let id = self.replica_nodes[&(g, r)].id();
+        match (inbound, cut) {
+            (true, true) => net.clog_node_in(id),
+            (true, false) => net.unclog_node_in(id),
+            (false, true) => net.clog_node_out(id),
+            (false, false) => net.unclog_node_out(id),
+        }
+    }
+
+    /// Starts (or ends) a latency spike: every message between any two nodes takes
+    /// [`SPIKE_LATENCY`] while at least one spike is in force.
+    pub fn latency_spike(&self, on: bool) {
+        let mut spikes = self.latency_spikes.lock().unwrap();
+        *spikes = if on { *spikes + 1 } else { spikes.saturating_sub(1) };
+        let latency = if *spikes > 0 { SPIKE_LATENCY } else { NORMAL_LATENCY };
+        madsim::net::NetSim::current().update_config(|c| c.send_latency = latency);
     }
 
     /// Cuts replica (g, r) off the network (both directions), or heals it.
@@ -510,8 +559,67 @@ impl SimCluster {
             .collect()
     }
 
-    /// Waits until group `g` is quiet: every replica running, each with its whole log applied,
-    /// all at the same index.
+    /// Flips a bit in the middle of the first entry at or after `index` holding messages of
+    /// `topic` on replica (g, r)'s disk while it runs (a bad sector under a live process: what
+    /// is durable is damaged too). The read that meets it (a pull, replication) must catch it
+    /// (crc) and quarantine the replica. Returns the entry's index; `None` if the replica is
+    /// down or its log holds no such entry.
+    pub fn corrupt_entry(&self, g: usize, r: u64, index: u64, topic: &str) -> Option<u64> {
+        use rocketraft_protocol::message::RecordView;
+        use rocketraft_store::{EntryKind, RaftIndex};
+        let log = self.views.lock().unwrap().get(&(g, r)).map(|v| v.log.clone())?;
+        let (meta, seg_size) = {
+            let log = log.lock().unwrap();
+            let end = log.end().next_index.0;
+            let of_topic = |i: u64| {
+                let meta = log.entry_meta(RaftIndex(i)).ok()?;
+                let e = log.entries(RaftIndex(i)..RaftIndex(i + 1)).ok()?.pop()?;
+                let first = RecordView::decode(&e.payload).ok()?;
+                (meta.kind == EntryKind::Messages && first.topic == topic).then_some(meta)
+            };
+            let meta = (index..end).find_map(of_topic)?;
+            (meta, log.config().segment_size_bytes)
+        };
+        let base = meta.position.0 - meta.position.0 % seg_size;
+        let at = meta.position.0 - base + u64::from(meta.size) / 2;
+        let hit = self.disks[&(g, r)].corrupt(&format!("commitlog/{base:020}"), at, 0x10);
+        if hit {
+            self.corrupted.lock().unwrap().insert((g, r));
+        }
+        hit.then_some(meta.index.0)
+    }
+
+    /// Whether reading the whole log of running replica (g, r) fails a check (the damage a
+    /// run put there is still in it, never read: it would be caught on read). The read
+    /// quarantines the replica, as any read that meets damage does.
+    pub fn damage_caught_on_read(&self, g: usize, r: u64) -> bool {
+        let Some(log) = self.views.lock().unwrap().get(&(g, r)).map(|v| v.log.clone()) else {
+            return false;
+        };
+        let log = log.lock().unwrap();
+        let whole = log.start().next_index..log.end().next_index;
+        matches!(log.entries(whole), Err(StoreError::Corrupt { .. }))
+    }
+
+    /// Whether [`SimCluster::corrupt_entry`] damaged replica (g, r)'s disk in this run.
+    pub fn was_corrupted(&self, g: usize, r: u64) -> bool {
+        self.corrupted.lock().unwrap().contains(&(g, r))
+    }
+
+    /// Replica (g, r)'s last log index, if it runs.
+    pub fn last_log_index(&self, g: usize, r: u64) -> Option<u64> {
+        let views = self.views.lock().unwrap();
+        views.get(&(g, r))?.raft.metrics().borrow().last_log_index
+    }
+
+    /// The replicas that stopped on a fatal error and were not restarted since, with the error.
+    pub fn stopped_on_fatal(&self) -> BTreeMap<(usize, u64), String> {
+        self.stopped.lock().unwrap().clone()
+    }
+
+    /// Waits until group `g` is quiet: every replica running (but those stopped on a fatal
+    /// error: see [`SimCluster::stopped_on_fatal`]), each with its whole log applied, all at the
+    /// same index.
     pub async fn wait_quiesced(&self, g: usize, timeout: Duration) -> bool {
         let step = Duration::from_millis(100);
         let mut waited = Duration::ZERO;
@@ -531,7 +639,10 @@ impl SimCluster {
             };
             let distinct: std::collections::BTreeSet<_> = marks.iter().collect();
             let all_applied = marks.iter().all(|(last, applied)| last == applied);
-            if marks.len() as u64 == self.topology.replicas && distinct.len() == 1 && all_applied {
+            let stopped =
+                self.stopped.lock().unwrap().keys().filter(|(sg, _)| *sg == g).count() as u64;
+            let running = self.topology.replicas - stopped;
+            if marks.len() as u64 == running && distinct.len() == 1 && all_applied {
                 return true;
             }
             if waited + step >= timeout {
@@ -553,6 +664,7 @@ async fn run_replica(
     disk: SimStorage,
     meta: MemMeta,
     views: Views,
+    stopped: Stopped,
 ) {
     let delay = madsim::rand::thread_rng().gen_range(0..200);
     madsim::time::sleep(Duration::from_millis(delay)).await;
@@ -578,12 +690,25 @@ async fn run_replica(
         // Often enough that a disk full for a second or two is seen (and refused) in a run.
         retention_check_ms: 1_000,
         message_faults: topo.raft_message_faults,
+        sim_bug_ack_before_fsync: topo.sim_bug_ack_before_fsync,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
     let waiters = Arc::new(PullWaiters::default());
-    let node = RaftNode::start(config, disk, meta, listener, Some(arrival_listener(&waiters)))
-        .await
-        .expect("replica starts");
+    let started =
+        RaftNode::start(config, disk.clone(), meta, listener, Some(arrival_listener(&waiters)))
+            .await;
+    let node = match started {
+        Ok(node) => node,
+        // A quarantined log does not open (or was found damaged while starting): the replica
+        // stays down, as a real one would.
+        Err(e) if disk.open(rocketraft_store::commitlog::DAMAGE_MARKER).is_ok() => {
+            tracing::error!(group = g, replica = r, error = %e, "replica does not start");
+            stopped.lock().unwrap().insert((g, r), format!("quarantined: {e}"));
+            std::future::pending::<()>().await;
+            unreachable!("pending never ends")
+        }
+        Err(e) => panic!("replica {g}-{r} does not start: {e}"),
+    };
     let addr = broker_addr(g, r);
     let mut bc = BrokerConfig::new(group_name(g), addr.parse().unwrap());
     bc.listen = addr;
@@ -617,10 +742,12 @@ async fn run_replica(
         },
     );
     // A fatal error stops the replica as it stops a real process: it unregisters and serves
-    // nothing more. Its view stays, so the quiesce check fails on it: in the simulation a fatal
-    // error is a bug to report, never an outcome to accept.
+    // nothing more. It is recorded: the judge takes it for a bug to report unless the run
+    // allows that error (see `SimCluster::stopped_on_fatal`).
     let why = node.stopped_on_fatal().await;
     tracing::error!(group = g, replica = r, error = %why, "replica stopped on a fatal error");
+    views.lock().unwrap().remove(&(g, r));
+    stopped.lock().unwrap().insert((g, r), why);
     broker.shutdown_and_unregister().await;
     std::future::pending::<()>().await;
 }

@@ -35,6 +35,9 @@ use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, Ra
 
 const DIR: &str = "commitlog";
 const CHECKPOINT: &str = "commitlog/checkpoint";
+/// Written when a read finds the log damaged (see [`CommitLog::damage`]); while it exists the
+/// log does not open.
+pub const DAMAGE_MARKER: &str = "commitlog/DAMAGED";
 const IDX_SUFFIX: &str = ".idx";
 /// Slot base of a segment whose first entry is not known yet (recovery only).
 const UNKNOWN_INDEX: RaftIndex = RaftIndex(u64::MAX);
@@ -179,6 +182,9 @@ pub struct CommitLog<S: Storage> {
     /// every segment holding one at or after the lowest pinned index.
     pins: std::collections::BTreeMap<u64, RaftIndex>,
     next_pin: u64,
+    /// The first damage a read found in bytes the log's own index points to (see
+    /// [`CommitLog::damage`]). Set from `&self`: reads share the log.
+    damage: std::sync::OnceLock<String>,
 }
 
 /// What a CommitLog has done since it was opened, for operators and benchmarks: how many
@@ -228,7 +234,15 @@ impl<S: Storage> CommitLog<S> {
             io: IoCounts::default(),
             pins: std::collections::BTreeMap::new(),
             next_pin: 0,
+            damage: std::sync::OnceLock::new(),
         };
+        if log.storage.open(DAMAGE_MARKER).is_ok() {
+            let reason = match RecordFile::open(&log.storage, DAMAGE_MARKER) {
+                Ok((_, Some(r))) => String::from_utf8_lossy(&r).into_owned(),
+                _ => String::new(),
+            };
+            return Err(StoreError::Quarantined { reason, marker: DAMAGE_MARKER.to_owned() });
+        }
         let report = log.recover(saved)?;
         Ok((log, report))
     }
@@ -594,6 +608,11 @@ impl<S: Storage> CommitLog<S> {
         self.flushed
     }
 
+    /// The durable cut the checkpoint holds: recovery trusts the log up to it.
+    pub fn checkpointed(&self) -> LogCut {
+        self.checkpointed
+    }
+
     pub fn config(&self) -> &CommitLogConfig {
         &self.config
     }
@@ -630,8 +649,14 @@ impl<S: Storage> CommitLog<S> {
         Ok(LogCut { next_index: index, position: meta.position, prev_crc: meta.prev_crc })
     }
 
-    /// Entries `range` (end exclusive), each checked by crc.
+    /// Entries `range` (end exclusive), each checked by crc. Bytes that fail a check are
+    /// damage (see [`CommitLog::damage`]).
     pub fn entries(&self, range: Range<RaftIndex>) -> StoreResult<Vec<LogEntry>> {
+        let read = self.entries_unchecked_damage(range);
+        self.note_damage(read)
+    }
+
+    fn entries_unchecked_damage(&self, range: Range<RaftIndex>) -> StoreResult<Vec<LogEntry>> {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
@@ -788,7 +813,7 @@ impl<S: Storage> CommitLog<S> {
     ) -> StoreResult<()> {
         out.reserve(entries.iter().map(|e| e.size as usize).sum());
         for e in entries {
-            self.with_range(e.position, u64::from(e.size), &mut |record| {
+            let read = self.with_range(e.position, u64::from(e.size), &mut |record| {
                 let computed = crate::consumequeue::record_crc(record, e.position);
                 if computed != e.crc {
                     return Err(StoreError::Corrupt {
@@ -802,9 +827,49 @@ impl<S: Storage> CommitLog<S> {
                 check_record(record, e.position)?;
                 out.extend_from_slice(record);
                 Ok(())
-            })?;
+            });
+            if let Err(err @ StoreError::Corrupt { .. }) = read {
+                // The record fails the queue's check: damage in the log if the entry around
+                // it fails its own crc (otherwise the queue entry is what is wrong).
+                if let Ok(meta) = self.entry_containing(e.position) {
+                    self.check_entry(meta.index)?;
+                }
+                return Err(err);
+            }
+            read?;
         }
         Ok(())
+    }
+
+    /// Passes `read` through, noting it as damage if it failed a check of stored bytes
+    /// ([`StoreError::Corrupt`]). Only for reads at positions the log's own index or a queue
+    /// gives, never at one a client named (a msgId's offset may point anywhere).
+    fn note_damage<T>(&self, read: StoreResult<T>) -> StoreResult<T> {
+        if let Err(StoreError::Corrupt { position, reason }) = &read {
+            let why =
+                format!("entry bytes at CommitLog position {position} fail their check ({reason})");
+            if self.damage.set(why.clone()).is_ok() {
+                tracing::error!(damage = %why, "CommitLog damaged: quarantining this replica");
+                let marked =
+                    RecordFile::open(&self.storage, DAMAGE_MARKER).and_then(|(mut f, _)| {
+                        let mut text = why.into_bytes();
+                        text.truncate(400);
+                        f.write(&text)
+                    });
+                if let Err(e) = marked {
+                    tracing::error!(error = %e, "could not write the CommitLog's damage marker");
+                }
+            }
+        }
+        read
+    }
+
+    /// The damage a read found in this log's bytes (an entry failing its crc, a header that is
+    /// not where the index says), if any. The log has then written its marker
+    /// ([`DAMAGE_MARKER`]): it does not open again, and its replica must stop (no vote, no
+    /// lead) until it is repaired.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.get().map(String::as_str)
     }
 
     /// Hands each wanted record, checked, to `each`, in order.
@@ -1064,6 +1129,22 @@ impl<S: Storage> CommitLog<S> {
         Ok(self.flushed)
     }
 
+    /// Moves the checkpoint's durable cut up to what is durable now, if it lags (its slots
+    /// synced first); returns whether it wrote. Recovery trusts the log up to that cut and
+    /// takes a bad entry below it for damage, not a torn write: the sooner the checkpoint
+    /// follows the syncs, the fewer synced entries a flipped bit could silently cut. Every
+    /// `checkpoint_every_entries` flushed entries it is written anyway; a replica also calls
+    /// this once a second (`node::META_SYNC_MS`).
+    pub fn checkpoint(&mut self) -> StoreResult<bool> {
+        self.check_syncs()?;
+        if self.flushed.next_index <= self.checkpointed.next_index {
+            return Ok(false);
+        }
+        let written = self.write_checkpoint();
+        written.inspect_err(|e| self.sync_failed(e))?;
+        Ok(true)
+    }
+
     /// Makes everything appended so far durable, in the caller's thread.
     pub fn flush(&mut self) -> StoreResult<LogCut> {
         self.check_syncs()?;
@@ -1304,6 +1385,35 @@ impl<S: Storage> CommitLog<S> {
             at = stop;
         }
         Ok(())
+    }
+
+    /// Entry `index`'s header fields, its bytes checked by crc where they lie. A failure is
+    /// damage (see [`CommitLog::damage`]).
+    pub fn check_entry(&self, index: RaftIndex) -> StoreResult<EntryMeta> {
+        let checked = self.entry_meta(index).and_then(|meta| {
+            self.with_entry(&meta, &mut |bytes| entry::check(bytes, meta.position).map(|_| ()))?;
+            Ok(meta)
+        });
+        self.note_damage(checked)
+    }
+
+    /// [`CommitLog::read_span`] of a run of whole entries (a snapshot's history being sent),
+    /// each entry checked by crc before any of its bytes leave: `next` is the index and
+    /// position of the first entry not checked yet, moved past every entry that starts before
+    /// the span's end. A failure is damage, so a damaged sender quarantines itself instead of
+    /// handing a follower bytes its own checks would refuse.
+    pub fn read_history(
+        &self,
+        next: &mut (RaftIndex, u64),
+        position: CommitLogOffset,
+        buf: &mut [u8],
+    ) -> StoreResult<()> {
+        let end = position.0 + buf.len() as u64;
+        while next.1 < end && next.0 < self.end.next_index {
+            let meta = self.check_entry(next.0)?;
+            *next = (next.0.next(), meta.end().0);
+        }
+        self.read_span(position, buf)
     }
 
     /// Discards the whole log and starts it again at `cut` (a follower installing a snapshot:

@@ -19,6 +19,15 @@ pub enum StoreError {
     /// Bytes on disk fail their checks. They are never served.
     #[error("corrupt data at CommitLog position {position}: {reason}")]
     Corrupt { position: CommitLogOffset, reason: String },
+    /// The CommitLog was found damaged while this replica ran (a check failed on bytes its own
+    /// index pointed to) and it was quarantined: it does not open again until repaired.
+    #[error(
+        "this replica's CommitLog is quarantined: {reason}. Its synced data is damaged, so it \
+         must not vote or lead (it could vote away entries it acknowledged). Keep the files for \
+         diagnosis; the replica can only rejoin empty through a membership change. The marker \
+         is {marker}"
+    )]
+    Quarantined { reason: String, marker: String },
     /// A file other than the CommitLog is damaged.
     #[error("corrupt {what}: {reason}")]
     CorruptFile { what: String, reason: String },

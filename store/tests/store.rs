@@ -269,7 +269,12 @@ mod crash {
         let err = log.entries(RaftIndex(10)..RaftIndex(15)).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(log.entries(RaftIndex(0)..RaftIndex(12)).is_ok(), "entries before it still read");
+        assert!(log.damage().is_some_and(|d| d.contains("crc")), "{:?}", log.damage());
         drop(log);
+        // The read quarantined the log; an operator's repair would remove the marker.
+        let err = CommitLog::open(storage.clone(), config()).err().expect("quarantined");
+        assert!(matches!(err, StoreError::Quarantined { .. }), "{err}");
+        storage.remove(rocketraft_store::commitlog::DAMAGE_MARKER).unwrap();
         // Without a checkpoint covering it, recovery checks it and ends the log before it.
         storage.remove("commitlog/checkpoint").unwrap();
         let (log, report) = CommitLog::open(storage, config()).unwrap();
@@ -918,7 +923,7 @@ mod kill {
         Bytes::from((0..len).map(|i| (index as usize * 7 + i) as u8).collect::<Vec<u8>>())
     }
 
-    fn entry(index: u64) -> LogEntry {
+    pub(super) fn entry(index: u64) -> LogEntry {
         LogEntry {
             index: RaftIndex(index),
             term: 1,
@@ -1069,5 +1074,58 @@ mod reset {
         let (f_log, _) = CommitLog::open(follower_disk, cfg).unwrap();
         assert_eq!(f_log.start(), cut);
         assert_eq!(f_log.end().next_index, RaftIndex(30));
+    }
+}
+
+/// Damage found while the replica runs, on real files: a byte of a synced segment flipped
+/// under a live log (bit rot, a bad sector) is caught by the read that meets it, the log
+/// notes the damage and writes its marker, and it does not open again. A read at a position a
+/// client named (a msgId's offset) that fails its check is not damage.
+mod damage {
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    use rocketraft_store::commitlog::DAMAGE_MARKER;
+    use rocketraft_store::io::mmap::MmapStorage;
+    use rocketraft_store::{CommitLog, CommitLogConfig, CommitLogOffset, RaftIndex, StoreError};
+
+    // Entries of 1-60 KiB: the first eight lie in the first 1 MiB segment.
+    use super::kill::entry;
+
+    #[test]
+    fn a_damaged_entry_found_by_a_read_quarantines_the_log_on_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CommitLogConfig { segment_size_bytes: 1 << 20, checkpoint_every_entries: 8 };
+        let storage = MmapStorage::new(dir.path()).unwrap();
+        let (mut log, _) = CommitLog::open(storage.clone(), config.clone()).unwrap();
+        for i in 0..30 {
+            log.append(&[entry(i)]).unwrap();
+            log.flush().unwrap();
+        }
+        assert!(log.checkpoint().unwrap(), "the checkpoint lagged the last flushes");
+        assert_eq!(log.checkpointed().next_index, RaftIndex(30));
+        // A client's position that is no record: an error, not damage.
+        assert!(log.read_records(&[(CommitLogOffset(3), 50)]).is_err());
+        assert_eq!(log.damage(), None);
+        // A bit flips in entry 7's payload on disk (through the file, not the log).
+        let victim = log.entry_meta(RaftIndex(7)).unwrap();
+        let path = dir.path().join("commitlog").join(format!("{:020}", 0));
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let at = victim.position.0 + 300;
+        let mut b = [0u8; 1];
+        file.seek(SeekFrom::Start(at)).unwrap();
+        file.read_exact(&mut b).unwrap();
+        file.seek(SeekFrom::Start(at)).unwrap();
+        file.write_all(&[b[0] ^ 0x04]).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        assert_eq!(log.damage(), None, "nothing read it yet");
+        let err = log.entries(RaftIndex(5)..RaftIndex(10)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "never served: {err}");
+        assert!(log.damage().is_some(), "the read noted the damage");
+        assert!(dir.path().join(DAMAGE_MARKER).exists(), "and wrote the marker");
+        drop(log);
+        let err = CommitLog::open(storage, config).err().expect("the log stays quarantined");
+        assert!(matches!(err, StoreError::Quarantined { .. }), "{err}");
+        assert!(err.to_string().contains("must not vote or lead"), "{err}");
     }
 }

@@ -234,6 +234,27 @@ impl SimStorage {
         }
     }
 
+    /// Flips bits of the byte at `offset` of file `path`, in what is written and in what is
+    /// durable (a bad sector, bit rot: the damage survives a power loss). Returns false if
+    /// there is no such file or byte.
+    pub fn corrupt(&self, path: &str, offset: u64, mask: u8) -> bool {
+        let files = lock(&self.files);
+        let Some(file) = files.get(path) else { return false };
+        let mut st = lock(&file.state);
+        let at = offset as usize;
+        if at >= st.data.len() {
+            return false;
+        }
+        st.data[at] ^= mask;
+        st.durable[at] ^= mask;
+        for (off, bytes) in st.pending.iter_mut() {
+            if let Some(b) = at.checked_sub(*off as usize).and_then(|i| bytes.get_mut(i)) {
+                *b ^= mask;
+            }
+        }
+        true
+    }
+
     /// Bytes of every file, for comparing replicas.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
         lock(&self.files).iter().map(|(p, f)| (p.clone(), lock(&f.state).data.clone())).collect()
