@@ -36,7 +36,7 @@ use rocketraft_store::io::Storage;
 use rocketraft_store::QueueOffset;
 
 use crate::admission::Refusal;
-use crate::server::{now_ms, Inner};
+use crate::server::{group_now_ms, Inner};
 
 /// How often the service looks for due messages (RocketMQ's schedule service: 100 ms).
 pub const TICK_MS: u64 = 100;
@@ -295,7 +295,7 @@ async fn move_due<S: Storage + Clone, M: MetaStore>(
                     c
                 }
             };
-            let now = now_ms(inner);
+            let now = group_now_ms(inner);
             #[cfg(madsim)]
             let now = if inner.config.sim_bug_deliver_early { now + 10_000 } else { now };
             let read = inner

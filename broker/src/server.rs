@@ -68,7 +68,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
         {
             replica_config.offsets.sim_bug_out_of_order = config.sim_bug_offsets_out_of_order;
         }
-        let replica = Replica::start(node, replica_config);
+        let replica = Replica::start(node, replica_config, now_ms);
         Inner {
             config,
             replica,
@@ -204,8 +204,17 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// This replica's own time (its wall clock at start plus the monotonic time since): for what
+/// only this replica measures (client liveness, lock expiry, rates).
 pub(crate) fn now_ms<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> i64 {
     inner.epoch_ms + inner.epoch.elapsed().as_millis() as i64
+}
+
+/// The group's time (`Replica::now_ms`): for what is stamped into the log or decided from
+/// stamps in it (store timestamps, due parked messages, half messages' age), so a replica
+/// whose clock is behind does not run the group's time backwards when it takes over.
+pub(crate) fn group_now_ms<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> i64 {
+    inner.replica.now_ms()
 }
 
 /// Tells every member of each changed group to rebalance now (oneway, best effort).

@@ -77,8 +77,10 @@ fn cluster() -> Cluster {
         };
         let proposer = Proposer::start(
             nodes[leader].raft.clone(),
+            nodes[leader].log.clone(),
             nodes[leader].dispatcher.clone(),
             nodes[leader].local_appends.clone(),
+            std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
             ProposerConfig::default(),
         );
         // Wait until the new leader serves.

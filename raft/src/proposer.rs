@@ -35,13 +35,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::Raft;
-use rocketraft_protocol::message::{patch_queue_offset, RecordView};
+use rocketraft_protocol::message::{patch_queue_offset, patch_store_timestamp, RecordView};
 use rocketraft_store::admit;
 use rocketraft_store::entry::ENTRY_HEADER_BYTES;
 use rocketraft_store::io::Storage;
-use rocketraft_store::{CommitLogOffset, Dispatcher, QueueOffset};
+use rocketraft_store::{CommitLog, CommitLogOffset, Dispatcher, QueueOffset};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::GroupClock;
 use crate::local_ack::{LocalAck, LocalAppends};
 use crate::log_store::lock;
 use crate::types::{NodeId, Request, TypeConfig};
@@ -162,13 +163,16 @@ impl Proposer {
     /// `local_appends` is the replica's own ([`crate::RaftNode::local_appends`]).
     pub fn start<S: Storage + Clone>(
         raft: Raft<TypeConfig>,
+        log: Arc<Mutex<CommitLog<S>>>,
         dispatcher: Arc<Mutex<Dispatcher<S>>>,
         local_appends: Arc<LocalAppends>,
+        clock: Arc<GroupClock>,
         config: ProposerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
         let entry_payload_max_bytes = config.entry_payload_max_bytes;
-        tokio::spawn(run(raft, dispatcher, local_appends, config, rx));
+        let parts = Parts { raft, log, dispatcher, local_appends, clock };
+        tokio::spawn(run(parts, config, rx));
         Proposer { tx, entry_payload_max_bytes }
     }
 
@@ -212,6 +216,11 @@ impl Proposer {
 struct Assigner {
     term: u64,
     next: HashMap<(String, i32), u64>,
+    /// The newest store timestamp proposed (or in the log at the term's start): a record
+    /// stamped earlier (its request read the clock before one proposed ahead of it) is
+    /// stamped with it instead, so stamps never go backwards in log order, as in RocketMQ,
+    /// which stamps under the CommitLog's lock.
+    newest_stamp: i64,
 }
 
 type Answer = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>;
@@ -236,13 +245,21 @@ enum Event {
     InLocalLog(Result<LocalAck, oneshot::error::RecvError>),
 }
 
-async fn run<S: Storage + Clone>(
+/// What the proposer task works with: the replica's Raft, log, queues, own appends, clock.
+struct Parts<S: Storage + Clone> {
     raft: Raft<TypeConfig>,
+    log: Arc<Mutex<CommitLog<S>>>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     local_appends: Arc<LocalAppends>,
+    clock: Arc<GroupClock>,
+}
+
+async fn run<S: Storage + Clone>(
+    parts: Parts<S>,
     config: ProposerConfig,
     mut rx: mpsc::Receiver<Submission>,
 ) {
+    let Parts { raft, log, dispatcher, local_appends, clock } = parts;
     let leader_ack = config.replication == Replication::Leader;
     let in_flight_max = if leader_ack {
         config.in_flight_max.max(LEADER_ACK_IN_FLIGHT_MIN)
@@ -347,7 +364,12 @@ async fn run<S: Storage + Clone>(
                 fail(batch, ProposeError::NotLeader { leader: None });
                 continue;
             }
-            assigner = Some(Assigner { term: metrics.current_term, next: HashMap::new() });
+            // The group's time goes on from the newest stamp in the log (the whole log is
+            // applied: nothing before this term is still to come).
+            let newest_stamp = crate::replica::newest_store_timestamp(&lock(&log));
+            clock.not_before(metrics.current_term, newest_stamp);
+            assigner =
+                Some(Assigner { term: metrics.current_term, next: HashMap::new(), newest_stamp });
         }
         let a = assigner.as_mut().expect("set above");
         let mut payload = Vec::with_capacity(bytes);
@@ -356,14 +378,20 @@ async fn run<S: Storage + Clone>(
             let mut mine = Vec::with_capacity(s.records.len());
             for r in &mut s.records {
                 let view = RecordView::decode(r).expect("checked in submit");
-                if !admit::takes_queue_offset(view.sys_flag) {
+                let (stamp, sys_flag) = (view.store_timestamp, view.sys_flag);
+                let key = (view.topic.to_owned(), view.queue_id);
+                if stamp < a.newest_stamp {
+                    patch_store_timestamp(r, a.newest_stamp);
+                } else {
+                    a.newest_stamp = stamp;
+                }
+                if !admit::takes_queue_offset(sys_flag) {
                     // Not dispatched to a queue: no offset of it (RocketMQ stores 0).
                     patch_queue_offset(r, 0);
                     mine.push((QueueOffset(0), payload.len()));
                     payload.extend_from_slice(r);
                     continue;
                 }
-                let key = (view.topic.to_owned(), view.queue_id);
                 let next = a.next.entry(key).or_insert_with_key(|(topic, queue)| {
                     lock(&dispatcher).queue(topic, *queue).map_or(0, |q| q.max_offset().0)
                 });

@@ -19,6 +19,7 @@ use rocketraft_store::{
     CommitLog, CommitLogOffset, Dispatcher, IoCounts, QueueOffset, StoreError, StoreResult,
 };
 
+use crate::clock::GroupClock;
 use crate::log_store::lock;
 use crate::meta::MetaStore;
 use crate::node::{await_current_leader, leads_with_current_state, RaftNode};
@@ -56,6 +57,7 @@ pub struct Replica<S: Storage + Clone, M: MetaStore> {
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     proposer: Proposer,
     offsets: OffsetCommitter,
+    clock: Arc<GroupClock>,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
@@ -68,6 +70,7 @@ impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
             dispatcher: self.dispatcher.clone(),
             proposer: self.proposer.clone(),
             offsets: self.offsets.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
@@ -149,7 +152,10 @@ fn replicable(log_max: usize) -> usize {
 
 impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     /// The replica of a started node, with its proposer and offset committer running.
-    pub fn start(node: &RaftNode<S, M>, config: ReplicaConfig) -> Self {
+    /// Starts the replica's send path and offset committer over `node`; `now_ms` is this
+    /// replica's wall clock now (the base of its [`GroupClock`]).
+    pub fn start(node: &RaftNode<S, M>, config: ReplicaConfig, now_ms: i64) -> Self {
+        let clock = Arc::new(GroupClock::new(now_ms));
         let proposer_config = ProposerConfig {
             entry_payload_max_bytes: replicable(lock(&node.log).entry_payload_max_bytes()),
             in_flight_max: config.proposals_in_flight_max.max(1),
@@ -158,8 +164,10 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         };
         let proposer = Proposer::start(
             node.raft.clone(),
+            node.log.clone(),
             node.dispatcher.clone(),
             node.local_appends.clone(),
+            clock.clone(),
             proposer_config,
         );
         Replica {
@@ -170,7 +178,32 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             log: node.log.clone(),
             dispatcher: node.dispatcher.clone(),
             proposer,
+            clock,
         }
+    }
+
+    /// The group's time now, in Unix milliseconds (see [`GroupClock`]): what a record is
+    /// stamped with and what decides that a parked message or a half message is due. When
+    /// this replica leads in a term its clock was not yet moved for, it is first moved
+    /// forward to the newest store timestamp in its log, so the group's time does not run
+    /// backwards when a replica whose clock is behind takes over.
+    pub fn now_ms(&self) -> i64 {
+        let (term, leads) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.current_leader == Some(m.id))
+        };
+        if leads && !self.clock.moved_for(term) {
+            let newest = newest_store_timestamp(&lock(&self.log));
+            self.clock.not_before(term, newest);
+        }
+        self.clock.now_ms()
+    }
+
+    /// How far this replica's clock has been moved forward to keep up with its group's (0
+    /// when it never was behind).
+    pub fn clock_ahead_ms(&self) -> i64 {
+        self.clock.ahead_ms()
     }
 
     pub fn id(&self) -> NodeId {
@@ -520,6 +553,32 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             io: log.io_counts(),
         }
     }
+}
+
+/// How many entries from the end of the log [`newest_store_timestamp`] looks through for one
+/// that holds records (metadata entries between them hold none).
+const NEWEST_STAMP_SCAN_MAX: u64 = 4_096;
+
+/// The newest store timestamp in `log`: its last records' (the proposer keeps stamps in log
+/// order). 0 when none of the last [`NEWEST_STAMP_SCAN_MAX`] entries holds records, or the
+/// one that does cannot be read (a damaged entry is reported by the read that needs it).
+pub(crate) fn newest_store_timestamp<S: Storage>(log: &CommitLog<S>) -> i64 {
+    use rocketraft_store::{EntryKind, RaftIndex};
+    let (start, end) = (log.start().next_index.0, log.end().next_index.0);
+    let from = end.saturating_sub(NEWEST_STAMP_SCAN_MAX).max(start);
+    for index in (from..end).rev() {
+        let Ok(meta) = log.entry_meta(RaftIndex(index)) else { return 0 };
+        if meta.kind != EntryKind::Messages {
+            continue;
+        }
+        let Ok(mut entries) = log.entries(RaftIndex(index)..RaftIndex(index + 1)) else {
+            return 0;
+        };
+        let Some(entry) = entries.pop() else { return 0 };
+        return rocketraft_protocol::message::decode_records(&entry.payload)
+            .map_or(0, |records| records.iter().map(|r| r.store_timestamp).max().unwrap_or(0));
+    }
+    0
 }
 
 /// The store time of the record a queue entry points to.

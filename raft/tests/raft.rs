@@ -464,8 +464,10 @@ mod recovery {
             let n = &self.nodes[&id];
             rocketraft_raft::Proposer::start(
                 n.raft.clone(),
+                n.log.clone(),
                 n.dispatcher.clone(),
                 n.local_appends.clone(),
+                std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
                 config,
             )
         }

@@ -149,6 +149,8 @@ pub struct SimCluster {
     clients: Mutex<Vec<NodeHandle>>,
     /// Latency spikes in force (they may overlap; the network is slow while any is).
     latency_spikes: Mutex<u32>,
+    /// Each replica's wall clock's offset from the simulation's, where a run stepped it.
+    skews: Mutex<BTreeMap<(usize, u64), i64>>,
 }
 
 /// Every link's latency while a latency spike is in force: well past the 250 ms heartbeat, so
@@ -163,6 +165,7 @@ impl SimCluster {
     /// Creates every node; replicas boot after up to 200 ms (seeded).
     pub fn start(topology: Topology) -> SimCluster {
         let handle = Handle::current();
+        rocketraft_raft::clock::clear_skews();
         let namesrvs: Arc<Mutex<BTreeMap<usize, NameServer>>> = Arc::default();
         let mut namesrv_nodes = Vec::new();
         for i in 0..topology.namesrvs {
@@ -224,7 +227,50 @@ impl SimCluster {
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
             latency_spikes: Mutex::new(0),
+            skews: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Steps replica (g, r)'s wall clock to `skew_ms` off the true time (a machine whose
+    /// clock was set wrong, or stepped by NTP). A running broker keeps the time it read at
+    /// start (it counts on the monotonic clock from there), so the step reaches it when it
+    /// next starts: see [`SimCluster::restart`]. Retention reads it at once.
+    pub fn step_clock(&self, g: usize, r: u64, skew_ms: i64) {
+        rocketraft_raft::clock::set_skew_ms(self.replica_nodes[&(g, r)].id(), skew_ms);
+        self.skews.lock().unwrap().insert((g, r), skew_ms);
+    }
+
+    /// The furthest any replica's clock was stepped ahead in this run (0 if none was): a
+    /// leader whose clock is ahead takes messages parked before it led for due up to that
+    /// much early, and nothing can tell its clock from a right one.
+    pub fn clock_ahead_max_ms(&self) -> i64 {
+        self.skews.lock().unwrap().values().copied().max().unwrap_or(0).max(0)
+    }
+
+    /// Where the store timestamps in the log of running replica (g, r) go backwards, in log
+    /// order: (index of the entry, newest stamp before it, its record's stamp), the first
+    /// such place only. A group's time must not run backwards, whichever replica stamped.
+    pub fn stamps_backwards(&self, g: usize, r: u64) -> Option<(u64, i64, i64)> {
+        use rocketraft_protocol::message::decode_records;
+        use rocketraft_store::{EntryKind, RaftIndex};
+        let log = self.views.lock().unwrap().get(&(g, r)).map(|v| v.log.clone())?;
+        let log = log.lock().unwrap();
+        let (mut at, end) = (log.start().next_index.0, log.end().next_index.0);
+        let mut newest = i64::MIN;
+        while at < end {
+            let to = (at + 256).min(end);
+            let entries = log.entries(RaftIndex(at)..RaftIndex(to)).ok()?;
+            for e in entries.iter().filter(|e| e.kind == EntryKind::Messages) {
+                for record in decode_records(&e.payload).ok()? {
+                    if record.store_timestamp < newest {
+                        return Some((e.index.0, newest, record.store_timestamp));
+                    }
+                    newest = record.store_timestamp;
+                }
+            }
+            at = to;
+        }
+        None
     }
 
     /// Stops every node of the run (replicas, NameServers, clients) and lets madsim drop

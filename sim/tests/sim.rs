@@ -618,9 +618,19 @@ mod whole_cluster {
         /// [`rocketraft_sim::cluster::SPIKE_LATENCY`] (past the heartbeat: AppendEntries time
         /// out, elections start, clients' calls time out).
         LatencySpike,
+        /// broker-a's replicas' clocks are stepped, one at a time, each restarted so its broker
+        /// reads its stepped clock, and made to lead, while the delayed and transactional
+        /// workloads run: first a follower an hour ahead ([`CLOCK_STEP_MS`]), then the other
+        /// follower an hour behind, then the replica whose clock is right. The group's time
+        /// must not run backwards at any handover (store timestamps, parked messages coming
+        /// due, half messages checked back).
+        ClockSteps,
         /// Faults drawn from the seed: 3 of the above at random times, then healed.
         Swarm,
     }
+
+    /// How far [`Fault::ClockSteps`] steps a replica's clock (back, then another's ahead).
+    const CLOCK_STEP_MS: i64 = 3_600_000;
 
     /// A slow disk's extra time per sync: below the 250 ms heartbeat that bounds an
     /// AppendEntries call (a slower one is issue 20's "slow followers").
@@ -734,6 +744,22 @@ mod whole_cluster {
                 return Err(format!("{}-{r} stopped on a fatal error: {why}", group_name(g)));
             }
         }
+        // The group's time never runs backwards: store timestamps grow in log order, whichever
+        // replica stamped them and however its clock was set. One replica a group is read
+        // (the quiesce check compares the others' bytes with it); not one whose disk the run
+        // damaged (the read would quarantine it).
+        for g in 0..2 {
+            let sound = |r: &u64| !cluster.was_corrupted(g, *r);
+            let Some(r) = cluster.leader(g).filter(sound).or_else(|| (0..3).find(sound)) else {
+                continue;
+            };
+            if let Some((index, newest, stamp)) = cluster.stamps_backwards(g, r) {
+                return Err(format!(
+                    "{}-{r}: store timestamps go backwards at entry {index}: {stamp} after {newest}",
+                    group_name(g)
+                ));
+            }
+        }
         for group in [GROUP, ORDERLY, LATE_GROUP] {
             let lost = not_allowed(h, check::lost(h, group), may_lose);
             if !lost.is_empty() {
@@ -784,7 +810,12 @@ mod whole_cluster {
                 "half messages never resolved (broker, id, half offset): {unresolved:?}"
             ));
         }
-        let early = check::early(h);
+        // A leader whose clock was stepped ahead moves the group's time forward: messages
+        // parked before it led come due early by up to the step (nothing can tell its clock
+        // from a right one). Earlier than that is a bug.
+        let ahead = cluster.clock_ahead_max_ms();
+        let early: Vec<_> =
+            check::early(h).into_iter().filter(|(_, at, due)| due - at > ahead).collect();
         if !early.is_empty() {
             return Err(format!("delayed messages delivered early (id, at, due): {early:?}"));
         }
@@ -1019,31 +1050,8 @@ mod whole_cluster {
                     "the restarted follower did not catch up by snapshot: {restored:?}, \
                      the others purged through {purged}"
                 );
-                // ...then it leads: the leader is killed and the third replica restarted at
-                // the same moment, so the restored follower, whose election timer runs
-                // already, stands first and the fresh third replica (no leader's lease to
-                // keep) votes for it. Repeated while another wins.
-                for _ in 0..10 {
-                    let Some(leader) = cluster.leader(0) else {
-                        madsim::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    };
-                    if leader == follower {
-                        break;
-                    }
-                    let third = (0..3).find(|r| *r != leader && *r != follower).unwrap();
-                    cluster.kill(0, leader);
-                    cluster.kill(0, third);
-                    cluster.restart(0, third);
-                    for _ in 0..100 {
-                        madsim::time::sleep(Duration::from_millis(100)).await;
-                        if cluster.leader(0).is_some_and(|l| l != leader) {
-                            break;
-                        }
-                    }
-                    cluster.restart(0, leader);
-                    madsim::time::sleep(Duration::from_secs(1)).await;
-                }
+                // ...then it leads.
+                make_lead(cluster, 0, follower).await;
                 assert_eq!(cluster.leader(0), Some(follower), "the restored follower never led");
                 eprintln!(
                     "restored follower {follower}: snapshot {snapshot:?}, log from {:?}, leads",
@@ -1076,7 +1084,66 @@ mod whole_cluster {
                 madsim::time::sleep(FAULT_FOR).await;
                 cluster.latency_spike(false);
             }
+            Fault::ClockSteps => {
+                let right = cluster.leader(0).expect("broker-a has a leader");
+                let ahead = (0..3).find(|r| *r != right).unwrap();
+                let behind = (0..3).find(|r| *r != right && *r != ahead).unwrap();
+                for (r, step) in [(ahead, CLOCK_STEP_MS), (behind, -CLOCK_STEP_MS)] {
+                    cluster.step_clock(0, r, step);
+                    cluster.kill(0, r);
+                    cluster.restart(0, r);
+                    // Caught up with the leader's log (else it cannot win an election).
+                    for _ in 0..50 {
+                        madsim::time::sleep(Duration::from_millis(100)).await;
+                        let leader = cluster.leader(0).and_then(|l| cluster.last_log_index(0, l));
+                        if cluster.last_log_index(0, r).is_some_and(|i| Some(i) >= leader) {
+                            break;
+                        }
+                    }
+                    make_lead(cluster, 0, r).await;
+                    assert_eq!(
+                        cluster.leader(0),
+                        Some(r),
+                        "replica {r} (clock {step} ms) never led"
+                    );
+                    madsim::time::sleep(Duration::from_secs(2)).await;
+                }
+                make_lead(cluster, 0, right).await;
+                assert_eq!(
+                    cluster.leader(0),
+                    Some(right),
+                    "the replica with the right clock never led"
+                );
+            }
             Fault::Swarm => swarm_faults(cluster).await,
+        }
+    }
+
+    /// Makes replica r of group g lead: the leader is killed and the third replica restarted
+    /// at the same moment, so r, whose election timer runs already, stands first and the
+    /// fresh third replica (no leader's lease to keep) votes for it. Repeated while another
+    /// wins (10 times at most); the caller checks that r leads.
+    async fn make_lead(cluster: &SimCluster, g: usize, r: u64) {
+        for _ in 0..10 {
+            let Some(leader) = cluster.leader(g) else {
+                madsim::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            if leader == r {
+                return;
+            }
+            let third = (0..3).find(|p| *p != leader && *p != r).unwrap();
+            cluster.kill(g, leader);
+            cluster.kill(g, third);
+            cluster.restart(g, third);
+            for _ in 0..100 {
+                madsim::time::sleep(Duration::from_millis(100)).await;
+                if cluster.leader(g).is_some_and(|l| l != leader) {
+                    break;
+                }
+            }
+            cluster.restart(g, leader);
+            madsim::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -1088,7 +1155,7 @@ mod whole_cluster {
             .map(|_| {
                 (
                     rng.gen_range(0..10_000),
-                    rng.gen_range(0..10),
+                    rng.gen_range(0..11),
                     rng.gen_range(0..2),
                     rng.gen_range(0..3),
                     rng.gen_range(1_000..6_000),
@@ -1136,6 +1203,13 @@ mod whole_cluster {
                         cluster.corrupt_entry(g, leader, from, TOPIC);
                     }
                 }
+                // A step of the replica's clock, up to an hour either way; it is restarted when
+                // healed and its broker reads the stepped clock then.
+                10 => {
+                    let step = rng.gen_range(1_000..3_600_000) * if dur % 2 == 1 { -1 } else { 1 };
+                    cluster.step_clock(g, r, step);
+                    cluster.kill(g, r);
+                }
                 _ => {
                     failing.insert((g, r));
                     cluster.fail_syncs(g, r, true);
@@ -1148,8 +1222,8 @@ mod whole_cluster {
             madsim::time::sleep(Duration::from_millis(at.saturating_sub(elapsed))).await;
             elapsed = elapsed.max(at);
             match kind {
-                0 | 1 | 6 if failing.contains(&(g, r)) => {}
-                0 | 1 => cluster.restart(g, r),
+                0 | 1 | 6 | 10 if failing.contains(&(g, r)) => {}
+                0 | 1 | 10 => cluster.restart(g, r),
                 6 => {
                     // The replica comes back to peers that purged (logically) what it lacks:
                     // it catches up by a snapshot and its history.
@@ -1583,6 +1657,15 @@ mod whole_cluster {
     #[madsim::test]
     async fn asymmetric_partitions_of_the_leader() {
         scenario("asymmetric_partitions_of_the_leader", Fault::AsymmetricLeader).await;
+    }
+
+    /// broker-a's replicas lead in turn with a clock an hour ahead, an hour behind, then
+    /// right, each having read its clock at a restart: store timestamps never go backwards,
+    /// parked messages and half messages come due as they should (early only by what the
+    /// clock ahead stepped), nothing acknowledged is lost.
+    #[madsim::test]
+    async fn clock_steps_on_one_replica_at_a_time() {
+        scenario("clock_steps_on_one_replica_at_a_time", Fault::ClockSteps).await;
     }
 
     /// A bit flips in the leader's synced copy of an entry a restarted follower needs: the

@@ -13,7 +13,7 @@ use rocketraft_raft::{HalfOutcome, MetaCommand, MetaStore};
 use rocketraft_store::io::Storage;
 use rocketraft_store::CommitLogOffset;
 
-use crate::server::{now_ms, Inner};
+use crate::server::{group_now_ms, Inner};
 use crate::transaction::{commit_record, real_place, state_is_current};
 
 use super::*;
@@ -149,7 +149,7 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
         Decision::Commit => {
             let (topic, _) = real_place(&half).ok_or_else(not_found)?;
             topic_of(req, inner, topic)?;
-            let record = commit_record(&half, now_ms(inner), inner.config.advertised_addr)
+            let record = commit_record(&half, group_now_ms(inner), inner.config.advertised_addr)
                 .map_err(system_error(req))?;
             inner.replica.propose(vec![record]).await.map(|_| ())
         }

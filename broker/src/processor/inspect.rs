@@ -17,7 +17,7 @@ use rocketraft_store::io::Storage;
 use rocketraft_store::QueueOffset;
 
 use crate::register::topic_config;
-use crate::server::{lock, now_ms, Inner};
+use crate::server::{group_now_ms, lock, Inner};
 
 use super::*;
 
@@ -165,7 +165,7 @@ fn consume_time_span<S: Storage + Clone, M: MetaStore>(
         ));
     };
     let replica = &inner.replica;
-    let now = now_ms(inner);
+    let now = group_now_ms(inner);
     let mut spans = Vec::new();
     for queue_id in 0..t.write_queue_nums {
         let at = |offset: u64| replica.store_time_at(&h.topic, queue_id, QueueOffset(offset));

@@ -8,7 +8,7 @@ use rocketraft_raft::MetaStore;
 use rocketraft_store::io::Storage;
 
 #[cfg(all(test, not(madsim)))]
-use crate::server::now_ms;
+use crate::server::group_now_ms;
 use crate::server::Inner;
 
 use super::*;
@@ -376,7 +376,7 @@ mod tests {
         use rocketraft_protocol::body::{JsonBody, JsonStyle, SubscriptionGroupConfig};
         let r = OneReplica::start().await;
         r.topic("T").await;
-        let before = now_ms(&r.inner);
+        let before = group_now_ms(&r.inner);
         for _ in 0..5 {
             r.send("T", "a", "k", "x").await;
         }

@@ -26,7 +26,7 @@ use rocketraft_store::io::Storage;
 use super::inspect::CONSUMER_CALL_TIMEOUT_MS;
 use super::send::{commit, prepare, send_header, send_ok};
 use super::*;
-use crate::server::{lock, now_ms, Inner};
+use crate::server::{group_now_ms, lock, Inner};
 
 /// SEND_REPLY_MESSAGE and SEND_REPLY_MESSAGE_V2.
 pub(crate) struct ReplyProcessor<S: Storage + Clone, M: MetaStore>(pub(crate) Arc<Inner<S, M>>);
@@ -105,7 +105,7 @@ async fn push<S: Storage + Clone, M: MetaStore>(
         tracing::warn!(%requester, "a reply for a producer not connected to this master");
         return Err(not_found());
     };
-    let now = now_ms(inner);
+    let now = group_now_ms(inner);
     let header = ReplyMessageRequestHeader {
         producer_group: h.producer_group.clone(),
         topic: h.topic.clone(),

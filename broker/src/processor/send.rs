@@ -18,7 +18,7 @@ use crate::admission::{self, Refusal, SendLimits, Stamp};
 use crate::schedule::ParkRules;
 
 use super::send_back::{retry_budget, system_topic};
-use crate::server::{now_ms, Inner};
+use crate::server::{group_now_ms, Inner};
 
 use super::*;
 
@@ -200,7 +200,7 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
     let stamp = Stamp {
         born_host: peer,
         store_host: inner.config.advertised_addr,
-        store_timestamp_ms: now_ms(inner),
+        store_timestamp_ms: group_now_ms(inner),
     };
     let rules = ParkRules {
         levels: &inner.config.delay_levels,
@@ -328,7 +328,9 @@ pub(crate) fn check_queue_room<S: Storage + Clone, M: MetaStore>(
 mod tests {
     use rocketraft_protocol::headers::SendMessageResponseHeader;
 
-    use super::super::testing::{send_request, OneReplica};
+    use rocketraft_store::QueueOffset;
+
+    use super::super::testing::{send_request, OneReplica, TestInner};
     use super::*;
 
     #[tokio::test]
@@ -354,6 +356,36 @@ mod tests {
         let answer = r.call(&bad, headerless).await;
         assert_ne!(answer.code, response_code::SUCCESS);
         drop(bad);
+        r.stop().await;
+    }
+
+    /// A replica whose clock is an hour behind the newest store timestamp in its log (it
+    /// restarted after its machine's clock was stepped back, or takes over from a leader
+    /// whose clock was ahead) stamps from there on, never before it.
+    #[tokio::test]
+    async fn a_replica_whose_clock_is_behind_its_log_stamps_after_the_newest_stamp() {
+        let r = OneReplica::start().await;
+        r.topic("T").await;
+        let answer = r.send("T", "a", "k", "x").await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let stamp = |inner: &TestInner, offset| {
+            inner.replica.store_time_at("T", 0, QueueOffset(offset)).unwrap()
+        };
+        let first = stamp(&r.inner, 0);
+        assert!(first >= 1_700_000_000_000, "{first}");
+
+        let behind = r.with_clock(1_700_000_000_000 - 3_600_000);
+        let answer = r.call(&SendProcessor(behind.clone()), send_request("T", "a", "k", "y")).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let second = stamp(&behind, 1);
+        assert!(second >= first, "stamped {second}, an earlier time than {first} before it");
+        assert!(second - first < 60_000, "stamped {second}, far after {first}");
+        assert!(
+            behind.replica.clock_ahead_ms() >= 3_600_000,
+            "{}",
+            behind.replica.clock_ahead_ms()
+        );
+        drop(behind);
         r.stop().await;
     }
 }

@@ -19,7 +19,7 @@ use rocketraft_store::io::Storage;
 use rocketraft_store::CommitLogOffset;
 
 use crate::schedule::{park, ParkRules};
-use crate::server::{now_ms, Inner};
+use crate::server::{group_now_ms, Inner};
 
 use super::*;
 
@@ -115,7 +115,7 @@ async fn send_back<S: Storage + Clone, M: MetaStore>(
         property::MOVED_FROM,
     ];
     let properties = rewrite_properties(original.properties, &stale, &set);
-    let now = now_ms(inner);
+    let now = group_now_ms(inner);
     let rules = ParkRules {
         levels: &inner.config.delay_levels,
         timer_max_delay_sec: inner.config.timer_max_delay_sec,

@@ -124,6 +124,15 @@ impl OneReplica {
         self.call(&send::SendProcessor(self.inner.clone()), req).await
     }
 
+    /// The processors' shared state over this same replica as if its broker had started with
+    /// its wall clock at `now_ms` (a restart after the machine's clock was stepped). Drop it
+    /// before [`OneReplica::stop`].
+    pub(crate) fn with_clock(&self, now_ms: i64) -> Arc<TestInner> {
+        let config = self.inner.config.clone();
+        let waiters = self.inner.waiters.clone();
+        Arc::new(Inner::new(config, &self.node, waiters, now_ms, Connections::new()))
+    }
+
     /// Stops the replica; the processors made of `inner` must be dropped first (they hold
     /// the metadata store, which the stop waits for).
     pub(crate) async fn stop(self) {

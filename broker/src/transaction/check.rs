@@ -19,7 +19,7 @@ use rocketraft_store::QueueOffset;
 
 use super::{discarded, real_place, state_is_current};
 use crate::schedule::moved_record;
-use crate::server::{now_ms, Inner};
+use crate::server::{group_now_ms, Inner};
 
 /// Half messages one check round looks at past the resolved prefix, at most.
 pub const CHECK_SCAN_MAX: u64 = 10_000;
@@ -140,7 +140,7 @@ pub(crate) async fn check_round<S: Storage + Clone, M: MetaStore>(
     }
     let mut checks = Vec::new();
     let mut round = CheckRound::default();
-    let now = now_ms(inner);
+    let now = group_now_ms(inner);
     let first = resolved_to;
     #[cfg(madsim)]
     let first = first.max(floor); // the planted bug: halves before the floor are never checked
