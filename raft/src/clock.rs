@@ -90,9 +90,12 @@ impl GroupClock {
 
     /// The group's time now, in Unix milliseconds. Never goes backwards.
     pub fn now_ms(&self) -> i64 {
-        self.start_ms
-            + self.started.elapsed().as_millis() as i64
-            + self.ahead_ms.load(Ordering::Acquire)
+        self.own_ms().saturating_add(self.ahead_ms.load(Ordering::Acquire))
+    }
+
+    /// This replica's own time: its wall clock at start plus the monotonic time since.
+    fn own_ms(&self) -> i64 {
+        self.start_ms.saturating_add(self.started.elapsed().as_millis() as i64)
     }
 
     /// How far this replica's clock has been moved forward to keep up with its group's.
@@ -108,12 +111,14 @@ impl GroupClock {
     /// From now on never reads earlier than `floor_ms` (the newest store timestamp in the
     /// log this replica leads with in `term`).
     pub fn not_before(&self, term: u64, floor_ms: i64) {
-        let behind = floor_ms - self.now_ms();
-        if behind > 0 {
-            self.ahead_ms.fetch_add(behind, Ordering::AcqRel);
+        // Idempotent: callers that race (the proposer, a send, a tick) move it once.
+        let ahead = floor_ms.saturating_sub(self.own_ms());
+        let before = self.ahead_ms.fetch_max(ahead, Ordering::AcqRel);
+        if ahead > before {
             tracing::info!(
                 term,
-                behind_ms = behind,
+                moved_ms = ahead - before,
+                ahead_ms = ahead,
                 "this replica's clock is behind its group's newest store timestamp: \
                  moved forward to it"
             );

@@ -194,7 +194,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             (m.current_term, m.current_leader == Some(m.id))
         };
         if leads && !self.clock.moved_for(term) {
-            let newest = newest_store_timestamp(&lock(&self.log));
+            let newest = newest_store_timestamp(&lock(&self.log), &self.dispatcher);
             self.clock.not_before(term, newest);
         }
         self.clock.now_ms()
@@ -555,17 +555,23 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     }
 }
 
-/// How many entries from the end of the log [`newest_store_timestamp`] looks through for one
-/// that holds records (metadata entries between them hold none).
-const NEWEST_STAMP_SCAN_MAX: u64 = 4_096;
-
-/// The newest store timestamp in `log`: its last records' (the proposer keeps stamps in log
-/// order). 0 when none of the last [`NEWEST_STAMP_SCAN_MAX`] entries holds records, or the
-/// one that does cannot be read (a damaged entry is reported by the read that needs it).
-pub(crate) fn newest_store_timestamp<S: Storage>(log: &CommitLog<S>) -> i64 {
+/// The newest store timestamp in the log: its last records' (the proposer keeps stamps in log
+/// order). The entries not dispatched yet are looked through from the end for one that holds
+/// records; if none does, the dispatcher's newest; if it dispatched none since it opened, the
+/// rest of the log, back to its start (entry headers only until one holds records). 0 when the
+/// log holds no records, or the entry that does cannot be read (a damaged entry quarantines
+/// the log as it is read, and the replica stops).
+pub(crate) fn newest_store_timestamp<S: Storage + Clone>(
+    log: &CommitLog<S>,
+    dispatcher: &Mutex<Dispatcher<S>>,
+) -> i64 {
     use rocketraft_store::{EntryKind, RaftIndex};
+    let (dispatched_to, dispatched_newest) = {
+        let d = lock(dispatcher);
+        (d.next().next_index.0, d.newest_store_timestamp())
+    };
     let (start, end) = (log.start().next_index.0, log.end().next_index.0);
-    let from = end.saturating_sub(NEWEST_STAMP_SCAN_MAX).max(start);
+    let from = if dispatched_newest > 0 { dispatched_to.max(start) } else { start };
     for index in (from..end).rev() {
         let Ok(meta) = log.entry_meta(RaftIndex(index)) else { return 0 };
         if meta.kind != EntryKind::Messages {
@@ -575,10 +581,11 @@ pub(crate) fn newest_store_timestamp<S: Storage>(log: &CommitLog<S>) -> i64 {
             return 0;
         };
         let Some(entry) = entries.pop() else { return 0 };
-        return rocketraft_protocol::message::decode_records(&entry.payload)
+        let newest = rocketraft_protocol::message::decode_records(&entry.payload)
             .map_or(0, |records| records.iter().map(|r| r.store_timestamp).max().unwrap_or(0));
+        return newest.max(dispatched_newest);
     }
-    0
+    dispatched_newest
 }
 
 /// The store time of the record a queue entry points to.

@@ -149,8 +149,8 @@ pub struct SimCluster {
     clients: Mutex<Vec<NodeHandle>>,
     /// Latency spikes in force (they may overlap; the network is slow while any is).
     latency_spikes: Mutex<u32>,
-    /// Each replica's wall clock's offset from the simulation's, where a run stepped it.
-    skews: Mutex<BTreeMap<(usize, u64), i64>>,
+    /// The furthest each group's replicas' clocks were stepped ahead in this run.
+    ahead_max: Mutex<BTreeMap<usize, i64>>,
 }
 
 /// Every link's latency while a latency spike is in force: well past the 250 ms heartbeat, so
@@ -227,7 +227,7 @@ impl SimCluster {
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
             latency_spikes: Mutex::new(0),
-            skews: Mutex::new(BTreeMap::new()),
+            ahead_max: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -237,40 +237,47 @@ impl SimCluster {
     /// next starts: see [`SimCluster::restart`]. Retention reads it at once.
     pub fn step_clock(&self, g: usize, r: u64, skew_ms: i64) {
         rocketraft_raft::clock::set_skew_ms(self.replica_nodes[&(g, r)].id(), skew_ms);
-        self.skews.lock().unwrap().insert((g, r), skew_ms);
+        let mut ahead = self.ahead_max.lock().unwrap();
+        let max = ahead.entry(g).or_insert(0);
+        *max = (*max).max(skew_ms);
     }
 
-    /// The furthest any replica's clock was stepped ahead in this run (0 if none was): a
-    /// leader whose clock is ahead takes messages parked before it led for due up to that
-    /// much early, and nothing can tell its clock from a right one.
-    pub fn clock_ahead_max_ms(&self) -> i64 {
-        self.skews.lock().unwrap().values().copied().max().unwrap_or(0).max(0)
+    /// The furthest a replica of group `g` had its clock stepped ahead in this run (0 if none
+    /// was; a later step back does not undo it): a leader whose clock is ahead moves the
+    /// group's time forward, so messages parked before it led come due up to that much early,
+    /// and nothing can tell its clock from a right one.
+    pub fn clock_ahead_max_ms(&self, g: usize) -> i64 {
+        self.ahead_max.lock().unwrap().get(&g).copied().unwrap_or(0)
     }
 
     /// Where the store timestamps in the log of running replica (g, r) go backwards, in log
     /// order: (index of the entry, newest stamp before it, its record's stamp), the first
-    /// such place only. A group's time must not run backwards, whichever replica stamped.
-    pub fn stamps_backwards(&self, g: usize, r: u64) -> Option<(u64, i64, i64)> {
+    /// such place only (`None`: nowhere, or the replica does not run). A group's time must not
+    /// run backwards, whichever replica stamped. Errs if the log cannot be read or decoded.
+    pub fn stamps_backwards(&self, g: usize, r: u64) -> Result<Option<(u64, i64, i64)>, String> {
         use rocketraft_protocol::message::decode_records;
         use rocketraft_store::{EntryKind, RaftIndex};
-        let log = self.views.lock().unwrap().get(&(g, r)).map(|v| v.log.clone())?;
+        let Some(log) = self.views.lock().unwrap().get(&(g, r)).map(|v| v.log.clone()) else {
+            return Ok(None);
+        };
         let log = log.lock().unwrap();
         let (mut at, end) = (log.start().next_index.0, log.end().next_index.0);
         let mut newest = i64::MIN;
         while at < end {
             let to = (at + 256).min(end);
-            let entries = log.entries(RaftIndex(at)..RaftIndex(to)).ok()?;
+            let entries = log.entries(RaftIndex(at)..RaftIndex(to)).map_err(|e| e.to_string())?;
             for e in entries.iter().filter(|e| e.kind == EntryKind::Messages) {
-                for record in decode_records(&e.payload).ok()? {
+                let records = decode_records(&e.payload).map_err(|err| err.to_string())?;
+                for record in records {
                     if record.store_timestamp < newest {
-                        return Some((e.index.0, newest, record.store_timestamp));
+                        return Ok(Some((e.index.0, newest, record.store_timestamp)));
                     }
                     newest = record.store_timestamp;
                 }
             }
             at = to;
         }
-        None
+        Ok(None)
     }
 
     /// Stops every node of the run (replicas, NameServers, clients) and lets madsim drop

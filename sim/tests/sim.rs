@@ -753,7 +753,7 @@ mod whole_cluster {
             let Some(r) = cluster.leader(g).filter(sound).or_else(|| (0..3).find(sound)) else {
                 continue;
             };
-            if let Some((index, newest, stamp)) = cluster.stamps_backwards(g, r) {
+            if let Some((index, newest, stamp)) = cluster.stamps_backwards(g, r)? {
                 return Err(format!(
                     "{}-{r}: store timestamps go backwards at entry {index}: {stamp} after {newest}",
                     group_name(g)
@@ -813,9 +813,19 @@ mod whole_cluster {
         // A leader whose clock was stepped ahead moves the group's time forward: messages
         // parked before it led come due early by up to the step (nothing can tell its clock
         // from a right one). Earlier than that is a bug.
-        let ahead = cluster.clock_ahead_max_ms();
+        let moved_by: std::collections::BTreeMap<&str, usize> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                check::Event::Moved { id, queue, .. } => {
+                    Some((id.as_str(), usize::from(queue.0 != group_name(0))))
+                }
+                _ => None,
+            })
+            .collect();
+        let ahead = |id: &str| moved_by.get(id).map_or(0, |g| cluster.clock_ahead_max_ms(*g));
         let early: Vec<_> =
-            check::early(h).into_iter().filter(|(_, at, due)| due - at > ahead).collect();
+            check::early(h).into_iter().filter(|(id, at, due)| due - at > ahead(id)).collect();
         if !early.is_empty() {
             return Err(format!("delayed messages delivered early (id, at, due): {early:?}"));
         }

@@ -126,6 +126,8 @@ pub struct Dispatcher<S: Storage> {
     /// Records before this position are already in the index (recovery re-dispatches whole
     /// entries from before it).
     index_from: CommitLogOffset,
+    /// The newest store timestamp of a record dispatched since open (0: none yet).
+    newest_stamp: i64,
 }
 
 impl<S: Storage + Clone> Dispatcher<S> {
@@ -200,12 +202,26 @@ impl<S: Storage + Clone> Dispatcher<S> {
                 index_from = rebuild;
             }
         }
-        Ok(Dispatcher { storage, config, queues, index, checkpoint, next, index_from })
+        Ok(Dispatcher {
+            storage,
+            config,
+            queues,
+            index,
+            checkpoint,
+            next,
+            index_from,
+            newest_stamp: 0,
+        })
     }
 
     /// The next entry to dispatch.
     pub fn next(&self) -> LogCut {
         self.next
+    }
+
+    /// The newest store timestamp of the records dispatched since open; 0 if none was.
+    pub fn newest_store_timestamp(&self) -> i64 {
+        self.newest_stamp
     }
 
     /// Dispatches one committed entry stored at `position`. Entries before [`Dispatcher::next`]
@@ -232,6 +248,7 @@ impl<S: Storage + Clone> Dispatcher<S> {
                     .map_err(|e| StoreError::BadPayload { reason: e.to_string() })?;
                 let record_pos = CommitLogOffset(payload_at + at as u64);
                 let raw = &entry.payload[at..at + view.total_size];
+                self.newest_stamp = self.newest_stamp.max(view.store_timestamp);
                 self.dispatch_record(&view, raw, record_pos, &mut arrivals)?;
                 at += view.total_size;
             }
