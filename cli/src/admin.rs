@@ -210,6 +210,7 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
             "commitLogAppends": r.num("commitLogAppends"),
             "commitLogFlushes": r.num("commitLogFlushes"),
             "commitLogFileSyncs": r.num("commitLogFileSyncs"),
+            "clockAheadMs": r.num("clockAheadMs"),
         }));
     }
     let text = if table.is_empty() {

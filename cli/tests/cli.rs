@@ -465,6 +465,9 @@ mod cli {
             cluster.as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
         assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{cluster}");
         assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{cluster}");
+        // One machine's clock, no step: no replica was behind its group's time.
+        let ahead = |r: &serde_json::Value| r["clockAheadMs"].as_i64();
+        assert!(cluster.as_array().unwrap().iter().all(|r| ahead(r) == Some(0)), "{cluster}");
 
         dev.run(&["topic", "delete", "Orders"]);
         assert!(!dev.json(&["topic", "list"]).as_array().unwrap().contains(&"Orders".into()));

@@ -99,6 +99,10 @@ pub(crate) fn runtime_info<S: Storage + Clone, M: MetaStore>(
         ("commitLogFlushes", log.io.flush_jobs.to_string()),
         ("commitLogFileSyncs", log.io.file_syncs.to_string()),
         ("clientConnections", inner.connections.len().to_string()),
+        // How far this replica's clock was moved forward to its group's newest store
+        // timestamp when it took over (0: never behind): a replica whose machine's clock is
+        // wrong shows here.
+        ("clockAheadMs", inner.replica.clock_ahead_ms().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
