@@ -366,8 +366,8 @@ async fn run<S: Storage + Clone>(
             }
             // The group's time goes on from the newest stamp in the log (the whole log is
             // applied: nothing before this term is still to come).
-            let newest_stamp = crate::replica::newest_store_timestamp(&lock(&log), &dispatcher);
-            clock.not_before(metrics.current_term, newest_stamp);
+            let term = metrics.current_term;
+            let newest_stamp = crate::replica::keep_up_with_log(&clock, term, &log, &dispatcher);
             assigner =
                 Some(Assigner { term: metrics.current_term, next: HashMap::new(), newest_stamp });
         }

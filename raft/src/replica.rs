@@ -194,8 +194,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             (m.current_term, m.current_leader == Some(m.id))
         };
         if leads && !self.clock.moved_for(term) {
-            let newest = newest_store_timestamp(&lock(&self.log), &self.dispatcher);
-            self.clock.not_before(term, newest);
+            keep_up_with_log(&self.clock, term, &self.log, &self.dispatcher);
         }
         self.clock.now_ms()
     }
@@ -555,13 +554,27 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     }
 }
 
+/// Moves `clock` forward to the newest store timestamp in the log this replica leads with
+/// in `term` ([`GroupClock::not_before`]) and answers that stamp: the proposer's term start
+/// and the first [`Replica::now_ms`] of a term both come here.
+pub(crate) fn keep_up_with_log<S: Storage + Clone>(
+    clock: &GroupClock,
+    term: u64,
+    log: &Mutex<CommitLog<S>>,
+    dispatcher: &Mutex<Dispatcher<S>>,
+) -> i64 {
+    let newest = newest_store_timestamp(&lock(log), dispatcher);
+    clock.not_before(term, newest);
+    newest
+}
+
 /// The newest store timestamp in the log: its last records' (the proposer keeps stamps in log
 /// order). The entries not dispatched yet are looked through from the end for one that holds
 /// records; if none does, the dispatcher's newest; if it dispatched none since it opened, the
 /// rest of the log, back to its start (entry headers only until one holds records). 0 when the
-/// log holds no records, or the entry that does cannot be read (a damaged entry quarantines
-/// the log as it is read, and the replica stops).
-pub(crate) fn newest_store_timestamp<S: Storage + Clone>(
+/// log holds no records. An entry that cannot be read (damage, which quarantines the log as
+/// it is read, and the replica stops) is logged and the dispatcher's newest answered.
+fn newest_store_timestamp<S: Storage + Clone>(
     log: &CommitLog<S>,
     dispatcher: &Mutex<Dispatcher<S>>,
 ) -> i64 {
@@ -572,18 +585,29 @@ pub(crate) fn newest_store_timestamp<S: Storage + Clone>(
     };
     let (start, end) = (log.start().next_index.0, log.end().next_index.0);
     let from = if dispatched_newest > 0 { dispatched_to.max(start) } else { start };
+    let unreadable = |index: u64, why: String| {
+        tracing::warn!(index, error = %why, "cannot read the newest store timestamp in the log");
+        dispatched_newest
+    };
     for index in (from..end).rev() {
-        let Ok(meta) = log.entry_meta(RaftIndex(index)) else { return 0 };
+        let meta = match log.entry_meta(RaftIndex(index)) {
+            Ok(meta) => meta,
+            Err(e) => return unreadable(index, e.to_string()),
+        };
         if meta.kind != EntryKind::Messages {
             continue;
         }
-        let Ok(mut entries) = log.entries(RaftIndex(index)..RaftIndex(index + 1)) else {
-            return 0;
+        let entry = match log.entries(RaftIndex(index)..RaftIndex(index + 1)) {
+            Ok(mut entries) => entries.pop(),
+            Err(e) => return unreadable(index, e.to_string()),
         };
-        let Some(entry) = entries.pop() else { return 0 };
-        let newest = rocketraft_protocol::message::decode_records(&entry.payload)
-            .map_or(0, |records| records.iter().map(|r| r.store_timestamp).max().unwrap_or(0));
-        return newest.max(dispatched_newest);
+        let Some(entry) = entry else { return unreadable(index, "no entry".into()) };
+        return match rocketraft_protocol::message::decode_records(&entry.payload) {
+            Ok(records) => {
+                records.iter().map(|r| r.store_timestamp).max().unwrap_or(0).max(dispatched_newest)
+            }
+            Err(e) => unreadable(index, e.to_string()),
+        };
     }
     dispatched_newest
 }
