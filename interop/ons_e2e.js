@@ -2,6 +2,7 @@
 // from npm): sends <count> messages with tags and keys, consumes them all with a push consumer
 // in clustering mode, then finds each by key with QUERY_MESSAGE on <brokerAddr>.
 // Usage: node ons_e2e.js <namesrv host:port> <brokerAddr host:port> <topic> <count>
+//        [<accessKey> <secretKey>]  (sign every request, for a cluster with ACL on)
 // Prints one JSON line: {"sent":n,"consumed":n,"found":n}.
 'use strict';
 const { Producer, Consumer, Message } = require('ali-ons');
@@ -20,11 +21,13 @@ function deadline(ms, what) {
 }
 
 async function main() {
-  const [nameSrv, brokerAddr, topic, countText] = process.argv.slice(2);
+  const [nameSrv, brokerAddr, topic, countText, accessKey, secretKey] = process.argv.slice(2);
   const count = Number(countText);
+  // ali-ons signs every request as RocketMQ's AclClientRPCHook does when given keys.
+  const keys = accessKey ? { accessKey, secretKey } : {};
   const key = i => `key-${i}`;
 
-  const producer = new Producer({ ...common, nameSrv, producerGroup: 'PG_interop' });
+  const producer = new Producer({ ...common, ...keys, nameSrv, producerGroup: 'PG_interop' });
   await producer.ready();
   let sent = 0;
   for (let i = 0; i < count; i++) {
@@ -37,6 +40,7 @@ async function main() {
 
   const consumer = new Consumer({
     ...common,
+    ...keys,
     nameSrv,
     consumerGroup: 'CG_interop',
     consumeFromWhere: ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET,

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::schedule::{DelayLevels, TIMER_MAX_DELAY_SEC_DEFAULT};
 use rocketraft_raft::ReplicaConfig;
 use rocketraft_raft::Replication;
@@ -85,6 +86,11 @@ pub struct BrokerConfig {
     /// cluster's reply topic (through Raft, after it was pushed to the requester), so it can be
     /// read back. Default true, as RocketMQ.
     pub store_reply_message: bool,
+    /// An ACL file: when set, every request is checked against its accounts (RocketMQ's
+    /// `aclEnable`; see `rocketraft_remoting::acl`). Default none.
+    pub acl_file: Option<std::path::PathBuf>,
+    /// What this replica signs its NameServer registrations with. Default none.
+    pub credentials: Option<Credentials>,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -152,6 +158,7 @@ impl BrokerConfig {
             ("transactionCheckInterval", self.transaction_check_interval_ms.to_string()),
             ("transactionCheckMax", self.transaction_check_max.to_string()),
             ("storeReplyMessageEnable", self.store_reply_message.to_string()),
+            ("aclEnable", self.acl_file.is_some().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -186,6 +193,8 @@ impl BrokerConfig {
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
             store_reply_message: true,
+            acl_file: None,
+            credentials: None,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
             #[cfg(madsim)]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::schedule::DelayLevels;
 use rocketraft_raft::{NodeConfig, RaftTiming};
 use rocketraft_store::{
@@ -54,6 +55,23 @@ pub struct BrokerFile {
     pub raft: RaftSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub acl: AclSection,
+}
+
+/// `[acl]`: RocketMQ's ACL. Off unless `file` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSection {
+    /// The accounts file (RocketMQ's `plain_acl.yml` in TOML; README "Access control"). When
+    /// set, every request is checked (RocketMQ's `aclEnable`); the file is reloaded when it
+    /// changes. `rocketraft broker` takes a relative path from the config file's directory.
+    /// Default none.
+    pub file: Option<PathBuf>,
+    /// The account this replica signs its registrations with: an admin account of the
+    /// NameServers' ACL file. Set both keys or neither. Default none (unsigned).
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
 }
 
 /// `[server]`: the remoting server and registration.
@@ -264,6 +282,11 @@ impl BrokerFile {
         file.node_config()?;
         DelayLevels::parse(&file.server.message_delay_level)
             .map_err(|e| ConfigError::Invalid(format!("[server] {e}")))?;
+        if file.acl.access_key.is_some() != file.acl.secret_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "[acl] set both access_key and secret_key, or neither".into(),
+            ));
+        }
         if file.server.transaction_check_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "[server] transaction_check_interval_ms must be at least 100".into(),
@@ -301,6 +324,11 @@ impl BrokerFile {
         b.store_reply_message = s.store_reply_message;
         b.proposals_in_flight_max = self.raft.proposals_in_flight_max;
         b.replication = self.raft.replication;
+        b.acl_file = self.acl.file.clone();
+        b.credentials = match (&self.acl.access_key, &self.acl.secret_key) {
+            (Some(a), Some(s)) => Some(Credentials::new(a, s)),
+            _ => None,
+        };
         b
     }
 
@@ -421,6 +449,7 @@ mod tests {
         assert_eq!(minimal.node_config().unwrap().flush, FlushMode::Sync);
         assert_eq!(example.server, minimal.server);
         assert_eq!(example.store, minimal.store);
+        assert_eq!(example.acl, minimal.acl);
         let (e, m) = (example.raft, minimal.raft);
         assert_eq!(
             (e.heartbeat_interval_ms, e.election_timeout_min_ms, e.election_timeout_max_ms),

@@ -42,6 +42,8 @@ pub struct RegisterConfig {
     /// As master, make sure the auto-creation template topic TBW102 exists (and so is routed).
     /// The cluster's reply topic is kept whatever this says.
     pub auto_create_topic: bool,
+    /// Registrations are signed with these (NameServers with ACL on refuse unsigned ones).
+    pub credentials: Option<rocketraft_protocol::acl::Credentials>,
 }
 
 /// The broker id a replica registers with.
@@ -68,7 +70,11 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
     let timeout = Duration::from_millis(config.call_timeout_ms);
     // One connection per NameServer, reconnected on the next call after it broke.
     let remoting = Remoting::new(
-        RemotingConfig { connect_timeout_ms: config.call_timeout_ms, ..Default::default() },
+        RemotingConfig {
+            connect_timeout_ms: config.call_timeout_ms,
+            credentials: config.credentials.clone(),
+            ..Default::default()
+        },
         None,
     );
     let call = |addr: &String, cmd: RemotingCommand| {
@@ -83,6 +89,8 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         // The leader this round decides on: a change during the round triggers another.
         let before = leader.current();
         let master = replica.confirmed_master(timeout).await;
+        // Read after the confirmation: the term it led in (a later term finds it no master).
+        let term = replica.term();
         let id = broker_id(master, node_id);
         if master {
             ensure_system_topics(&replica, &config).await;
@@ -111,6 +119,7 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             broker_id: id,
             compressed: Some(false),
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
+            raft_term: i64::try_from(term).ok(),
         };
         let cmd = RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body);
         for addr in &config.namesrv_addrs {

@@ -17,6 +17,7 @@ use rocketraft_protocol::headers::*;
 use rocketraft_protocol::{request_code as rc, RemotingCommand};
 use rocketraft_raft::MetaStore;
 use rocketraft_raft::{RaftNode, Replica, ReplicaConfig};
+use rocketraft_remoting::acl::{AclGuard, Scope};
 use rocketraft_remoting::{Connections, Server, ServerConfig};
 use rocketraft_store::io::Storage;
 use tokio::net::TcpListener;
@@ -123,9 +124,19 @@ impl Broker {
             requests_in_flight_max: config.requests_in_flight_max,
             ..Default::default()
         };
+        let acl = match &config.acl_file {
+            Some(path) => Some(
+                AclGuard::load(path, Scope::Broker)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let inner = Arc::new(Inner::new(config, node, waiters, now_ms, Connections::new()));
         let connections = inner.connections.clone();
-        let router = crate::processor::router(&inner);
+        let mut router = crate::processor::router(&inner);
+        if let Some(acl) = acl {
+            router = router.guarded(acl);
+        }
         let server = Server::start(listener, server_config, Arc::new(router), connections)?;
         let mut register = None;
         if !inner.config.namesrv_addrs.is_empty() {
@@ -137,6 +148,7 @@ impl Broker {
                 register_interval_ms: inner.config.register_interval_ms,
                 call_timeout_ms: 3_000,
                 auto_create_topic: inner.config.auto_create_topic,
+                credentials: inner.config.credentials.clone(),
             };
             register = Some(tokio::spawn(crate::register::run(
                 rc,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rocketraft_client::{Admin, MessageExt};
+use rocketraft_client::{Admin, ClientConfig, MessageExt};
 use serde_json::{json, Value};
 
 use crate::table::Table;
@@ -693,7 +693,7 @@ const BROKER_PROPERTIES: [&str; 11] = [
 /// letter's msgId in `DLQ_ORIGIN_MESSAGE_ID`). Re-sending remembers how far it got (as group
 /// `rocketraft_dlq_<group>`), so a second run sends only newer dead letters.
 pub async fn dead_letters(
-    namesrv: &str,
+    client: &ClientConfig,
     group: &str,
     resend: bool,
     max: usize,
@@ -704,7 +704,9 @@ pub async fn dead_letters(
     let dlq = rocketraft_protocol::names::dlq_topic(group);
     let reader =
         if resend { format!("rocketraft_dlq_{group}") } else { "rocketraft_dlq_view".into() };
-    let mut config = PullConsumerConfig::new(namesrv, reader);
+    let namesrv = &client.namesrv_addrs.join(";");
+    let mut config =
+        PullConsumerConfig { client: client.clone(), ..PullConsumerConfig::new(namesrv, reader) };
     config.consume_from = ConsumeFrom::FirstOffset;
     let consumer = PullConsumer::start(config).await?;
     let queues = match consumer.topic_queues(&dlq).await {
@@ -747,7 +749,9 @@ pub async fn dead_letters(
         let messages: Vec<Value> = found.iter().map(message_json).collect();
         return Ok(Output { text, json: json!({ "group": group, "messages": messages }) });
     }
-    let producer = Producer::start(ProducerConfig::new(namesrv)).await?;
+    let producer =
+        Producer::start(ProducerConfig { client: client.clone(), ..ProducerConfig::new(namesrv) })
+            .await?;
     let mut sent = 0usize;
     let mut failure = None;
     for m in &found {

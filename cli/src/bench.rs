@@ -34,6 +34,8 @@ pub const HEADER_BYTES: usize = 28;
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub namesrv: String,
+    /// The clients' settings (NameServers, ACL credentials).
+    pub client: ClientConfig,
     pub topic: String,
     /// Queues of the topic if the bench creates it. Default 8.
     pub queues: i32,
@@ -249,7 +251,7 @@ pub async fn run(
     }
     crate::admin::check_topic_name(&config.topic)?;
     let mut config = config;
-    let admin = Admin::start(ClientConfig::new(&config.namesrv)).await?;
+    let admin = Admin::start(config.client.clone()).await?;
     if kind == Kind::Consume
         && config.from_first
         && config.count.is_none()
@@ -306,7 +308,10 @@ pub async fn run(
             _ => (config.group.clone(), ConsumeFrom::LastOffset),
         };
         for i in 0..config.consumers.max(1) {
-            let c = PushConsumerConfig::new(&config.namesrv, group.clone());
+            let c = PushConsumerConfig {
+                client: config.client.clone(),
+                ..PushConsumerConfig::new(&config.namesrv, group.clone())
+            };
             let mut c = match &config.sql {
                 Some(expr) => c.subscribe_sql(config.topic.clone(), expr.clone()),
                 None => c.subscribe(config.topic.clone(), "*"),
@@ -340,7 +345,10 @@ pub async fn run(
     let mut tasks = Vec::new();
     if kind != Kind::Consume {
         for i in 0..config.producers.max(1) {
-            let mut pc = ProducerConfig::new(&config.namesrv);
+            let mut pc = ProducerConfig {
+                client: config.client.clone(),
+                ..ProducerConfig::new(&config.namesrv)
+            };
             pc.client.instance_name = Some(format!("bench-{run:x}-p{i}"));
             pc.async_sends_max = pc.async_sends_max.max(config.in_flight);
             let p = Arc::new(match config.transaction_local_ms {

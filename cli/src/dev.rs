@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use rocketraft_broker::BrokerConfig;
 use rocketraft_namesrv::{NameServer, NamesrvConfig};
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT;
 use rocketraft_raft::{NodeConfig, RaftTiming};
+use rocketraft_remoting::acl::Acl;
 use rocketraft_store::flush::FlushMode;
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::{CommitLogConfig, DispatchConfig};
@@ -59,6 +61,17 @@ pub struct DevConfig {
     pub transaction_timeout_ms: u64,
     /// Unanswered check-backs before a half message is discarded. Default 15.
     pub transaction_check_max: u32,
+    /// ACL on the NameServer and every replica (off by default): the accounts file, and the
+    /// admin account the replicas sign their registrations with.
+    pub acl: Option<DevAcl>,
+}
+
+/// `rocketraft dev --acl-file`: who may do what, and who the replicas register as.
+#[derive(Debug, Clone)]
+pub struct DevAcl {
+    pub file: PathBuf,
+    /// An admin account of `file`.
+    pub registration: Credentials,
 }
 
 impl Default for DevConfig {
@@ -81,6 +94,7 @@ impl Default for DevConfig {
             transaction_check_interval_ms: 30_000,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
+            acl: None,
         }
     }
 }
@@ -140,8 +154,21 @@ impl DevCluster {
             )));
         }
         let namesrv_listen = format!("{}:{}", config.host, config.namesrv_port);
+        if let Some(acl) = &config.acl {
+            // Read here so that a bad file is reported as such, not as a port in use.
+            let accounts = Acl::read(&acl.file).map_err(|e| DevError::Invalid(e.to_string()))?;
+            if !accounts.is_admin(&acl.registration) {
+                return Err(DevError::Invalid(format!(
+                    "ACL: the replicas register as {:?}, which is not an admin account of {} \
+                     with that secret key",
+                    acl.registration.access_key,
+                    acl.file.display()
+                )));
+            }
+        }
         let namesrv = NameServer::start(NamesrvConfig {
             listen: namesrv_listen.clone(),
+            acl_file: config.acl.as_ref().map(|a| a.file.clone()),
             ..Default::default()
         })
         .await
@@ -214,6 +241,10 @@ impl DevCluster {
         b.transaction_check_max = self.config.transaction_check_max;
         // A development cluster takes every subscription a client may try.
         b.enable_property_filter = true;
+        if let Some(acl) = &self.config.acl {
+            b.acl_file = Some(acl.file.clone());
+            b.credentials = Some(acl.registration.clone());
+        }
         b
     }
 

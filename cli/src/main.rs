@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rocketraft::admin::{self, Output};
 use rocketraft::bench::{self, BenchConfig, Kind};
-use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::dev::{DevAcl, DevCluster, DevConfig};
 use rocketraft::serve::BrokerSetup;
 use rocketraft::stop_signal;
 use rocketraft_client::{
@@ -22,6 +22,7 @@ use rocketraft_client::{
     PullConsumerConfig,
 };
 use rocketraft_namesrv::{NameServer, NamesrvConfig};
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::message::decode_offset_msg_id;
 use rocketraft_store::flush::FlushMode;
 
@@ -59,6 +60,30 @@ struct Target {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Sign every request with this ACL account (RocketMQ's AccessKey), for clusters with
+    /// ACL on; needs --secret-key.
+    #[arg(long, env = "ROCKETRAFT_ACCESS_KEY", global = true, requires = "secret_key")]
+    access_key: Option<String>,
+    /// The account's secret key.
+    #[arg(
+        long,
+        env = "ROCKETRAFT_SECRET_KEY",
+        global = true,
+        hide_env_values = true,
+        requires = "access_key"
+    )]
+    secret_key: Option<String>,
+}
+
+impl Target {
+    /// Client settings for the cluster, signing with the account if one was given.
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.namesrv);
+        if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
+            c.remoting.credentials = Some(Credentials::new(a, s));
+        }
+        c
+    }
 }
 
 #[derive(Subcommand)]
@@ -91,6 +116,15 @@ enum Command {
         /// every retry come back after a second).
         #[arg(long, default_value = rocketraft_protocol::schedule::DELAY_LEVELS_DEFAULT)]
         message_delay_level: String,
+        /// Turn ACL on: the accounts file (README "Access control"). The replicas register
+        /// with the account of --access-key/--secret-key, which must be an admin in it.
+        #[arg(long, requires = "access_key")]
+        acl_file: Option<PathBuf>,
+        /// With --acl-file: the admin account the replicas register with.
+        #[arg(long, env = "ROCKETRAFT_ACCESS_KEY", requires = "secret_key")]
+        access_key: Option<String>,
+        #[arg(long, env = "ROCKETRAFT_SECRET_KEY", hide_env_values = true)]
+        secret_key: Option<String>,
     },
     /// Run a NameServer until Ctrl-C or SIGTERM.
     Namesrv {
@@ -109,6 +143,10 @@ enum Command {
         /// A connection with nothing read or written this long is closed (ms; 0: never).
         #[arg(long, default_value_t = 120_000)]
         idle_timeout_ms: u64,
+        /// Turn ACL on: registrations and other changes must be signed by an admin account of
+        /// this file (README "Access control"); route lookups stay open.
+        #[arg(long)]
+        acl_file: Option<PathBuf>,
     },
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
@@ -438,6 +476,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             flush,
             replication,
             message_delay_level,
+            acl_file,
+            access_key,
+            secret_key,
         } => {
             let delay_levels =
                 rocketraft_protocol::schedule::DelayLevels::parse(&message_delay_level)?;
@@ -458,6 +499,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ReplicationArg::Leader => rocketraft_raft::Replication::Leader,
                 },
                 delay_levels,
+                acl: match (acl_file, access_key, secret_key) {
+                    (Some(file), Some(a), Some(s)) => {
+                        Some(DevAcl { file, registration: Credentials::new(a, s) })
+                    }
+                    _ => None,
+                },
                 ..Default::default()
             };
             runtime()?.block_on(dev(config))
@@ -468,6 +515,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             broker_expiry_ms,
             connections_max,
             idle_timeout_ms,
+            acl_file,
         } => {
             if scan_interval_ms == 0 || broker_expiry_ms <= 0 || connections_max == 0 {
                 anyhow::bail!(
@@ -480,6 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 broker_expiry_ms,
                 connections_max,
                 idle_timeout_ms,
+                acl_file,
                 ..Default::default()
             };
             runtime()?.block_on(namesrv(config))
@@ -522,7 +571,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(GroupCmd::DeadLetters { group, resend, count, target }) => runtime()?
             .block_on(async {
                 init_logging("warn");
-                let out = admin::dead_letters(&target.namesrv, &group, resend, count)
+                let out = admin::dead_letters(&target.client(), &group, resend, count)
                     .await
                     .map_err(|e| explain(e, &target))?;
                 print_output(&out, target.json);
@@ -600,6 +649,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let target = args.target.clone();
             let config = BenchConfig {
+                client: args.target.client(),
                 namesrv: args.target.namesrv,
                 topic: args.topic,
                 queues: args.queues,
@@ -701,7 +751,7 @@ where
 {
     runtime()?.block_on(async {
         init_logging("warn");
-        let admin = std::sync::Arc::new(Admin::start(ClientConfig::new(&target.namesrv)).await?);
+        let admin = std::sync::Arc::new(Admin::start(target.client()).await?);
         let result = f(admin.clone()).await;
         if let Ok(admin) = std::sync::Arc::try_unwrap(admin) {
             admin.shutdown().await;
@@ -744,7 +794,11 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
 
 async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
     init_logging("warn");
-    let producer = Producer::start(ProducerConfig::new(&target.namesrv)).await?;
+    let producer = Producer::start(ProducerConfig {
+        client: target.client(),
+        ..ProducerConfig::new(&target.namesrv)
+    })
+    .await?;
     let mut result = Ok(());
     let mut lines = match &a.body {
         Some(_) => None,
@@ -819,7 +873,10 @@ async fn consume(
     count: Option<u64>,
 ) -> anyhow::Result<()> {
     init_logging("warn");
-    let mut config = PullConsumerConfig::new(&target.namesrv, group);
+    let mut config = PullConsumerConfig {
+        client: target.client(),
+        ..PullConsumerConfig::new(&target.namesrv, group)
+    };
     config.consume_from = from;
     let consumer = PullConsumer::start(config).await?;
     let stop = stop_signal();
@@ -918,6 +975,10 @@ async fn consume(
 async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
     init_logging("info");
     let listen = config.listen.clone();
+    if let Some(file) = &config.acl_file {
+        // Read here so that a bad file is reported as such, not as a port problem.
+        rocketraft_remoting::acl::Acl::read(file)?;
+    }
     let ns = NameServer::start(config).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {listen}: {e}; {}",
@@ -972,6 +1033,7 @@ async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
 async fn dev(config: DevConfig) -> anyhow::Result<()> {
     init_logging("info");
     let data_dir = config.data_dir.clone();
+    let acl_file = config.acl.as_ref().map(|a| a.file.clone());
     let cluster = DevCluster::start(config).await?;
     if !cluster.wait_ready(Duration::from_secs(30)).await {
         cluster.shutdown().await;
@@ -986,6 +1048,9 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
         say!("broker-a-{id}   {addr}   {role}");
     }
     say!("data         {}", data_dir.display());
+    if let Some(file) = acl_file {
+        say!("acl          {} (every request must be signed)", file.display());
+    }
     say!(
         "rocketraft dev: ready; clients use the NameServer {} (Ctrl-C stops)",
         cluster.namesrv_addr()

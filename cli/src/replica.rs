@@ -33,6 +33,8 @@ pub enum ReplicaError {
     OtherReplica { path: PathBuf, found: String, wanted: String },
     #[error("broker port: {0}")]
     Listen(std::io::Error),
+    #[error("{0}")]
+    Acl(#[from] rocketraft_remoting::acl::AclError),
 }
 
 /// The file in a replica's data directory naming whose it is.
@@ -83,6 +85,10 @@ impl Replica {
             "cluster {} group {} node {}",
             broker_config.cluster_name, node_config.group, node_config.id
         );
+        if let Some(file) = &broker_config.acl_file {
+            // Read before anything starts, so that a bad file stops the start as itself.
+            rocketraft_remoting::acl::Acl::read(file)?;
+        }
         claim_data_dir(data_dir, &identity)?;
         let storage = MmapStorage::new(data_dir)
             .map_err(|source| ReplicaError::DataDir { path: data_dir.to_owned(), source })?;

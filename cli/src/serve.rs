@@ -68,9 +68,12 @@ impl BrokerSetup {
             path: path.to_owned(),
             message: one_line(&e.to_string()),
         };
-        let file = BrokerFile::parse(&text).map_err(bad)?;
+        let mut file = BrokerFile::parse(&text).map_err(bad)?;
         let node = file.node_config().map_err(bad)?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(acl) = &file.acl.file {
+            file.acl.file = Some(base.join(acl));
+        }
         let store_dir = if file.store_dir.is_absolute() {
             file.store_dir.clone()
         } else {
@@ -155,6 +158,12 @@ mod tests {
             let raft_host = node.peers[&node.id].split(':').next().unwrap().to_owned();
             assert_eq!(f.advertised_addr.ip().to_string(), raft_host, "replica {i}: one machine");
             assert!(f.store_dir.ends_with(format!("broker-a-{i}")));
+            assert_eq!(f.acl, first.acl, "replica {i}: one ACL");
         }
+        // ACL is on, and the replicas register with an admin account of the shipped file.
+        let acl = rocketraft_remoting::acl::Acl::parse(include_str!("../../deploy/acl.toml"))
+            .expect("deploy/acl.toml parses");
+        let creds = first.broker_config().credentials.expect("registrations are signed");
+        assert!(first.acl.file.is_some() && acl.is_admin(&creds));
     }
 }

@@ -316,6 +316,17 @@ mod cli {
         let want = format!("cannot listen on 127.0.0.1:{} (`listen`)", ports[0]);
         assert!(e.contains(&want) && e.contains("Stop it or change `listen`"), "{e}");
         drop(taken);
+
+        // An ACL file with a mistake stops the start and says where (relative to the config).
+        std::fs::write(dir.path().join("acl.toml"), "[[accounts]]\naccess_key = \"short\"\n")
+            .unwrap();
+        let acl = dir.path().join("acl-broker.toml");
+        let text = std::fs::read_to_string(&good).unwrap().replace("\"data\"", "\"data3\"");
+        std::fs::write(&acl, format!("{text}[acl]\nfile = \"acl.toml\"\n")).unwrap();
+        let e = fails_in_one_line(&["broker", "--config", acl.to_str().unwrap()]);
+        assert!(e.contains("invalid ACL file") && e.contains("secret_key"), "{e}");
+        let e = fails_in_one_line(&["namesrv", "--listen", "127.0.0.1:0", "--acl-file", "/nope"]);
+        assert!(e.contains("cannot read the ACL file /nope"), "{e}");
     }
 
     /// A `rocketraft dev` child on free ports; killed when dropped.

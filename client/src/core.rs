@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::body::{HeartbeatData, JsonBody, JsonStyle};
 use rocketraft_protocol::headers::UnregisterClientRequestHeader;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -53,6 +54,13 @@ impl ClientConfig {
             heartbeat_ms: 30_000,
             remoting: RemotingConfig::default(),
         }
+    }
+
+    /// Signs every request with an ACL account's keys, as RocketMQ's `AclClientRPCHook` does:
+    /// brokers with ACL on refuse unsigned requests.
+    pub fn with_credentials(mut self, access_key: &str, secret_key: &str) -> Self {
+        self.remoting.credentials = Some(Credentials::new(access_key, secret_key));
+        self
     }
 }
 

@@ -29,6 +29,7 @@ pub use consumer::{
 pub use error::{ClientError, Result};
 pub use message::{Message, MessageExt};
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
+pub use rocketraft_protocol::acl::Credentials;
 pub use rocketraft_protocol::body::{MessageModel, MessageQueue};
 pub use select::Allocation;
 pub use transaction::{

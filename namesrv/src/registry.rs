@@ -35,6 +35,8 @@ pub struct Registration {
     pub data_version: DataVersion,
     /// The broker's topics (used when it registers as master).
     pub topics: BTreeMap<String, TopicConfig>,
+    /// The Raft term it registers in (RocketRaft brokers say; RocketMQ's do not).
+    pub raft_term: Option<i64>,
 }
 
 /// What a registration answers.
@@ -54,6 +56,7 @@ struct Live {
     data_version: DataVersion,
     ha_server_addr: String,
     conn: ConnId,
+    raft_term: Option<i64>,
 }
 
 /// The NameServer's whole state.
@@ -74,6 +77,32 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Why `r` may not be recorded: it names itself master of a group whose live master is at
+    /// another address and said its Raft term, and `r` does not claim a newer term (an
+    /// impostor, or a deposed leader that has not heard of its successor yet). A master that
+    /// said no term (a RocketMQ broker) is replaced by the newer registration, as RocketMQ
+    /// does.
+    pub fn master_conflict(&self, r: &Registration) -> Option<String> {
+        if r.broker_id != MASTER_ID {
+            return None;
+        }
+        let current = self.brokers.get(&r.broker_name)?.broker_addrs.get(&MASTER_ID)?;
+        if *current == r.broker_addr {
+            return None;
+        }
+        let held = self.live.get(current)?.raft_term?;
+        match r.raft_term {
+            Some(claimed) if claimed > held => None,
+            claimed => Some(format!(
+                "{current} is the live master of {} at Raft term {held}; {} claims {} and cannot \
+                 replace it",
+                r.broker_name,
+                r.broker_addr,
+                claimed.map_or_else(|| "no term".to_owned(), |t| format!("term {t}"))
+            )),
+        }
     }
 
     /// Records a registration (REGISTER_BROKER) at `now_ms` on connection `conn`.
@@ -111,6 +140,7 @@ impl Registry {
                 data_version: r.data_version,
                 ha_server_addr: r.ha_server_addr.clone(),
                 conn,
+                raft_term: r.raft_term,
             },
         );
         if r.broker_id == MASTER_ID {
@@ -319,6 +349,7 @@ mod tests {
             ha_server_addr: format!("{addr}-ha"),
             data_version: DataVersion { counter: 1, timestamp: 1, ..Default::default() },
             topics: topics.iter().map(|t| (t.to_string(), TopicConfig::new(*t, 4))).collect(),
+            raft_term: None,
         }
     }
 
@@ -462,5 +493,28 @@ mod tests {
         assert_eq!(r.topics_of_cluster("DefaultCluster"), ["T2".to_owned()].into());
         assert!(r.delete_topic("T2"));
         assert!(r.route("T2").is_none());
+    }
+
+    #[test]
+    fn a_live_master_is_replaced_only_by_a_newer_term() {
+        let mut r = Registry::new();
+        let at = |term: Option<i64>, addr: &str| Registration {
+            raft_term: term,
+            ..reg("b", addr, 0, &["T"])
+        };
+        r.register(at(Some(5), "n0:1"), S, 1);
+        assert_eq!(r.master_conflict(&at(Some(5), "n0:1")), None, "the master itself");
+        let impostor = r.master_conflict(&at(None, "evil:1")).expect("no term: refused");
+        assert!(impostor.contains("n0:1 is the live master of b at Raft term 5"), "{impostor}");
+        assert!(r.master_conflict(&at(Some(5), "n1:1")).is_some(), "the same term");
+        assert!(r.master_conflict(&at(Some(4), "n1:1")).is_some(), "a deposed leader");
+        assert_eq!(r.master_conflict(&at(Some(6), "n1:1")), None, "its successor");
+        assert_eq!(r.master_conflict(&reg("b", "n2:1", 3, &[])), None, "a slave");
+        r.register(at(Some(6), "n1:1"), S + 1, 2);
+        assert_eq!(r.route("T").unwrap().broker_datas[0].master_addr(), Some("n1:1"));
+        // A master that said no term (a RocketMQ broker) is replaced as RocketMQ replaces it.
+        let mut r = Registry::new();
+        r.register(at(None, "n0:1"), S, 1);
+        assert_eq!(r.master_conflict(&at(None, "n1:1")), None);
     }
 }

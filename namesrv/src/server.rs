@@ -21,7 +21,8 @@ use rocketraft_protocol::body::{
 };
 use rocketraft_protocol::headers::*;
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
-use rocketraft_remoting::{Connections, Handler, Peer, Server, ServerConfig};
+use rocketraft_remoting::acl::{AclGuard, Scope};
+use rocketraft_remoting::{Connections, Guard, Handler, Peer, Server, ServerConfig};
 use tokio::net::TcpListener;
 
 use crate::registry::{ConnId, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};
@@ -46,6 +47,11 @@ pub struct NamesrvConfig {
     /// (RocketMQ's `serverChannelMaxIdleTimeSeconds`; brokers register every 30 s and clients
     /// ask for routes every 30 s, so a live peer is never idle that long).
     pub idle_timeout_ms: u64,
+    /// An ACL file ([`rocketraft_remoting::acl`]): when set, registrations, unregistrations
+    /// and every other call that changes what the NameServer serves must be signed by an
+    /// admin account of the file (a broker signs with its `[acl]` credentials); route
+    /// lookups stay open. Reloaded when it changes. Default none (nothing is checked).
+    pub acl_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NamesrvConfig {
@@ -57,6 +63,7 @@ impl Default for NamesrvConfig {
             connections_max: 4096,
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             idle_timeout_ms: 120_000,
+            acl_file: None,
         }
     }
 }
@@ -74,6 +81,7 @@ impl NamesrvConfig {
             ("connectionsMax", self.connections_max.to_string()),
             ("frameMaxBytes", self.frame_max_bytes.to_string()),
             ("idleTimeoutMs", self.idle_timeout_ms.to_string()),
+            ("aclEnable", self.acl_file.is_some().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -114,10 +122,15 @@ pub struct NameServer {
 }
 
 /// The remoting server's handler.
-struct Requests(Arc<Shared>);
+struct Requests(Arc<Shared>, Option<Arc<AclGuard>>);
 
 impl Handler for Requests {
     async fn handle(&self, req: RemotingCommand, peer: Peer) -> Option<RemotingCommand> {
+        if let Some(guard) = &self.1 {
+            if let Err(refusal) = guard.check(&req, peer) {
+                return (!req.is_oneway()).then_some(refusal);
+            }
+        }
         let response = handle(&req, peer.conn, &self.0);
         (!req.is_oneway() || response.code == response_code::REQUEST_CODE_NOT_SUPPORTED)
             .then_some(response)
@@ -134,6 +147,13 @@ impl Handler for Requests {
 impl NameServer {
     /// Binds and starts serving (call inside the runtime that should own it).
     pub async fn start(config: NamesrvConfig) -> std::io::Result<NameServer> {
+        let acl = match &config.acl_file {
+            Some(path) => Some(
+                AclGuard::load(path, Scope::NameServer)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(&config.listen).await?;
         let server_config = ServerConfig {
             connections_max: config.connections_max,
@@ -152,7 +172,7 @@ impl NameServer {
         let server = Server::start(
             listener,
             server_config,
-            Arc::new(Requests(shared.clone())),
+            Arc::new(Requests(shared.clone(), acl)),
             Connections::new(),
         )?;
         tokio::spawn(scan_loop(shared.clone(), server.stop_signal()));
@@ -362,9 +382,15 @@ fn register(
         ha_server_addr: h.ha_server_addr,
         data_version: wrapper.data_version,
         topics: wrapper.topic_config_table,
+        raft_term: h.raft_term,
     };
     let now = shared.now_ms();
     let mut state = shared.state();
+    if let Some(why) = state.registry.master_conflict(&registration) {
+        drop(state);
+        tracing::warn!("refused a master registration: {why}");
+        return Err(error(req, response_code::NO_PERMISSION, why));
+    }
     let answer = state.registry.register(registration, now, conn);
     let order_conf = state.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
     drop(state);

@@ -97,6 +97,7 @@ mod routes {
             broker_id: id,
             compressed: Some(false),
             body_crc32: Some(if crc_ok { crc } else { crc ^ 1 }),
+            raft_term: None,
         };
         RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
     }

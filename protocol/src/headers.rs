@@ -199,6 +199,10 @@ command_header! {
         pub broker_id: i64 => "brokerId",
         pub compressed: Option<bool> => "compressed",
         pub body_crc32: Option<i32> => "bodyCrc32",
+        /// RocketRaft's own: the Raft term the replica registers in (a RocketMQ NameServer
+        /// ignores it). Ours refuses a master registration that would replace a live master
+        /// at another address unless its term is newer.
+        pub raft_term: Option<i64> => "raftTerm",
     }
 }
 

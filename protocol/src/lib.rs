@@ -6,6 +6,7 @@
 //! Every decoder takes arbitrary bytes and answers with a value or a [`ProtocolError`]; none
 //! panics or allocates beyond its input (fuzzed by `fuzz/`, property-tested here).
 
+pub mod acl;
 pub mod admin;
 pub mod body;
 pub mod code;

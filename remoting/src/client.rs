@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::frame::{encode_frame_with_limit, FrameDecoder};
 use rocketraft_protocol::{
     request_code, response_code, ProtocolError, RemotingCommand, FRAME_MAX_BYTES_DEFAULT,
@@ -74,6 +75,9 @@ pub struct RemotingConfig {
     pub write_queue_max: usize,
     /// The largest frame read or written. Default 16 MiB (RocketMQ's).
     pub frame_max_bytes: usize,
+    /// When set, every request is signed with these keys as RocketMQ's `AclClientRPCHook`
+    /// signs them (for servers with ACL on). Default none.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for RemotingConfig {
@@ -83,6 +87,7 @@ impl Default for RemotingConfig {
             pending_max: 65_536,
             write_queue_max: 4_096,
             frame_max_bytes: FRAME_MAX_BYTES_DEFAULT,
+            credentials: None,
         }
     }
 }
@@ -165,6 +170,14 @@ impl Remoting {
         *lock(&self.inner.local_ip)
     }
 
+    /// `request` signed, if the pool has credentials.
+    fn signed(&self, mut request: RemotingCommand) -> RemotingCommand {
+        if let Some(c) = &self.inner.config.credentials {
+            c.sign(&mut request);
+        }
+        request
+    }
+
     /// Sends `request` to `addr` and waits at most `timeout_ms` for its response.
     pub async fn call(
         &self,
@@ -172,6 +185,7 @@ impl Remoting {
         request: RemotingCommand,
         timeout_ms: u64,
     ) -> Result<RemotingCommand> {
+        let request = self.signed(request);
         let what = request_code::name(request.code).unwrap_or("the request");
         let deadline = Duration::from_millis(timeout_ms);
         let attempt = async {
@@ -223,6 +237,7 @@ impl Remoting {
         request: RemotingCommand,
         timeout_ms: u64,
     ) -> Result<()> {
+        let request = self.signed(request);
         let what = request_code::name(request.code).unwrap_or("the request");
         let send = async {
             let conn = self.connection(addr).await?;

@@ -13,10 +13,11 @@
 //!           of up to 64 KiB), also requests the server sends (notifications)
 //! ```
 
+pub mod acl;
 pub mod client;
 pub mod router;
 pub mod server;
 
 pub use client::{CallError, InboundHandler, Remoting, RemotingConfig};
-pub use router::{Answer, Processor, Router};
+pub use router::{Answer, Guard, Processor, Router};
 pub use server::{ConnId, Connections, Handler, Peer, Server, ServerCallError, ServerConfig};

@@ -4,7 +4,9 @@
 //!
 //! What every processor would otherwise repeat lives here: a code nobody registered is
 //! answered REQUEST_CODE_NOT_SUPPORTED with RocketMQ's remark (even when the request was
-//! oneway, so a client learns of it), and the answer to a oneway request is not sent.
+//! oneway, so a client learns of it), and the answer to a oneway request is not sent. A
+//! [`Guard`] (the ACL), when installed, sees every request of a known code before its
+//! processor does and may refuse it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,12 +29,20 @@ pub trait Processor: Send + Sync + 'static {
     fn closed(&self, _peer: Peer) {}
 }
 
+/// Checks a request before its processor sees it (RocketMQ's RPC hook; the ACL is one).
+pub trait Guard: Send + Sync + 'static {
+    /// `Err(answer)` refuses the request: the processor never sees it, and `answer` is sent
+    /// unless the request was oneway.
+    fn check(&self, req: &RemotingCommand, peer: Peer) -> Result<(), RemotingCommand>;
+}
+
 /// A [`Handler`] that sends each request to the processor registered for its code.
 #[derive(Default)]
 pub struct Router {
     routes: HashMap<i32, Arc<dyn Processor>>,
     /// Each processor once, in registration order, for `closed`.
     processors: Vec<Arc<dyn Processor>>,
+    guard: Option<Arc<dyn Guard>>,
 }
 
 impl Router {
@@ -54,6 +64,12 @@ impl Router {
         self
     }
 
+    /// Checks every request with `guard` before routing it.
+    pub fn guarded(mut self, guard: Arc<dyn Guard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
     /// The codes some processor answers, ascending.
     pub fn codes(&self) -> Vec<i32> {
         let mut codes: Vec<i32> = self.routes.keys().copied().collect();
@@ -72,6 +88,11 @@ impl Router {
             ));
         };
         let oneway = req.is_oneway();
+        if let Some(guard) = &self.guard {
+            if let Err(refusal) = guard.check(&req, peer) {
+                return (!oneway).then_some(refusal);
+            }
+        }
         let answer = processor.process(req, peer).await;
         (!oneway).then_some(answer)
     }

@@ -402,6 +402,7 @@ mod namesrv_eviction {
             broker_id: 0,
             compressed: Some(false),
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
+            raft_term: None,
         };
         RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
     }

@@ -39,22 +39,7 @@ fn namesrv(cluster: &DevCluster) -> String {
 
 /// Creates `topic` with `queues` queues and waits until the NameServer routes it.
 async fn create_topic(cluster: &DevCluster, topic: &str, queues: i32) {
-    let admin = Admin::start(ClientConfig::new(&namesrv(cluster))).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        // The leader registers as brokerId 0 once it has applied its log: until then there is
-        // no master to create the topic on.
-        match admin.create_topic(None, topic, queues, false).await {
-            Ok(groups) if !groups.is_empty() => break,
-            other => assert!(Instant::now() < deadline, "topic not created: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while admin.route(topic).await.map_or(true, |r| r.queue_datas.is_empty()) {
-        assert!(Instant::now() < deadline, "topic {topic} never routed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.shutdown().await;
+    dev::create_topic(ClientConfig::new(&namesrv(cluster)), topic, queues).await
 }
 
 fn producer_config(cluster: &DevCluster) -> ProducerConfig {

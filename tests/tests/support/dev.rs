@@ -16,6 +16,7 @@ pub fn init_tracing() {
 /// A dev cluster (a NameServer, one group of 3) on free ports in `dir`, with quick elections,
 /// delay levels of 1 s each (a retry comes back after 1 s, not 10 s and more) and segments of
 /// `segment_size_bytes`, once a master is routed (within `ready_within`).
+#[allow(dead_code)] // not every test binary takes the defaults
 pub async fn start_cluster(
     dir: &tempfile::TempDir,
     segment_size_bytes: u64,
@@ -52,4 +53,30 @@ pub async fn start_cluster_with(
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");
     assert!(cluster.wait_ready(ready_within).await, "a master is routed");
     cluster
+}
+
+/// Creates `topic` with `queues` queues through an admin with `client`'s settings (the leader
+/// may not be routed yet: it retries) and waits until the NameServer routes it.
+#[allow(dead_code)] // not every test binary creates topics
+pub async fn create_topic(client: rocketraft_client::ClientConfig, topic: &str, queues: i32) {
+    #[allow(clippy::disallowed_methods)] // a test bounds its wait by the wall clock
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let admin = rocketraft_client::Admin::start(client).await.unwrap();
+    loop {
+        // The leader registers as brokerId 0 once it has applied its log: until then there is
+        // no master to create the topic on.
+        match admin.create_topic(None, topic, queues, false).await {
+            Ok(groups) if !groups.is_empty() => break,
+            #[allow(clippy::disallowed_methods)]
+            other => assert!(std::time::Instant::now() < deadline, "topic not created: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while admin.route(topic).await.map_or(true, |r| r.queue_datas.is_empty()) {
+        #[allow(clippy::disallowed_methods)]
+        let late = std::time::Instant::now() >= deadline;
+        assert!(!late, "topic {topic} never routed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.shutdown().await;
 }
