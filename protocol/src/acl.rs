@@ -52,8 +52,11 @@ impl Credentials {
         if let Some(token) = &self.security_token {
             fields.insert(SECURITY_TOKEN, token);
         }
-        let signature = signature(&self.secret_key, fields, &cmd.body);
-        fields.insert(SIGNATURE, signature);
+        let tag = mac(&self.secret_key, fields, &cmd.body).finalize().into_bytes();
+        // Written straight into the header's text: no intermediate string.
+        let text =
+            base64::display::Base64Display::new(&tag, &base64::engine::general_purpose::STANDARD);
+        fields.insert_display(SIGNATURE, text);
     }
 }
 
@@ -95,10 +98,12 @@ pub fn signature(secret_key: &str, fields: &ExtFields, body: &[u8]) -> String {
 pub fn verify(secret_key: &str, cmd: &RemotingCommand) -> bool {
     let Some(fields) = &cmd.ext_fields else { return false };
     let Some(claimed) = fields.get(SIGNATURE) else { return false };
-    let Ok(claimed) = base64::engine::general_purpose::STANDARD.decode(claimed) else {
+    // A SHA-1 tag is 20 bytes; a longer claim fails to decode into the buffer, and fails.
+    let mut tag = [0u8; 32];
+    let Ok(len) = base64::engine::general_purpose::STANDARD.decode_slice(claimed, &mut tag) else {
         return false;
     };
-    mac(secret_key, fields, &cmd.body).verify_slice(&claimed).is_ok()
+    mac(secret_key, fields, &cmd.body).verify_slice(&tag[..len]).is_ok()
 }
 
 #[cfg(test)]

@@ -71,8 +71,8 @@ pub struct Account {
 impl Account {
     fn holds(&self, resource: &Resource, needed: Perm) -> Result<(), String> {
         let (listed, default) = match resource {
-            Resource::Topic(t) => (self.topics.get(t), self.default_topic),
-            Resource::Group(g) => (self.groups.get(g), self.default_group),
+            Resource::Topic(t) => (self.topics.get(t.as_ref()), self.default_topic),
+            Resource::Group(g) => (self.groups.get(g.as_ref()), self.default_group),
         };
         match listed {
             Some(p) if p.grants(needed) => Ok(()),

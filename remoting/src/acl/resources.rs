@@ -6,6 +6,8 @@
 //! queue locks (LOCK/UNLOCK_BATCH_MQ need SUB on the group and its topics) and the admin set
 //! (every call that changes or deletes metadata or offsets, not only RocketMQ's five).
 
+use std::borrow::Cow;
+
 use rocketraft_protocol::body::{HeartbeatData, JsonBody, LockBatchRequestBody};
 use rocketraft_protocol::names::RETRY_PREFIX;
 use rocketraft_protocol::{request_code as rc, RemotingCommand};
@@ -39,25 +41,38 @@ impl Perm {
     }
 }
 
-/// A topic or a consumer/producer group.
+/// A topic or a consumer/producer group, borrowed from the request where it can be (a send's
+/// check allocates nothing for it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Resource {
-    Topic(String),
-    Group(String),
+pub enum Resource<'a> {
+    Topic(Cow<'a, str>),
+    Group(Cow<'a, str>),
 }
 
-impl Resource {
+impl<'a> Resource<'a> {
     /// A topic, except that a retry topic `%RETRY%g` stands for its group `g` (RocketMQ keys a
     /// group's permission by its retry topic).
-    pub fn topic(name: &str) -> Resource {
+    pub fn topic(name: &'a str) -> Resource<'a> {
         match name.strip_prefix(RETRY_PREFIX) {
-            Some(group) => Resource::Group(group.to_owned()),
-            None => Resource::Topic(name.to_owned()),
+            Some(group) => Resource::Group(Cow::Borrowed(group)),
+            None => Resource::Topic(Cow::Borrowed(name)),
+        }
+    }
+
+    /// As [`Resource::topic`], for a name the request's body held.
+    pub fn owned_topic(name: &str) -> Resource<'static> {
+        Resource::topic(name).into_owned()
+    }
+
+    pub fn into_owned(self) -> Resource<'static> {
+        match self {
+            Resource::Topic(t) => Resource::Topic(Cow::Owned(t.into_owned())),
+            Resource::Group(g) => Resource::Group(Cow::Owned(g.into_owned())),
         }
     }
 }
 
-impl std::fmt::Display for Resource {
+impl std::fmt::Display for Resource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Resource::Topic(t) => write!(f, "topic={t}"),
@@ -68,9 +83,9 @@ impl std::fmt::Display for Resource {
 
 /// What one request needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Needs {
+pub struct Needs<'a> {
     pub admin: bool,
-    pub resources: Vec<(Resource, Perm)>,
+    pub resources: Vec<(Resource<'a>, Perm)>,
 }
 
 /// Broker codes that change or delete metadata, offsets or permissions: admin accounts only.
@@ -101,9 +116,9 @@ pub const NAMESRV_GUARDED_CODES: &[i32] = &[
 
 /// What `req` needs on a broker, or why that cannot be read from it (a body that is not the
 /// JSON its code carries).
-pub fn broker_needs(req: &RemotingCommand) -> Result<Needs, String> {
+pub fn broker_needs(req: &RemotingCommand) -> Result<Needs<'_>, String> {
     let field = |k: &str| req.ext_field(k).unwrap_or_default();
-    let group = |k: &str| Resource::Group(field(k).to_owned());
+    let group = |k: &str| Resource::Group(Cow::Borrowed(field(k)));
     let mut needs = Needs { admin: BROKER_ADMIN_CODES.contains(&req.code), resources: Vec::new() };
     let r = &mut needs.resources;
     match req.code {
@@ -119,10 +134,10 @@ pub fn broker_needs(req: &RemotingCommand) -> Result<Needs, String> {
         rc::QUERY_MESSAGE => r.push((Resource::topic(field("topic")), Perm::Sub)),
         rc::HEART_BEAT => {
             let hb = HeartbeatData::from_json(&req.body).map_err(|e| e.to_string())?;
-            for consumer in &hb.consumer_data_set {
-                r.push((Resource::Group(consumer.group_name.clone()), Perm::Sub));
+            for consumer in hb.consumer_data_set {
+                r.push((Resource::Group(Cow::Owned(consumer.group_name)), Perm::Sub));
                 for sub in &consumer.subscription_data_set {
-                    r.push((Resource::topic(&sub.topic), Perm::Sub));
+                    r.push((Resource::owned_topic(&sub.topic), Perm::Sub));
                 }
             }
         }
@@ -136,10 +151,10 @@ pub fn broker_needs(req: &RemotingCommand) -> Result<Needs, String> {
         }
         rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => {
             let body = LockBatchRequestBody::from_json(&req.body).map_err(|e| e.to_string())?;
-            r.push((Resource::Group(body.consumer_group.clone()), Perm::Sub));
             for mq in &body.mq_set {
-                r.push((Resource::topic(&mq.topic), Perm::Sub));
+                r.push((Resource::owned_topic(&mq.topic), Perm::Sub));
             }
+            r.push((Resource::Group(Cow::Owned(body.consumer_group)), Perm::Sub));
         }
         _ => {}
     }
@@ -150,7 +165,7 @@ pub fn broker_needs(req: &RemotingCommand) -> Result<Needs, String> {
 
 /// A send to `topic`: PUB on it, or SUB on the group whose retry topic it is (a consumer
 /// sending a message back through its producer).
-fn publish(topic: &str) -> (Resource, Perm) {
+fn publish(topic: &str) -> (Resource<'_>, Perm) {
     match Resource::topic(topic) {
         g @ Resource::Group(_) => (g, Perm::Sub),
         t => (t, Perm::Pub),
@@ -172,41 +187,45 @@ mod tests {
         cmd.with_body(body.as_bytes().to_vec())
     }
 
-    fn topic(t: &str) -> Resource {
+    /// What `cmd` needs, owned (the request is a temporary in these tests).
+    fn needs(cmd: &RemotingCommand) -> Needs<'static> {
+        let n = broker_needs(cmd).unwrap();
+        let resources = n.resources.into_iter().map(|(r, p)| (r.into_owned(), p)).collect();
+        Needs { admin: n.admin, resources }
+    }
+
+    fn topic(t: &str) -> Resource<'_> {
         Resource::Topic(t.into())
     }
-    fn group(g: &str) -> Resource {
+    fn group(g: &str) -> Resource<'_> {
         Resource::Group(g.into())
     }
 
     #[test]
     fn sends_pulls_and_offsets_need_what_rocketmq_checks() {
-        let n = broker_needs(&req(rc::SEND_MESSAGE_V2, &[("a", "PG"), ("b", "T1")], "")).unwrap();
+        let n = needs(&req(rc::SEND_MESSAGE_V2, &[("a", "PG"), ("b", "T1")], ""));
         assert_eq!(n, Needs { admin: false, resources: vec![(topic("T1"), Perm::Pub)] });
-        let n = broker_needs(&req(rc::SEND_MESSAGE, &[("topic", "%RETRY%G1")], "")).unwrap();
+        let n = needs(&req(rc::SEND_MESSAGE, &[("topic", "%RETRY%G1")], ""));
         assert_eq!(n.resources, vec![(group("G1"), Perm::Sub)], "a retry topic is its group");
-        let n =
-            broker_needs(&req(rc::PULL_MESSAGE, &[("topic", "T1"), ("consumerGroup", "G1")], ""))
-                .unwrap();
+        let n = needs(&req(rc::PULL_MESSAGE, &[("topic", "T1"), ("consumerGroup", "G1")], ""));
         assert_eq!(n.resources, vec![(topic("T1"), Perm::Sub), (group("G1"), Perm::Sub)]);
-        let n = broker_needs(&req(rc::CONSUMER_SEND_MSG_BACK, &[("group", "G1")], "")).unwrap();
+        let n = needs(&req(rc::CONSUMER_SEND_MSG_BACK, &[("group", "G1")], ""));
         assert_eq!(n.resources, vec![(group("G1"), Perm::Sub)]);
-        let n = broker_needs(&req(
+        let n = needs(&req(
             rc::UPDATE_CONSUMER_OFFSET,
             &[("consumerGroup", "G1"), ("topic", "T1")],
             "",
-        ))
-        .unwrap();
+        ));
         assert_eq!(n.resources, vec![(topic("T1"), Perm::Sub), (group("G1"), Perm::Sub)]);
     }
 
     #[test]
     fn heartbeats_and_locks_need_their_groups_and_topics() {
         let hb = r#"{"clientID":"c","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"G1","messageModel":"CLUSTERING","subscriptionDataSet":[{"topic":"T1","subString":"*"},{"topic":"%RETRY%G1","subString":"*"}],"unitMode":false}],"producerDataSet":[{"groupName":"PG"}]}"#;
-        let n = broker_needs(&req(rc::HEART_BEAT, &[], hb)).unwrap();
+        let n = needs(&req(rc::HEART_BEAT, &[], hb));
         assert_eq!(n.resources, vec![(topic("T1"), Perm::Sub), (group("G1"), Perm::Sub)]);
         let lock = r#"{"clientId":"c","consumerGroup":"G1","mqSet":[{"brokerName":"b","queueId":0,"topic":"T2"}]}"#;
-        let n = broker_needs(&req(rc::LOCK_BATCH_MQ, &[], lock)).unwrap();
+        let n = needs(&req(rc::LOCK_BATCH_MQ, &[], lock));
         assert_eq!(n.resources, vec![(topic("T2"), Perm::Sub), (group("G1"), Perm::Sub)]);
         assert!(broker_needs(&req(rc::HEART_BEAT, &[], "{not json")).is_err());
     }
@@ -214,9 +233,9 @@ mod tests {
     #[test]
     fn metadata_changes_need_an_admin() {
         for code in [rc::UPDATE_AND_CREATE_TOPIC, rc::DELETE_SUBSCRIPTIONGROUP] {
-            assert!(broker_needs(&req(code, &[], "")).unwrap().admin);
+            assert!(needs(&req(code, &[], "")).admin);
         }
-        assert!(!broker_needs(&req(rc::GET_BROKER_RUNTIME_INFO, &[], "")).unwrap().admin);
+        assert!(!needs(&req(rc::GET_BROKER_RUNTIME_INFO, &[], "")).admin);
     }
 
     #[test]
