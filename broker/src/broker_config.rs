@@ -91,6 +91,10 @@ pub struct BrokerConfig {
     pub acl_file: Option<std::path::PathBuf>,
     /// What this replica signs its NameServer registrations with. Default none.
     pub credentials: Option<Credentials>,
+    /// TLS on the client port, in its mode. Default none (plain).
+    pub tls: Option<rocketraft_remoting::tls::ServerTls>,
+    /// Registrations go to the NameServers over TLS, trusting this. Default none (plain).
+    pub namesrv_tls: Option<rocketraft_remoting::tls::ClientTls>,
     /// Simulation builds only: acknowledge sends before they commit. A known bug, reintroduced
     /// on purpose so the simulation can show its checkers catch it; no real build has it.
     #[cfg(madsim)]
@@ -159,6 +163,12 @@ impl BrokerConfig {
             ("transactionCheckMax", self.transaction_check_max.to_string()),
             ("storeReplyMessageEnable", self.store_reply_message.to_string()),
             ("aclEnable", self.acl_file.is_some().to_string()),
+            (
+                "tlsServerMode",
+                self.tls
+                    .as_ref()
+                    .map_or("disabled".into(), |t| format!("{:?}", t.mode()).to_lowercase()),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -195,6 +205,8 @@ impl BrokerConfig {
             store_reply_message: true,
             acl_file: None,
             credentials: None,
+            tls: None,
+            namesrv_tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_commit: false,
             #[cfg(madsim)]

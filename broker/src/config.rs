@@ -57,6 +57,29 @@ pub struct BrokerFile {
     pub store: StoreSection,
     #[serde(default)]
     pub acl: AclSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: TLS on this replica's ports. Off unless `cert_file` is set; then the Raft port is
+/// mutual TLS (peers must present a certificate `ca_file` signed) and the client port speaks
+/// TLS in `client_mode`. Relative paths: as for `[acl] file`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// This replica's certificate chain (PEM), naming its advertised and Raft addresses, and
+    /// good for both server and client authentication (it is presented to peers too).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The cluster's CA (PEM): what Raft peers' certificates must be signed by.
+    pub ca_file: Option<PathBuf>,
+    /// The client port: "disabled", "permissive" (TLS and plain clients; RocketMQ's default)
+    /// or "enforcing" (TLS only). Default "permissive".
+    pub client_mode: rocketraft_remoting::tls::TlsMode,
+    /// Register with the NameServers over TLS (they must speak it), trusting `ca_file`.
+    /// Default false.
+    pub namesrv: bool,
 }
 
 /// `[acl]`: RocketMQ's ACL. Off unless `file` is set.
@@ -282,6 +305,14 @@ impl BrokerFile {
         file.node_config()?;
         DelayLevels::parse(&file.server.message_delay_level)
             .map_err(|e| ConfigError::Invalid(format!("[server] {e}")))?;
+        let t = &file.tls;
+        if t.cert_file.is_some() != t.key_file.is_some()
+            || t.cert_file.is_some() != t.ca_file.is_some()
+        {
+            return Err(ConfigError::Invalid(
+                "[tls] set cert_file, key_file and ca_file together, or none".into(),
+            ));
+        }
         if file.acl.access_key.is_some() != file.acl.secret_key.is_some() {
             return Err(ConfigError::Invalid(
                 "[acl] set both access_key and secret_key, or neither".into(),
@@ -421,6 +452,7 @@ impl BrokerFile {
             },
             retention_check_ms: st.retention_check_ms,
             message_faults: Default::default(),
+            tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         })
@@ -450,6 +482,7 @@ mod tests {
         assert_eq!(example.server, minimal.server);
         assert_eq!(example.store, minimal.store);
         assert_eq!(example.acl, minimal.acl);
+        assert_eq!(example.tls, minimal.tls);
         let (e, m) = (example.raft, minimal.raft);
         assert_eq!(
             (e.heartbeat_interval_ms, e.election_timeout_min_ms, e.election_timeout_max_ms),

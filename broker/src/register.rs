@@ -44,6 +44,8 @@ pub struct RegisterConfig {
     pub auto_create_topic: bool,
     /// Registrations are signed with these (NameServers with ACL on refuse unsigned ones).
     pub credentials: Option<rocketraft_protocol::acl::Credentials>,
+    /// Registrations go over TLS, trusting this CA.
+    pub tls: Option<rocketraft_remoting::tls::ClientTls>,
 }
 
 /// The broker id a replica registers with.
@@ -73,6 +75,7 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         RemotingConfig {
             connect_timeout_ms: config.call_timeout_ms,
             credentials: config.credentials.clone(),
+            tls: config.tls.clone(),
             ..Default::default()
         },
         None,

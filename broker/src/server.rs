@@ -122,6 +122,7 @@ impl Broker {
         let server_config = ServerConfig {
             connections_max: config.connections_max,
             requests_in_flight_max: config.requests_in_flight_max,
+            tls: config.tls.clone(),
             ..Default::default()
         };
         let acl = match &config.acl_file {
@@ -149,6 +150,7 @@ impl Broker {
                 call_timeout_ms: 3_000,
                 auto_create_topic: inner.config.auto_create_topic,
                 credentials: inner.config.credentials.clone(),
+                tls: inner.config.namesrv_tls.clone(),
             };
             register = Some(tokio::spawn(crate::register::run(
                 rc,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rocketraft_broker::BrokerConfig;
@@ -17,6 +17,8 @@ use rocketraft_protocol::acl::Credentials;
 use rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT;
 use rocketraft_raft::{NodeConfig, RaftTiming};
 use rocketraft_remoting::acl::Acl;
+pub use rocketraft_remoting::tls::TlsMode;
+use rocketraft_remoting::tls::{throwaway, ClientTls, ServerTls, TlsError};
 use rocketraft_store::flush::FlushMode;
 use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::{CommitLogConfig, DispatchConfig};
@@ -64,6 +66,12 @@ pub struct DevConfig {
     /// ACL on the NameServer and every replica (off by default): the accounts file, and the
     /// admin account the replicas sign their registrations with.
     pub acl: Option<DevAcl>,
+    /// TLS with a throwaway CA written to `data_dir/tls/ca.pem`: mutual TLS on the Raft ports,
+    /// permissive TLS on the client ports (the NameServer's and the replicas'), registrations
+    /// over TLS. Default off.
+    pub tls: bool,
+    /// With `tls`: the client ports' mode. Default permissive (TLS and plain clients).
+    pub tls_client_mode: TlsMode,
 }
 
 /// `rocketraft dev --acl-file`: who may do what, and who the replicas register as.
@@ -95,6 +103,8 @@ impl Default for DevConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
             acl: None,
+            tls: false,
+            tls_client_mode: TlsMode::Permissive,
         }
     }
 }
@@ -131,6 +141,42 @@ pub struct DevCluster {
     raft_addrs: BTreeMap<u64, SocketAddr>,
     broker_addrs: BTreeMap<u64, SocketAddr>,
     replicas: BTreeMap<u64, Replica>,
+    tls: Option<DevTls>,
+}
+
+/// The TLS settings a `--tls` dev cluster made from its throwaway CA (its client ports, the
+/// NameServer's included, in `tls_client_mode`).
+struct DevTls {
+    raft: rocketraft_raft::network::RaftTls,
+    client_port: ServerTls,
+    namesrv: ClientTls,
+    ca_file: PathBuf,
+}
+
+impl DevTls {
+    /// A throwaway CA and one certificate for every process (they all run on `host`), the CA
+    /// written to `data_dir/tls/ca.pem` for clients.
+    fn make(data_dir: &Path, host: &str, client_mode: TlsMode) -> Result<DevTls, DevError> {
+        let bad = |e: TlsError| DevError::Invalid(format!("TLS: {e}"));
+        let made = throwaway(&[host, "localhost", "127.0.0.1"]).map_err(bad)?;
+        let dir = data_dir.join("tls");
+        let ca_file = dir.join("ca.pem");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&ca_file, &made.ca_pem))
+            .map_err(|e| {
+                DevError::Invalid(format!("TLS: cannot write {}: {e}", ca_file.display()))
+            })?;
+        let identity = Some((made.cert_pem.as_str(), made.key_pem.as_str()));
+        Ok(DevTls {
+            raft: rocketraft_raft::network::RaftTls {
+                server: ServerTls::new(&made.pem(true), TlsMode::Enforcing).map_err(bad)?,
+                client: ClientTls::new(&made.ca_pem, identity).map_err(bad)?,
+            },
+            client_port: ServerTls::new(&made.pem(false), client_mode).map_err(bad)?,
+            namesrv: ClientTls::new(&made.ca_pem, None).map_err(bad)?,
+            ca_file,
+        })
+    }
 }
 
 async fn bind(addr: String) -> Result<TcpListener, DevError> {
@@ -166,9 +212,14 @@ impl DevCluster {
                 )));
             }
         }
+        let tls = match config.tls {
+            true => Some(DevTls::make(&config.data_dir, &config.host, config.tls_client_mode)?),
+            false => None,
+        };
         let namesrv = NameServer::start(NamesrvConfig {
             listen: namesrv_listen.clone(),
             acl_file: config.acl.as_ref().map(|a| a.file.clone()),
+            tls: tls.as_ref().map(|t| t.client_port.clone()),
             ..Default::default()
         })
         .await
@@ -194,6 +245,7 @@ impl DevCluster {
             raft_addrs,
             broker_addrs,
             replicas: BTreeMap::new(),
+            tls,
         };
         for id in 0..cluster.config.replicas {
             let (r, b) = (raft_listeners.remove(&id), broker_listeners.remove(&id));
@@ -223,6 +275,7 @@ impl DevCluster {
             retention: Default::default(),
             retention_check_ms: RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            tls: self.tls.as_ref().map(|t| t.raft.clone()),
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         }
@@ -245,6 +298,10 @@ impl DevCluster {
             b.acl_file = Some(acl.file.clone());
             b.credentials = Some(acl.registration.clone());
         }
+        if let Some(tls) = &self.tls {
+            b.tls = Some(tls.client_port.clone());
+            b.namesrv_tls = Some(tls.namesrv.clone());
+        }
         b
     }
 
@@ -265,6 +322,11 @@ impl DevCluster {
                 .map_err(|source| DevError::Replica { id, source })?;
         self.replicas.insert(id, replica);
         Ok(())
+    }
+
+    /// The CA a `--tls` cluster's clients must trust (PEM).
+    pub fn tls_ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
     }
 
     /// The NameServer's address (what clients are given).

@@ -73,16 +73,22 @@ struct Target {
         requires = "access_key"
     )]
     secret_key: Option<String>,
+    /// Connect over TLS, trusting this CA (PEM); `rocketraft dev --tls` writes one.
+    #[arg(long, env = "ROCKETRAFT_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Target {
-    /// Client settings for the cluster, signing with the account if one was given.
-    fn client(&self) -> ClientConfig {
+    /// Client settings for the cluster: signing with the account and speaking TLS if asked.
+    fn client(&self) -> anyhow::Result<ClientConfig> {
         let mut c = ClientConfig::new(&self.namesrv);
         if let (Some(a), Some(s)) = (&self.access_key, &self.secret_key) {
             c.remoting.credentials = Some(Credentials::new(a, s));
         }
-        c
+        if let Some(ca) = &self.tls_ca {
+            c.remoting.tls = Some(rocketraft_remoting::tls::ClientTls::from_ca_file(ca)?);
+        }
+        Ok(c)
     }
 }
 
@@ -125,6 +131,13 @@ enum Command {
         access_key: Option<String>,
         #[arg(long, env = "ROCKETRAFT_SECRET_KEY", hide_env_values = true)]
         secret_key: Option<String>,
+        /// TLS with a throwaway CA (written to DATA_DIR/tls/ca.pem, for clients' --tls-ca):
+        /// mutual TLS between the replicas, and TLS or plain clients on every client port.
+        #[arg(long)]
+        tls: bool,
+        /// With --tls: permissive (TLS and plain clients) or enforcing (TLS only).
+        #[arg(long, default_value = "permissive", requires = "tls")]
+        tls_mode: rocketraft_remoting::tls::TlsMode,
     },
     /// Run a NameServer until Ctrl-C or SIGTERM.
     Namesrv {
@@ -147,6 +160,15 @@ enum Command {
         /// this file (README "Access control"); route lookups stay open.
         #[arg(long)]
         acl_file: Option<PathBuf>,
+        /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// With --tls-cert: permissive (TLS and plain clients) or enforcing (TLS only).
+        #[arg(long, default_value = "permissive")]
+        tls_mode: rocketraft_remoting::tls::TlsMode,
     },
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
@@ -479,6 +501,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             acl_file,
             access_key,
             secret_key,
+            tls,
+            tls_mode,
         } => {
             let delay_levels =
                 rocketraft_protocol::schedule::DelayLevels::parse(&message_delay_level)?;
@@ -505,6 +529,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     _ => None,
                 },
+                tls,
+                tls_client_mode: tls_mode,
                 ..Default::default()
             };
             runtime()?.block_on(dev(config))
@@ -516,6 +542,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             connections_max,
             idle_timeout_ms,
             acl_file,
+            tls_cert,
+            tls_key,
+            tls_mode,
         } => {
             if scan_interval_ms == 0 || broker_expiry_ms <= 0 || connections_max == 0 {
                 anyhow::bail!(
@@ -529,6 +558,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 connections_max,
                 idle_timeout_ms,
                 acl_file,
+                tls: match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => {
+                        use rocketraft_remoting::tls::{Pem, ServerTls};
+                        Some(ServerTls::new(&Pem::read(&cert, &key, None)?, tls_mode)?)
+                    }
+                    _ => None,
+                },
                 ..Default::default()
             };
             runtime()?.block_on(namesrv(config))
@@ -571,7 +607,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(GroupCmd::DeadLetters { group, resend, count, target }) => runtime()?
             .block_on(async {
                 init_logging("warn");
-                let out = admin::dead_letters(&target.client(), &group, resend, count)
+                let out = admin::dead_letters(&target.client()?, &group, resend, count)
                     .await
                     .map_err(|e| explain(e, &target))?;
                 print_output(&out, target.json);
@@ -649,7 +685,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let target = args.target.clone();
             let config = BenchConfig {
-                client: args.target.client(),
+                client: args.target.client()?,
                 namesrv: args.target.namesrv,
                 topic: args.topic,
                 queues: args.queues,
@@ -739,6 +775,10 @@ fn explain(e: anyhow::Error, target: &Target) -> anyhow::Error {
             "cannot reach the NameServer at {addr}: start a cluster (`rocketraft dev`) or pass \
              --namesrv HOST:PORT (or set NAMESRV_ADDR)"
         ),
+        // A port that requires TLS closes a plain connection without a word.
+        None if target.tls_ca.is_none() && chain.contains(" closed before ") => {
+            anyhow::anyhow!("{chain}; if the cluster requires TLS, pass --tls-ca CA.pem")
+        }
         None => e,
     }
 }
@@ -751,7 +791,7 @@ where
 {
     runtime()?.block_on(async {
         init_logging("warn");
-        let admin = std::sync::Arc::new(Admin::start(target.client()).await?);
+        let admin = std::sync::Arc::new(Admin::start(target.client()?).await?);
         let result = f(admin.clone()).await;
         if let Ok(admin) = std::sync::Arc::try_unwrap(admin) {
             admin.shutdown().await;
@@ -795,7 +835,7 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
 async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
     init_logging("warn");
     let producer = Producer::start(ProducerConfig {
-        client: target.client(),
+        client: target.client()?,
         ..ProducerConfig::new(&target.namesrv)
     })
     .await?;
@@ -861,7 +901,7 @@ async fn send_messages(target: &Target, a: SendArgs) -> anyhow::Result<()> {
         }
     }
     producer.shutdown().await;
-    result
+    result.map_err(|e| explain(e, target))
 }
 
 async fn consume(
@@ -874,7 +914,7 @@ async fn consume(
 ) -> anyhow::Result<()> {
     init_logging("warn");
     let mut config = PullConsumerConfig {
-        client: target.client(),
+        client: target.client()?,
         ..PullConsumerConfig::new(&target.namesrv, group)
     };
     config.consume_from = from;
@@ -1050,6 +1090,9 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
     say!("data         {}", data_dir.display());
     if let Some(file) = acl_file {
         say!("acl          {} (every request must be signed)", file.display());
+    }
+    if let Some(ca) = cluster.tls_ca_file() {
+        say!("tls          clients trust {} (--tls-ca); Raft is mutual TLS", ca.display());
     }
     say!(
         "rocketraft dev: ready; clients use the NameServer {} (Ctrl-C stops)",

@@ -32,6 +32,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Replica(#[from] ReplicaError),
+    #[error("[tls]: {0}")]
+    Tls(#[from] rocketraft_remoting::tls::TlsError),
 }
 
 /// What to do about a failed bind, by its cause; `setting` names where the address comes from.
@@ -74,6 +76,11 @@ impl BrokerSetup {
         if let Some(acl) = &file.acl.file {
             file.acl.file = Some(base.join(acl));
         }
+        for f in [&mut file.tls.cert_file, &mut file.tls.key_file, &mut file.tls.ca_file] {
+            if let Some(p) = f.as_mut() {
+                *p = base.join(&*p);
+            }
+        }
         let store_dir = if file.store_dir.is_absolute() {
             file.store_dir.clone()
         } else {
@@ -84,14 +91,32 @@ impl BrokerSetup {
 
     /// Binds the Raft and client ports and starts the replica.
     pub async fn start(&self) -> Result<Replica, ServeError> {
-        let node = self.node.clone();
+        let mut node = self.node.clone();
+        let mut broker_config = self.file.broker_config();
+        let t = &self.file.tls;
+        if let (Some(cert), Some(key), Some(ca)) = (&t.cert_file, &t.key_file, &t.ca_file) {
+            use rocketraft_remoting::tls::{ClientTls, Pem, ServerTls, TlsMode};
+            let pem = Pem::read(cert, key, Some(ca))?;
+            let ca_pem = pem.ca.clone().unwrap_or_default();
+            let peers = ClientTls::new(&ca_pem, Some((&pem.cert, &pem.key)))?;
+            node.tls = Some(rocketraft_raft::network::RaftTls {
+                server: ServerTls::new(&pem, TlsMode::Enforcing)?,
+                client: peers,
+            });
+            if t.client_mode != TlsMode::Disabled {
+                let clients = Pem { ca: None, ..pem.clone() };
+                broker_config.tls = Some(ServerTls::new(&clients, t.client_mode)?);
+            }
+            if t.namesrv {
+                broker_config.namesrv_tls = Some(ClientTls::new(&ca_pem, None)?);
+            }
+        }
         let raft_addr = node.peers[&node.id].clone();
         let raft = TcpListener::bind(&raft_addr).await.map_err(|source| ServeError::Port {
             addr: raft_addr.clone(),
             what: "this node's entry in [raft] peers",
             source,
         })?;
-        let broker_config = self.file.broker_config();
         let listen = broker_config.listen.clone();
         let clients = TcpListener::bind(&listen).await.map_err(|source| ServeError::Port {
             addr: listen.clone(),
@@ -135,6 +160,26 @@ mod tests {
         assert_eq!(setup.store_dir, dir.path().join("s"), "relative to the config file");
     }
 
+    /// The loopback demo (README "TLS and ACL on one machine"): three replicas of one group,
+    /// ACL and TLS on, its own accounts file with an admin the replicas register as.
+    #[test]
+    fn the_loopback_example_is_one_consistent_group() {
+        let files = [
+            include_str!("../../deploy/loopback/broker-0.toml"),
+            include_str!("../../deploy/loopback/broker-1.toml"),
+            include_str!("../../deploy/loopback/broker-2.toml"),
+        ];
+        let acl =
+            rocketraft_remoting::acl::Acl::parse(include_str!("../../deploy/loopback/acl.toml"))
+                .unwrap();
+        for (i, text) in files.iter().enumerate() {
+            let f = BrokerFile::parse(text).unwrap();
+            assert_eq!(f.node_config().unwrap().id, i as u64);
+            assert!(acl.is_admin(&f.broker_config().credentials.unwrap()));
+            assert_eq!(f.tls.client_mode, rocketraft_remoting::tls::TlsMode::Enforcing);
+        }
+    }
+
     /// The shipped 3-machine group: the files parse and describe one group (same cluster,
     /// group and peers; ids 0, 1, 2; each advertising its own machine; own directories).
     #[test]
@@ -159,6 +204,8 @@ mod tests {
             assert_eq!(f.advertised_addr.ip().to_string(), raft_host, "replica {i}: one machine");
             assert!(f.store_dir.ends_with(format!("broker-a-{i}")));
             assert_eq!(f.acl, first.acl, "replica {i}: one ACL");
+            assert_eq!(f.tls, first.tls, "replica {i}: one TLS setup");
+            assert!(f.tls.cert_file.is_some() && f.tls.namesrv, "replica {i}: TLS on");
         }
         // ACL is on, and the replicas register with an admin account of the shipped file.
         let acl = rocketraft_remoting::acl::Acl::parse(include_str!("../../deploy/acl.toml"))

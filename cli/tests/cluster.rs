@@ -3,6 +3,7 @@
 //! directory. Sends and consumes through them with the SDK, SIGKILLs the leader's process,
 //! watches a new leader take over (through `rocketraft cluster list --json`), checks that no
 //! acknowledged message is lost, restarts the killed process and sees it rejoin and catch up.
+//! The replicas talk Raft over mutual TLS (a throwaway CA: `support::tls_section`).
 //! (The test lives in the `rocketraft` package because Cargo hands `CARGO_BIN_EXE_rocketraft`,
 //! a fresh build of the binary, only to that package's tests.)
 #![cfg(not(madsim))]
@@ -22,6 +23,9 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     let ProcGroup { ns, namesrv, configs, mut brokers, leader } = ProcGroup::start(dir.path());
     let start_broker = |i: usize| start_broker(dir.path(), &configs, i);
     assert!(dir.path().join("broker-a-0").join("replica.id").exists(), "store_dir from the config");
+    for b in &brokers {
+        assert!(b.log_text().contains("Raft RPCs over mutual TLS"), "{}", b.log_text());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let acked = rt.block_on(async {

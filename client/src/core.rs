@@ -14,6 +14,7 @@ use rocketraft_protocol::acl::Credentials;
 use rocketraft_protocol::body::{HeartbeatData, JsonBody, JsonStyle};
 use rocketraft_protocol::headers::UnregisterClientRequestHeader;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+use rocketraft_remoting::tls::ClientTls;
 use tokio::sync::watch;
 
 use crate::error::{ClientError, Result};
@@ -60,6 +61,13 @@ impl ClientConfig {
     /// brokers with ACL on refuse unsigned requests.
     pub fn with_credentials(mut self, access_key: &str, secret_key: &str) -> Self {
         self.remoting.credentials = Some(Credentials::new(access_key, secret_key));
+        self
+    }
+
+    /// Connects to NameServers and brokers over TLS, trusting `tls`'s CA (e.g.
+    /// `ClientTls::from_ca_file`). Their ports must speak TLS (permissive or enforcing).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.remoting.tls = Some(tls);
         self
     }
 }

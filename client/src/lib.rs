@@ -31,6 +31,7 @@ pub use message::{Message, MessageExt};
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
 pub use rocketraft_protocol::acl::Credentials;
 pub use rocketraft_protocol::body::{MessageModel, MessageQueue};
+pub use rocketraft_remoting::tls::ClientTls;
 pub use select::Allocation;
 pub use transaction::{
     TransactionListener, TransactionProducer, TransactionSendResult, TransactionState,

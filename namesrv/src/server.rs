@@ -52,6 +52,8 @@ pub struct NamesrvConfig {
     /// admin account of the file (a broker signs with its `[acl]` credentials); route
     /// lookups stay open. Reloaded when it changes. Default none (nothing is checked).
     pub acl_file: Option<std::path::PathBuf>,
+    /// TLS on the port, in its mode (RocketMQ's `tls.server.mode`). Default none (plain).
+    pub tls: Option<rocketraft_remoting::tls::ServerTls>,
 }
 
 impl Default for NamesrvConfig {
@@ -64,6 +66,7 @@ impl Default for NamesrvConfig {
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             idle_timeout_ms: 120_000,
             acl_file: None,
+            tls: None,
         }
     }
 }
@@ -160,6 +163,7 @@ impl NameServer {
             frame_max_bytes: config.frame_max_bytes,
             idle_timeout_ms: config.idle_timeout_ms,
             ordered: true,
+            tls: config.tls.clone(),
             ..Default::default()
         };
         let shared = Arc::new(Shared {

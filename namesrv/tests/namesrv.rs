@@ -318,3 +318,55 @@ mod interop {
         ns.shutdown();
     }
 }
+
+mod tls {
+    //! TLS on a NameServer's port in RocketMQ's modes, over real TCP: an enforcing port serves
+    //! TLS clients only, a permissive one both, and a client trusting another CA (or a server
+    //! certificate another CA signed) never gets an answer.
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    use rocketraft_protocol::headers::GetRouteInfoRequestHeader;
+    use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+    use rocketraft_remoting::tls::{throwaway, ClientTls, ServerTls, TlsMode};
+    use rocketraft_remoting::{CallError, Remoting, RemotingConfig};
+
+    async fn start(mode: TlsMode) -> (NameServer, rocketraft_remoting::tls::Throwaway) {
+        let key = throwaway(&["127.0.0.1"]).unwrap();
+        let tls = Some(ServerTls::new(&key.pem(false), mode).unwrap());
+        let config = NamesrvConfig { listen: "127.0.0.1:0".into(), tls, ..Default::default() };
+        (NameServer::start(config).await.unwrap(), key)
+    }
+
+    /// A route lookup (TOPIC_NOT_EXIST: nothing is registered) with `tls`, or why it failed.
+    async fn lookup(ns: &NameServer, tls: Option<ClientTls>) -> Result<i32, CallError> {
+        let remoting = Remoting::new(RemotingConfig { tls, ..Default::default() }, None);
+        let header =
+            GetRouteInfoRequestHeader { topic: "T".into(), accept_standard_json_only: None };
+        let cmd = RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC, &header);
+        let answer = remoting.call(&ns.local_addr().to_string(), cmd, 3_000).await;
+        remoting.shutdown();
+        answer.map(|r| r.code)
+    }
+
+    #[tokio::test]
+    async fn tls_enforcing_serves_tls_clients_only() {
+        let (ns, key) = start(TlsMode::Enforcing).await;
+        let trusted = ClientTls::new(&key.ca_pem, None).unwrap();
+        assert_eq!(lookup(&ns, Some(trusted)).await.unwrap(), response_code::TOPIC_NOT_EXIST);
+        let plain = lookup(&ns, None).await.expect_err("a plain client was answered");
+        assert!(matches!(plain, CallError::ConnectionClosed { .. }), "{plain}");
+        let other = throwaway(&["127.0.0.1"]).unwrap();
+        let wrong_ca = ClientTls::new(&other.ca_pem, None).unwrap();
+        let e = lookup(&ns, Some(wrong_ca)).await.expect_err("a certificate of another CA");
+        assert!(matches!(e, CallError::Connect { .. }), "{e}");
+        ns.shutdown();
+    }
+
+    #[tokio::test]
+    async fn tls_permissive_serves_tls_and_plain_clients_on_one_port() {
+        let (ns, key) = start(TlsMode::Permissive).await;
+        let trusted = ClientTls::new(&key.ca_pem, None).unwrap();
+        assert_eq!(lookup(&ns, Some(trusted)).await.unwrap(), response_code::TOPIC_NOT_EXIST);
+        assert_eq!(lookup(&ns, None).await.unwrap(), response_code::TOPIC_NOT_EXIST);
+        ns.shutdown();
+    }
+}

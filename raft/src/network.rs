@@ -36,8 +36,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
+use rocketraft_remoting::tls::{Accepted, ClientTls, ServerTls};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::CodecError;
@@ -180,11 +181,14 @@ pub async fn serve(
     id: NodeId,
     stop: tokio::sync::watch::Receiver<bool>,
     guard: Option<AppendGuard>,
+    tls: Option<ServerTls>,
 ) {
-    serve_with(listener, raft, group, id, stop, ServeLimits::default(), guard).await
+    serve_with(listener, raft, group, id, stop, ServeLimits::default(), guard, tls).await
 }
 
-/// [`serve`] with other limits.
+/// [`serve`] with other limits. With `tls` (mutual: see [`RaftTls`]), a connection is served
+/// only once its peer presented a certificate the cluster's CA signed.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_with(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
@@ -193,6 +197,7 @@ pub async fn serve_with(
     stop: tokio::sync::watch::Receiver<bool>,
     limits: ServeLimits,
     guard: Option<AppendGuard>,
+    tls: Option<ServerTls>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut stop_accept = stop.clone();
@@ -216,15 +221,27 @@ pub async fn serve_with(
         }
         // Replies are small and latency-bound: no Nagle delay behind the peer's delayed ACK.
         let _ = stream.set_nodelay(true);
-        let (raft, group, mut stop, guard) =
-            (raft.clone(), group.clone(), stop.clone(), guard.clone());
+        let (raft, group, mut stop, guard, tls) =
+            (raft.clone(), group.clone(), stop.clone(), guard.clone(), tls.clone());
         let held = OpenConnection::new(&open);
         tokio::spawn(async move {
             let _held = held;
+            let serving = async {
+                match tls {
+                    None => serve_connection(stream, raft, &group, id, limits, guard).await,
+                    Some(tls) => match tls.accept(stream).await? {
+                        Accepted::Tls(s) => {
+                            serve_connection(s, raft, &group, id, limits, guard).await
+                        }
+                        // The Raft port's TLS is enforcing: never here.
+                        Accepted::Plain(_) => Err(FrameError::Refused("plain connection".into())),
+                    },
+                }
+            };
             let result = tokio::select! {
                 biased;
                 _ = stop.changed() => Ok(()),
-                r = serve_connection(stream, raft, &group, id, limits, guard) => r,
+                r = serving => r,
             };
             if let Err(e) = result {
                 match e {
@@ -255,8 +272,8 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     raft: Raft<TypeConfig>,
     group: &str,
     id: NodeId,
@@ -319,12 +336,31 @@ impl MessageFaults {
     }
 }
 
+/// A Raft connection's byte stream: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection to a peer, read through a buffer.
+type Conn = BufReader<Box<dyn Io>>;
+
+/// Mutual TLS on the Raft port: every replica presents a certificate the cluster's CA signed
+/// and accepts only peers that do, so nothing without the cluster's key can send AppendEntries,
+/// votes or snapshots (nor read what replicas send each other).
+#[derive(Debug, Clone)]
+pub struct RaftTls {
+    /// What this replica's Raft port presents and whom it lets in (a client CA: mutual).
+    pub server: ServerTls,
+    /// What it trusts and presents when it calls its peers.
+    pub client: ClientTls,
+}
+
 /// Makes one [`PeerClient`] per target.
 #[derive(Debug, Clone)]
 pub struct Network {
     group: String,
     faults: MessageFaults,
     budget: Arc<ReplicationBudget>,
+    tls: Option<ClientTls>,
 }
 
 impl Network {
@@ -335,7 +371,13 @@ impl Network {
         faults: MessageFaults,
         budget: Arc<ReplicationBudget>,
     ) -> Self {
-        Network { group: group.into(), faults, budget }
+        Network { group: group.into(), faults, budget, tls: None }
+    }
+
+    /// Calls peers over TLS with this identity.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -348,6 +390,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             conn: Mutex::new(None),
+            tls: self.tls.clone(),
             faults: self.faults,
             budget: self.budget.clone(),
         }
@@ -361,7 +404,8 @@ pub struct PeerClient {
     addr: String,
     // madsim's TcpStream is not Sync and openraft needs a Sync network: only touched through
     // `&mut self`, so `Mutex::get_mut` never blocks. With the time it was last used.
-    conn: Mutex<Option<(BufReader<TcpStream>, tokio::time::Instant)>>,
+    conn: Mutex<Option<(Conn, tokio::time::Instant)>>,
+    tls: Option<ClientTls>,
     faults: MessageFaults,
     budget: Arc<ReplicationBudget>,
 }
@@ -434,7 +478,14 @@ impl PeerClient {
                 {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);
-                        BufReader::with_capacity(READ_BUFFER_BYTES, s)
+                        let io: Box<dyn Io> = match &self.tls {
+                            None => Box::new(s),
+                            Some(tls) => match tls.connect(&self.addr, s).await {
+                                Ok(s) => Box::new(s),
+                                Err(e) => return Err((true, format!("TLS to {}: {e}", self.addr))),
+                            },
+                        };
+                        BufReader::with_capacity(READ_BUFFER_BYTES, io)
                     }
                     Ok(Err(e)) => return Err((true, format!("connect to {}: {e}", self.addr))),
                     Err(_) => return Err((true, format!("connect to {} timed out", self.addr))),

@@ -91,6 +91,9 @@ pub struct NodeConfig {
     pub retention_check_ms: u64,
     /// Faults injected into outgoing Raft RPCs (the simulation's seam). Default none.
     pub message_faults: crate::network::MessageFaults,
+    /// Mutual TLS on the Raft port and to the peers. Default none (plain TCP: keep the port
+    /// on a private network).
+    pub tls: Option<crate::network::RaftTls>,
     /// Simulation builds only: the log store reports appends durable before they are synced
     /// (see `LogStore::sim_bug_ack_before_fsync`). A bug put in on purpose, to show the
     /// simulation's checkers catch it; no real build has it.
@@ -257,7 +260,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 config.group.clone(),
                 config.message_faults,
                 log_store.replication_budget(),
-            ),
+            )
+            .with_tls(config.tls.as_ref().map(|t| t.client.clone())),
             log_store,
             state_machine.clone(),
         )
@@ -277,6 +281,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.group.clone(),
             config.id,
         ));
+        let transport = if config.tls.is_some() { "mutual TLS" } else { "plain TCP" };
+        tracing::info!(group = %config.group, id = config.id, "Raft RPCs over {transport}");
         let server = tokio::spawn(serve(
             listener,
             raft.clone(),
@@ -284,6 +290,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.id,
             stop_rx.clone(),
             Some(applied_entries_guard(raft.clone(), log.clone(), refused)),
+            config.tls.as_ref().map(|t| t.server.clone()),
         ));
         let retention = tokio::spawn(run_retention(
             raft.clone(),

@@ -194,6 +194,7 @@ mod cluster {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         }
@@ -212,6 +213,18 @@ mod cluster {
         let storage = MmapStorage::new(dir.join("data")).unwrap();
         let meta = SledMeta::open(dir.join("meta")).unwrap();
         RaftNode::start(config(id, peers), storage, meta, listener, None).await.unwrap()
+    }
+
+    /// Three Raft ports on loopback, bound, and the peer list naming them.
+    pub(super) async fn bind_three() -> (BTreeMap<u64, TcpListener>, BTreeMap<u64, String>) {
+        let mut listeners = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for id in 0..3u64 {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.insert(id, l.local_addr().unwrap().to_string());
+            listeners.insert(id, l);
+        }
+        (listeners, peers)
     }
 
     async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
@@ -244,18 +257,96 @@ mod cluster {
         }
     }
 
+    /// Mutual TLS on the Raft port. A group whose replicas hold certificates of the cluster's CA
+    /// elects and replicates. A forged AppendEntries from a higher term (which a replica would
+    /// obey: it would depose its leader) is refused and changes nothing when it comes without
+    /// the cluster's key: over plain TCP, or over TLS with another CA's certificate. The control:
+    /// with the key, a request is answered.
+    ///
+    /// ```text
+    ///   n0 <-mTLS-> n1 <-mTLS-> n2          attacker --plain / foreign cert--> n_follower: closed
+    /// ```
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_a_forged_append_entries_without_the_cluster_key_changes_nothing() {
+        use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+        use openraft::{BasicNode, Vote};
+        use rocketraft_raft::budget::ReplicationBudget;
+        use rocketraft_raft::network::{Network, RaftTls};
+        use rocketraft_remoting::tls::{throwaway, ClientTls, ServerTls, TlsMode};
+
+        let key = throwaway(&["127.0.0.1"]).unwrap();
+        let identity = Some((key.cert_pem.as_str(), key.key_pem.as_str()));
+        let tls = RaftTls {
+            server: ServerTls::new(&key.pem(true), TlsMode::Enforcing).unwrap(),
+            client: ClientTls::new(&key.ca_pem, identity).unwrap(),
+        };
+        let root = tempfile::tempdir().unwrap();
+        let (mut listeners, peers) = bind_three().await;
+        let mut nodes = BTreeMap::new();
+        for id in 0..3u64 {
+            let dir = root.path().join(format!("n{id}"));
+            let storage = MmapStorage::new(dir.join("data")).unwrap();
+            let meta = SledMeta::open(dir.join("meta")).unwrap();
+            let config = NodeConfig { tls: Some(tls.clone()), ..config(id, &peers) };
+            let listener = listeners.remove(&id).unwrap();
+            let node = RaftNode::start(config, storage, meta, listener, None).await.unwrap();
+            nodes.insert(id, node);
+        }
+
+        tracing::info!("--- over mutual TLS, a leader is elected and replicates");
+        let leader = leader_of(&nodes).await;
+        for offset in 0..20i64 {
+            nodes[&leader].raft.client_write(Request::Messages(record(0, offset))).await.unwrap();
+        }
+        let last = nodes[&leader].raft.metrics().borrow().last_log_index.unwrap();
+        wait_applied(&nodes, last).await;
+        let follower = *nodes.keys().find(|id| **id != leader).unwrap();
+        let state = |n: &Node| {
+            let m = n.raft.metrics().borrow().clone();
+            (m.current_term, m.vote, m.last_log_index, m.current_leader)
+        };
+        let before = state(&nodes[&follower]);
+
+        let forged = || openraft::raft::AppendEntriesRequest {
+            vote: Vote::new_committed(before.0 + 5, 7),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let node = BasicNode { addr: peers[&follower].clone() };
+        let option = || RPCOption::new(Duration::from_secs(5));
+        let budget = std::sync::Arc::new(ReplicationBudget::default());
+        let attacker = |tls: Option<ClientTls>| {
+            Network::new("broker-a", Default::default(), budget.clone()).with_tls(tls)
+        };
+
+        tracing::info!("--- without the key: plain TCP, then TLS with another CA's certificate");
+        let mut plain = attacker(None).new_client(follower, &node).await;
+        assert!(plain.append_entries(forged(), option()).await.is_err(), "plain TCP answered");
+        let other = throwaway(&["127.0.0.1"]).unwrap();
+        let foreign = ClientTls::new(&key.ca_pem, Some((&other.cert_pem, &other.key_pem))).unwrap();
+        let mut foreign = attacker(Some(foreign)).new_client(follower, &node).await;
+        assert!(foreign.append_entries(forged(), option()).await.is_err(), "a foreign cert got in");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(state(&nodes[&follower]), before, "the forged requests changed the follower");
+        assert_eq!(leader_of(&nodes).await, leader);
+
+        tracing::info!("--- the control: with the key, a (harmless, stale) vote is answered");
+        let mut keyed = attacker(Some(tls.client.clone())).new_client(follower, &node).await;
+        let stale = openraft::raft::VoteRequest::new(Vote::new(0, 7), None);
+        let answer = keyed.vote(stale, option()).await.expect("answered over mutual TLS");
+        assert!(!answer.vote_granted);
+        for n in nodes.into_values() {
+            n.shutdown().await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_replicas_elect_replicate_fail_over_and_catch_up() {
         let root = tempfile::tempdir().unwrap();
         let dirs: BTreeMap<u64, PathBuf> =
             (0..3).map(|i| (i, root.path().join(format!("n{i}")))).collect();
-        let mut listeners = BTreeMap::new();
-        let mut peers = BTreeMap::new();
-        for id in 0..3u64 {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            peers.insert(id, l.local_addr().unwrap().to_string());
-            listeners.insert(id, l);
-        }
+        let (mut listeners, peers) = bind_three().await;
         let mut nodes = BTreeMap::new();
         for id in 0..3u64 {
             let node = start(id, &dirs[&id], &peers, listeners.remove(&id)).await;
@@ -378,6 +469,7 @@ mod recovery {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         }
@@ -416,13 +508,7 @@ mod recovery {
             flush: FlushMode,
             tweak: fn(&mut NodeConfig),
         ) -> Group {
-            let mut listeners = BTreeMap::new();
-            let mut peers = BTreeMap::new();
-            for id in 0..3u64 {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                peers.insert(id, l.local_addr().unwrap().to_string());
-                listeners.insert(id, l);
-            }
+            let (mut listeners, peers) = super::cluster::bind_three().await;
             let disks: BTreeMap<_, _> =
                 (0..3).map(|id| (id, (SimStorage::new(), MemMeta::new()))).collect();
             let mut g =
@@ -758,7 +844,16 @@ mod recovery {
         let limits =
             ServeLimits { connections_max: 2, idle_timeout_ms: 1_000, ..ServeLimits::default() };
         let raft = g.nodes[&leader].raft.clone();
-        tokio::spawn(serve_with(listener, raft, "broker-a".into(), leader, stop_rx, limits, None));
+        tokio::spawn(serve_with(
+            listener,
+            raft,
+            "broker-a".into(),
+            leader,
+            stop_rx,
+            limits,
+            None,
+            None,
+        ));
 
         tracing::info!("--- two frames in one write: both answered, in order");
         let mut a = TcpStream::connect(addr).await.unwrap();

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rocketraft_protocol::acl::Credentials;
+
+use crate::tls::ClientTls;
 use rocketraft_protocol::frame::{encode_frame_with_limit, FrameDecoder};
 use rocketraft_protocol::{
     request_code, response_code, ProtocolError, RemotingCommand, FRAME_MAX_BYTES_DEFAULT,
@@ -78,6 +80,14 @@ pub struct RemotingConfig {
     /// When set, every request is signed with these keys as RocketMQ's `AclClientRPCHook`
     /// signs them (for servers with ACL on). Default none.
     pub credentials: Option<Credentials>,
+    /// When set, every connection is TLS, checked against this CA. Default none (plain).
+    pub tls: Option<ClientTls>,
+}
+
+/// A connection's byte stream.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Default for RemotingConfig {
@@ -88,6 +98,7 @@ impl Default for RemotingConfig {
             write_queue_max: 4_096,
             frame_max_bytes: FRAME_MAX_BYTES_DEFAULT,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -305,6 +316,14 @@ impl Remoting {
         if let Ok(local) = stream.local_addr() {
             lock(&self.inner.local_ip).get_or_insert(local.ip());
         }
+        let stream = match &self.inner.config.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => Stream::Tls(Box::new(
+                tls.connect(addr, stream)
+                    .await
+                    .map_err(|source| CallError::Connect { addr: addr.to_owned(), source })?,
+            )),
+        };
         let (writes, queue) = mpsc::channel(self.inner.config.write_queue_max);
         let conn = Arc::new(Connection {
             addr: addr.to_owned(),
@@ -322,9 +341,19 @@ impl Remoting {
             conns.insert(addr.to_owned(), conn.clone());
         }
         lock(&self.inner.connecting).remove(addr);
-        let (read, write) = tokio::io::split(stream);
-        tokio::spawn(write_loop(write, queue, conn.clone(), self.inner.config.frame_max_bytes));
-        tokio::spawn(read_loop(read, conn.clone(), Arc::downgrade(&self.inner)));
+        let frame_max = self.inner.config.frame_max_bytes;
+        match stream {
+            Stream::Plain(stream) => {
+                let (read, write) = tokio::io::split(stream);
+                tokio::spawn(write_loop(write, queue, conn.clone(), frame_max));
+                tokio::spawn(read_loop(read, conn.clone(), Arc::downgrade(&self.inner)));
+            }
+            Stream::Tls(stream) => {
+                let (read, write) = tokio::io::split(stream);
+                tokio::spawn(write_loop(write, queue, conn.clone(), frame_max));
+                tokio::spawn(read_loop(read, conn.clone(), Arc::downgrade(&self.inner)));
+            }
+        }
         Ok(conn)
     }
 
@@ -345,8 +374,8 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-async fn write_loop(
-    mut write: tokio::io::WriteHalf<TcpStream>,
+async fn write_loop<S: tokio::io::AsyncWrite>(
+    mut write: tokio::io::WriteHalf<S>,
     mut queue: mpsc::Receiver<RemotingCommand>,
     conn: Arc<Connection>,
     frame_max_bytes: usize,
@@ -399,8 +428,8 @@ async fn write_loop(
     let _ = write.shutdown().await;
 }
 
-async fn read_loop(
-    mut read: tokio::io::ReadHalf<TcpStream>,
+async fn read_loop<S: tokio::io::AsyncRead>(
+    mut read: tokio::io::ReadHalf<S>,
     conn: Arc<Connection>,
     pool: std::sync::Weak<Inner>,
 ) {

@@ -30,7 +30,9 @@ use bytes::{Bytes, BytesMut};
 use rocketraft_protocol::frame::{encode_frame_with_limit, FrameDecoder};
 use rocketraft_protocol::{response_code, RemotingCommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::tls::Accepted;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 /// A connection's read buffer: room for a window of small requests per read syscall.
@@ -57,6 +59,8 @@ pub struct ServerConfig {
     /// Requests of one connection are handled one at a time, in order (the NameServer), rather
     /// than concurrently (the broker: a held pull must not block the sends behind it).
     pub ordered: bool,
+    /// TLS on this port, in its mode (`crate::tls`). Default none: plain connections only.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 120_000,
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             ordered: false,
+            tls: None,
         }
     }
 }
@@ -318,7 +323,14 @@ async fn accept_loop<H: Handler>(
         let peer = Peer { addr, conn: shared.next_conn.fetch_add(1, Ordering::Relaxed) };
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
-            serve(stream, peer, &shared, stop).await;
+            match &shared.config.tls {
+                None => serve(stream, peer, &shared, stop).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(Accepted::Plain(s)) => serve(s, peer, &shared, stop).await,
+                    Ok(Accepted::Tls(s)) => serve(s, peer, &shared, stop).await,
+                    Err(e) => tracing::debug!(peer = %addr, error = %e, "closed a connection: TLS"),
+                },
+            }
             shared.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -326,8 +338,8 @@ async fn accept_loop<H: Handler>(
 
 /// Serves one connection until the peer closes it, sends a malformed frame, stays idle, or
 /// the server stops.
-async fn serve<H: Handler>(
-    stream: TcpStream,
+async fn serve<H: Handler, S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static>(
+    stream: S,
     peer: Peer,
     shared: &Arc<Shared<H>>,
     mut stop: watch::Receiver<bool>,

@@ -743,6 +743,7 @@ async fn run_replica(
         // Often enough that a disk full for a second or two is seen (and refused) in a run.
         retention_check_ms: 1_000,
         message_faults: topo.raft_message_faults,
+        tls: None,
         sim_bug_ack_before_fsync: topo.sim_bug_ack_before_fsync,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");

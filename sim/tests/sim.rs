@@ -171,6 +171,7 @@ mod raft_failover {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         }

@@ -61,9 +61,18 @@ group_perms = ["Billing=SUB", "CG_interop=SUB"]
 }
 
 async fn start(dir: &tempfile::TempDir, file: &Path) -> DevCluster {
+    start_tls(dir, file, false).await
+}
+
+/// With `tls`, the cluster's client ports are permissive TLS and its Raft mutual TLS.
+async fn start_tls(dir: &tempfile::TempDir, file: &Path, tls: bool) -> DevCluster {
     std::fs::write(file, acl_file("")).unwrap();
     let acl = DevAcl { file: file.to_owned(), registration: Credentials::new(ADMIN.0, ADMIN.1) };
-    dev::start_cluster_with(dir, 8 << 20, Duration::from_secs(15), |c| c.acl = Some(acl)).await
+    dev::start_cluster_with(dir, 8 << 20, Duration::from_secs(15), |c| {
+        c.acl = Some(acl);
+        c.tls = tls;
+    })
+    .await
 }
 
 fn client(cluster: &DevCluster, keys: Option<(&str, &str)>) -> ClientConfig {
@@ -333,13 +342,15 @@ async fn acl_the_nameserver_refuses_an_impostor_master() {
 }
 
 /// A real RocketMQ client (ali-ons from npm) signs its requests with an account's keys and
-/// works against the cluster with ACL on: sends, a push consumer, lookups by key. (It has no
-/// TLS; the ports here are plain.)
+/// works against the cluster with ACL and TLS on: sends, a push consumer, lookups by key. It
+/// has no TLS, so it connects plain to client ports in permissive mode (the replicas talk Raft
+/// over mutual TLS meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acl_ali_ons_signs_its_requests() {
+async fn acl_tls_ali_ons_signs_its_requests_on_permissive_ports() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("acl.toml");
-    let cluster = start(&dir, &file).await;
+    let cluster = start_tls(&dir, &file, true).await;
+    assert!(cluster.tls_ca_file().is_some());
     create_topic(&cluster, "Interop").await;
     let leader = cluster.leader().expect("a leader");
     let args = [

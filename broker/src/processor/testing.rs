@@ -59,6 +59,7 @@ impl OneReplica {
             retention: Default::default(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
+            tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
         };

@@ -104,6 +104,27 @@ impl Drop for Proc {
     }
 }
 
+/// One throwaway CA and node certificate for the group, written to `dir/tls/`: the replicas
+/// talk Raft over mutual TLS with it (their client ports stay permissive, so plain clients
+/// work). Returns the `[tls]` section.
+pub fn tls_section(dir: &Path) -> String {
+    let made = rocketraft_remoting::tls::throwaway(&["127.0.0.1", "localhost"]).unwrap();
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    for (name, text) in
+        [("ca.pem", &made.ca_pem), ("node.pem", &made.cert_pem), ("node.key", &made.key_pem)]
+    {
+        std::fs::write(tls.join(name), text).unwrap();
+    }
+    let path = |name: &str| tls.join(name).display().to_string();
+    format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\nclient_mode = \"permissive\"\n",
+        path("node.pem"),
+        path("node.key"),
+        path("ca.pem")
+    )
+}
+
 pub fn broker_config(
     dir: &Path,
     id: usize,
@@ -111,6 +132,7 @@ pub fn broker_config(
     clients: &[u16],
     raft: &[u16],
     store: &str,
+    tls: &str,
 ) -> PathBuf {
     let peers: Vec<String> =
         raft.iter().enumerate().map(|(i, p)| format!("\"{i}\" = \"127.0.0.1:{p}\"")).collect();
@@ -129,6 +151,8 @@ peers = {{ {peers} }}
 
 [store]
 {store}
+
+{tls}
 "#,
         port = clients[id],
         peers = peers.join(", "),
@@ -206,8 +230,9 @@ impl ProcGroup {
         let namesrv = format!("127.0.0.1:{ns_port}");
         let ns =
             Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.join("namesrv.log"));
+        let tls = tls_section(dir);
         let configs: Vec<PathBuf> = (0..3)
-            .map(|i| broker_config(&data_root(i), i, ns_port, clients, raft, store))
+            .map(|i| broker_config(&data_root(i), i, ns_port, clients, raft, store, &tls))
             .collect();
         let brokers: Vec<Proc> = (0..3).map(|i| start_broker(dir, &configs, i)).collect();
         let view = wait_cluster(&namesrv, 30, |c| {
