@@ -313,6 +313,14 @@ impl BrokerFile {
                 "[tls] set cert_file, key_file and ca_file together, or none".into(),
             ));
         }
+        let tls_wanted = t.namesrv || t.client_mode == rocketraft_remoting::tls::TlsMode::Enforcing;
+        if tls_wanted && t.cert_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "[tls] client_mode = \"enforcing\" or namesrv = true need cert_file, key_file and \
+                 ca_file"
+                    .into(),
+            ));
+        }
         if file.acl.access_key.is_some() != file.acl.secret_key.is_some() {
             return Err(ConfigError::Invalid(
                 "[acl] set both access_key and secret_key, or neither".into(),
@@ -497,6 +505,20 @@ mod tests {
             (example.cluster_name, example.broker_name, example.listen, example.store_dir),
             (minimal.cluster_name, minimal.broker_name, minimal.listen, minimal.store_dir)
         );
+    }
+
+    #[test]
+    fn tls_settings_that_would_be_ignored_are_refused() {
+        for (tls, why) in [
+            ("[tls]\ncert_file = \"a.pem\"\n", "together"),
+            ("[tls]\nclient_mode = \"enforcing\"\n", "need cert_file"),
+            ("[tls]\nnamesrv = true\n", "need cert_file"),
+        ] {
+            let e = BrokerFile::parse(&format!("{MINIMAL}{tls}")).unwrap_err().to_string();
+            assert!(e.contains(why), "{tls}: {e}");
+        }
+        let full = "[tls]\ncert_file = \"a\"\nkey_file = \"b\"\nca_file = \"c\"\nnamesrv = true\n";
+        assert!(BrokerFile::parse(&format!("{MINIMAL}{full}")).unwrap().tls.namesrv);
     }
 
     #[test]

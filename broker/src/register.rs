@@ -20,7 +20,7 @@ use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
 };
 use rocketraft_protocol::headers::{RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader};
-use rocketraft_protocol::{request_code, RemotingCommand};
+use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 use rocketraft_raft::types::TopicMeta;
 use rocketraft_raft::{MetaCommand, MetaStore, Replica};
 use rocketraft_remoting::{Remoting, RemotingConfig};
@@ -60,6 +60,10 @@ pub fn broker_id(is_master: bool, node_id: u64) -> i64 {
 /// How soon a leader that could not confirm its leadership registers again.
 const UNCONFIRMED_RETRY_MS: u64 = 500;
 
+/// How soon a replica whose registration a NameServer refused tries again (a fixed ACL file,
+/// or a successor's registration the NameServer has not seen yet).
+const REFUSED_RETRY_MS: u64 = 5_000;
+
 /// Runs registration until `stop` changes or Raft stops, then unregisters. `now` asks for a
 /// round at once.
 pub async fn run<S: Storage + Clone, M: MetaStore>(
@@ -91,9 +95,10 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
     loop {
         // The leader this round decides on: a change during the round triggers another.
         let before = leader.current();
-        let master = replica.confirmed_master(timeout).await;
-        // Read after the confirmation: the term it led in (a later term finds it no master).
+        // The term it leads in: read on both sides of the confirmation, and a change between
+        // them (it voted for a successor meanwhile) means it is not master in the term read.
         let term = replica.term();
+        let master = replica.confirmed_master(timeout).await && replica.term() == term;
         let id = broker_id(master, node_id);
         if master {
             ensure_system_topics(&replica, &config).await;
@@ -125,9 +130,20 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             raft_term: i64::try_from(term).ok(),
         };
         let cmd = RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body);
+        let mut refused = false;
         for addr in &config.namesrv_addrs {
-            if let Err(e) = call(addr, cmd.clone()).await {
-                tracing::warn!(namesrv = %addr, error = %e, "registration failed; retrying on the next round");
+            match call(addr, cmd.clone()).await {
+                Ok(r) if r.code == response_code::SUCCESS => {}
+                // ACL (wrong [acl] keys) or a live master claiming a newer term: said once a
+                // round, and tried again soon rather than a whole period later.
+                Ok(r) => {
+                    refused = true;
+                    let why = r.remark.unwrap_or_default();
+                    tracing::warn!(namesrv = %addr, code = r.code, "registration refused: {why}");
+                }
+                Err(e) => {
+                    tracing::warn!(namesrv = %addr, error = %e, "registration failed; retrying on the next round")
+                }
             }
         }
         if last_role != Some(master) {
@@ -140,6 +156,8 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         // soon rather than a whole period later, so it is not a slave in the routes for 30 s.
         let wait_ms = if before == Some(node_id) && !master {
             UNCONFIRMED_RETRY_MS.min(config.register_interval_ms)
+        } else if refused {
+            REFUSED_RETRY_MS.min(config.register_interval_ms)
         } else {
             config.register_interval_ms
         };

@@ -166,9 +166,10 @@ enum Command {
         /// The certificate's private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// With --tls-cert: permissive (TLS and plain clients) or enforcing (TLS only).
-        #[arg(long, default_value = "permissive")]
-        tls_mode: rocketraft_remoting::tls::TlsMode,
+        /// With --tls-cert: permissive (TLS and plain clients; the default) or enforcing (TLS
+        /// only).
+        #[arg(long, requires = "tls_cert")]
+        tls_mode: Option<rocketraft_remoting::tls::TlsMode>,
     },
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
@@ -561,7 +562,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => {
                         use rocketraft_remoting::tls::{Pem, ServerTls};
-                        Some(ServerTls::new(&Pem::read(&cert, &key, None)?, tls_mode)?)
+                        let mode = tls_mode.unwrap_or_default();
+                        Some(ServerTls::new(&Pem::read(&cert, &key, None)?, mode)?)
                     }
                     _ => None,
                 },

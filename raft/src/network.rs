@@ -229,12 +229,18 @@ pub async fn serve_with(
             let serving = async {
                 match tls {
                     None => serve_connection(stream, raft, &group, id, limits, guard).await,
-                    Some(tls) => match tls.accept(stream).await? {
-                        Accepted::Tls(s) => {
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(Accepted::Tls(s)) => {
                             serve_connection(s, raft, &group, id, limits, guard).await
                         }
                         // The Raft port's TLS is enforcing: never here.
-                        Accepted::Plain(_) => Err(FrameError::Refused("plain connection".into())),
+                        Ok(Accepted::Plain(_)) => Ok(()),
+                        // A scanner, a plain client, a peer of another CA (it retries every
+                        // heartbeat): not worth a warning each.
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "a Raft connection failed TLS");
+                            Ok(())
+                        }
                     },
                 }
             };

@@ -325,11 +325,23 @@ async fn accept_loop<H: Handler>(
         tokio::spawn(async move {
             match &shared.config.tls {
                 None => serve(stream, peer, &shared, stop).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(Accepted::Plain(s)) => serve(s, peer, &shared, stop).await,
-                    Ok(Accepted::Tls(s)) => serve(s, peer, &shared, stop).await,
-                    Err(e) => tracing::debug!(peer = %addr, error = %e, "closed a connection: TLS"),
-                },
+                Some(tls) => {
+                    // A stop does not wait for handshakes in progress.
+                    let mut stopping = stop.clone();
+                    let accepted = tokio::select! {
+                        biased;
+                        _ = stopping.wait_for(|s| *s) => None,
+                        a = tls.accept(stream) => Some(a),
+                    };
+                    match accepted {
+                        None => {}
+                        Some(Ok(Accepted::Plain(s))) => serve(s, peer, &shared, stop).await,
+                        Some(Ok(Accepted::Tls(s))) => serve(s, peer, &shared, stop).await,
+                        Some(Err(e)) => {
+                            tracing::debug!(peer = %addr, error = %e, "closed a connection: TLS")
+                        }
+                    }
+                }
             }
             shared.open.fetch_sub(1, Ordering::SeqCst);
         });

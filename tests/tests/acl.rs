@@ -23,11 +23,14 @@ use rocketraft_client::{
     PullConsumer, PullConsumerConfig,
 };
 use rocketraft_protocol::body::{
-    DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, TopicConfigSerializeWrapper,
+    DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, SubscriptionGroupConfig,
+    TopicConfigSerializeWrapper,
 };
 use rocketraft_protocol::headers::{
-    PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, RegisterBrokerRequestHeader,
+    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, QueryConsumerOffsetRequestHeader,
+    RegisterBrokerRequestHeader, ViewMessageRequestHeader,
 };
+use rocketraft_protocol::message::decode_offset_msg_id;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
 
 #[path = "support/dev.rs"]
@@ -287,6 +290,45 @@ async fn acl_accounts_do_what_they_are_allowed_and_nothing_else() {
     assert_eq!(answer.remark.as_deref(), Some("No default permission for group=Shipping"));
     let answer = raw(&cluster, Some(PRODUCER), pull("Orders", "Billing")).await;
     assert_eq!(answer.remark.as_deref(), Some("No permission for topic=Orders"));
+
+    tracing::info!("reads by CommitLog offset: admin only, or only of a topic the account reads");
+    let secret = producer(&cluster, Some(ADMIN)).await;
+    let paid = secret.send(Message::new("Payments", "card 4111")).await.unwrap();
+    let (_, position) = decode_offset_msg_id(&paid.offset_msg_id).unwrap();
+    let view = RemotingCommand::request(
+        request_code::VIEW_MESSAGE_BY_ID,
+        &ViewMessageRequestHeader { offset: position },
+    );
+    let answer = raw(&cluster, Some(CONSUMER), view).await;
+    assert!(answer.remark.unwrap_or_default().starts_with("Need admin permission"));
+    // The group a message is sent back for must exist (a pull consumer does not create it).
+    let create =
+        RemotingCommand::request_without_header(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(SubscriptionGroupConfig::new("Billing").to_json(JsonStyle::Standard));
+    let answer = raw(&cluster, Some(ADMIN), create).await;
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let back = |origin: &str| {
+        RemotingCommand::request(
+            request_code::CONSUMER_SEND_MSG_BACK,
+            &ConsumerSendMsgBackRequestHeader {
+                offset: position,
+                group: "Billing".into(),
+                delay_level: 0,
+                origin_msg_id: None,
+                origin_topic: Some(origin.into()),
+                unit_mode: Some(false),
+                max_reconsume_times: None,
+                broker_name: None,
+            },
+        )
+    };
+    // Naming the topic it is of: ACL refuses (the account may not read Payments).
+    let answer = raw(&cluster, Some(CONSUMER), back("Payments")).await;
+    assert_eq!(answer.remark.as_deref(), Some("No default permission for topic=Payments"));
+    // Naming a topic it may read: the broker sees the record is not of it.
+    let answer = raw(&cluster, Some(CONSUMER), back("Orders")).await;
+    assert_eq!(answer.code, response_code::NO_PERMISSION, "{:?}", answer.remark);
+    assert!(answer.remark.unwrap_or_default().contains("is not of topic Orders"));
 
     tracing::info!("the file changes: the producer may now send to Payments");
     std::fs::write(&file, acl_file(", \"Payments=PUB\"")).unwrap();

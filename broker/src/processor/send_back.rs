@@ -72,6 +72,29 @@ async fn send_back<S: Storage + Clone, M: MetaStore>(
     let position = u64::try_from(h.offset).map_err(|_| look_failed())?;
     let raw = inner.replica.record_at(CommitLogOffset(position)).map_err(|_| look_failed())?;
     let original = RecordView::decode(&raw).map_err(|_| look_failed())?;
+    // The record is named by its offset alone: it must be of the topic the request says (the
+    // one ACL checked the caller may read), so nobody copies another topic's message into a
+    // retry topic they can read. RocketMQ clients name the message's topic as they got it:
+    // the original one (RETRY_TOPIC) or the retry topic itself.
+    let first = original.property(property::RETRY_TOPIC).unwrap_or(original.topic);
+    match h.origin_topic.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) if t == first || t == original.topic => {}
+        Some(t) => {
+            return Err(reply(
+                req,
+                response_code::NO_PERMISSION,
+                format!("the message at offset {} is not of topic {t}", h.offset),
+            ))
+        }
+        None if inner.config.acl_file.is_some() => {
+            return Err(reply(
+                req,
+                response_code::NO_PERMISSION,
+                "originTopic is required when ACL is on".to_owned(),
+            ))
+        }
+        None => {}
+    }
 
     let max_times = match h.max_reconsume_times {
         Some(m) if req.version >= MAX_RECONSUME_TIMES_VERSION => m,

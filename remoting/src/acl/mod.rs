@@ -14,9 +14,10 @@
 //! answer) and logged at most once per [`REFUSAL_LOG_INTERVAL_MS`], with a count of those not
 //! logged. The processor never sees a refused request, so nothing is half applied.
 //!
-//! The file is read at start (a bad file stops the start) and checked for changes every
-//! [`RELOAD_CHECK_MS`]: a changed file that parses replaces the accounts at once; one that
-//! does not is logged and the accounts in force stay.
+//! The file is read at start (a bad file, or one still holding the example's placeholder
+//! secrets, stops the start) and checked for changes every [`RELOAD_CHECK_MS`]: a changed
+//! file that reads the same twice in a row and parses replaces the accounts; one that does not
+//! parse is logged and the accounts in force stay.
 
 pub mod address;
 pub mod file;
@@ -34,7 +35,10 @@ use rocketraft_protocol::{response_code, RemotingCommand};
 use crate::router::Guard;
 use crate::server::Peer;
 use address::AddressPattern;
-use resources::{Needs, Perm, Resource};
+use resources::{Perm, Resource};
+
+/// The placeholder secrets of `deploy/acl.toml` start so; a server refuses to start with one.
+pub const PLACEHOLDER_SECRET_PREFIX: &str = "CHANGE-ME";
 
 /// How often the file is checked for changes.
 pub const RELOAD_CHECK_MS: u64 = 1_000;
@@ -106,11 +110,30 @@ impl Acl {
         file::parse(text)
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`, as a server starting with it does (a placeholder
+    /// secret is refused).
     pub fn read(path: &Path) -> Result<Acl, AclError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| AclError::Read { path: path.to_owned(), source })?;
-        Acl::parse(&text)
+        Acl::parse_for_start(&text)
+    }
+
+    /// [`Acl::parse`], refusing the example's placeholder secrets.
+    fn parse_for_start(text: &str) -> Result<Acl, AclError> {
+        let acl = Acl::parse(text)?;
+        if let Some(key) = acl.placeholder_secret() {
+            return Err(AclError::Invalid(format!(
+                "account {key:?} still has the example's placeholder secret (CHANGE-ME...): \
+                 set a secret of your own"
+            )));
+        }
+        Ok(acl)
+    }
+
+    /// An account whose secret is still the shipped example's placeholder, if any.
+    pub fn placeholder_secret(&self) -> Option<&str> {
+        let placeholder = |s: &str| s.starts_with(PLACEHOLDER_SECRET_PREFIX);
+        self.accounts.iter().find(|(_, a)| placeholder(&a.secret_key)).map(|(k, _)| k.as_str())
     }
 
     /// Whether `credentials` name an admin account of this file, with its secret key.
@@ -123,12 +146,9 @@ impl Acl {
     /// Whether `req`, from `ip`, may reach its processor on a server of `scope`; the remark
     /// of the refusal otherwise.
     pub fn check(&self, scope: Scope, req: &RemotingCommand, ip: IpAddr) -> Result<(), String> {
-        let needs = match scope {
-            Scope::Broker => resources::broker_needs(req)
-                .map_err(|e| format!("cannot read what the request touches: {e}"))?,
-            Scope::NameServer if resources::NAMESRV_GUARDED_CODES.contains(&req.code) => {
-                Needs { admin: true, resources: Vec::new() }
-            }
+        let admin = match scope {
+            Scope::Broker => resources::broker_admin(req.code),
+            Scope::NameServer if resources::NAMESRV_GUARDED_CODES.contains(&req.code) => true,
             Scope::NameServer => return Ok(()),
         };
         if self.global_white.iter().any(|p| p.matches(ip)) {
@@ -146,7 +166,7 @@ impl Acl {
         if !sig::verify(&account.secret_key, req) {
             return Err(format!("Check signature failed for accessKey={key}"));
         }
-        if needs.admin && !account.admin {
+        if admin && !account.admin {
             return Err(format!(
                 "Need admin permission for request code={}, but accessKey={key} is not",
                 req.code
@@ -156,6 +176,12 @@ impl Acl {
             // RocketMQ: an admin with no listed permissions may touch every resource.
             return Ok(());
         }
+        if scope == Scope::NameServer {
+            return Ok(());
+        }
+        // Only a signed request's body is read (a heartbeat's or a lock's JSON).
+        let needs = resources::broker_needs(req)
+            .map_err(|e| format!("cannot read what the request touches: {e}"))?;
         needs.resources.iter().try_for_each(|(r, p)| account.holds(r, *p))
     }
 }
@@ -171,6 +197,9 @@ pub struct AclGuard {
     scope: Scope,
     path: Option<PathBuf>,
     current: RwLock<(Arc<Acl>, String)>,
+    /// A changed text seen once: applied only when the next read finds it unchanged, so a file
+    /// caught half written (a shell's `>` truncates, then writes) is never taken.
+    pending: Mutex<Option<String>>,
     log: Mutex<RefusalLog>,
 }
 
@@ -181,6 +210,7 @@ impl AclGuard {
             scope,
             path: None,
             current: RwLock::new((Arc::new(acl), String::new())),
+            pending: Mutex::new(None),
             log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
         })
     }
@@ -190,12 +220,13 @@ impl AclGuard {
     pub fn load(path: &Path, scope: Scope) -> Result<Arc<AclGuard>, AclError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| AclError::Read { path: path.to_owned(), source })?;
-        let acl = Acl::parse(&text)?;
+        let acl = Acl::parse_for_start(&text)?;
         tracing::info!(path = %path.display(), accounts = acl.accounts.len(), "ACL on");
         let guard = Arc::new(AclGuard {
             scope,
             path: Some(path.to_owned()),
             current: RwLock::new((Arc::new(acl), text)),
+            pending: Mutex::new(None),
             log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
         });
         tokio::spawn(watch(Arc::downgrade(&guard)));
@@ -207,14 +238,22 @@ impl AclGuard {
         self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
-    /// Re-reads the file; replaces the accounts if its text changed and parses. Returns
-    /// whether they were replaced.
+    /// Re-reads the file; replaces the accounts if its text changed, stayed the same since the
+    /// previous read, and parses. Returns whether they were replaced.
     pub fn reload(&self) -> Result<bool, AclError> {
         let Some(path) = &self.path else { return Ok(false) };
         let text = std::fs::read_to_string(path)
             .map_err(|source| AclError::Read { path: path.clone(), source })?;
         if self.current.read().unwrap_or_else(|p| p.into_inner()).1 == text {
             return Ok(false);
+        }
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.as_deref() != Some(text.as_str()) {
+                *pending = Some(text);
+                return Ok(false);
+            }
+            *pending = None;
         }
         let parsed = Acl::parse(&text);
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -390,6 +429,39 @@ mod tests {
         named.set_ext_field(ACCESS_KEY, "trusted");
         assert!(acl.check(Scope::Broker, &named, ip("10.1.1.2")).is_ok(), "account's list");
         assert!(acl.check(Scope::Broker, &named, ip("10.1.1.3")).is_err());
+    }
+
+    #[test]
+    fn a_placeholder_secret_stops_the_start_and_a_changed_file_applies_once_it_is_stable() {
+        let dir = std::env::temp_dir().join(format!("rr-acl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("acl.toml");
+        let account = |secret: &str| {
+            format!("[[accounts]]\naccess_key = \"someone\"\nsecret_key = \"{secret}\"\n")
+        };
+        std::fs::write(&path, account("CHANGE-ME-please")).unwrap();
+        let e = Acl::read(&path).unwrap_err().to_string();
+        assert!(e.contains("placeholder secret"), "{e}");
+
+        std::fs::write(&path, account("first-secret")).unwrap();
+        let acl = Acl::read(&path).unwrap();
+        let guard = AclGuard {
+            scope: Scope::Broker,
+            path: Some(path.clone()),
+            current: RwLock::new((Arc::new(acl), account("first-secret"))),
+            pending: Mutex::new(None),
+            log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
+        };
+        assert!(!guard.reload().unwrap(), "unchanged");
+        std::fs::write(&path, account("second-secret")).unwrap();
+        assert!(!guard.reload().unwrap(), "seen once: not yet");
+        assert!(guard.reload().unwrap(), "the same twice: applied");
+        assert_eq!(guard.acl().accounts["someone"].secret_key, "second-secret");
+        std::fs::write(&path, "[[accounts]]\n").unwrap();
+        assert!(!guard.reload().unwrap());
+        assert!(guard.reload().is_err(), "a broken file is reported");
+        assert_eq!(guard.acl().accounts["someone"].secret_key, "second-secret", "and not taken");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub struct Needs<'a> {
 }
 
 /// Broker codes that change or delete metadata, offsets or permissions: admin accounts only.
-/// RocketMQ 4.9's five (17, 25, 200, 207, 215) and the offset reset.
+/// RocketMQ 4.9's five (17, 25, 200, 207, 215), the offset reset, and two reads that name no
+/// topic yet reach any message: VIEW_MESSAGE_BY_ID (a CommitLog offset: any record, and the
+/// log can be walked record by record) and our GET_UNRESOLVED_HALVES (every pending
+/// transaction).
 pub const BROKER_ADMIN_CODES: &[i32] = &[
     rc::UPDATE_AND_CREATE_TOPIC,
     rc::UPDATE_BROKER_CONFIG,
@@ -97,7 +100,15 @@ pub const BROKER_ADMIN_CODES: &[i32] = &[
     rc::DELETE_SUBSCRIPTIONGROUP,
     rc::DELETE_TOPIC_IN_BROKER,
     rc::INVOKE_BROKER_TO_RESET_OFFSET,
+    rc::VIEW_MESSAGE_BY_ID,
+    rc::GET_UNRESOLVED_HALVES,
 ];
+
+/// Whether `code` needs an admin account on a broker (known from the code alone, before any
+/// body is read).
+pub fn broker_admin(code: i32) -> bool {
+    BROKER_ADMIN_CODES.contains(&code)
+}
 
 /// NameServer codes that change what it serves: registrations, deletions, permissions, KV
 /// config. Only these are checked on a NameServer (route lookups stay open, as in RocketMQ),
@@ -119,14 +130,21 @@ pub const NAMESRV_GUARDED_CODES: &[i32] = &[
 pub fn broker_needs(req: &RemotingCommand) -> Result<Needs<'_>, String> {
     let field = |k: &str| req.ext_field(k).unwrap_or_default();
     let group = |k: &str| Resource::Group(Cow::Borrowed(field(k)));
-    let mut needs = Needs { admin: BROKER_ADMIN_CODES.contains(&req.code), resources: Vec::new() };
+    let mut needs = Needs { admin: broker_admin(req.code), resources: Vec::new() };
     let r = &mut needs.resources;
     match req.code {
         rc::SEND_MESSAGE | rc::SEND_REPLY_MESSAGE => r.push(publish(field("topic"))),
         rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE | rc::SEND_REPLY_MESSAGE_V2 => {
             r.push(publish(field("b")))
         }
-        rc::CONSUMER_SEND_MSG_BACK => r.push((group("group"), Perm::Sub)),
+        rc::CONSUMER_SEND_MSG_BACK => {
+            // The record copied back is named by its CommitLog offset; the broker checks that it
+            // is of `originTopic` (required with ACL on), which the account must read.
+            r.push((group("group"), Perm::Sub));
+            if !field("originTopic").is_empty() {
+                r.push((Resource::topic(field("originTopic")), Perm::Sub));
+            }
+        }
         rc::PULL_MESSAGE => {
             r.push((Resource::topic(field("topic")), Perm::Sub));
             r.push((group("consumerGroup"), Perm::Sub));
@@ -209,8 +227,9 @@ mod tests {
         assert_eq!(n.resources, vec![(group("G1"), Perm::Sub)], "a retry topic is its group");
         let n = needs(&req(rc::PULL_MESSAGE, &[("topic", "T1"), ("consumerGroup", "G1")], ""));
         assert_eq!(n.resources, vec![(topic("T1"), Perm::Sub), (group("G1"), Perm::Sub)]);
-        let n = needs(&req(rc::CONSUMER_SEND_MSG_BACK, &[("group", "G1")], ""));
-        assert_eq!(n.resources, vec![(group("G1"), Perm::Sub)]);
+        let n =
+            needs(&req(rc::CONSUMER_SEND_MSG_BACK, &[("group", "G1"), ("originTopic", "T9")], ""));
+        assert_eq!(n.resources, vec![(topic("T9"), Perm::Sub), (group("G1"), Perm::Sub)]);
         let n = needs(&req(
             rc::UPDATE_CONSUMER_OFFSET,
             &[("consumerGroup", "G1"), ("topic", "T1")],
@@ -232,7 +251,12 @@ mod tests {
 
     #[test]
     fn metadata_changes_need_an_admin() {
-        for code in [rc::UPDATE_AND_CREATE_TOPIC, rc::DELETE_SUBSCRIPTIONGROUP] {
+        for code in [
+            rc::UPDATE_AND_CREATE_TOPIC,
+            rc::DELETE_SUBSCRIPTIONGROUP,
+            rc::VIEW_MESSAGE_BY_ID,
+            rc::GET_UNRESOLVED_HALVES,
+        ] {
             assert!(needs(&req(code, &[], "")).admin);
         }
         assert!(!needs(&req(rc::GET_BROKER_RUNTIME_INFO, &[], "")).admin);
