@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
+    /// Connections from one IP address beyond this are closed at once. Default 1,024.
+    pub connections_per_ip_max: usize,
     /// Requests running at once on one connection. Default 4,096 (a consumer holds one pull per
     /// queue it owns, and a producer keeps up to 1,024 async sends in flight).
     pub requests_in_flight_max: usize,
@@ -148,6 +150,7 @@ impl BrokerConfig {
             ("queuesMax", self.queues_max.to_string()),
             ("longPollingSuspendMaxMs", self.suspend_max_ms.to_string()),
             ("connectionsMax", self.connections_max.to_string()),
+            ("connectionsPerIpMax", self.connections_per_ip_max.to_string()),
             ("requestsInFlightMax", self.requests_in_flight_max.to_string()),
             ("namesrvAddr", self.namesrv_addrs.join(";")),
             ("registerNameServerPeriod", self.register_interval_ms.to_string()),
@@ -189,6 +192,7 @@ impl BrokerConfig {
             queues_max: 8_192,
             suspend_max_ms: 30_000,
             connections_max: 4096,
+            connections_per_ip_max: rocketraft_remoting::server::CONNECTIONS_PER_IP_MAX_DEFAULT,
             requests_in_flight_max: 4096,
             namesrv_addrs: Vec::new(),
             register_interval_ms: 30_000,

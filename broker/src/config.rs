@@ -117,6 +117,8 @@ pub struct ServerSection {
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
+    /// Connections from one IP address beyond this are closed at once. Default 1,024.
+    pub connections_per_ip_max: usize,
     /// Requests running at once on one connection, then SYSTEM_BUSY. Default 4,096.
     pub requests_in_flight_max: usize,
     /// How often to register with every NameServer. Default 30,000 ms.
@@ -158,6 +160,7 @@ impl Default for ServerSection {
             queues_max: b.queues_max,
             suspend_max_ms: b.suspend_max_ms,
             connections_max: b.connections_max,
+            connections_per_ip_max: b.connections_per_ip_max,
             requests_in_flight_max: b.requests_in_flight_max,
             register_interval_ms: b.register_interval_ms,
             auto_create_topic: b.auto_create_topic,
@@ -349,6 +352,7 @@ impl BrokerFile {
         b.queues_max = s.queues_max;
         b.suspend_max_ms = s.suspend_max_ms;
         b.connections_max = s.connections_max;
+        b.connections_per_ip_max = s.connections_per_ip_max;
         b.requests_in_flight_max = s.requests_in_flight_max;
         b.register_interval_ms = s.register_interval_ms;
         b.auto_create_topic = s.auto_create_topic;

@@ -28,6 +28,9 @@ use crate::long_poll::PullWaiters;
 
 pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) config: BrokerConfig,
+    /// The ACL in force (when on): processors that learn what a request touches only from the
+    /// record it names (END_TRANSACTION) check the caller's permission with it.
+    pub(crate) acl: Option<Arc<AclGuard>>,
     /// The group replica: its log, queues, metadata, proposer and offsets.
     pub(crate) replica: Replica<S, M>,
     /// Messages served per group, for GET_CONSUME_STATS.
@@ -72,6 +75,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
         let replica = Replica::start(node, replica_config, now_ms);
         Inner {
             config,
+            acl: None,
             replica,
             rates: crate::rates::ConsumeRates::default(),
             waiters,
@@ -121,6 +125,7 @@ impl Broker {
     ) -> std::io::Result<Broker> {
         let server_config = ServerConfig {
             connections_max: config.connections_max,
+            connections_per_ip_max: config.connections_per_ip_max,
             requests_in_flight_max: config.requests_in_flight_max,
             tls: config.tls.clone(),
             ..Default::default()
@@ -132,7 +137,9 @@ impl Broker {
             ),
             None => None,
         };
-        let inner = Arc::new(Inner::new(config, node, waiters, now_ms, Connections::new()));
+        let mut inner = Inner::new(config, node, waiters, now_ms, Connections::new());
+        inner.acl = acl.clone();
+        let inner = Arc::new(inner);
         let connections = inner.connections.clone();
         let mut router = crate::processor::router(&inner);
         if let Some(acl) = acl {

@@ -153,6 +153,9 @@ enum Command {
         /// Connections beyond this are closed at once.
         #[arg(long, default_value_t = 4096)]
         connections_max: usize,
+        /// Connections from one IP address beyond this are closed at once.
+        #[arg(long, default_value_t = rocketraft_remoting::server::CONNECTIONS_PER_IP_MAX_DEFAULT)]
+        connections_per_ip_max: usize,
         /// A connection with nothing read or written this long is closed (ms; 0: never).
         #[arg(long, default_value_t = 120_000)]
         idle_timeout_ms: u64,
@@ -541,15 +544,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scan_interval_ms,
             broker_expiry_ms,
             connections_max,
+            connections_per_ip_max,
             idle_timeout_ms,
             acl_file,
             tls_cert,
             tls_key,
             tls_mode,
         } => {
-            if scan_interval_ms == 0 || broker_expiry_ms <= 0 || connections_max == 0 {
+            if scan_interval_ms == 0
+                || broker_expiry_ms <= 0
+                || connections_max == 0
+                || connections_per_ip_max == 0
+            {
                 anyhow::bail!(
-                    "--scan-interval-ms, --broker-expiry-ms and --connections-max must be above 0"
+                    "--scan-interval-ms, --broker-expiry-ms, --connections-max and --connections-per-ip-max \
+                     must be above 0"
                 );
             }
             let config = NamesrvConfig {
@@ -557,6 +566,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scan_interval_ms,
                 broker_expiry_ms,
                 connections_max,
+                connections_per_ip_max,
                 idle_timeout_ms,
                 acl_file,
                 tls: match (tls_cert, tls_key) {

@@ -35,6 +35,7 @@ mod cli {
         let addr = format!("127.0.0.1:{port}");
         let child = rocketraft()
             .args(["namesrv", "--listen", &addr, "--connections-max", "20000"])
+            .args(["--connections-per-ip-max", "20000"])
             .args(["--idle-timeout-ms", &IDLE_MS.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

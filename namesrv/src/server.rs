@@ -41,6 +41,8 @@ pub struct NamesrvConfig {
     pub broker_expiry_ms: i64,
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
+    /// Connections from one IP address beyond this are closed at once. Default 1,024.
+    pub connections_per_ip_max: usize,
     /// The largest frame accepted. Default 16 MiB.
     pub frame_max_bytes: usize,
     /// A connection with nothing read or written this long is closed. Default 120,000 ms
@@ -63,6 +65,7 @@ impl Default for NamesrvConfig {
             scan_interval_ms: 10_000,
             broker_expiry_ms: BROKER_EXPIRY_MS_DEFAULT,
             connections_max: 4096,
+            connections_per_ip_max: rocketraft_remoting::server::CONNECTIONS_PER_IP_MAX_DEFAULT,
             frame_max_bytes: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             idle_timeout_ms: 120_000,
             acl_file: None,
@@ -82,6 +85,7 @@ impl NamesrvConfig {
             ("scanIntervalMs", self.scan_interval_ms.to_string()),
             ("brokerExpiryMs", self.broker_expiry_ms.to_string()),
             ("connectionsMax", self.connections_max.to_string()),
+            ("connectionsPerIpMax", self.connections_per_ip_max.to_string()),
             ("frameMaxBytes", self.frame_max_bytes.to_string()),
             ("idleTimeoutMs", self.idle_timeout_ms.to_string()),
             ("aclEnable", self.acl_file.is_some().to_string()),
@@ -160,6 +164,7 @@ impl NameServer {
         let listener = TcpListener::bind(&config.listen).await?;
         let server_config = ServerConfig {
             connections_max: config.connections_max,
+            connections_per_ip_max: config.connections_per_ip_max,
             frame_max_bytes: config.frame_max_bytes,
             idle_timeout_ms: config.idle_timeout_ms,
             ordered: true,

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub const OVERLOAD_REMARK: &str = "[OVERLOAD]system busy, start flow control for
 pub struct ServerConfig {
     /// Connections beyond this are closed at once. Default 4,096.
     pub connections_max: usize,
+    /// Connections from one IP address beyond this are closed at once, so one host cannot take
+    /// every connection. Default 1,024 (a RocketMQ client keeps one connection per broker
+    /// and NameServer per client instance).
+    pub connections_per_ip_max: usize,
     /// Requests running at once on one connection. Default 4,096.
     pub requests_in_flight_max: usize,
     /// Bytes of answers queued for one connection and not yet written before its reader
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             connections_max: 4096,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             requests_in_flight_max: 4096,
             queued_response_bytes_max: rocketraft_protocol::FRAME_MAX_BYTES_DEFAULT,
             idle_timeout_ms: 120_000,
@@ -249,6 +254,7 @@ impl Server {
             handler,
             connections,
             open: AtomicUsize::new(0),
+            open_per_ip: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
         });
         let accept = tokio::spawn(accept_loop(listener, shared, stop_rx));
@@ -290,7 +296,35 @@ struct Shared<H> {
     handler: Arc<H>,
     connections: Connections,
     open: AtomicUsize,
+    /// Open connections per peer IP address (an address with none has no entry).
+    open_per_ip: Mutex<HashMap<IpAddr, usize>>,
     next_conn: AtomicU64,
+}
+
+/// The default of [`ServerConfig::connections_per_ip_max`].
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 1_024;
+
+impl<H> Shared<H> {
+    /// Counts a new connection from `ip`, unless that address is at its limit.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut open = self.open_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.config.connections_per_ip_max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
 }
 
 async fn accept_loop<H: Handler>(
@@ -320,6 +354,12 @@ async fn accept_loop<H: Handler>(
             tracing::warn!(peer = %addr, max = shared.config.connections_max, "too many connections: closing a new one");
             continue;
         }
+        if !shared.admit(addr.ip()) {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+            let max = shared.config.connections_per_ip_max;
+            tracing::warn!(peer = %addr, max, "too many connections from one address: closing a new one");
+            continue;
+        }
         let peer = Peer { addr, conn: shared.next_conn.fetch_add(1, Ordering::Relaxed) };
         let (shared, stop) = (shared.clone(), stop.clone());
         tokio::spawn(async move {
@@ -343,6 +383,7 @@ async fn accept_loop<H: Handler>(
                     }
                 }
             }
+            shared.release(addr.ip());
             shared.open.fetch_sub(1, Ordering::SeqCst);
         });
     }

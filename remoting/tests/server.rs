@@ -230,3 +230,37 @@ async fn a_call_to_a_client_gets_its_answer_a_timeout_or_the_close() {
     assert_eq!(closed.unwrap_err(), rocketraft_remoting::ServerCallError::Closed);
     server.shutdown();
 }
+
+/// One address may hold at most `connections_per_ip_max` connections: the next is closed at
+/// once (as one over `connections_max` is), and a slot freed by a close is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_beyond_its_limit_are_closed() {
+    let config = ServerConfig { connections_per_ip_max: 3, ..Default::default() };
+    let echo = Echo { answer_bytes: 0, delay: Duration::ZERO, handled: AtomicUsize::new(0) };
+    let (server, _echo, _connections) = start(config, echo).await;
+    let answered = |mut s: TcpStream, opaque: i32| async move {
+        // A closed connection may refuse the write or answer it with the end of the stream.
+        if s.write_all(&request(opaque)).await.is_err() {
+            return (false, s);
+        }
+        let got = read_frames(&mut s, 1, Duration::from_secs(5)).await;
+        (got.len() == 1, s)
+    };
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let s = TcpStream::connect(server.local_addr()).await.unwrap();
+        let (ok, s) = answered(s, i).await;
+        assert!(ok, "connection {i} of 3 is served");
+        open.push(s);
+    }
+    let fourth = TcpStream::connect(server.local_addr()).await.unwrap();
+    let (ok, _) = answered(fourth, 9).await;
+    assert!(!ok, "a fourth connection from the same address is closed");
+
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = TcpStream::connect(server.local_addr()).await.unwrap();
+    let (ok, _) = answered(again, 10).await;
+    assert!(ok, "the freed slot is taken again");
+    server.shutdown();
+}

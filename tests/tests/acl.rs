@@ -19,16 +19,17 @@ use std::time::{Duration, Instant};
 use rocketraft::dev::{DevAcl, DevCluster};
 use rocketraft_client::remoting::{Remoting, RemotingConfig};
 use rocketraft_client::{
-    Admin, ClientConfig, ClientError, ConsumeFrom, Credentials, Message, Producer, ProducerConfig,
-    PullConsumer, PullConsumerConfig,
+    Admin, ClientConfig, ClientError, ConsumeFrom, Credentials, Message, MessageExt, Producer,
+    ProducerConfig, PullConsumer, PullConsumerConfig, SendResult, TransactionListener,
+    TransactionProducer, TransactionState,
 };
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, RegisterBrokerBody, SubscriptionGroupConfig,
     TopicConfigSerializeWrapper,
 };
 use rocketraft_protocol::headers::{
-    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, QueryConsumerOffsetRequestHeader,
-    RegisterBrokerRequestHeader, ViewMessageRequestHeader,
+    ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader, PullMessageRequestHeader,
+    QueryConsumerOffsetRequestHeader, RegisterBrokerRequestHeader, ViewMessageRequestHeader,
 };
 use rocketraft_protocol::message::decode_offset_msg_id;
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -409,5 +410,54 @@ async fn acl_tls_ali_ons_signs_its_requests_on_permissive_ports() {
     .await
     .unwrap();
     assert_eq!(result, serde_json::json!({"sent": 200, "consumed": 200, "found": 200}));
+    cluster.shutdown().await;
+}
+
+/// Never resolves its transactions: the half message stays for the test to end.
+struct Undecided;
+
+impl TransactionListener for Undecided {
+    async fn execute_local(&self, _msg: &Message, _sent: &SendResult) -> TransactionState {
+        TransactionState::Unknown
+    }
+    async fn check(&self, _msg: MessageExt) -> TransactionState {
+        TransactionState::Unknown
+    }
+}
+
+/// END_TRANSACTION names a half message by offsets only; with ACL on, ending it needs PUB on
+/// the topic it is bound for, as sending it did (RocketMQ 4.9 checks only the signature).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_ending_a_transaction_needs_pub_on_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acl.toml");
+    let cluster = start(&dir, &file).await;
+    create_topic(&cluster, "Payments").await;
+    let config = ProducerConfig {
+        client: client(&cluster, Some(ADMIN)),
+        group: "PG_payments".into(),
+        ..ProducerConfig::new("x:1")
+    };
+    let tx = TransactionProducer::start(config, Undecided).await.unwrap();
+    let half = tx.send(Message::new("Payments", "pending")).await.unwrap().sent;
+    let (_, position) = decode_offset_msg_id(&half.offset_msg_id).unwrap();
+    let end = RemotingCommand::request(
+        request_code::END_TRANSACTION,
+        &EndTransactionRequestHeader {
+            producer_group: "PG_payments".into(),
+            tran_state_table_offset: half.queue_offset,
+            commit_log_offset: position,
+            commit_or_rollback: rocketraft_protocol::sysflag::message::TRANSACTION_COMMIT,
+            from_transaction_check: Some(false),
+            msg_id: half.msg_id.clone(),
+            transaction_id: Some(half.msg_id.clone()),
+        },
+    );
+    let answer = raw(&cluster, Some(CONSUMER), end.clone()).await;
+    assert_eq!(answer.code, response_code::NO_PERMISSION, "{:?}", answer.remark);
+    assert_eq!(answer.remark.as_deref(), Some("No default permission for topic=Payments"));
+    let answer = raw(&cluster, Some(ADMIN), end).await;
+    assert_eq!(answer.code, response_code::SUCCESS, "the control: {:?}", answer.remark);
+    tx.shutdown().await;
     cluster.shutdown().await;
 }

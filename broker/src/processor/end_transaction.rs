@@ -10,6 +10,7 @@ use rocketraft_protocol::names::TRANS_HALF_TOPIC;
 use rocketraft_protocol::sysflag::message as msgflag;
 use rocketraft_protocol::{response_code, RemotingCommand};
 use rocketraft_raft::{HalfOutcome, MetaCommand, MetaStore};
+use rocketraft_remoting::acl::resources::Perm;
 use rocketraft_store::io::Storage;
 use rocketraft_store::CommitLogOffset;
 
@@ -28,10 +29,10 @@ impl<S: Storage + Clone, M: MetaStore> EndTransactionProcessor<S, M> {
 }
 
 impl<S: Storage + Clone, M: MetaStore> Processor for EndTransactionProcessor<S, M> {
-    fn process(&self, req: RemotingCommand, _peer: Peer) -> Answer<'_> {
+    fn process(&self, req: RemotingCommand, peer: Peer) -> Answer<'_> {
         Box::pin(async move {
             match req.code {
-                rc::END_TRANSACTION => end_transaction(&req, &self.0).await,
+                rc::END_TRANSACTION => end_transaction(&req, peer, &self.0).await,
                 rc::GET_UNRESOLVED_HALVES => unresolved_halves(&req, &self.0),
                 _ => Ok(unsupported(&req)),
             }
@@ -72,6 +73,7 @@ fn wrong(req: &RemotingCommand, remark: impl Into<String>) -> RemotingCommand {
 
 async fn end_transaction<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
+    peer: Peer,
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: EndTransactionRequestHeader = header(req)?;
@@ -97,8 +99,14 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
     let position = u64::try_from(h.commit_log_offset).map_err(|_| not_found())?;
     let raw = inner.replica.record_at(CommitLogOffset(position)).map_err(|_| not_found())?;
     let half = RecordView::decode(&raw).map_err(|_| not_found())?;
-    if half.topic != TRANS_HALF_TOPIC || real_place(&half).is_none() {
+    let Some((real_topic, _)) = real_place(&half).filter(|_| half.topic == TRANS_HALF_TOPIC) else {
         return Err(not_found());
+    };
+    // The request names the half only by offsets: with ACL on, ending it needs PUB on the
+    // topic it is bound for (what sending it needed).
+    if let Some(acl) = &inner.acl {
+        acl.permits(req, peer.addr.ip(), real_topic, Perm::Pub)
+            .map_err(|remark| reply(req, response_code::NO_PERMISSION, remark))?;
     }
     // RocketMQ's checks of the request against the half message it names.
     if half.property(property::PGROUP) != Some(h.producer_group.as_str()) {

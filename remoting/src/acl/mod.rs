@@ -73,6 +73,11 @@ pub struct Account {
 }
 
 impl Account {
+    /// RocketMQ: an admin with no listed permissions may touch every resource.
+    fn unrestricted(&self) -> bool {
+        self.admin && self.topics.is_empty() && self.groups.is_empty()
+    }
+
     fn holds(&self, resource: &Resource, needed: Perm) -> Result<(), String> {
         let (listed, default) = match resource {
             Resource::Topic(t) => (self.topics.get(t.as_ref()), self.default_topic),
@@ -130,6 +135,50 @@ impl Acl {
         Ok(acl)
     }
 
+    /// Whether the account `req` is signed by (from `ip`) holds `perm` on `topic`: for a
+    /// processor that learns what a request touches only from the record it names (ending a
+    /// transaction). White lists and admins pass as in [`Acl::check`].
+    pub fn permits(
+        &self,
+        req: &RemotingCommand,
+        ip: IpAddr,
+        topic: &str,
+        perm: Perm,
+    ) -> Result<(), String> {
+        match self.authenticate(req, ip)? {
+            Some((_, account)) if !account.unrestricted() => {
+                account.holds(&Resource::topic(topic), perm)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The account that signed `req`, or `None` when a white list lets it pass unchecked; the
+    /// remark of the refusal when neither (RocketMQ's order: global white list, account,
+    /// account white list, signature).
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a RemotingCommand,
+        ip: IpAddr,
+    ) -> Result<Option<(&'a str, &'a Account)>, String> {
+        if self.global_white.iter().any(|p| p.matches(ip)) {
+            return Ok(None);
+        }
+        let Some(key) = req.ext_field(ACCESS_KEY) else {
+            return Err("No accessKey is configured".into());
+        };
+        let Some(account) = self.accounts.get(key) else {
+            return Err(format!("No acl config for {key}"));
+        };
+        if account.white.matches(ip) {
+            return Ok(None);
+        }
+        if !sig::verify(&account.secret_key, req) {
+            return Err(format!("Check signature failed for accessKey={key}"));
+        }
+        Ok(Some((key, account)))
+    }
+
     /// An account whose secret is still the shipped example's placeholder, if any.
     pub fn placeholder_secret(&self) -> Option<&str> {
         let placeholder = |s: &str| s.starts_with(PLACEHOLDER_SECRET_PREFIX);
@@ -151,32 +200,16 @@ impl Acl {
             Scope::NameServer if resources::NAMESRV_GUARDED_CODES.contains(&req.code) => true,
             Scope::NameServer => return Ok(()),
         };
-        if self.global_white.iter().any(|p| p.matches(ip)) {
+        let Some((key, account)) = self.authenticate(req, ip)? else {
             return Ok(());
-        }
-        let Some(key) = req.ext_field(ACCESS_KEY) else {
-            return Err("No accessKey is configured".into());
         };
-        let Some(account) = self.accounts.get(key) else {
-            return Err(format!("No acl config for {key}"));
-        };
-        if account.white.matches(ip) {
-            return Ok(());
-        }
-        if !sig::verify(&account.secret_key, req) {
-            return Err(format!("Check signature failed for accessKey={key}"));
-        }
         if admin && !account.admin {
             return Err(format!(
                 "Need admin permission for request code={}, but accessKey={key} is not",
                 req.code
             ));
         }
-        if account.admin && account.topics.is_empty() && account.groups.is_empty() {
-            // RocketMQ: an admin with no listed permissions may touch every resource.
-            return Ok(());
-        }
-        if scope == Scope::NameServer {
+        if account.unrestricted() || scope == Scope::NameServer {
             return Ok(());
         }
         // Only a signed request's body is read (a heartbeat's or a lock's JSON).
@@ -231,6 +264,17 @@ impl AclGuard {
         });
         tokio::spawn(watch(Arc::downgrade(&guard)));
         Ok(guard)
+    }
+
+    /// [`Acl::permits`] with the accounts in force.
+    pub fn permits(
+        &self,
+        req: &RemotingCommand,
+        ip: IpAddr,
+        topic: &str,
+        perm: Perm,
+    ) -> Result<(), String> {
+        self.acl().permits(req, ip, topic, perm)
     }
 
     /// The accounts in force.
