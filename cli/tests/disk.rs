@@ -140,7 +140,7 @@ fn a_full_disk_refuses_sends_then_takes_them_again_with_nothing_lost() {
          [server]\nmessage_max_bytes = 65536\n"
     );
     let ProcGroup { ns: _ns, namesrv, configs, mut brokers, leader } =
-        ProcGroup::start_with(dir.path(), |i| roots[i].clone(), &store);
+        ProcGroup::start_with_tls(dir.path(), |i| roots[i].clone(), &store, false);
     let store_dir = |i: usize| roots[i].join(format!("broker-a-{i}"));
     let ballast = |i: usize| store_dir(i).join("ballast");
     for i in 0..3 {

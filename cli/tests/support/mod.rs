@@ -225,12 +225,22 @@ impl ProcGroup {
     /// `store_dir` is `broker-a-<i>` there; logs stay in `dir`), with `store` as its `[store]`
     /// settings.
     pub fn start_with(dir: &Path, data_root: impl Fn(usize) -> PathBuf, store: &str) -> ProcGroup {
+        Self::start_with_tls(dir, data_root, store, true)
+    }
+
+    /// [`ProcGroup::start_with`], with Raft over mutual TLS or plain TCP.
+    pub fn start_with_tls(
+        dir: &Path,
+        data_root: impl Fn(usize) -> PathBuf,
+        store: &str,
+        tls: bool,
+    ) -> ProcGroup {
         let ports = free_ports(7);
         let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
         let namesrv = format!("127.0.0.1:{ns_port}");
         let ns =
             Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.join("namesrv.log"));
-        let tls = tls_section(dir);
+        let tls = if tls { tls_section(dir) } else { String::new() };
         let configs: Vec<PathBuf> = (0..3)
             .map(|i| broker_config(&data_root(i), i, ns_port, clients, raft, store, &tls))
             .collect();
