@@ -24,6 +24,8 @@ use rocketraft_store::indexfile::IndexConfig;
 use rocketraft_store::{CommitLogConfig, DispatchConfig};
 use tokio::net::TcpListener;
 
+pub use rocketraft_store::RetentionConfig;
+
 use crate::replica::{Replica, ReplicaError};
 
 /// Development cluster settings. Port 0 picks a free port.
@@ -72,6 +74,9 @@ pub struct DevConfig {
     pub tls: bool,
     /// With `tls`: the client ports' mode. Default permissive (TLS and plain clients).
     pub tls_client_mode: TlsMode,
+    /// When old segments go and when the volume is too full for new writes. Default RocketMQ's
+    /// (72 h; early deletion at 75 % used; sends refused at 90 %).
+    pub retention: RetentionConfig,
 }
 
 /// `rocketraft dev --acl-file`: who may do what, and who the replicas register as.
@@ -105,6 +110,7 @@ impl Default for DevConfig {
             acl: None,
             tls: false,
             tls_client_mode: TlsMode::Permissive,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -272,7 +278,7 @@ impl DevCluster {
                 ..Default::default()
             },
             flush: self.config.flush,
-            retention: Default::default(),
+            retention: self.config.retention.clone(),
             retention_check_ms: RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
             tls: self.tls.as_ref().map(|t| t.raft.clone()),

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rocketraft::admin::{self, Output};
 use rocketraft::bench::{self, BenchConfig, Kind};
-use rocketraft::dev::{DevAcl, DevCluster, DevConfig};
+use rocketraft::dev::{DevAcl, DevCluster, DevConfig, RetentionConfig};
 use rocketraft::serve::BrokerSetup;
 use rocketraft::stop_signal;
 use rocketraft_client::{
@@ -138,6 +138,10 @@ enum Command {
         /// With --tls: permissive (TLS and plain clients) or enforcing (TLS only).
         #[arg(long, default_value = "permissive", requires = "tls")]
         tls_mode: rocketraft_remoting::tls::TlsMode,
+        /// Refuse sends once the data directory's volume is this full (0 to 1; RocketMQ's
+        /// ratio). Early deletion of old segments starts at 0.75 or this, whichever is lower.
+        #[arg(long, default_value_t = 0.90)]
+        disk_max_used_ratio: f64,
     },
     /// Run a NameServer until Ctrl-C or SIGTERM.
     Namesrv {
@@ -507,7 +511,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             secret_key,
             tls,
             tls_mode,
+            disk_max_used_ratio,
         } => {
+            if !(disk_max_used_ratio > 0.0 && disk_max_used_ratio <= 1.0) {
+                anyhow::bail!("--disk-max-used-ratio must be above 0 and at most 1");
+            }
+            let defaults = RetentionConfig::default();
+            let retention = RetentionConfig {
+                disk_clean_ratio: defaults.disk_clean_ratio.min(disk_max_used_ratio),
+                disk_max_used_ratio,
+                ..defaults
+            };
             let delay_levels =
                 rocketraft_protocol::schedule::DelayLevels::parse(&message_delay_level)?;
             let flush = match flush {
@@ -535,6 +549,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 tls,
                 tls_client_mode: tls_mode,
+                retention,
                 ..Default::default()
             };
             runtime()?.block_on(dev(config))

@@ -339,10 +339,17 @@ mod cli {
 
     impl Dev {
         fn start() -> Dev {
+            // The machine's disk is shared and others fill it: only a full one refuses.
+            Self::start_with(&["--disk-max-used-ratio", "1"])
+        }
+
+        /// `rocketraft dev` with `args` too.
+        fn start_with(args: &[&str]) -> Dev {
             use std::io::{BufRead, BufReader};
             let dir = tempfile::tempdir().unwrap();
             let mut child = rocketraft()
                 .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+                .args(args)
                 .arg("--data-dir")
                 .arg(dir.path())
                 .stdout(std::process::Stdio::piped())
@@ -383,6 +390,27 @@ mod cli {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// `--disk-max-used-ratio`: a volume fuller than it refuses sends from the start, with
+    /// RocketMQ's answer naming the disk; admin calls go on. A ratio outside (0, 1] is refused.
+    #[test]
+    fn dev_refuses_sends_on_a_volume_fuller_than_its_ratio() {
+        // Every volume the test can run on holds more than this fraction (the test binary).
+        let dev = Dev::start_with(&["--disk-max-used-ratio", "0.000001"]);
+        dev.run(&["topic", "create", "Full", "--queues", "1"]);
+        let out = rocketraft()
+            .args(["send", "-t", "Full", "refused", "-n", &dev.namesrv])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a send on a full disk was acknowledged");
+        assert!(err.contains("disk is") && err.contains("full"), "{err}");
+
+        let out = rocketraft().args(["dev", "--disk-max-used-ratio", "1.5"]).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--disk-max-used-ratio must be above 0 and at most 1"), "{err}");
     }
 
     /// The admin verbs, send and consume, as a user types them, against a dev cluster.

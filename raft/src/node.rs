@@ -603,7 +603,8 @@ async fn periodic_sync<E: std::fmt::Display + Send + 'static>(
     Some(format!("syncing {what} failed: {e}"))
 }
 
-/// Retention for a replica: every `check_ms`, refuse or re-allow appends by disk usage, and
+/// Retention for a replica: at start and every `check_ms` after, refuse or re-allow appends by
+/// disk usage (a replica started on a full disk refuses its first send), and
 /// delete the segments retention allows that a snapshot covers and that hold no record the
 /// broker has still to act on (`StateMachine::retention_floor`: parked messages not yet moved,
 /// transaction halves not yet resolved). The purge goes through openraft
@@ -619,11 +620,14 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::log_store::lock;
+    let mut first = true;
     loop {
-        tokio::select! {
-            biased;
-            _ = tokio::time::sleep(std::time::Duration::from_millis(check_ms)) => {}
-            _ = stop.changed() => return,
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(std::time::Duration::from_millis(check_ms)) => {}
+                _ = stop.changed() => return,
+            }
         }
         // Entries a snapshot covers may go; the rest are still needed to catch followers up.
         let mut limit =

@@ -46,6 +46,16 @@ impl Default for RetentionConfig {
     }
 }
 
+impl RetentionConfig {
+    /// Deletes segments by age alone and refuses writes only when the volume has no space
+    /// left at all: for a store on a volume whose usage is not its to manage (a test or a dev
+    /// cluster on a shared disk that others fill), where RocketMQ's ratios would refuse or
+    /// delete for someone else's files.
+    pub fn by_age_only() -> Self {
+        RetentionConfig { disk_clean_ratio: 1.0, disk_max_used_ratio: 1.0, ..Default::default() }
+    }
+}
+
 /// How full the disk is, against the configured ratios.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DiskState {
@@ -236,14 +246,13 @@ mod tests {
 
     #[test]
     fn disk_states_follow_the_ratios() {
-        let cfg = RetentionConfig::default();
-        let at = |used: u64| {
+        // The state of a 100-byte disk with `used` bytes used.
+        fn state(used: u64, cfg: &RetentionConfig) -> DiskState {
             let free = 100 - used;
-            disk_state(
-                DiskUsage { total_bytes: 100, free_bytes: free, available_bytes: free },
-                &cfg,
-            )
-        };
+            disk_state(DiskUsage { total_bytes: 100, free_bytes: free, available_bytes: free }, cfg)
+        }
+        let cfg = RetentionConfig::default();
+        let at = |used: u64| state(used, &cfg);
         assert_eq!(at(74), DiskState::Ok);
         assert_eq!(at(75), DiskState::CleanEarly);
         assert!(matches!(at(90), DiskState::Full { .. }));
@@ -252,5 +261,10 @@ mod tests {
         let reserved = DiskUsage { total_bytes: 252, free_bytes: 210, available_bytes: 49 };
         assert!((reserved.used_ratio() - 42.0 / 91.0).abs() < 1e-9);
         assert_eq!(disk_state(reserved, &cfg), DiskState::Ok);
+
+        // By age only: a 99 % full volume neither refuses nor deletes early; a full one refuses.
+        let cfg = RetentionConfig::by_age_only();
+        assert_eq!(state(99, &cfg), DiskState::Ok);
+        assert!(matches!(state(100, &cfg), DiskState::Full { .. }));
     }
 }

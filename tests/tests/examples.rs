@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::dev::{DevCluster, DevConfig, RetentionConfig};
 
 async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
     let config = DevConfig {
@@ -19,6 +19,8 @@ async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
         // The transaction example's undecided orders are checked back within a second or two.
         transaction_check_interval_ms: 1_000,
         transaction_timeout_ms: 1_000,
+        // The machine's disk is shared and others fill it: its usage must not refuse sends.
+        retention: RetentionConfig::by_age_only(),
         ..Default::default()
     };
     let cluster = DevCluster::start(config).await.expect("the dev cluster starts");

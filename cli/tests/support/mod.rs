@@ -212,9 +212,11 @@ pub struct ProcGroup {
     pub leader: u64,
 }
 
-/// The `[store]` settings of the process tests: small files.
-pub const SMALL_STORE: &str =
-    "segment_size_bytes = 67108864\nindex_slot_count = 100000\nindex_max = 400000";
+/// The `[store]` settings of the process tests: small files, and no refusal for the machine's
+/// shared disk being fuller than RocketMQ's ratios (others fill it; only a full one refuses).
+pub const SMALL_STORE: &str = "segment_size_bytes = 67108864\nindex_slot_count = 100000\n\
+                               index_max = 400000\ndisk_clean_ratio = 1.0\n\
+                               disk_max_used_ratio = 1.0";
 
 impl ProcGroup {
     pub fn start(dir: &Path) -> ProcGroup {

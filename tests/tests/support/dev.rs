@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rocketraft::dev::{DevCluster, DevConfig};
+use rocketraft::dev::{DevCluster, DevConfig, RetentionConfig};
 use rocketraft_raft::RaftTiming;
 
 pub fn init_tracing() {
@@ -47,6 +47,8 @@ pub async fn start_cluster_with(
             snapshot_every_entries: 10_000,
         },
         delay_levels: rocketraft_protocol::schedule::DelayLevels::parse("1s 1s 1s").unwrap(),
+        // The machine's disk is shared and others fill it: its usage must not refuse sends.
+        retention: RetentionConfig::by_age_only(),
         ..Default::default()
     };
     tweak(&mut config);
