@@ -177,6 +177,15 @@ enum Command {
         /// only).
         #[arg(long, requires = "tls_cert")]
         tls_mode: Option<rocketraft_remoting::tls::TlsMode>,
+        /// Broker addresses registered at once; a new one past it is refused.
+        #[arg(long, default_value_t = 1_024)]
+        brokers_max: usize,
+        /// Topics one registration may list.
+        #[arg(long, default_value_t = 65_536)]
+        registration_topics_max: usize,
+        /// KV config entries (PUT_KV_CONFIG) over every namespace.
+        #[arg(long, default_value_t = 10_000)]
+        kv_entries_max: usize,
     },
     /// Run one replica of a broker group, configured by a TOML file (broker.example.toml lists
     /// every key; deploy/ has a 3-machine group). Stops on Ctrl-C or SIGTERM: unregisters from
@@ -565,15 +574,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             tls_mode,
+            brokers_max,
+            registration_topics_max,
+            kv_entries_max,
         } => {
             if scan_interval_ms == 0
                 || broker_expiry_ms <= 0
                 || connections_max == 0
                 || connections_per_ip_max == 0
+                || brokers_max == 0
             {
                 anyhow::bail!(
-                    "--scan-interval-ms, --broker-expiry-ms, --connections-max and --connections-per-ip-max \
-                     must be above 0"
+                    "--scan-interval-ms, --broker-expiry-ms, --connections-max, --connections-per-ip-max \
+                     and --brokers-max must be above 0"
                 );
             }
             let config = NamesrvConfig {
@@ -592,6 +605,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     _ => None,
                 },
+                brokers_max,
+                registration_topics_max,
+                kv_entries_max,
                 ..Default::default()
             };
             runtime()?.block_on(namesrv(config))

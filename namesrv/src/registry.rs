@@ -307,7 +307,8 @@ impl Registry {
     pub fn set_write_perm(&mut self, broker_name: &str, writable: bool) -> i32 {
         if writable {
             self.write_wiped.remove(broker_name);
-        } else {
+        } else if self.brokers.contains_key(broker_name) {
+            // Only a known group: the set must not grow by names nobody registered.
             self.write_wiped.insert(broker_name.to_owned());
         }
         let mut count = 0;
@@ -316,6 +317,16 @@ impl Registry {
             count += 1;
         }
         count
+    }
+
+    /// How many broker addresses are registered and live.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether `broker_addr` is registered and live.
+    pub fn is_live(&self, broker_addr: &str) -> bool {
+        self.live.contains_key(broker_addr)
     }
 
     /// Removes a topic's route (DELETE_TOPIC_IN_NAMESRV).

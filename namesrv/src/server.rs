@@ -20,6 +20,7 @@ use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, KvTable, RegisterBrokerBody, TopicList,
 };
 use rocketraft_protocol::headers::*;
+use rocketraft_protocol::register::{decode_compressed, InflateLimits};
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
 use rocketraft_remoting::acl::{AclGuard, Scope};
 use rocketraft_remoting::{Connections, Guard, Handler, Peer, Server, ServerConfig};
@@ -56,6 +57,19 @@ pub struct NamesrvConfig {
     pub acl_file: Option<std::path::PathBuf>,
     /// TLS on the port, in its mode (RocketMQ's `tls.server.mode`). Default none (plain).
     pub tls: Option<rocketraft_remoting::tls::ServerTls>,
+    /// The most broker addresses registered at once; a registration from a new address past it
+    /// is refused (SYSTEM_ERROR). Default 1,024.
+    pub brokers_max: usize,
+    /// The most topics one registration may list. Default 65,536.
+    pub registration_topics_max: usize,
+    /// The most bytes a compressed registration body (RocketMQ's `compressedRegister`) may
+    /// inflate to; it is read as it inflates, never held whole. Default 64 MiB.
+    pub registration_inflated_max_bytes: usize,
+    /// The most KV config entries (PUT_KV_CONFIG), over every namespace. Default 10,000.
+    pub kv_entries_max: usize,
+    /// The most bytes of KV config (namespaces, keys and values). Default 4 MiB (a registering
+    /// broker gets the ORDER_TOPIC_CONFIG namespace back in every answer).
+    pub kv_bytes_max: usize,
 }
 
 impl Default for NamesrvConfig {
@@ -70,6 +84,11 @@ impl Default for NamesrvConfig {
             idle_timeout_ms: 120_000,
             acl_file: None,
             tls: None,
+            brokers_max: 1_024,
+            registration_topics_max: 65_536,
+            registration_inflated_max_bytes: 64 << 20,
+            kv_entries_max: 10_000,
+            kv_bytes_max: 4 << 20,
         }
     }
 }
@@ -89,6 +108,11 @@ impl NamesrvConfig {
             ("frameMaxBytes", self.frame_max_bytes.to_string()),
             ("idleTimeoutMs", self.idle_timeout_ms.to_string()),
             ("aclEnable", self.acl_file.is_some().to_string()),
+            ("brokersMax", self.brokers_max.to_string()),
+            ("registrationTopicsMax", self.registration_topics_max.to_string()),
+            ("registrationInflatedMaxBytes", self.registration_inflated_max_bytes.to_string()),
+            ("kvEntriesMax", self.kv_entries_max.to_string()),
+            ("kvBytesMax", self.kv_bytes_max.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -102,7 +126,68 @@ const ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
 #[derive(Default)]
 struct State {
     registry: Registry,
-    kv: BTreeMap<String, BTreeMap<String, String>>,
+    kv: Kv,
+}
+
+/// The KV config (PUT_KV_CONFIG): namespace -> key -> value, within its limits.
+#[derive(Default)]
+struct Kv {
+    tables: BTreeMap<String, BTreeMap<String, String>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Kv {
+    /// Sets `key` in `namespace`, or says which limit it would pass (nothing changes then).
+    fn put(
+        &mut self,
+        namespace: String,
+        key: String,
+        value: String,
+        config: &NamesrvConfig,
+    ) -> Result<(), String> {
+        let table = self.tables.get(&namespace);
+        let old = table.and_then(|t| t.get(&key));
+        let new_entry = old.is_none();
+        let bytes = self.bytes - old.map_or(0, |v| v.len())
+            + value.len()
+            + if new_entry { key.len() } else { 0 }
+            + if table.is_none() { namespace.len() } else { 0 };
+        if new_entry && self.entries >= config.kv_entries_max {
+            return Err(format!(
+                "the NameServer holds {} KV config entries, its limit (kv_entries_max): delete some \
+                 first",
+                self.entries
+            ));
+        }
+        if bytes > config.kv_bytes_max {
+            return Err(format!(
+                "the KV config would take {bytes} bytes, more than its limit of {} \
+                 (kv_bytes_max): delete some first",
+                config.kv_bytes_max
+            ));
+        }
+        self.bytes = bytes;
+        self.entries += usize::from(new_entry);
+        self.tables.entry(namespace).or_default().insert(key, value);
+        Ok(())
+    }
+
+    fn get(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+        self.tables.get(namespace)
+    }
+
+    fn delete(&mut self, namespace: &str, key: &str) {
+        let Some(table) = self.tables.get_mut(namespace) else { return };
+        if let Some(value) = table.remove(key) {
+            self.entries -= 1;
+            self.bytes -= key.len() + value.len();
+        }
+        if table.is_empty() {
+            self.tables.remove(namespace);
+            self.bytes -= namespace.len();
+        }
+    }
 }
 
 struct Shared {
@@ -294,8 +379,14 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
             ok(req)
         }),
         rc::PUT_KV_CONFIG => header::<PutKvConfigRequestHeader>(req).map(|h| {
-            shared.state().kv.entry(h.namespace).or_default().insert(h.key, h.value);
-            ok(req)
+            let put = shared.state().kv.put(h.namespace, h.key, h.value, &shared.config);
+            match put {
+                Ok(()) => ok(req),
+                Err(why) => {
+                    tracing::warn!("refused a KV config entry: {why}");
+                    error(req, response_code::SYSTEM_ERROR, why)
+                }
+            }
         }),
         rc::GET_KV_CONFIG => header::<KvConfigKeyRequestHeader>(req).map(|h| {
             match shared.state().kv.get(&h.namespace).and_then(|t| t.get(&h.key)).cloned() {
@@ -310,9 +401,7 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
             }
         }),
         rc::DELETE_KV_CONFIG => header::<KvConfigKeyRequestHeader>(req).map(|h| {
-            if let Some(t) = shared.state().kv.get_mut(&h.namespace) {
-                t.remove(&h.key);
-            }
+            shared.state().kv.delete(&h.namespace, &h.key);
             ok(req)
         }),
         rc::GET_KVLIST_BY_NAMESPACE => header::<GetKvListByNamespaceRequestHeader>(req).map(|h| {
@@ -363,26 +452,39 @@ fn register(
     shared: &Shared,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let h: RegisterBrokerRequestHeader = header(req)?;
-    if h.compressed == Some(true) {
-        return Err(error(
-            req,
-            response_code::SYSTEM_ERROR,
-            "compressed registration bodies are not supported: set compressedRegister=false",
-        ));
-    }
     if let Some(expected) = h.body_crc32.filter(|c| *c != 0) {
         let actual = RegisterBrokerBody::crc32(&req.body);
         if actual != expected {
             return Err(error(req, response_code::SYSTEM_ERROR, format!("receive registerBroker request, crc32 not match (header {expected}, body {actual})")));
         }
     }
+    let config = &shared.config;
     let body = if req.body.is_empty() {
-        RegisterBrokerBody::default()
+        Ok(RegisterBrokerBody::default())
+    } else if h.compressed == Some(true) {
+        let limits = InflateLimits {
+            inflated_bytes_max: config.registration_inflated_max_bytes,
+            topics_max: config.registration_topics_max,
+        };
+        decode_compressed(&req.body, limits)
     } else {
         RegisterBrokerBody::from_json(&req.body)
-            .map_err(|e| error(req, response_code::SYSTEM_ERROR, e.to_string()))?
     };
+    let body = body.map_err(|e| {
+        tracing::warn!(broker = %h.broker_addr, "refused a registration: {e}");
+        error(req, response_code::SYSTEM_ERROR, e.to_string())
+    })?;
     let wrapper = body.topic_config_serialize_wrapper;
+    let topics = wrapper.topic_config_table.len();
+    if topics > config.registration_topics_max {
+        let why = format!(
+            "the registration lists {topics} topics, more than the NameServer's limit of {} \
+             (registration_topics_max)",
+            config.registration_topics_max
+        );
+        tracing::warn!(broker = %h.broker_addr, "refused a registration: {why}");
+        return Err(error(req, response_code::SYSTEM_ERROR, why));
+    }
     let registration = Registration {
         cluster: h.cluster_name,
         broker_name: h.broker_name,
@@ -399,6 +501,17 @@ fn register(
         drop(state);
         tracing::warn!("refused a master registration: {why}");
         return Err(error(req, response_code::NO_PERMISSION, why));
+    }
+    let live = state.registry.live_count();
+    if live >= config.brokers_max && !state.registry.is_live(&registration.broker_addr) {
+        drop(state);
+        let why = format!(
+            "the NameServer has {live} brokers registered, its limit (brokers_max): {} is not \
+             recorded",
+            registration.broker_addr
+        );
+        tracing::warn!("refused a registration: {why}");
+        return Err(error(req, response_code::SYSTEM_ERROR, why));
     }
     let answer = state.registry.register(registration, now, conn);
     let order_conf = state.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();

@@ -276,6 +276,139 @@ mod routes {
     }
 }
 
+mod limits {
+    //! What one client can make the NameServer hold is bounded: compressed registrations are
+    //! read within their limits, and registrations, brokers and KV entries past theirs are
+    //! refused with SYSTEM_ERROR, changing nothing.
+    use rocketraft_namesrv::{NameServer, NamesrvConfig};
+    use rocketraft_protocol::body::*;
+    use rocketraft_protocol::headers::*;
+    use rocketraft_protocol::register::encode_compressed;
+    use rocketraft_protocol::{request_code, response_code, RemotingCommand};
+
+    use super::routes::register;
+    use super::support::Conn;
+
+    fn config() -> NamesrvConfig {
+        NamesrvConfig {
+            listen: "127.0.0.1:0".into(),
+            brokers_max: 2,
+            registration_topics_max: 100,
+            registration_inflated_max_bytes: 4 << 10,
+            kv_entries_max: 3,
+            kv_bytes_max: 1_000,
+            ..Default::default()
+        }
+    }
+
+    /// A compressed registration (RocketMQ's `compressedRegister`) of `topics` topics named
+    /// `prefix` and a number.
+    fn compressed(addr: &str, prefix: &str, topics: usize) -> RemotingCommand {
+        let mut body = RegisterBrokerBody::default();
+        let w = &mut body.topic_config_serialize_wrapper;
+        w.data_version = DataVersion { counter: 1, timestamp: 1, ..Default::default() };
+        for i in 0..topics {
+            let name = format!("{prefix}{i}");
+            w.topic_config_table.insert(name.clone(), TopicConfig::new(name, 2));
+        }
+        let body = encode_compressed(&body);
+        let header = RegisterBrokerRequestHeader {
+            broker_name: "broker-z".into(),
+            broker_addr: addr.into(),
+            cluster_name: "DefaultCluster".into(),
+            ha_server_addr: format!("{addr}-ha"),
+            broker_id: 0,
+            compressed: Some(true),
+            body_crc32: Some(RegisterBrokerBody::crc32(&body)),
+            raft_term: None,
+        };
+        RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
+    }
+
+    fn put_kv(key: &str, value: &str) -> RemotingCommand {
+        RemotingCommand::request(
+            request_code::PUT_KV_CONFIG,
+            &PutKvConfigRequestHeader {
+                namespace: "ORDER_TOPIC_CONFIG".into(),
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+    }
+
+    fn refused(resp: &RemotingCommand, says: &str) {
+        assert_eq!(resp.code, response_code::SYSTEM_ERROR, "{:?}", resp.remark);
+        let remark = resp.remark.clone().unwrap_or_default();
+        assert!(remark.contains(says), "{remark}");
+    }
+
+    #[tokio::test]
+    async fn compressed_registrations_and_the_limits_on_what_a_client_can_make_it_hold() {
+        let ns = NameServer::start(config()).await.unwrap();
+        let mut b = Conn::connect(ns.local_addr()).await;
+
+        // A compressed registration is read and routed like a plain one.
+        let resp = b.call(compressed("127.0.0.1:30911", "Zipped", 40)).await;
+        assert_eq!(resp.code, response_code::SUCCESS, "{:?}", resp.remark);
+        assert_eq!(ns.registry().topics().len(), 40);
+
+        // Too many topics, plain or compressed: refused, the earlier registration stands.
+        refused(&b.call(compressed("127.0.0.1:30911", "Zipped", 101)).await, "101 topics");
+        let names: Vec<String> = (0..101).map(|i| format!("Plain{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        refused(
+            &b.call(register("broker-p", "127.0.0.1:40911", 0, &names, true)).await,
+            "registration_topics_max",
+        );
+        assert_eq!(ns.registry().topics().len(), 40, "nothing changed");
+
+        // A compressed body that inflates past its limit, or is not zlib at all.
+        let long = "L".repeat(100);
+        refused(&b.call(compressed("127.0.0.1:30911", &long, 90)).await, "inflates to more than");
+        let mut junk = compressed("127.0.0.1:30911", "Zipped", 1);
+        junk.body = bytes::Bytes::from_static(b"definitely not zlib");
+        junk.set_ext_field("bodyCrc32", "0");
+        refused(&b.call(junk).await, "compressed registration body");
+
+        // Brokers: two addresses at most; a known one may register again.
+        let ok = b.call(register("broker-b", "127.0.0.1:20911", 0, &["T2"], true)).await;
+        assert_eq!(ok.code, response_code::SUCCESS);
+        refused(
+            &b.call(register("broker-c", "127.0.0.1:21911", 0, &["T3"], true)).await,
+            "brokers_max",
+        );
+        let again = b.call(register("broker-b", "127.0.0.1:20911", 0, &["T2"], true)).await;
+        assert_eq!(again.code, response_code::SUCCESS);
+
+        // KV: three entries and 1,000 bytes at most; replacing and deleting make room.
+        let mut admin = Conn::connect(ns.local_addr()).await;
+        for k in ["A", "B", "C"] {
+            assert_eq!(admin.call(put_kv(k, "broker-a:4")).await.code, response_code::SUCCESS);
+        }
+        refused(&admin.call(put_kv("D", "broker-a:4")).await, "kv_entries_max");
+        assert_eq!(admin.call(put_kv("A", "broker-b:8")).await.code, response_code::SUCCESS);
+        refused(&admin.call(put_kv("B", &"x".repeat(1_000))).await, "kv_bytes_max");
+        let delete = RemotingCommand::request(
+            request_code::DELETE_KV_CONFIG,
+            &KvConfigKeyRequestHeader { namespace: "ORDER_TOPIC_CONFIG".into(), key: "C".into() },
+        );
+        assert_eq!(admin.call(delete).await.code, response_code::SUCCESS);
+        assert_eq!(admin.call(put_kv("D", "broker-a:4")).await.code, response_code::SUCCESS);
+        let list = admin
+            .call(RemotingCommand::request(
+                request_code::GET_KVLIST_BY_NAMESPACE,
+                &GetKvListByNamespaceRequestHeader { namespace: "ORDER_TOPIC_CONFIG".into() },
+            ))
+            .await;
+        let table = KvTable::from_json(&list.body).unwrap().table;
+        let keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["A", "B", "D"]);
+        assert_eq!(table["A"], "broker-b:8");
+        assert_eq!(table["B"], "broker-a:4", "the refused value did not land");
+        ns.shutdown();
+    }
+}
+
 // Drives a real external process: real tokio only, never part of the simulation build.
 #[cfg(not(madsim))]
 mod interop {

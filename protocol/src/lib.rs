@@ -18,6 +18,7 @@ pub mod header;
 pub mod headers;
 pub mod message;
 pub mod names;
+pub mod register;
 pub mod schedule;
 pub mod sysflag;
 
