@@ -36,6 +36,12 @@ pub struct BrokerConfig {
     /// topic creation past it is refused. Each queue maps a file on every replica, and a
     /// process may map at most `vm.max_map_count` (65,530 by default). Default 8,192.
     pub queues_max: usize,
+    /// The most subscription groups the group holds; creating one past it is refused, and a
+    /// heartbeat creates none then. Default 10,000.
+    pub groups_max: usize,
+    /// The most client registrations held at once (a consumer or producer in one group, from
+    /// heartbeats); a heartbeat that would add one past it is refused. Default 100,000.
+    pub clients_max: usize,
     /// The longest a pull is held (longer client values are cut). Default 30,000 ms.
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
@@ -148,6 +154,8 @@ impl BrokerConfig {
             ("pullBatchMax", self.pull_batch_max.to_string()),
             ("pullBytesMax", self.pull_bytes_max.to_string()),
             ("queuesMax", self.queues_max.to_string()),
+            ("groupsMax", self.groups_max.to_string()),
+            ("clientsMax", self.clients_max.to_string()),
             ("longPollingSuspendMaxMs", self.suspend_max_ms.to_string()),
             ("connectionsMax", self.connections_max.to_string()),
             ("connectionsPerIpMax", self.connections_per_ip_max.to_string()),
@@ -190,6 +198,8 @@ impl BrokerConfig {
             pull_batch_max: 32,
             pull_bytes_max: 256 * 1024,
             queues_max: 8_192,
+            groups_max: 10_000,
+            clients_max: 100_000,
             suspend_max_ms: 30_000,
             connections_max: 4096,
             connections_per_ip_max: rocketraft_remoting::server::CONNECTIONS_PER_IP_MAX_DEFAULT,

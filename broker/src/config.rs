@@ -113,6 +113,11 @@ pub struct ServerSection {
     pub pull_bytes_max: usize,
     /// The most queues the group holds, summed over its topics. Default 8,192.
     pub queues_max: usize,
+    /// The most subscription groups the group holds. Default 10,000.
+    pub groups_max: usize,
+    /// The most client registrations (a consumer or producer in one group) held at once.
+    /// Default 100,000.
+    pub clients_max: usize,
     /// The longest a pull is held. Default 30,000 ms.
     pub suspend_max_ms: u64,
     /// Connections beyond this are closed at once. Default 4,096.
@@ -158,6 +163,8 @@ impl Default for ServerSection {
             pull_batch_max: b.pull_batch_max,
             pull_bytes_max: b.pull_bytes_max,
             queues_max: b.queues_max,
+            groups_max: b.groups_max,
+            clients_max: b.clients_max,
             suspend_max_ms: b.suspend_max_ms,
             connections_max: b.connections_max,
             connections_per_ip_max: b.connections_per_ip_max,
@@ -350,6 +357,8 @@ impl BrokerFile {
         b.pull_batch_max = s.pull_batch_max;
         b.pull_bytes_max = s.pull_bytes_max;
         b.queues_max = s.queues_max;
+        b.groups_max = s.groups_max;
+        b.clients_max = s.clients_max;
         b.suspend_max_ms = s.suspend_max_ms;
         b.connections_max = s.connections_max;
         b.connections_per_ip_max = s.connections_per_ip_max;

@@ -37,6 +37,9 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) rates: crate::rates::ConsumeRates,
     pub(crate) waiters: Arc<PullWaiters>,
     pub(crate) clients: std::sync::Mutex<ClientManager>,
+    /// Subscription groups a heartbeat is creating (proposed, not yet applied): counted
+    /// against `groups_max` with the applied ones, so concurrent heartbeats cannot pass it.
+    pub(crate) groups_creating: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Asks the registration task for a round now (after a topic is created).
     pub(crate) register_now: Arc<tokio::sync::Notify>,
     /// The open connections, for requests the broker sends (notifications).
@@ -80,6 +83,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
             rates: crate::rates::ConsumeRates::default(),
             waiters,
             clients: std::sync::Mutex::new(ClientManager::new()),
+            groups_creating: Default::default(),
             register_now: Arc::new(tokio::sync::Notify::new()),
             connections,
             next_queue: AtomicU64::new(0),

@@ -434,6 +434,15 @@ async fn send_pull_and_long_poll_on_a_three_replica_group() {
     stop_group(group).await;
 }
 
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP for `group` with RocketMQ's defaults.
+fn create_subscription_group(group: &str) -> RemotingCommand {
+    RemotingCommand::request(
+        request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+        &rocketraft_protocol::header::EmptyHeader,
+    )
+    .with_body(format!(r#"{{"groupName":"{group}"}}"#).into_bytes())
+}
+
 fn update_offset(group: &str, queue_id: i32, offset: i64) -> RemotingCommand {
     RemotingCommand::request(
         request_code::UPDATE_CONSUMER_OFFSET,
@@ -477,6 +486,8 @@ async fn consumer_offsets_are_replicated_and_survive_a_leader_change() {
     while to_leader.call(create_topic("T")).await.code != response_code::SUCCESS {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Offsets are taken for known groups only (RocketMQ 5.x's check).
+    assert_eq!(to_leader.call(create_subscription_group("CG")).await.code, response_code::SUCCESS);
     for i in 0..8 {
         assert_eq!(
             to_leader.call(send("T", i % 4, "TagA", &format!("m{i}"))).await.code,
@@ -597,6 +608,11 @@ async fn locked(conn: &mut Conn, client: &str, queues: &[i32]) -> Vec<i32> {
 async fn a_new_master_honours_the_queue_locks_of_the_old_one() {
     let mut group = start_group().await;
     let leader = leader(&group).await;
+    // Locks are granted on queues that exist.
+    let mut admin = Conn::connect(group[&leader].broker.local_addr()).await;
+    while admin.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Consumers send heartbeats to every replica, as RocketMQ's do.
     let mut conns = BTreeMap::new();
     for (id, r) in &group {
@@ -654,6 +670,10 @@ async fn consumers_hear_of_group_changes_and_lock_queues() {
     let addr = group[&leader].broker.local_addr();
     let mut c1 = Conn::connect(addr).await;
     let mut c2 = Conn::connect(addr).await;
+    // Locks are granted on queues that exist.
+    while c1.call(create_topic("T")).await.code != response_code::SUCCESS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let hb = c1.call(heartbeat("c1")).await;
     assert_eq!(hb.code, response_code::SUCCESS);
     assert!(hb.version >= 401, "Java clients read the broker's version from this");
@@ -1018,6 +1038,7 @@ async fn admin_calls_manage_topics_and_groups() {
     for i in 0..3 {
         assert_eq!(c.call(send("T", 1, "", &format!("m{i}"))).await.code, response_code::SUCCESS);
     }
+    assert_eq!(c.call(create_subscription_group("G2")).await.code, response_code::SUCCESS);
     let commit = RemotingCommand::request(
         request_code::UPDATE_CONSUMER_OFFSET,
         &UpdateConsumerOffsetRequestHeader {

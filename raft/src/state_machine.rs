@@ -668,6 +668,40 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         }
     }
 
+    /// Deletes for what a deleted topic leaves behind: its consumer offsets and replicated
+    /// queue-lock owners (RocketMQ cleans offsets by topic too), so creating and deleting
+    /// topics does not grow the metadata. Both what is stored and what `ops` (this apply
+    /// batch, so far) puts are covered, so the outcome does not depend on how entries were
+    /// batched.
+    fn topic_leftovers(
+        &self,
+        topic: &str,
+        ops: &mut Vec<MetaOp>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // `<prefix><group>\0<topic>\0...`
+        let names_topic = |k: &[u8], prefix: &[u8]| {
+            let mut parts = k[prefix.len()..].split(|&b| b == 0);
+            parts.next().is_some() && parts.next() == Some(topic.as_bytes())
+        };
+        let mut doomed = BTreeSet::new();
+        for prefix in [PREFIX_OFFSET, PREFIX_LOCK] {
+            for (k, _) in self.meta.scan_prefix(prefix).map_err(sm_read)? {
+                if names_topic(&k, prefix) {
+                    doomed.insert(k);
+                }
+            }
+            for op in ops.iter() {
+                if let MetaOp::Put(k, _) = op {
+                    if k.starts_with(prefix) && names_topic(k, prefix) {
+                        doomed.insert(k.clone());
+                    }
+                }
+            }
+        }
+        ops.extend(doomed.into_iter().map(MetaOp::Delete));
+        Ok(())
+    }
+
     fn command_ops(cmd: &MetaCommand, ops: &mut Vec<MetaOp>) -> Result<(), StorageError<NodeId>> {
         match cmd {
             MetaCommand::PutTopic(t) => {
@@ -888,6 +922,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
                         Self::command_ops(cmd, &mut ops)?;
+                        if let MetaCommand::DeleteTopic { topic } = cmd {
+                            self.topic_leftovers(topic, &mut ops)?;
+                        }
                         if matches!(
                             cmd,
                             MetaCommand::PutTopic(_)

@@ -191,7 +191,8 @@ mod cluster {
             commit_log: CommitLogConfig { segment_size_bytes: 1 << 20, ..Default::default() },
             dispatch: DispatchConfig::default(),
             flush: FlushMode::Sync,
-            retention: Default::default(),
+            // Real files on the machine's shared disk, whose usage is others'.
+            retention: rocketraft_store::RetentionConfig::by_age_only(),
             retention_check_ms: rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT,
             message_faults: Default::default(),
             tls: None,

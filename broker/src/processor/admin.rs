@@ -128,6 +128,18 @@ pub(crate) async fn create_group<S: Storage + Clone, M: MetaStore>(
             "a subscription group needs a name and non-negative retry settings",
         ));
     }
+    let exists = inner.replica.metadata().group(&g.group_name).map_err(system_error(req))?;
+    if exists.is_none() && super::send::groups_left(inner) == 0 {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "subscription group [{}] not created: the group holds its groups_max of {} \
+                 subscription groups; delete some or raise groups_max",
+                g.group_name, inner.config.groups_max
+            ),
+        ));
+    }
     let meta = GroupMeta {
         name: g.group_name,
         consume_enable: g.consume_enable,
@@ -222,6 +234,44 @@ mod tests {
 
         let bad = request(rc::DELETE_TOPIC_IN_BROKER, TopicRequestHeader { topic: "a/b".into() });
         assert_eq!(r.call(&p, bad).await.code, response_code::SYSTEM_ERROR);
+        drop(p);
+        r.stop().await;
+    }
+
+    /// Subscription groups stop at groups_max (an existing one may still change), and a
+    /// deleted topic takes its consumer offsets with it, so topic churn leaves nothing behind.
+    #[tokio::test]
+    async fn groups_stop_at_groups_max_and_a_deleted_topic_takes_its_offsets() {
+        use rocketraft_raft::types::ConsumerOffset;
+        let r = OneReplica::start_with(|c| c.groups_max = 2).await;
+        let p = AdminProcessor(r.inner.clone());
+        r.topic("T").await;
+        r.topic("U").await;
+        r.group("G1").await;
+        r.group("G2").await;
+        let create = |g: &str| {
+            RemotingCommand::request_without_header(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(
+                    SubscriptionGroupConfig::new(g)
+                        .to_json(rocketraft_protocol::body::JsonStyle::Standard),
+                )
+        };
+        let refused = r.call(&p, create("G3")).await;
+        assert_eq!(refused.code, response_code::SYSTEM_ERROR);
+        assert!(refused.remark.unwrap().contains("groups_max of 2"));
+        assert_eq!(r.call(&p, create("G2")).await.code, response_code::SUCCESS, "a change");
+        assert_eq!(r.inner.replica.metadata().groups().unwrap().len(), 2);
+
+        for (group, topic, queue_id) in [("G1", "T", 0), ("G2", "T", 1), ("G1", "U", 0)] {
+            let offset =
+                ConsumerOffset { group: group.into(), topic: topic.into(), queue_id, offset: 0 };
+            assert!(r.inner.replica.commit_offset_and_wait(offset).await);
+        }
+        let delete = request(rc::DELETE_TOPIC_IN_BROKER, TopicRequestHeader { topic: "T".into() });
+        assert_eq!(r.call(&p, delete).await.code, response_code::SUCCESS);
+        let metadata = r.inner.replica.metadata();
+        assert_eq!(metadata.offset_topics("G1").unwrap(), ["U".to_owned()].into());
+        assert!(metadata.offset_topics("G2").unwrap().is_empty());
         drop(p);
         r.stop().await;
     }

@@ -18,7 +18,7 @@ use rocketraft_store::io::Storage;
 use crate::clients::{ClientInfo, LOCK_EXPIRY_MS_DEFAULT};
 use crate::server::{lock, notify_changed, now_ms, Inner};
 
-use super::send::queues_left;
+use super::send::{groups_left, queues_left};
 use super::*;
 
 /// The client manager: heartbeats, unregistering, members, queue locks; a closed connection ends the clients registered on it.
@@ -84,11 +84,32 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
 ) -> Result<RemotingCommand, RemotingCommand> {
     let mut data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
+    let groups = data.consumer_data_set.len() + data.producer_data_set.len();
+    if groups > HEARTBEAT_GROUPS_MAX {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!(
+                "the heartbeat names {groups} groups, more than the {HEARTBEAT_GROUPS_MAX} one \
+                 client may register"
+            ),
+        ));
+    }
     // A group's name becomes its retry topic (a ConsumeQueue directory). One client process
     // sends one heartbeat for all its groups: the valid ones are registered, the others are
     // left out and named in the answer (SYSTEM_ERROR, which clients log).
     let mut refused: Option<RemotingCommand> = None;
     data.consumer_data_set.retain(|c| {
+        if c.subscription_data_set.len() > SUBSCRIPTIONS_MAX {
+            let why = format!(
+                "consumer group {} subscribes to {} topics, more than the {SUBSCRIPTIONS_MAX} \
+                 allowed",
+                c.group_name,
+                c.subscription_data_set.len()
+            );
+            refused.get_or_insert(reply(req, response_code::SYSTEM_ERROR, why));
+            return false;
+        }
         let names = std::iter::once(check_names(req, None, Some(&c.group_name)))
             .chain(c.subscription_data_set.iter().map(|s| check_names(req, Some(&s.topic), None)));
         match names.collect::<Result<Vec<()>, RemotingCommand>>() {
@@ -120,22 +141,52 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
         language: req.language.name().to_owned(),
         version: req.version,
     };
-    let changed = lock(&inner.clients).heartbeat_from(peer.conn, info, &data, now_ms(inner));
+    let changed = {
+        let mut clients = lock(&inner.clients);
+        let held = clients.registrations();
+        let added = clients.registrations_added_by(&data);
+        if added > 0 && held + added > inner.config.clients_max {
+            drop(clients);
+            return Err(reply(
+                req,
+                response_code::SYSTEM_ERROR,
+                format!(
+                    "the broker holds {held} client registrations and this heartbeat adds \
+                     {added}, past its clients_max of {}",
+                    inner.config.clients_max
+                ),
+            ));
+        }
+        clients.heartbeat_from(peer.conn, info, &data, now_ms(inner))
+    };
     notify_changed(inner, changed);
     if is_leader(inner) {
         // As RocketMQ's defaults (autoCreateSubscriptionGroup): each consumer group gets its
         // subscription group and its retry topic (1 queue, read-write) on first contact.
         // At most HEARTBEAT_GROUPS_CREATED_MAX groups per heartbeat (the rest on the next one),
         // so one Raft entry stays small; none past the group's queue limit.
+        // None past groups_max: such a group's consumers get SUBSCRIPTION_GROUP_NOT_EXIST on
+        // their commits until an operator makes room.
         let mut commands = Vec::new();
         let mut room = queues_left(inner);
+        let mut group_room = groups_left(inner);
+        let mut creating = Vec::new();
         for c in data.consumer_data_set.iter().take(HEARTBEAT_GROUPS_CREATED_MAX) {
+            let group_missing = matches!(inner.replica.metadata().group(&c.group_name), Ok(None))
+                && !lock(&inner.groups_creating).contains(&c.group_name);
+            if group_missing && group_room == 0 {
+                tracing::debug!(group = %c.group_name, "a consumer group not created: groups_max reached");
+                continue;
+            }
             let retry = retry_topic(&c.group_name);
             if matches!(inner.replica.metadata().topic(&retry), Ok(None)) && room > 0 {
                 room -= 1;
                 commands.push(MetaCommand::PutTopic(single_queue_topic(retry)));
             }
-            if matches!(inner.replica.metadata().group(&c.group_name), Ok(None)) {
+            if group_missing {
+                group_room -= 1;
+                lock(&inner.groups_creating).insert(c.group_name.clone());
+                creating.push(c.group_name.clone());
                 commands.push(MetaCommand::PutGroup(GroupMeta {
                     name: c.group_name.clone(),
                     consume_enable: true,
@@ -147,12 +198,18 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
         }
         if !commands.is_empty() {
             let (replica, register_now) = (inner.replica.clone(), inner.register_now.clone());
+            let groups_creating = inner.groups_creating.clone();
             tokio::spawn(async move {
                 match replica.propose_metadata(commands).await {
                     Ok(()) => register_now.notify_one(),
                     Err(e) => {
                         tracing::debug!(error = %e, "retry topic not created (the next heartbeat tries again)")
                     }
+                }
+                // Applied (so counted as held) or not created: no longer in flight.
+                let mut in_flight = lock(&groups_creating);
+                for g in &creating {
+                    in_flight.remove(g);
                 }
             });
         }
@@ -166,6 +223,11 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
 
 /// The most consumer groups one heartbeat creates (retry topic and subscription group).
 pub(crate) const HEARTBEAT_GROUPS_CREATED_MAX: usize = 64;
+/// The most groups (consumer and producer) one heartbeat may name: one client process, its
+/// consumers and producers.
+pub(crate) const HEARTBEAT_GROUPS_MAX: usize = 1_024;
+/// The most topics one consumer group's member may subscribe to.
+pub(crate) const SUBSCRIPTIONS_MAX: usize = 1_024;
 
 pub(crate) fn unregister_client<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
@@ -227,6 +289,32 @@ pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
     if !confirmed {
         return Ok(answer(BTreeSet::new()));
     }
+    // Only a known group's locks, on queues that exist (the lock table and its replicated
+    // owners grow only with what exists); others are answered as not locked.
+    if body.mq_set.len() > inner.config.queues_max {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("{} queues asked for, more than the broker's queues_max", body.mq_set.len()),
+        ));
+    }
+    let group_known =
+        inner.replica.metadata().group(&body.consumer_group).map_err(system_error(req))?.is_some()
+            || lock(&inner.clients).has_consumer_group(&body.consumer_group);
+    if !group_known {
+        return Ok(answer(BTreeSet::new()));
+    }
+    let mut body = body;
+    let mut topics = std::collections::BTreeMap::new();
+    body.mq_set.retain(|q| {
+        let queues = *topics.entry(q.topic.clone()).or_insert_with(|| {
+            match inner.replica.metadata().topic(&q.topic) {
+                Ok(Some(t)) => t.read_queue_nums.max(t.write_queue_nums),
+                _ => 0,
+            }
+        });
+        (0..queues).contains(&q.queue_id)
+    });
     let term = inner.replica.term();
     let locked = {
         let mut clients = lock(&inner.clients);
@@ -336,6 +424,104 @@ mod tests {
             response_code::SUCCESS,
             "no member is left once its connection closed"
         );
+        drop(p);
+        r.stop().await;
+    }
+
+    fn heartbeat_of(client: &str, groups: &[&str], topics: usize) -> RemotingCommand {
+        let consumers = groups.iter().map(|g| ConsumerData {
+            consume_from_where: ConsumeFromWhere::ConsumeFromFirstOffset,
+            consume_type: ConsumeType::ConsumePassively,
+            group_name: g.to_string(),
+            message_model: MessageModel::Clustering,
+            subscription_data_set: (0..topics)
+                .map(|i| SubscriptionData::tag(format!("T{i}"), "*", 1))
+                .collect(),
+            unit_mode: false,
+        });
+        let data = HeartbeatData {
+            client_id: client.into(),
+            consumer_data_set: consumers.collect(),
+            producer_data_set: vec![],
+        };
+        RemotingCommand::request_without_header(rc::HEART_BEAT)
+            .with_body(data.to_json(JsonStyle::Standard))
+    }
+
+    fn lock_request(group: &str, queues: &[(&str, i32)]) -> RemotingCommand {
+        let lock = LockBatchRequestBody {
+            client_id: "c1".into(),
+            consumer_group: group.into(),
+            mq_set: queues
+                .iter()
+                .map(|(t, q)| MessageQueue {
+                    broker_name: "broker-a".into(),
+                    queue_id: *q,
+                    topic: t.to_string(),
+                })
+                .collect(),
+            only_this_broker: false,
+        };
+        RemotingCommand::request_without_header(rc::LOCK_BATCH_MQ)
+            .with_body(lock.to_json(JsonStyle::Standard))
+    }
+
+    /// Client registrations stop at clients_max (a known client refreshing is never refused),
+    /// a heartbeat names at most HEARTBEAT_GROUPS_MAX groups and a member SUBSCRIPTIONS_MAX
+    /// topics, heartbeats create no group past groups_max, and locks are granted only to known
+    /// groups on queues that exist.
+    #[tokio::test]
+    async fn client_tables_and_locks_stay_within_their_limits() {
+        let r = OneReplica::start_with(|c| {
+            c.clients_max = 3;
+            c.groups_max = 2;
+        })
+        .await;
+        r.topic("T0").await;
+        let p = ClientsProcessor(r.inner.clone());
+        let code = |c: &RemotingCommand| (c.code, c.remark.clone().unwrap_or_default());
+
+        assert_eq!(r.call(&p, heartbeat_of("c1", &["G1", "G2"], 1)).await.code, 0);
+        let (code_, remark) = code(&r.call(&p, heartbeat_of("c2", &["G1", "G2"], 1)).await);
+        assert_eq!(code_, response_code::SYSTEM_ERROR);
+        assert!(remark.contains("clients_max of 3"), "{remark}");
+        assert_eq!(lock(&r.inner.clients).registrations(), 2, "the refused heartbeat added none");
+        assert_eq!(r.call(&p, heartbeat_of("c1", &["G1", "G2"], 1)).await.code, 0, "a refresh");
+        assert_eq!(r.call(&p, heartbeat_of("c2", &["G3"], 1)).await.code, 0, "the third");
+
+        let many: Vec<String> = (0..=HEARTBEAT_GROUPS_MAX).map(|i| format!("M{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (code_, remark) = code(&r.call(&p, heartbeat_of("c9", &many, 1)).await);
+        assert_eq!(code_, response_code::SYSTEM_ERROR);
+        assert!(remark.contains("groups, more than the 1024"), "{remark}");
+        let (_, remark) =
+            code(&r.call(&p, heartbeat_of("c1", &["G1"], SUBSCRIPTIONS_MAX + 1)).await);
+        assert!(remark.contains("more than the 1024 allowed"), "{remark}");
+
+        // G1 and G2 were created from heartbeats (groups_max 2); G3 was not.
+        let mut waited = 0;
+        while r.inner.replica.metadata().groups().unwrap().len() < 2 {
+            assert!(waited < 100, "no groups 5 s after the heartbeats");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let groups: Vec<String> =
+            r.inner.replica.metadata().groups().unwrap().into_iter().map(|g| g.name).collect();
+        assert_eq!(groups, ["G1", "G2"]);
+
+        // Locks: a known group, existing queues only; unknown groups and queues get none.
+        let held = |c: RemotingCommand| {
+            LockBatchResponseBody::from_json(&c.body)
+                .unwrap()
+                .lock_ok_mq_set
+                .into_iter()
+                .map(|q| (q.topic, q.queue_id))
+                .collect::<Vec<_>>()
+        };
+        let asked = [("T0", 0), ("T0", 99), ("Nope", 0)];
+        assert_eq!(held(r.call(&p, lock_request("G1", &asked)).await), [("T0".into(), 0)]);
+        assert!(held(r.call(&p, lock_request("Stranger", &asked)).await).is_empty());
         drop(p);
         r.stop().await;
     }

@@ -365,6 +365,7 @@ mod tests {
         assert_eq!(body_text(&r.call(&p, who.clone()).await), r#"{"groupList":["CG"]}"#);
         // A group with an offset on the topic counts even offline.
         let offsets = OffsetsProcessor(r.inner.clone());
+        r.group("Offline").await;
         let commit = UpdateConsumerOffsetRequestHeader {
             consumer_group: "Offline".into(),
             topic: "T".into(),

@@ -116,6 +116,7 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
             format!("commitOffset {} is negative", h.commit_offset),
         ));
     }
+    check_offset_target(req, inner, &h.consumer_group, &h.topic, h.queue_id)?;
     if inner.resets.is_pending(&h.consumer_group, &h.topic, h.queue_id) {
         // The consumer's position predates an operator's reset: it learns the new one on its
         // next pull (RocketMQ answers the same).
@@ -137,6 +138,43 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
         ));
     }
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
+}
+
+/// What a committed offset may name, as RocketMQ 5.x checks it: a known group (a subscription
+/// group, or one whose consumers are connected: their heartbeat creates it), an existing topic
+/// and one of its queues. So the offsets table grows only with what exists.
+pub(crate) fn check_offset_target<S: Storage + Clone, M: MetaStore>(
+    req: &RemotingCommand,
+    inner: &Inner<S, M>,
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+) -> Result<(), RemotingCommand> {
+    let known = inner.replica.metadata().group(group).map_err(system_error(req))?.is_some()
+        || crate::server::lock(&inner.clients).has_consumer_group(group);
+    if !known {
+        return Err(reply(
+            req,
+            response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
+            format!("Group {group} not exist!"),
+        ));
+    }
+    let Some(t) = inner.replica.metadata().topic(topic).map_err(system_error(req))? else {
+        return Err(reply(
+            req,
+            response_code::TOPIC_NOT_EXIST,
+            format!("Topic {topic} not exist!"),
+        ));
+    };
+    let queues = t.read_queue_nums.max(t.write_queue_nums);
+    if queue_id < 0 || queue_id >= queues {
+        return Err(reply(
+            req,
+            response_code::SYSTEM_ERROR,
+            format!("queueId[{queue_id}] is illegal, topic:[{topic}] has {queues} queues"),
+        ));
+    }
+    Ok(())
 }
 
 /// A committed offset as the master keeps it: one past the queue's end is cut to the end (a
@@ -318,6 +356,7 @@ mod tests {
     async fn queue_bounds_and_consumer_offsets_answer_from_replicated_state() {
         let r = OneReplica::start().await;
         r.topic("T").await;
+        r.group("CG").await;
         for _ in 0..5 {
             r.send("T", "a", "k", "x").await;
         }
@@ -346,6 +385,30 @@ mod tests {
         assert_eq!(offset_of(&r.call(&p, query()).await), 2, "a consumer may move back");
         assert_eq!(r.call(&p, commit(500)).await.code, response_code::SUCCESS);
         assert_eq!(offset_of(&r.call(&p, query()).await), 5, "past the end: cut to the end");
+
+        // Only what exists: an unknown group or topic, or a queue the topic lacks.
+        let commit_to = |group: &str, topic: &str, queue_id: i32| {
+            let h = UpdateConsumerOffsetRequestHeader {
+                consumer_group: group.into(),
+                topic: topic.into(),
+                queue_id,
+                commit_offset: 1,
+                ..Default::default()
+            };
+            request(rc::UPDATE_CONSUMER_OFFSET, h)
+        };
+        let refused = r.call(&p, commit_to("Stranger", "T", 0)).await;
+        assert_eq!(refused.code, response_code::SUBSCRIPTION_GROUP_NOT_EXIST);
+        assert_eq!(refused.remark.as_deref(), Some("Group Stranger not exist!"));
+        let refused = r.call(&p, commit_to("CG", "Nope", 0)).await;
+        assert_eq!(refused.code, response_code::TOPIC_NOT_EXIST);
+        assert_eq!(refused.remark.as_deref(), Some("Topic Nope not exist!"));
+        for queue_id in [-1, 4] {
+            let refused = r.call(&p, commit_to("CG", "T", queue_id)).await;
+            assert_eq!(refused.code, response_code::SYSTEM_ERROR, "queue {queue_id}");
+        }
+        let offsets = r.inner.replica.metadata().offset_topics("Stranger").unwrap();
+        assert!(offsets.is_empty(), "nothing was stored for the refused commits");
         drop(p);
         r.stop().await;
     }

@@ -78,7 +78,13 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             ));
         }
     }
-    if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0 && h.commit_offset >= 0 && is_leader(inner) {
+    // Only for a known group (the pull itself checked the topic and queue).
+    if h.sys_flag & sysflag::pull::COMMIT_OFFSET != 0
+        && h.commit_offset >= 0
+        && is_leader(inner)
+        && super::offsets::check_offset_target(req, inner, &h.consumer_group, &h.topic, h.queue_id)
+            .is_ok()
+    {
         // The commit-offset piggyback: the consumer's progress rides on its pull.
         let offset =
             super::offsets::within_queue(inner, &h.topic, h.queue_id, h.commit_offset as u64);

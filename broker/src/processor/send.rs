@@ -302,6 +302,13 @@ pub(crate) fn queues_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>)
     inner.config.queues_max.saturating_sub(queues_held(inner, None))
 }
 
+/// How many more subscription groups the group may create (those being created count).
+pub(crate) fn groups_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> usize {
+    let held = inner.replica.metadata().groups().map_or(usize::MAX, |g| g.len());
+    let creating = crate::server::lock(&inner.groups_creating).len();
+    inner.config.groups_max.saturating_sub(held.saturating_add(creating))
+}
+
 /// Refuses a topic of `queues` queues (replacing `topic`'s own) past `queues_max`.
 pub(crate) fn check_queue_room<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,

@@ -113,6 +113,15 @@ impl OneReplica {
         assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
     }
 
+    /// Creates subscription group `group` through the admin processor.
+    pub(crate) async fn group(&self, group: &str) {
+        use rocketraft_protocol::body::{JsonBody, JsonStyle, SubscriptionGroupConfig};
+        let req = RemotingCommand::request_without_header(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(SubscriptionGroupConfig::new(group.to_owned()).to_json(JsonStyle::Standard));
+        let answer = self.call(&admin::AdminProcessor(self.inner.clone()), req).await;
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    }
+
     /// Sends `body` to queue 0 of `topic` with tag and key; the answer's header.
     pub(crate) async fn send(
         &self,

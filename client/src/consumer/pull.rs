@@ -283,8 +283,11 @@ impl PullConsumer {
 
     /// Leaves the group and closes connections (commit first if positions should be kept).
     pub async fn shutdown(self) {
-        let subscribed = !lock(&self.state).subs.is_empty();
-        self.core.shutdown(None, subscribed.then_some(self.config.group.as_str())).await;
+        let joined = {
+            let s = lock(&self.state);
+            !s.subs.is_empty() || s.last_rebalance.is_some()
+        };
+        self.core.shutdown(None, joined.then_some(self.config.group.as_str())).await;
     }
 
     fn heartbeat_data(&self) -> HeartbeatData {
@@ -302,18 +305,25 @@ impl PullConsumer {
         }
     }
 
+    /// Every `rebalance_ms`: a heartbeat, then (subscribed) a rebalance. A consumer of assigned
+    /// queues heartbeats too, as Java's clients heartbeat every consumer: brokers take offsets
+    /// only for groups they know (RocketMQ 5.x), and the heartbeat makes the group known.
     async fn maybe_rebalance(&self) {
-        let due = {
+        let (due, manual) = {
             let s = lock(&self.state);
-            !s.manual
-                && !s.subs.is_empty()
+            let due = (s.manual || !s.subs.is_empty())
                 && s.last_rebalance.is_none_or(|t| {
                     clock::instant().duration_since(t)
                         >= Duration::from_millis(self.config.rebalance_ms)
-                })
+                });
+            (due, s.manual)
         };
         if due {
             self.core.heartbeat(&self.heartbeat_data()).await;
+            if manual {
+                lock(&self.state).last_rebalance = Some(clock::instant());
+                return;
+            }
             if let Err(e) = self.rebalance().await {
                 // Counted as a round anyway: the next try waits a period, not the next poll.
                 lock(&self.state).last_rebalance = Some(clock::instant());
