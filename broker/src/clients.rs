@@ -114,23 +114,14 @@ impl ClientManager {
             + self.producers.values().map(BTreeMap::len).sum::<usize>()
     }
 
-    /// How many registrations `data` would add (those its client does not hold yet).
-    pub fn registrations_added_by(&self, data: &HeartbeatData) -> usize {
-        let id = &data.client_id;
-        let consumers = data
-            .consumer_data_set
-            .iter()
-            .filter(|c| !self.consumers.get(&c.group_name).is_some_and(|m| m.contains_key(id)));
-        let producers = data
-            .producer_data_set
-            .iter()
-            .filter(|p| !self.producers.get(&p.group_name).is_some_and(|m| m.contains_key(id)));
-        consumers.count() + producers.count()
-    }
-
-    /// Whether a consumer of `group` is registered.
-    pub fn has_consumer_group(&self, group: &str) -> bool {
-        self.consumers.get(group).is_some_and(|m| !m.is_empty())
+    /// The registrations `client_id` holds: (consumer?, group).
+    pub fn held_by(&self, client_id: &str) -> BTreeSet<(bool, String)> {
+        let consumers = self.consumers.iter().filter(|(_, m)| m.contains_key(client_id));
+        let producers = self.producers.iter().filter(|(_, m)| m.contains_key(client_id));
+        consumers
+            .map(|(g, _)| (true, g.clone()))
+            .chain(producers.map(|(g, _)| (false, g.clone())))
+            .collect()
     }
 
     /// Records a heartbeat; returns the consumer groups whose member list changed.

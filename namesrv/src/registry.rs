@@ -117,7 +117,16 @@ impl Registry {
             cluster: r.cluster.clone(),
             ..Default::default()
         });
-        broker.cluster = r.cluster.clone();
+        if broker.cluster != r.cluster {
+            // The group moved to another cluster: it leaves the old one's list.
+            let old = std::mem::replace(&mut broker.cluster, r.cluster.clone());
+            if let Some(names) = self.clusters.get_mut(&old) {
+                names.remove(&r.broker_name);
+                if names.is_empty() {
+                    self.clusters.remove(&old);
+                }
+            }
+        }
         // "Switch slave to master": the same address under another id goes first.
         broker.broker_addrs.retain(|id, addr| !(addr == &r.broker_addr && *id != r.broker_id));
         broker.broker_addrs.insert(r.broker_id, r.broker_addr.clone());
@@ -208,6 +217,8 @@ impl Registry {
             }
         }
         if !self.brokers.contains_key(broker_name) {
+            // A group nobody registers is no longer wiped (its next master registers afresh).
+            self.write_wiped.remove(broker_name);
             // No address of the group is left: its queues leave the routes. (With only the
             // master gone, RocketMQ keeps them: producers skip a group without id 0, consumers
             // can still pull from its slaves while a new master is elected.)
@@ -400,6 +411,26 @@ mod tests {
         r.unregister("broker-a", "10.0.0.1:10911");
         r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1"]), 60 * S, 3);
         assert_eq!(perm_of(&r, "T1", "broker-a"), perm::READ | perm::WRITE);
+    }
+
+    /// What names leave with them: a group that moves to another cluster leaves the old one's
+    /// list, and a gone group is no longer in the wiped set (neither grows by churn).
+    #[test]
+    fn names_leave_the_tables_with_their_groups() {
+        let mut r = Registry::new();
+        for i in 0..3 {
+            let mut moved = reg("broker-a", "10.0.0.1:10911", 0, &["T1"]);
+            moved.cluster = format!("C{i}");
+            r.register(moved, i * S, 1);
+        }
+        assert_eq!(r.clusters.keys().collect::<Vec<_>>(), ["C2"]);
+        for i in 0..3 {
+            let name = format!("g{i}");
+            r.register(reg(&name, "10.0.0.9:10911", 0, &["T9"]), 0, 9);
+            r.set_write_perm(&name, false);
+            r.unregister(&name, "10.0.0.9:10911");
+        }
+        assert!(r.write_wiped.is_empty(), "{:?}", r.write_wiped);
     }
 
     #[test]

@@ -405,6 +405,20 @@ mod limits {
         assert_eq!(keys, ["A", "B", "D"]);
         assert_eq!(table["A"], "broker-b:8");
         assert_eq!(table["B"], "broker-a:4", "the refused value did not land");
+        // Emptied, the namespace gives all its bytes back: a value of exactly the room left.
+        for key in ["A", "B", "D"] {
+            let delete = RemotingCommand::request(
+                request_code::DELETE_KV_CONFIG,
+                &KvConfigKeyRequestHeader {
+                    namespace: "ORDER_TOPIC_CONFIG".into(),
+                    key: key.into(),
+                },
+            );
+            assert_eq!(admin.call(delete).await.code, response_code::SUCCESS);
+        }
+        let room = 1_000 - "ORDER_TOPIC_CONFIG".len() - "A".len();
+        assert_eq!(admin.call(put_kv("A", &"x".repeat(room))).await.code, response_code::SUCCESS);
+        refused(&admin.call(put_kv("B", "y")).await, "kv_bytes_max");
         ns.shutdown();
     }
 }

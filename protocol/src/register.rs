@@ -71,7 +71,8 @@ fn zlib(raw: &[u8]) -> Vec<u8> {
 /// Decodes a compressed registration body within `limits`.
 pub fn decode_compressed(data: &[u8], limits: InflateLimits) -> Result<RegisterBrokerBody> {
     let mut r = Inflated {
-        inner: flate2::read::ZlibDecoder::new(data),
+        // Buffered: parts are read a few bytes at a time.
+        inner: std::io::BufReader::with_capacity(64 << 10, flate2::read::ZlibDecoder::new(data)),
         read: 0,
         max: limits.inflated_bytes_max,
     };
@@ -96,6 +97,15 @@ pub fn decode_compressed(data: &[u8], limits: InflateLimits) -> Result<RegisterB
     // 5.x goes on with static-topic mappings, which we do not serve: read past them, so that
     // a truncated or oversized stream is still refused.
     if let Some(mappings) = r.optional_length("mapping count")? {
+        if mappings > limits.topics_max {
+            return Err(ProtocolError::OutOfRange {
+                what: WHAT,
+                reason: format!(
+                    "it maps {mappings} topics, more than the {} allowed",
+                    limits.topics_max
+                ),
+            });
+        }
         for _ in 0..mappings {
             r.part("topic queue mapping")?;
         }
@@ -110,9 +120,11 @@ pub fn decode_compressed(data: &[u8], limits: InflateLimits) -> Result<RegisterB
 fn parse_topic(bytes: &[u8]) -> Result<TopicConfig> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| ProtocolError::InvalidUtf8 { what: "registration topic config" })?;
+    // A line in an error is cut short: it can be a megabyte long.
+    let shown: String = text.chars().take(200).collect();
     let bad = |reason: &str| ProtocolError::OutOfRange {
         what: WHAT,
-        reason: format!("topic config {text:?}: {reason}"),
+        reason: format!("topic config {shown:?}: {reason}"),
     };
     let mut fields = text.splitn(6, ' ');
     let mut next = |name: &str| fields.next().ok_or_else(|| bad(&format!("no {name}")));
@@ -295,6 +307,14 @@ mod tests {
         }
         let e = decode_compressed(&zlib(&raw), LIMITS).unwrap_err();
         assert!(e.to_string().contains("inflates to more than"), "{e}");
+        // ...and a mapping count past the topic limit is refused before any is read.
+        let mut raw = Vec::new();
+        put_part(&mut raw, b"{}");
+        raw.extend_from_slice(&0i32.to_be_bytes());
+        put_part(&mut raw, b"[]");
+        raw.extend_from_slice(&1_000_000i32.to_be_bytes());
+        let e = decode_compressed(&zlib(&raw), LIMITS).unwrap_err();
+        assert!(e.to_string().contains("maps 1000000 topics"), "{e}");
 
         let good = encode_compressed(&body(3));
         assert!(decode_compressed(&good[..good.len() / 2], LIMITS).is_err(), "truncated");

@@ -522,6 +522,11 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(self.catalog().groups.values().cloned().collect())
     }
 
+    /// How many subscription groups there are.
+    pub fn group_count(&self) -> usize {
+        self.catalog().groups.len()
+    }
+
     /// The topics on which a group has committed offsets.
     pub fn offset_topics(&self, group: &str) -> Result<BTreeSet<String>, StorageError<NodeId>> {
         let mut prefix = PREFIX_OFFSET.to_vec();
@@ -665,6 +670,68 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         match self.meta.get(k).map_err(sm_read)? {
             Some(raw) => Ok(Some(decode(&raw).map_err(sm_read)?)),
             None => Ok(None),
+        }
+    }
+
+    /// Whether `topic` exists at this point of the apply batch: the last of `ops` on its key
+    /// says, else the store.
+    fn topic_exists_at(&self, topic: &str, ops: &[MetaOp]) -> Result<bool, StorageError<NodeId>> {
+        let k = key(PREFIX_TOPIC, topic);
+        for op in ops.iter().rev() {
+            match op {
+                MetaOp::Put(at, _) if *at == k => return Ok(true),
+                MetaOp::Delete(at) if *at == k => return Ok(false),
+                MetaOp::DeletePrefix(p) if k.starts_with(p) => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(self.meta.get(&k).map_err(sm_read)?.is_some())
+    }
+
+    /// `cmd` without the offsets and lock owners of topics that no longer exist (a commit
+    /// checked before a DELETE_TOPIC that was applied first), or `None` when it keeps all.
+    fn on_existing_topics(
+        &self,
+        cmd: &MetaCommand,
+        ops: &[MetaOp],
+    ) -> Result<Option<MetaCommand>, StorageError<NodeId>> {
+        let mut exists = BTreeMap::new();
+        let mut check = |topic: &str| -> Result<bool, StorageError<NodeId>> {
+            if let Some(e) = exists.get(topic) {
+                return Ok(*e);
+            }
+            let e = self.topic_exists_at(topic, ops)?;
+            exists.insert(topic.to_owned(), e);
+            Ok(e)
+        };
+        match cmd {
+            // Copied only when something goes: a commit batch may hold 100,000 offsets.
+            MetaCommand::CommitOffsets(offsets) => {
+                let mut gone = BTreeSet::new();
+                for o in offsets {
+                    if !check(&o.topic)? {
+                        gone.insert(o.topic.as_str());
+                    }
+                }
+                Ok((!gone.is_empty()).then(|| {
+                    let kept = offsets.iter().filter(|o| !gone.contains(o.topic.as_str()));
+                    MetaCommand::CommitOffsets(kept.cloned().collect())
+                }))
+            }
+            MetaCommand::SetLockOwner { group, owner, queues } => {
+                let mut kept = Vec::with_capacity(queues.len());
+                for q in queues {
+                    if check(&q.topic)? {
+                        kept.push(q.clone());
+                    }
+                }
+                Ok((kept.len() < queues.len()).then(|| MetaCommand::SetLockOwner {
+                    group: group.clone(),
+                    owner: owner.clone(),
+                    queues: kept,
+                }))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -921,7 +988,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                 }
                 EntryPayload::Normal(Request::Metadata(cmds)) => {
                     for cmd in cmds {
-                        Self::command_ops(cmd, &mut ops)?;
+                        let kept = self.on_existing_topics(cmd, &ops)?;
+                        Self::command_ops(kept.as_ref().unwrap_or(cmd), &mut ops)?;
                         if let MetaCommand::DeleteTopic { topic } = cmd {
                             self.topic_leftovers(topic, &mut ops)?;
                         }

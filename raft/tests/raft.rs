@@ -1,5 +1,18 @@
 //! Raft layer tests, one module per theme.
 
+/// A read-write topic of 4 queues, as a metadata command carries it.
+fn topic_meta(name: &str) -> rocketraft_raft::types::TopicMeta {
+    rocketraft_raft::types::TopicMeta {
+        name: name.into(),
+        read_queue_nums: 4,
+        write_queue_nums: 4,
+        perm: 6,
+        topic_sys_flag: 0,
+        order: false,
+        filter_type: "SINGLE_TAG".into(),
+    }
+}
+
 mod storage_suite {
     //! openraft's own storage test suite against the CommitLog-backed log store and the state
     //! machine: once on the simulated disk with in-memory metadata (what the simulation uses),
@@ -116,6 +129,51 @@ mod storage_suite {
         ls.truncate(log_id(2, 1, 4)).await.unwrap();
         let last = ls.get_log_state().await.unwrap().last_log_id.map(|l| l.index);
         assert_eq!(last, Some(3));
+    }
+
+    /// A deleted topic takes its consumer offsets with it, and a commit applied after the
+    /// deletion stores nothing, however the entries are batched into `apply` calls (so
+    /// replicas that batch differently hold the same metadata).
+    #[tokio::test]
+    async fn a_deleted_topics_offsets_go_however_the_entries_are_batched() {
+        use openraft::storage::RaftStateMachine;
+        use openraft::testing::log_id;
+        use openraft::{Entry, EntryPayload};
+        use rocketraft_raft::types::{ConsumerOffset, Request};
+        use rocketraft_raft::MetaCommand;
+
+        let topic = |name: &str| MetaCommand::PutTopic(super::topic_meta(name));
+        let commit = |t: &str, queue_id: i32| {
+            let o = ConsumerOffset { group: "g".into(), topic: t.into(), queue_id, offset: 1 };
+            MetaCommand::CommitOffsets(vec![o])
+        };
+        let cmds = [
+            topic("T"),
+            topic("U"),
+            commit("T", 0),
+            commit("U", 0),
+            MetaCommand::DeleteTopic { topic: "T".into() },
+            commit("T", 1),
+        ];
+        for batch in 1..=cmds.len() {
+            let (ls, mut sm) = build(SimStorage::new(), MemMeta::new());
+            let entries: Vec<Entry<TypeConfig>> = cmds
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Entry {
+                    log_id: log_id(1, 0, i as u64 + 1),
+                    payload: EntryPayload::Normal(Request::Metadata(vec![c.clone()])),
+                })
+                .collect();
+            let stored: Vec<_> =
+                entries.iter().map(|e| rocketraft_raft::types::to_log_entry(e).unwrap()).collect();
+            ls.commit_log().lock().unwrap().append(&stored).unwrap();
+            for chunk in entries.chunks(batch) {
+                sm.apply(chunk.to_vec()).await.unwrap();
+            }
+            assert_eq!(sm.offset_topics("g").unwrap(), ["U".to_owned()].into(), "batch {batch}");
+            assert!(sm.offset_groups("T").unwrap().is_empty(), "batch {batch}");
+        }
     }
 
     /// Replication that asks for entries from a purged index (a range openraft chose before
@@ -476,13 +534,19 @@ mod recovery {
         }
     }
 
+    /// A metadata write: an offset commit on one of 7 topics (put in the same entry: offsets
+    /// are kept only for topics that exist).
     fn offset_write(n: u64) -> Request {
-        Request::Metadata(vec![MetaCommand::CommitOffsets(vec![ConsumerOffset {
-            group: "g".into(),
-            topic: format!("topic-{}", n % 7),
-            queue_id: (n % 4) as i32,
-            offset: n,
-        }])])
+        let topic = format!("topic-{}", n % 7);
+        Request::Metadata(vec![
+            MetaCommand::PutTopic(super::topic_meta(&topic)),
+            MetaCommand::CommitOffsets(vec![ConsumerOffset {
+                group: "g".into(),
+                topic,
+                queue_id: (n % 4) as i32,
+                offset: n,
+            }]),
+        ])
     }
 
     impl Group {

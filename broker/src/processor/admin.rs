@@ -129,7 +129,9 @@ pub(crate) async fn create_group<S: Storage + Clone, M: MetaStore>(
         ));
     }
     let exists = inner.replica.metadata().group(&g.group_name).map_err(system_error(req))?;
-    if exists.is_none() && super::send::groups_left(inner) == 0 {
+    let reserved =
+        super::send::reserve_groups(inner, exists.is_none().then_some(g.group_name.as_str()));
+    if exists.is_none() && reserved.names().is_empty() {
         return Err(reply(
             req,
             response_code::SYSTEM_ERROR,
@@ -147,7 +149,9 @@ pub(crate) async fn create_group<S: Storage + Clone, M: MetaStore>(
         retry_queue_nums: g.retry_queue_nums,
         retry_max_times: g.retry_max_times,
     };
-    propose_metadata(req, inner, vec![MetaCommand::PutGroup(meta)]).await
+    let answer = propose_metadata(req, inner, vec![MetaCommand::PutGroup(meta)]).await;
+    drop(reserved);
+    answer
 }
 
 pub(crate) fn all_group_configs<S: Storage + Clone, M: MetaStore>(

@@ -18,7 +18,7 @@ use rocketraft_store::io::Storage;
 use crate::clients::{ClientInfo, LOCK_EXPIRY_MS_DEFAULT};
 use crate::server::{lock, notify_changed, now_ms, Inner};
 
-use super::send::{groups_left, queues_left};
+use super::send::{known_group, queues_left, reserve_groups};
 use super::*;
 
 /// The client manager: heartbeats, unregistering, members, queue locks; a closed connection ends the clients registered on it.
@@ -143,19 +143,31 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
     };
     let changed = {
         let mut clients = lock(&inner.clients);
-        let held = clients.registrations();
-        let added = clients.registrations_added_by(&data);
-        if added > 0 && held + added > inner.config.clients_max {
-            drop(clients);
-            return Err(reply(
-                req,
-                response_code::SYSTEM_ERROR,
-                format!(
-                    "the broker holds {held} client registrations and this heartbeat adds \
-                     {added}, past its clients_max of {}",
-                    inner.config.clients_max
-                ),
-            ));
+        // Past clients_max the client's registrations are refreshed; new ones are left out and
+        // named in the answer (its other groups keep working).
+        let mut room = inner.config.clients_max.saturating_sub(clients.registrations());
+        let mut past_limit = Vec::new();
+        let held = clients.held_by(&data.client_id);
+        let mut fits = |group: &str, consumer: bool| {
+            if held.contains(&(consumer, group.to_owned())) {
+                true
+            } else if room > 0 {
+                room -= 1;
+                true
+            } else {
+                past_limit.push(group.to_owned());
+                false
+            }
+        };
+        data.consumer_data_set.retain(|c| fits(&c.group_name, true));
+        data.producer_data_set.retain(|p| fits(&p.group_name, false));
+        if !past_limit.is_empty() {
+            let why = format!(
+                "the broker holds its clients_max of {} client registrations: {} not registered",
+                inner.config.clients_max,
+                past_limit.join(", ")
+            );
+            refused.get_or_insert(reply(req, response_code::SYSTEM_ERROR, why));
         }
         clients.heartbeat_from(peer.conn, info, &data, now_ms(inner))
     };
@@ -164,41 +176,39 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
         // As RocketMQ's defaults (autoCreateSubscriptionGroup): each consumer group gets its
         // subscription group and its retry topic (1 queue, read-write) on first contact.
         // At most HEARTBEAT_GROUPS_CREATED_MAX groups per heartbeat (the rest on the next one),
-        // so one Raft entry stays small; none past the group's queue limit.
-        // None past groups_max: such a group's consumers get SUBSCRIPTION_GROUP_NOT_EXIST on
-        // their commits until an operator makes room.
+        // so one Raft entry stays small; none past the group's queue limit, and no group past
+        // groups_max (its consumers' commits get SUBSCRIPTION_GROUP_NOT_EXIST until an
+        // operator makes room).
+        let consumers = &data.consumer_data_set
+            [..data.consumer_data_set.len().min(HEARTBEAT_GROUPS_CREATED_MAX)];
+        let missing = consumers
+            .iter()
+            .map(|c| c.group_name.as_str())
+            .filter(|g| matches!(inner.replica.metadata().group(g), Ok(None)));
+        let reserved = reserve_groups(inner, missing);
         let mut commands = Vec::new();
         let mut room = queues_left(inner);
-        let mut group_room = groups_left(inner);
-        let mut creating = Vec::new();
-        for c in data.consumer_data_set.iter().take(HEARTBEAT_GROUPS_CREATED_MAX) {
-            let group_missing = matches!(inner.replica.metadata().group(&c.group_name), Ok(None))
-                && !lock(&inner.groups_creating).contains(&c.group_name);
-            if group_missing && group_room == 0 {
-                tracing::debug!(group = %c.group_name, "a consumer group not created: groups_max reached");
+        for c in consumers {
+            let retry = retry_topic(&c.group_name);
+            if !known_group(inner, &c.group_name) {
                 continue;
             }
-            let retry = retry_topic(&c.group_name);
             if matches!(inner.replica.metadata().topic(&retry), Ok(None)) && room > 0 {
                 room -= 1;
                 commands.push(MetaCommand::PutTopic(single_queue_topic(retry)));
             }
-            if group_missing {
-                group_room -= 1;
-                lock(&inner.groups_creating).insert(c.group_name.clone());
-                creating.push(c.group_name.clone());
-                commands.push(MetaCommand::PutGroup(GroupMeta {
-                    name: c.group_name.clone(),
-                    consume_enable: true,
-                    consume_broadcast_enable: true,
-                    retry_queue_nums: 1,
-                    retry_max_times: 16,
-                }));
-            }
+        }
+        for name in reserved.names() {
+            commands.push(MetaCommand::PutGroup(GroupMeta {
+                name: name.clone(),
+                consume_enable: true,
+                consume_broadcast_enable: true,
+                retry_queue_nums: 1,
+                retry_max_times: 16,
+            }));
         }
         if !commands.is_empty() {
             let (replica, register_now) = (inner.replica.clone(), inner.register_now.clone());
-            let groups_creating = inner.groups_creating.clone();
             tokio::spawn(async move {
                 match replica.propose_metadata(commands).await {
                     Ok(()) => register_now.notify_one(),
@@ -207,10 +217,7 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
                     }
                 }
                 // Applied (so counted as held) or not created: no longer in flight.
-                let mut in_flight = lock(&groups_creating);
-                for g in &creating {
-                    in_flight.remove(g);
-                }
+                drop(reserved);
             });
         }
     }
@@ -298,15 +305,15 @@ pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
             format!("{} queues asked for, more than the broker's queues_max", body.mq_set.len()),
         ));
     }
-    let group_known =
-        inner.replica.metadata().group(&body.consumer_group).map_err(system_error(req))?.is_some()
-            || lock(&inner.clients).has_consumer_group(&body.consumer_group);
-    if !group_known {
+    if !known_group(inner, &body.consumer_group) {
         return Ok(answer(BTreeSet::new()));
     }
     let mut body = body;
     let mut topics = std::collections::BTreeMap::new();
     body.mq_set.retain(|q| {
+        if q.broker_name != inner.config.broker_name {
+            return false;
+        }
         let queues = *topics.entry(q.topic.clone()).or_insert_with(|| {
             match inner.replica.metadata().topic(&q.topic) {
                 Ok(Some(t)) => t.read_queue_nums.max(t.write_queue_nums),
@@ -448,14 +455,14 @@ mod tests {
             .with_body(data.to_json(JsonStyle::Standard))
     }
 
-    fn lock_request(group: &str, queues: &[(&str, i32)]) -> RemotingCommand {
+    fn lock_request(group: &str, queues: &[(&str, &str, i32)]) -> RemotingCommand {
         let lock = LockBatchRequestBody {
             client_id: "c1".into(),
             consumer_group: group.into(),
             mq_set: queues
                 .iter()
-                .map(|(t, q)| MessageQueue {
-                    broker_name: "broker-a".into(),
+                .map(|(b, t, q)| MessageQueue {
+                    broker_name: b.to_string(),
                     queue_id: *q,
                     topic: t.to_string(),
                 })
@@ -466,51 +473,68 @@ mod tests {
             .with_body(lock.to_json(JsonStyle::Standard))
     }
 
-    /// Client registrations stop at clients_max (a known client refreshing is never refused),
-    /// a heartbeat names at most HEARTBEAT_GROUPS_MAX groups and a member SUBSCRIPTIONS_MAX
-    /// topics, heartbeats create no group past groups_max, and locks are granted only to known
-    /// groups on queues that exist.
+    /// Client registrations stop at clients_max (a client's own are refreshed, new ones past
+    /// it are named in the answer), a heartbeat names at most HEARTBEAT_GROUPS_MAX groups and
+    /// a member SUBSCRIPTIONS_MAX topics, heartbeats create no group past groups_max (and a
+    /// group not created takes no offsets), and locks are granted only to known groups on
+    /// this broker's queues that exist.
     #[tokio::test]
     async fn client_tables_and_locks_stay_within_their_limits() {
         let r = OneReplica::start_with(|c| {
-            c.clients_max = 3;
+            c.clients_max = 4;
             c.groups_max = 2;
         })
         .await;
         r.topic("T0").await;
         let p = ClientsProcessor(r.inner.clone());
-        let code = |c: &RemotingCommand| (c.code, c.remark.clone().unwrap_or_default());
+        let registrations = || lock(&r.inner.clients).registrations();
 
-        assert_eq!(r.call(&p, heartbeat_of("c1", &["G1", "G2"], 1)).await.code, 0);
-        let (code_, remark) = code(&r.call(&p, heartbeat_of("c2", &["G1", "G2"], 1)).await);
-        assert_eq!(code_, response_code::SYSTEM_ERROR);
-        assert!(remark.contains("clients_max of 3"), "{remark}");
-        assert_eq!(lock(&r.inner.clients).registrations(), 2, "the refused heartbeat added none");
-        assert_eq!(r.call(&p, heartbeat_of("c1", &["G1", "G2"], 1)).await.code, 0, "a refresh");
-        assert_eq!(r.call(&p, heartbeat_of("c2", &["G3"], 1)).await.code, 0, "the third");
+        let first = r.call(&p, heartbeat_of("c1", &["G1", "G2", "G3"], 1)).await;
+        assert_eq!(first.code, response_code::SUCCESS, "{:?}", first.remark);
+        let past = r.call(&p, heartbeat_of("c2", &["G1", "G4"], 1)).await;
+        assert_eq!(past.code, response_code::SYSTEM_ERROR);
+        let remark = past.remark.unwrap();
+        assert!(remark.contains("clients_max of 4") && remark.contains("G4 not registered"));
+        assert_eq!(registrations(), 4, "c2 joined G1; G4 was left out");
+        let refresh = r.call(&p, heartbeat_of("c1", &["G1", "G2", "G3"], 1)).await;
+        assert_eq!(refresh.code, response_code::SUCCESS, "a full table still refreshes");
 
         let many: Vec<String> = (0..=HEARTBEAT_GROUPS_MAX).map(|i| format!("M{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let (code_, remark) = code(&r.call(&p, heartbeat_of("c9", &many, 1)).await);
-        assert_eq!(code_, response_code::SYSTEM_ERROR);
-        assert!(remark.contains("groups, more than the 1024"), "{remark}");
-        let (_, remark) =
-            code(&r.call(&p, heartbeat_of("c1", &["G1"], SUBSCRIPTIONS_MAX + 1)).await);
-        assert!(remark.contains("more than the 1024 allowed"), "{remark}");
+        let refused = r.call(&p, heartbeat_of("c9", &many, 1)).await;
+        assert_eq!(refused.code, response_code::SYSTEM_ERROR);
+        assert!(refused.remark.unwrap().contains("groups, more than the 1024"));
+        let refused = r.call(&p, heartbeat_of("c1", &["G1"], SUBSCRIPTIONS_MAX + 1)).await;
+        assert!(refused.remark.unwrap().contains("more than the 1024 allowed"));
 
-        // G1 and G2 were created from heartbeats (groups_max 2); G3 was not.
+        // G1 and G2 were created from the first heartbeat (groups_max 2); G3 never is.
         let mut waited = 0;
-        while r.inner.replica.metadata().groups().unwrap().len() < 2 {
+        while r.inner.replica.metadata().group_count() < 2 {
             assert!(waited < 100, "no groups 5 s after the heartbeats");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             waited += 1;
         }
+        let again = r.call(&p, heartbeat_of("c1", &["G1", "G2", "G3"], 1)).await;
+        assert_eq!(again.code, response_code::SUCCESS);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let groups: Vec<String> =
             r.inner.replica.metadata().groups().unwrap().into_iter().map(|g| g.name).collect();
         assert_eq!(groups, ["G1", "G2"]);
+        let commit = |group: &str| {
+            let h = UpdateConsumerOffsetRequestHeader {
+                consumer_group: group.into(),
+                topic: "T0".into(),
+                commit_offset: 0,
+                ..Default::default()
+            };
+            super::super::testing::request(rc::UPDATE_CONSUMER_OFFSET, h)
+        };
+        let offsets = super::super::offsets::OffsetsProcessor(r.inner.clone());
+        assert_eq!(r.call(&offsets, commit("G1")).await.code, response_code::SUCCESS);
+        let refused = r.call(&offsets, commit("G3")).await;
+        assert_eq!(refused.code, response_code::SUBSCRIPTION_GROUP_NOT_EXIST);
 
-        // Locks: a known group, existing queues only; unknown groups and queues get none.
+        // Locks: a known group, this broker's existing queues only.
         let held = |c: RemotingCommand| {
             LockBatchResponseBody::from_json(&c.body)
                 .unwrap()
@@ -519,10 +543,15 @@ mod tests {
                 .map(|q| (q.topic, q.queue_id))
                 .collect::<Vec<_>>()
         };
-        let asked = [("T0", 0), ("T0", 99), ("Nope", 0)];
+        let asked = [
+            ("broker-a", "T0", 0),
+            ("broker-a", "T0", 99),
+            ("broker-a", "Nope", 0),
+            ("broker-z", "T0", 1),
+        ];
         assert_eq!(held(r.call(&p, lock_request("G1", &asked)).await), [("T0".into(), 0)]);
         assert!(held(r.call(&p, lock_request("Stranger", &asked)).await).is_empty());
-        drop(p);
+        drop((p, offsets));
         r.stop().await;
     }
 }

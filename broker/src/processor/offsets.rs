@@ -140,9 +140,9 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
     Ok(RemotingCommand::response_to(req, response_code::SUCCESS, None))
 }
 
-/// What a committed offset may name, as RocketMQ 5.x checks it: a known group (a subscription
-/// group, or one whose consumers are connected: their heartbeat creates it), an existing topic
-/// and one of its queues. So the offsets table grows only with what exists.
+/// What a committed offset may name, as RocketMQ 5.x checks it: a subscription group (or one a
+/// heartbeat is creating), an existing topic and one of its queues. So the offsets table grows
+/// only with what exists.
 pub(crate) fn check_offset_target<S: Storage + Clone, M: MetaStore>(
     req: &RemotingCommand,
     inner: &Inner<S, M>,
@@ -150,9 +150,7 @@ pub(crate) fn check_offset_target<S: Storage + Clone, M: MetaStore>(
     topic: &str,
     queue_id: i32,
 ) -> Result<(), RemotingCommand> {
-    let known = inner.replica.metadata().group(group).map_err(system_error(req))?.is_some()
-        || crate::server::lock(&inner.clients).has_consumer_group(group);
-    if !known {
+    if !super::send::known_group(inner, group) {
         return Err(reply(
             req,
             response_code::SUBSCRIPTION_GROUP_NOT_EXIST,

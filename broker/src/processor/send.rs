@@ -302,11 +302,62 @@ pub(crate) fn queues_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>)
     inner.config.queues_max.saturating_sub(queues_held(inner, None))
 }
 
-/// How many more subscription groups the group may create (those being created count).
-pub(crate) fn groups_left<S: Storage + Clone, M: MetaStore>(inner: &Inner<S, M>) -> usize {
-    let held = inner.replica.metadata().groups().map_or(usize::MAX, |g| g.len());
-    let creating = crate::server::lock(&inner.groups_creating).len();
-    inner.config.groups_max.saturating_sub(held.saturating_add(creating))
+/// Whether `group` is a subscription group, or one being created.
+pub(crate) fn known_group<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    group: &str,
+) -> bool {
+    matches!(inner.replica.metadata().group(group), Ok(Some(_)))
+        || crate::server::lock(&inner.groups_creating).contains(group)
+}
+
+/// Subscription groups being created, counted against `groups_max` until this is dropped (once
+/// their proposal was applied, or failed).
+pub(crate) struct GroupsReserved {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    names: Vec<String>,
+}
+
+impl GroupsReserved {
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+impl Drop for GroupsReserved {
+    fn drop(&mut self) {
+        let mut set = crate::server::lock(&self.set);
+        for n in &self.names {
+            set.remove(n);
+        }
+    }
+}
+
+/// Reserves room under `groups_max` for the groups of `missing` (absent from the metadata) that
+/// fit, in order; one being created already is left out. Checked and reserved at once, so
+/// concurrent creations cannot pass the limit together.
+pub(crate) fn reserve_groups<'a, S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    missing: impl IntoIterator<Item = &'a str>,
+) -> GroupsReserved {
+    let mut names = Vec::new();
+    let mut set = crate::server::lock(&inner.groups_creating);
+    let held = inner.replica.metadata().group_count().saturating_add(set.len());
+    let mut room = inner.config.groups_max.saturating_sub(held);
+    for name in missing {
+        if set.contains(name) {
+            continue;
+        }
+        if room == 0 {
+            tracing::debug!(group = %name, "a subscription group not created: groups_max reached");
+            break;
+        }
+        room -= 1;
+        set.insert(name.to_owned());
+        names.push(name.to_owned());
+    }
+    drop(set);
+    GroupsReserved { set: inner.groups_creating.clone(), names }
 }
 
 /// Refuses a topic of `queues` queues (replacing `topic`'s own) past `queues_max`.

@@ -62,6 +62,9 @@ struct State {
     subs: BTreeMap<String, SubscriptionData>,
     last_rebalance: Option<tokio::time::Instant>,
     rotation: usize,
+    /// Assigned by hand: a heartbeat went out once the assigned topics' brokers were known
+    /// (brokers take offsets only for groups they know).
+    joined: bool,
 }
 
 /// A pull consumer.
@@ -267,11 +270,20 @@ impl PullConsumer {
     /// Commits every known position to the brokers (each answered once it is committed
     /// through Raft). Returns the first failure after trying them all.
     pub async fn commit(&self) -> Result<()> {
-        let positions: Vec<(MessageQueue, i64)> = lock(&self.state)
-            .positions
-            .iter()
-            .filter_map(|(q, p)| p.map(|p| (q.clone(), p)))
-            .collect();
+        let (positions, join): (Vec<(MessageQueue, i64)>, bool) = {
+            let s = lock(&self.state);
+            let positions =
+                s.positions.iter().filter_map(|(q, p)| p.map(|p| (q.clone(), p))).collect();
+            (positions, s.manual && !s.joined)
+        };
+        if join {
+            let topics: BTreeSet<&str> = positions.iter().map(|(q, _)| q.topic.as_str()).collect();
+            for topic in topics {
+                self.core.routes.get(topic).await?;
+            }
+            self.core.heartbeat(&self.heartbeat_data()).await;
+            lock(&self.state).joined = true;
+        }
         let mut first_err = None;
         for (q, p) in positions {
             if let Err(e) = commit_offset(&self.core, &self.config.group, &q, p).await {
