@@ -40,6 +40,8 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     /// Subscription groups a heartbeat is creating (proposed, not yet applied): counted
     /// against `groups_max` with the applied ones, so concurrent heartbeats cannot pass it.
     pub(crate) groups_creating: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Requests refused for a limit are logged at most once per interval.
+    pub(crate) refusals: rocketraft_remoting::throttle::LogThrottle,
     /// Asks the registration task for a round now (after a topic is created).
     pub(crate) register_now: Arc<tokio::sync::Notify>,
     /// The open connections, for requests the broker sends (notifications).
@@ -84,6 +86,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
             waiters,
             clients: std::sync::Mutex::new(ClientManager::new()),
             groups_creating: Default::default(),
+            refusals: Default::default(),
             register_now: Arc::new(tokio::sync::Notify::new()),
             connections,
             next_queue: AtomicU64::new(0),

@@ -23,6 +23,7 @@ use rocketraft_protocol::headers::*;
 use rocketraft_protocol::register::{decode_compressed, InflateLimits};
 use rocketraft_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
 use rocketraft_remoting::acl::{AclGuard, Scope};
+use rocketraft_remoting::throttle::LogThrottle;
 use rocketraft_remoting::{Connections, Guard, Handler, Peer, Server, ServerConfig};
 use tokio::net::TcpListener;
 
@@ -195,6 +196,8 @@ struct Shared {
     /// Milliseconds are counted from here (the runtime's clock: virtual under madsim).
     epoch: tokio::time::Instant,
     config: NamesrvConfig,
+    /// Refused registrations and KV entries are logged at most once per interval.
+    refusals: LogThrottle,
 }
 
 impl Shared {
@@ -204,6 +207,13 @@ impl Shared {
 
     fn now_ms(&self) -> i64 {
         self.epoch.elapsed().as_millis() as i64
+    }
+
+    /// Logs a refusal, at most once per interval with a count of the others.
+    fn refused(&self, what: &str, why: &str) {
+        if let Some(unlogged) = self.refusals.due() {
+            tracing::warn!(refused_since_last_line = unlogged, "refused {what}: {why}");
+        }
     }
 }
 
@@ -262,6 +272,7 @@ impl NameServer {
             #[allow(clippy::disallowed_methods)]
             epoch: tokio::time::Instant::now(),
             config,
+            refusals: LogThrottle::new(),
         });
         let server = Server::start(
             listener,
@@ -383,7 +394,7 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
             match put {
                 Ok(()) => ok(req),
                 Err(why) => {
-                    tracing::warn!("refused a KV config entry: {why}");
+                    shared.refused("a KV config entry", &why);
                     error(req, response_code::SYSTEM_ERROR, why)
                 }
             }
@@ -471,7 +482,7 @@ fn register(
         RegisterBrokerBody::from_json(&req.body)
     };
     let body = body.map_err(|e| {
-        tracing::warn!(broker = %h.broker_addr, "refused a registration: {e}");
+        shared.refused(&format!("a registration from {}", h.broker_addr), &e.to_string());
         error(req, response_code::SYSTEM_ERROR, e.to_string())
     })?;
     let wrapper = body.topic_config_serialize_wrapper;
@@ -482,7 +493,7 @@ fn register(
              (registration_topics_max)",
             config.registration_topics_max
         );
-        tracing::warn!(broker = %h.broker_addr, "refused a registration: {why}");
+        shared.refused(&format!("a registration from {}", h.broker_addr), &why);
         return Err(error(req, response_code::SYSTEM_ERROR, why));
     }
     let registration = Registration {
@@ -499,7 +510,7 @@ fn register(
     let mut state = shared.state();
     if let Some(why) = state.registry.master_conflict(&registration) {
         drop(state);
-        tracing::warn!("refused a master registration: {why}");
+        shared.refused("a master registration", &why);
         return Err(error(req, response_code::NO_PERMISSION, why));
     }
     let live = state.registry.live_count();
@@ -510,7 +521,7 @@ fn register(
              recorded",
             registration.broker_addr
         );
-        tracing::warn!("refused a registration: {why}");
+        shared.refused("a registration", &why);
         return Err(error(req, response_code::SYSTEM_ERROR, why));
     }
     let answer = state.registry.register(registration, now, conn);

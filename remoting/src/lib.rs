@@ -17,6 +17,7 @@ pub mod acl;
 pub mod client;
 pub mod router;
 pub mod server;
+pub mod throttle;
 pub mod tls;
 
 pub use client::{CallError, InboundHandler, Remoting, RemotingConfig};

@@ -132,7 +132,8 @@ pub(crate) async fn create_group<S: Storage + Clone, M: MetaStore>(
     let reserved =
         super::send::reserve_groups(inner, exists.is_none().then_some(g.group_name.as_str()));
     if exists.is_none() && reserved.names().is_empty() {
-        return Err(reply(
+        return Err(limited(
+            inner,
             req,
             response_code::SYSTEM_ERROR,
             format!(

@@ -86,7 +86,8 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
     let mut data = HeartbeatData::from_json(&req.body).map_err(system_error(req))?;
     let groups = data.consumer_data_set.len() + data.producer_data_set.len();
     if groups > HEARTBEAT_GROUPS_MAX {
-        return Err(reply(
+        return Err(limited(
+            inner,
             req,
             response_code::SYSTEM_ERROR,
             format!(
@@ -107,7 +108,7 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
                 c.group_name,
                 c.subscription_data_set.len()
             );
-            refused.get_or_insert(reply(req, response_code::SYSTEM_ERROR, why));
+            refused.get_or_insert(limited(inner, req, response_code::SYSTEM_ERROR, why));
             return false;
         }
         let names = std::iter::once(check_names(req, None, Some(&c.group_name)))
@@ -167,7 +168,7 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
                 inner.config.clients_max,
                 past_limit.join(", ")
             );
-            refused.get_or_insert(reply(req, response_code::SYSTEM_ERROR, why));
+            refused.get_or_insert(limited(inner, req, response_code::SYSTEM_ERROR, why));
         }
         clients.heartbeat_from(peer.conn, info, &data, now_ms(inner))
     };
@@ -299,7 +300,8 @@ pub(crate) async fn queue_locks<S: Storage + Clone, M: MetaStore>(
     // Only a known group's locks, on queues that exist (the lock table and its replicated
     // owners grow only with what exists); others are answered as not locked.
     if body.mq_set.len() > inner.config.queues_max {
-        return Err(reply(
+        return Err(limited(
+            inner,
             req,
             response_code::SYSTEM_ERROR,
             format!("{} queues asked for, more than the broker's queues_max", body.mq_set.len()),

@@ -90,6 +90,33 @@ pub(crate) fn reply(
     RemotingCommand::response_to(req, code, Some(remark.into()))
 }
 
+/// A request refused for a limit or for naming what does not exist: its answer, logged at most
+/// once per interval (with a count of the others) so a misbehaving client cannot flood the log.
+pub(crate) fn limited<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    req: &RemotingCommand,
+    code: i32,
+    remark: impl Into<String>,
+) -> RemotingCommand {
+    logged(inner, reply(req, code, remark))
+}
+
+/// [`limited`] for an answer already made.
+pub(crate) fn logged<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    answer: RemotingCommand,
+) -> RemotingCommand {
+    if let Some(unlogged) = inner.refusals.due() {
+        let remark = answer.remark.as_deref().unwrap_or_default();
+        tracing::warn!(
+            code = answer.code,
+            refused_since_last_line = unlogged,
+            "refused a request: {remark}"
+        );
+    }
+    answer
+}
+
 /// Maps an internal error (storage, metadata) to SYSTEM_ERROR with its message as the remark.
 pub(crate) fn system_error<E: std::fmt::Display>(
     req: &RemotingCommand,

@@ -116,7 +116,8 @@ pub(crate) async fn update_consumer_offset<S: Storage + Clone, M: MetaStore>(
             format!("commitOffset {} is negative", h.commit_offset),
         ));
     }
-    check_offset_target(req, inner, &h.consumer_group, &h.topic, h.queue_id)?;
+    check_offset_target(req, inner, &h.consumer_group, &h.topic, h.queue_id)
+        .map_err(|answer| logged(inner, answer))?;
     if inner.resets.is_pending(&h.consumer_group, &h.topic, h.queue_id) {
         // The consumer's position predates an operator's reset: it learns the new one on its
         // next pull (RocketMQ answers the same).

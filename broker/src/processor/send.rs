@@ -369,7 +369,8 @@ pub(crate) fn check_queue_room<S: Storage + Clone, M: MetaStore>(
 ) -> Result<(), RemotingCommand> {
     let held = queues_held(inner, Some(topic));
     if held + queues.max(0) as usize > inner.config.queues_max {
-        return Err(reply(
+        return Err(limited(
+            inner,
             req,
             response_code::SYSTEM_ERROR,
             format!(

@@ -34,6 +34,7 @@ use rocketraft_protocol::{response_code, RemotingCommand};
 
 use crate::router::Guard;
 use crate::server::Peer;
+use crate::throttle::LogThrottle;
 use address::AddressPattern;
 use resources::{Perm, Resource};
 
@@ -43,7 +44,7 @@ pub const PLACEHOLDER_SECRET_PREFIX: &str = "CHANGE-ME";
 /// How often the file is checked for changes.
 pub const RELOAD_CHECK_MS: u64 = 1_000;
 /// At most one refusal is logged per this interval.
-pub const REFUSAL_LOG_INTERVAL_MS: u64 = 10_000;
+pub use crate::throttle::REFUSAL_LOG_INTERVAL_MS;
 
 /// Why an ACL file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -219,12 +220,6 @@ impl Acl {
     }
 }
 
-/// Refusals since the last logged one.
-struct RefusalLog {
-    last: Option<tokio::time::Instant>,
-    unlogged: u64,
-}
-
 /// The [`Guard`] a server installs: the accounts in force, reloaded from their file.
 pub struct AclGuard {
     scope: Scope,
@@ -233,7 +228,7 @@ pub struct AclGuard {
     /// A changed text seen once: applied only when the next read finds it unchanged, so a file
     /// caught half written (a shell's `>` truncates, then writes) is never taken.
     pending: Mutex<Option<String>>,
-    log: Mutex<RefusalLog>,
+    log: LogThrottle,
 }
 
 impl AclGuard {
@@ -244,7 +239,7 @@ impl AclGuard {
             path: None,
             current: RwLock::new((Arc::new(acl), String::new())),
             pending: Mutex::new(None),
-            log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
+            log: LogThrottle::new(),
         })
     }
 
@@ -260,7 +255,7 @@ impl AclGuard {
             path: Some(path.to_owned()),
             current: RwLock::new((Arc::new(acl), text)),
             pending: Mutex::new(None),
-            log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
+            log: LogThrottle::new(),
         });
         tokio::spawn(watch(Arc::downgrade(&guard)));
         Ok(guard)
@@ -310,19 +305,7 @@ impl AclGuard {
     }
 
     fn refused(&self, req: &RemotingCommand, peer: Peer, remark: &str) {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        // The runtime's clock (virtual under madsim).
-        #[allow(clippy::disallowed_methods)]
-        let now = tokio::time::Instant::now();
-        let due = log.last.is_none_or(|t| {
-            now.duration_since(t) >= Duration::from_millis(REFUSAL_LOG_INTERVAL_MS)
-        });
-        if !due {
-            log.unlogged += 1;
-            return;
-        }
-        let unlogged = std::mem::take(&mut log.unlogged);
-        log.last = Some(now);
+        let Some(unlogged) = self.log.due() else { return };
         tracing::warn!(
             peer = %peer.addr,
             code = req.code,
@@ -494,7 +477,7 @@ mod tests {
             path: Some(path.clone()),
             current: RwLock::new((Arc::new(acl), account("first-secret"))),
             pending: Mutex::new(None),
-            log: Mutex::new(RefusalLog { last: None, unlogged: 0 }),
+            log: LogThrottle::new(),
         };
         assert!(!guard.reload().unwrap(), "unchanged");
         std::fs::write(&path, account("second-secret")).unwrap();
