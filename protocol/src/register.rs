@@ -271,6 +271,21 @@ mod tests {
         zlib(&raw)
     }
 
+    /// A 5.x stream of no topics and `count` mappings, each `mapping` (none if it is empty).
+    fn mappings_5x(count: i32, mapping: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        put_part(&mut raw, b"{}");
+        raw.extend_from_slice(&0i32.to_be_bytes());
+        put_part(&mut raw, b"[]");
+        raw.extend_from_slice(&count.to_be_bytes());
+        if !mapping.is_empty() {
+            for _ in 0..count {
+                put_part(&mut raw, mapping);
+            }
+        }
+        raw
+    }
+
     #[test]
     fn our_encoding_and_a_java_4x_stream_decode() {
         let b = body(3);
@@ -297,23 +312,11 @@ mod tests {
         assert!(e.to_string().contains("inflates to more than 64 bytes"), "{e}");
 
         // A zlib bomb: a 5.x stream whose mapping part goes on for 20 MiB stops at the limit.
-        let mut raw = Vec::new();
-        put_part(&mut raw, b"{}");
-        raw.extend_from_slice(&0i32.to_be_bytes());
-        put_part(&mut raw, b"[]");
-        raw.extend_from_slice(&20i32.to_be_bytes());
-        for _ in 0..20 {
-            put_part(&mut raw, &vec![b' '; PART_MAX_BYTES]);
-        }
-        let e = decode_compressed(&zlib(&raw), LIMITS).unwrap_err();
+        let e = decode_compressed(&zlib(&mappings_5x(20, &vec![b' '; PART_MAX_BYTES])), LIMITS)
+            .unwrap_err();
         assert!(e.to_string().contains("inflates to more than"), "{e}");
         // ...and a mapping count past the topic limit is refused before any is read.
-        let mut raw = Vec::new();
-        put_part(&mut raw, b"{}");
-        raw.extend_from_slice(&0i32.to_be_bytes());
-        put_part(&mut raw, b"[]");
-        raw.extend_from_slice(&1_000_000i32.to_be_bytes());
-        let e = decode_compressed(&zlib(&raw), LIMITS).unwrap_err();
+        let e = decode_compressed(&zlib(&mappings_5x(1_000_000, b"")), LIMITS).unwrap_err();
         assert!(e.to_string().contains("maps 1000000 topics"), "{e}");
 
         let good = encode_compressed(&body(3));

@@ -674,7 +674,7 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     }
 
     /// Whether `topic` exists at this point of the apply batch: the last of `ops` on its key
-    /// says, else the store.
+    /// says, else the catalog (the store as it was before the batch, in memory: no read).
     fn topic_exists_at(&self, topic: &str, ops: &[MetaOp]) -> Result<bool, StorageError<NodeId>> {
         let k = key(PREFIX_TOPIC, topic);
         for op in ops.iter().rev() {
@@ -685,7 +685,7 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                 _ => {}
             }
         }
-        Ok(self.meta.get(&k).map_err(sm_read)?.is_some())
+        Ok(self.catalog().topics.contains_key(topic))
     }
 
     /// `cmd` without the offsets and lock owners of topics that no longer exist (a commit

@@ -148,7 +148,10 @@ pub(crate) fn heartbeat<S: Storage + Clone, M: MetaStore>(
         // named in the answer (its other groups keep working).
         let mut room = inner.config.clients_max.saturating_sub(clients.registrations());
         let mut past_limit = Vec::new();
-        let held = clients.held_by(&data.client_id);
+        // Only a nearly full table needs to tell refreshes from new registrations.
+        let named = data.consumer_data_set.len() + data.producer_data_set.len();
+        let held =
+            if room >= named { Default::default() } else { clients.held_by(&data.client_id) };
         let mut fits = |group: &str, consumer: bool| {
             if held.contains(&(consumer, group.to_owned())) {
                 true
