@@ -160,6 +160,8 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     /// Proposals to acknowledge once this replica's own log has them (`replication =
     /// "leader"`; see [`crate::local_ack`]).
     pub local_appends: Arc<crate::local_ack::LocalAppends>,
+    /// Wakes retention to measure the disk before its next periodic check.
+    pub(crate) disk_check: Arc<tokio::sync::Notify>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
     /// The fatal-error watcher and periodic syncs, and retention: both end on stop.
@@ -292,13 +294,14 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             Some(applied_entries_guard(raft.clone(), log.clone(), refused)),
             config.tls.as_ref().map(|t| t.server.clone()),
         ));
+        let disk_check = Arc::new(tokio::sync::Notify::new());
         let retention = tokio::spawn(run_retention(
             raft.clone(),
             state_machine.clone(),
             log.clone(),
             dispatcher.clone(),
             config.retention.clone(),
-            config.retention_check_ms,
+            Checks { every_ms: config.retention_check_ms, disk_now: disk_check.clone() },
             stop_rx,
         ));
 
@@ -318,6 +321,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             log,
             dispatcher,
             local_appends,
+            disk_check,
             stop,
             server,
             watcher,
@@ -603,30 +607,44 @@ async fn periodic_sync<E: std::fmt::Display + Send + 'static>(
     Some(format!("syncing {what} failed: {e}"))
 }
 
-/// Retention for a replica: at start and every `check_ms` after, refuse or re-allow appends by
-/// disk usage (a replica started on a full disk refuses its first send), and
-/// delete the segments retention allows that a snapshot covers and that hold no record the
+/// When retention looks at the disk: every `every_ms`, and when `disk_now` is notified (the
+/// writes since the last measurement took a quarter of the room it left: see `DiskBudget`).
+struct Checks {
+    every_ms: u64,
+    disk_now: Arc<tokio::sync::Notify>,
+}
+
+/// Retention for a replica: at start and every `every_ms` after, measure the disk (new writes
+/// are refused at its usage limit, and a replica started on a full disk refuses its first send)
+/// and delete the segments retention allows that a snapshot covers and that hold no record the
 /// broker has still to act on (`StateMachine::retention_floor`: parked messages not yet moved,
-/// transaction halves not yet resolved). The purge goes through openraft
-/// (`trigger().purge_log`), so its view of the log stays consistent; the queues and indexes are
-/// then trimmed to where the log starts.
+/// transaction halves not yet resolved). Between those checks the disk is measured again
+/// whenever the send path asks (`Checks::disk_now`), so a fast producer meets the limit before
+/// the disk runs out. The purge goes through openraft (`trigger().purge_log`), so its view of
+/// the log stays consistent; the queues and indexes are then trimmed to where the log starts.
 async fn run_retention<S: Storage + Clone, M: MetaStore>(
     raft: Raft<TypeConfig>,
     state_machine: StateMachine<S, M>,
     log: Arc<Mutex<CommitLog<S>>>,
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     config: RetentionConfig,
-    check_ms: u64,
+    checks: Checks,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::log_store::lock;
-    let mut first = true;
+    #[allow(clippy::disallowed_methods)] // the runtime's clock, virtual under madsim
+    let now = tokio::time::Instant::now;
+    let every = std::time::Duration::from_millis(checks.every_ms);
+    let mut next = now();
     loop {
-        if !std::mem::take(&mut first) {
-            tokio::select! {
-                biased;
-                _ = tokio::time::sleep(std::time::Duration::from_millis(check_ms)) => {}
-                _ = stop.changed() => return,
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            // The next check is `every` after this one starts, or after it ends if it took longer.
+            _ = tokio::time::sleep_until(next) => next = now() + every,
+            _ = checks.disk_now.notified() => {
+                measure_disk(&log, &config);
+                continue;
             }
         }
         // Entries a snapshot covers may go; the rest are still needed to catch followers up.
@@ -649,20 +667,27 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "retention check failed (finding parked records)");
+                measure_disk(&log, &config);
                 continue;
             }
         }
-        let planned = retention::plan(&lock(&log), crate::clock::now_ms(), limit, &config);
-        let (disk, through, early) = match planned {
+        let plan = {
+            let mut log = lock(&log);
+            let plan = retention::plan(&log, crate::clock::now_ms(), limit, &config);
+            if let Ok(p) = &plan {
+                log.disk_measured(p.usage, config.disk_max_used_ratio, p.mark);
+            }
+            plan
+        };
+        let plan = match plan {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "retention check failed");
                 continue;
             }
         };
-        lock(&log).refuse_writes(retention::refusal(disk, &config));
-        if let Some(through) = through {
-            if early {
+        if let Some(through) = plan.through {
+            if plan.early {
                 tracing::warn!(
                     through = through.0,
                     disk_clean_ratio = config.disk_clean_ratio,
@@ -674,6 +699,20 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
                 return; // Raft has stopped
             }
         }
+    }
+}
+
+/// Measures the disk for the send path's admission (`CommitLog::disk_measured`), outside the
+/// log's lock: appends go on meanwhile, and count from the mark taken before.
+fn measure_disk<S: Storage + Clone>(log: &Arc<Mutex<CommitLog<S>>>, config: &RetentionConfig) {
+    use crate::log_store::lock;
+    let (storage, mark) = {
+        let log = lock(log);
+        (log.storage().clone(), log.disk_mark())
+    };
+    match retention::disk_usage(&storage, config) {
+        Ok(usage) => lock(log).disk_measured(usage, config.disk_max_used_ratio, mark),
+        Err(e) => tracing::error!(error = %e, "measuring the disk failed"),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Replica<S: Storage + Clone, M: MetaStore> {
     proposer: Proposer,
     offsets: OffsetCommitter,
     clock: Arc<GroupClock>,
+    /// Asks retention to measure the disk now (see [`Replica::admit_new_writes`]).
+    disk_check: Arc<tokio::sync::Notify>,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
@@ -71,6 +73,7 @@ impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
             proposer: self.proposer.clone(),
             offsets: self.offsets.clone(),
             clock: self.clock.clone(),
+            disk_check: self.disk_check.clone(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             dispatcher: node.dispatcher.clone(),
             proposer,
             clock,
+            disk_check: node.disk_check.clone(),
         }
     }
 
@@ -304,11 +308,17 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
     // -----------------------------------------------------------------------------------------
     // Writes
 
-    /// The largest payload one proposal may carry, once the disk admits new writes (an error
-    /// while it is above its usage limit: nothing new is proposed then).
-    pub fn admit_new_writes(&self) -> StoreResult<usize> {
-        let log = lock(&self.log);
-        log.admit_new_writes()?;
+    /// The largest payload one proposal may carry, once the disk admits a new write of about
+    /// `bytes` (an error while the disk is at its usage limit, or the write would take it past:
+    /// nothing new is proposed then). Once the writes since the disk was last measured took a
+    /// quarter of the room it had left, retention is asked to measure it now.
+    pub fn admit_new_writes(&self, bytes: u64) -> StoreResult<usize> {
+        let mut log = lock(&self.log);
+        let admitted = log.admit_new_writes(bytes);
+        if log.disk_measure_due() {
+            self.disk_check.notify_one();
+        }
+        admitted?;
         Ok(replicable(log.entry_payload_max_bytes()))
     }
 

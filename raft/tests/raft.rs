@@ -1502,9 +1502,9 @@ mod recovery {
         g.disks[&doomed].0.set_fail_commitlog_syncs(false);
         tokio::time::sleep(Duration::from_millis(300)).await;
         {
-            let log = g.nodes[&doomed].log.lock().unwrap();
+            let mut log = g.nodes[&doomed].log.lock().unwrap();
             assert_eq!(log.flushed(), flushed, "nothing more counts as durable");
-            assert!(log.admit_new_writes().is_err(), "and it takes no new writes");
+            assert!(log.admit_new_writes(0).is_err(), "and it takes no new writes");
         }
 
         tracing::info!("--- the other two go on; the stopped one restarts and catches up");

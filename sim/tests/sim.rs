@@ -899,17 +899,31 @@ mod whole_cluster {
         twice: &str,
         may_lose: MayLose,
     ) -> Result<(), String> {
-        let moved = check::moved_twice(h, group);
-        if !moved.is_empty() {
-            return Err(format!("{twice}: {moved:?}"));
-        }
         let mut first_moved: std::collections::BTreeMap<&str, i64> = Default::default();
+        let mut origin_first_moved: std::collections::BTreeMap<&str, i64> = Default::default();
         for e in &h.events {
-            if let check::Event::Moved { group: g, id, at_ms, .. } = e {
+            if let check::Event::Moved { group: g, id, origin, at_ms, .. } = e {
                 if g == group {
                     first_moved.entry(id.as_str()).or_insert(*at_ms);
+                    origin_first_moved.entry(origin.as_str()).or_insert(*at_ms);
                 }
             }
+        }
+        // A run allowed to lose acknowledged sends (async flush and a power loss of the whole
+        // group) may lose a move the consumer had already seen: the broker then moves the
+        // record again, as a producer sends again a send it lost. Allowed when the first copy
+        // was seen within the window the run may lose; any other second move is a bug.
+        let mut moved = check::moved_twice(h, group);
+        moved.retain(|origin| {
+            let first = origin_first_moved.get(origin.as_str()).copied();
+            !match may_lose {
+                MayLose::Nothing => false,
+                MayLose::Any => true,
+                MayLose::AckedFrom(from) => first >= Some(from),
+            }
+        });
+        if !moved.is_empty() {
+            return Err(format!("{twice}: {moved:?}"));
         }
         let mut incons = check::inconsistent_delayed_offsets(h, group);
         incons.retain(|(_, _, ids)| {
@@ -1782,13 +1796,18 @@ mod whole_cluster {
     }
 
     /// Async flush, slow disks, then a power loss of the whole group that drops every unsynced
-    /// write: as above, only sends acknowledged in the last flush interval may be lost. A
-    /// replica that had synced and applied entries the other two lost (seed 314: they elected a
+    /// write: as above, only sends acknowledged in the last flush interval may be lost (and a
+    /// delayed message moved in that interval may be moved again: seed 325). A replica that
+    /// had synced and applied entries the other two lost (seeds 417 and 512: they elected a
     /// leader and wrote other entries at those indexes) stops on `AppliedEntriesLost` when the
     /// leader's first AppendEntries names an entry it applied differently; the group goes on
     /// with the other two. Before that check the replica took the leader's entries as following
     /// its own (openraft trusts every index up to its committed one): a debug build panicked on
     /// openraft's assertion, a release build would have let the replicas differ.
+    ///
+    /// Which seeds meet that case depends on the whole trace: a change that moves any task's
+    /// timing can take it from them. Then scan for new ones (run this loop over, say,
+    /// 300..700 and keep the seeds whose `stopped` is not empty) and list them here.
     #[test]
     fn async_flush_slow_disks_then_a_group_power_loss() {
         let _ = tracing_subscriber::fmt()
@@ -1796,7 +1815,7 @@ mod whole_cluster {
             .with_test_writer()
             .try_init();
         let mut stopped = 0;
-        for seed in 312..316 {
+        for seed in [312, 313, 314, 315, 325, 417, 512] {
             let topology = Topology {
                 flush: rocketraft_store::FlushMode::Async { interval_ms: 500 },
                 ..Topology::default()
@@ -1816,7 +1835,7 @@ mod whole_cluster {
             stopped += o.stopped.len();
         }
         // Not vacuous: the seeds include one where a replica applied what its group lost.
-        assert!(stopped > 0, "no replica applied entries its group lost in seeds 312-315");
+        assert!(stopped > 0, "no replica applied entries its group lost in these seeds");
     }
 
     /// The variable that makes `one_seed_twice_gives_one_trace` a child: run that seed once

@@ -30,7 +30,8 @@ use rocketraft_protocol::message::RecordView;
 use crate::checkpoint::RecordFile;
 use crate::entry::{self, EntryMeta, Header, LogEntry, ENTRY_HEADER_BYTES, FILLER_MIN_BYTES};
 use crate::error::{IoContext, StoreError, StoreResult};
-use crate::io::{join, Storage, StorageFile};
+use crate::io::{join, DiskUsage, Storage, StorageFile};
+use crate::retention::{DiskBudget, DiskMark};
 use crate::types::{offset_file_name, parse_offset_file_name, CommitLogOffset, RaftIndex};
 
 const DIR: &str = "commitlog";
@@ -173,7 +174,8 @@ pub struct CommitLog<S: Storage> {
     dirty_index_from: Option<RaftIndex>,
     /// Bumped by truncation and reset: flush jobs from an older epoch do not count.
     epoch: u64,
-    writes_refused: Option<StoreError>,
+    /// What the disk takes before new writes are refused (see [`DiskBudget`]).
+    disk: DiskBudget,
     /// Set by the first failed sync, never cleared (see [`StoreError::SyncFailed`]).
     sync_failed: Option<String>,
     scratch: Vec<u8>,
@@ -228,7 +230,7 @@ impl<S: Storage> CommitLog<S> {
             dirty: None,
             dirty_index_from: None,
             epoch: 0,
-            writes_refused: None,
+            disk: DiskBudget::default(),
             sync_failed: None,
             scratch: Vec::new(),
             io: IoCounts::default(),
@@ -951,28 +953,33 @@ impl<S: Storage> CommitLog<S> {
     // -----------------------------------------------------------------------------------------
     // Writing
 
-    /// While set, [`CommitLog::admit_new_writes`] answers this error (e.g. the disk-usage limit
-    /// was reached). Appends themselves go on: an entry that reaches the log was already
-    /// proposed (or, on a follower, committed by a majority), and refusing it would stop Raft.
-    /// New writes are refused at the door instead, before they are proposed.
-    pub fn refuse_writes(&mut self, why: Option<StoreError>) {
-        self.writes_refused = why;
+    /// A measurement of the disk (by retention), begun when the log had taken `mark`
+    /// ([`CommitLog::disk_mark`]): new writes are admitted until the disk, as measured plus
+    /// what the log took since, reaches `limit_ratio` used. Appends themselves always go on: an
+    /// entry that reaches the log was already proposed (or, on a follower, committed by a
+    /// majority), and refusing it would stop Raft. New writes are refused at the door instead,
+    /// before they are proposed.
+    pub fn disk_measured(&mut self, usage: DiskUsage, limit_ratio: f64, mark: DiskMark) {
+        self.disk.measured(usage, limit_ratio, mark);
     }
 
-    /// Whether new records may be proposed for this log: an error while the disk is above its
-    /// usage limit.
-    pub fn admit_new_writes(&self) -> StoreResult<()> {
+    /// What the log has taken so far, for a measurement of the disk that starts now.
+    pub fn disk_mark(&self) -> DiskMark {
+        self.disk.mark()
+    }
+
+    /// Whether the disk should be measured again now: the log took half of what the last
+    /// measurement left below the limit.
+    pub fn disk_measure_due(&self) -> bool {
+        self.disk.measure_due()
+    }
+
+    /// Whether a new write of about `bytes` may be proposed for this log: an error after a
+    /// failed sync, or while the disk is at its usage limit or the write would take it past.
+    /// An admitted write counts against the disk until the next measurement.
+    pub fn admit_new_writes(&mut self, bytes: u64) -> StoreResult<()> {
         self.check_syncs()?;
-        match &self.writes_refused {
-            None => Ok(()),
-            Some(StoreError::DiskFull { used_percent, limit_percent }) => {
-                Err(StoreError::DiskFull {
-                    used_percent: *used_percent,
-                    limit_percent: *limit_percent,
-                })
-            }
-            Some(other) => Err(StoreError::Config(other.to_string())),
-        }
+        self.disk.admit(bytes)
     }
 
     /// The largest entry payload an append takes (an entry fills at most one segment).
@@ -1059,6 +1066,7 @@ impl<S: Storage> CommitLog<S> {
         });
         self.scratch = scratch;
         let meta = result?;
+        self.disk.appended(size);
         self.mark_dirty(pos..pos + size, e.index);
         self.end = LogCut::after(&meta);
         self.last = Some(meta);

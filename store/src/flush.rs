@@ -217,7 +217,7 @@ mod tests {
         assert!(lock(&log).sync_failure().is_some());
         let append = lock(&log).append(&[entry(2)]);
         assert!(matches!(append, Err(crate::StoreError::SyncFailed { .. })), "{append:?}");
-        assert!(lock(&log).admit_new_writes().is_err(), "sends are refused at the door");
+        assert!(lock(&log).admit_new_writes(0).is_err(), "sends are refused at the door");
         assert!(lock(&log).flush().is_err());
     }
 }

@@ -7,7 +7,9 @@
 //! - at or above `disk_clean_ratio` used, the oldest segment goes even if it is young;
 //! - at or above `disk_max_used_ratio`, new writes are refused with `DiskFull` until space
 //!   frees (the leader checks `CommitLog::admit_new_writes` before it proposes; appends of
-//!   entries already proposed go on);
+//!   entries already proposed go on). Between two measurements the CommitLog counts what it
+//!   takes against what the last one left below the limit ([`DiskBudget`]), so a fast producer
+//!   cannot fill the disk before the next check;
 //! - never the segment being written, and never a segment holding an entry at or after the
 //!   purge limit (the Raft layer passes the first index it still needs: not yet applied, or
 //!   not yet covered by a snapshot).
@@ -127,15 +129,29 @@ pub fn disk_usage<S: Storage>(storage: &S, config: &RetentionConfig) -> StoreRes
     Ok(DiskUsage::capped(capacity, occupied, volume))
 }
 
-/// What retention would do now: the disk state, the last raft index of the segments that may
-/// be deleted (delete through it), if any, and whether that deletes a segment before its time
-/// because the disk is full.
+/// What retention would do now (see [`plan`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// The disk's usage as measured, and its state against the ratios.
+    pub usage: DiskUsage,
+    pub disk: DiskState,
+    /// Delete the segments through this raft index, if any.
+    pub through: Option<RaftIndex>,
+    /// Whether that deletes a segment before its time because the disk is full.
+    pub early: bool,
+    /// What the log had taken when the disk was measured ([`CommitLog::disk_measured`]).
+    pub mark: DiskMark,
+}
+
+/// What retention would do now: the disk's usage and state, and the segments that may be
+/// deleted.
 pub fn plan<S: Storage>(
     log: &CommitLog<S>,
     now_ms: i64,
     purge_limit: RaftIndex,
     config: &RetentionConfig,
-) -> StoreResult<(DiskState, Option<RaftIndex>, bool)> {
+) -> StoreResult<Plan> {
+    let mark = log.disk_mark();
     let usage = disk_usage(log.storage(), config)?;
     let disk = disk_state(usage, config);
     let mut segments = Vec::new();
@@ -148,24 +164,110 @@ pub fn plan<S: Storage>(
     let n = segments_to_delete(&segments, now_ms, disk, purge_limit, config);
     let by_time = segments_to_delete(&segments, now_ms, DiskState::Ok, purge_limit, config);
     let through = (n > 0).then(|| RaftIndex(segments[n].first_index.0 - 1));
-    Ok((disk, through, n > by_time))
+    Ok(Plan { usage, disk, through, early: n > by_time, mark })
 }
 
-/// The error appends get while the disk is above its limit, or `None` when they may go on.
-pub fn refusal(disk: DiskState, config: &RetentionConfig) -> Option<StoreError> {
-    match disk {
-        DiskState::Full { used_ratio } => Some(StoreError::DiskFull {
-            used_percent: used_ratio * 100.0,
-            limit_percent: config.disk_max_used_ratio * 100.0,
-        }),
-        _ => None,
+/// What a CommitLog had taken by some moment: running totals of the bytes admitted (on the
+/// leader, before proposing) and appended (on every replica, metadata entries too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskMark {
+    admitted: u64,
+    appended: u64,
+}
+
+/// How much a log may still take before its disk reaches `disk_max_used_ratio`, between two
+/// measurements of the disk.
+///
+/// Retention measures the disk every `retention_check_ms` (10 s by default); a producer can
+/// write gigabytes in that time, so a refusal that waited for the next measurement could come
+/// after the disk ran out, and a replica whose append fails stops. The log therefore counts
+/// what it takes after each measurement and refuses new writes once the count reaches what
+/// that measurement left below the limit. The count is an estimate (the queues and indexes
+/// grow with the log; preallocated files do not grow at all), so a quarter of the way through
+/// the room left it asks for a new measurement ([`DiskBudget::measure_due`]): the estimate
+/// only has to hold for a short while, and the measurement is the truth.
+#[derive(Debug, Clone, Default)]
+pub struct DiskBudget {
+    taken: DiskMark,
+    last: Option<Measured>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Bytes used, and used plus available (`DiskUsage::used_ratio`'s denominator).
+    used: u64,
+    room: u64,
+    /// `disk_max_used_ratio`, and that many bytes of `room`.
+    limit_ratio: f64,
+    limit_bytes: u64,
+    /// What the log had taken when the disk was measured.
+    mark: DiskMark,
+}
+
+impl DiskBudget {
+    /// What the log has taken so far, to pass to [`DiskBudget::measured`] with a measurement
+    /// that starts now.
+    pub fn mark(&self) -> DiskMark {
+        self.taken
+    }
+
+    /// A new measurement of the disk, started when the log had taken `mark`. What the log took
+    /// after `mark` still counts: the measurement may not have seen it.
+    pub fn measured(&mut self, usage: DiskUsage, limit_ratio: f64, mark: DiskMark) {
+        let used = usage.total_bytes.saturating_sub(usage.free_bytes);
+        let room = used.saturating_add(usage.available_bytes);
+        let limit_bytes = (room as f64 * limit_ratio) as u64;
+        self.last = Some(Measured { used, room, limit_ratio, limit_bytes, mark });
+    }
+
+    /// Counts `bytes` appended to the log.
+    pub fn appended(&mut self, bytes: u64) {
+        self.taken.appended = self.taken.appended.saturating_add(bytes);
+    }
+
+    /// Admits a write of about `bytes`, or refuses it with `DiskFull` when the disk (as last
+    /// measured, plus what the log took since) is at its limit or the write would take it past.
+    pub fn admit(&mut self, bytes: u64) -> StoreResult<()> {
+        if let Some(m) = self.last {
+            let used = m.used.saturating_add(self.spent(&m));
+            if used >= m.limit_bytes || used.saturating_add(bytes) > m.limit_bytes {
+                return Err(StoreError::DiskFull {
+                    used_percent: if m.room == 0 {
+                        100.0
+                    } else {
+                        used as f64 * 100.0 / m.room as f64
+                    },
+                    limit_percent: m.limit_ratio * 100.0,
+                });
+            }
+        }
+        self.taken.admitted = self.taken.admitted.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// Whether the log has taken a quarter of what the last measurement left below the limit
+    /// (or more): time to measure again. Measurements come closer together as the disk fills,
+    /// so what the count misses (files created whole, other data on the volume) is seen soon.
+    pub fn measure_due(&self) -> bool {
+        self.last.is_some_and(|m| {
+            let spent = self.spent(&m);
+            spent > 0 && spent.saturating_mul(4) >= m.limit_bytes.saturating_sub(m.used)
+        })
+    }
+
+    /// Bytes taken since the measurement: admitted ones cover proposals not yet appended,
+    /// appended ones cover what was not admitted here (entries from a leader, metadata).
+    fn spent(&self, m: &Measured) -> u64 {
+        let admitted = self.taken.admitted.saturating_sub(m.mark.admitted);
+        let appended = self.taken.appended.saturating_sub(m.mark.appended);
+        admitted.max(appended)
     }
 }
 
-/// Runs one retention pass on a log without Raft: refuses or re-allows writes by disk usage,
-/// deletes what [`plan`] allows, and drops queue entries and index files that pointed only into
-/// the deleted segments. (A Raft replica purges through openraft instead, then calls
-/// `Dispatcher::purge_before`.)
+/// Runs one retention pass on a log without Raft: measures the disk (for
+/// [`CommitLog::admit_new_writes`]), deletes what [`plan`] allows, and drops queue entries and
+/// index files that pointed only into the deleted segments. (A Raft replica purges through
+/// openraft instead, then calls `Dispatcher::purge_before`.)
 pub fn apply<S: Storage + Clone>(
     log: &mut CommitLog<S>,
     dispatcher: &mut Dispatcher<S>,
@@ -173,15 +275,15 @@ pub fn apply<S: Storage + Clone>(
     purge_limit: RaftIndex,
     config: &RetentionConfig,
 ) -> StoreResult<RetentionReport> {
-    let (disk, through, _) = plan(log, now_ms, purge_limit, config)?;
-    log.refuse_writes(refusal(disk, config));
+    let plan = plan(log, now_ms, purge_limit, config)?;
+    log.disk_measured(plan.usage, config.disk_max_used_ratio, plan.mark);
     let before = log.segment_files().len();
-    if let Some(through) = through {
+    if let Some(through) = plan.through {
         let start = log.purge_through(through)?;
         dispatcher.purge_before(start.position)?;
         tracing::info!(start = %start.position, "retention deleted old CommitLog segments");
     }
-    Ok(RetentionReport { segments_deleted: before - log.segment_files().len(), disk })
+    Ok(RetentionReport { segments_deleted: before - log.segment_files().len(), disk: plan.disk })
 }
 
 #[cfg(test)]
@@ -266,5 +368,57 @@ mod tests {
         let cfg = RetentionConfig::by_age_only();
         assert_eq!(state(99, &cfg), DiskState::Ok);
         assert!(matches!(state(100, &cfg), DiskState::Full { .. }));
+    }
+
+    #[test]
+    fn the_budget_refuses_before_the_next_measurement_and_asks_for_one_early() {
+        // 1,000 bytes of room, 500 used, a 90% limit: 400 bytes to go.
+        let usage = DiskUsage { total_bytes: 1_000, free_bytes: 500, available_bytes: 500 };
+        let mut b = DiskBudget::default();
+        assert!(b.admit(1 << 40).is_ok(), "nothing measured yet: nothing refused");
+        b.measured(usage, 0.9, b.mark());
+        assert!(b.admit(50).is_ok());
+        assert!(!b.measure_due());
+        b.appended(30); // admitted ones appended: still 50 taken, not 80
+        assert!(!b.measure_due());
+        assert!(b.admit(50).is_ok());
+        assert!(b.measure_due(), "100 of 400 taken: measure again");
+        assert!(b.admit(100).is_ok());
+        // A write that would go past the limit is refused; a smaller one still fits.
+        let err = b.admit(201).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+        assert!(b.admit(200).is_ok());
+        // At the limit nothing more goes, however small.
+        let err = b.admit(0).unwrap_err();
+        let StoreError::DiskFull { used_percent, limit_percent } = err else { panic!("{err}") };
+        assert_eq!((used_percent, limit_percent), (90.0, 90.0));
+        // Appends count even when nothing was admitted here (entries from a leader).
+        let mut f = DiskBudget::default();
+        f.measured(usage, 0.9, f.mark());
+        f.appended(400);
+        assert!(f.admit(0).is_err());
+    }
+
+    #[test]
+    fn a_new_measurement_counts_what_the_log_took_after_its_mark() {
+        let usage = |used: u64| DiskUsage {
+            total_bytes: 1_000,
+            free_bytes: 1_000 - used,
+            available_bytes: 1_000 - used,
+        };
+        let mut b = DiskBudget::default();
+        b.measured(usage(0), 0.9, b.mark());
+        b.admit(300).unwrap();
+        // A measurement starts, 100 more bytes are written, then the measurement (which saw
+        // the first 300 only) lands: the 100 still count.
+        let mark = b.mark();
+        b.admit(100).unwrap();
+        b.measured(usage(300), 0.9, mark);
+        assert!(b.admit(500).is_ok());
+        assert!(b.admit(1).is_err(), "300 measured + 100 + 500 taken: at the limit");
+        // Space freed: the next measurement admits writes again.
+        b.measured(usage(100), 0.9, b.mark());
+        assert!(b.admit(700).is_ok());
+        assert!(b.admit(101).is_err());
     }
 }

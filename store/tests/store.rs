@@ -880,11 +880,11 @@ mod retention {
         let mut d = Dispatcher::open(s.clone(), DispatchConfig::default(), &log).unwrap();
         let mut leader = Leader::default();
         log.append(&[leader.entry("T", 1, 0)]).unwrap();
-        assert!(log.admit_new_writes().is_ok());
+        assert!(log.admit_new_writes(0).is_ok());
         s.set_volume_bytes(9000); // the files already take more than 90% of it
         let report = apply(&mut log, &mut d, 0, RaftIndex(0), &RetentionConfig::default()).unwrap();
         assert!(matches!(report.disk, DiskState::Full { .. }));
-        let err = log.admit_new_writes().unwrap_err();
+        let err = log.admit_new_writes(0).unwrap_err();
         assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
         assert!(err.to_string().contains("writes are refused"));
         // An entry already proposed (or committed by a majority) is still appended: refusing it
@@ -892,7 +892,7 @@ mod retention {
         log.append(&[leader.entry("T", 1, 0)]).unwrap();
         s.set_volume_bytes(1 << 30);
         apply(&mut log, &mut d, 0, RaftIndex(0), &RetentionConfig::default()).unwrap();
-        assert!(log.admit_new_writes().is_ok());
+        assert!(log.admit_new_writes(0).is_ok());
     }
 }
 

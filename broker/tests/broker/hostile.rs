@@ -12,6 +12,7 @@
 use super::*;
 use rocketraft_protocol::message::MESSAGE_MAX_BYTES_DEFAULT;
 use rocketraft_protocol::sysflag::message as msgflag;
+use rocketraft_store::io::Storage;
 
 /// Every replica runs (no fatal error) and has applied its whole log at one index.
 async fn assert_healthy(group: &BTreeMap<u64, Replica>) {
@@ -230,6 +231,61 @@ async fn hostile_names_are_refused_at_every_entry_point() {
     stop_group(group).await;
 }
 
+/// A producer faster than retention's periodic check meets the disk's usage limit before the
+/// disk runs out. Retention measures the disk at start and then only an hour later here; the
+/// CommitLog counts what it takes after each measurement, refuses new sends once that reaches
+/// the room the measurement left below the limit, and has the disk measured again a quarter of
+/// the way there, so what else fills the disk meanwhile (here a file as large as half the room, made
+/// just after the measurement) counts too. (Before, refusals waited for the next periodic
+/// check, and a fast producer filled the disk first: a replica whose append then fails stops.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_meet_the_disk_limit_between_retention_checks() {
+    const CAP: u64 = 48 << 20;
+    let group = start_group_advertising(Vec::new(), false, |c| {
+        c.retention_check_ms = 3_600_000;
+        c.retention.capacity_bytes = Some(CAP);
+        c.dispatch.consume_queue.entries_per_file = 10_000;
+        c.dispatch.index.slot_count = 10_000;
+        c.dispatch.index.index_max = 40_000;
+    })
+    .await;
+    let leader = leader(&group).await;
+    let mut c = with_topic(&group, leader, "Fast").await;
+    let disk = &group[&leader].disk;
+    let at_start = disk.occupied_bytes().unwrap();
+    assert!(at_start < CAP / 2, "the files at start take {at_start} of {CAP} bytes");
+    let room = (CAP as f64 * 0.9) as u64 - at_start;
+    disk.create("someone-elses-file", room / 2).unwrap();
+
+    let body = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+    let mut accepted = 0u64;
+    let refused = loop {
+        let mut req = send("Fast", 0, "A", "k");
+        req.body = body.clone();
+        let r = c.call(req).await;
+        if r.code != response_code::SUCCESS {
+            break r;
+        }
+        accepted += 1;
+        assert!(accepted * (64 << 10) < 2 * CAP, "sends still accepted after {accepted}");
+    };
+    assert_eq!(refused.code, response_code::SERVICE_NOT_AVAILABLE, "{:?}", refused.remark);
+    assert!(refused.remark.as_deref().unwrap().contains("disk is full"), "{:?}", refused.remark);
+    for (id, r) in &group {
+        let used = r.disk.occupied_bytes().unwrap();
+        assert!(used <= CAP, "replica {id}'s files take {used} bytes of a {CAP}-byte disk");
+    }
+    // Refused near the limit, not long before it: the sends took at least half the room the
+    // other file left them (the rest went to files made whole: segments, queues, indexes).
+    assert!(
+        accepted * (64 << 10) > room / 4,
+        "refused after {accepted} sends, {} bytes of room left to them",
+        room / 2
+    );
+    assert_healthy(&group).await;
+    stop_group(group).await;
+}
+
 /// A disk above `disk_max_used_ratio` stops nothing. Followers whose disks are full still take
 /// what the leader replicates (once, the CommitLog refused the append itself, which was fatal to
 /// Raft on each replica in turn); a leader whose disk is full refuses new sends with RocketMQ's
@@ -251,7 +307,7 @@ async fn a_full_disk_refuses_sends_and_stops_nothing() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while group
         .iter()
-        .any(|(id, r)| *id != leader && r.node.log.lock().unwrap().admit_new_writes().is_ok())
+        .any(|(id, r)| *id != leader && r.node.log.lock().unwrap().admit_new_writes(0).is_ok())
     {
         assert!(Instant::now() < deadline, "retention never saw the followers' disks full");
         tokio::time::sleep(Duration::from_millis(20)).await;
