@@ -781,13 +781,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Logs to stderr, `RUST_LOG` filtered (default `default`, openraft's errors only).
+/// Logs to stderr, `RUST_LOG` filtered (default `default`, and nothing of openraft's own: it
+/// logs an error per failed heartbeat and warnings on every healthy start; our replicas say
+/// what an operator needs instead: role changes, peers that keep failing, a fatal stop with
+/// its cause. `RUST_LOG=info,openraft=warn` shows openraft's too).
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},openraft=error"))
-    });
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=off")));
+    // Colours only on a terminal: a log file or a journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 fn print_output(out: &Output, json: bool) {

@@ -26,6 +26,15 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     for b in &brokers {
         assert!(b.log_text().contains("Raft RPCs over mutual TLS"), "{}", b.log_text());
     }
+    // A healthy start logs no warning at the default level (the replicas started one after
+    // another: the first one's calls to the others failed until they were up), and each
+    // replica says its role once it has one.
+    for (i, b) in brokers.iter().enumerate() {
+        let says = if i as u64 == leader { "leads its group" } else { "follows the leader" };
+        assert!(b.wait_log(says, 10), "broker-a-{i} says {says:?}\n{}", b.log_text());
+        let log = b.log();
+        assert!(!log.contains("WARN") && !log.contains("ERROR"), "{}", b.log_text());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let acked = rt.block_on(async {
@@ -55,6 +64,15 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     let view = wait_cluster(&namesrv, 30, |c| leader_of(c).is_some_and(|l| l != leader));
     let new_leader = leader_of(&view).unwrap_or_else(|| panic!("no new leader: {view:?}"));
     assert_ne!(new_leader, leader);
+    // The new leader says so, and, once the killed one has failed its calls for a while,
+    // names it (once, not per heartbeat).
+    let new = &brokers[new_leader as usize];
+    let failing = format!("peer={leader}");
+    assert!(new.wait_log("leads its group", 10), "{}", new.log_text());
+    assert!(new.wait_log("Raft calls to a peer keep failing", 15), "{}", new.log_text());
+    let warned = new.log().lines().filter(|l| l.contains("keep failing")).count();
+    assert_eq!(warned, 1, "{}", new.log_text());
+    assert!(new.log().contains(&failing), "{}", new.log_text());
     let registered = view.iter().filter(|r| r["role"] != "not registered").count();
     assert_eq!(registered, 2, "the killed replica is gone from the routes: {view:?}");
     // The new leader still counts it a member, behind by what it missed.
@@ -78,6 +96,8 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
         "the restarted replica rejoined and caught up: {view:?}\n{}",
         brokers[leader as usize].log_text()
     );
+    let new = &brokers[new_leader as usize];
+    assert!(new.wait_log("a Raft peer answers again", 10), "{}", new.log_text());
 
     // Every acknowledged message is there to consume.
     let received = rt.block_on(consume_ids(&namesrv, "ProcTopic", "proc-group", &acked, 30));

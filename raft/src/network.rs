@@ -21,6 +21,7 @@
 //! connection carries one request at a time (openraft awaits each RPC to a peer before the
 //! next), so there is nothing more to coalesce.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -360,6 +361,62 @@ pub struct RaftTls {
     pub client: ClientTls,
 }
 
+/// A peer whose every call fails is reported once it has failed this long (a staggered start,
+/// a restart or a short partition stays quiet)...
+pub const PEER_FAILING_REPORT_MS: u64 = 5_000;
+/// ...and again this often while it goes on failing.
+pub const PEER_FAILING_REPEAT_MS: u64 = 30_000;
+
+/// Which peers' calls have been failing, and since when: what the operator reads instead of
+/// openraft's error per failed heartbeat (openraft's own logs are off by default).
+#[derive(Debug, Default)]
+struct PeerHealth {
+    failing: Mutex<BTreeMap<NodeId, Failing>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    since: tokio::time::Instant,
+    reported: Option<tokio::time::Instant>,
+}
+
+impl PeerHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn succeeded(&self, group: &str, peer: NodeId, addr: &str) {
+        let Some(f) = self.lock().remove(&peer) else { return };
+        if f.reported.is_some() {
+            let after_s = f.since.elapsed().as_secs();
+            tracing::info!(group = %group, peer, addr = %addr, after_s, "a Raft peer answers again");
+        }
+    }
+
+    fn failed(&self, group: &str, peer: NodeId, addr: &str, error: &str) {
+        #[allow(clippy::disallowed_methods)] // the runtime's clock, virtual under madsim
+        let now = tokio::time::Instant::now();
+        let mut failing = self.lock();
+        let f = failing.entry(peer).or_insert(Failing { since: now, reported: None });
+        let for_ms = now.duration_since(f.since).as_millis() as u64;
+        let due = f
+            .reported
+            .is_none_or(|r| now.duration_since(r) >= Duration::from_millis(PEER_FAILING_REPEAT_MS));
+        if for_ms >= PEER_FAILING_REPORT_MS && due {
+            f.reported = Some(now);
+            let for_s = for_ms / 1000;
+            tracing::warn!(
+                group = %group,
+                peer,
+                addr = %addr,
+                for_s,
+                error = %error,
+                "Raft calls to a peer keep failing"
+            );
+        }
+    }
+}
+
 /// Makes one [`PeerClient`] per target.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -367,6 +424,7 @@ pub struct Network {
     faults: MessageFaults,
     budget: Arc<ReplicationBudget>,
     tls: Option<ClientTls>,
+    health: Arc<PeerHealth>,
 }
 
 impl Network {
@@ -377,7 +435,7 @@ impl Network {
         faults: MessageFaults,
         budget: Arc<ReplicationBudget>,
     ) -> Self {
-        Network { group: group.into(), faults, budget, tls: None }
+        Network { group: group.into(), faults, budget, tls: None, health: Arc::default() }
     }
 
     /// Calls peers over TLS with this identity.
@@ -399,6 +457,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             tls: self.tls.clone(),
             faults: self.faults,
             budget: self.budget.clone(),
+            health: self.health.clone(),
         }
     }
 }
@@ -414,6 +473,7 @@ pub struct PeerClient {
     tls: Option<ClientTls>,
     faults: MessageFaults,
     budget: Arc<ReplicationBudget>,
+    health: Arc<PeerHealth>,
 }
 
 /// Times one AppendEntries with entries for the budget: answered (how fast), or timed out,
@@ -448,6 +508,19 @@ type CallError = RPCError<NodeId, BasicNode, RaftError<NodeId>>;
 
 impl PeerClient {
     async fn call(
+        &mut self,
+        body: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, (bool, String)> {
+        let result = self.call_once(body, timeout).await;
+        match &result {
+            Ok(_) => self.health.succeeded(&self.group, self.target, &self.addr),
+            Err((_, e)) => self.health.failed(&self.group, self.target, &self.addr, e),
+        }
+        result
+    }
+
+    async fn call_once(
         &mut self,
         body: RpcRequest,
         timeout: Duration,

@@ -438,6 +438,43 @@ pub const META_SYNC_MS: u64 = 1_000;
 /// scattered over the hash slots), which ran on apply's async task every 1,000 entries.
 pub const DISPATCH_SYNC_MS: u64 = 5_000;
 
+/// What a replica is in its group, as its role-change log line says it: seen by the watcher
+/// (every [`FATAL_CHECK_MS`]), so a change that reverts within that time is not logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Leader { term: u64 },
+    Follower { term: u64, leader: Option<NodeId> },
+    Candidate { term: u64 },
+    Other,
+}
+
+impl Role {
+    fn of(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Role {
+        let term = m.current_term;
+        match m.state {
+            openraft::ServerState::Leader => Role::Leader { term },
+            openraft::ServerState::Follower => Role::Follower { term, leader: m.current_leader },
+            openraft::ServerState::Candidate => Role::Candidate { term },
+            _ => Role::Other,
+        }
+    }
+
+    /// One INFO line per change. A follower that knows no leader yet says nothing: it either
+    /// learns one (the next line) or stands for election.
+    fn log(self, group: &str, id: NodeId) {
+        match self {
+            Role::Leader { term } => tracing::info!(group = %group, id, term, "leads its group"),
+            Role::Follower { term, leader: Some(leader) } => {
+                tracing::info!(group = %group, id, term, leader, "follows the leader")
+            }
+            Role::Candidate { term } => {
+                tracing::info!(group = %group, id, term, "stands for election")
+            }
+            Role::Follower { leader: None, .. } | Role::Other => {}
+        }
+    }
+}
+
 /// Watches Raft's running state and the CommitLog's syncs and damage, syncs the lazy and
 /// deferred metadata and the CommitLog's checkpoint every [`META_SYNC_MS`] and the queues and
 /// indexes every [`DISPATCH_SYNC_MS`], off the send path. A fatal error (not our own shutdown), or a sync the disk refused, is logged
@@ -463,13 +500,21 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
 ) {
     let mut since_sync_ms = 0;
     let mut since_dispatch_sync_ms = 0;
+    let mut role = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
         let Some(stop) = stop.upgrade() else { return };
         if *stop.borrow() {
             return;
         }
-        let state = raft.metrics().borrow().running_state.clone();
+        let metrics = raft.metrics();
+        let (state, now) = {
+            let m = metrics.borrow();
+            (m.running_state.clone(), Role::of(&m))
+        };
+        if role.replace(now) != Some(now) {
+            now.log(&group, id);
+        }
         let mut error = match state {
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
             Err(e) => Some(e.to_string()),

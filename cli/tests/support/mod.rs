@@ -44,11 +44,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `rocketraft args`, stderr to `log`, and waits for its "ready" line on stdout.
+    /// It logs at its default level (what an operator sees), whatever the test's `RUST_LOG`.
     pub fn start(name: &str, args: &[&str], log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
         let mut child = rocketraft()
             .args(args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
@@ -70,8 +71,24 @@ impl Proc {
     }
 
     pub fn log_text(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        format!("--- {} log ---\n{log}", self.name)
+        format!("--- {} log ---\n{}", self.name, self.log())
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `secs` for a line of its log to contain `what`.
+    pub fn wait_log(&self, what: &str, secs: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(what) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
     }
 
     /// Waits up to `secs` for the process to exit by itself.
