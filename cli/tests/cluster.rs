@@ -26,9 +26,8 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     for b in &brokers {
         assert!(b.log_text().contains("Raft RPCs over mutual TLS"), "{}", b.log_text());
     }
-    // A healthy start logs no warning at the default level (the replicas started one after
-    // another: the first one's calls to the others failed until they were up), and each
-    // replica says its role once it has one.
+    // A healthy start logs no warning at the default level (the first replica up calls the
+    // others before they listen), and each replica says its role once it has one.
     for (i, b) in brokers.iter().enumerate() {
         let says = if i as u64 == leader { "leads its group" } else { "follows the leader" };
         assert!(b.wait_log(says, 10), "broker-a-{i} says {says:?}\n{}", b.log_text());
@@ -67,12 +66,14 @@ fn a_cluster_of_processes_survives_sigkill_of_its_leader() {
     // The new leader says so, and, once the killed one has failed its calls for a while,
     // names it (once, not per heartbeat).
     let new = &brokers[new_leader as usize];
-    let failing = format!("peer={leader}");
     assert!(new.wait_log("leads its group", 10), "{}", new.log_text());
     assert!(new.wait_log("Raft calls to a peer keep failing", 15), "{}", new.log_text());
-    let warned = new.log().lines().filter(|l| l.contains("keep failing")).count();
-    assert_eq!(warned, 1, "{}", new.log_text());
-    assert!(new.log().contains(&failing), "{}", new.log_text());
+    let log = new.log();
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("keep failing")).collect();
+    // Once per 30 s while it lasts, not per heartbeat (100 ms).
+    assert!((1..=3).contains(&warned.len()), "{}", new.log_text());
+    let named = format!("peer={leader} ");
+    assert!(warned.iter().all(|l| l.contains(&named)), "{}", new.log_text());
     let registered = view.iter().filter(|r| r["role"] != "not registered").count();
     assert_eq!(registered, 2, "the killed replica is gone from the routes: {view:?}");
     // The new leader still counts it a member, behind by what it missed.

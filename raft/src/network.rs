@@ -513,9 +513,17 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<RpcResponse, (bool, String)> {
         let result = self.call_once(body, timeout).await;
-        match &result {
-            Ok(_) => self.health.succeeded(&self.group, self.target, &self.addr),
-            Err((_, e)) => self.health.failed(&self.group, self.target, &self.addr, e),
+        // A peer that answers for another node or group, or whose Raft refuses, is failing too.
+        let failure = match &result {
+            Ok(RpcResponse::Misdirected { reason }) => Some(format!("misdirected: {reason}")),
+            Ok(RpcResponse::Append(Err(e)) | RpcResponse::Vote(Err(e))) => Some(e.to_string()),
+            Ok(RpcResponse::Snapshot(Err(e))) => Some(e.to_string()),
+            Ok(_) => None,
+            Err((_, e)) => Some(e.clone()),
+        };
+        match failure {
+            None => self.health.succeeded(&self.group, self.target, &self.addr),
+            Some(e) => self.health.failed(&self.group, self.target, &self.addr, &e),
         }
         result
     }

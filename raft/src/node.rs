@@ -439,7 +439,8 @@ pub const META_SYNC_MS: u64 = 1_000;
 pub const DISPATCH_SYNC_MS: u64 = 5_000;
 
 /// What a replica is in its group, as its role-change log line says it: seen by the watcher
-/// (every [`FATAL_CHECK_MS`]), so a change that reverts within that time is not logged.
+/// (every [`FATAL_CHECK_MS`]), so a change that reverts within that time is not logged, and a
+/// candidate's new terms are not changes (one line when it starts standing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Leader { term: u64 },
@@ -512,7 +513,12 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             let m = metrics.borrow();
             (m.running_state.clone(), Role::of(&m))
         };
-        if role.replace(now) != Some(now) {
+        // A candidate that keeps standing (no majority reachable) says so once, not per term.
+        let changed = match role.replace(now) {
+            Some(Role::Candidate { .. }) => !matches!(now, Role::Candidate { .. }),
+            before => before != Some(now),
+        };
+        if changed {
             now.log(&group, id);
         }
         let mut error = match state {
@@ -681,6 +687,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
     let now = tokio::time::Instant::now;
     let every = std::time::Duration::from_millis(checks.every_ms);
     let mut next = now();
+    let failed = rocketraft_remoting::throttle::LogThrottle::new();
     loop {
         tokio::select! {
             biased;
@@ -688,7 +695,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             // The next check is `every` after this one starts, or after it ends if it took longer.
             _ = tokio::time::sleep_until(next) => next = now() + every,
             _ = checks.disk_now.notified() => {
-                measure_disk(&log, &config);
+                measure_disk(&log, &config, &failed);
                 continue;
             }
         }
@@ -712,7 +719,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "retention check failed (finding parked records)");
-                measure_disk(&log, &config);
+                measure_disk(&log, &config, &failed);
                 continue;
             }
         }
@@ -743,13 +750,21 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             if purge_log(&raft, &log, &dispatcher, through).await.is_err() {
                 return; // Raft has stopped
             }
+            // What the purge freed counts at once: a refusing leader admits sends again.
+            measure_disk(&log, &config, &failed);
         }
     }
 }
 
 /// Measures the disk for the send path's admission (`CommitLog::disk_measured`), outside the
-/// log's lock: appends go on meanwhile, and count from the mark taken before.
-fn measure_disk<S: Storage + Clone>(log: &Arc<Mutex<CommitLog<S>>>, config: &RetentionConfig) {
+/// log's lock: appends go on meanwhile, and count from the mark taken before. A measurement
+/// that fails changes nothing (sends are still admitted against the last one, and refused once
+/// that one's room is spent) and is logged at most once per 10 s.
+fn measure_disk<S: Storage + Clone>(
+    log: &Arc<Mutex<CommitLog<S>>>,
+    config: &RetentionConfig,
+    failed: &rocketraft_remoting::throttle::LogThrottle,
+) {
     use crate::log_store::lock;
     let (storage, mark) = {
         let log = lock(log);
@@ -757,7 +772,15 @@ fn measure_disk<S: Storage + Clone>(log: &Arc<Mutex<CommitLog<S>>>, config: &Ret
     };
     match retention::disk_usage(&storage, config) {
         Ok(usage) => lock(log).disk_measured(usage, config.disk_max_used_ratio, mark),
-        Err(e) => tracing::error!(error = %e, "measuring the disk failed"),
+        Err(e) => {
+            if let Some(more) = failed.due() {
+                tracing::error!(
+                    error = %e,
+                    more,
+                    "measuring the disk failed: sends are admitted against the last measurement"
+                );
+            }
+        }
     }
 }
 

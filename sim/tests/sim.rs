@@ -900,27 +900,35 @@ mod whole_cluster {
         may_lose: MayLose,
     ) -> Result<(), String> {
         let mut first_moved: std::collections::BTreeMap<&str, i64> = Default::default();
-        let mut origin_first_moved: std::collections::BTreeMap<&str, i64> = Default::default();
+        // Each origin's first copy as the consumer saw it: when, and where.
+        let mut origin_first: std::collections::BTreeMap<&str, (i64, &check::Queue, i64)> =
+            Default::default();
         for e in &h.events {
-            if let check::Event::Moved { group: g, id, origin, at_ms, .. } = e {
+            if let check::Event::Moved { group: g, id, origin, queue, offset, at_ms } = e {
                 if g == group {
                     first_moved.entry(id.as_str()).or_insert(*at_ms);
-                    origin_first_moved.entry(origin.as_str()).or_insert(*at_ms);
+                    origin_first.entry(origin.as_str()).or_insert((*at_ms, queue, *offset));
                 }
             }
         }
-        // A run allowed to lose acknowledged sends (async flush and a power loss of the whole
-        // group) may lose a move the consumer had already seen: the broker then moves the
-        // record again, as a producer sends again a send it lost. Allowed when the first copy
-        // was seen within the window the run may lose; any other second move is a bug.
+        // A run allowed to lose acknowledged sends to a power loss of the whole group (async
+        // flush) may lose a move the consumer had already seen: the broker then moves the
+        // record again, as a producer sends again a send it lost. Allowed only when the first
+        // copy was seen inside the window the run may lose and was lost indeed (its queue
+        // offset was given to another message after it); any other second move is a bug, in
+        // every mode.
+        let given_twice: std::collections::BTreeSet<(check::Queue, i64)> =
+            check::inconsistent_delayed_offsets(h, group)
+                .into_iter()
+                .map(|(q, o, _)| (q, o))
+                .collect();
         let mut moved = check::moved_twice(h, group);
         moved.retain(|origin| {
-            let first = origin_first_moved.get(origin.as_str()).copied();
-            !match may_lose {
-                MayLose::Nothing => false,
-                MayLose::Any => true,
-                MayLose::AckedFrom(from) => first >= Some(from),
-            }
+            let Some(&(first_at, queue, offset)) = origin_first.get(origin.as_str()) else {
+                return true;
+            };
+            let lost = given_twice.contains(&(queue.clone(), offset));
+            !matches!(may_lose, MayLose::AckedFrom(from) if first_at >= from && lost)
         });
         if !moved.is_empty() {
             return Err(format!("{twice}: {moved:?}"));

@@ -968,7 +968,7 @@ impl<S: Storage> CommitLog<S> {
         self.disk.mark()
     }
 
-    /// Whether the disk should be measured again now: the log took half of what the last
+    /// Whether the disk should be measured again now: the log took a quarter of what the last
     /// measurement left below the limit.
     pub fn disk_measure_due(&self) -> bool {
         self.disk.measure_due()

@@ -159,6 +159,8 @@ async fn end_transaction<S: Storage + Clone, M: MetaStore>(
             topic_of(req, inner, topic)?;
             let record = commit_record(&half, group_now_ms(inner), inner.config.advertised_addr)
                 .map_err(system_error(req))?;
+            // A commit the disk cannot take now is resolved later, by the next check-back.
+            admit(inner, req, record.len())?;
             inner.replica.propose(vec![record]).await.map(|_| ())
         }
         Decision::RollBack => {

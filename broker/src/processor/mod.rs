@@ -90,6 +90,20 @@ pub(crate) fn reply(
     RemotingCommand::response_to(req, code, Some(remark.into()))
 }
 
+/// Whether the store admits a new write of about `bytes` (a send, a message sent back, a
+/// committed transaction's copy): the largest payload one proposal may carry, or the answer
+/// to refuse it with (SERVICE_NOT_AVAILABLE: the disk is at its usage limit, or a sync failed).
+pub(crate) fn admit<S: Storage + Clone, M: MetaStore>(
+    inner: &Inner<S, M>,
+    req: &RemotingCommand,
+    bytes: usize,
+) -> Result<usize, RemotingCommand> {
+    inner.replica.admit_new_writes(bytes as u64).map_err(|e| {
+        let r = crate::admission::store_refuses(&e);
+        reply(req, r.code, r.remark)
+    })
+}
+
 /// A request refused for a limit or for naming what does not exist: its answer, logged at most
 /// once per interval (with a count of the others) so a misbehaving client cannot flood the log.
 pub(crate) fn limited<S: Storage + Clone, M: MetaStore>(

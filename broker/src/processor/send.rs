@@ -193,10 +193,7 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
     } else {
         h.queue_id
     };
-    let entry_payload_max_bytes = inner
-        .replica
-        .admit_new_writes(req.body.len() as u64)
-        .map_err(|e| refused(admission::store_refuses(&e)))?;
+    let entry_payload_max_bytes = admit(inner, req, req.body.len())?;
     let limits =
         SendLimits { body_max_bytes: inner.config.message_max_bytes, entry_payload_max_bytes };
     let stamp = Stamp {

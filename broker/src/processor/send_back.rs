@@ -166,6 +166,7 @@ async fn send_back<S: Storage + Clone, M: MetaStore>(
     }
     .encode()
     .map_err(system_error(req))?;
+    admit(inner, req, record.len())?;
     match inner.replica.propose(vec![record]).await {
         Ok(_) => {
             if dead {

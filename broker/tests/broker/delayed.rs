@@ -142,6 +142,50 @@ fn send_back(offset: i64, group: &str, delay_level: i32) -> RemotingCommand {
     )
 }
 
+/// A message sent back for retry is admitted like a send: a leader whose disk is at its usage
+/// limit refuses it (SERVICE_NOT_AVAILABLE, "disk is full"; the consumer retries it later), and
+/// takes it again once space frees. (Before, only sends were checked: a consumer sending
+/// back in a loop could fill the disk until an append failed and Raft stopped.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_a_message_sent_back() {
+    let group =
+        start_group_configured(vec![], false, |c| c.retention_check_ms = 50, with_levels("1s"))
+            .await;
+    let leader = leader(&group).await;
+    let mut c = with_topic(&group, leader, "T").await;
+    assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
+    for _ in 0..100 {
+        if group[&leader].node.state_machine.group("CG").unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = c.call(send_with("T", "M", &[("TAGS", "a")])).await;
+    let id = sent.decode_header::<SendMessageResponseHeader>().unwrap().msg_id;
+    let (_, offset) = decode_offset_msg_id(&id).unwrap();
+
+    group[&leader].disk.set_volume_bytes(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = c.call(send_back(offset, "CG", 0)).await;
+        if r.code != response_code::SUCCESS {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "sent back messages still taken on a full disk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.code, response_code::SERVICE_NOT_AVAILABLE, "{:?}", refused.remark);
+    assert!(refused.remark.unwrap().contains("disk is full"));
+
+    group[&leader].disk.set_volume_bytes(1 << 40);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.call(send_back(offset, "CG", 0)).await.code != response_code::SUCCESS {
+        assert!(Instant::now() < deadline, "sent back messages still refused with room");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_group(group).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_back_seventeen_times_lands_in_the_dead_letter_topic() {
     let group = start_group_configured(vec![], false, |_| {}, with_levels("1s 1s 1s")).await;

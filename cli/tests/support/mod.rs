@@ -40,12 +40,20 @@ pub struct Proc {
     child: Option<Child>,
     name: String,
     log: PathBuf,
+    ready: Option<std::sync::mpsc::Receiver<bool>>,
 }
 
 impl Proc {
     /// Starts `rocketraft args`, stderr to `log`, and waits for its "ready" line on stdout.
     /// It logs at its default level (what an operator sees), whatever the test's `RUST_LOG`.
     pub fn start(name: &str, args: &[&str], log: PathBuf) -> Proc {
+        let mut p = Proc::spawn(name, args, log);
+        p.wait_ready();
+        p
+    }
+
+    /// Starts `rocketraft args` without waiting for it (see [`Proc::wait_ready`]).
+    pub fn spawn(name: &str, args: &[&str], log: PathBuf) -> Proc {
         let err = std::fs::File::create(&log).unwrap();
         let mut child = rocketraft()
             .args(args)
@@ -56,7 +64,7 @@ impl Proc {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         // A thread reads stdout (and keeps draining it, so the child never blocks on a full
-        // pipe); the test waits at most 60 s for the ready line.
+        // pipe) and says whether the ready line came.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
@@ -64,10 +72,14 @@ impl Proc {
             let _ = tx.send(ready);
             lines.for_each(drop);
         });
+        Proc { child: Some(child), name: name.into(), log, ready: Some(rx) }
+    }
+
+    /// Waits at most 60 s for the "ready" line.
+    pub fn wait_ready(&mut self) {
+        let Some(rx) = self.ready.take() else { return };
         let ready = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
-        let p = Proc { child: Some(child), name: name.into(), log };
-        assert!(ready, "{name} did not get ready:\n{}", p.log_text());
-        p
+        assert!(ready, "{} did not get ready:\n{}", self.name, self.log_text());
     }
 
     pub fn log_text(&self) -> String {
@@ -181,7 +193,14 @@ peers = {{ {peers} }}
 
 /// Starts replica `i` of the group from its config file.
 pub fn start_broker(dir: &Path, configs: &[PathBuf], i: usize) -> Proc {
-    Proc::start(
+    let mut p = spawn_broker(dir, configs, i);
+    p.wait_ready();
+    p
+}
+
+/// Starts replica `i` without waiting for it to be ready.
+pub fn spawn_broker(dir: &Path, configs: &[PathBuf], i: usize) -> Proc {
+    Proc::spawn(
         &format!("broker-a-{i}"),
         &["broker", "--config", configs[i].to_str().unwrap()],
         dir.join(format!("broker-a-{i}.log")),
@@ -263,7 +282,11 @@ impl ProcGroup {
         let configs: Vec<PathBuf> = (0..3)
             .map(|i| broker_config(&data_root(i), i, ns_port, clients, raft, store, &tls))
             .collect();
-        let brokers: Vec<Proc> = (0..3).map(|i| start_broker(dir, &configs, i)).collect();
+        // All three at once, as a supervisor starts them: none waits for another to be ready.
+        let mut brokers: Vec<Proc> = (0..3).map(|i| spawn_broker(dir, &configs, i)).collect();
+        for b in &mut brokers {
+            b.wait_ready();
+        }
         let view = wait_cluster(&namesrv, 30, |c| {
             c.iter().filter(|r| r["role"] != "not registered").count() == 3
                 && leader_of(c).is_some()
