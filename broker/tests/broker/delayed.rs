@@ -126,6 +126,18 @@ async fn delayed_and_timer_messages_arrive_after_their_time_and_not_before() {
     stop_group(group).await;
 }
 
+/// A consumer's first heartbeat creates its group CG (retryMaxTimes 16) and CG's retry topic:
+/// once the leader has applied it.
+async fn consumer_group_cg(group: &BTreeMap<u64, Replica>, leader: u64, c: &mut Conn) {
+    assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
+    for _ in 0..100 {
+        if group[&leader].node.state_machine.group("CG").unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn send_back(offset: i64, group: &str, delay_level: i32) -> RemotingCommand {
     RemotingCommand::request(
         request_code::CONSUMER_SEND_MSG_BACK,
@@ -153,13 +165,7 @@ async fn a_full_disk_refuses_a_message_sent_back() {
             .await;
     let leader = leader(&group).await;
     let mut c = with_topic(&group, leader, "T").await;
-    assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
-    for _ in 0..100 {
-        if group[&leader].node.state_machine.group("CG").unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    consumer_group_cg(&group, leader, &mut c).await;
     let sent = c.call(send_with("T", "M", &[("TAGS", "a")])).await;
     let id = sent.decode_header::<SendMessageResponseHeader>().unwrap().msg_id;
     let (_, offset) = decode_offset_msg_id(&id).unwrap();
@@ -191,14 +197,7 @@ async fn a_message_sent_back_seventeen_times_lands_in_the_dead_letter_topic() {
     let group = start_group_configured(vec![], false, |_| {}, with_levels("1s 1s 1s")).await;
     let leader = leader(&group).await;
     let mut c = with_topic(&group, leader, "T").await;
-    // The first heartbeat creates the group (retryMaxTimes 16) and its retry topic.
-    assert_eq!(c.call(heartbeat("c1")).await.code, response_code::SUCCESS);
-    for _ in 0..100 {
-        if group[&leader].node.state_machine.group("CG").unwrap().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    consumer_group_cg(&group, leader, &mut c).await;
 
     let sent =
         c.call(send_with("T", "M", &[("TAGS", "a"), ("KEYS", "k1"), ("UNIQ_KEY", "U1")])).await;
