@@ -46,6 +46,19 @@ pub struct Registered {
     pub master_addr: Option<String>,
     /// The master's HA address, for a slave.
     pub ha_server_addr: Option<String>,
+    /// The address was not registered, or is now under another broker id or Raft term: worth
+    /// one line in the log (a registration every 30 s that changes nothing is not).
+    pub news: bool,
+}
+
+/// A broker the registry let go of (silent too long, or its connection closed), as its log
+/// line names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub addr: String,
+    pub group: String,
+    pub broker_id: i64,
+    pub raft_term: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +153,10 @@ impl Registry {
                 self.remove_addr_from(&old_name, &r.broker_addr);
             }
         }
+        let news = self
+            .live
+            .get(&r.broker_addr)
+            .is_none_or(|l| l.broker_id != r.broker_id || l.raft_term != r.raft_term);
         self.live.insert(
             r.broker_addr.clone(),
             Live {
@@ -153,13 +170,13 @@ impl Registry {
             },
         );
         if r.broker_id == MASTER_ID {
-            return Registered::default();
+            return Registered { news, ..Registered::default() };
         }
         let broker = &self.brokers[&r.broker_name];
         let master_addr = broker.broker_addrs.get(&MASTER_ID).cloned();
         let ha_server_addr =
             master_addr.as_ref().and_then(|m| self.live.get(m)).map(|l| l.ha_server_addr.clone());
-        Registered { master_addr, ha_server_addr }
+        Registered { master_addr, ha_server_addr, news }
     }
 
     fn replace_queues(&mut self, broker_name: &str, topics: &BTreeMap<String, TopicConfig>) {
@@ -231,31 +248,31 @@ impl Registry {
 
     /// Evicts every broker whose last registration is older than `expiry_ms` at `now_ms`
     /// (silent for longer than the expiry); returns the evicted addresses.
-    pub fn evict_expired(&mut self, now_ms: i64, expiry_ms: i64) -> Vec<String> {
-        let expired: Vec<(String, String)> = self
-            .live
-            .iter()
-            .filter(|(_, l)| now_ms - l.last_update_ms > expiry_ms)
-            .map(|(addr, l)| (l.broker_name.clone(), addr.clone()))
-            .collect();
-        for (name, addr) in &expired {
-            self.remove_addr_from(name, addr);
-        }
-        expired.into_iter().map(|(_, a)| a).collect()
+    pub fn evict_expired(&mut self, now_ms: i64, expiry_ms: i64) -> Vec<Dropped> {
+        self.drop_live(|l| now_ms - l.last_update_ms > expiry_ms)
     }
 
     /// Evicts the brokers that registered on a connection that closed; returns their addresses.
-    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<String> {
-        let gone: Vec<(String, String)> = self
+    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<Dropped> {
+        self.drop_live(|l| l.conn == conn)
+    }
+
+    fn drop_live(&mut self, gone: impl Fn(&Live) -> bool) -> Vec<Dropped> {
+        let dropped: Vec<Dropped> = self
             .live
             .iter()
-            .filter(|(_, l)| l.conn == conn)
-            .map(|(addr, l)| (l.broker_name.clone(), addr.clone()))
+            .filter(|(_, l)| gone(l))
+            .map(|(addr, l)| Dropped {
+                addr: addr.clone(),
+                group: l.broker_name.clone(),
+                broker_id: l.broker_id,
+                raft_term: l.raft_term,
+            })
             .collect();
-        for (name, addr) in &gone {
-            self.remove_addr_from(name, addr);
+        for d in &dropped {
+            self.remove_addr_from(&d.group, &d.addr);
         }
-        gone.into_iter().map(|(_, a)| a).collect()
+        dropped
     }
 
     /// The route of a topic (GET_ROUTEINFO_BY_TOPIC), `None` if no live broker serves it.
@@ -360,6 +377,10 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn addrs(dropped: Vec<Dropped>) -> Vec<String> {
+        dropped.into_iter().map(|d| d.addr).collect()
+    }
+
     const S: i64 = 1000;
 
     fn reg(name: &str, addr: &str, id: i64, topics: &[&str]) -> Registration {
@@ -378,10 +399,14 @@ mod tests {
     #[test]
     fn a_master_registration_publishes_its_topics() {
         let mut r = Registry::new();
-        assert_eq!(
-            r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 0, 1),
-            Registered::default()
-        );
+        let first = r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 0, 1);
+        assert_eq!(first, Registered { news: true, ..Registered::default() });
+        // The same again is no news (nothing to log every 30 s); another term is.
+        let again = r.register(reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]), 10, 1);
+        assert_eq!(again, Registered::default());
+        let mut newer = reg("broker-a", "10.0.0.1:10911", 0, &["T1", "T2"]);
+        newer.raft_term = Some(3);
+        assert!(r.register(newer, 20, 1).news);
         let route = r.route("T1").unwrap();
         assert_eq!(route.broker_datas[0].master_addr(), Some("10.0.0.1:10911"));
         assert_eq!(route.queue_datas[0].write_queue_nums, 4);
@@ -480,7 +505,7 @@ mod tests {
             r.evict_expired(119 * S, BROKER_EXPIRY_MS_DEFAULT).is_empty(),
             "119 s: still alive"
         );
-        assert_eq!(r.evict_expired(121 * S, BROKER_EXPIRY_MS_DEFAULT), vec!["a:1".to_owned()]);
+        assert_eq!(addrs(r.evict_expired(121 * S, BROKER_EXPIRY_MS_DEFAULT)), ["a:1"]);
         let route = r.route("T1").unwrap();
         assert_eq!(route.broker_datas.len(), 1);
         assert_eq!(route.broker_datas[0].broker_name, "broker-b");
@@ -496,7 +521,7 @@ mod tests {
         let mut r = Registry::new();
         r.register(reg("broker-a", "a:1", 0, &["T1"]), 0, 7);
         r.register(reg("broker-a", "a2:1", 1, &["T1"]), 0, 8);
-        assert_eq!(r.connection_closed(7), vec!["a:1".to_owned()]);
+        assert_eq!(addrs(r.connection_closed(7)), ["a:1"]);
         assert_eq!(
             r.route("T1").unwrap().broker_datas[0].master_addr(),
             None,
@@ -507,7 +532,7 @@ mod tests {
             "the slave stays"
         );
         assert!(r.connection_closed(99).is_empty());
-        assert_eq!(r.connection_closed(8), vec!["a2:1".to_owned()]);
+        assert_eq!(addrs(r.connection_closed(8)), ["a2:1"]);
         assert!(r.route("T1").is_none(), "nothing of the group is left");
     }
 

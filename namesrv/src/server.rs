@@ -27,7 +27,7 @@ use rocketraft_remoting::throttle::LogThrottle;
 use rocketraft_remoting::{Connections, Guard, Handler, Peer, Server, ServerConfig};
 use tokio::net::TcpListener;
 
-use crate::registry::{ConnId, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT};
+use crate::registry::{ConnId, Registration, Registry, BROKER_EXPIRY_MS_DEFAULT, MASTER_ID};
 
 /// The default NameServer port.
 pub const NAMESRV_PORT_DEFAULT: u16 = 9876;
@@ -240,8 +240,8 @@ impl Handler for Requests {
 
     fn closed(&self, peer: Peer) {
         let evicted = self.0.state().registry.connection_closed(peer.conn);
-        for addr in evicted {
-            tracing::info!(broker = %addr, "evicted a broker whose connection closed");
+        for d in evicted {
+            tracing::info!(group = %d.group, broker = %d.addr, broker_id = d.broker_id, term = %term_of(d.raft_term), "evicted a broker whose connection closed");
         }
     }
 }
@@ -315,10 +315,15 @@ async fn scan_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<b
         }
         let now = shared.now_ms();
         let evicted = shared.state().registry.evict_expired(now, shared.config.broker_expiry_ms);
-        for addr in evicted {
-            tracing::warn!(broker = %addr, "evicted a broker silent for over {} ms", shared.config.broker_expiry_ms);
+        for d in evicted {
+            tracing::warn!(group = %d.group, broker = %d.addr, broker_id = d.broker_id, term = %term_of(d.raft_term), "evicted a broker silent for over {} ms", shared.config.broker_expiry_ms);
         }
     }
+}
+
+/// A registration's Raft term for the log ("none" from a RocketMQ broker, which says none).
+fn term_of(term: Option<i64>) -> String {
+    term.map_or_else(|| "none".to_owned(), |t| t.to_string())
 }
 
 fn error(req: &RemotingCommand, code: i32, remark: impl Into<String>) -> RemotingCommand {
@@ -524,7 +529,17 @@ fn register(
         shared.refused("a registration", &why);
         return Err(error(req, response_code::SYSTEM_ERROR, why));
     }
+    let (group, addr, id, term) = (
+        registration.broker_name.clone(),
+        registration.broker_addr.clone(),
+        registration.broker_id,
+        registration.raft_term,
+    );
     let answer = state.registry.register(registration, now, conn);
+    if answer.news {
+        let role = if id == MASTER_ID { "master" } else { "slave" };
+        tracing::info!(group = %group, broker = %addr, broker_id = id, term = %term_of(term), "a broker registered as {role}");
+    }
     let order_conf = state.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
     drop(state);
     let resp = ok(req).with_header(&RegisterBrokerResponseHeader {
