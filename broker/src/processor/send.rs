@@ -193,7 +193,12 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
     } else {
         h.queue_id
     };
-    let entry_payload_max_bytes = admit(inner, req, req.body.len())?;
+    // What the record will take: its body, topic and properties and its fixed fields (the
+    // broker's own properties, such as the message id, included). A batch's body holds its
+    // messages' own fields already.
+    let properties = h.properties.as_ref().map_or(0, String::len);
+    let about = req.body.len() + h.topic.len() + properties + RECORD_FIXED_BYTES_ABOUT;
+    let entry_payload_max_bytes = admit(inner, req, about)?;
     let limits =
         SendLimits { body_max_bytes: inner.config.message_max_bytes, entry_payload_max_bytes };
     let stamp = Stamp {
@@ -210,6 +215,10 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
             .map_err(refused)?;
     Ok(Prepared { queue_id, records })
 }
+
+/// A record's fixed fields with IPv6 hosts (about 110 bytes) and the properties the broker
+/// adds, rounded up: what admission adds to a send's body, topic and properties.
+const RECORD_FIXED_BYTES_ABOUT: usize = 192;
 
 /// Proposes a prepared send and answers SEND_OK once it committed and applied.
 pub(crate) async fn commit<S: Storage + Clone, M: MetaStore>(
