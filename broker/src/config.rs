@@ -187,11 +187,19 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
-    /// This replica's id: a key of `peers`. Required.
+    /// This replica's id: a key of `peers`, or (a replica added to a running group) any id
+    /// the group does not use, with `addr`. Required.
     pub node_id: u64,
-    /// Every replica of the group, this one included: id -> Raft address (host:port).
-    /// Required; TOML keys are strings, so write `peers = { "0" = "10.0.0.1:20911", ... }`.
+    /// The group's first replicas: id -> Raft address (host:port). A fresh group's lowest id
+    /// bootstraps the group with them; once it runs, its membership in Raft is the truth
+    /// (`rocketraft cluster add-replica` / `remove-replica` change it; this list need not
+    /// follow). Required; TOML keys are strings, so write
+    /// `peers = { "0" = "10.0.0.1:20911", ... }`.
     pub peers: BTreeMap<String, String>,
+    /// The Raft address this replica listens on. Default: its entry in `peers`; required for
+    /// a replica that is not in `peers` (one added to a running group).
+    #[serde(default)]
+    pub addr: Option<String>,
     /// Leader heartbeats. Default 250 ms.
     #[serde(default = "defaults::heartbeat")]
     pub heartbeat_interval_ms: u64,
@@ -301,6 +309,14 @@ mod defaults {
 }
 
 impl BrokerFile {
+    /// The Raft address this replica listens on: `[raft] addr`, else its entry in `peers`.
+    pub fn raft_addr(&self) -> Option<String> {
+        self.raft
+            .addr
+            .clone()
+            .or_else(|| self.raft.peers.get(&self.raft.node_id.to_string()).cloned())
+    }
+
     /// Parses and checks a config file's text.
     pub fn parse(text: &str) -> Result<BrokerFile, ConfigError> {
         let file: BrokerFile = toml::from_str(text)?;
@@ -394,8 +410,12 @@ impl BrokerFile {
             };
             peers.insert(id, addr.clone());
         }
-        if !peers.contains_key(&self.raft.node_id) {
-            return invalid(format!("[raft] node_id {} is not one of peers", self.raft.node_id));
+        if !peers.contains_key(&self.raft.node_id) && self.raft.addr.is_none() {
+            return invalid(format!(
+                "[raft] node_id {} is not one of peers: a replica added to a running group needs \
+                 its own Raft address in [raft] addr",
+                self.raft.node_id
+            ));
         }
         let timing = RaftTiming {
             heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
@@ -570,6 +590,12 @@ mod tests {
         );
         refused(MINIMAL.replace("advertised_addr = \"10.0.0.1:10911\"", ""), "advertised_addr");
         refused(MINIMAL.replace("node_id = 1", "node_id = 7"), "node_id 7 is not one of peers");
+        let added = BrokerFile::parse(
+            &MINIMAL.replace("node_id = 1", "node_id = 7\naddr = \"10.0.0.7:20911\""),
+        )
+        .unwrap();
+        assert_eq!(added.node_config().unwrap().id, 7);
+        assert_eq!(added.raft_addr().as_deref(), Some("10.0.0.7:20911"));
         refused(MINIMAL.replace("\"2\" =", "\"two\" ="), "\"two\" is not a node id");
         refused(format!("{MINIMAL}\n[store]\nflush = \"sometimes\"\n"), "\"sometimes\"");
         refused(MINIMAL.replace("node_id = 1", "node_id = 1\nreplication = \"async\""), "async");

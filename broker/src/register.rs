@@ -60,6 +60,9 @@ pub fn broker_id(is_master: bool, node_id: u64) -> i64 {
 /// How soon a leader that could not confirm its leadership registers again.
 const UNCONFIRMED_RETRY_MS: u64 = 500;
 
+/// How often a replica that is not a voter of its group (yet) looks whether it is one now.
+const NOT_VOTER_RETRY_MS: u64 = 1_000;
+
 /// How soon a replica whose registration a NameServer refused tries again (a fixed ACL file,
 /// or a successor's registration the NameServer has not seen yet).
 const REFUSED_RETRY_MS: u64 = 5_000;
@@ -90,9 +93,44 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
         async move { remoting.call(&addr, cmd, config.call_timeout_ms).await }
     };
     let mut leader = replica.leader_watch();
-    let mut last_role: Option<bool> = None;
+    let mut last_role: Option<(bool, u64)> = None;
+    // The broker id this replica is registered under now, if it is.
+    let mut registered: Option<i64> = None;
     let mut counter = 0i64;
+    let unregister = |id: i64| {
+        let unregister = RemotingCommand::request(
+            request_code::UNREGISTER_BROKER,
+            &UnregisterBrokerRequestHeader {
+                broker_name: config.broker_name.clone(),
+                broker_addr: config.broker_addr.to_string(),
+                cluster_name: config.cluster_name.clone(),
+                broker_id: id,
+            },
+        );
+        let calls: Vec<_> =
+            config.namesrv_addrs.iter().map(|addr| call(addr, unregister.clone())).collect();
+        async move {
+            for c in calls {
+                let _ = c.await;
+            }
+        }
+    };
     loop {
+        // A replica that is not a voter of its group (one being added, still a learner, or one
+        // just removed) is not routed: clients would read a log that is not the group's.
+        if !replica.is_voter() {
+            if let Some(id) = registered.take() {
+                tracing::info!(group = %config.broker_name, node = node_id, "not a voter of the group: unregistering");
+                unregister(id).await;
+                last_role = None;
+            }
+            tokio::time::sleep(Duration::from_millis(NOT_VOTER_RETRY_MS)).await;
+            if *stop.borrow() {
+                remoting.shutdown();
+                return;
+            }
+            continue;
+        }
         // The leader this round decides on: a change during the round triggers another.
         let before = leader.current();
         // The term it leads in: read on both sides of the confirmation, and a change between
@@ -146,9 +184,11 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
                 }
             }
         }
-        if last_role != Some(master) {
-            tracing::info!(broker_id = id, "registered with the NameServers");
-            last_role = Some(master);
+        registered = Some(id);
+        if last_role != Some((master, term)) {
+            let role = if master { "master" } else { "slave" };
+            tracing::info!(group = %config.broker_name, node = node_id, broker_id = id, term, "registered with the NameServers as {role}");
+            last_role = Some((master, term));
         }
         // Next round: the interval, at once when the Raft role or leader changes, or when asked
         // (a topic was created: RocketMQ brokers re-register right after).
@@ -182,18 +222,7 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             }
         };
         if leave {
-            let unregister = RemotingCommand::request(
-                request_code::UNREGISTER_BROKER,
-                &UnregisterBrokerRequestHeader {
-                    broker_name: config.broker_name.clone(),
-                    broker_addr: config.broker_addr.to_string(),
-                    cluster_name: config.cluster_name.clone(),
-                    broker_id: id,
-                },
-            );
-            for addr in &config.namesrv_addrs {
-                let _ = call(addr, unregister.clone()).await;
-            }
+            unregister(id).await;
             remoting.shutdown();
             return;
         }

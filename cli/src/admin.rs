@@ -223,6 +223,158 @@ pub async fn cluster_list(admin: &Admin) -> anyhow::Result<Output> {
 
 /// One replica as `cluster list` sees it: registered (broker id, address) or only a member the
 /// leader knows; its runtime table when it answered.
+/// A group's leader as its registered replicas report it: (term, client address, Raft node,
+/// its runtime table). The highest term's, should a deposed leader not know it yet.
+async fn group_leader(
+    admin: &Admin,
+    group: &str,
+) -> anyhow::Result<(u64, String, u64, BTreeMap<String, String>)> {
+    let info = admin.cluster_info().await?;
+    let Some(data) = info.broker_addr_table.get(group) else {
+        anyhow::bail!("no broker group {group:?} is registered with the NameServers");
+    };
+    let mut leader: Option<(u64, String, u64, BTreeMap<String, String>)> = None;
+    for addr in data.broker_addrs.values() {
+        let Ok(t) = admin.runtime_info(addr).await else { continue };
+        let num = |k: &str| t.get(k).and_then(|v| v.parse::<u64>().ok());
+        if t.get("raftRole").map(String::as_str) != Some("Leader") {
+            continue;
+        }
+        let (Some(term), Some(node)) = (num("raftTerm"), num("raftNodeId")) else { continue };
+        if leader.as_ref().is_none_or(|(t, ..)| term > *t) {
+            leader = Some((term, addr.clone(), node, t));
+        }
+    }
+    leader.ok_or_else(|| {
+        anyhow::anyhow!("group {group} has no leader now (an election may be under way): try again")
+    })
+}
+
+/// Hands the leadership of broker group `group` to its Raft node `to` (RAFT_TRANSFER_LEADER to
+/// the group's leader, found by asking each registered replica its Raft role). Writes wait at
+/// most `timeout_ms` on the old leader meanwhile; clients then retry them at the new one.
+pub async fn cluster_transfer_leader(
+    admin: &Admin,
+    group: &str,
+    to: u64,
+    timeout_ms: u64,
+) -> anyhow::Result<Output> {
+    let (term, addr, from, _) = group_leader(admin, group).await?;
+    if from == to {
+        return Ok(Output {
+            text: format!("node {to} already leads {group} (term {term})\n"),
+            json: json!({ "group": group, "leader": to, "term": term, "moved": false }),
+        });
+    }
+    let (leader, term) = admin.transfer_leader(&addr, to, timeout_ms).await?;
+    let text = if leader == to {
+        format!("node {to} leads {group} in term {term} (was node {from})\n")
+    } else {
+        format!(
+            "node {leader} leads {group} in term {term} (asked for node {to}; was node {from})\n"
+        )
+    };
+    Ok(Output {
+        text,
+        json: json!({ "group": group, "from": from, "leader": leader, "term": term, "moved": true }),
+    })
+}
+
+fn members_output(group: &str, what: String, voters: &[u64], learners: &[u64]) -> Output {
+    let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let learners_text =
+        if learners.is_empty() { String::new() } else { format!("; learners {}", list(learners)) };
+    Output {
+        text: format!("{what}; {group} votes with nodes {}{learners_text}\n", list(voters)),
+        json: json!({ "group": group, "voters": voters, "learners": learners }),
+    }
+}
+
+/// Adds Raft node `node` (started already, listening for Raft at `raft_addr`, with an empty
+/// data directory) to broker group `group`: it joins as a learner, catches up, then votes.
+pub async fn cluster_add_replica(
+    admin: &Admin,
+    group: &str,
+    node: u64,
+    raft_addr: &str,
+    timeout_ms: u64,
+) -> anyhow::Result<Output> {
+    let (_, addr, _, _) = group_leader(admin, group).await?;
+    let (voters, learners) = admin.add_replica(&addr, node, raft_addr, timeout_ms).await?;
+    Ok(members_output(group, format!("node {node} added"), &voters, &learners))
+}
+
+/// Removes Raft node `node` from broker group `group`. If it leads, its leadership goes first
+/// to the voter furthest along (as `transfer-leader` would), then the new leader removes it.
+/// The removed replica's process unregisters and exits.
+pub async fn cluster_remove_replica(
+    admin: &Admin,
+    group: &str,
+    node: u64,
+    timeout_ms: u64,
+) -> anyhow::Result<Output> {
+    let (voters, learners) = remove_replica(admin, group, node, timeout_ms).await?;
+    Ok(members_output(group, format!("node {node} removed"), &voters, &learners))
+}
+
+async fn remove_replica(
+    admin: &Admin,
+    group: &str,
+    node: u64,
+    timeout_ms: u64,
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    let (_, mut addr, leader, table) = group_leader(admin, group).await?;
+    if leader == node {
+        let members = table.get("raftMembers").cloned().unwrap_or_default();
+        let matched =
+            |id: u64| table.get(&format!("raftMatched.{id}")).and_then(|m| m.parse::<u64>().ok());
+        let to = members
+            .split(',')
+            .filter_map(|m| m.parse::<u64>().ok())
+            .filter(|m| *m != node)
+            .max_by_key(|m| (matched(*m), std::cmp::Reverse(*m)))
+            .ok_or_else(|| anyhow::anyhow!("node {node} is the only voter of {group}"))?;
+        let (now, _) = admin.transfer_leader(&addr, to, TRANSFER_BEFORE_REMOVE_MS).await?;
+        // The new leader registers as master within moments; ask the replicas again (for up
+        // to 10 s).
+        let mut asked = 0;
+        loop {
+            match group_leader(admin, group).await {
+                Ok((_, a, l, _)) if l == now => {
+                    addr = a;
+                    break;
+                }
+                _ if asked >= 100 => {
+                    anyhow::bail!("node {now} took over {group} but does not answer as its leader")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+            asked += 1;
+        }
+    }
+    Ok(admin.remove_replica(&addr, node, timeout_ms).await?)
+}
+
+/// How long a removal lets the leader it removes hand its leadership over.
+const TRANSFER_BEFORE_REMOVE_MS: u64 = 3_000;
+
+/// Replaces Raft node `from` of broker group `group` by `to` (started already at `raft_addr`):
+/// adds `to` (it catches up and votes), then removes `from`. The group never has fewer voters
+/// than before.
+pub async fn cluster_replace_replica(
+    admin: &Admin,
+    group: &str,
+    from: u64,
+    to: u64,
+    raft_addr: &str,
+    timeout_ms: u64,
+) -> anyhow::Result<Output> {
+    let (_, addr, _, _) = group_leader(admin, group).await?;
+    admin.add_replica(&addr, to, raft_addr, timeout_ms).await?;
+    let (voters, learners) = remove_replica(admin, group, from, timeout_ms).await?;
+    Ok(members_output(group, format!("node {from} replaced by node {to}"), &voters, &learners))
+}
+
 struct ReplicaView {
     cluster: String,
     group: String,

@@ -372,6 +372,76 @@ enum ClusterCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Move a group's leadership to another of its replicas (before maintenance on the
+    /// leader's machine): writes wait on the old leader until the new one is elected, and
+    /// clients retry them there.
+    TransferLeader {
+        /// The broker group (brokerName).
+        #[arg(long)]
+        group: String,
+        /// The Raft node id of the replica to lead.
+        #[arg(long)]
+        to: u64,
+        /// How long writes may be held while the target catches up and is elected.
+        #[arg(long, default_value_t = 3_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a replica to a running group: start it first (`rocketraft broker` with an empty
+    /// data directory, the group's `peers` and its own `[raft] addr`); it joins as a learner,
+    /// catches up from the leader, then votes.
+    AddReplica {
+        /// The broker group (brokerName).
+        #[arg(long)]
+        group: String,
+        /// The new replica's Raft node id (one the group does not use).
+        #[arg(long)]
+        node: u64,
+        /// The new replica's Raft address (host:port), as the other replicas reach it.
+        #[arg(long)]
+        addr: String,
+        /// How long it may take to catch up before the command gives up (it stays a
+        /// learner, still catching up; run the command again to wait more).
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a replica from its group (its leadership moves first if it leads); its process
+    /// unregisters and exits, and will not serve from its data directory again.
+    RemoveReplica {
+        /// The broker group (brokerName).
+        #[arg(long)]
+        group: String,
+        /// The Raft node id of the replica to remove.
+        #[arg(long)]
+        node: u64,
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replace a replica (a dead machine) by a new one: add the new one, then remove the old,
+    /// so the group never has fewer voters than before.
+    ReplaceReplica {
+        /// The broker group (brokerName).
+        #[arg(long)]
+        group: String,
+        /// The Raft node id of the replica to replace.
+        #[arg(long)]
+        from: u64,
+        /// The new replica's Raft node id.
+        #[arg(long)]
+        to: u64,
+        /// The new replica's Raft address (host:port).
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -647,6 +717,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(ClusterCmd::List { target }) => {
             with_admin(&target, |a| async move { admin::cluster_list(&a).await })
         }
+        Command::Cluster(ClusterCmd::TransferLeader { group, to, timeout_ms, target }) => {
+            with_admin(&target, |a| async move {
+                admin::cluster_transfer_leader(&a, &group, to, timeout_ms).await
+            })
+        }
+        Command::Cluster(ClusterCmd::AddReplica { group, node, addr, timeout_ms, target }) => {
+            with_admin(&target, |a| async move {
+                admin::cluster_add_replica(&a, &group, node, &addr, timeout_ms).await
+            })
+        }
+        Command::Cluster(ClusterCmd::RemoveReplica { group, node, timeout_ms, target }) => {
+            with_admin(&target, |a| async move {
+                admin::cluster_remove_replica(&a, &group, node, timeout_ms).await
+            })
+        }
+        Command::Cluster(ClusterCmd::ReplaceReplica {
+            group,
+            from,
+            to,
+            addr,
+            timeout_ms,
+            target,
+        }) => with_admin(&target, |a| async move {
+            admin::cluster_replace_replica(&a, &group, from, to, &addr, timeout_ms).await
+        }),
         Command::Group(GroupCmd::DeadLetters { group, resend, count, target }) => runtime()?
             .block_on(async {
                 init_logging("warn");
@@ -1096,13 +1191,17 @@ async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
         f.broker_name,
         f.cluster_name,
         replica.broker.local_addr(),
-        f.raft.peers.get(&node.to_string()).map_or("?", String::as_str),
+        f.raft_addr().unwrap_or_default(),
         setup.store_dir.display()
     );
     let fatal = tokio::select! {
         biased;
         _ = stop => None,
         why = replica.stopped_on_fatal() => Some(why),
+        _ = replica.removed() => {
+            say!("rocketraft broker: replica {node} was removed from {}; unregistering and stopping", f.broker_name);
+            None
+        }
     };
     if let Some(why) = fatal {
         // Exit non-zero, so a supervisor (systemd's Restart=on-failure) starts it again.

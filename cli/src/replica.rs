@@ -117,13 +117,39 @@ impl Replica {
         self.node.stopped_on_fatal().await
     }
 
+    /// Waits until the replica is removed from its group (`rocketraft cluster remove-replica`).
+    /// Never returns while it is a member.
+    pub async fn removed(&self) {
+        self.node.removed().await
+    }
+
     /// Stops serving clients and unregisters from the NameServers, then stops the Raft node
-    /// (a last flush; its files stay).
+    /// (a last flush; its files stay). A leader first hands leadership to the replica furthest
+    /// along (at most [`HAND_OVER_MS`]), so its group does not wait out an election timeout;
+    /// writes sent meanwhile wait, then are retried by clients at the new leader.
     pub async fn shutdown(self) {
+        if self.node.fatal_error().is_none() {
+            match self.node.hand_over(std::time::Duration::from_millis(HAND_OVER_MS)).await {
+                Some(Ok(done)) => {
+                    tracing::info!(
+                        leader = done.leader,
+                        term = done.term,
+                        "handed leadership over before stopping"
+                    )
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "could not hand leadership over before stopping: the group elects a leader after its election timeout")
+                }
+                None => {}
+            }
+        }
         self.broker.shutdown_and_unregister().await;
         self.node.shutdown().await;
     }
 }
+
+/// How long a stopping leader tries to hand leadership over.
+pub const HAND_OVER_MS: u64 = 3_000;
 
 #[cfg(test)]
 mod tests {

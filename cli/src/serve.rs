@@ -111,10 +111,10 @@ impl BrokerSetup {
                 broker_config.namesrv_tls = Some(ClientTls::new(&ca_pem, None)?);
             }
         }
-        let raft_addr = node.peers[&node.id].clone();
+        let raft_addr = self.file.raft_addr().expect("checked when the file was loaded");
         let raft = TcpListener::bind(&raft_addr).await.map_err(|source| ServeError::Port {
             addr: raft_addr.clone(),
-            what: "this node's entry in [raft] peers",
+            what: "[raft] addr (or this node's entry in [raft] peers)",
             source,
         })?;
         let listen = broker_config.listen.clone();

@@ -156,3 +156,102 @@ fn a_broker_process_exits_non_zero_on_a_fatal_error() {
         assert!(status.success(), "broker-a-{i} stops cleanly: {status}");
     }
 }
+
+/// Leadership moves without a failed send: `rocketraft cluster transfer-leader` hands it to the
+/// replica named, and a SIGTERM on the leader hands it over before the process goes (a rolling
+/// restart costs no election timeout). The SDK's send loop runs throughout; nothing it was
+/// told is stored goes missing.
+#[test]
+fn leadership_moves_on_request_and_on_a_clean_stop_with_no_failed_send() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ProcGroup { ns, namesrv, configs: _, mut brokers, leader } = ProcGroup::start(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (namesrv, stop) = (namesrv.clone(), stop.clone());
+        rt.spawn(async move {
+            let producer = Producer::start(ProducerConfig::new(&namesrv)).await.unwrap();
+            let (mut acked, mut failed) = (BTreeSet::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = Message::new("MoveTopic", format!("m{i}"));
+                match producer.send(msg).await {
+                    Ok(r) => {
+                        acked.insert(r.msg_id);
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                i += 1;
+            }
+            producer.shutdown().await;
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    // On request, to the replica named.
+    let to = (leader + 1) % 3;
+    let started = Instant::now();
+    let out = support::rocketraft()
+        .args(["cluster", "transfer-leader", "--group", "broker-a", "--json", "-n", &namesrv])
+        .args(["--to", &to.to_string()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "transfer-leader failed: {stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((answer["from"].as_u64(), answer["leader"].as_u64()), (Some(leader), Some(to)));
+    eprintln!("transfer-leader took {:?}", started.elapsed());
+    let view = wait_cluster(&namesrv, 10, |c| leader_of(c) == Some(to));
+    assert_eq!(leader_of(&view), Some(to), "{view:?}");
+    assert!(brokers[to as usize].wait_log("leads its group", 5));
+    // The NameServer and the new master each say so, with group, node and term.
+    let term = answer["term"].as_u64().unwrap();
+    let line_with = |p: &support::Proc, parts: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = p.log();
+            if log.lines().any(|l| parts.iter().all(|part| l.contains(part))) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let term_is = format!("broker_id=0 term={term}");
+    let said = line_with(&ns, &["a broker registered as master", "group=broker-a", &term_is]);
+    assert!(said, "{}", ns.log_text());
+    let node_is = format!("node={to}");
+    let parts = ["registered with the NameServers as master", "group=broker-a", &node_is, &term_is];
+    assert!(line_with(&brokers[to as usize], &parts), "{}", brokers[to as usize].log_text());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // On a clean stop of the leader.
+    let stopped = Instant::now();
+    let status = brokers[to as usize].signal("-TERM");
+    assert!(status.success(), "{}", brokers[to as usize].log_text());
+    let log = brokers[to as usize].log_text();
+    assert!(log.contains("handed leadership over before stopping"), "{log}");
+    let view = wait_cluster(&namesrv, 10, |c| leader_of(c).is_some_and(|l| l != to));
+    let next = leader_of(&view).unwrap_or_else(|| panic!("no new leader: {view:?}"));
+    // Well within one election timeout (1-2 s) of the stop, handover and registration included.
+    eprintln!("a new leader registered {:?} after the SIGTERM", stopped.elapsed());
+    assert!(brokers[next as usize].log_text().contains("leads its group"));
+    std::thread::sleep(Duration::from_secs(2));
+
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = rt.block_on(sender).unwrap();
+    eprintln!("{} sends acknowledged, {} failed", acked.len(), failed.len());
+    assert!(failed.is_empty(), "sends failed while leadership moved: {failed:?}");
+    assert!(acked.len() > 100, "sends went on: {}", acked.len());
+    let received = rt.block_on(consume_ids(&namesrv, "MoveTopic", "move-group", &acked, 30));
+    let lost: Vec<&String> = acked.difference(&received).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
+}

@@ -14,9 +14,11 @@ use rocketraft_protocol::body::{
 };
 use rocketraft_protocol::code::perm;
 use rocketraft_protocol::headers::{
-    CreateTopicRequestHeader, GetConsumeStatsRequestHeader, GetConsumerConnectionListRequestHeader,
-    GetConsumerRunningInfoRequestHeader, QueryMessageRequestHeader, ResetOffsetRequestHeader,
-    TopicRequestHeader, UnresolvedHalvesRequestHeader, ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
+    ChangeReplicaRequestHeader, CreateTopicRequestHeader, GetConsumeStatsRequestHeader,
+    GetConsumerConnectionListRequestHeader, GetConsumerRunningInfoRequestHeader,
+    MembersResponseHeader, QueryMessageRequestHeader, ResetOffsetRequestHeader, TopicRequestHeader,
+    TransferLeaderRequestHeader, TransferLeaderResponseHeader, UnresolvedHalvesRequestHeader,
+    ViewMessageRequestHeader, UNIQUE_KEY_QUERY,
 };
 use rocketraft_protocol::message::{decode_offset_msg_id, decode_records};
 use rocketraft_protocol::{request_code, response_code, RemotingCommand};
@@ -238,7 +240,6 @@ impl Admin {
         Ok(all)
     }
 
-    /// Every parked queue (delay levels, timers) of every master, with what is waiting in it
     /// Transaction half messages no END_TRANSACTION has resolved yet, in every broker group
     /// (or `cluster`'s), of `topic` and/or `producer_group` if given: (broker group, half),
     /// oldest first per group, at most `max` per group; and whether a group had more.
@@ -267,6 +268,7 @@ impl Admin {
         Ok((out, more))
     }
 
+    /// Every parked queue (delay levels, timers) of every master, with what is waiting in it
     /// (GET_ALL_DELAY_OFFSET and GET_TOPIC_STATS_INFO of the parked topics).
     pub async fn parked(&self) -> Result<Vec<ParkedQueue>> {
         use rocketraft_protocol::names::{SCHEDULE_TOPIC, TIMER_TOPIC};
@@ -438,6 +440,87 @@ impl Admin {
             all.offset_table.extend(body.offset_table);
         }
         Ok(all)
+    }
+
+    /// Asks the leader of a broker group (the replica at `leader_addr`) to hand leadership to
+    /// its Raft node `to`, holding writes at most `timeout_ms` meanwhile (RAFT_TRANSFER_LEADER,
+    /// RocketRaft's own): answers who leads then and in which term.
+    pub async fn transfer_leader(
+        &self,
+        leader_addr: &str,
+        to: u64,
+        timeout_ms: u64,
+    ) -> Result<(u64, u64)> {
+        let header =
+            TransferLeaderRequestHeader { to: to as i64, timeout_millis: Some(timeout_ms as i64) };
+        let req = RemotingCommand::request(request_code::RAFT_TRANSFER_LEADER, &header);
+        let done: TransferLeaderResponseHeader =
+            self.long_call(leader_addr, req, timeout_ms).await?;
+        Ok((done.leader as u64, done.term as u64))
+    }
+
+    /// A call that may take `timeout_ms` at the broker (plus the call timeout), answered
+    /// SUCCESS with header `H`.
+    async fn long_call<H: rocketraft_protocol::CommandHeader>(
+        &self,
+        addr: &str,
+        req: RemotingCommand,
+        timeout_ms: u64,
+    ) -> Result<H> {
+        let wait = timeout_ms + self.core.config.call_timeout_ms;
+        let resp = self.core.remoting.call(addr, req, wait).await?;
+        let resp = crate::core::expect_success(addr, resp)?;
+        resp.decode_header().map_err(|e| ClientError::Protocol { addr: addr.to_owned(), source: e })
+    }
+
+    /// Asks the leader of a broker group (at `leader_addr`) to add its Raft node `node`, which
+    /// listens for Raft at `raft_addr`: answered once the node caught up and votes, with the
+    /// group's (voters, learners) (RAFT_ADD_REPLICA, RocketRaft's own). Catching up may take
+    /// up to `timeout_ms`.
+    pub async fn add_replica(
+        &self,
+        leader_addr: &str,
+        node: u64,
+        raft_addr: &str,
+        timeout_ms: u64,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let header = ChangeReplicaRequestHeader {
+            node: node as i64,
+            addr: Some(raft_addr.to_owned()),
+            timeout_millis: Some(timeout_ms as i64),
+        };
+        self.change_replica(leader_addr, request_code::RAFT_ADD_REPLICA, header, timeout_ms).await
+    }
+
+    /// Asks the leader of a broker group (at `leader_addr`) to remove its Raft node `node`
+    /// (never the leader itself: transfer its leadership first), answering the group's
+    /// (voters, learners) (RAFT_REMOVE_REPLICA, RocketRaft's own).
+    pub async fn remove_replica(
+        &self,
+        leader_addr: &str,
+        node: u64,
+        timeout_ms: u64,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let header = ChangeReplicaRequestHeader {
+            node: node as i64,
+            addr: None,
+            timeout_millis: Some(timeout_ms as i64),
+        };
+        self.change_replica(leader_addr, request_code::RAFT_REMOVE_REPLICA, header, timeout_ms)
+            .await
+    }
+
+    async fn change_replica(
+        &self,
+        leader_addr: &str,
+        code: i32,
+        header: ChangeReplicaRequestHeader,
+        timeout_ms: u64,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let req = RemotingCommand::request(code, &header);
+        let members: MembersResponseHeader = self.long_call(leader_addr, req, timeout_ms).await?;
+        let ids = |s: &str| s.split(',').filter_map(|n| n.parse().ok()).collect();
+        Ok((ids(&members.voters), ids(&members.learners)))
     }
 
     /// A broker replica's runtime table (GET_BROKER_RUNTIME_INFO).

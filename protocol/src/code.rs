@@ -99,6 +99,19 @@ codes! {
         /// [`crate::headers::UnresolvedHalvesRequestHeader`], body
         /// [`crate::body::UnresolvedHalves`].
         GET_UNRESOLVED_HALVES = 13_001,
+        /// RocketRaft's own: the group's leader hands leadership to another voter, header
+        /// [`crate::headers::TransferLeaderRequestHeader`], answered with
+        /// [`crate::headers::TransferLeaderResponseHeader`] once a leader of a newer term is
+        /// known (SYSTEM_ERROR with the reason otherwise).
+        RAFT_TRANSFER_LEADER = 13_002,
+        /// RocketRaft's own: the group's leader adds a replica, header
+        /// [`crate::headers::ChangeReplicaRequestHeader`] (node and addr); answered once it is a
+        /// voter, with [`crate::headers::MembersResponseHeader`].
+        RAFT_ADD_REPLICA = 13_003,
+        /// RocketRaft's own: the group's leader removes a replica (never itself), header
+        /// [`crate::headers::ChangeReplicaRequestHeader`] (node); answered with
+        /// [`crate::headers::MembersResponseHeader`].
+        RAFT_REMOVE_REPLICA = 13_004,
     }
 }
 

@@ -337,6 +337,42 @@ command_header! {
 }
 
 command_header! {
+    /// RAFT_TRANSFER_LEADER (RocketRaft's own), sent to the group's leader: hand leadership to
+    /// Raft node `to` within `timeoutMillis` (default 3,000).
+    pub struct TransferLeaderRequestHeader {
+        pub to: i64 => "to",
+        pub timeout_millis: Option<i64> => "timeoutMillis",
+    }
+}
+
+command_header! {
+    /// RAFT_ADD_REPLICA and RAFT_REMOVE_REPLICA (RocketRaft's own), sent to the group's leader:
+    /// Raft node `node` (its Raft address `addr` to add it), within `timeoutMillis`.
+    pub struct ChangeReplicaRequestHeader {
+        pub node: i64 => "node",
+        pub addr: Option<String> => "addr",
+        pub timeout_millis: Option<i64> => "timeoutMillis",
+    }
+}
+
+command_header! {
+    /// The group's members after a membership change: Raft node ids, comma-separated.
+    pub struct MembersResponseHeader {
+        pub voters: String => "voters",
+        pub learners: String => "learners",
+    }
+}
+
+command_header! {
+    /// RAFT_TRANSFER_LEADER response: who leads once it is done (the target, or rarely
+    /// another voter whose election timer fired first), and in which term.
+    pub struct TransferLeaderResponseHeader {
+        pub leader: i64 => "leader",
+        pub term: i64 => "term",
+    }
+}
+
+command_header! {
     /// CHECK_TRANSACTION_STATE (39) request, broker to producer; the body is the half message.
     pub struct CheckTransactionStateRequestHeader {
         pub tran_state_table_offset: i64 => "tranStateTableOffset",
@@ -595,6 +631,10 @@ mod tests {
         end_transaction: EndTransactionRequestHeader,
         check_transaction: CheckTransactionStateRequestHeader,
         unresolved_halves: UnresolvedHalvesRequestHeader,
+        transfer_leader: TransferLeaderRequestHeader,
+        transfer_leader_response: TransferLeaderResponseHeader,
+        change_replica: ChangeReplicaRequestHeader,
+        members_response: MembersResponseHeader,
         send_back: ConsumerSendMsgBackRequestHeader,
         notify_ids: NotifyConsumerIdsChangedRequestHeader,
         topic_only: TopicRequestHeader,

@@ -82,6 +82,7 @@ fn cluster() -> Cluster {
             nodes[leader].dispatcher.clone(),
             nodes[leader].local_appends.clone(),
             std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
+            std::sync::Arc::default(),
             ProposerConfig::default(),
         );
         // Wait until the new leader serves.

@@ -13,6 +13,8 @@
 //! - [`budget`]: how many bytes of entries one AppendEntries carries.
 //! - [`node`]: one replica: recovery, membership check, bootstrap, RPC server.
 //! - [`proposer`]: the leader's send path: queue offsets in log order, sends batched.
+//! - [`gate`] and [`transfer`]: leadership transfer, writes held while the target catches up.
+//! - [`membership`]: adding and removing replicas of a running group.
 
 // openraft's trait methods return its `StorageError` (over 200 bytes); our helpers share it.
 #![allow(clippy::result_large_err)]
@@ -20,8 +22,10 @@
 pub mod budget;
 pub mod clock;
 pub mod error;
+pub mod gate;
 pub mod local_ack;
 pub mod log_store;
+pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod node;
@@ -31,9 +35,11 @@ pub mod replica;
 pub mod runtime;
 pub mod snapshot_data;
 pub mod state_machine;
+pub mod transfer;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use membership::{Members, MembershipError};
 pub use meta::{MemMeta, MetaStore, SledMeta};
 pub use node::{
     await_current_leader, leads_with_current_state, NodeConfig, RaftNode, RaftTiming, StartError,
@@ -41,4 +47,5 @@ pub use node::{
 pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
 pub use replica::{LeaderWatch, QueueRead, ReadLimits, Replica, ReplicaConfig};
 pub use state_machine::StateMachine;
+pub use transfer::{TransferError, Transferred};
 pub use types::{HalfOutcome, MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -100,6 +100,19 @@ pub enum RpcRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The leader hands leadership over (see `crate::transfer`): the target stands for
+    /// election now. Last, so frames of the other kinds decode as before.
+    TimeoutNow(TimeoutNow),
+}
+
+/// What a leader tells the replica it hands leadership to: its term and the last log index the
+/// target must hold, so a target that is not caught up (or a leader that was already replaced)
+/// does not start an election it cannot win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    pub term: u64,
+    pub from: NodeId,
+    pub last_log_index: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,6 +124,8 @@ pub enum RpcResponse {
     Misdirected {
         reason: String,
     },
+    /// The target stands for election (`Ok`), or why it does not.
+    TimeoutNow(Result<(), String>),
 }
 
 /// Why a frame could not be read.
@@ -318,10 +333,46 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 RpcRequest::Snapshot(req) => {
                     RpcResponse::Snapshot(raft.install_snapshot(req).await)
                 }
+                RpcRequest::TimeoutNow(req) => {
+                    RpcResponse::TimeoutNow(stand_for_election(&raft, id, req).await)
+                }
             }
         };
         write_frame(stream.get_mut(), &response).await?;
     }
+}
+
+/// A leader asks this replica to take over: it stands for election at once if it still
+/// follows that leader in that term, is a voter, and holds the leader's log as of the request
+/// (then the leader's vote, and its log check, go its way).
+async fn stand_for_election(
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    req: TimeoutNow,
+) -> Result<(), String> {
+    let (term, leader, voter, last) = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == id);
+        (m.current_term, m.current_leader, voter, m.last_log_index.unwrap_or(0))
+    };
+    if term != req.term || leader != Some(req.from) {
+        return Err(format!(
+            "node {id} is in term {term} with leader {leader:?}, not term {} led by {}",
+            req.term, req.from
+        ));
+    }
+    if !voter {
+        return Err(format!("node {id} is not a voter"));
+    }
+    if last < req.last_log_index {
+        return Err(format!(
+            "node {id} holds the log to {last}, not to the leader's {}",
+            req.last_log_index
+        ));
+    }
+    tracing::info!(term, from = req.from, "the leader hands over: standing for election");
+    raft.trigger().elect().await.map_err(|e| e.to_string())
 }
 
 /// Faults injected into this node's outgoing Raft RPCs: the simulation's seam for message
@@ -518,6 +569,7 @@ impl PeerClient {
             Ok(RpcResponse::Misdirected { reason }) => Some(format!("misdirected: {reason}")),
             Ok(RpcResponse::Append(Err(e)) | RpcResponse::Vote(Err(e))) => Some(e.to_string()),
             Ok(RpcResponse::Snapshot(Err(e))) => Some(e.to_string()),
+            Ok(RpcResponse::TimeoutNow(Err(e))) => Some(e.clone()),
             Ok(_) => None,
             Err((_, e)) => Some(e.clone()),
         };
@@ -595,6 +647,17 @@ impl PeerClient {
             }
             Ok(Err(e)) => Err((false, e.to_string())),
             Err(_) => Err((false, format!("RPC to {} timed out after {timeout:?}", self.addr))),
+        }
+    }
+}
+
+impl PeerClient {
+    /// Asks the peer to stand for election now (see [`TimeoutNow`]).
+    pub async fn timeout_now(&mut self, req: TimeoutNow, timeout: Duration) -> Result<(), String> {
+        match self.call(RpcRequest::TimeoutNow(req), timeout).await {
+            Ok(RpcResponse::TimeoutNow(answer)) => answer,
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err((_, e)) => Err(e),
         }
     }
 }

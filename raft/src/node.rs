@@ -1,9 +1,10 @@
 //! One replica of a broker group: its CommitLog, queues, metadata, Raft and RPC server.
 //!
-//! [`RaftNode::start`] recovers the store, refuses to start if the configured peers disagree
-//! with the membership it has stored, starts Raft and its RPC server, and bootstraps the group
-//! exactly once: on first start (no vote, empty log, nothing applied) the replica with the
-//! lowest id initializes the membership from the static peer list; the others wait for it.
+//! [`RaftNode::start`] recovers the store, refuses to start a replica removed from its group,
+//! starts Raft and its RPC server, and bootstraps the group exactly once: on first start (no
+//! vote, empty log, nothing applied) the replica with the lowest id initializes the membership
+//! from the static peer list; the others wait for it. After that Raft's membership is the
+//! truth (see [`crate::membership`]); a replica not in the peer list waits to be added.
 //! Create it inside the runtime (and, in the simulation, inside the node) that should own it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +20,9 @@ use rocketraft_store::{
 use tokio::net::TcpListener;
 
 use crate::error::AppliedEntriesLost;
+use crate::gate::WriteGate;
 use crate::log_store::LogStore;
-use crate::meta::MetaStore;
+use crate::meta::{MetaOp, MetaStore};
 use crate::network::{serve, AppendGuard, Network};
 use crate::state_machine::{ArrivalListener, StateMachine};
 use crate::types::{NodeId, TypeConfig};
@@ -80,7 +82,10 @@ pub struct NodeConfig {
     /// The broker group (RocketMQ's brokerName); every RPC names it.
     pub group: String,
     pub id: NodeId,
-    /// Every voter of the group, this one included: id -> Raft address (host:port).
+    /// The group's first voters: id -> Raft address (host:port). Only a fresh group's bootstrap
+    /// reads it (the lowest id initializes the group with them); once the group runs, its
+    /// membership in Raft is the truth (replicas added and removed since). A replica not listed
+    /// is one being added: it waits for the leader to add it.
     pub peers: BTreeMap<NodeId, String>,
     pub timing: RaftTiming,
     pub commit_log: CommitLogConfig,
@@ -110,10 +115,11 @@ pub enum StartError {
     #[error("invalid Raft configuration: {0}")]
     Config(String),
     #[error(
-        "the configured peers {configured:?} disagree with the membership {stored:?} stored in \
-         this data directory: fix the peer list, or point data_dir at this group's directory"
+        "node {id} was removed from group {group}: it serves no more from this data directory \
+         (to add the machine again, start it on an empty directory and run `rocketraft cluster \
+         add-replica`)"
     )]
-    MembershipMismatch { configured: BTreeSet<NodeId>, stored: BTreeSet<NodeId> },
+    Removed { group: String, id: NodeId },
     #[error("store: {0}")]
     Store(#[from] rocketraft_store::StoreError),
     #[error("Raft: {0}")]
@@ -162,6 +168,12 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub local_appends: Arc<crate::local_ack::LocalAppends>,
     /// Wakes retention to measure the disk before its next periodic check.
     pub(crate) disk_check: Arc<tokio::sync::Notify>,
+    /// Every proposal passes it (see [`crate::gate`]).
+    pub(crate) gate: Arc<WriteGate>,
+    /// The transport openraft calls peers with, for calls of our own.
+    pub(crate) network: Network,
+    /// Started empty outside the peer list: a replica being added, which waits for it.
+    pub(crate) joins_later: bool,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
     /// The fatal-error watcher and periodic syncs, and retention: both end on stop.
@@ -169,6 +181,8 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     retention: tokio::task::JoinHandle<()>,
     /// Set once Raft stopped on a fatal error (see [`RaftNode::stopped_on_fatal`]).
     fatal: tokio::sync::watch::Receiver<Option<String>>,
+    /// Set once this replica was removed from its group (see [`RaftNode::removed`]).
+    removed: tokio::sync::watch::Receiver<bool>,
     meta: Arc<M>,
 }
 
@@ -182,12 +196,6 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         listener: TcpListener,
         arrivals: Option<ArrivalListener>,
     ) -> Result<Self, StartError> {
-        if !config.peers.contains_key(&config.id) {
-            return Err(StartError::Config(format!(
-                "node {} is not in its own peer list",
-                config.id
-            )));
-        }
         let (election_min, election_max) =
             openraft_election_window(&config.timing).map_err(StartError::Config)?;
         let raft_config = Config {
@@ -223,9 +231,16 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (applied, membership) =
             state_machine.applied_state().await.map_err(|e| StartError::Raft(e.to_string()))?;
         let stored: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-        if !stored.is_empty() && stored != configured {
-            return Err(StartError::MembershipMismatch { configured, stored });
+        let removed = meta.get(KEY_REMOVED).map_err(|e| StartError::Raft(e.to_string()))?;
+        let member = membership.membership().get_node(&config.id).is_some();
+        if removed.is_some() || (!stored.is_empty() && !member) {
+            return Err(StartError::Removed { group: config.group.clone(), id: config.id });
         }
+        // The peer list only bootstraps a fresh group: after, Raft's membership is the truth.
+        if !stored.is_empty() && stored != configured {
+            tracing::info!(group = %config.group, id = config.id, voters = ?stored, peers = ?configured, "the group's voters differ from the configured peers (membership changed since): the voters count");
+        }
+        let was_voter = stored.contains(&config.id);
         let fresh = applied.is_none()
             && log_store.read_vote().await.map_err(|e| StartError::Raft(e.to_string()))?.is_none()
             && log_store
@@ -255,15 +270,16 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             }
         }
 
+        let network = Network::new(
+            config.group.clone(),
+            config.message_faults,
+            log_store.replication_budget(),
+        )
+        .with_tls(config.tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
-            Network::new(
-                config.group.clone(),
-                config.message_faults,
-                log_store.replication_budget(),
-            )
-            .with_tls(config.tls.as_ref().map(|t| t.client.clone())),
+            network.clone(),
             log_store,
             state_machine.clone(),
         )
@@ -272,6 +288,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let stop = Arc::new(stop);
         let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+        let (removed_tx, removed) = tokio::sync::watch::channel(false);
         let refused = Arc::new(Mutex::new(None));
         let watcher = tokio::spawn(watch_replica(
             raft.clone(),
@@ -279,7 +296,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             state_machine.clone(),
             refused.clone(),
             Arc::downgrade(&stop),
-            fatal_tx,
+            Outcomes { fatal: fatal_tx, removed: removed_tx, was_voter },
             config.group.clone(),
             config.id,
         ));
@@ -305,8 +322,10 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             stop_rx,
         ));
 
-        let lowest = *config.peers.keys().next().expect("checked non-empty");
-        if fresh && config.id == lowest {
+        // A replica outside the peer list (one being added) never bootstraps: it waits to be
+        // added by the group's leader.
+        let lowest = config.peers.keys().next().copied();
+        if fresh && lowest == Some(config.id) {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .peers
                 .iter()
@@ -322,11 +341,15 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             dispatcher,
             local_appends,
             disk_check,
+            gate: Arc::default(),
+            network,
+            joins_later: fresh && !config.peers.contains_key(&config.id),
             stop,
             server,
             watcher,
             retention,
             fatal,
+            removed,
             meta,
         })
     }
@@ -336,6 +359,27 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
     /// call; entries a snapshot does not cover are kept by openraft).
     pub async fn purge_log(&self, index: u64) -> Result<(), String> {
         purge_log(&self.raft, &self.log, &self.dispatcher, RaftIndex(index)).await
+    }
+
+    /// Hands this replica's leadership to the voter `to` (see [`crate::transfer`]).
+    pub async fn transfer_leader(
+        &self,
+        to: NodeId,
+        timeout: std::time::Duration,
+    ) -> Result<crate::Transferred, crate::TransferError> {
+        let id = self.raft.metrics().borrow().id;
+        crate::transfer::transfer(&self.raft, &self.network, &self.gate, id, to, timeout).await
+    }
+
+    /// Before a planned stop: if this replica leads and its group has another voter, hands
+    /// leadership to the one furthest along (within `timeout`), so the group does not wait out
+    /// an election timeout. `None` when there was nothing to hand over.
+    pub async fn hand_over(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<Result<crate::Transferred, crate::TransferError>> {
+        let to = crate::transfer::candidate(&self.raft)?;
+        Some(self.transfer_leader(to, timeout).await)
     }
 
     /// The fatal error Raft stopped on, if it did: a storage error (a disk that refused a write
@@ -358,6 +402,38 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Waits until this replica is removed from its group (a committed membership in which it
+    /// was a voter no more, see [`crate::membership`]); never returns while it is a member. Its
+    /// owner then stops it: it unregisters, and a restart on the same data directory is refused
+    /// ([`StartError::Removed`]).
+    pub async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Adds replica `id` at Raft address `addr` to this replica's group, which it leads (see
+    /// [`crate::membership`]).
+    pub async fn add_replica(
+        &self,
+        id: NodeId,
+        addr: &str,
+        timeout: std::time::Duration,
+    ) -> Result<crate::membership::Members, crate::membership::MembershipError> {
+        crate::membership::add_replica(&self.raft, id, addr, timeout).await
+    }
+
+    /// Removes replica `id` from this replica's group, which it leads (see
+    /// [`crate::membership`]).
+    pub async fn remove_replica(
+        &self,
+        id: NodeId,
+        timeout: std::time::Duration,
+    ) -> Result<crate::membership::Members, crate::membership::MembershipError> {
+        crate::membership::remove_replica(&self.raft, id, timeout).await
     }
 
     /// Stops Raft, the RPC server and its connections (the data stays; start again to
@@ -401,9 +477,10 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             local_appends,
             stop,
             fatal,
+            removed,
             ..
         } = self;
-        drop((raft, state_machine, log, dispatcher, local_appends, stop, fatal));
+        drop((raft, state_machine, log, dispatcher, local_appends, stop, fatal, removed));
         let _ = watcher.await;
         let _ = retention.await;
         let mut waited_ms = 0;
@@ -417,6 +494,17 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             );
         }
     }
+}
+
+/// Set (durably) once this replica was removed from its group: a restart is refused.
+const KEY_REMOVED: &[u8] = b"raft/removed";
+
+/// What the watcher reports to the replica's owner.
+struct Outcomes {
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    removed: tokio::sync::watch::Sender<bool>,
+    /// The replica was a voter in the membership it applied last (a new replica is not).
+    was_voter: bool,
 }
 
 /// How long a stop waits for the replica's tasks to let go of its state, and how often it
@@ -495,10 +583,11 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
     state_machine: StateMachine<S, M>,
     refused: Arc<Mutex<Option<String>>>,
     stop: std::sync::Weak<tokio::sync::watch::Sender<bool>>,
-    fatal: tokio::sync::watch::Sender<Option<String>>,
+    outcomes: Outcomes,
     group: String,
     id: NodeId,
 ) {
+    let Outcomes { fatal, removed, mut was_voter } = outcomes;
     let mut since_sync_ms = 0;
     let mut since_dispatch_sync_ms = 0;
     let mut role = None;
@@ -520,6 +609,27 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
         };
         if changed {
             now.log(&group, id);
+        }
+        // Removed: a committed (applied) membership no longer has this replica as a voter,
+        // though one it applied before did. Said once, recorded durably (a restart is
+        // refused), and published to the owner, which stops the replica.
+        let voter = {
+            let m = metrics.borrow();
+            let config = &m.membership_config;
+            let committed =
+                config.log_id().is_some_and(|l| m.last_applied.is_some_and(|a| a.index >= l.index));
+            committed.then(|| config.membership().voter_ids().any(|v| v == id))
+        };
+        match voter {
+            Some(true) => was_voter = true,
+            Some(false) if was_voter && !*removed.borrow() => {
+                tracing::info!(group = %group, id, "removed from the group's voters: this replica stops serving");
+                if let Err(e) = meta.write(vec![MetaOp::Put(KEY_REMOVED.to_vec(), b"1".to_vec())]) {
+                    tracing::error!(error = %e, "could not record the removal (a restart would serve again)");
+                }
+                let _ = removed.send(true);
+            }
+            _ => {}
         }
         let mut error = match state {
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,

@@ -13,11 +13,13 @@
 //! next owner reads its offset from any replica.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::gate::WriteGate;
 use crate::types::{ConsumerOffset, MetaCommand, Request, TypeConfig};
 
 /// Batching limits.
@@ -59,9 +61,10 @@ pub struct OffsetCommitter {
 type Pending = (ConsumerOffset, Option<oneshot::Sender<bool>>);
 
 impl OffsetCommitter {
-    pub fn start(raft: Raft<TypeConfig>, config: OffsetBatchConfig) -> Self {
+    /// Starts the committer of `raft`, whose proposals pass `gate` (see [`WriteGate`]).
+    pub fn start(raft: Raft<TypeConfig>, gate: Arc<WriteGate>, config: OffsetBatchConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
-        tokio::spawn(run(raft, config, rx));
+        tokio::spawn(run(raft, gate, config, rx));
         OffsetCommitter { tx }
     }
 
@@ -83,7 +86,12 @@ impl OffsetCommitter {
     }
 }
 
-async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    gate: Arc<WriteGate>,
+    config: OffsetBatchConfig,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     #[cfg(madsim)]
     let mut before: BTreeMap<(String, String, i32), u64> = BTreeMap::new();
     while let Some((first, waiter)) = rx.recv().await {
@@ -124,10 +132,10 @@ async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Re
                     .then(|| ConsumerOffset { offset: old, ..o.clone() })
             })
             .collect();
-        propose(&raft, offsets, waiters).await;
+        propose(&raft, &gate, offsets, waiters).await;
         #[cfg(madsim)]
         if !stale.is_empty() {
-            propose(&raft, stale, Vec::new()).await;
+            propose(&raft, &gate, stale, Vec::new()).await;
         }
     }
 }
@@ -135,15 +143,21 @@ async fn run(raft: Raft<TypeConfig>, config: OffsetBatchConfig, mut rx: mpsc::Re
 /// Proposes one batch and tells its waiters whether it committed.
 async fn propose(
     raft: &Raft<TypeConfig>,
+    gate: &WriteGate,
     offsets: Vec<ConsumerOffset>,
     waiters: Vec<oneshot::Sender<bool>>,
 ) {
-    let committed = match raft
-        .client_write(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)]))
-        .await
-    {
-        Ok(_) => true,
-        Err(e) => {
+    let written = {
+        let _passing = gate.pass().await;
+        raft.client_write_ff(Request::Metadata(vec![MetaCommand::CommitOffsets(offsets)])).await
+    };
+    let answer = match written {
+        Ok(answer) => answer.await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let committed = match answer.map(|r| r.map_err(|e| e.to_string())) {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) | Err(e) => {
             tracing::debug!(error = %e, "consumer offsets not committed (not the leader?): the consumers send them again");
             false
         }

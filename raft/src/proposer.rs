@@ -43,6 +43,7 @@ use rocketraft_store::{CommitLog, CommitLogOffset, Dispatcher, QueueOffset};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::GroupClock;
+use crate::gate::WriteGate;
 use crate::local_ack::{LocalAck, LocalAppends};
 use crate::log_store::lock;
 use crate::types::{NodeId, Request, TypeConfig};
@@ -167,11 +168,12 @@ impl Proposer {
         dispatcher: Arc<Mutex<Dispatcher<S>>>,
         local_appends: Arc<LocalAppends>,
         clock: Arc<GroupClock>,
+        gate: Arc<WriteGate>,
         config: ProposerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
         let entry_payload_max_bytes = config.entry_payload_max_bytes;
-        let parts = Parts { raft, log, dispatcher, local_appends, clock };
+        let parts = Parts { raft, log, dispatcher, local_appends, clock, gate };
         tokio::spawn(run(parts, config, rx));
         Proposer { tx, entry_payload_max_bytes }
     }
@@ -252,6 +254,7 @@ struct Parts<S: Storage + Clone> {
     dispatcher: Arc<Mutex<Dispatcher<S>>>,
     local_appends: Arc<LocalAppends>,
     clock: Arc<GroupClock>,
+    gate: Arc<WriteGate>,
 }
 
 async fn run<S: Storage + Clone>(
@@ -259,7 +262,7 @@ async fn run<S: Storage + Clone>(
     config: ProposerConfig,
     mut rx: mpsc::Receiver<Submission>,
 ) {
-    let Parts { raft, log, dispatcher, local_appends, clock } = parts;
+    let Parts { raft, log, dispatcher, local_appends, clock, gate } = parts;
     let leader_ack = config.replication == Replication::Leader;
     let in_flight_max = if leader_ack {
         config.in_flight_max.max(LEADER_ACK_IN_FLIGHT_MIN)
@@ -338,6 +341,9 @@ async fn run<S: Storage + Clone>(
                 Err(_) => break,
             }
         }
+        // A leadership transfer holds new proposals back here; once through, this one is
+        // handed to Raft before the transfer reads the leader's last index.
+        let passing = gate.pass().await;
         let metrics = raft.metrics().borrow().clone();
         if metrics.current_leader != Some(metrics.id) {
             assigner = None;
@@ -404,7 +410,9 @@ async fn run<S: Storage + Clone>(
         }
         let payload = Bytes::from(payload);
         let local = leader_ack.then(|| local_appends.register(&payload));
-        match raft.client_write_ff(Request::Messages(payload.clone())).await {
+        let written = raft.client_write_ff(Request::Messages(payload.clone())).await;
+        drop(passing);
+        match written {
             Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer, payload, local }),
             Err(e) => {
                 if leader_ack {

@@ -20,12 +20,16 @@ use rocketraft_store::{
 };
 
 use crate::clock::GroupClock;
+use crate::gate::WriteGate;
 use crate::log_store::lock;
+use crate::membership::{Members, MembershipError};
 use crate::meta::MetaStore;
+use crate::network::Network;
 use crate::node::{await_current_leader, leads_with_current_state, RaftNode};
 use crate::offsets::{OffsetBatchConfig, OffsetCommitter};
 use crate::proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
 use crate::state_machine::StateMachine;
+use crate::transfer::{TransferError, Transferred};
 use crate::types::{ConsumerOffset, MetaCommand, NodeId, Request, TypeConfig};
 
 /// How the replica's send path runs.
@@ -60,6 +64,12 @@ pub struct Replica<S: Storage + Clone, M: MetaStore> {
     clock: Arc<GroupClock>,
     /// Asks retention to measure the disk now (see [`Replica::admit_new_writes`]).
     disk_check: Arc<tokio::sync::Notify>,
+    /// Every proposal passes it; a leadership transfer holds it (see [`crate::gate`]).
+    gate: Arc<WriteGate>,
+    /// Calls a peer outside openraft (a leadership transfer's `TimeoutNow`).
+    network: Network,
+    /// Started empty outside the peer list: it waits to be added (see [`Replica::is_voter`]).
+    joins_later: bool,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
@@ -74,6 +84,9 @@ impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
             offsets: self.offsets.clone(),
             clock: self.clock.clone(),
             disk_check: self.disk_check.clone(),
+            gate: self.gate.clone(),
+            network: self.network.clone(),
+            joins_later: self.joins_later,
         }
     }
 }
@@ -171,11 +184,12 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             node.dispatcher.clone(),
             node.local_appends.clone(),
             clock.clone(),
+            node.gate.clone(),
             proposer_config,
         );
         Replica {
             id: node.raft.metrics().borrow().id,
-            offsets: OffsetCommitter::start(node.raft.clone(), config.offsets),
+            offsets: OffsetCommitter::start(node.raft.clone(), node.gate.clone(), config.offsets),
             raft: node.raft.clone(),
             state_machine: node.state_machine.clone(),
             log: node.log.clone(),
@@ -183,6 +197,9 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             proposer,
             clock,
             disk_check: node.disk_check.clone(),
+            gate: node.gate.clone(),
+            network: node.network.clone(),
+            joins_later: node.joins_later,
         }
     }
 
@@ -260,6 +277,20 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             .is_ok()
     }
 
+    /// Whether this replica votes in its group's membership as it knows it (a replica being
+    /// added is a learner first; a removed one is none). Before Raft has published any
+    /// membership (the first moments after a start), a replica counts as one, unless it
+    /// started empty outside the peer list (it waits to be added).
+    pub fn is_voter(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        if membership.voter_ids().next().is_none() {
+            return !self.joins_later;
+        }
+        membership.voter_ids().any(|v| v == self.id)
+    }
+
     /// The Raft term this replica is in.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
@@ -283,6 +314,8 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         let index = |l: Option<openraft::LogId<u64>>| l.map_or(0, |l| l.index).to_string();
         let members: Vec<String> =
             m.membership_config.voter_ids().map(|id| id.to_string()).collect();
+        let learners: Vec<String> =
+            m.membership_config.membership().learner_ids().map(|id| id.to_string()).collect();
         let mut out: Vec<(String, String)> = [
             ("raftNodeId", self.id.to_string()),
             ("raftRole", format!("{:?}", m.state)),
@@ -292,6 +325,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             ("raftLastApplied", index(m.last_applied)),
             ("raftSnapshot", index(m.snapshot)),
             ("raftMembers", members.join(",")),
+            ("raftLearners", learners.join(",")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -330,13 +364,58 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
 
     /// Replicates metadata commands; answers once they are committed and applied here.
     pub async fn propose_metadata(&self, commands: Vec<MetaCommand>) -> Result<(), ProposeError> {
-        match self.raft.client_write(Request::Metadata(commands)).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.forward_to_leader() {
-                Some(f) => ProposeError::NotLeader { leader: f.leader_id },
-                None => ProposeError::Raft(e.to_string()),
-            }),
+        let written = {
+            let _passing = self.gate.pass().await;
+            self.raft.client_write_ff(Request::Metadata(commands)).await
+        };
+        let answer = match written {
+            Ok(answer) => answer.await,
+            Err(e) => return Err(ProposeError::Raft(e.to_string())),
+        };
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
         }
+    }
+
+    /// Hands this replica's leadership over to the voter `to`, within `timeout` (see
+    /// [`crate::transfer`]): answers who leads then, the target or (rarely) another voter.
+    /// Writes wait at the gate meanwhile and are refused as "not master" once it is over.
+    pub async fn transfer_leader(
+        &self,
+        to: NodeId,
+        timeout: Duration,
+    ) -> Result<Transferred, TransferError> {
+        crate::transfer::transfer(&self.raft, &self.network, &self.gate, self.id, to, timeout).await
+    }
+
+    /// Adds replica `id` at Raft address `addr` to the group this replica leads (see
+    /// [`crate::membership`]).
+    pub async fn add_replica(
+        &self,
+        id: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Members, MembershipError> {
+        crate::membership::add_replica(&self.raft, id, addr, timeout).await
+    }
+
+    /// Removes replica `id` from the group this replica leads (see [`crate::membership`]).
+    pub async fn remove_replica(
+        &self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Result<Members, MembershipError> {
+        crate::membership::remove_replica(&self.raft, id, timeout).await
+    }
+
+    /// The voter this replica would hand leadership to (see [`crate::transfer::candidate`]).
+    pub fn transfer_candidate(&self) -> Option<NodeId> {
+        crate::transfer::candidate(&self.raft)
     }
 
     /// Queues a consumer offset commit (batched; see [`OffsetCommitter::commit`]).

@@ -619,6 +619,7 @@ mod recovery {
                 n.dispatcher.clone(),
                 n.local_appends.clone(),
                 std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
+                std::sync::Arc::default(),
                 config,
             )
         }
@@ -788,25 +789,69 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// A replica joins a running group (started outside the peer list, it waits; added, it
+    /// catches up as a learner, then votes and takes part in commits), and another leaves it:
+    /// the removed one sees its removal and stops, and a restart on its data directory is
+    /// refused. The leader is never removed, nor the last voter; the peer list is only the
+    /// bootstrap's (a replica outside it starts again on its own data).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_peer_list_that_disagrees_with_the_stored_membership_refuses_to_start() {
+    async fn replicas_join_and_leave_a_running_group() {
+        use rocketraft_raft::MembershipError;
         let mut g = Group::start().await;
         let leader = g.leader(None).await;
-        g.write(leader, 0..3).await;
-        g.wait_applied(g.last_index(leader)).await;
-        let id = (0..3).find(|id| *id != leader).unwrap();
-        g.nodes.remove(&id).unwrap().shutdown().await;
-        let mut wrong = g.peers.clone();
-        wrong.remove(&((id + 1) % 3));
-        wrong.insert(7, "127.0.0.1:1".into());
-        let (disk, meta) = g.disks[&id].clone();
+        g.write(leader, 0..20).await;
+
+        // A new replica, not in the peer list: it does not bootstrap, it waits.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let err = RaftNode::start(config(id, &wrong), disk, meta, listener, None)
+        let addr = listener.local_addr().unwrap().to_string();
+        g.disks.insert(3, (SimStorage::new(), MemMeta::new()));
+        g.start_node(3, Some(listener)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(g.nodes[&3].raft.metrics().borrow().current_leader, None);
+        let n = &g.nodes[&leader];
+        let members = n.add_replica(3, &addr, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(members.voters, [0, 1, 2, 3].into());
+        assert!(members.learners.is_empty());
+        // Adding it again is a no-op; another address for it is refused.
+        assert_eq!(n.add_replica(3, &addr, Duration::from_secs(5)).await.unwrap(), members);
+        let other = n.add_replica(3, "127.0.0.1:1", Duration::from_secs(5)).await;
+        assert!(matches!(other, Err(MembershipError::OtherAddress { .. })), "{other:?}");
+        g.write(leader, 20..40).await;
+        g.wait_applied(g.last_index(leader)).await;
+        let whole = |id: u64| {
+            let log = g.nodes[&id].log.lock().unwrap();
+            log.bytes_between(log.start().position, log.end().position).unwrap()
+        };
+        assert_eq!(whole(3), whole(leader), "caught up whole");
+
+        // The leader and the last voter are not removed.
+        let n = &g.nodes[&leader];
+        let itself = n.remove_replica(leader, Duration::from_secs(5)).await;
+        assert_eq!(itself, Err(MembershipError::RemovingLeader(leader)));
+        // A follower leaves: it sees it and stops; it does not start again.
+        let gone = (0..3).find(|id| *id != leader).unwrap();
+        let members = n.remove_replica(gone, Duration::from_secs(20)).await.unwrap();
+        assert!(!members.voters.contains(&gone) && !members.learners.contains(&gone));
+        assert_eq!(members.voters.len(), 3);
+        tokio::time::timeout(Duration::from_secs(10), g.nodes[&gone].removed())
             .await
-            .err()
-            .expect("must refuse");
-        assert!(matches!(err, StartError::MembershipMismatch { .. }), "{err}");
-        assert!(err.to_string().contains("fix the peer list"));
+            .expect("the removed replica learns it was removed");
+        g.nodes.remove(&gone).unwrap().shutdown().await;
+        let err = g.start_node(gone, None).await.expect_err("a removed replica stays out");
+        assert!(matches!(err, StartError::Removed { .. }), "{err}");
+        // The others go on committing without it.
+        g.write(leader, 40..60).await;
+        g.wait_applied(g.last_index(leader)).await;
+
+        // The added replica restarts on its own data (it is in no peer list) and stays a voter.
+        g.nodes.remove(&3).unwrap().shutdown().await;
+        let listener = TcpListener::bind(&addr).await.unwrap();
+        g.start_node(3, Some(listener)).await.unwrap();
+        g.write(leader, 60..70).await;
+        g.wait_applied(g.last_index(leader)).await;
+        let voters: std::collections::BTreeSet<u64> =
+            g.nodes[&3].raft.metrics().borrow().membership_config.voter_ids().collect();
+        assert!(voters.contains(&3) && !voters.contains(&gone), "{voters:?}");
         g.shutdown().await;
     }
 
@@ -1350,6 +1395,108 @@ mod recovery {
             let r = RecordView::decode(&raw[0]).unwrap();
             assert_eq!((r.queue_offset as u64, r.body), (*offset, body.as_bytes()));
         }
+        g.shutdown().await;
+    }
+
+    /// A leadership transfer under load: writers on the leader's replica (moving to the new
+    /// leader's when told "not the leader", as a client does) see their writes held, never
+    /// lost; the target leads in a newer term within the transfer's timeout; every
+    /// acknowledged record is in the new leader's queue at its offset; and back again. Calls
+    /// that cannot transfer are refused with a reason.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leadership_moves_to_the_chosen_voter_under_load_with_nothing_lost() {
+        use rocketraft_protocol::message::RecordView;
+        use rocketraft_raft::{ProposeError, Replica, ReplicaConfig, TransferError};
+        let mut g = Group::start().await;
+        let first = g.leader(None).await;
+        let replicas: BTreeMap<u64, Replica<SimStorage, MemMeta>> = g
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, Replica::start(n, ReplicaConfig::default(), 0)))
+            .collect();
+        let replicas = std::sync::Arc::new(replicas);
+        let leads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(first));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..8i32 {
+            let (replicas, leads, stop) = (replicas.clone(), leads.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut acked, mut refused) = (Vec::new(), 0u32);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = format!("w{w}-{i}");
+                    let at = leads.load(std::sync::atomic::Ordering::Relaxed);
+                    match replicas[&at].propose(vec![record(w % 4, body.clone())]).await {
+                        Ok(placed) => acked.push((w % 4, placed[0].queue_offset.0, body)),
+                        Err(ProposeError::NotLeader { .. }) => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(e) => panic!("write failed otherwise: {e}"),
+                    }
+                    i += 1;
+                }
+                (acked, refused)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+
+        let follower = (0..3).find(|id| *id != first).unwrap();
+        assert_eq!(
+            replicas[&follower].transfer_leader(first, Duration::from_secs(3)).await,
+            Err(TransferError::NotLeader { id: follower, leader: Some(first) })
+        );
+        assert_eq!(
+            replicas[&first].transfer_leader(9, Duration::from_secs(3)).await,
+            Err(TransferError::NotVoter(9))
+        );
+        let mut at = first;
+        for _ in 0..2 {
+            let to = replicas[&at].transfer_candidate().expect("a voter to hand over to");
+            assert_ne!(to, at);
+            let term = replicas[&at].term();
+            let started = tokio::time::Instant::now();
+            let done = replicas[&at].transfer_leader(to, Duration::from_secs(3)).await.unwrap();
+            assert_eq!(done.leader, to, "the chosen voter leads");
+            assert!(done.term > term);
+            assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+            leads.store(to, std::sync::atomic::Ordering::Relaxed);
+            at = to;
+            // The new leader takes writes.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acked = Vec::new();
+        let mut refused = 0;
+        for t in tasks {
+            let (a, r) = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("every write is answered")
+                .unwrap();
+            acked.extend(a);
+            refused += r;
+        }
+        // At most the writes held at the gate when it opened (one per writer and handover)
+        // are refused, not a stream of them while no one leads.
+        assert!(refused <= 8 * 2 * 2, "{refused} writes refused");
+        let node = &g.nodes[&at];
+        let (before, after): (Vec<_>, Vec<_>) = acked.iter().partition(|(_, o, _)| *o < 10);
+        assert!(!before.is_empty() && after.len() > 50, "writes went on: {}", acked.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for (q, offset, body) in &acked {
+            assert!(seen.insert((*q, *offset)), "queue {q} offset {offset} acknowledged twice");
+            let entry = {
+                let d = node.dispatcher.lock().unwrap();
+                let queue = d.queue("T", *q).expect("queue exists");
+                assert!(queue.max_offset().0 > *offset, "acknowledged offset {offset} lost");
+                queue.range(rocketraft_store::QueueOffset(*offset), 1).unwrap()[0]
+            };
+            let raw =
+                node.log.lock().unwrap().read_records(&[(entry.position, entry.size)]).unwrap();
+            let r = RecordView::decode(&raw[0]).unwrap();
+            assert_eq!((r.queue_offset as u64, r.body), (*offset, body.as_bytes()));
+        }
+        drop(replicas);
         g.shutdown().await;
     }
 

@@ -147,6 +147,8 @@ pub struct SimCluster {
     power_losses: Mutex<BTreeMap<(usize, u64), u32>>,
     /// The client nodes made by [`SimCluster::client_node`], stopped with the cluster.
     clients: Mutex<Vec<NodeHandle>>,
+    /// The node admin calls go from (made at the first).
+    admin: Mutex<Option<NodeHandle>>,
     /// Latency spikes in force (they may overlap; the network is slow while any is).
     latency_spikes: Mutex<u32>,
     /// The furthest each group's replicas' clocks were stepped ahead in this run.
@@ -226,6 +228,7 @@ impl SimCluster {
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
+            admin: Mutex::new(None),
             latency_spikes: Mutex::new(0),
             ahead_max: Mutex::new(BTreeMap::new()),
         }
@@ -320,6 +323,35 @@ impl SimCluster {
             .build();
         self.clients.lock().unwrap().push(node.clone());
         node
+    }
+
+    /// Asks group g's leader, by the admin call `rocketraft cluster transfer-leader` makes
+    /// (from a client node of its own), to hand leadership to replica `to` within 3 s: who
+    /// leads then and in which term, or why not.
+    pub async fn transfer_leader(&self, g: usize, to: u64) -> Result<(u64, u64), String> {
+        let leader = self.leader(g).ok_or_else(|| format!("group {g} has no leader"))?;
+        let node = self
+            .admin
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| {
+                let node =
+                    self.handle.create_node().name("admin").ip([10, 0, 9, 200].into()).build();
+                self.clients.lock().unwrap().push(node.clone());
+                node
+            })
+            .clone();
+        let (ns, addr) = (self.namesrv_list(), broker_addr(g, leader));
+        node.spawn(async move {
+            let mut config = rocketraft_client::ClientConfig::new(&ns);
+            config.instance_name = Some("admin-transfer".into());
+            let admin = rocketraft_client::Admin::start(config).await.map_err(|e| e.to_string())?;
+            let done = admin.transfer_leader(&addr, to, 3_000).await.map_err(|e| e.to_string());
+            admin.shutdown().await;
+            done
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Kills a client node made by [`SimCluster::client_node`]: a client process crashes

@@ -17,6 +17,7 @@ use crate::server::Inner;
 
 pub(crate) mod admin;
 pub(crate) mod clients;
+pub(crate) mod cluster;
 pub(crate) mod end_transaction;
 pub(crate) mod inspect;
 pub(crate) mod lookup;
@@ -69,6 +70,10 @@ pub(crate) fn router<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>)
         .register(
             end_transaction::EndTransactionProcessor::<S, M>::CODES,
             Arc::new(end_transaction::EndTransactionProcessor(inner.clone())),
+        )
+        .register(
+            cluster::ClusterProcessor::<S, M>::CODES,
+            Arc::new(cluster::ClusterProcessor(inner.clone())),
         )
 }
 

@@ -92,7 +92,8 @@ pub struct Needs<'a> {
 /// RocketMQ 4.9's five (17, 25, 200, 207, 215), the offset reset, and two reads that name no
 /// topic yet reach any message: VIEW_MESSAGE_BY_ID (a CommitLog offset: any record, and the
 /// log can be walked record by record) and our GET_UNRESOLVED_HALVES (every pending
-/// transaction).
+/// transaction); and our Raft group administration (RAFT_TRANSFER_LEADER, RAFT_ADD_REPLICA,
+/// RAFT_REMOVE_REPLICA).
 pub const BROKER_ADMIN_CODES: &[i32] = &[
     rc::UPDATE_AND_CREATE_TOPIC,
     rc::UPDATE_BROKER_CONFIG,
@@ -102,6 +103,9 @@ pub const BROKER_ADMIN_CODES: &[i32] = &[
     rc::INVOKE_BROKER_TO_RESET_OFFSET,
     rc::VIEW_MESSAGE_BY_ID,
     rc::GET_UNRESOLVED_HALVES,
+    rc::RAFT_TRANSFER_LEADER,
+    rc::RAFT_ADD_REPLICA,
+    rc::RAFT_REMOVE_REPLICA,
 ];
 
 /// Whether `code` needs an admin account on a broker (known from the code alone, before any
@@ -256,6 +260,9 @@ mod tests {
             rc::DELETE_SUBSCRIPTIONGROUP,
             rc::VIEW_MESSAGE_BY_ID,
             rc::GET_UNRESOLVED_HALVES,
+            rc::RAFT_TRANSFER_LEADER,
+            rc::RAFT_ADD_REPLICA,
+            rc::RAFT_REMOVE_REPLICA,
         ] {
             assert!(needs(&req(code, &[], "")).admin);
         }

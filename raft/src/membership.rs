@@ -1,0 +1,232 @@
+//! Membership changes of a running group, on its leader: add a replica (it joins as a learner,
+//! catches up by log or snapshot, then becomes a voter), remove one. Both go through openraft's
+//! joint consensus (`change_membership`: a joint entry, then the uniform one).
+//!
+//! - **Add**: the new replica is started first, with an empty data directory and the group's
+//!   peers in its configuration (it never bootstraps: it waits to be added). The leader adds it
+//!   as a learner (replication starts at once), waits until its log matches the leader's as of
+//!   the moment it was added, then makes it a voter. Waiting happens before it votes, so a
+//!   replica far behind never sits in the quorum (a 1 -> 2 change would stop commits until it
+//!   caught up). Adding a voter again is a no-op; a learner already there just waits and is
+//!   promoted (so a call that timed out waiting can be repeated).
+//! - **Remove**: never the leader (transfer its leadership first: [`crate::transfer`]). The
+//!   voter is removed but kept as a learner (`retain`), so it receives the uniform entry
+//!   without itself as a voter and knows it was removed (its node stops serving: see
+//!   [`crate::node::RaftNode::removed`]); once it has it (bounded wait), it is dropped from the
+//!   membership altogether. The last voter is never removed.
+//!
+//! A change refused because another is still being committed (`InProgress`, also right after
+//! bootstrap) is retried until the deadline. A leader lost halfway leaves the group in the
+//! joint configuration: the next change (at the new leader) finishes it first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft};
+
+use crate::types::{NodeId, TypeConfig};
+
+/// How often a change looks at Raft's metrics or retries a change refused as in progress.
+const POLL_MS: u64 = 20;
+/// How long a removal waits for the removed replica to receive its removal.
+const REMOVED_TOLD_MS: u64 = 3_000;
+
+/// The group's members after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// Why a membership change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("node {id} does not lead its group; the leader is {}", leader.map_or("not known".to_owned(), |l| format!("node {l}")))]
+    NotLeader { id: NodeId, leader: Option<NodeId> },
+    #[error("node {0} leads the group: transfer its leadership to another replica first")]
+    RemovingLeader(NodeId),
+    #[error("node {0} is the group's last voter")]
+    LastVoter(NodeId),
+    #[error("node {id} is already a member at {known}, not {asked}")]
+    OtherAddress { id: NodeId, known: String, asked: String },
+    #[error("node {id} is still catching up ({behind} entries behind) after {waited_ms} ms: it stays a learner; run the command again to wait more")]
+    CatchingUp { id: NodeId, behind: u64, waited_ms: u64 },
+    #[error("another membership change is still being committed after {0} ms")]
+    InProgress(u64),
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+fn members_of(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Members {
+    let membership = m.membership_config.membership();
+    Members {
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+    }
+}
+
+fn leads(
+    raft: &Raft<TypeConfig>,
+) -> Result<openraft::RaftMetrics<NodeId, BasicNode>, MembershipError> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return Err(MembershipError::NotLeader { id: m.id, leader: m.current_leader });
+    }
+    Ok(m)
+}
+
+/// Adds replica `id` at Raft address `addr` (see the module docs), within `timeout`.
+pub async fn add_replica(
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Members, MembershipError> {
+    let deadline = now() + timeout;
+    let m = leads(raft)?;
+    let membership = m.membership_config.membership().clone();
+    if let Some(known) = membership.get_node(&id) {
+        if known.addr != addr {
+            return Err(MembershipError::OtherAddress {
+                id,
+                known: known.addr.clone(),
+                asked: addr.to_owned(),
+            });
+        }
+    }
+    if membership.voter_ids().any(|v| v == id) && membership.get_joint_config().len() == 1 {
+        return Ok(members_of(&m));
+    }
+    if membership.get_node(&id).is_none() {
+        let node = BasicNode { addr: addr.to_owned() };
+        change(raft, deadline, |raft| {
+            let node = node.clone();
+            async move { raft.add_learner(id, node, false).await }
+        })
+        .await?;
+        tracing::info!(node = id, addr, "added a learner; waiting for it to catch up");
+    }
+    // Caught up with the leader's log as it is now (the learner's own entry included).
+    let target = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let started = now();
+    loop {
+        let m = leads(raft)?;
+        let matched = matched(&m, id);
+        if matched >= target {
+            break;
+        }
+        if now() >= deadline {
+            return Err(MembershipError::CatchingUp {
+                id,
+                behind: m.last_log_index.unwrap_or(0).saturating_sub(matched),
+                waited_ms: started.elapsed().as_millis() as u64,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    let ids: BTreeSet<NodeId> = [id].into();
+    change(raft, deadline, |raft| {
+        let ids = ids.clone();
+        async move { raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await }
+    })
+    .await?;
+    let m = raft.metrics().borrow().clone();
+    tracing::info!(node = id, voters = ?members_of(&m).voters, "a replica joined the group's voters");
+    Ok(members_of(&m))
+}
+
+/// Removes replica `id` from the group (see the module docs), within `timeout`.
+pub async fn remove_replica(
+    raft: &Raft<TypeConfig>,
+    id: NodeId,
+    timeout: Duration,
+) -> Result<Members, MembershipError> {
+    let deadline = now() + timeout;
+    let m = leads(raft)?;
+    if id == m.id {
+        return Err(MembershipError::RemovingLeader(id));
+    }
+    let members = members_of(&m);
+    if members.voters.contains(&id) {
+        if members.voters.len() == 1 {
+            return Err(MembershipError::LastVoter(id));
+        }
+        let ids: BTreeSet<NodeId> = [id].into();
+        let written = change(raft, deadline, |raft| {
+            let ids = ids.clone();
+            async move { raft.change_membership(ChangeMembers::RemoveVoters(ids), true).await }
+        })
+        .await?;
+        // The removed replica, still a learner, receives the entry that made it one: its node
+        // sees it is no voter any more and stops. Bounded: it may be down (then it never
+        // learns, and a restart of it stands for elections no one grants).
+        let told = now() + Duration::from_millis(REMOVED_TOLD_MS);
+        while now() < told.min(deadline) && matched(&leads(raft)?, id) < written {
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+        tracing::info!(node = id, "a replica left the group's voters");
+    }
+    if leads(raft)?.membership_config.membership().get_node(&id).is_some() {
+        let ids: BTreeSet<NodeId> = [id].into();
+        change(raft, deadline, |raft| {
+            let ids = ids.clone();
+            async move { raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await }
+        })
+        .await?;
+    }
+    Ok(members_of(&raft.metrics().borrow()))
+}
+
+/// How far the leader knows `id`'s log matches its own (0: nothing yet).
+fn matched(m: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> u64 {
+    m.replication
+        .as_ref()
+        .and_then(|r: &BTreeMap<NodeId, Option<openraft::LogId<NodeId>>>| {
+            r.get(&id).copied().flatten()
+        })
+        .map_or(0, |l| l.index)
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+>;
+
+/// Runs one membership change, retried while another is in progress, until `deadline`;
+/// answers the index of the entry it wrote.
+async fn change<'a, F, Fut>(
+    raft: &'a Raft<TypeConfig>,
+    deadline: tokio::time::Instant,
+    write: F,
+) -> Result<u64, MembershipError>
+where
+    F: Fn(&'a Raft<TypeConfig>) -> Fut,
+    Fut: std::future::Future<Output = WriteResult>,
+{
+    let started = now();
+    loop {
+        match write(raft).await {
+            Ok(r) => return Ok(r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) => return Err(MembershipError::InProgress(started.elapsed().as_millis() as u64)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let id = raft.metrics().borrow().id;
+                return Err(MembershipError::NotLeader { id, leader: f.leader_id });
+            }
+            Err(e) => return Err(MembershipError::Raft(e.to_string())),
+        }
+    }
+}
+
+/// The runtime's clock (virtual under madsim).
+fn now() -> tokio::time::Instant {
+    #[allow(clippy::disallowed_methods)]
+    tokio::time::Instant::now()
+}
