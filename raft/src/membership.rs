@@ -23,9 +23,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Raft};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftNetworkFactory};
 
-use crate::types::{NodeId, TypeConfig};
+use crate::network::{Incarnations, Network};
+use crate::types::{MetaCommand, NodeId, Request, TypeConfig};
+
+/// How long adding a replica waits for it to say which incarnation it runs.
+const IDENTITY_TIMEOUT_MS: u64 = 3_000;
 
 /// How often a change looks at Raft's metrics or retries a change refused as in progress.
 const POLL_MS: u64 = 20;
@@ -54,6 +58,10 @@ pub enum MembershipError {
     CatchingUp { id: NodeId, behind: u64, waited_ms: u64 },
     #[error("another membership change is still being committed after {0} ms")]
     InProgress(u64),
+    #[error("node {id} at {addr} does not answer: {why}")]
+    Unreachable { id: NodeId, addr: String, why: String },
+    #[error("node {0} is a member but runs on other data than the group recorded (wiped, or another machine): remove it first, then add it again")]
+    OtherData(NodeId),
     #[error("Raft: {0}")]
     Raft(String),
 }
@@ -79,6 +87,7 @@ fn leads(
 /// Adds replica `id` at Raft address `addr` (see the module docs), within `timeout`.
 pub async fn add_replica(
     raft: &Raft<TypeConfig>,
+    peers: (&Network, &Incarnations),
     id: NodeId,
     addr: &str,
     timeout: Duration,
@@ -94,6 +103,25 @@ pub async fn add_replica(
                 asked: addr.to_owned(),
             });
         }
+    }
+    // Which data it runs on, recorded before it joins: from then on the group's calls to it
+    // name it, and a wipe of its directory takes it out until it is added again.
+    let (network, known) = peers;
+    let node = BasicNode { addr: addr.to_owned() };
+    let mut client = network.clone().new_client(id, &node).await;
+    let answer = client.identity(Duration::from_millis(IDENTITY_TIMEOUT_MS)).await;
+    let unreachable = |why: String| MembershipError::Unreachable { id, addr: addr.to_owned(), why };
+    let incarnation = answer.map_err(unreachable)?;
+    let recorded = (known.0)(id);
+    if let Some(incarnation) = incarnation.filter(|i| recorded != Some(*i)) {
+        if recorded.is_some() && membership.get_node(&id).is_some() {
+            return Err(MembershipError::OtherData(id));
+        }
+        let record = Request::Metadata(vec![MetaCommand::SetReplica { node: id, incarnation }]);
+        raft.client_write(record).await.map_err(|e| match e.forward_to_leader() {
+            Some(f) => MembershipError::NotLeader { id: m.id, leader: f.leader_id },
+            None => MembershipError::Raft(e.to_string()),
+        })?;
     }
     if membership.voter_ids().any(|v| v == id) && membership.get_joint_config().len() == 1 {
         return Ok(members_of(&m));

@@ -101,8 +101,18 @@ pub enum RpcRequest {
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// The leader hands leadership over (see `crate::transfer`): the target stands for
-    /// election now. Last, so frames of the other kinds decode as before.
+    /// election now. After the first three, so frames of those decode as before.
     TimeoutNow(TimeoutNow),
+    /// Which incarnation of its data directory the target runs on (see
+    /// `MetaCommand::SetReplica`): asked before the group records it.
+    Identity,
+    /// `inner`, for the target's data directory of `incarnation` only: a replica whose data
+    /// was wiped (or another machine under its id) refuses it, so it neither votes nor counts
+    /// toward a commit until it is added again. Sent once the group recorded the target's.
+    Checked {
+        incarnation: u64,
+        inner: Box<RpcRequest>,
+    },
 }
 
 /// What a leader tells the replica it hands leadership to: its term and the last log index the
@@ -126,6 +136,8 @@ pub enum RpcResponse {
     },
     /// The target stands for election (`Ok`), or why it does not.
     TimeoutNow(Result<(), String>),
+    /// The target's incarnation (`None`: it keeps none).
+    Identity(Option<u64>),
 }
 
 /// Why a frame could not be read.
@@ -190,6 +202,7 @@ pub type AppendGuard =
 /// Serves Raft RPCs for `raft` on `listener` until `stop` changes (or its sender is dropped)
 /// or the listener fails. Every connection task ends with it, so a stopped node's old
 /// connections cannot keep feeding a dead Raft while a restarted one listens on the port.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
@@ -198,12 +211,15 @@ pub async fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
     guard: Option<AppendGuard>,
     tls: Option<ServerTls>,
+    incarnation: Option<u64>,
 ) {
-    serve_with(listener, raft, group, id, stop, ServeLimits::default(), guard, tls).await
+    let limits = ServeLimits::default();
+    serve_with(listener, raft, group, id, stop, limits, guard, tls, incarnation).await
 }
 
 /// [`serve`] with other limits. With `tls` (mutual: see [`RaftTls`]), a connection is served
-/// only once its peer presented a certificate the cluster's CA signed.
+/// only once its peer presented a certificate the cluster's CA signed. `incarnation` is this
+/// replica's data directory's (see [`RpcRequest::Checked`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_with(
     listener: TcpListener,
@@ -214,6 +230,7 @@ pub async fn serve_with(
     limits: ServeLimits,
     guard: Option<AppendGuard>,
     tls: Option<ServerTls>,
+    incarnation: Option<u64>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
     let mut stop_accept = stop.clone();
@@ -244,10 +261,12 @@ pub async fn serve_with(
             let _held = held;
             let serving = async {
                 match tls {
-                    None => serve_connection(stream, raft, &group, id, limits, guard).await,
+                    None => {
+                        serve_connection(stream, raft, &group, id, incarnation, limits, guard).await
+                    }
                     Some(tls) => match tls.accept(stream).await {
                         Ok(Accepted::Tls(s)) => {
-                            serve_connection(s, raft, &group, id, limits, guard).await
+                            serve_connection(s, raft, &group, id, incarnation, limits, guard).await
                         }
                         // The Raft port's TLS is enforcing: never here.
                         Ok(Accepted::Plain(_)) => Ok(()),
@@ -299,6 +318,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     raft: Raft<TypeConfig>,
     group: &str,
     id: NodeId,
+    incarnation: Option<u64>,
     limits: ServeLimits,
     guard: Option<AppendGuard>,
 ) -> Result<(), FrameError> {
@@ -322,24 +342,53 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 ),
             }
         } else {
-            match envelope.body {
-                RpcRequest::Append(req) => {
+            let body = match envelope.body {
+                RpcRequest::Checked { incarnation: expected, inner } => {
+                    if incarnation != Some(expected) {
+                        let mine = incarnation.map_or("none".to_owned(), |i| i.to_string());
+                        let reason = format!(
+                            "node {id} of group {group:?} runs on data of incarnation {mine}, \
+                             not {expected}, which the group knows: its data was wiped or it \
+                             is another machine; remove it from the group and add it again"
+                        );
+                        refused_as_other(group, id, &reason);
+                        Err(reason)
+                    } else {
+                        Ok(*inner)
+                    }
+                }
+                body => Ok(body),
+            };
+            match body {
+                Err(reason) => RpcResponse::Misdirected { reason },
+                Ok(RpcRequest::Append(req)) => {
                     if let Some(Err(why)) = guard.as_ref().map(|g| g(&req)) {
                         return Err(FrameError::Refused(why));
                     }
                     RpcResponse::Append(raft.append_entries(req).await)
                 }
-                RpcRequest::Vote(req) => RpcResponse::Vote(raft.vote(req).await),
-                RpcRequest::Snapshot(req) => {
+                Ok(RpcRequest::Vote(req)) => RpcResponse::Vote(raft.vote(req).await),
+                Ok(RpcRequest::Snapshot(req)) => {
                     RpcResponse::Snapshot(raft.install_snapshot(req).await)
                 }
-                RpcRequest::TimeoutNow(req) => {
+                Ok(RpcRequest::TimeoutNow(req)) => {
                     RpcResponse::TimeoutNow(stand_for_election(&raft, id, req).await)
                 }
+                Ok(RpcRequest::Identity) => RpcResponse::Identity(incarnation),
+                Ok(RpcRequest::Checked { .. }) => RpcResponse::Misdirected {
+                    reason: "a checked request inside a checked one".into(),
+                },
             }
         };
         write_frame(stream.get_mut(), &response).await?;
     }
+}
+
+/// Says that this replica refuses its group's calls for running on other data than the group
+/// recorded: the operator must act (remove and add it). Each refused call answers the caller
+/// with the reason, and the callers' peer health reports it (once, then every 30 s).
+fn refused_as_other(group: &str, id: NodeId, reason: &str) {
+    tracing::debug!(group = %group, id, "{reason}");
 }
 
 /// A leader asks this replica to take over: it stands for election at once if it still
@@ -476,6 +525,18 @@ pub struct Network {
     budget: Arc<ReplicationBudget>,
     tls: Option<ClientTls>,
     health: Arc<PeerHealth>,
+    known: Option<Incarnations>,
+}
+
+/// The incarnation the group recorded for a replica (see [`RpcRequest::Checked`]): the state
+/// machine's table, read on every call.
+#[derive(Clone)]
+pub struct Incarnations(pub Arc<dyn Fn(NodeId) -> Option<u64> + Send + Sync>);
+
+impl std::fmt::Debug for Incarnations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Incarnations")
+    }
 }
 
 impl Network {
@@ -486,7 +547,20 @@ impl Network {
         faults: MessageFaults,
         budget: Arc<ReplicationBudget>,
     ) -> Self {
-        Network { group: group.into(), faults, budget, tls: None, health: Arc::default() }
+        Network {
+            group: group.into(),
+            faults,
+            budget,
+            tls: None,
+            health: Arc::default(),
+            known: None,
+        }
+    }
+
+    /// Calls each peer whose incarnation `known` names as that incarnation only.
+    pub fn with_incarnations(mut self, known: Incarnations) -> Self {
+        self.known = Some(known);
+        self
     }
 
     /// Calls peers over TLS with this identity.
@@ -509,6 +583,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             faults: self.faults,
             budget: self.budget.clone(),
             health: self.health.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -525,6 +600,7 @@ pub struct PeerClient {
     faults: MessageFaults,
     budget: Arc<ReplicationBudget>,
     health: Arc<PeerHealth>,
+    known: Option<Incarnations>,
 }
 
 /// Times one AppendEntries with entries for the budget: answered (how fast), or timed out,
@@ -588,6 +664,13 @@ impl PeerClient {
         if MessageFaults::roll(self.faults.drop_per_mille) {
             return Err((false, format!("RPC to {} dropped (simulated)", self.addr)));
         }
+        let expected = self.known.as_ref().and_then(|k| (k.0)(self.target));
+        let body = match expected {
+            Some(incarnation) if !matches!(body, RpcRequest::Identity) => {
+                RpcRequest::Checked { incarnation, inner: Box::new(body) }
+            }
+            _ => body,
+        };
         let envelope = Envelope { group: self.group.clone(), to: self.target, body };
         if MessageFaults::roll(self.faults.duplicate_per_mille) {
             // The first copy's answer is discarded: the peer handles the request twice.
@@ -652,6 +735,15 @@ impl PeerClient {
 }
 
 impl PeerClient {
+    /// The incarnation of the peer's data directory (see [`RpcRequest::Identity`]).
+    pub async fn identity(&mut self, timeout: Duration) -> Result<Option<u64>, String> {
+        match self.call(RpcRequest::Identity, timeout).await {
+            Ok(RpcResponse::Identity(incarnation)) => Ok(incarnation),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err((_, e)) => Err(e),
+        }
+    }
+
     /// Asks the peer to stand for election now (see [`TimeoutNow`]).
     pub async fn timeout_now(&mut self, req: TimeoutNow, timeout: Duration) -> Result<(), String> {
         match self.call(RpcRequest::TimeoutNow(req), timeout).await {

@@ -23,7 +23,7 @@ use crate::error::AppliedEntriesLost;
 use crate::gate::WriteGate;
 use crate::log_store::LogStore;
 use crate::meta::{MetaOp, MetaStore};
-use crate::network::{serve, AppendGuard, Network};
+use crate::network::{serve, AppendGuard, Incarnations, Network};
 use crate::state_machine::{ArrivalListener, StateMachine};
 use crate::types::{NodeId, TypeConfig};
 
@@ -174,6 +174,8 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub(crate) network: Network,
     /// Started empty outside the peer list: a replica being added, which waits for it.
     pub(crate) joins_later: bool,
+    /// The incarnations the group recorded (see [`crate::network::RpcRequest::Checked`]).
+    pub(crate) known: Incarnations,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
     /// The fatal-error watcher and periodic syncs, and retention: both end on stop.
@@ -270,12 +272,18 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             }
         }
 
+        let incarnation = incarnation(&*meta, config.id).map_err(StartError::Raft)?;
+        let known = {
+            let sm = state_machine.clone();
+            Incarnations(Arc::new(move |node| sm.incarnation_of(node)))
+        };
         let network = Network::new(
             config.group.clone(),
             config.message_faults,
             log_store.replication_budget(),
         )
-        .with_tls(config.tls.as_ref().map(|t| t.client.clone()));
+        .with_tls(config.tls.as_ref().map(|t| t.client.clone()))
+        .with_incarnations(known.clone());
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -310,6 +318,16 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             stop_rx.clone(),
             Some(applied_entries_guard(raft.clone(), log.clone(), refused)),
             config.tls.as_ref().map(|t| t.server.clone()),
+            Some(incarnation),
+        ));
+        let gate: Arc<WriteGate> = Arc::default();
+        tokio::spawn(record_incarnations(
+            raft.clone(),
+            network.clone(),
+            known.clone(),
+            gate.clone(),
+            incarnation,
+            stop_rx.clone(),
         ));
         let disk_check = Arc::new(tokio::sync::Notify::new());
         let retention = tokio::spawn(run_retention(
@@ -341,8 +359,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             dispatcher,
             local_appends,
             disk_check,
-            gate: Arc::default(),
+            gate,
             network,
+            known,
             joins_later: fresh && !config.peers.contains_key(&config.id),
             stop,
             server,
@@ -423,7 +442,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         addr: &str,
         timeout: std::time::Duration,
     ) -> Result<crate::membership::Members, crate::membership::MembershipError> {
-        crate::membership::add_replica(&self.raft, id, addr, timeout).await
+        let peers = (&self.network, &self.known);
+        crate::membership::add_replica(&self.raft, peers, id, addr, timeout).await
     }
 
     /// Removes replica `id` from this replica's group, which it leads (see
@@ -478,9 +498,12 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             stop,
             fatal,
             removed,
+            network,
+            known,
             ..
         } = self;
         drop((raft, state_machine, log, dispatcher, local_appends, stop, fatal, removed));
+        drop((network, known));
         let _ = watcher.await;
         let _ = retention.await;
         let mut waited_ms = 0;
@@ -498,6 +521,83 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
 
 /// Set (durably) once this replica was removed from its group: a restart is refused.
 const KEY_REMOVED: &[u8] = b"raft/removed";
+/// This data directory's incarnation (see [`crate::network::RpcRequest::Checked`]).
+const KEY_INCARNATION: &[u8] = b"raft/incarnation";
+/// How often a leader looks for members whose incarnation its group has not recorded.
+const RECORD_INCARNATIONS_MS: u64 = 1_000;
+
+/// This data directory's incarnation: made (and written durably) when the directory is new,
+/// from the clock and the node id, so a wiped directory comes back with another one.
+fn incarnation<M: MetaStore>(meta: &M, id: NodeId) -> Result<u64, String> {
+    if let Some(raw) = meta.get(KEY_INCARNATION).map_err(|e| e.to_string())? {
+        let bytes: [u8; 8] =
+            raw.as_slice().try_into().map_err(|_| "a bad incarnation".to_owned())?;
+        return Ok(u64::from_be_bytes(bytes));
+    }
+    let made = (crate::clock::now_ms() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ id;
+    let op = MetaOp::Put(KEY_INCARNATION.to_vec(), made.to_be_bytes().to_vec());
+    meta.write(vec![op]).map_err(|e| e.to_string())?;
+    Ok(made)
+}
+
+/// On the leader: records the incarnation of each member its group has none for (its own; the
+/// others' asked with [`crate::network::RpcRequest::Identity`]), so that from then on a member
+/// whose data is wiped is refused its group's calls. Members added with
+/// [`crate::membership::add_replica`] are recorded before they join; this covers a group's
+/// first members (and groups from before incarnations). Polls its stop (no waiter on a watch
+/// channel: see [`await_current_leader`]).
+async fn record_incarnations(
+    raft: Raft<TypeConfig>,
+    network: Network,
+    known: Incarnations,
+    gate: Arc<WriteGate>,
+    own_incarnation: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use openraft::RaftNetworkFactory;
+    loop {
+        // Ticks of the watcher's period, so a stop lets go of the replica's state at once.
+        for _ in 0..RECORD_INCARNATIONS_MS / FATAL_CHECK_MS {
+            tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
+            if *stop.borrow() {
+                return;
+            }
+        }
+        let m = raft.metrics().borrow().clone();
+        if !leads_with_current_state(&m) {
+            continue;
+        }
+        let missing: Vec<(NodeId, BasicNode)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| (known.0)(**id).is_none())
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        let mut found = Vec::new();
+        for (id, node) in missing {
+            let incarnation = if id == m.id {
+                Some(own_incarnation)
+            } else {
+                let mut client = network.clone().new_client(id, &node).await;
+                client.identity(std::time::Duration::from_millis(1_000)).await.ok().flatten()
+            };
+            if let Some(incarnation) = incarnation {
+                found.push(crate::types::MetaCommand::SetReplica { node: id, incarnation });
+            }
+        }
+        if found.is_empty() {
+            continue;
+        }
+        let written = {
+            let _passing = gate.pass().await;
+            raft.client_write_ff(crate::types::Request::Metadata(found)).await
+        };
+        if let Ok(answer) = written {
+            let _ = answer.await;
+        }
+    }
+}
 
 /// What the watcher reports to the replica's owner.
 struct Outcomes {

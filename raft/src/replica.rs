@@ -70,6 +70,8 @@ pub struct Replica<S: Storage + Clone, M: MetaStore> {
     network: Network,
     /// Started empty outside the peer list: it waits to be added (see [`Replica::is_voter`]).
     joins_later: bool,
+    /// The incarnations the group recorded.
+    known: crate::network::Incarnations,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
@@ -87,6 +89,7 @@ impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
             gate: self.gate.clone(),
             network: self.network.clone(),
             joins_later: self.joins_later,
+            known: self.known.clone(),
         }
     }
 }
@@ -200,6 +203,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             gate: node.gate.clone(),
             network: node.network.clone(),
             joins_later: node.joins_later,
+            known: node.known.clone(),
         }
     }
 
@@ -401,7 +405,8 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         addr: &str,
         timeout: Duration,
     ) -> Result<Members, MembershipError> {
-        crate::membership::add_replica(&self.raft, id, addr, timeout).await
+        let peers = (&self.network, &self.known);
+        crate::membership::add_replica(&self.raft, peers, id, addr, timeout).await
     }
 
     /// Removes replica `id` from the group this replica leads (see [`crate::membership`]).

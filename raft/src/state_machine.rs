@@ -61,8 +61,10 @@ const KEY_HALVES_FROM: &[u8] = b"txn-from/";
 /// Who a queue lock was last granted to: `lock/<group>\0<topic>\0<broker>\0<queue id>` ->
 /// client id.
 const PREFIX_LOCK: &[u8] = b"lock/";
+/// Each replica's incarnation (see `MetaCommand::SetReplica`): `replica/<node id, be>`.
+const PREFIX_REPLICA: &[u8] = b"replica/";
 /// The replicated metadata, as prefixes of the metadata store.
-const REPLICATED: [&[u8]; 8] = [
+const REPLICATED: [&[u8]; 9] = [
     PREFIX_TOPIC,
     PREFIX_GROUP,
     PREFIX_OFFSET,
@@ -71,6 +73,7 @@ const REPLICATED: [&[u8]; 8] = [
     PREFIX_HALF_CHECKS,
     KEY_HALVES_FROM,
     PREFIX_LOCK,
+    PREFIX_REPLICA,
 ];
 /// The largest snapshot head accepted from a peer (metadata of every topic, group and offset).
 const SNAPSHOT_MAX_BYTES: usize = 1 << 30;
@@ -216,6 +219,8 @@ fn read_wire_head(data: &SnapshotData) -> std::io::Result<(WireHead, u64)> {
 struct Catalog {
     topics: BTreeMap<String, TopicMeta>,
     groups: BTreeMap<String, GroupMeta>,
+    /// Each replica's incarnation, as the group recorded it.
+    replicas: BTreeMap<NodeId, u64>,
 }
 
 impl Catalog {
@@ -228,6 +233,10 @@ impl Catalog {
         for (_, v) in meta.scan_prefix(PREFIX_GROUP).map_err(sm_read)? {
             let g: GroupMeta = decode(&v).map_err(sm_read)?;
             c.groups.insert(g.name.clone(), g);
+        }
+        for (_, v) in meta.scan_prefix(PREFIX_REPLICA).map_err(sm_read)? {
+            let (node, incarnation): (NodeId, u64) = decode(&v).map_err(sm_read)?;
+            c.replicas.insert(node, incarnation);
         }
         Ok(c)
     }
@@ -245,6 +254,9 @@ impl Catalog {
             }
             MetaCommand::DeleteGroup { group } => {
                 self.groups.remove(group);
+            }
+            MetaCommand::SetReplica { node, incarnation } => {
+                self.replicas.insert(*node, *incarnation);
             }
             MetaCommand::CommitOffsets(_)
             | MetaCommand::SkipParked { .. }
@@ -492,6 +504,11 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     pub fn sync_dispatch(&self) -> Result<(), StorageError<NodeId>> {
         lock(&self.dispatcher).flush().map_err(sm_write)?;
         Ok(())
+    }
+
+    /// The incarnation the group recorded for replica `node` (see `MetaCommand::SetReplica`).
+    pub fn incarnation_of(&self, node: NodeId) -> Option<u64> {
+        self.catalog().replicas.get(&node).copied()
     }
 
     fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
@@ -830,6 +847,11 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
                     ops.push(MetaOp::Put(lock_key(group, q), owner.clone()));
                 }
             }
+            MetaCommand::SetReplica { node, incarnation } => {
+                let mut k = PREFIX_REPLICA.to_vec();
+                k.extend_from_slice(&node.to_be_bytes());
+                ops.push(MetaOp::Put(k, encode(&(*node, *incarnation)).map_err(sm_write)?));
+            }
         }
         Ok(())
     }
@@ -999,6 +1021,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
                                 | MetaCommand::DeleteTopic { .. }
                                 | MetaCommand::PutGroup(_)
                                 | MetaCommand::DeleteGroup { .. }
+                                | MetaCommand::SetReplica { .. }
                         ) {
                             catalog_changes.push(cmd.clone());
                         }

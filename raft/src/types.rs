@@ -81,6 +81,14 @@ pub enum MetaCommand {
         owner: String,
         queues: Vec<rocketraft_protocol::body::MessageQueue>,
     },
+    /// Replica `node` of the group is the one whose data directory has `incarnation` (made
+    /// when that directory was new): Raft calls to it say so, and a replica with another one
+    /// (its data wiped, or another machine under its id) refuses them (see
+    /// `crate::network`). Last, so older entries decode as before.
+    SetReplica {
+        node: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// How a transaction half message was resolved.

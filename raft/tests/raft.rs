@@ -855,6 +855,67 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// A replica whose data directory was wiped and that is started again under its old id is
+    /// refused by its group (each call names the incarnation the group recorded): it neither
+    /// votes nor counts toward a commit, so with the other follower down nothing commits
+    /// (before, the leader counted the empty replica's acknowledgements and a later election
+    /// could lose acknowledged entries). Removed and added again, it catches up and counts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wiped_replica_is_refused_until_it_is_added_again() {
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        g.write(leader, 0..10).await;
+        // The leader records every member's incarnation within a second or two.
+        for _ in 0..100 {
+            let sm = &g.nodes[&leader].state_machine;
+            if (0..3).all(|id| sm.incarnation_of(id).is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let sm = &g.nodes[&leader].state_machine;
+        assert!((0..3).all(|id| sm.incarnation_of(id).is_some()), "incarnations recorded");
+        // Wipe a follower that is not the lowest id (that one would bootstrap a group of its
+        // own when it comes back empty: refused all the same, but noisier).
+        let wiped = (1..3).find(|id| *id != leader).unwrap();
+        let other = (0..3).find(|id| *id != leader && *id != wiped).unwrap();
+        g.nodes.remove(&wiped).unwrap().shutdown().await;
+        g.disks.insert(wiped, (SimStorage::new(), MemMeta::new()));
+        g.start_node(wiped, None).await.unwrap();
+        g.nodes.remove(&other).unwrap().shutdown().await;
+        let n = &g.nodes[&leader];
+        let write =
+            tokio::time::timeout(Duration::from_secs(3), n.raft.client_write(offset_write(10)));
+        assert!(write.await.is_err(), "a write committed with the wiped replica's help");
+        assert_eq!(g.nodes[&wiped].raft.metrics().borrow().last_log_index, None, "it got nothing");
+
+        // The other follower back: the write commits. Then the wiped replica is removed and
+        // added again, under its old id and address, with its new data.
+        g.start_node(other, None).await.unwrap();
+        let committed = g.last_index(leader);
+        for id in [leader, other] {
+            let wait = g.nodes[&id].raft.wait(Some(Duration::from_secs(20)));
+            wait.applied_index_at_least(Some(committed), "commit").await.unwrap();
+        }
+        let n = &g.nodes[&leader];
+        let adding = n.add_replica(wiped, &g.peers[&wiped], Duration::from_secs(5)).await;
+        assert!(
+            matches!(adding, Err(rocketraft_raft::MembershipError::OtherData(id)) if id == wiped),
+            "{adding:?}"
+        );
+        n.remove_replica(wiped, Duration::from_secs(10)).await.unwrap();
+        let members =
+            n.add_replica(wiped, &g.peers[&wiped], Duration::from_secs(20)).await.unwrap();
+        assert!(members.voters.contains(&wiped), "{members:?}");
+        // It counts again: with the other follower down, writes commit.
+        g.nodes.remove(&other).unwrap().shutdown().await;
+        let n = &g.nodes[&leader];
+        let write =
+            tokio::time::timeout(Duration::from_secs(10), n.raft.client_write(offset_write(11)));
+        write.await.expect("commits with the re-added replica").unwrap();
+        g.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn corrupt_and_misdirected_frames_close_or_answer_but_never_crash() {
         let g = Group::start().await;
@@ -961,6 +1022,7 @@ mod recovery {
             leader,
             stop_rx,
             limits,
+            None,
             None,
             None,
         ));

@@ -280,13 +280,24 @@ mod raft_failover {
             madsim::time::sleep(Duration::from_millis(50)).await;
         }
         let handles: Vec<_> = registry.lock().unwrap().values().cloned().collect();
-        for (r, _) in &handles {
-            r.wait(Some(Duration::from_secs(30)))
-                .applied_index_at_least(Some(last), "caught up")
-                .await
-                .unwrap();
+        // The leader may append meanwhile (it records the restarted replica's incarnation):
+        // the logs are compared once every replica applied the leader's last entry as it is.
+        let mut last = last;
+        let mut bytes = Vec::new();
+        for _ in 0..10 {
+            for (r, _) in &handles {
+                r.wait(Some(Duration::from_secs(30)))
+                    .applied_index_at_least(Some(last), "caught up")
+                    .await
+                    .unwrap();
+            }
+            bytes = log_bytes(&handles[0].1);
+            if handles.iter().all(|(_, log)| log_bytes(log) == bytes) {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+            last = raft.metrics().borrow().last_log_index.unwrap();
         }
-        let bytes = log_bytes(&handles[0].1);
         for (_, log) in &handles {
             assert!(log_bytes(log) == bytes, "replica logs differ");
         }
@@ -1317,6 +1328,22 @@ mod whole_cluster {
         }
     }
 
+    /// [`run`] in a runtime of its own seed, on a thread of its own: the thread's first
+    /// `HashMap` then takes its hash keys inside the simulation (seeded), not from the test
+    /// harness's thread (random per process), so a seed's run, and the iteration order of every
+    /// map in it, are the same every time. (Runs on the harness's thread were not: their
+    /// outcome changed from one `cargo test` to the next once a timing change hit a path
+    /// where the order of a map's entries mattered.)
+    fn run_seeded(seed: u64, fault: Fault, topology: Topology) -> Outcome {
+        // Not a replica's thread: the test's own, which waits for the run.
+        #[allow(clippy::disallowed_methods)]
+        let run = std::thread::spawn(move || {
+            Runtime::with_seed_and_config(seed, madsim::Config::default())
+                .block_on(run(fault, topology))
+        });
+        run.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
     /// One run of the workload under `fault`.
     async fn run(fault: Fault, topology: Topology) -> Outcome {
         let cluster = SimCluster::start(topology);
@@ -1831,8 +1858,7 @@ mod whole_cluster {
                 flush: rocketraft_store::FlushMode::Async { interval_ms: 500 },
                 ..Topology::default()
             };
-            let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                .block_on(run(Fault::PowerLossAll, topology));
+            let o = run_seeded(seed, Fault::PowerLossAll, topology);
             eprintln!(
                 "async flush, group power loss, seed {seed}: {:?}; by quorum rules: {:?}",
                 o.verdict, o.strict
@@ -1861,7 +1887,7 @@ mod whole_cluster {
     /// Async flush, slow disks, then a power loss of the whole group that drops every unsynced
     /// write: as above, only sends acknowledged in the last flush interval may be lost (and a
     /// delayed message moved in that interval may be moved again: seed 325). A replica that
-    /// had synced and applied entries the other two lost (seeds 417 and 512: they elected a
+    /// had synced and applied entries the other two lost (seeds 312, 346, 418: they elected a
     /// leader and wrote other entries at those indexes) stops on `AppliedEntriesLost` when the
     /// leader's first AppendEntries names an entry it applied differently; the group goes on
     /// with the other two. Before that check the replica took the leader's entries as following
@@ -1890,8 +1916,7 @@ mod whole_cluster {
                 flush: rocketraft_store::FlushMode::Async { interval_ms: 500 },
                 ..Topology::default()
             };
-            let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                .block_on(run(Fault::SlowDisksThenPowerLossAll, topology));
+            let o = run_seeded(seed, Fault::SlowDisksThenPowerLossAll, topology);
             eprintln!(
                 "async flush, slow disks, group power loss, seed {seed}: {:?}; stopped: {:?}",
                 o.verdict, o.stopped
@@ -1921,7 +1946,7 @@ mod whole_cluster {
     }
 
     /// The seeds [`async_flush_slow_disks_then_a_group_power_loss`] runs (see its doc).
-    const ASYNC_FLUSH_LOSS_SEEDS: [u64; 7] = [312, 313, 314, 315, 325, 417, 512];
+    const ASYNC_FLUSH_LOSS_SEEDS: [u64; 7] = [312, 313, 314, 315, 325, 346, 418];
 
     /// The variable that makes `one_seed_twice_gives_one_trace` a child: run that seed once
     /// and print its trace.
@@ -1998,8 +2023,7 @@ mod whole_cluster {
         let caught = (300..310)
             .filter(|&seed| {
                 let topology = Topology { sim_bug_ack_before_commit: true, ..Topology::default() };
-                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                    .block_on(run(Fault::KillLeader, topology));
+                let o = run_seeded(seed, Fault::KillLeader, topology);
                 o.verdict.is_err()
             })
             .count();
@@ -2016,8 +2040,7 @@ mod whole_cluster {
         let caught = (320..326)
             .filter(|&seed| {
                 let topology = Topology { replication: Replication::Leader, ..Topology::default() };
-                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                    .block_on(run(Fault::PartitionLeaderFromPeers, topology));
+                let o = run_seeded(seed, Fault::PartitionLeaderFromPeers, topology);
                 eprintln!("stale leader acknowledging, seed {seed}: {:?}", o.strict);
                 o.strict.is_err()
             })
@@ -2036,8 +2059,7 @@ mod whole_cluster {
             .filter(|&seed| {
                 let topology =
                     Topology { sim_bug_offsets_out_of_order: true, ..Topology::default() };
-                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                    .block_on(run(Fault::KillLeader, topology));
+                let o = run_seeded(seed, Fault::KillLeader, topology);
                 eprintln!("offset commits out of order, seed {seed}: {:?}", o.verdict);
                 o.verdict.as_ref().is_err_and(|e| e.contains("backwards"))
             })
@@ -2059,8 +2081,7 @@ mod whole_cluster {
         let caught = (340..346)
             .filter(|&seed| {
                 let topology = Topology { sim_bug_ack_before_fsync: true, ..Topology::default() };
-                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                    .block_on(run(Fault::QuietThenSlowDisksThenPowerLossAll, topology));
+                let o = run_seeded(seed, Fault::QuietThenSlowDisksThenPowerLossAll, topology);
                 eprintln!("acks before fsync, seed {seed}: {:?}", o.verdict);
                 o.verdict.as_ref().is_err_and(|e| e.contains("never consumed"))
             })
@@ -2081,8 +2102,7 @@ mod whole_cluster {
         for (topology, names) in bugs {
             let caught = (300..303)
                 .filter(|&seed| {
-                    let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                        .block_on(run(Fault::KillLeader, topology.clone()));
+                    let o = run_seeded(seed, Fault::KillLeader, topology.clone());
                     o.verdict.as_ref().is_err_and(|e| e.contains(names))
                 })
                 .count();
@@ -2109,8 +2129,7 @@ mod whole_cluster {
         ];
         for (topology, names) in bugs {
             let caught = (300..303).find(|&seed| {
-                let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                    .block_on(run(Fault::KillLeader, topology.clone()));
+                let o = run_seeded(seed, Fault::KillLeader, topology.clone());
                 eprintln!("{names}, seed {seed}: {:?}", o.verdict);
                 o.verdict.as_ref().is_err_and(|e| e.contains(names))
             });
@@ -2129,8 +2148,7 @@ mod whole_cluster {
         let mut caught = 0;
         for seed in 300..305 {
             let topology = Topology { replication: Replication::Leader, ..Topology::default() };
-            let o = Runtime::with_seed_and_config(seed, madsim::Config::default())
-                .block_on(run(Fault::PartitionLeaderFromPeers, topology));
+            let o = run_seeded(seed, Fault::PartitionLeaderFromPeers, topology);
             assert!(o.verdict.is_ok(), "seed {seed}: {:?}", o.verdict);
             if o.strict.is_err() {
                 caught += 1;
