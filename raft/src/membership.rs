@@ -117,11 +117,19 @@ pub async fn add_replica(
         if recorded.is_some() && membership.get_node(&id).is_some() {
             return Err(MembershipError::OtherData(id));
         }
-        let record = Request::Metadata(vec![MetaCommand::SetReplica { node: id, incarnation }]);
-        raft.client_write(record).await.map_err(|e| match e.forward_to_leader() {
-            Some(f) => MembershipError::NotLeader { id: m.id, leader: f.leader_id },
-            None => MembershipError::Raft(e.to_string()),
-        })?;
+        // Recorded now if every member can take the entry; else the leader records it once
+        // they can (see `node::record_incarnations`).
+        let others: Vec<(NodeId, BasicNode)> =
+            membership.nodes().filter(|(n, _)| **n != id).map(|(n, b)| (*n, b.clone())).collect();
+        if every_incarnation(network, others, None).await.is_some() {
+            let record = Request::Metadata(vec![MetaCommand::SetReplica { node: id, incarnation }]);
+            raft.client_write(record).await.map_err(|e| match e.forward_to_leader() {
+                Some(f) => MembershipError::NotLeader { id: m.id, leader: f.leader_id },
+                None => MembershipError::Raft(e.to_string()),
+            })?;
+        } else {
+            tracing::info!(node = id, "not every replica answers which data it runs on: the new replica's is recorded once they do");
+        }
     }
     if membership.voter_ids().any(|v| v == id) && membership.get_joint_config().len() == 1 {
         return Ok(members_of(&m));
@@ -204,6 +212,31 @@ pub async fn remove_replica(
         .await?;
     }
     Ok(members_of(&raft.metrics().borrow()))
+}
+
+/// Every member's incarnation, asked of each with [`crate::network::RpcRequest::Identity`]
+/// (`given` needs no call): `None` unless every one answers. A `SetReplica` entry is proposed
+/// only then: a replica of a version from before incarnations knows neither the call nor the
+/// entry (it would stop on applying it: a rolling upgrade must not reach that), and a member
+/// that is down only defers the recording.
+pub(crate) async fn every_incarnation(
+    network: &Network,
+    members: Vec<(NodeId, BasicNode)>,
+    given: Option<(NodeId, u64)>,
+) -> Option<BTreeMap<NodeId, u64>> {
+    let mut all = BTreeMap::new();
+    for (id, node) in members {
+        let incarnation = match given {
+            Some((own, incarnation)) if own == id => incarnation,
+            _ => {
+                let mut client = network.clone().new_client(id, &node).await;
+                let timeout = Duration::from_millis(IDENTITY_TIMEOUT_MS);
+                client.identity(timeout).await.ok().flatten()?
+            }
+        };
+        all.insert(id, incarnation);
+    }
+    Some(all)
 }
 
 /// How far the leader knows `id`'s log matches its own (0: nothing yet).

@@ -542,7 +542,8 @@ fn incarnation<M: MetaStore>(meta: &M, id: NodeId) -> Result<u64, String> {
 
 /// On the leader: records the incarnation of each member its group has none for (its own; the
 /// others' asked with [`crate::network::RpcRequest::Identity`]), so that from then on a member
-/// whose data is wiped is refused its group's calls. Members added with
+/// whose data is wiped is refused its group's calls. Only once every member answers (a replica
+/// of an older version could not apply the entry; see [`crate::membership`]). Members added with
 /// [`crate::membership::add_replica`] are recorded before they join; this covers a group's
 /// first members (and groups from before incarnations). Polls its stop (no waiter on a watch
 /// channel: see [`await_current_leader`]).
@@ -554,7 +555,6 @@ async fn record_incarnations(
     own_incarnation: u64,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use openraft::RaftNetworkFactory;
     loop {
         // Ticks of the watcher's period, so a stop lets go of the replica's state at once.
         for _ in 0..RECORD_INCARNATIONS_MS / FATAL_CHECK_MS {
@@ -567,28 +567,25 @@ async fn record_incarnations(
         if !leads_with_current_state(&m) {
             continue;
         }
-        let missing: Vec<(NodeId, BasicNode)> = m
+        let members: Vec<(NodeId, BasicNode)> = m
             .membership_config
             .membership()
             .nodes()
-            .filter(|(id, _)| (known.0)(**id).is_none())
             .map(|(id, node)| (*id, node.clone()))
             .collect();
-        let mut found = Vec::new();
-        for (id, node) in missing {
-            let incarnation = if id == m.id {
-                Some(own_incarnation)
-            } else {
-                let mut client = network.clone().new_client(id, &node).await;
-                client.identity(std::time::Duration::from_millis(1_000)).await.ok().flatten()
-            };
-            if let Some(incarnation) = incarnation {
-                found.push(crate::types::MetaCommand::SetReplica { node: id, incarnation });
-            }
-        }
-        if found.is_empty() {
+        if members.iter().all(|(id, _)| (known.0)(*id).is_some()) {
             continue;
         }
+        // Only once every member answers: see `membership::every_incarnation`.
+        let given = Some((m.id, own_incarnation));
+        let Some(all) = crate::membership::every_incarnation(&network, members, given).await else {
+            continue;
+        };
+        let found: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| (known.0)(*id).is_none())
+            .map(|(node, incarnation)| crate::types::MetaCommand::SetReplica { node, incarnation })
+            .collect();
         let written = {
             let _passing = gate.pass().await;
             raft.client_write_ff(crate::types::Request::Metadata(found)).await
