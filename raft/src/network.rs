@@ -111,8 +111,42 @@ pub enum RpcRequest {
     /// toward a commit until it is added again. Sent once the group recorded the target's.
     Checked {
         incarnation: u64,
-        inner: Box<RpcRequest>,
+        inner: CheckedRequest,
     },
+}
+
+/// What a [`RpcRequest::Checked`] carries: the requests a replica serves, without another
+/// check. Not recursive, so a frame of checks nested ten thousand deep cannot exhaust the
+/// stack while it decodes (bincode has no depth limit). Its variants are [`RpcRequest`]'s first
+/// four, in the same order, so each encodes as it does there.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CheckedRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    TimeoutNow(TimeoutNow),
+}
+
+impl CheckedRequest {
+    /// `request` to send checked, or back as it was if it is not one to check (`Err`).
+    fn wrap(request: RpcRequest) -> Result<Self, RpcRequest> {
+        match request {
+            RpcRequest::Append(r) => Ok(CheckedRequest::Append(r)),
+            RpcRequest::Vote(r) => Ok(CheckedRequest::Vote(r)),
+            RpcRequest::Snapshot(r) => Ok(CheckedRequest::Snapshot(r)),
+            RpcRequest::TimeoutNow(r) => Ok(CheckedRequest::TimeoutNow(r)),
+            other => Err(other),
+        }
+    }
+
+    fn unwrap(self) -> RpcRequest {
+        match self {
+            CheckedRequest::Append(r) => RpcRequest::Append(r),
+            CheckedRequest::Vote(r) => RpcRequest::Vote(r),
+            CheckedRequest::Snapshot(r) => RpcRequest::Snapshot(r),
+            CheckedRequest::TimeoutNow(r) => RpcRequest::TimeoutNow(r),
+        }
+    }
 }
 
 /// What a leader tells the replica it hands leadership to: its term and the last log index the
@@ -354,7 +388,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         refused_as_other(group, id, &reason);
                         Err(reason)
                     } else {
-                        Ok(*inner)
+                        Ok(inner.unwrap())
                     }
                 }
                 body => Ok(body),
@@ -375,6 +409,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     RpcResponse::TimeoutNow(stand_for_election(&raft, id, req).await)
                 }
                 Ok(RpcRequest::Identity) => RpcResponse::Identity(incarnation),
+                // Never: a checked request carries none (see `CheckedRequest`).
                 Ok(RpcRequest::Checked { .. }) => RpcResponse::Misdirected {
                     reason: "a checked request inside a checked one".into(),
                 },
@@ -666,10 +701,11 @@ impl PeerClient {
         }
         let expected = self.known.as_ref().and_then(|k| (k.0)(self.target));
         let body = match expected {
-            Some(incarnation) if !matches!(body, RpcRequest::Identity) => {
-                RpcRequest::Checked { incarnation, inner: Box::new(body) }
-            }
-            _ => body,
+            Some(incarnation) => match CheckedRequest::wrap(body) {
+                Ok(inner) => RpcRequest::Checked { incarnation, inner },
+                Err(body) => body,
+            },
+            None => body,
         };
         let envelope = Envelope { group: self.group.clone(), to: self.target, body };
         if MessageFaults::roll(self.faults.duplicate_per_mille) {

@@ -233,9 +233,10 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let (applied, membership) =
             state_machine.applied_state().await.map_err(|e| StartError::Raft(e.to_string()))?;
         let stored: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        // Only the mark the watcher leaves: a replica being added applies memberships without
+        // itself (the log before its addition, a snapshot's) long before the one that adds it.
         let removed = meta.get(KEY_REMOVED).map_err(|e| StartError::Raft(e.to_string()))?;
-        let member = membership.membership().get_node(&config.id).is_some();
-        if removed.is_some() || (!stored.is_empty() && !member) {
+        if removed.is_some() {
             return Err(StartError::Removed { group: config.group.clone(), id: config.id });
         }
         // The peer list only bootstraps a fresh group: after, Raft's membership is the truth.
