@@ -9,6 +9,8 @@ use rocketraft_raft::Replication;
 
 /// The default broker port.
 pub const BROKER_PORT_DEFAULT: u16 = 10911;
+/// Where a replica serves its Prometheus metrics by default (`metrics_listen` in its config file).
+pub const METRICS_PORT_DEFAULT: u16 = 5557;
 
 /// Broker settings. Defaults follow RocketMQ's.
 #[derive(Debug, Clone)]

@@ -42,6 +42,10 @@ pub struct BrokerFile {
     /// Where clients connect. Default "0.0.0.0:10911".
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// Where Prometheus metrics are served (`http://ADDR/metrics`; port 0 picks a free one).
+    /// Default "0.0.0.0:5557": replicas sharing a machine need one each.
+    #[serde(default = "defaults::metrics_listen")]
+    pub metrics_listen: String,
     /// The address clients reach this replica at, registered with the NameServers. Required.
     pub advertised_addr: SocketAddr,
     /// NameServers to register with (host:port). Default none.
@@ -287,6 +291,9 @@ mod defaults {
     }
     pub fn listen() -> String {
         format!("0.0.0.0:{}", crate::BROKER_PORT_DEFAULT)
+    }
+    pub fn metrics_listen() -> String {
+        format!("0.0.0.0:{}", crate::METRICS_PORT_DEFAULT)
     }
     pub fn store_dir() -> std::path::PathBuf {
         "store".into()

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod config;
 pub mod filter;
 pub mod long_poll;
+mod metrics;
 mod processor;
 pub mod rates;
 pub mod register;
@@ -20,7 +21,7 @@ pub mod transaction;
 
 use std::sync::Arc;
 
-pub use broker_config::{BrokerConfig, BROKER_PORT_DEFAULT};
+pub use broker_config::{BrokerConfig, BROKER_PORT_DEFAULT, METRICS_PORT_DEFAULT};
 pub use long_poll::PullWaiters;
 pub use rocketraft_protocol::names::{retry_topic, AUTO_CREATE_TOPIC, DLQ_PREFIX};
 pub use server::Broker;

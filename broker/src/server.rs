@@ -56,6 +56,8 @@ pub(crate) struct Inner<S: Storage + Clone, M: MetaStore> {
     pub(crate) current_term: AtomicU64,
     /// Offset resets the groups' consumers have not seen yet.
     pub(crate) resets: crate::resets::PendingResets,
+    /// What the send and pull paths count, for the metrics.
+    pub(crate) stats: crate::metrics::BrokerStats,
 }
 
 impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
@@ -97,6 +99,7 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
             resolving: Default::default(),
             current_term: AtomicU64::new(u64::MAX),
             resets: Default::default(),
+            stats: Default::default(),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Broker {
     server: Server,
     /// The registration task: on stop it unregisters from every NameServer, then ends.
     register: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The replica's metrics (see [`Broker::metrics`]).
+    metrics: Arc<dyn rocketraft_metrics::Source>,
 }
 
 impl Broker {
@@ -175,8 +180,17 @@ impl Broker {
         }
         tokio::spawn(crate::schedule::run(inner.clone(), server.stop_signal()));
         tokio::spawn(crate::transaction::run(inner.clone(), server.stop_signal()));
+        let metrics: Arc<dyn rocketraft_metrics::Source> =
+            Arc::new(crate::metrics::BrokerMetrics { inner: Arc::downgrade(&inner) });
         tokio::spawn(expire_clients(inner, server.stop_signal()));
-        Ok(Broker { server, register: std::sync::Mutex::new(register) })
+        Ok(Broker { server, register: std::sync::Mutex::new(register), metrics })
+    }
+
+    /// The replica's metrics: its Raft and CommitLog, sends and pulls, connections, consumer
+    /// lag, delayed and transactional messages pending. Add it to the process's
+    /// `rocketraft_metrics::Hub`, which holds it only as long as this broker lives.
+    pub fn metrics(&self) -> Arc<dyn rocketraft_metrics::Source> {
+        self.metrics.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -9,14 +9,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocketraft_broker::BrokerConfig;
+use rocketraft_metrics::Hub;
 use rocketraft_namesrv::{NameServer, NamesrvConfig};
 use rocketraft_protocol::acl::Credentials;
 use rocketraft_raft::node::RETENTION_CHECK_MS_DEFAULT;
 use rocketraft_raft::{NodeConfig, RaftTiming};
 use rocketraft_remoting::acl::Acl;
+use rocketraft_remoting::http::HttpServer;
 pub use rocketraft_remoting::tls::TlsMode;
 use rocketraft_remoting::tls::{throwaway, ClientTls, ServerTls, TlsError};
 use rocketraft_store::flush::FlushMode;
@@ -37,6 +40,9 @@ pub struct DevConfig {
     pub host: String,
     /// Default 9876.
     pub namesrv_port: u16,
+    /// The metrics endpoint (`http://host:port/metrics`) for the NameServer and every
+    /// replica. Default 9877.
+    pub metrics_port: u16,
     /// Replica i's broker port is `broker_port + 10 * i` (10911, 10921, 10931) unless 0.
     pub broker_port: u16,
     /// Replica i's Raft port is `raft_port + i` (40911, 40912, 40913) unless 0.
@@ -93,6 +99,7 @@ impl Default for DevConfig {
             data_dir: PathBuf::from("rocketraft-data"),
             host: "127.0.0.1".into(),
             namesrv_port: rocketraft_namesrv::NAMESRV_PORT_DEFAULT,
+            metrics_port: crate::metrics::NAMESRV_METRICS_PORT_DEFAULT,
             broker_port: rocketraft_broker::BROKER_PORT_DEFAULT,
             raft_port: 40911,
             replicas: 3,
@@ -148,6 +155,9 @@ pub struct DevCluster {
     broker_addrs: BTreeMap<u64, SocketAddr>,
     replicas: BTreeMap<u64, Replica>,
     tls: Option<DevTls>,
+    /// Every component's metrics, served by `metrics`.
+    hub: Arc<Hub>,
+    metrics: HttpServer,
 }
 
 /// The TLS settings a `--tls` dev cluster made from its throwaway CA (its client ports, the
@@ -231,6 +241,12 @@ impl DevCluster {
         .await
         .map_err(|error| DevError::Port { addr: namesrv_listen, error })?;
         let namesrv_addr = namesrv.local_addr();
+        let hub = Hub::new();
+        hub.add(Vec::new(), &namesrv.metrics());
+        let metrics_addr = format!("{}:{}", config.host, config.metrics_port);
+        let metrics_listener = bind(metrics_addr.clone()).await?;
+        let metrics = crate::metrics::serve(metrics_listener, hub.clone())
+            .map_err(|error| DevError::Port { addr: metrics_addr, error })?;
         let mut raft_listeners = BTreeMap::new();
         let mut broker_listeners = BTreeMap::new();
         for id in 0..config.replicas {
@@ -252,6 +268,8 @@ impl DevCluster {
             broker_addrs,
             replicas: BTreeMap::new(),
             tls,
+            hub,
+            metrics,
         };
         for id in 0..cluster.config.replicas {
             let (r, b) = (raft_listeners.remove(&id), broker_listeners.remove(&id));
@@ -326,6 +344,9 @@ impl DevCluster {
             Replica::start(self.node_config(id), self.broker_config(id), &dir, raft, broker)
                 .await
                 .map_err(|source| DevError::Replica { id, source })?;
+        let labels =
+            crate::metrics::replica_labels(&self.config.cluster_name, &self.config.group, id);
+        self.hub.add(labels, &replica.broker.metrics());
         self.replicas.insert(id, replica);
         Ok(())
     }
@@ -333,6 +354,11 @@ impl DevCluster {
     /// The CA a `--tls` cluster's clients must trust (PEM).
     pub fn tls_ca_file(&self) -> Option<&Path> {
         self.tls.as_ref().map(|t| t.ca_file.as_path())
+    }
+
+    /// Where the metrics are served (`http://ADDR/metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr()
     }
 
     /// The NameServer's address (what clients are given).

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cpu;
 pub mod dev;
 pub mod hist;
+pub mod metrics;
 pub mod replica;
 pub mod serve;
 pub mod table;

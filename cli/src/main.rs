@@ -103,6 +103,9 @@ enum Command {
         /// The NameServer's port (clients connect here).
         #[arg(long, default_value_t = 9876)]
         namesrv_port: u16,
+        /// Prometheus metrics of the NameServer and every replica: http://HOST:PORT/metrics.
+        #[arg(long, default_value_t = rocketraft::metrics::NAMESRV_METRICS_PORT_DEFAULT)]
+        metrics_port: u16,
         /// Replica i serves clients on this port + 10 * i.
         #[arg(long, default_value_t = 10911)]
         broker_port: u16,
@@ -148,6 +151,9 @@ enum Command {
         /// Where to listen.
         #[arg(long, default_value = "0.0.0.0:9876")]
         listen: String,
+        /// Where to serve Prometheus metrics (http://ADDR/metrics).
+        #[arg(long, default_value = "0.0.0.0:9877")]
+        metrics_listen: String,
         /// How often silent brokers are looked for (ms).
         #[arg(long, default_value_t = 10_000)]
         scan_interval_ms: u64,
@@ -580,6 +586,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev {
             data_dir,
             namesrv_port,
+            metrics_port,
             broker_port,
             raft_port,
             flush,
@@ -612,6 +619,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = DevConfig {
                 data_dir,
                 namesrv_port,
+                metrics_port,
                 broker_port,
                 raft_port,
                 flush,
@@ -635,6 +643,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Namesrv {
             listen,
+            metrics_listen,
             scan_interval_ms,
             broker_expiry_ms,
             connections_max,
@@ -680,7 +689,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 kv_entries_max,
                 ..Default::default()
             };
-            runtime()?.block_on(namesrv(config))
+            runtime()?.block_on(namesrv(config, metrics_listen))
         }
         Command::Broker { show: Some(BrokerCmd::Config { group, target }), .. } => {
             with_admin(&target, |a| async move { admin::broker_config(&a, group.as_deref()).await })
@@ -1157,7 +1166,7 @@ async fn consume(
     result
 }
 
-async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
+async fn namesrv(config: NamesrvConfig, metrics_listen: String) -> anyhow::Result<()> {
     init_logging("info");
     let listen = config.listen.clone();
     if let Some(file) = &config.acl_file {
@@ -1170,9 +1179,22 @@ async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
             rocketraft::serve::bind_hint(e.kind(), "--listen")
         )
     })?;
+    let metrics = tokio::net::TcpListener::bind(&metrics_listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {metrics_listen}: {e}; {}",
+            rocketraft::serve::bind_hint(e.kind(), "--metrics-listen")
+        )
+    })?;
+    let hub = rocketraft_metrics::Hub::new();
+    hub.add(Vec::new(), &ns.metrics());
+    let metrics = rocketraft::metrics::serve(metrics, hub)?;
     let stop = stop_signal();
     tracing::info!(addr = %ns.local_addr(), "rocketraft namesrv: ready");
-    say!("rocketraft namesrv: ready on {}", ns.local_addr());
+    say!(
+        "rocketraft namesrv: ready on {}; metrics on http://{}/metrics",
+        ns.local_addr(),
+        metrics.local_addr()
+    );
     stop.await;
     tracing::info!("rocketraft namesrv: stopping");
     ns.shutdown();
@@ -1183,15 +1205,16 @@ async fn namesrv(config: NamesrvConfig) -> anyhow::Result<()> {
 async fn broker(setup: BrokerSetup) -> anyhow::Result<()> {
     init_logging("info");
     let f = &setup.file;
-    let replica = setup.start().await?;
+    let (replica, metrics) = setup.start().await?;
     let stop = stop_signal();
     let node = f.raft.node_id;
     say!(
-        "rocketraft broker: {} replica {node} of cluster {}: clients on {}, Raft on {}, data in {}; ready",
+        "rocketraft broker: {} replica {node} of cluster {}: clients on {}, Raft on {}, metrics on http://{}/metrics, data in {}; ready",
         f.broker_name,
         f.cluster_name,
         replica.broker.local_addr(),
         f.raft_addr().unwrap_or_default(),
+        metrics.local_addr(),
         setup.store_dir.display()
     );
     let fatal = tokio::select! {
@@ -1244,8 +1267,9 @@ async fn dev(config: DevConfig) -> anyhow::Result<()> {
         say!("tls          clients trust {} (--tls-ca); Raft is mutual TLS", ca.display());
     }
     say!(
-        "rocketraft dev: ready; clients use the NameServer {} (Ctrl-C stops)",
-        cluster.namesrv_addr()
+        "rocketraft dev: ready; clients use the NameServer {}; metrics on http://{}/metrics (Ctrl-C stops)",
+        cluster.namesrv_addr(),
+        cluster.metrics_addr()
     );
     loop {
         tokio::select! {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rocketraft_broker::config::BrokerFile;
+use rocketraft_remoting::http::HttpServer;
 use tokio::net::TcpListener;
 
 use crate::replica::{Replica, ReplicaError};
@@ -89,8 +90,9 @@ impl BrokerSetup {
         Ok(BrokerSetup { file, node, store_dir })
     }
 
-    /// Binds the Raft and client ports and starts the replica.
-    pub async fn start(&self) -> Result<Replica, ServeError> {
+    /// Binds the Raft, client and metrics ports and starts the replica; answers it with its
+    /// metrics endpoint.
+    pub async fn start(&self) -> Result<(Replica, HttpServer), ServeError> {
         let mut node = self.node.clone();
         let mut broker_config = self.file.broker_config();
         let t = &self.file.tls;
@@ -123,7 +125,22 @@ impl BrokerSetup {
             what: "`listen`",
             source,
         })?;
-        Ok(Replica::start(node, broker_config, &self.store_dir, raft, clients).await?)
+        let metrics_listen = &self.file.metrics_listen;
+        let metrics = TcpListener::bind(metrics_listen).await.map_err(|source| {
+            ServeError::Port { addr: metrics_listen.clone(), what: "`metrics_listen`", source }
+        })?;
+        let replica = Replica::start(node, broker_config, &self.store_dir, raft, clients).await?;
+        let hub = rocketraft_metrics::Hub::new();
+        let f = &self.file;
+        let labels =
+            crate::metrics::replica_labels(&f.cluster_name, &f.broker_name, f.raft.node_id);
+        hub.add(labels, &replica.broker.metrics());
+        let metrics = crate::metrics::serve(metrics, hub).map_err(|source| ServeError::Port {
+            addr: metrics_listen.clone(),
+            what: "`metrics_listen`",
+            source,
+        })?;
+        Ok((replica, metrics))
     }
 }
 

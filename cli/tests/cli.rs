@@ -35,6 +35,7 @@ mod cli {
         let addr = format!("127.0.0.1:{port}");
         let child = rocketraft()
             .args(["namesrv", "--listen", &addr, "--connections-max", "20000"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--connections-per-ip-max", "20000"])
             .args(["--idle-timeout-ms", &IDLE_MS.to_string()])
             .stdout(std::process::Stdio::null())
@@ -94,6 +95,7 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let mut child = rocketraft()
             .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+            .args(["--metrics-port", "0"])
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
@@ -136,6 +138,7 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let mut child = rocketraft()
             .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+            .args(["--metrics-port", "0"])
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "error")
@@ -212,6 +215,7 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let out = rocketraft()
             .args(["dev", "--namesrv-port", &port, "--broker-port", "0", "--raft-port", "0"])
+            .args(["--metrics-port", "0"])
             .arg("--data-dir")
             .arg(dir.path())
             .output()
@@ -293,7 +297,7 @@ mod cli {
         std::fs::write(
             &good,
             format!(
-                "listen = \"127.0.0.1:{0}\"\nadvertised_addr = \"127.0.0.1:{0}\"\nstore_dir = \"data\"\n[raft]\nnode_id = 0\npeers = {{ \"0\" = \"127.0.0.1:{1}\" }}\n",
+                "listen = \"127.0.0.1:{0}\"\nmetrics_listen = \"127.0.0.1:0\"\nadvertised_addr = \"127.0.0.1:{0}\"\nstore_dir = \"data\"\n[raft]\nnode_id = 0\npeers = {{ \"0\" = \"127.0.0.1:{1}\" }}\n",
                 ports[0], ports[1]
             ),
         )
@@ -349,6 +353,7 @@ mod cli {
             let dir = tempfile::tempdir().unwrap();
             let mut child = rocketraft()
                 .args(["dev", "--namesrv-port", "0", "--broker-port", "0", "--raft-port", "0"])
+                .args(["--metrics-port", "0"])
                 .args(args)
                 .arg("--data-dir")
                 .arg(dir.path())

@@ -12,9 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use rocketraft_metrics::{Counter, Gather, Source};
 use rocketraft_protocol::admin::properties_text;
 use rocketraft_protocol::body::{
     DataVersion, JsonBody, JsonStyle, KvTable, RegisterBrokerBody, TopicList,
@@ -198,6 +199,96 @@ struct Shared {
     config: NamesrvConfig,
     /// Refused registrations and KV entries are logged at most once per interval.
     refusals: LogThrottle,
+    /// What the NameServer counts, for its metrics.
+    counts: Counts,
+}
+
+/// The NameServer's counters (see [`NameServer::metrics`]).
+#[derive(Debug, Default)]
+struct Counts {
+    registrations: Counter,
+    registrations_refused: Counter,
+    unregistrations: Counter,
+    evictions: Counter,
+    route_lookups: Counter,
+    route_misses: Counter,
+}
+
+/// The NameServer's metrics source.
+struct NamesrvMetrics {
+    shared: Weak<Shared>,
+    connections: Connections,
+}
+
+impl Source for NamesrvMetrics {
+    fn gather(&self, out: &mut Gather) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let c = &shared.counts;
+        let (brokers, groups, topics) = {
+            let state = shared.state();
+            let info = state.registry.cluster_info();
+            (
+                state.registry.live_count(),
+                info.broker_addr_table.len(),
+                state.registry.topics().len(),
+            )
+        };
+        out.gauge(
+            "rocketraft_namesrv_brokers",
+            "Broker replicas registered and live.",
+            &[],
+            brokers as f64,
+        );
+        out.gauge(
+            "rocketraft_namesrv_broker_groups",
+            "Broker groups with a registered replica.",
+            &[],
+            groups as f64,
+        );
+        out.gauge("rocketraft_namesrv_topics", "Topics with a route.", &[], topics as f64);
+        out.gauge(
+            "rocketraft_namesrv_connections",
+            "Connections open on the NameServer port.",
+            &[],
+            self.connections.len() as f64,
+        );
+        out.counter(
+            "rocketraft_namesrv_registrations",
+            "Broker registrations accepted.",
+            &[],
+            c.registrations.get(),
+        );
+        out.counter(
+            "rocketraft_namesrv_registrations_refused",
+            "Broker registrations refused (a bad body, a second master).",
+            &[],
+            c.registrations_refused.get(),
+        );
+        out.counter(
+            "rocketraft_namesrv_unregistrations",
+            "Brokers that unregistered.",
+            &[],
+            c.unregistrations.get(),
+        );
+        out.counter(
+            "rocketraft_namesrv_evictions",
+            "Brokers evicted: silent past the expiry, or their connection closed.",
+            &[],
+            c.evictions.get(),
+        );
+        out.counter(
+            "rocketraft_namesrv_route_lookups",
+            "Topic route lookups.",
+            &[],
+            c.route_lookups.get(),
+        );
+        out.counter(
+            "rocketraft_namesrv_route_misses",
+            "Topic route lookups for a topic with no route.",
+            &[],
+            c.route_misses.get(),
+        );
+    }
 }
 
 impl Shared {
@@ -221,6 +312,7 @@ impl Shared {
 pub struct NameServer {
     shared: Arc<Shared>,
     server: Server,
+    metrics: Arc<dyn Source>,
 }
 
 /// The remoting server's handler.
@@ -240,6 +332,7 @@ impl Handler for Requests {
 
     fn closed(&self, peer: Peer) {
         let evicted = self.0.state().registry.connection_closed(peer.conn);
+        self.0.counts.evictions.add(evicted.len() as u64);
         for d in evicted {
             tracing::info!(group = %d.group, broker = %d.addr, broker_id = d.broker_id, term = %term_of(d.raft_term), "evicted a broker whose connection closed");
         }
@@ -273,16 +366,26 @@ impl NameServer {
             epoch: tokio::time::Instant::now(),
             config,
             refusals: LogThrottle::new(),
+            counts: Counts::default(),
         });
+        let connections = Connections::new();
         let server = Server::start(
             listener,
             server_config,
             Arc::new(Requests(shared.clone(), acl)),
-            Connections::new(),
+            connections.clone(),
         )?;
         tokio::spawn(scan_loop(shared.clone(), server.stop_signal()));
         tracing::info!(addr = %server.local_addr(), "NameServer listening");
-        Ok(NameServer { shared, server })
+        let metrics: Arc<dyn Source> =
+            Arc::new(NamesrvMetrics { shared: Arc::downgrade(&shared), connections });
+        Ok(NameServer { shared, server, metrics })
+    }
+
+    /// The NameServer's metrics (brokers, topics, registrations, evictions, route lookups,
+    /// connections). Add it to the process's `rocketraft_metrics::Hub`.
+    pub fn metrics(&self) -> Arc<dyn Source> {
+        self.metrics.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -315,6 +418,7 @@ async fn scan_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<b
         }
         let now = shared.now_ms();
         let evicted = shared.state().registry.evict_expired(now, shared.config.broker_expiry_ms);
+        shared.counts.evictions.add(evicted.len() as u64);
         for d in evicted {
             tracing::warn!(group = %d.group, broker = %d.addr, broker_id = d.broker_id, term = %term_of(d.raft_term), "evicted a broker silent for over {} ms", shared.config.broker_expiry_ms);
         }
@@ -459,7 +563,22 @@ fn handle(req: &RemotingCommand, conn: ConnId, shared: &Shared) -> RemotingComma
             format!(" request type {code} not supported"),
         )),
     };
-    result.unwrap_or_else(|e| e)
+    let response = result.unwrap_or_else(|e| e);
+    let c = &shared.counts;
+    let ok = response.code == response_code::SUCCESS;
+    match req.code {
+        rc::REGISTER_BROKER if ok => c.registrations.inc(),
+        rc::REGISTER_BROKER => c.registrations_refused.inc(),
+        rc::UNREGISTER_BROKER if ok => c.unregistrations.inc(),
+        rc::GET_ROUTEINFO_BY_TOPIC => {
+            c.route_lookups.inc();
+            if response.code == response_code::TOPIC_NOT_EXIST {
+                c.route_misses.inc();
+            }
+        }
+        _ => {}
+    }
+    response
 }
 
 fn register(

@@ -76,15 +76,17 @@ fn cluster() -> Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let proposer = Proposer::start(
-            nodes[leader].raft.clone(),
-            nodes[leader].log.clone(),
-            nodes[leader].dispatcher.clone(),
-            nodes[leader].local_appends.clone(),
-            std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
-            std::sync::Arc::default(),
-            ProposerConfig::default(),
-        );
+        let n = &nodes[leader];
+        let parts = rocketraft_raft::proposer::ProposerParts {
+            raft: n.raft.clone(),
+            log: n.log.clone(),
+            dispatcher: n.dispatcher.clone(),
+            local_appends: n.local_appends.clone(),
+            clock: std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
+            gate: std::sync::Arc::default(),
+            stats: std::sync::Arc::default(),
+        };
+        let proposer = Proposer::start(parts, ProposerConfig::default());
         // Wait until the new leader serves.
         while proposer.submit(vec![record(0)]).await.is_err() {
             tokio::time::sleep(Duration::from_millis(50)).await;

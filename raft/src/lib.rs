@@ -35,6 +35,7 @@ pub mod replica;
 pub mod runtime;
 pub mod snapshot_data;
 pub mod state_machine;
+pub mod stats;
 pub mod transfer;
 pub mod types;
 
@@ -47,5 +48,6 @@ pub use node::{
 pub use proposer::{Placed, ProposeError, Proposer, ProposerConfig, Replication};
 pub use replica::{LeaderWatch, QueueRead, ReadLimits, Replica, ReplicaConfig};
 pub use state_machine::StateMachine;
+pub use stats::RaftStats;
 pub use transfer::{TransferError, Transferred};
 pub use types::{HalfOutcome, MetaCommand, NodeId, Request, Response, TypeConfig};

@@ -192,6 +192,7 @@ struct Flusher<S: Storage> {
     /// The log's volume, asked for its extra sync latency (a simulated slow disk) per flush.
     storage: S,
     group_commit: Arc<GroupCommit<Callback>>,
+    stats: Arc<crate::RaftStats>,
 }
 
 /// The Raft log of one replica.
@@ -324,9 +325,22 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
     where
         S: Clone,
     {
+        Self::with_stats(log, meta, mode, Arc::default())
+    }
+
+    /// As [`LogStore::new`], counting its syncs and commits into `stats`.
+    pub fn with_stats(
+        log: Arc<Mutex<CommitLog<S>>>,
+        meta: Arc<M>,
+        mode: FlushMode,
+        stats: Arc<crate::RaftStats>,
+    ) -> Self
+    where
+        S: Clone,
+    {
         let storage = lock(&log).storage().clone();
         let group_commit = Arc::new(GroupCommit::new(mode));
-        let flusher = Arc::new(Flusher { log: log.clone(), storage, group_commit });
+        let flusher = Arc::new(Flusher { log: log.clone(), storage, group_commit, stats });
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_flusher(Arc::downgrade(&flusher), wake.clone(), mode));
         LogStore {
@@ -394,18 +408,26 @@ async fn run_flusher<S: Storage>(
             continue;
         }
         ms_since_flush = 0;
-        let (log, gc) = (f.log.clone(), f.group_commit.clone());
+        let (log, gc, stats) = (f.log.clone(), f.group_commit.clone(), f.stats.clone());
         // A slow disk (simulated; zero on a real one) delays every sync by its latency.
         let latency = f.storage.sync_latency();
         drop(f);
+        #[allow(clippy::disallowed_methods)] // the runtime's clock, virtual under madsim
+        let started = tokio::time::Instant::now();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         let result = crate::runtime::run_blocking(move || {
+            let before = lock(&log).io_counts().flush_jobs;
             let r = gc.flush_once(&log);
-            (r, gc)
+            let synced = lock(&log).io_counts().flush_jobs != before;
+            (r, gc, synced)
         })
         .await;
+        let (result, synced) = ((result.0, result.1), result.2);
+        if synced {
+            stats.sync_latency.observe_duration(started.elapsed());
+        }
         match result {
             (Ok((_, done)), _) => {
                 for cb in done {
@@ -473,6 +495,7 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
         // means openraft re-applies less at start and learns the rest from the leader (the
         // applied id is what it resumes from).
         let raw = encode(&committed).map_err(io_write)?;
+        self.flusher.stats.committed.set(committed.map_or(0, |c| c.index as i64));
         self.meta.put_deferred(KEY_COMMITTED, raw).map_err(io_write)
     }
 

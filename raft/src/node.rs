@@ -186,6 +186,8 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     /// Set once this replica was removed from its group (see [`RaftNode::removed`]).
     removed: tokio::sync::watch::Receiver<bool>,
     meta: Arc<M>,
+    /// What the replica counts for its metrics (see [`RaftNode::gather`]).
+    pub(crate) stats: Arc<crate::RaftStats>,
 }
 
 impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
@@ -219,7 +221,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let dispatcher =
             Arc::new(Mutex::new(Dispatcher::open(storage, config.dispatch.clone(), &log)?));
         let log = Arc::new(Mutex::new(log));
-        let mut log_store = LogStore::new(log.clone(), meta.clone(), config.flush);
+        let stats: Arc<crate::RaftStats> = Arc::default();
+        let mut log_store =
+            LogStore::with_stats(log.clone(), meta.clone(), config.flush, stats.clone());
         #[cfg(madsim)]
         if config.sim_bug_ack_before_fsync {
             log_store.sim_bug_ack_before_fsync();
@@ -227,7 +231,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         let local_appends = log_store.local_appends();
         let mut state_machine =
             StateMachine::new(log.clone(), dispatcher.clone(), meta.clone(), arrivals)
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .with_stats(stats.clone());
 
         let configured: BTreeSet<NodeId> = config.peers.keys().copied().collect();
         let (applied, membership) =
@@ -337,7 +342,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             log.clone(),
             dispatcher.clone(),
             config.retention.clone(),
-            Checks { every_ms: config.retention_check_ms, disk_now: disk_check.clone() },
+            Checks {
+                every_ms: config.retention_check_ms,
+                disk_now: disk_check.clone(),
+                stats: state_machine.stats().clone(),
+            },
             stop_rx,
         ));
 
@@ -371,6 +380,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             fatal,
             removed,
             meta,
+            stats,
         })
     }
 
@@ -689,6 +699,7 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
     let mut since_sync_ms = 0;
     let mut since_dispatch_sync_ms = 0;
     let mut role = None;
+    let mut term = None;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(FATAL_CHECK_MS)).await;
         let Some(stop) = stop.upgrade() else { return };
@@ -701,6 +712,10 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
             (m.running_state.clone(), Role::of(&m))
         };
         // A candidate that keeps standing (no majority reachable) says so once, not per term.
+        let now_term = metrics.borrow().current_term;
+        if let Some(before) = term.replace(now_term) {
+            state_machine.stats().elections.add(now_term.saturating_sub(before));
+        }
         let changed = match role.replace(now) {
             Some(Role::Candidate { .. }) => !matches!(now, Role::Candidate { .. }),
             before => before != Some(now),
@@ -871,6 +886,7 @@ async fn periodic_sync<E: std::fmt::Display + Send + 'static>(
 struct Checks {
     every_ms: u64,
     disk_now: Arc<tokio::sync::Notify>,
+    stats: Arc<crate::RaftStats>,
 }
 
 /// Retention for a replica: at start and every `every_ms` after, measure the disk (new writes
@@ -903,7 +919,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             // The next check is `every` after this one starts, or after it ends if it took longer.
             _ = tokio::time::sleep_until(next) => next = now() + every,
             _ = checks.disk_now.notified() => {
-                measure_disk(&log, &config, &failed);
+                measure_disk(&log, &config, &failed, &checks.stats);
                 continue;
             }
         }
@@ -927,7 +943,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "retention check failed (finding parked records)");
-                measure_disk(&log, &config, &failed);
+                measure_disk(&log, &config, &failed, &checks.stats);
                 continue;
             }
         }
@@ -936,6 +952,7 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             let plan = retention::plan(&log, crate::clock::now_ms(), limit, &config);
             if let Ok(p) = &plan {
                 log.disk_measured(p.usage, config.disk_max_used_ratio, p.mark);
+                checks.stats.disk_measured(p.usage);
             }
             plan
         };
@@ -958,8 +975,9 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             if purge_log(&raft, &log, &dispatcher, through).await.is_err() {
                 return; // Raft has stopped
             }
+            checks.stats.purges.inc();
             // What the purge freed counts at once: a refusing leader admits sends again.
-            measure_disk(&log, &config, &failed);
+            measure_disk(&log, &config, &failed, &checks.stats);
         }
     }
 }
@@ -972,6 +990,7 @@ fn measure_disk<S: Storage + Clone>(
     log: &Arc<Mutex<CommitLog<S>>>,
     config: &RetentionConfig,
     failed: &rocketraft_remoting::throttle::LogThrottle,
+    stats: &crate::RaftStats,
 ) {
     use crate::log_store::lock;
     let (storage, mark) = {
@@ -979,7 +998,10 @@ fn measure_disk<S: Storage + Clone>(
         (log.storage().clone(), log.disk_mark())
     };
     match retention::disk_usage(&storage, config) {
-        Ok(usage) => lock(log).disk_measured(usage, config.disk_max_used_ratio, mark),
+        Ok(usage) => {
+            lock(log).disk_measured(usage, config.disk_max_used_ratio, mark);
+            stats.disk_measured(usage);
+        }
         Err(e) => {
             if let Some(more) = failed.due() {
                 tracing::error!(

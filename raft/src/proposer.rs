@@ -160,20 +160,10 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer task for this replica (call inside the node's runtime);
-    /// `local_appends` is the replica's own ([`crate::RaftNode::local_appends`]).
-    pub fn start<S: Storage + Clone>(
-        raft: Raft<TypeConfig>,
-        log: Arc<Mutex<CommitLog<S>>>,
-        dispatcher: Arc<Mutex<Dispatcher<S>>>,
-        local_appends: Arc<LocalAppends>,
-        clock: Arc<GroupClock>,
-        gate: Arc<WriteGate>,
-        config: ProposerConfig,
-    ) -> Self {
+    /// Starts the proposer task for this replica (call inside the node's runtime).
+    pub fn start<S: Storage + Clone>(parts: ProposerParts<S>, config: ProposerConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.pending_max);
         let entry_payload_max_bytes = config.entry_payload_max_bytes;
-        let parts = Parts { raft, log, dispatcher, local_appends, clock, gate };
         tokio::spawn(run(parts, config, rx));
         Proposer { tx, entry_payload_max_bytes }
     }
@@ -247,22 +237,24 @@ enum Event {
     InLocalLog(Result<LocalAck, oneshot::error::RecvError>),
 }
 
-/// What the proposer task works with: the replica's Raft, log, queues, own appends, clock.
-struct Parts<S: Storage + Clone> {
-    raft: Raft<TypeConfig>,
-    log: Arc<Mutex<CommitLog<S>>>,
-    dispatcher: Arc<Mutex<Dispatcher<S>>>,
-    local_appends: Arc<LocalAppends>,
-    clock: Arc<GroupClock>,
-    gate: Arc<WriteGate>,
+/// What the proposer works with: the replica's Raft, log, queues, own appends
+/// ([`crate::RaftNode::local_appends`]), clock, write gate and counters.
+pub struct ProposerParts<S: Storage + Clone> {
+    pub raft: Raft<TypeConfig>,
+    pub log: Arc<Mutex<CommitLog<S>>>,
+    pub dispatcher: Arc<Mutex<Dispatcher<S>>>,
+    pub local_appends: Arc<LocalAppends>,
+    pub clock: Arc<GroupClock>,
+    pub gate: Arc<WriteGate>,
+    pub stats: Arc<crate::RaftStats>,
 }
 
 async fn run<S: Storage + Clone>(
-    parts: Parts<S>,
+    parts: ProposerParts<S>,
     config: ProposerConfig,
     mut rx: mpsc::Receiver<Submission>,
 ) {
-    let Parts { raft, log, dispatcher, local_appends, clock, gate } = parts;
+    let ProposerParts { raft, log, dispatcher, local_appends, clock, gate, stats } = parts;
     let leader_ack = config.replication == Replication::Leader;
     let in_flight_max = if leader_ack {
         config.in_flight_max.max(LEADER_ACK_IN_FLIGHT_MIN)
@@ -278,6 +270,7 @@ async fn run<S: Storage + Clone>(
     // Every handle is gone: answer what is in flight, then end.
     let mut closed = false;
     loop {
+        stats.proposals_in_flight.set(in_flight.len() as i64);
         if closed && in_flight.is_empty() {
             return;
         }
@@ -413,7 +406,12 @@ async fn run<S: Storage + Clone>(
         let written = raft.client_write_ff(Request::Messages(payload.clone())).await;
         drop(passing);
         match written {
-            Ok(answer) => in_flight.push_back(InFlight { batch, placed, answer, payload, local }),
+            Ok(answer) => {
+                stats.proposals.inc();
+                stats.batch_records.observe(count as u64);
+                stats.batch_bytes.observe(payload.len() as u64);
+                in_flight.push_back(InFlight { batch, placed, answer, payload, local })
+            }
             Err(e) => {
                 if leader_ack {
                     local_appends.forget(&payload);

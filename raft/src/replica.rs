@@ -170,6 +170,11 @@ fn replicable(log_max: usize) -> usize {
 }
 
 impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
+    /// Adds this replica's Raft and storage metrics to a scrape.
+    pub fn gather(&self, out: &mut rocketraft_metrics::Gather) {
+        crate::stats::gather(&self.raft, &self.log, self.state_machine.stats(), out);
+    }
+
     /// The replica of a started node, with its proposer and offset committer running.
     /// Starts the replica's send path and offset committer over `node`; `now_ms` is this
     /// replica's wall clock now (the base of its [`GroupClock`]).
@@ -181,15 +186,16 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             replication: config.replication,
             ..Default::default()
         };
-        let proposer = Proposer::start(
-            node.raft.clone(),
-            node.log.clone(),
-            node.dispatcher.clone(),
-            node.local_appends.clone(),
-            clock.clone(),
-            node.gate.clone(),
-            proposer_config,
-        );
+        let parts = crate::proposer::ProposerParts {
+            raft: node.raft.clone(),
+            log: node.log.clone(),
+            dispatcher: node.dispatcher.clone(),
+            local_appends: node.local_appends.clone(),
+            clock: clock.clone(),
+            gate: node.gate.clone(),
+            stats: node.stats.clone(),
+        };
+        let proposer = Proposer::start(parts, proposer_config);
         Replica {
             id: node.raft.metrics().borrow().id,
             offsets: OffsetCommitter::start(node.raft.clone(), node.gate.clone(), config.offsets),

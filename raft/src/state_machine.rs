@@ -275,6 +275,7 @@ pub struct StateMachine<S: Storage, M: MetaStore> {
     meta: Arc<M>,
     catalog: Arc<RwLock<Catalog>>,
     listener: Option<ArrivalListener>,
+    stats: Arc<crate::RaftStats>,
 }
 
 impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
@@ -285,6 +286,7 @@ impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
             meta: self.meta.clone(),
             catalog: self.catalog.clone(),
             listener: self.listener.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -328,9 +330,21 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         listener: Option<ArrivalListener>,
     ) -> Result<Self, StorageError<NodeId>> {
         let catalog = Arc::new(RwLock::new(Catalog::load(&*meta)?));
-        let sm = StateMachine { log, dispatcher, meta, catalog, listener };
+        let stats = Arc::default();
+        let sm = StateMachine { log, dispatcher, meta, catalog, listener, stats };
         sm.catch_up_dispatch()?;
         Ok(sm)
+    }
+
+    /// Counts into `stats` from now on (the replica's, shared with its log store and proposer).
+    pub fn with_stats(mut self, stats: Arc<crate::RaftStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The replica's counters.
+    pub fn stats(&self) -> &Arc<crate::RaftStats> {
+        &self.stats
     }
 
     fn applied(&self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -1066,6 +1080,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.stats.snapshots_built.inc();
         SnapshotBuilder { meta: self.meta.clone(), captured: Some(self.capture()) }
     }
 
@@ -1129,7 +1144,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         if let Err(e) = lock(&self.log).storage().remove_dir_all(SPOOL_DIR) {
             tracing::warn!(error = %e, "removing the received snapshot's spool failed");
         }
-        self.catch_up_dispatch()
+        self.catch_up_dispatch()?;
+        self.stats.snapshots_installed.inc();
+        Ok(())
     }
 
     async fn get_current_snapshot(

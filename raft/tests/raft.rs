@@ -613,15 +613,16 @@ mod recovery {
             config: rocketraft_raft::ProposerConfig,
         ) -> rocketraft_raft::Proposer {
             let n = &self.nodes[&id];
-            rocketraft_raft::Proposer::start(
-                n.raft.clone(),
-                n.log.clone(),
-                n.dispatcher.clone(),
-                n.local_appends.clone(),
-                std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
-                std::sync::Arc::default(),
-                config,
-            )
+            let parts = rocketraft_raft::proposer::ProposerParts {
+                raft: n.raft.clone(),
+                log: n.log.clone(),
+                dispatcher: n.dispatcher.clone(),
+                local_appends: n.local_appends.clone(),
+                clock: std::sync::Arc::new(rocketraft_raft::clock::GroupClock::new(0)),
+                gate: std::sync::Arc::default(),
+                stats: std::sync::Arc::default(),
+            };
+            rocketraft_raft::Proposer::start(parts, config)
         }
 
         async fn leader(&self, not: Option<u64>) -> u64 {

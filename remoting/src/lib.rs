@@ -15,6 +15,7 @@
 
 pub mod acl;
 pub mod client;
+pub mod http;
 pub mod router;
 pub mod server;
 pub mod throttle;

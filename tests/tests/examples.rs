@@ -13,6 +13,7 @@ async fn start_cluster(dir: &tempfile::TempDir) -> DevCluster {
     let config = DevConfig {
         data_dir: dir.path().to_owned(),
         namesrv_port: 0,
+        metrics_port: 0,
         broker_port: 0,
         raft_port: 0,
         segment_size_bytes: 8 << 20,

@@ -117,6 +117,8 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
             bytes_max: inner.config.pull_bytes_max,
             scan_per_message: PULL_SCAN_PER_MESSAGE,
         };
+        #[allow(clippy::disallowed_methods)] // the runtime's clock, virtual under madsim
+        let looked = tokio::time::Instant::now();
         let (mut found, min, max_offset) = inner
             .replica
             .read_queue(&h.topic, h.queue_id, offset, limits, |code| filter.matches_code(code))
@@ -142,6 +144,8 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
         match found {
             QueueRead::Found { body, messages, next } => {
                 inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
+                let (n, bytes) = (messages as u64, body.len() as u64);
+                inner.stats.pulled(&h.consumer_group, &h.topic, n, bytes, looked.elapsed());
                 return Ok(respond(response_code::SUCCESS, next.0 as i64, body, "FOUND"));
             }
             QueueRead::NoMatch { next } if suspend && next == max_offset => {

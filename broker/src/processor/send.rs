@@ -149,6 +149,9 @@ pub(crate) async fn send<S: Storage + Clone, M: MetaStore>(
 pub(crate) struct Prepared {
     pub(crate) queue_id: i32,
     pub(crate) records: Vec<Vec<u8>>,
+    /// For the metrics: the topic and when admission began.
+    pub(crate) topic: String,
+    pub(crate) admitted: tokio::time::Instant,
 }
 
 /// Everything before a send's proposal: admission, a retried message's dead letters, the topic
@@ -159,6 +162,8 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
     mut h: SendMessageRequestHeader,
 ) -> Result<Prepared, RemotingCommand> {
+    #[allow(clippy::disallowed_methods)] // the runtime's clock, virtual under madsim
+    let admitted = tokio::time::Instant::now();
     let refused = |r: Refusal| reply(req, r.code, r.remark);
     admission::check_header(
         &h,
@@ -213,7 +218,7 @@ pub(crate) async fn prepare<S: Storage + Clone, M: MetaStore>(
     let records =
         admission::encode_records(req.code, &h, &req.body, queue_id, stamp, limits, rules)
             .map_err(refused)?;
-    Ok(Prepared { queue_id, records })
+    Ok(Prepared { queue_id, records, topic: h.topic, admitted })
 }
 
 /// A record's fixed fields with IPv6 hosts (about 110 bytes) and the properties the broker
@@ -226,8 +231,11 @@ pub(crate) async fn commit<S: Storage + Clone, M: MetaStore>(
     inner: &Inner<S, M>,
     prepared: Prepared,
 ) -> Result<RemotingCommand, RemotingCommand> {
+    let bytes: usize = prepared.records.iter().map(Vec::len).sum();
     match inner.replica.propose(prepared.records).await {
         Ok(placed) => {
+            let latency = prepared.admitted.elapsed();
+            inner.stats.sent(&prepared.topic, placed.len() as u64, bytes as u64, latency);
             let msg_id = placed
                 .iter()
                 .map(|p| offset_msg_id(inner.config.advertised_addr, p.position.0 as i64))

@@ -40,7 +40,9 @@ pub struct Proc {
     child: Option<Child>,
     name: String,
     log: PathBuf,
-    ready: Option<std::sync::mpsc::Receiver<bool>>,
+    ready: Option<std::sync::mpsc::Receiver<Option<String>>>,
+    /// The line that said it was ready.
+    ready_line: String,
 }
 
 impl Proc {
@@ -68,18 +70,30 @@ impl Proc {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-            let ready = lines.any(|l| l.contains("ready"));
+            let ready = lines.find(|l| l.contains("ready"));
             let _ = tx.send(ready);
             lines.for_each(drop);
         });
-        Proc { child: Some(child), name: name.into(), log, ready: Some(rx) }
+        Proc {
+            child: Some(child),
+            name: name.into(),
+            log,
+            ready: Some(rx),
+            ready_line: String::new(),
+        }
     }
 
     /// Waits at most 60 s for the "ready" line.
     pub fn wait_ready(&mut self) {
         let Some(rx) = self.ready.take() else { return };
-        let ready = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
-        assert!(ready, "{} did not get ready:\n{}", self.name, self.log_text());
+        let ready = rx.recv_timeout(Duration::from_secs(60)).ok().flatten();
+        assert!(ready.is_some(), "{} did not get ready:\n{}", self.name, self.log_text());
+        self.ready_line = ready.unwrap_or_default();
+    }
+
+    /// The line that said it was ready (empty before [`Proc::wait_ready`]).
+    pub fn ready_line(&self) -> &str {
+        &self.ready_line
     }
 
     pub fn log_text(&self) -> String {
@@ -170,6 +184,7 @@ pub fn broker_config(
 cluster_name = "ProcCluster"
 broker_name = "broker-a"
 listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:0"
 advertised_addr = "127.0.0.1:{port}"
 namesrv_addrs = ["127.0.0.1:{namesrv}"]
 store_dir = "broker-a-{id}"
@@ -276,8 +291,11 @@ impl ProcGroup {
         let ports = free_ports(7);
         let (ns_port, clients, raft) = (ports[0], &ports[1..4], &ports[4..7]);
         let namesrv = format!("127.0.0.1:{ns_port}");
-        let ns =
-            Proc::start("namesrv", &["namesrv", "--listen", &namesrv], dir.join("namesrv.log"));
+        let ns = Proc::start(
+            "namesrv",
+            &["namesrv", "--listen", &namesrv, "--metrics-listen", "127.0.0.1:0"],
+            dir.join("namesrv.log"),
+        );
         let tls = if tls { tls_section(dir) } else { String::new() };
         let configs: Vec<PathBuf> = (0..3)
             .map(|i| broker_config(&data_root(i), i, ns_port, clients, raft, store, &tls))

@@ -37,6 +37,7 @@ pub async fn start_cluster_with(
     let mut config = DevConfig {
         data_dir: dir.path().to_owned(),
         namesrv_port: 0,
+        metrics_port: 0,
         broker_port: 0,
         raft_port: 0,
         segment_size_bytes,
