@@ -77,7 +77,7 @@ impl BrokerStats {
         bytes: u64,
         latency: std::time::Duration,
     ) {
-        self.sends.get(topic).add(messages, bytes, latency);
+        self.sends.with(topic, |f| f.add(messages, bytes, latency));
     }
 
     /// A pull by `group` that found `messages` records of `topic` (`bytes` in all), read in
@@ -90,7 +90,7 @@ impl BrokerStats {
         bytes: u64,
         latency: std::time::Duration,
     ) {
-        self.pulls.get(group).0.get(topic).add(messages, bytes, latency);
+        self.pulls.with(group, |g| g.0.with(topic, |f| f.add(messages, bytes, latency)));
     }
 }
 

@@ -146,6 +146,20 @@ impl<V: Default> Keyed<V> {
         Keyed { map: ArcSwap::from_pointee(HashMap::new()), adding: Mutex::new(()), max }
     }
 
+    /// Runs `f` on the instruments of `name` (made on first use). The usual case, a name seen
+    /// before, is a load of the published map and no reference count touched.
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&V) -> R) -> R {
+        {
+            let map = self.map.load();
+            let found =
+                map.get(name).or_else(|| map.get(Self::OVERFLOW).filter(|_| map.len() > self.max));
+            if let Some(v) = found {
+                return f(v);
+            }
+        }
+        f(&self.get(name))
+    }
+
     /// The instruments of `name`, made on first use.
     pub fn get(&self, name: &str) -> Arc<V> {
         {
@@ -428,6 +442,9 @@ mod tests {
         let names: Vec<_> = k.entries().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["_other", "b"]);
         assert!(Arc::ptr_eq(&k.get("b"), &k.get("b")));
+        k.with("b", |c| c.add(10));
+        k.with("zz", |c| c.add(1));
+        assert_eq!((k.get("b").get(), k.get("_other").get()), (11, 7));
     }
 
     struct Node(u64, Counter);
