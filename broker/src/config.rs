@@ -503,6 +503,8 @@ impl BrokerFile {
             tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         })
     }
 }

@@ -175,6 +175,8 @@ async fn start_group_configured(
             tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         };
         let mut config = config;
         tune(&mut config);

@@ -302,6 +302,8 @@ impl DevCluster {
             tls: self.tls.as_ref().map(|t| t.raft.clone()),
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         }
     }
 

@@ -64,6 +64,8 @@ fn cluster() -> Cluster {
                 tls: None,
                 #[cfg(madsim)]
                 sim_bug_ack_before_fsync: false,
+                #[cfg(madsim)]
+                sim_bug_accept_wiped: false,
             };
             let base = dir.path().join(format!("n{id}"));
             let storage = MmapStorage::new(base.join("data")).unwrap();

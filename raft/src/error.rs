@@ -30,10 +30,11 @@ impl From<CodecError> for MetaError {
 #[derive(Debug, Clone, Error)]
 #[error(
     "the leader's log replaces entries from index {since} on, and this replica applied up to \
-     {applied}: its group lost committed entries (async flush and a power loss of a majority), \
-     and this replica's queues and metadata still hold what they changed. It stops rather than \
-     serve state its group no longer has. Rebuilding it from a peer needs a membership change \
-     (remove it, add it back empty), which this version does not have yet"
+     {applied}: its group lost committed entries (async flush and a power loss of a majority, \
+     or a replica whose data was lost taken for a member), and this replica's queues and \
+     metadata still hold what they changed. It stops rather than serve state its group no \
+     longer has. Rebuild it from a peer: `rocketraft cluster remove-replica`, empty its data \
+     directory, start it and `rocketraft cluster add-replica` (README, \"Replacing a machine\")"
 )]
 pub struct AppliedEntriesLost {
     pub since: u64,

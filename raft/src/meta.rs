@@ -91,6 +91,11 @@ impl MemMeta {
         inner.map = inner.durable.clone();
     }
 
+    /// Deletes everything, durable or not: a machine whose data directory was lost.
+    pub fn wipe(&self) {
+        *lock(&self.inner) = MemInner::default();
+    }
+
     /// Lazy operations not yet durable.
     pub fn pending_ops(&self) -> usize {
         lock(&self.inner).pending.len()

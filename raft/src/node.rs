@@ -104,6 +104,11 @@ pub struct NodeConfig {
     /// simulation's checkers catch it; no real build has it.
     #[cfg(madsim)]
     pub sim_bug_ack_before_fsync: bool,
+    /// Simulation builds only: this replica sends its Raft calls unchecked, so a peer whose
+    /// data was wiped is taken for the member it was (see [`crate::network::RpcRequest::Checked`]).
+    /// A bug put in on purpose, as above.
+    #[cfg(madsim)]
+    pub sim_bug_accept_wiped: bool,
 }
 
 /// How often a replica checks retention and disk usage by default.
@@ -283,6 +288,9 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             let sm = state_machine.clone();
             Incarnations(Arc::new(move |node| sm.incarnation_of(node)))
         };
+        #[cfg(madsim)]
+        let known =
+            if config.sim_bug_accept_wiped { Incarnations(Arc::new(|_| None)) } else { known };
         let network = Network::new(
             config.group.clone(),
             config.message_faults,
@@ -438,6 +446,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
     /// was a voter no more, see [`crate::membership`]); never returns while it is a member. Its
     /// owner then stops it: it unregisters, and a restart on the same data directory is refused
     /// ([`StartError::Removed`]).
+    /// Whether this replica was removed from its group (see [`RaftNode::removed`]).
+    pub fn was_removed(&self) -> bool {
+        *self.removed.borrow()
+    }
+
     pub async fn removed(&self) {
         let mut removed = self.removed.clone();
         if removed.wait_for(|r| *r).await.is_err() {

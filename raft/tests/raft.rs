@@ -256,6 +256,8 @@ mod cluster {
             tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         }
     }
 
@@ -531,6 +533,8 @@ mod recovery {
             tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         }
     }
 

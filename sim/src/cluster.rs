@@ -31,7 +31,11 @@ use crate::check::{Event, History, ReplicaState};
 pub struct Topology {
     pub namesrvs: usize,
     pub groups: usize,
+    /// Replicas a group starts with (its bootstrap peers: ids 0..replicas).
     pub replicas: u64,
+    /// Spare replicas of each group (ids replicas..replicas + spares): started empty outside
+    /// the peer list, they wait until [`SimCluster::add_replica`] adds them. Default 0.
+    pub spares: u64,
     pub flush: FlushMode,
     /// Broker registration period (DESIGN.md: 30 s).
     pub register_interval_ms: u64,
@@ -44,6 +48,9 @@ pub struct Topology {
     /// Replicas' log stores report appends durable before they are synced: put in on
     /// purpose, as above.
     pub sim_bug_ack_before_fsync: bool,
+    /// Replicas send their Raft calls unchecked, so a replica whose data was wiped is taken
+    /// for the member it was: put in on purpose, as above.
+    pub sim_bug_accept_wiped: bool,
     /// Brokers' schedule services start from each parked queue's start on a new term: a
     /// known-wrong shape, put in on purpose to show the delayed checkers catch it.
     pub sim_bug_schedule_from_zero: bool,
@@ -77,6 +84,8 @@ impl Default for Topology {
             sim_bug_ack_before_commit: false,
             sim_bug_offsets_out_of_order: false,
             sim_bug_ack_before_fsync: false,
+            spares: 0,
+            sim_bug_accept_wiped: false,
             sim_bug_schedule_from_zero: false,
             sim_bug_deliver_early: false,
             sim_bug_tx_end_unchecked: false,
@@ -195,7 +204,7 @@ impl SimCluster {
         let mut disks = BTreeMap::new();
         let mut metas = BTreeMap::new();
         for g in 0..topology.groups {
-            for r in 0..topology.replicas {
+            for r in 0..topology.replicas + topology.spares {
                 let disk = SimStorage::new();
                 let meta = MemMeta::new();
                 disks.insert((g, r), disk.clone());
@@ -330,17 +339,7 @@ impl SimCluster {
     /// leads then and in which term, or why not.
     pub async fn transfer_leader(&self, g: usize, to: u64) -> Result<(u64, u64), String> {
         let leader = self.leader(g).ok_or_else(|| format!("group {g} has no leader"))?;
-        let node = self
-            .admin
-            .lock()
-            .unwrap()
-            .get_or_insert_with(|| {
-                let node =
-                    self.handle.create_node().name("admin").ip([10, 0, 9, 200].into()).build();
-                self.clients.lock().unwrap().push(node.clone());
-                node
-            })
-            .clone();
+        let node = self.admin_node();
         let (ns, addr) = (self.namesrv_list(), broker_addr(g, leader));
         node.spawn(async move {
             let mut config = rocketraft_client::ClientConfig::new(&ns);
@@ -352,6 +351,97 @@ impl SimCluster {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// Asks group g's leader, by the admin call `rocketraft cluster add-replica` makes, to add
+    /// replica `r` (a spare, or one removed and wiped) and wait until it votes: the voters
+    /// and learners then, or why not.
+    pub async fn add_replica(&self, g: usize, r: u64) -> Result<(Vec<u64>, Vec<u64>), String> {
+        let raft = raft_addr(g, r);
+        self.admin_call(g, move |admin, leader| async move {
+            admin.add_replica(&leader, r, &raft, 20_000).await
+        })
+        .await
+    }
+
+    /// Asks group g's leader, by the admin call `rocketraft cluster remove-replica` makes, to
+    /// remove replica `r` (never the leader: the caller moves leadership first).
+    pub async fn remove_replica(&self, g: usize, r: u64) -> Result<(Vec<u64>, Vec<u64>), String> {
+        self.admin_call(g, move |admin, leader| async move {
+            admin.remove_replica(&leader, r, 20_000).await
+        })
+        .await
+    }
+
+    /// Runs an admin call against group g's leader from the admin node.
+    async fn admin_call<T, F, Fut>(&self, g: usize, call: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<rocketraft_client::Admin>, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = rocketraft_client::Result<T>> + Send,
+    {
+        let leader = self.leader(g).ok_or_else(|| format!("group {g} has no leader"))?;
+        let node = self.admin_node();
+        let (ns, addr) = (self.namesrv_list(), broker_addr(g, leader));
+        node.spawn(async move {
+            let mut config = rocketraft_client::ClientConfig::new(&ns);
+            config.instance_name = Some("admin-membership".into());
+            let admin = rocketraft_client::Admin::start(config).await.map_err(|e| e.to_string())?;
+            let admin = Arc::new(admin);
+            let done = call(admin.clone(), addr).await.map_err(|e| e.to_string());
+            if let Ok(admin) = Arc::try_unwrap(admin) {
+                admin.shutdown().await;
+            }
+            done
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    fn admin_node(&self) -> NodeHandle {
+        self.admin
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| {
+                let node =
+                    self.handle.create_node().name("admin").ip([10, 0, 9, 200].into()).build();
+                self.clients.lock().unwrap().push(node.clone());
+                node
+            })
+            .clone()
+    }
+
+    /// The voters of group g's current membership, as its leader (else any running replica)
+    /// sees it; the bootstrap peers when no replica runs.
+    pub fn voters(&self, g: usize) -> std::collections::BTreeSet<u64> {
+        self.membership(g).0
+    }
+
+    /// The voters and learners of group g's current membership (see [`SimCluster::voters`]).
+    pub fn membership(
+        &self,
+        g: usize,
+    ) -> (std::collections::BTreeSet<u64>, std::collections::BTreeSet<u64>) {
+        let views = self.views.lock().unwrap();
+        let best = views
+            .iter()
+            .filter(|((vg, _), _)| *vg == g)
+            .map(|(_, v)| v.raft.metrics().borrow().clone())
+            .max_by_key(|m| (m.state == openraft::ServerState::Leader, m.current_term));
+        match best {
+            Some(m) => {
+                let members = m.membership_config.membership();
+                (members.voter_ids().collect(), members.learner_ids().collect())
+            }
+            None => ((0..self.topology.replicas).collect(), Default::default()),
+        }
+    }
+
+    /// Wipes replica (g, r)'s disk and metadata (call it while the replica is killed): a
+    /// machine whose data directory was lost, or a new machine given the old one's address.
+    pub fn wipe(&self, g: usize, r: u64) {
+        self.disks[&(g, r)].wipe();
+        self.metas[&(g, r)].wipe();
     }
 
     /// Kills a client node made by [`SimCluster::client_node`]: a client process crashes
@@ -625,12 +715,13 @@ impl SimCluster {
     }
 
     pub fn replica_states(&self, g: usize) -> Vec<ReplicaState> {
+        let voters = self.voters(g);
         let views: Vec<_> = self
             .views
             .lock()
             .unwrap()
             .iter()
-            .filter(|((vg, _), _)| *vg == g)
+            .filter(|((vg, r), _)| *vg == g && voters.contains(r))
             .map(|((_, r), v)| (*r, v.clone()))
             .collect();
         views
@@ -711,11 +802,12 @@ impl SimCluster {
         while waited < timeout {
             // Every replica running, with the same last log entry and the same applied one (a
             // leader's newest entry may still be on its way to followers that lost an RPC).
+            let voters = self.voters(g);
             let marks: Vec<(Option<u64>, Option<u64>)> = {
                 let views = self.views.lock().unwrap();
                 views
                     .iter()
-                    .filter(|((vg, _), _)| *vg == g)
+                    .filter(|((vg, r), _)| *vg == g && voters.contains(r))
                     .map(|(_, v)| {
                         let m = v.raft.metrics().borrow().clone();
                         (m.last_log_index, m.last_applied.map(|l| l.index))
@@ -724,9 +816,14 @@ impl SimCluster {
             };
             let distinct: std::collections::BTreeSet<_> = marks.iter().collect();
             let all_applied = marks.iter().all(|(last, applied)| last == applied);
-            let stopped =
-                self.stopped.lock().unwrap().keys().filter(|(sg, _)| *sg == g).count() as u64;
-            let running = self.topology.replicas - stopped;
+            let stopped = self
+                .stopped
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|(sg, r)| *sg == g && voters.contains(r))
+                .count() as u64;
+            let running = voters.len() as u64 - stopped;
             if marks.len() as u64 == running && distinct.len() == 1 && all_applied {
                 return true;
             }
@@ -777,6 +874,7 @@ async fn run_replica(
         message_faults: topo.raft_message_faults,
         tls: None,
         sim_bug_ack_before_fsync: topo.sim_bug_ack_before_fsync,
+        sim_bug_accept_wiped: topo.sim_bug_accept_wiped,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
     let waiters = Arc::new(PullWaiters::default());
@@ -830,7 +928,27 @@ async fn run_replica(
     // A fatal error stops the replica as it stops a real process: it unregisters and serves
     // nothing more. It is recorded: the judge takes it for a bug to report unless the run
     // allows that error (see `SimCluster::stopped_on_fatal`).
-    let why = node.stopped_on_fatal().await;
+    // A group that changes its membership: a replica removed from it stops serving and
+    // unregisters, as `rocketraft broker` does (polled, so runs without spares keep their
+    // schedule).
+    let removed = async {
+        if topo.spares == 0 {
+            std::future::pending::<()>().await;
+        }
+        while !node.was_removed() {
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let why = tokio::select! {
+        why = node.stopped_on_fatal() => why,
+        () = removed => {
+            tracing::info!(group = g, replica = r, "removed from its group: stops serving");
+            views.lock().unwrap().remove(&(g, r));
+            broker.shutdown_and_unregister().await;
+            std::future::pending::<()>().await;
+            unreachable!("pending never ends")
+        }
+    };
     tracing::error!(group = g, replica = r, error = %why, "replica stopped on a fatal error");
     views.lock().unwrap().remove(&(g, r));
     stopped.lock().unwrap().insert((g, r), why);

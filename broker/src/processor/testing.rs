@@ -62,6 +62,8 @@ impl OneReplica {
             tls: None,
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_accept_wiped: false,
         };
         let node = RaftNode::start(
             config,

@@ -177,6 +177,11 @@ impl SimStorage {
         s
     }
 
+    /// Deletes every file, durable or not: a machine whose data directory was lost.
+    pub fn wipe(&self) {
+        lock(&self.files).clear();
+    }
+
     /// Sets the time stamped on writes (Unix milliseconds).
     pub fn set_now_ms(&self, now_ms: i64) {
         self.clock_ms.store(now_ms, Ordering::Relaxed);
