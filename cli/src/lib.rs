@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod bench;
 pub mod cpu;
+pub mod dashboard;
 pub mod dev;
 pub mod hist;
 pub mod metrics;

@@ -285,6 +285,16 @@ enum Command {
     /// Load a cluster and report throughput and latency (p50/p99/p99.9/max).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Serve a web dashboard of the cluster until Ctrl-C: groups and replicas with their lag,
+    /// topics and their queues, consumer groups with lag and consumers, message lookup, live
+    /// send and consume rates. It reads the cluster through the admin calls the CLI makes.
+    Dashboard {
+        /// Where to serve the pages (http://ADDR/).
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Decode an offset message id (as printed by brokers and `SendResult.offsetMsgId`) into
     /// the store host and the CommitLog offset, like mqadmin's DecodeMessageId.
     Msgid {
@@ -862,6 +872,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Dashboard { listen, target } => runtime()?.block_on(dashboard(listen, target)),
         Command::Msgid { id, json } => {
             let (host, offset) = decode_offset_msg_id(id.trim())
                 .with_context(|| format!("{id:?} is not an offset message id"))?;
@@ -1199,6 +1210,26 @@ async fn namesrv(config: NamesrvConfig, metrics_listen: String) -> anyhow::Resul
     tracing::info!("rocketraft namesrv: stopping");
     ns.shutdown();
     say!("rocketraft namesrv: stopped");
+    Ok(())
+}
+
+async fn dashboard(listen: String, target: Target) -> anyhow::Result<()> {
+    init_logging("warn");
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {listen}: {e}; {}",
+            rocketraft::serve::bind_hint(e.kind(), "--listen")
+        )
+    })?;
+    let admin = std::sync::Arc::new(Admin::start(target.client()?).await?);
+    let dashboard = rocketraft::dashboard::Dashboard::start(listener, admin)?;
+    say!(
+        "rocketraft dashboard: ready on http://{}/ for the cluster at {} (Ctrl-C stops)",
+        dashboard.local_addr(),
+        target.namesrv
+    );
+    stop_signal().await;
+    drop(dashboard);
     Ok(())
 }
 
