@@ -22,11 +22,15 @@ struct State {
 #[derive(Debug)]
 pub struct WriteGate {
     state: watch::Sender<State>,
+    /// Leadership transfers and membership changes run one at a time on a replica: a change
+    /// during a transfer would append entries the target has not got (and fail it), and a
+    /// transfer during a change would leave the change to a leader that never heard of it.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Default for WriteGate {
     fn default() -> Self {
-        WriteGate { state: watch::Sender::new(State::default()) }
+        WriteGate { state: watch::Sender::new(State::default()), changes: Default::default() }
     }
 }
 
@@ -83,6 +87,12 @@ impl WriteGate {
         took.then(|| Held(self))
     }
 
+    /// The right to transfer leadership or change the membership now; `None` while another
+    /// such operation runs on this replica.
+    pub fn change(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.changes.try_lock().ok()
+    }
+
     /// Waits until no proposal is on its way through (call with the gate held).
     pub async fn drained(&self) {
         let mut state = self.state.subscribe();
@@ -94,6 +104,15 @@ impl WriteGate {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn transfers_and_membership_changes_run_one_at_a_time() {
+        let gate = WriteGate::default();
+        let first = gate.change().expect("nothing runs yet");
+        assert!(gate.change().is_none(), "a second change waits for the first");
+        drop(first);
+        assert!(gate.change().is_some(), "free again once the first is done");
+    }
 
     #[tokio::test]
     async fn a_held_gate_stops_new_passes_and_drains_the_old() {

@@ -58,6 +58,8 @@ pub enum MembershipError {
     CatchingUp { id: NodeId, behind: u64, waited_ms: u64 },
     #[error("another membership change is still being committed after {0} ms")]
     InProgress(u64),
+    #[error("a leadership transfer or another membership change is in progress on the leader")]
+    Busy,
     #[error("node {id} at {addr} does not answer: {why}")]
     Unreachable { id: NodeId, addr: String, why: String },
     #[error("node {0} is a member but runs on other data than the group recorded (wiped, or another machine): remove it first, then add it again")]
@@ -87,6 +89,7 @@ fn leads(
 /// Adds replica `id` at Raft address `addr` (see the module docs), within `timeout`.
 pub async fn add_replica(
     raft: &Raft<TypeConfig>,
+    gate: &crate::gate::WriteGate,
     peers: (&Network, &Incarnations),
     id: NodeId,
     addr: &str,
@@ -94,6 +97,7 @@ pub async fn add_replica(
 ) -> Result<Members, MembershipError> {
     let deadline = now() + timeout;
     let m = leads(raft)?;
+    let _change = gate.change().ok_or(MembershipError::Busy)?;
     let membership = m.membership_config.membership().clone();
     if let Some(known) = membership.get_node(&id) {
         if known.addr != addr {
@@ -175,11 +179,13 @@ pub async fn add_replica(
 /// Removes replica `id` from the group (see the module docs), within `timeout`.
 pub async fn remove_replica(
     raft: &Raft<TypeConfig>,
+    gate: &crate::gate::WriteGate,
     id: NodeId,
     timeout: Duration,
 ) -> Result<Members, MembershipError> {
     let deadline = now() + timeout;
     let m = leads(raft)?;
+    let _change = gate.change().ok_or(MembershipError::Busy)?;
     if id == m.id {
         return Err(MembershipError::RemovingLeader(id));
     }

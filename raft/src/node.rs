@@ -467,7 +467,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         timeout: std::time::Duration,
     ) -> Result<crate::membership::Members, crate::membership::MembershipError> {
         let peers = (&self.network, &self.known);
-        crate::membership::add_replica(&self.raft, peers, id, addr, timeout).await
+        crate::membership::add_replica(&self.raft, &self.gate, peers, id, addr, timeout).await
     }
 
     /// Removes replica `id` from this replica's group, which it leads (see
@@ -477,7 +477,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         id: NodeId,
         timeout: std::time::Duration,
     ) -> Result<crate::membership::Members, crate::membership::MembershipError> {
-        crate::membership::remove_replica(&self.raft, id, timeout).await
+        crate::membership::remove_replica(&self.raft, &self.gate, id, timeout).await
     }
 
     /// Stops Raft, the RPC server and its connections (the data stays; start again to

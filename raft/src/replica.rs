@@ -412,7 +412,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         timeout: Duration,
     ) -> Result<Members, MembershipError> {
         let peers = (&self.network, &self.known);
-        crate::membership::add_replica(&self.raft, peers, id, addr, timeout).await
+        crate::membership::add_replica(&self.raft, &self.gate, peers, id, addr, timeout).await
     }
 
     /// Removes replica `id` from the group this replica leads (see [`crate::membership`]).
@@ -421,7 +421,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
         id: NodeId,
         timeout: Duration,
     ) -> Result<Members, MembershipError> {
-        crate::membership::remove_replica(&self.raft, id, timeout).await
+        crate::membership::remove_replica(&self.raft, &self.gate, id, timeout).await
     }
 
     /// The voter this replica would hand leadership to (see [`crate::transfer::candidate`]).

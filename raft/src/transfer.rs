@@ -46,7 +46,7 @@ pub enum TransferError {
     NotVoter(NodeId),
     #[error("a membership change is in progress: try again once it is done")]
     MembershipChanging,
-    #[error("another leadership transfer is in progress")]
+    #[error("another leadership transfer or a membership change is in progress")]
     Busy,
     #[error("node {to} did not catch up with the leader's log (index {index}) in time")]
     CatchUp { to: NodeId, index: u64 },
@@ -104,6 +104,7 @@ pub(crate) async fn transfer(
         Some(node) if voters.contains(&to) => node.clone(),
         _ => return Err(TransferError::NotVoter(to)),
     };
+    let _change = gate.change().ok_or(TransferError::Busy)?;
     let _held = gate.hold().ok_or(TransferError::Busy)?;
     let _heartbeats = HeartbeatsBack(raft);
     let still_leads = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
