@@ -60,6 +60,8 @@ pub enum MembershipError {
     InProgress(u64),
     #[error("a leadership transfer or another membership change is in progress on the leader")]
     Busy,
+    #[error("node {0} runs on new data, which cannot be recorded while a member does not answer which data it runs on: try again once every member answers")]
+    Unrecorded(NodeId),
     #[error("node {id} at {addr} does not answer: {why}")]
     Unreachable { id: NodeId, addr: String, why: String },
     #[error("node {0} is a member but runs on other data than the group recorded (wiped, or another machine): remove it first, then add it again")]
@@ -131,6 +133,10 @@ pub async fn add_replica(
                 Some(f) => MembershipError::NotLeader { id: m.id, leader: f.leader_id },
                 None => MembershipError::Raft(e.to_string()),
             })?;
+        } else if recorded.is_some() {
+            // The group would go on calling it by its old data's incarnation, which it refuses:
+            // it could never catch up. Add it once its new data can be recorded.
+            return Err(MembershipError::Unrecorded(id));
         } else {
             tracing::info!(node = id, "not every replica answers which data it runs on: the new replica's is recorded once they do");
         }
