@@ -62,6 +62,9 @@ const UNCONFIRMED_RETRY_MS: u64 = 500;
 
 /// How often a replica that is not a voter of its group (yet) looks whether it is one now.
 const NOT_VOTER_RETRY_MS: u64 = 1_000;
+/// How often a replica that has not heard from a leader since it started looks again (the
+/// first registration follows the first leader's call within this).
+const NOT_HEARD_RETRY_MS: u64 = 100;
 
 /// How soon a replica whose registration a NameServer refused tries again (a fixed ACL file,
 /// or a successor's registration the NameServer has not seen yet).
@@ -115,16 +118,24 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             }
         }
     };
+    let mut heard = false;
     loop {
         // A replica that is not a voter of its group (one being added, still a learner, or one
-        // just removed) is not routed: clients would read a log that is not the group's.
-        if !replica.is_voter() {
+        // just removed) is not routed: clients would read a log that is not the group's. Nor
+        // is one that has not heard from a leader since it started: removed while it was down,
+        // it would still find itself a voter (see `Replica::heard_from_leader`).
+        if !heard {
+            heard = replica.heard_from_leader()
+                || (leader.peek() == Some(node_id) && replica.confirmed_master(timeout).await);
+        }
+        if !replica.is_voter() || !heard {
             if let Some(id) = registered.take() {
                 tracing::info!(group = %config.broker_name, node = node_id, "not a voter of the group: unregistering");
                 unregister(id).await;
                 last_role = None;
             }
-            tokio::time::sleep(Duration::from_millis(NOT_VOTER_RETRY_MS)).await;
+            let wait = if heard { NOT_VOTER_RETRY_MS } else { NOT_HEARD_RETRY_MS };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
             if *stop.borrow() {
                 remoting.shutdown();
                 return;

@@ -181,6 +181,9 @@ pub struct RaftNode<S: Storage + Clone, M: MetaStore> {
     pub(crate) joins_later: bool,
     /// The incarnations the group recorded (see [`crate::network::RpcRequest::Checked`]).
     pub(crate) known: Incarnations,
+    /// Set by the first AppendEntries of a leader in this replica's term or later (see
+    /// [`crate::Replica::heard_from_leader`]).
+    pub(crate) heard_leader: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
     server: tokio::task::JoinHandle<()>,
     /// The fatal-error watcher and periodic syncs, and retention: both end on stop.
@@ -322,6 +325,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.group.clone(),
             config.id,
         ));
+        let heard_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let transport = if config.tls.is_some() { "mutual TLS" } else { "plain TCP" };
         tracing::info!(group = %config.group, id = config.id, "Raft RPCs over {transport}");
         let server = tokio::spawn(serve(
@@ -330,7 +334,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             config.group.clone(),
             config.id,
             stop_rx.clone(),
-            Some(applied_entries_guard(raft.clone(), log.clone(), refused)),
+            Some(leader_heard(
+                raft.clone(),
+                heard_leader.clone(),
+                applied_entries_guard(raft.clone(), log.clone(), refused),
+            )),
             config.tls.as_ref().map(|t| t.server.clone()),
             Some(incarnation),
         ));
@@ -381,6 +389,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
             network,
             known,
             joins_later: fresh && !config.peers.contains_key(&config.id),
+            heard_leader,
             stop,
             server,
             watcher,
@@ -835,6 +844,24 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
 /// as the one this replica follows is checked (a deposed leader's is refused by openraft). An
 /// index the log no longer holds (purged, or before a snapshot's history) is not checked. The
 /// refusal is left in `refused`, from which the replica's watcher stops the replica.
+/// Wraps `guard` to record that a leader called: an AppendEntries whose vote is committed and
+/// not older than this replica's (a leader this replica would follow, not a deposed one).
+fn leader_heard(
+    raft: Raft<TypeConfig>,
+    heard: Arc<std::sync::atomic::AtomicBool>,
+    guard: AppendGuard,
+) -> AppendGuard {
+    Arc::new(move |req| {
+        if !heard.load(std::sync::atomic::Ordering::Relaxed)
+            && req.vote.is_committed()
+            && req.vote >= raft.metrics().borrow().vote
+        {
+            heard.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        guard(req)
+    })
+}
+
 fn applied_entries_guard<S: Storage>(
     raft: Raft<TypeConfig>,
     log: Arc<Mutex<CommitLog<S>>>,

@@ -70,6 +70,8 @@ pub struct Replica<S: Storage + Clone, M: MetaStore> {
     network: Network,
     /// Started empty outside the peer list: it waits to be added (see [`Replica::is_voter`]).
     joins_later: bool,
+    /// Whether a leader called since the start (see [`Replica::heard_from_leader`]).
+    heard_leader: Arc<std::sync::atomic::AtomicBool>,
     /// The incarnations the group recorded.
     known: crate::network::Incarnations,
 }
@@ -90,6 +92,7 @@ impl<S: Storage + Clone, M: MetaStore> Clone for Replica<S, M> {
             network: self.network.clone(),
             joins_later: self.joins_later,
             known: self.known.clone(),
+            heard_leader: self.heard_leader.clone(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             gate: node.gate.clone(),
             network: node.network.clone(),
             joins_later: node.joins_later,
+            heard_leader: node.heard_leader.clone(),
             known: node.known.clone(),
         }
     }
@@ -299,6 +303,15 @@ impl<S: Storage + Clone, M: MetaStore> Replica<S, M> {
             return !self.joins_later;
         }
         membership.voter_ids().any(|v| v == self.id)
+    }
+
+    /// Whether a leader called this replica (an AppendEntries in its term or a later one)
+    /// since it started. A replica removed from its group while it was down still finds itself
+    /// a voter in the membership it last applied (and openraft restores the leader it last
+    /// knew, itself included), but no leader calls it any more. (A leader never hears from one:
+    /// [`Replica::confirmed_master`] is its evidence.)
+    pub fn heard_from_leader(&self) -> bool {
+        self.heard_leader.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The Raft term this replica is in.

@@ -51,6 +51,10 @@ pub enum Event {
         offset: i64,
         at_ms: i64,
     },
+    /// A consumer of `group` asked for `id` again later (its listener answered "later"; its
+    /// client sends the message back to the broker right after), at `at_ms` since the run's
+    /// start: from then on, the group's copy of `id` is the one sent back.
+    SentBack { group: String, id: String, at_ms: i64 },
     /// The transaction of `id` (its half message) is to commit, or to roll back: what its
     /// producer group's local state says, whoever asks (the local transaction or a check-back).
     TxIntent { id: String, commit: bool },

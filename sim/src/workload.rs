@@ -291,10 +291,15 @@ pub async fn consume_delayed(
     config.client = named(config.client, name);
     let (name, group_name) = (name.to_owned(), group.to_owned());
     let listener = move |msgs: Vec<MessageExt>| {
+        let at_ms = t0.elapsed().as_millis() as i64;
         if fail_first && msgs.iter().any(|m| m.reconsume_times == 0) {
+            let mut h = history.lock().unwrap();
+            for m in &msgs {
+                let (group, id) = (group_name.clone(), id_of(&m.body));
+                h.push(Event::SentBack { group, id, at_ms });
+            }
             return std::future::ready(ConsumeResult::Later);
         }
-        let at_ms = t0.elapsed().as_millis() as i64;
         let mut h = history.lock().unwrap();
         for m in msgs {
             let id = id_of(&m.body);
