@@ -14,9 +14,10 @@ use crate::server::Inner;
 
 /// Topics counted by name at most; further ones count under `_other`.
 const TOPICS_MAX: usize = 10_000;
-/// Consumer groups counted by name at most, and topics per group.
-const GROUPS_MAX: usize = 10_000;
-const TOPICS_PER_GROUP_MAX: usize = 1_000;
+/// Consumer groups counted by name at most, and topics per group (group names on pulls come
+/// from the network: the scrape drops those the metadata does not know).
+const GROUPS_MAX: usize = 2_000;
+const TOPICS_PER_GROUP_MAX: usize = 200;
 
 /// Messages that went through a path (sends stored for a topic, or a group's pulls of a topic
 /// that found messages): how many, their bytes, how long each request took.
@@ -135,9 +136,11 @@ fn gather_paths<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>, out:
             &s.latency,
         );
     }
+    stats.pulls.retain(|g| matches!(catalog.group(g), Ok(Some(_))));
     for (group, topics) in stats.pulls.entries() {
+        topics.0.retain(|t| matches!(catalog.topic(t), Ok(Some(_))));
         for (topic, p) in topics.0.entries() {
-            let l = [("group", group.as_str()), ("topic", topic.as_str())];
+            let l = [("consumer_group", group.as_str()), ("topic", topic.as_str())];
             out.counter(
                 "rocketraft_pull_messages",
                 "Messages returned by pulls, by consumer group and topic.",
@@ -191,7 +194,7 @@ fn gather_state<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>, out:
                     "rocketraft_consumer_lag_messages",
                     "Messages in a queue after the consumer group's committed offset.",
                     &[
-                        ("group", group.name.as_str()),
+                        ("consumer_group", group.name.as_str()),
                         ("topic", topic.as_str()),
                         ("queue", queue.as_str()),
                     ],

@@ -10,7 +10,7 @@
 //! per second, sampled every [`SAMPLE_MS`] from the queues' ends and the groups' committed
 //! offsets.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,12 +37,27 @@ pub struct Dashboard {
 
 impl Dashboard {
     /// Serves the dashboard of the cluster `admin` reaches on `listener`.
-    pub fn start(listener: TcpListener, admin: Arc<Admin>) -> std::io::Result<Dashboard> {
+    /// Host names besides IP addresses and `localhost` that may name it are `allowed` (see
+    /// [`host_allowed`]).
+    pub fn start(
+        listener: TcpListener,
+        admin: Arc<Admin>,
+        allowed: Vec<String>,
+    ) -> std::io::Result<Dashboard> {
         let samples: Arc<Mutex<VecDeque<Sample>>> = Arc::default();
         let sampler = tokio::spawn(sample(admin.clone(), samples.clone()));
+        let allowed = Arc::new(allowed);
         let handler: HttpHandler = Arc::new(move |req: HttpRequest| {
-            let (admin, samples) = (admin.clone(), samples.clone());
-            Box::pin(async move { page(&admin, &samples, &req).await })
+            let (admin, samples, allowed) = (admin.clone(), samples.clone(), allowed.clone());
+            Box::pin(async move {
+                if !host_allowed(&req, &allowed) {
+                    return HttpResponse::text(
+                        403,
+                        "unknown Host: start the dashboard with --allow-host NAME to serve it under that name\n",
+                    );
+                }
+                page(&admin, &samples, &req).await
+            })
         });
         let server = HttpServer::start(listener, handler)?;
         Ok(Dashboard { server, sampler })
@@ -59,13 +74,14 @@ impl Drop for Dashboard {
     }
 }
 
-/// The cluster's totals at one moment: messages stored (the sum of every queue's end) and
-/// consumed (the sum of every group's committed offsets).
-#[derive(Debug, Clone, Copy)]
+/// The cluster at one moment: messages stored per topic (the sum of its queues' ends) and
+/// consumed per group (the sum of its committed offsets). Rates compare only the topics and
+/// groups both samples read: one that appears, or a read that failed once, is no spike.
+#[derive(Debug, Clone, Default)]
 struct Sample {
     at_ms: i64,
-    stored: i64,
-    consumed: i64,
+    stored: BTreeMap<String, i64>,
+    consumed: BTreeMap<String, i64>,
 }
 
 /// Topics the cluster makes for itself (not shown in the chart's totals or the group list).
@@ -116,16 +132,19 @@ async fn sample(admin: Arc<Admin>, samples: Arc<Mutex<VecDeque<Sample>>>) {
 
 async fn take_sample(admin: &Admin) -> anyhow::Result<Sample> {
     let topics = user_topics(admin).await?;
-    let mut stored = 0i64;
+    let sum = |values: &mut dyn Iterator<Item = i64>| {
+        values.fold(0i64, |a, v| a.saturating_add(v.max(0)))
+    };
+    let mut stored = BTreeMap::new();
     for t in &topics {
         if let Ok(stats) = admin.topic_stats(t).await {
-            stored += stats.offset_table.values().map(|o| o.max_offset).sum::<i64>();
+            stored.insert(t.clone(), sum(&mut stats.offset_table.values().map(|o| o.max_offset)));
         }
     }
-    let mut consumed = 0i64;
+    let mut consumed = BTreeMap::new();
     for g in groups(admin, &topics).await {
         if let Ok(stats) = admin.consume_stats(&g, None).await {
-            consumed += stats.offset_table.values().map(|o| o.consumer_offset.max(0)).sum::<i64>();
+            consumed.insert(g, sum(&mut stats.offset_table.values().map(|o| o.consumer_offset)));
         }
     }
     Ok(Sample { at_ms: rocketraft_raft::clock::now_ms(), stored, consumed })
@@ -137,15 +156,35 @@ fn rates(samples: &VecDeque<Sample>) -> Value {
         .iter()
         .zip(samples.iter().skip(1))
         .map(|(a, b)| {
-            let secs = ((b.at_ms - a.at_ms) as f64 / 1000.0).max(0.001);
+            let secs = (b.at_ms.saturating_sub(a.at_ms) as f64 / 1000.0).max(0.001);
+            let grew = |before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>| {
+                after
+                    .iter()
+                    .filter_map(|(k, v)| Some(v.saturating_sub(*before.get(k)?).max(0)))
+                    .fold(0i64, i64::saturating_add)
+            };
             json!({
                 "at": b.at_ms,
-                "send": ((b.stored - a.stored).max(0) as f64 / secs).round(),
-                "consume": ((b.consumed - a.consumed).max(0) as f64 / secs).round(),
+                "send": (grew(&a.stored, &b.stored) as f64 / secs).round(),
+                "consume": (grew(&a.consumed, &b.consumed) as f64 / secs).round(),
             })
         })
         .collect();
     json!(points)
+}
+
+/// Whether a request may be answered: its `Host` names this machine by address or as
+/// `localhost`, or is one of `allowed`. A page a browser loaded from elsewhere whose name was
+/// made to resolve here (DNS rebinding) names that other host, and reads nothing.
+pub fn host_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    match req.host_name() {
+        None => false,
+        Some(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.parse::<std::net::IpAddr>().is_ok()
+                || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        }
+    }
 }
 
 async fn page(admin: &Admin, samples: &Mutex<VecDeque<Sample>>, req: &HttpRequest) -> HttpResponse {
@@ -256,7 +295,8 @@ async fn topic(admin: &Admin, name: &str) -> Page {
             };
             json!({
                 "group": q.broker_name, "queue": q.queue_id, "min": o.min_offset,
-                "max": o.max_offset, "messages": o.max_offset - o.min_offset, "last": last,
+                "max": o.max_offset, "messages": o.max_offset.saturating_sub(o.min_offset),
+                "last": last,
             })
         })
         .collect();
@@ -514,6 +554,24 @@ mod tests {
     }
 
     #[test]
+    fn only_addresses_localhost_and_allowed_names_are_served() {
+        let req = |host: Option<&str>| HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            host: host.map(str::to_owned),
+        };
+        let allowed = vec!["dash.internal".to_owned()];
+        for ok in ["127.0.0.1:8088", "localhost:8088", "[::1]:8088", "10.0.0.9", "DASH.internal:80"]
+        {
+            assert!(host_allowed(&req(Some(ok)), &allowed), "{ok}");
+        }
+        for refused in [Some("evil.example:8088"), Some("localhost.evil.example"), None] {
+            assert!(!host_allowed(&req(refused), &allowed), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn tables_show_the_columns_asked_for() {
         let rows = vec![json!({"a": 1, "b": "<x>", "c": ["k1", "k2"]}), json!({"a": 2})];
         let html = table(&[("A", "a"), ("B", "b"), ("C", "c")], &rows);
@@ -528,15 +586,21 @@ mod tests {
 
     #[test]
     fn rates_are_per_second_between_samples() {
+        let sample = |at_ms, stored: &[(&str, i64)], consumed: &[(&str, i64)]| Sample {
+            at_ms,
+            stored: stored.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            consumed: consumed.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
         let s: VecDeque<Sample> = [
-            Sample { at_ms: 0, stored: 0, consumed: 0 },
-            Sample { at_ms: 2_000, stored: 400, consumed: 100 },
-            Sample { at_ms: 4_000, stored: 300, consumed: 300 },
+            sample(0, &[("T", 0)], &[("G", 0)]),
+            // A new topic's whole backlog is not a rate; nor is a topic read once only.
+            sample(2_000, &[("T", 400), ("New", 1_000_000)], &[("G", 100)]),
+            sample(4_000, &[("T", 300), ("New", 1_000_200)], &[("G", 300)]),
         ]
         .into();
         assert_eq!(
             rates(&s),
-            json!([{"at": 2000, "send": 200.0, "consume": 50.0}, {"at": 4000, "send": 0.0, "consume": 100.0}])
+            json!([{"at": 2000, "send": 200.0, "consume": 50.0}, {"at": 4000, "send": 100.0, "consume": 100.0}])
         );
     }
 }

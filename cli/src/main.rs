@@ -292,6 +292,10 @@ enum Command {
         /// Where to serve the pages (http://ADDR/).
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: String,
+        /// A host name the pages may be reached under besides IP addresses and localhost
+        /// (repeatable); other names are refused (a guard against DNS rebinding).
+        #[arg(long = "allow-host")]
+        allow_host: Vec<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -872,7 +876,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Command::Dashboard { listen, target } => runtime()?.block_on(dashboard(listen, target)),
+        Command::Dashboard { listen, allow_host, target } => {
+            runtime()?.block_on(dashboard(listen, allow_host, target))
+        }
         Command::Msgid { id, json } => {
             let (host, offset) = decode_offset_msg_id(id.trim())
                 .with_context(|| format!("{id:?} is not an offset message id"))?;
@@ -1213,7 +1219,7 @@ async fn namesrv(config: NamesrvConfig, metrics_listen: String) -> anyhow::Resul
     Ok(())
 }
 
-async fn dashboard(listen: String, target: Target) -> anyhow::Result<()> {
+async fn dashboard(listen: String, allow_host: Vec<String>, target: Target) -> anyhow::Result<()> {
     init_logging("warn");
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
         anyhow::anyhow!(
@@ -1222,7 +1228,7 @@ async fn dashboard(listen: String, target: Target) -> anyhow::Result<()> {
         )
     })?;
     let admin = std::sync::Arc::new(Admin::start(target.client()?).await?);
-    let dashboard = rocketraft::dashboard::Dashboard::start(listener, admin)?;
+    let dashboard = rocketraft::dashboard::Dashboard::start(listener, admin, allow_host)?;
     say!(
         "rocketraft dashboard: ready on http://{}/ for the cluster at {} (Ctrl-C stops)",
         dashboard.local_addr(),

@@ -17,7 +17,11 @@ pub fn serve(listener: TcpListener, hub: Arc<Hub>) -> std::io::Result<HttpServer
         let hub = hub.clone();
         Box::pin(async move {
             match req.path.as_str() {
-                "/metrics" => HttpResponse::ok(rocketraft_metrics::CONTENT_TYPE, hub.render()),
+                "/metrics" => {
+                    // Off the runtime's workers: a scrape reads the metadata store.
+                    let text = rocketraft_raft::runtime::run_blocking(move || hub.render()).await;
+                    HttpResponse::ok(rocketraft_metrics::CONTENT_TYPE, text)
+                }
                 "/" => HttpResponse::ok(
                     "text/plain; charset=utf-8",
                     "rocketraft: metrics at /metrics (Prometheus text format)\n",

@@ -179,7 +179,8 @@ fn every_process_serves_metrics_that_move_under_load() {
     let after = loop {
         let after: Vec<String> = urls.iter().map(|u| scrape(u)).collect();
         let lagged = after.iter().all(|t| {
-            sum(t, "rocketraft_consumer_lag_messages", &["group=\"MetricsGroup\""]).is_some()
+            sum(t, "rocketraft_consumer_lag_messages", &["consumer_group=\"MetricsGroup\""])
+                .is_some()
         });
         if lagged || std::time::Instant::now() > deadline {
             break after;
@@ -201,7 +202,7 @@ fn every_process_serves_metrics_that_move_under_load() {
     let pulled: f64 = after
         .iter()
         .filter_map(|t| {
-            sum(t, "rocketraft_pull_messages_total", &["group=\"MetricsGroup\"", topic])
+            sum(t, "rocketraft_pull_messages_total", &["consumer_group=\"MetricsGroup\"", topic])
         })
         .sum();
     assert!(pulled >= SENDS as f64, "pulls counted: {pulled}");
@@ -217,7 +218,7 @@ fn every_process_serves_metrics_that_move_under_load() {
         has(
             a,
             "rocketraft_consumer_lag_messages",
-            &["group=\"MetricsGroup\"", topic, "queue=\"0\""],
+            &["consumer_group=\"MetricsGroup\"", topic, "queue=\"0\""],
         );
         assert!(has(a, "rocketraft_commitlog_sync_seconds_count", &[]) > 0.0);
     }

@@ -73,26 +73,27 @@ pub const BYTES: &[u64] =
 
 /// A histogram over fixed bucket bounds, observed with relaxed atomic adds (one bucket and the
 /// sum; the count is the buckets' total). Values are integers in the histogram's own unit;
-/// `scale` turns them into the unit shown (1e-6 for microseconds shown as seconds).
+/// shown divided by `per_shown` (1e6 for microseconds shown as seconds: a division, so a bound
+/// of 100,000 us shows as `0.1`, not `0.09999999999999999`).
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [u64],
-    scale: f64,
+    per_shown: f64,
     /// One per bound, then one for values above the last (`+Inf`).
     buckets: Box<[AtomicU64]>,
     sum: AtomicU64,
 }
 
 impl Histogram {
-    pub fn new(bounds: &'static [u64], scale: f64) -> Self {
+    pub fn new(bounds: &'static [u64], per_shown: f64) -> Self {
         debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds must increase");
         let buckets = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Histogram { bounds, scale, buckets, sum: AtomicU64::new(0) }
+        Histogram { bounds, per_shown, buckets, sum: AtomicU64::new(0) }
     }
 
     /// Latencies: microseconds observed, seconds shown.
     pub fn latency() -> Self {
-        Histogram::new(LATENCY_US, 1e-6)
+        Histogram::new(LATENCY_US, 1e6)
     }
 
     pub fn observe(&self, v: u64) {
@@ -113,10 +114,10 @@ impl Histogram {
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(Relaxed);
             count += n;
-            let upper = self.bounds.get(i).map_or(f64::INFINITY, |&u| u as f64 * self.scale);
+            let upper = self.bounds.get(i).map_or(f64::INFINITY, |&u| u as f64 / self.per_shown);
             buckets.push((upper, n));
         }
-        HistogramValue { sum: self.sum.load(Relaxed) as f64 * self.scale, count, buckets }
+        HistogramValue { sum: self.sum.load(Relaxed) as f64 / self.per_shown, count, buckets }
     }
 }
 
@@ -152,7 +153,7 @@ impl<V: Default> Keyed<V> {
         {
             let map = self.map.load();
             let found =
-                map.get(name).or_else(|| map.get(Self::OVERFLOW).filter(|_| map.len() > self.max));
+                map.get(name).or_else(|| map.get(Self::OVERFLOW).filter(|_| map.len() >= self.max));
             if let Some(v) = found {
                 return f(v);
             }
@@ -164,9 +165,10 @@ impl<V: Default> Keyed<V> {
     pub fn get(&self, name: &str) -> Arc<V> {
         {
             let map = self.map.load();
-            // A name past the limit finds `_other` here too, without the lock.
+            // A name past the limit finds `_other` here too, without the lock (the same test
+            // as below: a full map, `_other` in it).
             let found =
-                map.get(name).or_else(|| map.get(Self::OVERFLOW).filter(|_| map.len() > self.max));
+                map.get(name).or_else(|| map.get(Self::OVERFLOW).filter(|_| map.len() >= self.max));
             if let Some(v) = found {
                 return v.clone();
             }
@@ -309,6 +311,12 @@ impl Gather {
         }
         let mut all = self.base.clone();
         all.extend(labels.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        // Prometheus refuses a sample that names a label twice (a source's label must not
+        // repeat one of its base labels).
+        debug_assert!(
+            all.iter().enumerate().all(|(i, (k, _))| all[..i].iter().all(|(seen, _)| seen != k)),
+            "metric {name} repeats a label: {all:?}"
+        );
         family.samples.push((all, v));
     }
 
@@ -482,7 +490,10 @@ mod tests {
         h.observe(2);
         h.observe(9);
         g.histogram("rr_batch", "records", &[], &h);
+        g.histogram("rr_latency_seconds", "latency", &[], &Histogram::latency());
         let text = g.render();
+        assert!(text.contains("rr_latency_seconds_bucket{le=\"0.1\"} 0"), "{text}");
+        assert!(text.contains("rr_latency_seconds_bucket{le=\"5e-05\"} 0"), "{text}");
         for line in [
             "rr_batch_bucket{le=\"1\"} 1",
             "rr_batch_bucket{le=\"2\"} 2",

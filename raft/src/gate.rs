@@ -93,6 +93,15 @@ impl WriteGate {
         self.changes.try_lock().ok()
     }
 
+    /// [`WriteGate::change`], waiting up to `timeout` for the operation running to end (a
+    /// handover at a broker's stop waits for a membership change so, within its own bound).
+    pub async fn change_within(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(timeout, self.changes.lock()).await.ok()
+    }
+
     /// Waits until no proposal is on its way through (call with the gate held).
     pub async fn drained(&self) {
         let mut state = self.state.subscribe();

@@ -98,8 +98,8 @@ pub async fn add_replica(
     timeout: Duration,
 ) -> Result<Members, MembershipError> {
     let deadline = now() + timeout;
+    let _change = gate.change_within(timeout).await.ok_or(MembershipError::Busy)?;
     let m = leads(raft)?;
-    let _change = gate.change().ok_or(MembershipError::Busy)?;
     let membership = m.membership_config.membership().clone();
     if let Some(known) = membership.get_node(&id) {
         if known.addr != addr {
@@ -190,8 +190,8 @@ pub async fn remove_replica(
     timeout: Duration,
 ) -> Result<Members, MembershipError> {
     let deadline = now() + timeout;
+    let _change = gate.change_within(timeout).await.ok_or(MembershipError::Busy)?;
     let m = leads(raft)?;
-    let _change = gate.change().ok_or(MembershipError::Busy)?;
     if id == m.id {
         return Err(MembershipError::RemovingLeader(id));
     }

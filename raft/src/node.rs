@@ -834,16 +834,6 @@ async fn watch_replica<S: Storage + Clone, M: MetaStore>(
     }
 }
 
-/// Refuses an AppendEntries that names, at or below this replica's applied index, an entry
-/// other than the one this replica holds there (its `prev_log_id` or one of its entries): the
-/// leader's log differs from entries this replica applied, so its group lost committed entries
-/// (async flush and a power loss of a majority: see [`AppliedEntriesLost`]). openraft takes
-/// every index up to a follower's committed one as matching without looking (a debug build
-/// asserts, a release build would append the leader's entries after a different one: replicas
-/// that differ), so the check has to come first. Only a request from a leader at least as new
-/// as the one this replica follows is checked (a deposed leader's is refused by openraft). An
-/// index the log no longer holds (purged, or before a snapshot's history) is not checked. The
-/// refusal is left in `refused`, from which the replica's watcher stops the replica.
 /// Wraps `guard` to record that a leader called: an AppendEntries whose vote is committed and
 /// not older than this replica's (a leader this replica would follow, not a deposed one).
 fn leader_heard(
@@ -862,6 +852,16 @@ fn leader_heard(
     })
 }
 
+/// Refuses an AppendEntries that names, at or below this replica's applied index, an entry
+/// other than the one this replica holds there (its `prev_log_id` or one of its entries): the
+/// leader's log differs from entries this replica applied, so its group lost committed entries
+/// (async flush and a power loss of a majority: see [`AppliedEntriesLost`]). openraft takes
+/// every index up to a follower's committed one as matching without looking (a debug build
+/// asserts, a release build would append the leader's entries after a different one: replicas
+/// that differ), so the check has to come first. Only a request from a leader at least as new
+/// as the one this replica follows is checked (a deposed leader's is refused by openraft). An
+/// index the log no longer holds (purged, or before a snapshot's history) is not checked. The
+/// refusal is left in `refused`, from which the replica's watcher stops the replica.
 fn applied_entries_guard<S: Storage>(
     raft: Raft<TypeConfig>,
     log: Arc<Mutex<CommitLog<S>>>,

@@ -87,6 +87,8 @@ pub(crate) async fn transfer(
     timeout: Duration,
 ) -> Result<Transferred, TransferError> {
     let deadline = now() + timeout;
+    // First: what is read below must not change under a membership change.
+    let _change = gate.change_within(timeout).await.ok_or(TransferError::Busy)?;
     let m = raft.metrics().borrow().clone();
     let term = m.current_term;
     if m.current_leader != Some(id) {
@@ -104,7 +106,6 @@ pub(crate) async fn transfer(
         Some(node) if voters.contains(&to) => node.clone(),
         _ => return Err(TransferError::NotVoter(to)),
     };
-    let _change = gate.change().ok_or(TransferError::Busy)?;
     let _held = gate.hold().ok_or(TransferError::Busy)?;
     let _heartbeats = HeartbeatsBack(raft);
     let still_leads = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {

@@ -19,13 +19,29 @@ pub const HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const HEAD_TIMEOUT_MS: u64 = 10_000;
 /// Connections served at once; beyond, a new one is answered 503 and closed.
 pub const CONNECTIONS_MAX: usize = 64;
+/// How long a connection may take in all (its head, the answer being made, the answer read):
+/// past it, it is closed, so a client that stops reading cannot hold a slot.
+pub const CONNECTION_TIMEOUT_MS: u64 = 30_000;
 
-/// A request: its method, path and query (the part after `?`, without it).
+/// A request: its method, path and query (the part after `?`, without it), and its `Host`
+/// header's value if it sent one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub query: String,
+    pub host: Option<String>,
+}
+
+impl HttpRequest {
+    /// The host name of its `Host` header (the port and an IPv6 address's brackets removed).
+    pub fn host_name(&self) -> Option<&str> {
+        let host = self.host.as_deref()?;
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest.split(']').next();
+        }
+        host.split(':').next()
+    }
 }
 
 /// An answer.
@@ -106,12 +122,29 @@ async fn accept(
             }
         };
         let handler = handler.clone();
-        let open = open.clone();
+        let slot = Slot::take(&open);
         tokio::spawn(async move {
-            let busy = open.fetch_add(1, Ordering::Relaxed) >= CONNECTIONS_MAX;
-            serve(stream, handler, busy).await;
-            open.fetch_sub(1, Ordering::Relaxed);
+            let busy = slot.0 > CONNECTIONS_MAX;
+            let all = Duration::from_millis(CONNECTION_TIMEOUT_MS);
+            let _ = tokio::time::timeout(all, serve(stream, handler, busy)).await;
+            drop(slot);
         });
+    }
+}
+
+/// One connection's place in the count, given back when dropped (a handler that panics
+/// included).
+struct Slot(usize, Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Slot {
+        Slot(open.fetch_add(1, Ordering::Relaxed) + 1, open.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -182,7 +215,16 @@ pub fn parse_request(head: &[u8]) -> Result<HttpRequest, HttpResponse> {
         return Err(bad());
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(HttpRequest { method: method.to_owned(), path: path.to_owned(), query: query.to_owned() })
+    let host = String::from_utf8_lossy(&head[line_end..]).lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("host").then(|| value.trim().to_owned())
+    });
+    Ok(HttpRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        host,
+    })
 }
 
 async fn write_response(
@@ -220,11 +262,15 @@ mod tests {
 
     #[test]
     fn request_lines_are_read_strictly() {
-        let r = parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a").unwrap();
+        let r = parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nAccept: */*\r\nhost: a:80").unwrap();
         assert_eq!(
             (r.method.as_str(), r.path.as_str(), r.query.as_str()),
             ("GET", "/metrics", "x=1")
         );
+        assert_eq!((r.host.as_deref(), r.host_name()), (Some("a:80"), Some("a")));
+        let v6 = parse_request(b"GET / HTTP/1.1\r\nHost: [::1]:8088").unwrap();
+        assert_eq!(v6.host_name(), Some("::1"));
+        assert_eq!(parse_request(b"GET / HTTP/1.0").unwrap().host_name(), None);
         for bad in [
             &b"GET /metrics"[..],
             b"GET  / HTTP/1.1",
@@ -242,6 +288,27 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_gives_its_connection_slot_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handler: HttpHandler = Arc::new(|req: HttpRequest| {
+            Box::pin(async move {
+                assert!(req.path != "/panic", "a handler bug");
+                HttpResponse::ok("text/plain", "fine")
+            })
+        });
+        let server = HttpServer::start(listener, handler).unwrap();
+        let addr = server.local_addr();
+        for _ in 0..CONNECTIONS_MAX + 5 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /panic HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+        }
+        let ok = get(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
     }
 
     #[tokio::test]

@@ -51,6 +51,8 @@ pub enum Event {
         offset: i64,
         at_ms: i64,
     },
+    /// Replicas lost power (the last such moment of the run), at `at_ms` since its start.
+    PowerLoss { at_ms: i64 },
     /// A consumer of `group` asked for `id` again later (its listener answered "later"; its
     /// client sends the message back to the broker right after), at `at_ms` since the run's
     /// start: from then on, the group's copy of `id` is the one sent back.

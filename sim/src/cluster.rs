@@ -162,6 +162,8 @@ pub struct SimCluster {
     latency_spikes: Mutex<u32>,
     /// The furthest each group's replicas' clocks were stepped ahead in this run.
     ahead_max: Mutex<BTreeMap<usize, i64>>,
+    /// When the last power loss of any replica happened.
+    last_power_loss: Mutex<Option<madsim::time::Instant>>,
 }
 
 /// Every link's latency while a latency spike is in force: well past the 250 ms heartbeat, so
@@ -240,6 +242,7 @@ impl SimCluster {
             admin: Mutex::new(None),
             latency_spikes: Mutex::new(0),
             ahead_max: Mutex::new(BTreeMap::new()),
+            last_power_loss: Mutex::new(None),
         }
     }
 
@@ -510,7 +513,19 @@ impl SimCluster {
         use rocketraft_store::io::sim::RandomPowerLoss;
         self.disks[&(g, r)].power_loss(&mut RandomPowerLoss::new(seed));
         self.metas[&(g, r)].power_loss(|n| (seed as usize) % (n + 1));
+        self.lost_power(g, r);
+    }
+
+    fn lost_power(&self, g: usize, r: u64) {
         *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
+        #[allow(clippy::disallowed_methods)] // virtual time under madsim
+        let now = madsim::time::Instant::now();
+        *self.last_power_loss.lock().unwrap() = Some(now);
+    }
+
+    /// When the last power loss of any replica happened in this run.
+    pub fn last_power_loss(&self) -> Option<madsim::time::Instant> {
+        *self.last_power_loss.lock().unwrap()
     }
 
     /// The worst power loss of replica (g, r)'s machine (call it while the replica is
@@ -519,7 +534,7 @@ impl SimCluster {
         use rocketraft_store::io::sim::DropAllUnsynced;
         self.disks[&(g, r)].power_loss(&mut DropAllUnsynced);
         self.metas[&(g, r)].power_loss(|_| 0);
-        *self.power_losses.lock().unwrap().entry((g, r)).or_default() += 1;
+        self.lost_power(g, r);
     }
 
     /// Makes every CommitLog sync of replica (g, r) take `ms` longer (a slow disk); 0 heals.

@@ -769,11 +769,20 @@ mod whole_cluster {
         may_lose: MayLose,
     ) -> Vec<String> {
         let MayLose::AckedFrom(from) = may_lose else { return lost };
+        // Only those sent back before the power loss: one sent back after it was not lost by it.
+        let Some(loss) = h.events.iter().rev().find_map(|e| match e {
+            check::Event::PowerLoss { at_ms } => Some(*at_ms),
+            _ => None,
+        }) else {
+            return lost;
+        };
         let late: std::collections::BTreeSet<&str> = h
             .events
             .iter()
             .filter_map(|e| match e {
-                check::Event::SentBack { group: g, id, at_ms } if g == group && *at_ms >= from => {
+                check::Event::SentBack { group: g, id, at_ms }
+                    if g == group && (from..=loss).contains(at_ms) =>
+                {
                     Some(id.as_str())
                 }
                 _ => None,
@@ -1706,6 +1715,10 @@ mod whole_cluster {
             r = faulted => r,
             _ = observe => unreachable!("the observer never ends"),
         };
+        if let Some(at) = cluster.last_power_loss() {
+            let at_ms = at.saturating_duration_since(t0).as_millis() as i64;
+            history.lock().unwrap().push(check::Event::PowerLoss { at_ms });
+        }
         let tx_producer = tx_producer.await.unwrap();
         probe_stop.store(true, Ordering::SeqCst);
         let probe_acks = probe.await.unwrap();
