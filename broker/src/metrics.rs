@@ -38,7 +38,35 @@ impl Default for Flow {
     }
 }
 
+/// The names and help texts of a flow's series: messages, bytes, latency.
+type FlowSeries = [(&'static str, &'static str); 3];
+
+const SENDS: FlowSeries = [
+    ("rocketraft_send_messages", "Messages stored by sends (SEND_OK), by topic."),
+    ("rocketraft_send_bytes", "Bytes of the records stored by sends, by topic."),
+    (
+        "rocketraft_send_latency_seconds",
+        "From a send's admission to its SEND_OK (proposal, replication, fsyncs, apply), by topic.",
+    ),
+];
+
+const PULLS: FlowSeries = [
+    ("rocketraft_pull_messages", "Messages returned by pulls, by consumer group and topic."),
+    ("rocketraft_pull_bytes", "Bytes returned by pulls, by consumer group and topic."),
+    (
+        "rocketraft_pull_latency_seconds",
+        "How long a pull that found messages took to read and filter them (a held pull's wait not included).",
+    ),
+];
+
 impl Flow {
+    fn gather(&self, out: &mut Gather, series: &FlowSeries, labels: &[(&'static str, &str)]) {
+        let [(messages, messages_help), (bytes, bytes_help), (latency, latency_help)] = *series;
+        out.counter(messages, messages_help, labels, self.messages.get());
+        out.counter(bytes, bytes_help, labels, self.bytes.get());
+        out.histogram(latency, latency_help, labels, &self.latency);
+    }
+
     fn add(&self, messages: u64, bytes: u64, latency: std::time::Duration) {
         self.messages.add(messages);
         self.bytes.add(bytes);
@@ -116,49 +144,13 @@ fn gather_paths<S: Storage + Clone, M: MetaStore>(inner: &Arc<Inner<S, M>>, out:
     let catalog = inner.replica.metadata();
     stats.sends.retain(|t| matches!(catalog.topic(t), Ok(Some(_))));
     for (topic, s) in stats.sends.entries() {
-        let l = [("topic", topic.as_str())];
-        out.counter(
-            "rocketraft_send_messages",
-            "Messages stored by sends (SEND_OK), by topic.",
-            &l,
-            s.messages.get(),
-        );
-        out.counter(
-            "rocketraft_send_bytes",
-            "Bytes of the records stored by sends, by topic.",
-            &l,
-            s.bytes.get(),
-        );
-        out.histogram(
-            "rocketraft_send_latency_seconds",
-            "From a send's admission to its SEND_OK (proposal, replication, fsyncs, apply), by topic.",
-            &l,
-            &s.latency,
-        );
+        s.gather(out, &SENDS, &[("topic", topic.as_str())]);
     }
     stats.pulls.retain(|g| matches!(catalog.group(g), Ok(Some(_))));
     for (group, topics) in stats.pulls.entries() {
         topics.0.retain(|t| matches!(catalog.topic(t), Ok(Some(_))));
         for (topic, p) in topics.0.entries() {
-            let l = [("consumer_group", group.as_str()), ("topic", topic.as_str())];
-            out.counter(
-                "rocketraft_pull_messages",
-                "Messages returned by pulls, by consumer group and topic.",
-                &l,
-                p.messages.get(),
-            );
-            out.counter(
-                "rocketraft_pull_bytes",
-                "Bytes returned by pulls, by consumer group and topic.",
-                &l,
-                p.bytes.get(),
-            );
-            out.histogram(
-                "rocketraft_pull_latency_seconds",
-                "How long a pull that found messages took to read and filter them (a held pull's wait not included).",
-                &l,
-                &p.latency,
-            );
+            p.gather(out, &PULLS, &[("consumer_group", group.as_str()), ("topic", topic.as_str())]);
         }
     }
 }

@@ -269,14 +269,8 @@ setInterval(refresh, 2000);
 
 async fn topics(admin: &Admin) -> Page {
     let topics = user_topics(admin).await?;
-    let mut html = String::from("<ul class=\"names\">");
-    for t in &topics {
-        let _ = write!(html, "<li><a href=\"/topic?name={}\">{}</a></li>", url(t), esc(t));
-    }
-    html.push_str("</ul>");
-    if topics.is_empty() {
-        html = "<p>No topic yet.</p>".into();
-    }
+    let html =
+        if topics.is_empty() { "<p>No topic yet.</p>".into() } else { links("/topic", &topics) };
     Ok((format!("Topics ({})", topics.len()), html))
 }
 
@@ -322,25 +316,19 @@ async fn topic(admin: &Admin, name: &str) -> Page {
         ],
         route["queues"].as_array().map_or(&[][..], Vec::as_slice),
     ));
-    html.push_str("<h2>Consumer groups</h2><ul class=\"names\">");
-    for g in &groups {
-        let _ = write!(html, "<li><a href=\"/group?name={}\">{}</a></li>", url(g), esc(g));
-    }
-    html.push_str("</ul>");
+    html.push_str("<h2>Consumer groups</h2>");
+    html.push_str(&links("/group", &groups));
     Ok((format!("Topic {name}"), html))
 }
 
 async fn group_list(admin: &Admin) -> Page {
     let topics = user_topics(admin).await?;
     let groups = groups(admin, &topics).await;
-    let mut html = String::from("<ul class=\"names\">");
-    for g in &groups {
-        let _ = write!(html, "<li><a href=\"/group?name={}\">{}</a></li>", url(g), esc(g));
-    }
-    html.push_str("</ul>");
-    if groups.is_empty() {
-        html = "<p>No consumer group yet.</p>".into();
-    }
+    let html = if groups.is_empty() {
+        "<p>No consumer group yet.</p>".into()
+    } else {
+        links("/group", &groups)
+    };
     Ok((format!("Consumer groups ({})", groups.len()), html))
 }
 
@@ -424,6 +412,16 @@ async fn message(
     ));
     let what = key.map_or_else(|| format!("id {}", id.unwrap_or_default()), |k| format!("key {k}"));
     Ok((format!("Messages with {what}"), html))
+}
+
+/// A list of `names`, each a link to the page `path?name=NAME`.
+fn links<'a>(path: &str, names: impl IntoIterator<Item = &'a String>) -> String {
+    let mut html = String::from("<ul class=\"names\">");
+    for n in names {
+        let _ = write!(html, "<li><a href=\"{path}?name={}\">{}</a></li>", url(n), esc(n));
+    }
+    html.push_str("</ul>");
+    html
 }
 
 /// An HTML table of `rows` (JSON objects), one column per (label, key).
