@@ -85,7 +85,13 @@ struct Inner {
     routes: Mutex<BTreeMap<String, Arc<TopicRoute>>>,
     /// broker name -> replicas, merged from every route seen (heartbeats and lookups by name).
     brokers: Mutex<BTreeMap<String, BTreeMap<i64, String>>>,
+    /// topic -> when its route was last fetched (see [`Routes::refresh_after_failure`]).
+    fetched: Mutex<BTreeMap<String, tokio::time::Instant>>,
 }
+
+/// A route refreshed because a call to one of its brokers failed is fetched at most this often:
+/// every pull loop of a consumer that meets one dead master asks, and one answer serves them.
+pub const FAILURE_REFRESH_MIN_MS: u64 = 1_000;
 
 /// The cache; cheap to clone.
 #[derive(Clone)]
@@ -103,6 +109,7 @@ impl Routes {
                 next: AtomicUsize::new(0),
                 routes: Mutex::new(BTreeMap::new()),
                 brokers: Mutex::new(BTreeMap::new()),
+                fetched: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -117,6 +124,13 @@ impl Routes {
 
     /// Fetches `topic`'s route now and caches it.
     pub async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        {
+            let mut fetched = lock(&self.inner.fetched);
+            if fetched.len() >= ROUTES_MAX && !fetched.contains_key(topic) {
+                fetched.clear();
+            }
+            fetched.insert(topic.to_owned(), crate::clock::instant());
+        }
         let data = self.fetch(topic).await?;
         let route = Arc::new(TopicRoute::new(topic, data));
         {
@@ -131,6 +145,20 @@ impl Routes {
         }
         routes.insert(topic.to_owned(), route.clone());
         Ok(route)
+    }
+
+    /// Refreshes `topic`'s route after a call to one of its brokers failed (it may have lost
+    /// its master), unless a fetch of it started less than [`FAILURE_REFRESH_MIN_MS`] ago.
+    pub async fn refresh_after_failure(&self, topic: &str) {
+        let recent = lock(&self.inner.fetched).get(topic).is_some_and(|at| {
+            crate::clock::instant().saturating_duration_since(*at)
+                < std::time::Duration::from_millis(FAILURE_REFRESH_MIN_MS)
+        });
+        if !recent {
+            if let Err(e) = self.refresh(topic).await {
+                tracing::debug!(%topic, error = %e, "route not refreshed");
+            }
+        }
     }
 
     /// Refreshes every cached topic (the periodic poll); failures are logged and the old

@@ -1007,8 +1007,12 @@ impl<L: MessageListener> Inner<L> {
                 }
                 Err(e) => {
                     tracing::debug!(queue = ?pq.mq, error = %e, "pull failed; trying again");
-                    if matches!(e, ClientError::Broker { .. } | ClientError::NoRoute { .. }) {
-                        let _ = self.core.routes.refresh(&pq.mq.topic).await;
+                    // The master may be gone (refused, unreachable, closed, or no longer the
+                    // master): the route says where it is now, without waiting for the
+                    // periodic poll (30 s).
+                    if !matches!(e, ClientError::Protocol { .. } | ClientError::InvalidArgument(_))
+                    {
+                        self.core.routes.refresh_after_failure(&pq.mq.topic).await;
                     }
                     tokio::select! {
                         biased;
