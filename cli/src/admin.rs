@@ -292,16 +292,32 @@ fn members_output(group: &str, what: String, voters: &[u64], learners: &[u64]) -
 
 /// Adds Raft node `node` (started already, listening for Raft at `raft_addr`, with an empty
 /// data directory) to broker group `group`: it joins as a learner, catches up, then votes.
+///
+/// With `repair`, the replica is one started again under its id on an empty data directory
+/// (its old one quarantined, or lost), which its group refuses as a stranger: it is removed
+/// first (if still a member; never while it leads: a replica that leads is not the one to
+/// repair), then added again, and copies the group's log from the leader.
 pub async fn cluster_add_replica(
     admin: &Admin,
     group: &str,
     node: u64,
     raft_addr: &str,
     timeout_ms: u64,
+    repair: bool,
 ) -> anyhow::Result<Output> {
-    let (_, addr, _, _) = group_leader(admin, group).await?;
+    let (_, addr, leader, _) = group_leader(admin, group).await?;
+    if repair {
+        if leader == node {
+            anyhow::bail!(
+                "node {node} leads {group}: a leading replica is not one to repair (a replica \
+                 on damaged or empty data cannot lead); check the node id"
+            );
+        }
+        admin.remove_replica(&addr, node, timeout_ms).await?;
+    }
     let (voters, learners) = admin.add_replica(&addr, node, raft_addr, timeout_ms).await?;
-    Ok(members_output(group, format!("node {node} added"), &voters, &learners))
+    let done = if repair { "repaired" } else { "added" };
+    Ok(members_output(group, format!("node {node} {done}"), &voters, &learners))
 }
 
 /// Removes Raft node `node` from broker group `group`. If it leads, its leadership goes first

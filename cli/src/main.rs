@@ -46,6 +46,26 @@ struct Cli {
 }
 
 /// Where the cluster is, for every command that talks to one.
+/// A replica to (re)join its group: started already, with an empty data directory.
+#[derive(Args)]
+struct ReplicaAt {
+    /// The broker group (brokerName).
+    #[arg(long)]
+    group: String,
+    /// The replica's Raft node id.
+    #[arg(long)]
+    node: u64,
+    /// The replica's Raft address (host:port), as the other replicas reach it.
+    #[arg(long)]
+    addr: String,
+    /// How long it may take to catch up before the command gives up (it stays a learner,
+    /// still catching up; run the command again to wait more).
+    #[arg(long, default_value_t = 600_000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    target: Target,
+}
+
 #[derive(Args, Clone)]
 struct Target {
     /// NameServer address(es), `;`-separated, as RocketMQ's clients take them.
@@ -411,23 +431,7 @@ enum ClusterCmd {
     /// Add a replica to a running group: start it first (`rocketraft broker` with an empty
     /// data directory, the group's `peers` and its own `[raft] addr`); it joins as a learner,
     /// catches up from the leader, then votes.
-    AddReplica {
-        /// The broker group (brokerName).
-        #[arg(long)]
-        group: String,
-        /// The new replica's Raft node id (one the group does not use).
-        #[arg(long)]
-        node: u64,
-        /// The new replica's Raft address (host:port), as the other replicas reach it.
-        #[arg(long)]
-        addr: String,
-        /// How long it may take to catch up before the command gives up (it stays a
-        /// learner, still catching up; run the command again to wait more).
-        #[arg(long, default_value_t = 600_000)]
-        timeout_ms: u64,
-        #[command(flatten)]
-        target: Target,
-    },
+    AddReplica(ReplicaAt),
     /// Remove a replica from its group (its leadership moves first if it leads); its process
     /// unregisters and exits, and will not serve from its data directory again.
     RemoveReplica {
@@ -442,6 +446,10 @@ enum ClusterCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Repair a replica from its peers: started again under its id on an empty data
+    /// directory (its old one quarantined, or lost), it is removed and added again, and
+    /// copies the group's log from the leader.
+    RepairReplica(ReplicaAt),
     /// Replace a replica (a dead machine) by a new one: add the new one, then remove the old,
     /// so the group never has fewer voters than before.
     ReplaceReplica {
@@ -745,16 +753,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::cluster_transfer_leader(&a, &group, to, timeout_ms).await
             })
         }
-        Command::Cluster(ClusterCmd::AddReplica { group, node, addr, timeout_ms, target }) => {
-            with_admin(&target, |a| async move {
-                admin::cluster_add_replica(&a, &group, node, &addr, timeout_ms).await
-            })
-        }
+        Command::Cluster(ClusterCmd::AddReplica(r)) => add_replica(r, false),
         Command::Cluster(ClusterCmd::RemoveReplica { group, node, timeout_ms, target }) => {
             with_admin(&target, |a| async move {
                 admin::cluster_remove_replica(&a, &group, node, timeout_ms).await
             })
         }
+        Command::Cluster(ClusterCmd::RepairReplica(r)) => add_replica(r, true),
         Command::Cluster(ClusterCmd::ReplaceReplica {
             group,
             from,
@@ -955,6 +960,14 @@ fn explain(e: anyhow::Error, target: &Target) -> anyhow::Error {
 }
 
 /// Runs an admin call and prints its output.
+/// `cluster add-replica`, or with `repair` `cluster repair-replica`.
+fn add_replica(r: ReplicaAt, repair: bool) -> anyhow::Result<()> {
+    let ReplicaAt { group, node, addr, timeout_ms, target } = r;
+    with_admin(&target, |a| async move {
+        admin::cluster_add_replica(&a, &group, node, &addr, timeout_ms, repair).await
+    })
+}
+
 fn with_admin<F, Fut>(target: &Target, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(std::sync::Arc<Admin>) -> Fut,

@@ -129,3 +129,108 @@ fn a_dead_replica_is_replaced_and_a_live_one_removed_with_nothing_lost() {
     let lost: Vec<&String> = acked.difference(&received).collect();
     assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
 }
+
+/// A replica that finds its own synced data damaged quarantines itself, and is repaired from
+/// its peers: a follower is SIGKILLed; the leader takes 400 sends of 64 KiB (more than its
+/// window of recent entries, so they are read back from its disk); a bit is flipped on the
+/// leader's disk in the first of them; the follower restarts and its catch-up reads that entry
+/// on the leader, which quarantines itself and exits 1 (the others serve on). Started again on
+/// its data it refuses to start and says how to repair it; started on an empty directory and
+/// repaired with `cluster repair-replica`, it catches up, leads on request, and every
+/// acknowledged message is consumed from it.
+#[test]
+fn a_quarantined_replica_is_repaired_from_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ProcGroup { ns: _ns, namesrv, configs, mut brokers, leader } = ProcGroup::start(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut acked = rt.block_on(send(&namesrv, 0, 100));
+
+    let follower = (leader + 1) % 3;
+    brokers[follower as usize].signal("-KILL");
+    // Bodies sent as they are (not compressed), so the test finds one on the disk.
+    let config =
+        ProducerConfig { compress_over_bytes: usize::MAX, ..ProducerConfig::new(&namesrv) };
+    let producer = rt.block_on(Producer::start(config)).unwrap();
+    for i in 0..400 {
+        let mut body = format!("DAMAGE-ME-{i}:").into_bytes();
+        body.resize(64 << 10, b'x');
+        let sent = rt.block_on(producer.send(Message::new("MemberTopic", body)));
+        acked.insert(sent.unwrap_or_else(|e| panic!("send {i} failed: {e}")).msg_id);
+    }
+    rt.block_on(producer.shutdown());
+
+    // A bit flips in the leader's copy of the first of them (on its disk: the broker maps the
+    // same pages).
+    let segment = dir.path().join(format!("broker-a-{leader}/commitlog/{:020}", 0));
+    let bytes = std::fs::read(&segment).unwrap();
+    let at =
+        bytes.windows(12).position(|w| w == b"DAMAGE-ME-0:").expect("the first big body") + 100;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+        file.write_all_at(&[bytes[at] ^ 0x10], at as u64).unwrap();
+        file.sync_all().unwrap();
+    }
+    drop(bytes);
+
+    brokers[follower as usize] = support::start_broker(dir.path(), &configs, follower as usize);
+    let status = brokers[leader as usize].wait_exit(30).unwrap_or_else(|| {
+        panic!("the damaged leader kept running:\n{}", brokers[leader as usize].log_text())
+    });
+    let log = brokers[leader as usize].log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("quarantined"), "{log}");
+    // The two others serve on.
+    acked.extend(rt.block_on(send(&namesrv, 100, 100)));
+
+    // Started again on its data, it refuses, and says what to do.
+    let again = support::rocketraft()
+        .args(["broker", "--config", configs[leader as usize].to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr).into_owned()
+        + &String::from_utf8_lossy(&again.stdout);
+    assert!(!again.status.success(), "it started on damaged data: {said}");
+    assert!(said.contains("quarantined") && said.contains("repair-replica"), "{said}");
+
+    // The operator's repair: the data set aside, an empty directory, `repair-replica`.
+    let data = dir.path().join(format!("broker-a-{leader}"));
+    std::fs::rename(&data, dir.path().join(format!("broker-a-{leader}.damaged"))).unwrap();
+    brokers[leader as usize] = support::start_broker(dir.path(), &configs, leader as usize);
+    let text = std::fs::read_to_string(&configs[leader as usize]).unwrap();
+    let raft_addr = text
+        .split(&format!("\"{leader}\" = \""))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("its address in peers")
+        .to_owned();
+    let done = cli(
+        &namesrv,
+        &["cluster", "repair-replica", "--group", "broker-a"],
+        &[("--node", leader.to_string()), ("--addr", raft_addr)],
+    );
+    let voters: BTreeSet<u64> =
+        done["voters"].as_array().unwrap().iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(voters, (0..3).collect(), "{done}");
+    let view = wait_cluster(&namesrv, 30, |c| {
+        c.len() == 3 && c.iter().all(|r| r["role"] != "not registered" && r["lagEntries"] == 0)
+    });
+    assert!(
+        view.len() == 3 && view.iter().all(|r| r["lagEntries"] == 0),
+        "{view:?}\n{}",
+        brokers[leader as usize].log_text()
+    );
+
+    // It holds the group's log: made leader, it serves every acknowledged message.
+    cli(
+        &namesrv,
+        &["cluster", "transfer-leader", "--group", "broker-a"],
+        &[("--to", leader.to_string())],
+    );
+    wait_cluster(&namesrv, 10, |c| leader_of(c) == Some(leader));
+    acked.extend(rt.block_on(send(&namesrv, 200, 100)));
+    let received = rt.block_on(consume_ids(&namesrv, "MemberTopic", "repair-group", &acked, 30));
+    let lost: Vec<&String> = acked.difference(&received).collect();
+    assert!(lost.is_empty(), "{} acknowledged messages lost: {lost:?}", lost.len());
+}

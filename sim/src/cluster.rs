@@ -445,6 +445,8 @@ impl SimCluster {
     pub fn wipe(&self, g: usize, r: u64) {
         self.disks[&(g, r)].wipe();
         self.metas[&(g, r)].wipe();
+        // The damage a run put on that disk went with it.
+        self.corrupted.lock().unwrap().remove(&(g, r));
     }
 
     /// Kills a client node made by [`SimCluster::client_node`]: a client process crashes

@@ -23,9 +23,10 @@ pub enum StoreError {
     /// index pointed to) and it was quarantined: it does not open again until repaired.
     #[error(
         "this replica's CommitLog is quarantined: {reason}. Its synced data is damaged, so it \
-         must not vote or lead (it could vote away entries it acknowledged). Keep the files for \
-         diagnosis; the replica can only rejoin empty through a membership change. The marker \
-         is {marker}"
+         must not vote or lead (it could vote away entries it acknowledged). To repair it from \
+         its peers: move this data directory aside (keep it for diagnosis), start the replica \
+         again on an empty one, and run `rocketraft cluster repair-replica` (README, \
+         \"Repairing a quarantined replica\"). The marker is {marker}"
     )]
     Quarantined { reason: String, marker: String },
     /// A file other than the CommitLog is damaged.
