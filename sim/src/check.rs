@@ -35,8 +35,9 @@ pub enum Event {
     Delivered { consumer: String, group: String, id: String, queue: (String, i32), offset: i64 },
     /// A broker group's committed consumer offset of (group, broker, queue), as read back.
     OffsetSeen { group: String, queue: (String, i32), offset: i64 },
-    /// A replica of `broker` saw `leader` leading in `term`.
-    Leader { broker: String, term: u64, leader: u64 },
+    /// Replica `seen_by` of `broker` (its id, `#` and how many times its data was wiped)
+    /// saw `leader` leading in `term`.
+    Leader { broker: String, seen_by: String, term: u64, leader: u64 },
     /// The delayed message `id` may not be delivered before `not_before_ms` (ms since the
     /// run's start: its send started then, plus its delay).
     Due { id: String, not_before_ms: i64 },
@@ -326,19 +327,30 @@ pub fn offset_regressions(h: &History) -> Vec<(String, (String, i32), i64, i64)>
     bad
 }
 
-/// At most one leader per term per broker group (B.5 #1). Returns (broker, term, leaders).
-pub fn split_brains(h: &History) -> Vec<(String, u64, BTreeSet<u64>)> {
-    let mut leaders: BTreeMap<(&str, u64), BTreeSet<u64>> = BTreeMap::new();
+/// A leader id as openraft orders it: (term, node id).
+pub type LeaderId = (u64, u64);
+
+/// Election safety (B.5 #1) as openraft defines it: a leader is elected by a quorum for a
+/// leader id (term, node id), ordered by term then node id, and a replica votes only for
+/// leader ids above the one it holds. So a term may see several leaders in turn (openraft's
+/// default mode: candidates that stand in one term at once can each win it, the higher node
+/// id last, as if it were a later term), but a replica never goes back to an older leader id
+/// (a vote lost or given twice would show as one). Returns (broker, replica, from, to) for
+/// each step back: leader ids as (term, node).
+pub fn split_brains(h: &History) -> Vec<(String, String, LeaderId, LeaderId)> {
+    let mut last: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    let mut bad = Vec::new();
     for e in &h.events {
-        if let Event::Leader { broker, term, leader } = e {
-            leaders.entry((broker.as_str(), *term)).or_default().insert(*leader);
+        if let Event::Leader { broker, seen_by, term, leader } = e {
+            let id = (*term, *leader);
+            let seen = last.entry((broker.as_str(), seen_by.as_str())).or_insert(id);
+            if id < *seen {
+                bad.push((broker.clone(), seen_by.clone(), *seen, id));
+            }
+            *seen = (*seen).max(id);
         }
     }
-    leaders
-        .into_iter()
-        .filter(|(_, l)| l.len() > 1)
-        .map(|((b, t), l)| (b.to_owned(), t, l))
-        .collect()
+    bad
 }
 
 /// Each queue offset holds one message: two different ids delivered from one (queue, offset)
@@ -376,25 +388,42 @@ fn one_offset_many_ids<'a>(
         .collect()
 }
 
-/// Replica states at quiesce: (replica, applied index, committed log bytes).
-pub type ReplicaState = (u64, u64, Vec<u8>);
+/// A replica's state at quiesce.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    pub id: u64,
+    /// Its applied index.
+    pub applied: u64,
+    /// The CommitLog position its log starts at (retention deletes whole segments from the
+    /// front, each replica on its own schedule).
+    pub start: u64,
+    /// Its log's bytes from `start` to its end.
+    pub log: Vec<u8>,
+}
 
 /// At quiesce, no follower is ahead of the leader and every replica's log is byte-identical
-/// to the leader's (B.5 #7). Returns what differs.
+/// to the leader's (B.5 #7) over the range both still hold, and ends where the leader's ends.
+/// Returns what differs.
 pub fn replicas_diverge(leader: u64, replicas: &[ReplicaState]) -> Vec<String> {
-    let Some((_, leader_applied, leader_log)) = replicas.iter().find(|r| r.0 == leader) else {
+    let Some(lead) = replicas.iter().find(|r| r.id == leader) else {
         return vec![format!("leader {leader} is not among the replicas")];
     };
+    let lead_end = lead.start + lead.log.len() as u64;
     let mut bad = Vec::new();
-    for (id, applied, log) in replicas {
-        if applied > leader_applied {
-            bad.push(format!("replica {id} applied {applied} > leader's {leader_applied}"));
+    for r in replicas {
+        if r.applied > lead.applied {
+            bad.push(format!("replica {} applied {} > leader's {}", r.id, r.applied, lead.applied));
         }
-        if log != leader_log {
+        let end = r.start + r.log.len() as u64;
+        let from = r.start.max(lead.start);
+        let same = end == lead_end
+            && (from >= end
+                || r.log[(from - r.start) as usize..] == lead.log[(from - lead.start) as usize..]);
+        if !same {
             bad.push(format!(
-                "replica {id}'s log ({} bytes) differs from the leader's ({} bytes)",
-                log.len(),
-                leader_log.len()
+                "replica {}'s log [{}, {end}) differs from the leader's [{}, {lead_end}) over \
+                 what both hold",
+                r.id, r.start, lead.start
             ));
         }
     }
@@ -587,16 +616,28 @@ mod tests {
     }
 
     #[test]
-    fn two_leaders_in_one_term_are_split_brain() {
+    fn a_replica_never_goes_back_to_an_older_leader_id() {
         let mut h = History::default();
-        let l = |b: &str, term, leader| Event::Leader { broker: b.into(), term, leader };
-        h.push(l("a", 1, 0));
-        h.push(l("a", 1, 0));
-        h.push(l("a", 2, 1));
-        h.push(l("b", 1, 2));
+        let l = |b: &str, by: &str, term, leader| Event::Leader {
+            broker: b.into(),
+            seen_by: by.into(),
+            term,
+            leader,
+        };
+        h.push(l("a", "0#0", 1, 0));
+        h.push(l("a", "0#0", 1, 0));
+        h.push(l("a", "0#0", 2, 1));
+        // Two leaders of one term in turn, the higher node id last: openraft's leader ids.
+        h.push(l("a", "0#0", 2, 2));
+        h.push(l("a", "1#0", 2, 1));
+        h.push(l("b", "0#0", 1, 2));
+        // A wiped replica starts its views again.
+        h.push(l("a", "0#1", 1, 0));
         assert!(split_brains(&h).is_empty());
-        h.push(l("a", 2, 2));
-        assert_eq!(split_brains(&h), vec![("a".to_owned(), 2, [1, 2].into())]);
+        h.push(l("a", "1#0", 1, 2));
+        assert_eq!(split_brains(&h), vec![("a".to_owned(), "1#0".to_owned(), (2, 1), (1, 2))]);
+        h.push(l("a", "0#0", 2, 1));
+        assert_eq!(split_brains(&h).len(), 2, "back to a lower node id within one term");
     }
 
     #[test]
@@ -612,12 +653,24 @@ mod tests {
 
     #[test]
     fn replicas_must_match_the_leader() {
-        let same = vec![(0, 10, b"log".to_vec()), (1, 10, b"log".to_vec())];
-        assert!(replicas_diverge(0, &same).is_empty());
-        let ahead = vec![(0, 10, b"log".to_vec()), (1, 11, b"log".to_vec())];
-        assert_eq!(replicas_diverge(0, &ahead).len(), 1);
-        let differ = vec![(0, 10, b"log".to_vec()), (1, 10, b"lag".to_vec())];
-        assert_eq!(replicas_diverge(0, &differ).len(), 1);
+        let at =
+            |id, applied, start, log: &[u8]| ReplicaState { id, applied, start, log: log.to_vec() };
+        // (the leader 0, a follower, how many differences)
+        let cases = [
+            (at(0, 10, 0, b"log"), at(1, 10, 0, b"log"), 0),
+            (at(0, 10, 0, b"log"), at(1, 11, 0, b"log"), 1), // ahead of the leader
+            (at(0, 10, 0, b"log"), at(1, 10, 0, b"lag"), 1),
+            // Logs trimmed at different points compare over what both hold...
+            (at(0, 10, 1, b"og"), at(1, 10, 2, b"g"), 0),
+            (at(0, 10, 0, b"log"), at(1, 10, 1, b"ag"), 1),
+            // ...and must end at the same place.
+            (at(0, 10, 0, b"log"), at(1, 10, 1, b"o"), 1),
+        ];
+        for (leader, follower, n) in cases {
+            let (l, f) = (format!("{leader:?}"), format!("{follower:?}"));
+            assert_eq!(replicas_diverge(0, &[leader, follower]).len(), n, "{l} {f}");
+        }
+        let same = [at(0, 10, 0, b"log"), at(1, 10, 0, b"log")];
         assert_eq!(replicas_diverge(5, &same).len(), 1, "no such leader");
     }
 }

@@ -127,6 +127,7 @@ pub struct ReplicaView {
     pub raft: Raft<TypeConfig>,
     pub log: Arc<Mutex<CommitLog<SimStorage>>>,
     pub state_machine: StateMachine<SimStorage, MemMeta>,
+    pub dispatcher: Arc<Mutex<rocketraft_store::Dispatcher<SimStorage>>>,
 }
 
 type Views = Arc<Mutex<BTreeMap<(usize, u64), ReplicaView>>>;
@@ -148,6 +149,11 @@ pub struct SimCluster {
     stopped: Stopped,
     /// Replicas whose disk [`SimCluster::corrupt_entry`] damaged: they may be quarantined.
     corrupted: Mutex<std::collections::BTreeSet<(usize, u64)>>,
+    /// (group, topic, queue) -> the furthest start of that queue any replica had in this run
+    /// (see [`SimCluster::observe_retention`]).
+    retained: Mutex<BTreeMap<(usize, String, i32), u64>>,
+    /// How many times each replica's data was wiped (a wiped replica votes afresh).
+    wipes: Mutex<BTreeMap<(usize, u64), u32>>,
     /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
     /// does nothing, so overlapping fault schedules stay well-formed).
     down: Mutex<std::collections::BTreeSet<String>>,
@@ -236,6 +242,8 @@ impl SimCluster {
             views,
             stopped,
             corrupted: Mutex::new(Default::default()),
+            retained: Mutex::new(Default::default()),
+            wipes: Mutex::new(Default::default()),
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
@@ -445,8 +453,9 @@ impl SimCluster {
     pub fn wipe(&self, g: usize, r: u64) {
         self.disks[&(g, r)].wipe();
         self.metas[&(g, r)].wipe();
-        // The damage a run put on that disk went with it.
+        // The damage a run put on that disk went with it, and its vote.
         self.corrupted.lock().unwrap().remove(&(g, r));
+        *self.wipes.lock().unwrap().entry((g, r)).or_default() += 1;
     }
 
     /// Kills a client node made by [`SimCluster::client_node`]: a client process crashes
@@ -689,11 +698,17 @@ impl SimCluster {
     pub fn observe_leaders(&self, history: &Mutex<History>) {
         let views: Vec<_> =
             self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let wipes = self.wipes.lock().unwrap().clone();
         let mut h = history.lock().unwrap();
-        for ((g, _), v) in views {
+        for ((g, r), v) in views {
             let m = v.raft.metrics().borrow().clone();
             if let Some(l) = m.current_leader {
-                h.push(Event::Leader { broker: group_name(g), term: m.current_term, leader: l });
+                h.push(Event::Leader {
+                    broker: group_name(g),
+                    seen_by: format!("{r}#{}", wipes.get(&(g, r)).copied().unwrap_or(0)),
+                    term: m.current_term,
+                    leader: l,
+                });
             }
         }
     }
@@ -724,6 +739,68 @@ impl SimCluster {
         }
     }
 
+    /// Notes where queues `0..queues` of `topic` start on every running replica. Retention
+    /// deletes the oldest CommitLog segments (once a snapshot covers them; before their time
+    /// on a full disk), each replica on its own schedule, and a queue's start moves past the
+    /// messages that were in them: a consumer that had not read them yet never will (as in
+    /// RocketMQ). Called every 100 ms, and before the judge reads [`SimCluster::retained_from`].
+    pub fn observe_retention(&self, topic: &str, queues: i32) {
+        let views: Vec<_> =
+            self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut retained = self.retained.lock().unwrap();
+        for ((g, _), v) in views {
+            let dispatcher = v.dispatcher.lock().unwrap();
+            for q in 0..queues {
+                if let Some(cq) = dispatcher.queue(topic, q) {
+                    let start = cq.min_offset().0;
+                    let seen = retained.entry((g, topic.to_owned(), q)).or_default();
+                    *seen = (*seen).max(start);
+                }
+            }
+        }
+    }
+
+    /// The furthest start of group g's queue `q` of `topic` seen on any replica in this run:
+    /// a message below it may have been deleted by retention before a consumer read it.
+    pub fn retained_from(&self, g: usize, topic: &str, q: i32) -> u64 {
+        let retained = self.retained.lock().unwrap();
+        retained.get(&(g, topic.to_owned(), q)).copied().unwrap_or(0)
+    }
+
+    /// How many running replicas' logs no longer start where they began (retention deleted
+    /// segments, or a snapshot install reset the log to the leader's start), and how many
+    /// segments the longest log reaches into.
+    pub fn replicas_trimmed(&self) -> (usize, u64) {
+        let views = self.views.lock().unwrap();
+        let (mut trimmed, mut segments) = (0, 0);
+        for v in views.values() {
+            let log = v.log.lock().unwrap();
+            trimmed += usize::from(log.start().position.0 > 0);
+            segments = segments.max(log.end().position.0.div_ceil(log.config().segment_size_bytes));
+        }
+        (trimmed, segments)
+    }
+
+    /// Each running replica's log range, snapshot and retention floor, for a failure report.
+    pub fn retention_report(&self) -> String {
+        let views = self.views.lock().unwrap();
+        let mut out = String::new();
+        for ((g, r), v) in views.iter() {
+            let log = v.log.lock().unwrap();
+            let snapshot = v.raft.metrics().borrow().snapshot.map(|s| s.index);
+            out.push_str(&format!(
+                "\n  {}-{r}: log [{}, {}) at positions [{}, {}), snapshot {snapshot:?}, floor {:?}",
+                group_name(*g),
+                log.start().next_index.0,
+                log.end().next_index.0,
+                log.start().position.0,
+                log.end().position.0,
+                v.state_machine.retention_floor().map(|f| f.map(|p| p.0)),
+            ));
+        }
+        out
+    }
+
     /// (replica, applied index, whole log bytes) of group `g`'s running replicas.
     /// How many running replicas (of every group) hold a snapshot they built or installed.
     pub fn replicas_with_snapshots(&self) -> usize {
@@ -746,8 +823,9 @@ impl SimCluster {
             .map(|(r, v)| {
                 let applied = v.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
                 let log = v.log.lock().unwrap();
-                let bytes = log.bytes_between(log.start().position, log.end().position).unwrap();
-                (r, applied, bytes)
+                let start = log.start().position;
+                let bytes = log.bytes_between(start, log.end().position).unwrap();
+                ReplicaState { id: r, applied, start: start.0, log: bytes }
             })
             .collect()
     }
@@ -874,9 +952,12 @@ async fn run_replica(
         // Snapshots every 200 entries, so that a run (a few thousand entries) builds several
         // under its faults.
         timing: RaftTiming { snapshot_every_entries: 200, ..RaftTiming::default() },
-        // 4 MiB segments: room for the workload's 1 MiB bodies (an entry must fit a segment),
-        // and a few of them fill and roll in a run.
-        commit_log: CommitLogConfig { segment_size_bytes: 4 << 20, ..Default::default() },
+        // 1.25 MiB segments: room for the workload's 1 MiB bodies (an entry must fit a
+        // segment), and small enough that a run (1-3 MB a group) fills and rolls some, and
+        // retention deletes them: every segment is past its retention time here (the
+        // simulated disk's files are all written at time 0), so each one a snapshot covers
+        // goes, but the last, and those holding a parked or half message still to act on.
+        commit_log: CommitLogConfig { segment_size_bytes: 5 << 18, ..Default::default() },
         // Small index and queue files: the simulated disk keeps files in memory (twice: data
         // and what is durable), and the defaults (420 MB an index file, 7.2 MB a queue file,
         // some 25 queues a replica with the parked ones) times six replicas are gigabytes.
@@ -940,6 +1021,7 @@ async fn run_replica(
             raft: node.raft.clone(),
             log: node.log.clone(),
             state_machine: node.state_machine.clone(),
+            dispatcher: node.dispatcher.clone(),
         },
     );
     // A fatal error stops the replica as it stops a real process: it unregisters and serves

@@ -118,6 +118,9 @@ pub async fn produce(
 ) -> ProduceReport {
     let mut config = ProducerConfig::new(&ns);
     config.send_timeout_ms = 5_000;
+    // Bodies go as they are: compressed (over 4 KiB by default) the large ones would reach the
+    // log as a few KiB, and never fill segments, cut AppendEntries or wake retention.
+    config.compress_over_bytes = usize::MAX;
     config.client = named(config.client, &format!("producer-{first}"));
     let producer = Producer::start(config).await.expect("producer starts");
     let mut report = ProduceReport::default();
