@@ -177,6 +177,7 @@ pub async fn run<S: Storage + Clone, M: MetaStore>(
             compressed: Some(false),
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
             raft_term: i64::try_from(term).ok(),
+            raft_leader: master.then(|| i64::try_from(node_id).ok()).flatten(),
         };
         let cmd = RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body);
         let mut refused = false;

@@ -37,6 +37,9 @@ pub struct Registration {
     pub topics: BTreeMap<String, TopicConfig>,
     /// The Raft term it registers in (RocketRaft brokers say; RocketMQ's do not).
     pub raft_term: Option<i64>,
+    /// The node id of that term's leader (RocketRaft brokers say, since openraft's leader ids
+    /// are (term, node id): one term may see two leaders in turn, the higher id last).
+    pub raft_leader: Option<i64>,
 }
 
 /// What a registration answers.
@@ -70,6 +73,7 @@ struct Live {
     ha_server_addr: String,
     conn: ConnId,
     raft_term: Option<i64>,
+    raft_leader: Option<i64>,
 }
 
 /// The NameServer's whole state.
@@ -93,10 +97,11 @@ impl Registry {
     }
 
     /// Why `r` may not be recorded: it names itself master of a group whose live master is at
-    /// another address and said its Raft term, and `r` does not claim a newer term (an
-    /// impostor, or a deposed leader that has not heard of its successor yet). A master that
-    /// said no term (a RocketMQ broker) is replaced by the newer registration, as RocketMQ
-    /// does.
+    /// another address and said its Raft term, and `r` does not claim a newer leader id (an
+    /// impostor, or a deposed leader that has not heard of its successor yet): a newer term,
+    /// or the same term won by a higher node id where both said theirs (openraft's leader
+    /// ids). A master that said no term (a RocketMQ broker) is replaced by the newer
+    /// registration, as RocketMQ does.
     pub fn master_conflict(&self, r: &Registration) -> Option<String> {
         if r.broker_id != MASTER_ID {
             return None;
@@ -105,9 +110,13 @@ impl Registry {
         if *current == r.broker_addr {
             return None;
         }
-        let held = self.live.get(current)?.raft_term?;
+        let live = self.live.get(current)?;
+        let held = live.raft_term?;
+        let higher_leader =
+            matches!((r.raft_leader, live.raft_leader), (Some(a), Some(b)) if a > b);
         match r.raft_term {
             Some(claimed) if claimed > held => None,
+            Some(claimed) if claimed == held && higher_leader => None,
             claimed => Some(format!(
                 "{current} is the live master of {} at Raft term {held}; {} claims {} and cannot \
                  replace it",
@@ -153,10 +162,11 @@ impl Registry {
                 self.remove_addr_from(&old_name, &r.broker_addr);
             }
         }
-        let news = self
-            .live
-            .get(&r.broker_addr)
-            .is_none_or(|l| l.broker_id != r.broker_id || l.raft_term != r.raft_term);
+        let news = self.live.get(&r.broker_addr).is_none_or(|l| {
+            l.broker_id != r.broker_id
+                || l.raft_term != r.raft_term
+                || l.raft_leader != r.raft_leader
+        });
         self.live.insert(
             r.broker_addr.clone(),
             Live {
@@ -167,6 +177,7 @@ impl Registry {
                 ha_server_addr: r.ha_server_addr.clone(),
                 conn,
                 raft_term: r.raft_term,
+                raft_leader: r.raft_leader,
             },
         );
         if r.broker_id == MASTER_ID {
@@ -393,6 +404,7 @@ mod tests {
             data_version: DataVersion { counter: 1, timestamp: 1, ..Default::default() },
             topics: topics.iter().map(|t| (t.to_string(), TopicConfig::new(*t, 4))).collect(),
             raft_term: None,
+            raft_leader: None,
         }
     }
 
@@ -574,6 +586,14 @@ mod tests {
         let impostor = r.master_conflict(&at(None, "evil:1")).expect("no term: refused");
         assert!(impostor.contains("n0:1 is the live master of b at Raft term 5"), "{impostor}");
         assert!(r.master_conflict(&at(Some(5), "n1:1")).is_some(), "the same term");
+        // openraft's leader ids: one term may see two leaders in turn, the higher node id last.
+        let led_by =
+            |term, leader, addr| Registration { raft_leader: Some(leader), ..at(Some(term), addr) };
+        let mut by_id = Registry::new();
+        by_id.register(led_by(5, 1, "n1:1"), S, 1);
+        assert!(by_id.master_conflict(&led_by(5, 0, "n0:1")).is_some(), "a lower id, same term");
+        assert!(by_id.master_conflict(&at(Some(5), "n2:1")).is_some(), "the same term, no id");
+        assert_eq!(by_id.master_conflict(&led_by(5, 2, "n2:1")), None, "a higher id, same term");
         assert!(r.master_conflict(&at(Some(4), "n1:1")).is_some(), "a deposed leader");
         assert_eq!(r.master_conflict(&at(Some(6), "n1:1")), None, "its successor");
         assert_eq!(r.master_conflict(&reg("b", "n2:1", 3, &[])), None, "a slave");

@@ -629,6 +629,7 @@ fn register(
         data_version: wrapper.data_version,
         topics: wrapper.topic_config_table,
         raft_term: h.raft_term,
+        raft_leader: h.raft_leader,
     };
     let now = shared.now_ms();
     let mut state = shared.state();

@@ -98,6 +98,7 @@ mod routes {
             compressed: Some(false),
             body_crc32: Some(if crc_ok { crc } else { crc ^ 1 }),
             raft_term: None,
+            raft_leader: None,
         };
         RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
     }
@@ -321,6 +322,7 @@ mod limits {
             compressed: Some(true),
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
             raft_term: None,
+            raft_leader: None,
         };
         RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
     }

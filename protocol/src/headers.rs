@@ -203,6 +203,10 @@ command_header! {
         /// ignores it). Ours refuses a master registration that would replace a live master
         /// at another address unless its term is newer.
         pub raft_term: Option<i64> => "raftTerm",
+        /// RocketRaft's own: the node id of the leader of that term (openraft orders leaders
+        /// by (term, node id), and one term may see two in turn): a master registration at
+        /// the live master's term replaces it if its leader id is the higher.
+        pub raft_leader: Option<i64> => "raftLeader",
     }
 }
 

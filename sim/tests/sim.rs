@@ -417,6 +417,7 @@ mod namesrv_eviction {
             compressed: Some(false),
             body_crc32: Some(RegisterBrokerBody::crc32(&body)),
             raft_term: None,
+            raft_leader: None,
         };
         RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
     }

@@ -159,6 +159,7 @@ fn register_as_master_of_broker_a(addr: &str, raft_term: Option<i64>) -> Remotin
         compressed: Some(false),
         body_crc32: Some(RegisterBrokerBody::crc32(&body)),
         raft_term,
+        raft_leader: None,
     };
     RemotingCommand::request(request_code::REGISTER_BROKER, &header).with_body(body)
 }
