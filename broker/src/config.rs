@@ -505,6 +505,8 @@ impl BrokerFile {
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         })
     }
 }

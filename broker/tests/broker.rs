@@ -177,6 +177,8 @@ async fn start_group_configured(
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         };
         let mut config = config;
         tune(&mut config);

@@ -304,6 +304,8 @@ impl DevCluster {
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         }
     }
 

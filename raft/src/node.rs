@@ -109,6 +109,11 @@ pub struct NodeConfig {
     /// A bug put in on purpose, as above.
     #[cfg(madsim)]
     pub sim_bug_accept_wiped: bool,
+    /// Simulation builds only: retention deletes segments holding parked messages not yet
+    /// moved and transaction halves not yet resolved (it ignores
+    /// `StateMachine::retention_floor`). A bug put in on purpose, as above.
+    #[cfg(madsim)]
+    pub sim_bug_retention_ignores_floor: bool,
 }
 
 /// How often a replica checks retention and disk usage by default.
@@ -362,6 +367,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 every_ms: config.retention_check_ms,
                 disk_now: disk_check.clone(),
                 stats: state_machine.stats().clone(),
+                #[cfg(madsim)]
+                ignore_floor: config.sim_bug_retention_ignores_floor,
             },
             stop_rx,
         ));
@@ -927,6 +934,9 @@ struct Checks {
     every_ms: u64,
     disk_now: Arc<tokio::sync::Notify>,
     stats: Arc<crate::RaftStats>,
+    /// `NodeConfig::sim_bug_retention_ignores_floor`.
+    #[cfg(madsim)]
+    ignore_floor: bool,
 }
 
 /// Retention for a replica: at start and every `every_ms` after, measure the disk (new writes
@@ -978,6 +988,8 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
                     .map_err(|e| e.to_string()),
                 None => Ok(None),
             });
+        #[cfg(madsim)]
+        let floor = if checks.ignore_floor { Ok(None) } else { floor };
         match floor {
             Ok(Some(index)) => limit = limit.min(index),
             Ok(None) => {}

@@ -258,6 +258,8 @@ mod cluster {
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         }
     }
 
@@ -535,6 +537,8 @@ mod recovery {
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         }
     }
 

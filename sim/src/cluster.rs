@@ -51,6 +51,9 @@ pub struct Topology {
     /// Replicas send their Raft calls unchecked, so a replica whose data was wiped is taken
     /// for the member it was: put in on purpose, as above.
     pub sim_bug_accept_wiped: bool,
+    /// Retention deletes what parked and half messages still need (see
+    /// `NodeConfig::sim_bug_retention_ignores_floor`): a bug put in on purpose.
+    pub sim_bug_retention_ignores_floor: bool,
     /// Brokers' schedule services start from each parked queue's start on a new term: a
     /// known-wrong shape, put in on purpose to show the delayed checkers catch it.
     pub sim_bug_schedule_from_zero: bool,
@@ -86,6 +89,7 @@ impl Default for Topology {
             sim_bug_ack_before_fsync: false,
             spares: 0,
             sim_bug_accept_wiped: false,
+            sim_bug_retention_ignores_floor: false,
             sim_bug_schedule_from_zero: false,
             sim_bug_deliver_early: false,
             sim_bug_tx_end_unchecked: false,
@@ -877,6 +881,24 @@ impl SimCluster {
         self.corrupted.lock().unwrap().contains(&(g, r))
     }
 
+    /// Whether group g's leader has applied an entry that no running replica of the group has
+    /// synced yet (every replica's durable point is before it). Only a log store that reports
+    /// appends durable before they are synced gets there.
+    pub fn applied_but_synced_nowhere(&self, g: usize) -> bool {
+        let Some(leader) = self.leader(g) else { return false };
+        let views = self.views.lock().unwrap();
+        let Some(applied) = views
+            .get(&(g, leader))
+            .and_then(|v| v.raft.metrics().borrow().last_applied.map(|l| l.index))
+        else {
+            return false;
+        };
+        views
+            .iter()
+            .filter(|((vg, _), _)| *vg == g)
+            .all(|(_, v)| v.log.lock().unwrap().flushed().next_index.0 <= applied)
+    }
+
     /// Replica (g, r)'s last log index, if it runs.
     pub fn last_log_index(&self, g: usize, r: u64) -> Option<u64> {
         let views = self.views.lock().unwrap();
@@ -973,6 +995,7 @@ async fn run_replica(
         tls: None,
         sim_bug_ack_before_fsync: topo.sim_bug_ack_before_fsync,
         sim_bug_accept_wiped: topo.sim_bug_accept_wiped,
+        sim_bug_retention_ignores_floor: topo.sim_bug_retention_ignores_floor,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
     let waiters = Arc::new(PullWaiters::default());

@@ -64,6 +64,8 @@ impl OneReplica {
             sim_bug_ack_before_fsync: false,
             #[cfg(madsim)]
             sim_bug_accept_wiped: false,
+            #[cfg(madsim)]
+            sim_bug_retention_ignores_floor: false,
         };
         let node = RaftNode::start(
             config,
