@@ -237,7 +237,9 @@ fn io_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_logs(&e).into()
 }
 
-fn read_purged<M: MetaStore>(meta: &M) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+pub(crate) fn read_purged<M: MetaStore>(
+    meta: &M,
+) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
     match meta.get(KEY_PURGED).map_err(io_read)? {
         Some(raw) => Ok(Some(decode(&raw).map_err(io_read)?)),
         None => Ok(None),

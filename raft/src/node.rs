@@ -247,6 +247,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 .map_err(|e| StartError::Raft(e.to_string()))?
                 .with_stats(stats.clone());
 
+        // A snapshot install a crash interrupted is finished before anything reads the state.
+        state_machine.finish_interrupted_install().map_err(|e| StartError::Raft(e.to_string()))?;
         let configured: BTreeSet<NodeId> = config.peers.keys().copied().collect();
         let (applied, membership) =
             state_machine.applied_state().await.map_err(|e| StartError::Raft(e.to_string()))?;

@@ -69,6 +69,49 @@ impl SnapshotData {
         Ok(SnapshotData { bytes: Bytes::Incoming(Arc::new(spool)), pos: 0 })
     }
 
+    /// The snapshot spooled under [`SPOOL_DIR`] by an earlier receive, `len` bytes of it:
+    /// what an install a crash interrupted is done again from.
+    pub(crate) fn spooled<S: Storage>(storage: S, len: u64) -> io::Result<Self> {
+        let mut names = storage.list(SPOOL_DIR)?;
+        names.sort();
+        let mut parts = Vec::with_capacity(names.len());
+        let mut part_bytes = 0;
+        for name in &names {
+            let name = name.rsplit('/').next().unwrap_or(name);
+            let file = storage.open_log(&join(SPOOL_DIR, name))?;
+            part_bytes = file.capacity();
+            let start = parts.len() as u64 * part_bytes;
+            if name.parse::<u64>().ok() != Some(start) {
+                return Err(io::Error::other(format!(
+                    "the spooled snapshot's part {name} is not the one expected at {start}"
+                )));
+            }
+            parts.push(file);
+        }
+        if parts.len() as u64 * part_bytes < len {
+            return Err(io::Error::other(format!(
+                "the spooled snapshot holds {} of its {len} bytes",
+                parts.len() as u64 * part_bytes
+            )));
+        }
+        let spool = FileSpool { storage, part_bytes, parts: Mutex::new(parts), len: len.into() };
+        Ok(SnapshotData { bytes: Bytes::Incoming(Arc::new(spool)), pos: 0 })
+    }
+
+    /// Whether the snapshot was received into files (and so an install can be done again from
+    /// them after a crash).
+    pub(crate) fn is_spooled(&self) -> bool {
+        matches!(self.bytes, Bytes::Incoming(_))
+    }
+
+    /// Makes a received snapshot's bytes durable; other kinds have nothing to sync.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        match &self.bytes {
+            Bytes::Incoming(spool) => spool.sync(),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn len(&self) -> u64 {
         match &self.bytes {
             Bytes::Memory(v) => v.len() as u64,
@@ -258,6 +301,7 @@ trait Spool: Send + Sync {
     fn write_at(&self, at: u64, data: &[u8]) -> io::Result<()>;
     fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()>;
     fn len(&self) -> u64;
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// Files of `part_bytes` each, `snapshot-in/<20-digit start>`, made as writes reach them.
@@ -316,6 +360,13 @@ impl<S: Storage> Spool for FileSpool<S> {
 
     fn len(&self) -> u64 {
         self.len.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        for part in lock(&self.parts).iter() {
+            part.sync_range(0, part.capacity())?;
+        }
+        Ok(())
     }
 }
 

@@ -47,6 +47,12 @@ use rocketraft_protocol::names::{
 pub(crate) const KEY_APPLIED: &[u8] = b"sm/applied";
 const KEY_MEMBERSHIP: &[u8] = b"sm/membership";
 const KEY_SNAPSHOT: &[u8] = b"sm/snapshot";
+/// A snapshot install under way: the snapshot's meta and its spooled length, written durably
+/// (the spool synced first) before the log is reset to the snapshot's history, deleted by the
+/// install's last write. Found at start, the install is done again from the spool
+/// ([`StateMachine::finish_interrupted_install`]): a crash in between would otherwise leave a
+/// log starting past the applied id, which no restart gets over.
+const KEY_INSTALLING: &[u8] = b"sm/installing";
 const PREFIX_TOPIC: &[u8] = b"topic/";
 const PREFIX_GROUP: &[u8] = b"group/";
 const PREFIX_OFFSET: &[u8] = b"offset/";
@@ -494,6 +500,106 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
             "installed a snapshot with its history"
         );
         Ok(())
+    }
+
+    /// Installs `snapshot` (see `RaftStateMachine::install_snapshot`); `again` resets the log
+    /// to its history even if the log holds its last entry (an install a crash interrupted
+    /// is done again whole).
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<SnapshotData>,
+        again: bool,
+    ) -> Result<(), StorageError<NodeId>> {
+        // The snapshot came from a peer: bound what it may make us allocate.
+
+        let (head, history_at) = read_wire_head(&snapshot).map_err(|e| snapshot_error(meta, e))?;
+        let body: SnapshotBody = decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&head.body)
+            .map_err(|e| snapshot_error(meta, e))?;
+        let cut = LogCut {
+            next_index: RaftIndex(body.cut_next_index),
+            position: CommitLogOffset(body.cut_position),
+            prev_crc: body.cut_prev_crc,
+        };
+        // Keep the log if it holds the snapshot's last entry (openraft then purges up to it,
+        // logically); otherwise start it again with the leader's history, so positions and what
+        // consumers find stay identical to the leader's.
+        let holds_last = {
+            let log = lock(&self.log);
+            match meta.last_log_id {
+                Some(last) => log.entry_meta(RaftIndex(last.index)).is_ok_and(|m| {
+                    m.term == last.leader_id.term && m.leader == last.leader_id.node_id
+                }),
+                None => true,
+            }
+        };
+        let resets_log = !holds_last || again;
+        if resets_log {
+            if snapshot.is_spooled() {
+                snapshot.sync().map_err(sm_write)?;
+                let installing = encode(&(meta.clone(), snapshot.len())).map_err(sm_write)?;
+                self.meta
+                    .write(vec![MetaOp::Put(KEY_INSTALLING.to_vec(), installing)])
+                    .map_err(sm_write)?;
+            }
+            let from = if head.history_len > 0 { head.history_from() } else { cut };
+            self.install_history(meta, &snapshot, from, history_at, cut, &body.queues)?;
+        }
+        let mut ops: Vec<MetaOp> =
+            REPLICATED.iter().map(|p| MetaOp::DeletePrefix(p.to_vec())).collect();
+        ops.extend(body.metadata.into_iter().map(|(k, v)| MetaOp::Put(k, v)));
+        ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&meta.last_log_id).map_err(sm_write)?));
+        ops.push(MetaOp::Put(
+            KEY_MEMBERSHIP.to_vec(),
+            encode(&meta.last_membership).map_err(sm_write)?,
+        ));
+        // Stored as built: the body alone (this replica sends its own history with it).
+        ops.push(MetaOp::Put(
+            KEY_SNAPSHOT.to_vec(),
+            encode(&(meta.clone(), head.body)).map_err(sm_write)?,
+        ));
+        // The log no longer holds what came before its history: purged through the
+        // snapshot's last entry, as openraft records it right after an install (a restart in
+        // between must not look for the entries the reset removed).
+        if let (true, Some(last)) = (resets_log, meta.last_log_id) {
+            let purged = crate::log_store::read_purged(&*self.meta)?;
+            if purged.is_none_or(|p| p.index < last.index) {
+                ops.push(MetaOp::Put(
+                    crate::log_store::KEY_PURGED.to_vec(),
+                    encode(&last).map_err(sm_write)?,
+                ));
+            }
+        }
+        ops.push(MetaOp::Delete(KEY_INSTALLING.to_vec()));
+        self.meta.write(ops).map_err(sm_write)?;
+        *self.catalog_mut() = Catalog::load(&*self.meta)?;
+        drop(snapshot);
+        if let Err(e) = lock(&self.log).storage().remove_dir_all(SPOOL_DIR) {
+            tracing::warn!(error = %e, "removing the received snapshot's spool failed");
+        }
+        self.catch_up_dispatch()?;
+        self.stats.snapshots_installed.inc();
+        Ok(())
+    }
+
+    /// Finishes a snapshot install a crash interrupted (see [`KEY_INSTALLING`]): the log may
+    /// have been reset to the snapshot's history, wholly or in part, while the metadata still
+    /// describes the state before it. The install is done again from the snapshot received
+    /// into files. Call at start, before anything reads the applied state. Answers whether
+    /// there was one.
+    pub fn finish_interrupted_install(&mut self) -> Result<bool, StorageError<NodeId>> {
+        type Installing = (SnapshotMeta<NodeId, openraft::BasicNode>, u64);
+        let Some((meta, len)) = self.read_value::<Installing>(KEY_INSTALLING)? else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            snapshot = ?meta.last_log_id,
+            "a snapshot install was interrupted: finishing it from the copy received"
+        );
+        let storage = lock(&self.log).storage().clone();
+        let data = SnapshotData::spooled(storage, len).map_err(|e| snapshot_error(&meta, e))?;
+        self.install(&meta, Box::new(data), true)?;
+        Ok(true)
     }
 
     /// The first CommitLog sync that failed, if one did: the replica must stop (see
@@ -1100,53 +1206,7 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        // The snapshot came from a peer: bound what it may make us allocate.
-        let (head, history_at) = read_wire_head(&snapshot).map_err(|e| snapshot_error(meta, e))?;
-        let body: SnapshotBody = decode_untrusted::<_, SNAPSHOT_MAX_BYTES>(&head.body)
-            .map_err(|e| snapshot_error(meta, e))?;
-        let cut = LogCut {
-            next_index: RaftIndex(body.cut_next_index),
-            position: CommitLogOffset(body.cut_position),
-            prev_crc: body.cut_prev_crc,
-        };
-        // Keep the log if it holds the snapshot's last entry (openraft then purges up to it,
-        // logically); otherwise start it again with the leader's history, so positions and what
-        // consumers find stay identical to the leader's.
-        let holds_last = {
-            let log = lock(&self.log);
-            match meta.last_log_id {
-                Some(last) => log.entry_meta(RaftIndex(last.index)).is_ok_and(|m| {
-                    m.term == last.leader_id.term && m.leader == last.leader_id.node_id
-                }),
-                None => true,
-            }
-        };
-        if !holds_last {
-            let from = if head.history_len > 0 { head.history_from() } else { cut };
-            self.install_history(meta, &snapshot, from, history_at, cut, &body.queues)?;
-        }
-        let mut ops: Vec<MetaOp> =
-            REPLICATED.iter().map(|p| MetaOp::DeletePrefix(p.to_vec())).collect();
-        ops.extend(body.metadata.into_iter().map(|(k, v)| MetaOp::Put(k, v)));
-        ops.push(MetaOp::Put(KEY_APPLIED.to_vec(), encode(&meta.last_log_id).map_err(sm_write)?));
-        ops.push(MetaOp::Put(
-            KEY_MEMBERSHIP.to_vec(),
-            encode(&meta.last_membership).map_err(sm_write)?,
-        ));
-        // Stored as built: the body alone (this replica sends its own history with it).
-        ops.push(MetaOp::Put(
-            KEY_SNAPSHOT.to_vec(),
-            encode(&(meta.clone(), head.body)).map_err(sm_write)?,
-        ));
-        self.meta.write(ops).map_err(sm_write)?;
-        *self.catalog_mut() = Catalog::load(&*self.meta)?;
-        drop(snapshot);
-        if let Err(e) = lock(&self.log).storage().remove_dir_all(SPOOL_DIR) {
-            tracing::warn!(error = %e, "removing the received snapshot's spool failed");
-        }
-        self.catch_up_dispatch()?;
-        self.stats.snapshots_installed.inc();
-        Ok(())
+        self.install(meta, snapshot, false)
     }
 
     async fn get_current_snapshot(

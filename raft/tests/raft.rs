@@ -1242,6 +1242,110 @@ mod recovery {
         g.shutdown().await;
     }
 
+    /// Metadata whose `write` number `fail_at` (counting from 1) fails, as if the process died
+    /// there: what earlier writes made durable stays, for the replica started again.
+    struct FailingMeta {
+        inner: MemMeta,
+        writes: std::sync::atomic::AtomicUsize,
+        fail_at: usize,
+    }
+
+    impl rocketraft_raft::MetaStore for FailingMeta {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocketraft_raft::error::MetaError> {
+            self.inner.get(key)
+        }
+        fn write(
+            &self,
+            ops: Vec<rocketraft_raft::meta::MetaOp>,
+        ) -> Result<(), rocketraft_raft::error::MetaError> {
+            let n = self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n == self.fail_at {
+                return Err(rocketraft_raft::error::MetaError::Io("the process died".into()));
+            }
+            self.inner.write(ops)
+        }
+        fn write_lazy(
+            &self,
+            ops: Vec<rocketraft_raft::meta::MetaOp>,
+        ) -> Result<(), rocketraft_raft::error::MetaError> {
+            self.inner.write_lazy(ops)
+        }
+        fn put_deferred(
+            &self,
+            key: &[u8],
+            value: Vec<u8>,
+        ) -> Result<(), rocketraft_raft::error::MetaError> {
+            self.inner.put_deferred(key, value)
+        }
+        fn sync(&self) -> Result<(), rocketraft_raft::error::MetaError> {
+            self.inner.sync()
+        }
+        fn scan_prefix(
+            &self,
+            prefix: &[u8],
+        ) -> Result<rocketraft_raft::meta::KvPairs, rocketraft_raft::error::MetaError> {
+            self.inner.scan_prefix(prefix)
+        }
+    }
+
+    /// A replica that dies in the middle of installing a snapshot (its log reset to the
+    /// snapshot's history, the snapshot's metadata not written yet) finishes the install when
+    /// it starts again, from the snapshot it received into files: it comes back with the
+    /// snapshot applied and its queues as the snapshot says. Once, it found its log starting
+    /// past its applied id, and did not start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_snapshot_install_is_finished_at_start() {
+        use std::sync::{Arc, Mutex};
+
+        use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+        use rocketraft_raft::{ProposerConfig, StateMachine};
+        use rocketraft_store::{CommitLog, Dispatcher};
+
+        let mut g = Group::start().await;
+        let leader = g.leader(None).await;
+        let proposer = g.proposer(leader, ProposerConfig::default());
+        for i in 0..10 {
+            proposer.submit(vec![record(0, format!("m{i}"))]).await.unwrap();
+        }
+        let last = g.last_index(leader);
+        g.wait_applied(last).await;
+        let mut sm = g.nodes[&leader].state_machine.clone();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        g.shutdown().await;
+
+        let storage = SimStorage::new();
+        let config = CommitLogConfig { segment_size_bytes: 4096, ..Default::default() };
+        let start = |meta: Arc<FailingMeta>| {
+            let (log, _) = CommitLog::open(storage.clone(), config.clone()).unwrap();
+            let dispatcher =
+                Dispatcher::open(storage.clone(), DispatchConfig::default(), &log).unwrap();
+            let dispatcher = Arc::new(Mutex::new(dispatcher));
+            let sm = StateMachine::new(Arc::new(Mutex::new(log)), dispatcher.clone(), meta, None);
+            (sm.unwrap(), dispatcher)
+        };
+        let durable = MemMeta::new();
+        // Write 1 marks the install under way; write 2, its last, dies.
+        let meta = Arc::new(FailingMeta { inner: durable.clone(), writes: 0.into(), fail_at: 2 });
+        let (mut fresh, _) = start(meta);
+        // Received into files, as openraft hands a snapshot over.
+        let mut received = fresh.begin_receiving_snapshot().await.unwrap();
+        let mut sent = snapshot.snapshot;
+        tokio::io::copy(&mut *sent, &mut *received).await.unwrap();
+        let died = fresh.install_snapshot(&snapshot.meta, received).await;
+        assert!(died.is_err(), "the install's last write was to fail");
+        drop(fresh);
+
+        // Started again on the same files and metadata.
+        let meta = Arc::new(FailingMeta { inner: durable, writes: 0.into(), fail_at: usize::MAX });
+        let (mut again, dispatcher) = start(meta);
+        assert!(again.finish_interrupted_install().unwrap(), "an interrupted install found");
+        let (applied, _) = again.applied_state().await.unwrap();
+        assert_eq!(applied, snapshot.meta.last_log_id, "the snapshot is applied");
+        let next = dispatcher.lock().unwrap().queue("T", 0).map(|q| q.max_offset().0);
+        assert_eq!(next, Some(10), "the queue as of the snapshot's last entry");
+        assert!(!again.finish_interrupted_install().unwrap(), "finished once");
+    }
+
     /// A follower that missed more than one Raft frame of large entries (72 of 1 MiB, where a
     /// frame carries 64 MiB) catches up: replication cuts each AppendEntries at its byte
     /// budget. Once, openraft's 300 entries went in one request, over the frame limit, refused
