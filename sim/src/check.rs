@@ -353,6 +353,101 @@ pub fn split_brains(h: &History) -> Vec<(String, String, LeaderId, LeaderId)> {
     bad
 }
 
+/// One replica's Raft state at one observation (see [`RaftInvariants`]).
+#[derive(Debug, Clone, Default)]
+pub struct RaftSample {
+    /// The replica: its id, `#` and how many times its data was wiped.
+    pub replica: String,
+    pub voter: bool,
+    pub leader: bool,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    /// The first log index not yet durable on its disk.
+    pub durable_next: u64,
+    /// The log ids (index, term, node) of the entries it applied since its last observation.
+    pub newly_applied: Vec<(u64, u64, u64)>,
+}
+
+/// A broken Raft invariant, by its number in B.5 and what was seen.
+pub type RaftViolation = (u8, String);
+
+/// The Raft invariants of B.5 checked on every observation of a group's replicas (every 100
+/// ms in a run): #3, an index applied anywhere holds the same entry (leader id) everywhere
+/// and forever; #4, the leader's applied (so committed) index is on a majority's disks
+/// (where sync flush and quorum replication promise it); #5, a replica's term never goes
+/// back, restarts included; #6, purged <= snapshot <= applied <= last log on each replica.
+#[derive(Debug, Default)]
+pub struct RaftInvariants {
+    applied: BTreeMap<(String, u64), (u64, u64)>,
+    terms: BTreeMap<(String, String), u64>,
+    pub violations: Vec<RaftViolation>,
+}
+
+impl RaftInvariants {
+    /// Checks one observation of broker group `group`: `samples` of its running replicas,
+    /// `voters` in its membership; `quorum_durable`: whether an applied entry must be on a
+    /// majority's disks. #4 is checked only when every voter was observed (a replica that is
+    /// down may hold the entry on its disk).
+    pub fn observe(
+        &mut self,
+        group: &str,
+        voters: usize,
+        quorum_durable: bool,
+        samples: &[RaftSample],
+    ) {
+        let mut bad = Vec::new();
+        for s in samples {
+            let chain = [s.purged, s.snapshot, s.applied, s.last_log];
+            if chain.windows(2).any(|w| w[0] > w[1]) {
+                bad.push((
+                    6,
+                    format!("{group}-{}: purged, snapshot, applied, last log {chain:?}", s.replica),
+                ));
+            }
+            let term = self.terms.entry((group.to_owned(), s.replica.clone())).or_insert(s.term);
+            if s.term < *term {
+                bad.push((5, format!("{group}-{}: term {} after {}", s.replica, s.term, *term)));
+            }
+            *term = (*term).max(s.term);
+            for (index, term, node) in &s.newly_applied {
+                let id = (*term, *node);
+                let seen = self.applied.entry((group.to_owned(), *index)).or_insert(id);
+                if *seen != id {
+                    bad.push((
+                        3,
+                        format!(
+                            "{group}-{}: applied (term, node) {id:?} at index {index}, where {seen:?} was applied",
+                            s.replica
+                        ),
+                    ));
+                }
+            }
+        }
+        let observed_voters = samples.iter().filter(|s| s.voter).count();
+        if quorum_durable && observed_voters == voters {
+            if let Some((leader, Some(applied))) =
+                samples.iter().find(|s| s.leader).map(|s| (s, s.applied))
+            {
+                let durable =
+                    samples.iter().filter(|s| s.voter && s.durable_next > applied).count();
+                if durable * 2 <= voters {
+                    bad.push((
+                        4,
+                        format!(
+                            "{group}: leader {} applied index {applied}, durable on {durable} of {voters} voters",
+                            leader.replica
+                        ),
+                    ));
+                }
+            }
+        }
+        self.violations.extend(bad);
+    }
+}
+
 /// Each queue offset holds one message: two different ids delivered from one (queue, offset)
 /// mean a replica served data that was later replaced (B.5 #13, #20).
 pub fn inconsistent_offsets(h: &History) -> Vec<((String, i32), i64, BTreeSet<String>)> {
@@ -638,6 +733,47 @@ mod tests {
         assert_eq!(split_brains(&h), vec![("a".to_owned(), "1#0".to_owned(), (2, 1), (1, 2))]);
         h.push(l("a", "0#0", 2, 1));
         assert_eq!(split_brains(&h).len(), 2, "back to a lower node id within one term");
+    }
+
+    #[test]
+    fn the_raft_invariants_catch_what_they_name() {
+        let replica = |name: &str, term, applied: u64, durable_next| RaftSample {
+            replica: name.into(),
+            voter: true,
+            leader: name == "0#0",
+            term,
+            last_log: Some(applied),
+            applied: Some(applied),
+            snapshot: None,
+            purged: None,
+            durable_next,
+            newly_applied: vec![(applied, term, 0)],
+        };
+        let sound = [replica("0#0", 2, 5, 6), replica("1#0", 2, 5, 6), replica("2#0", 2, 5, 3)];
+        let mut c = RaftInvariants::default();
+        c.observe("a", 3, true, &sound);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        // #4: applied on the leader, durable on one voter of three.
+        let undurable = [replica("0#0", 2, 7, 8), replica("1#0", 2, 7, 6), replica("2#0", 2, 7, 3)];
+        c.observe("a", 3, true, &undurable);
+        assert_eq!(c.violations.iter().map(|v| v.0).collect::<Vec<_>>(), vec![4]);
+        // ...not checked when async flush allows it, nor with a voter unobserved.
+        let mut c = RaftInvariants::default();
+        c.observe("a", 3, false, &undurable);
+        c.observe("a", 3, true, &undurable[..2]);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        // #3: another entry applied at an index; #5: a term going back.
+        let mut other = replica("1#0", 1, 7, 8);
+        other.newly_applied = vec![(7, 1, 1)];
+        c.observe("a", 3, true, &[other]);
+        assert_eq!(c.violations.iter().map(|v| v.0).collect::<Vec<_>>(), vec![5, 3]);
+        // #6: a snapshot past what was applied.
+        let mut ahead = replica("2#0", 2, 7, 8);
+        ahead.snapshot = Some(9);
+        ahead.newly_applied.clear();
+        let mut c = RaftInvariants::default();
+        c.observe("a", 3, true, &[ahead]);
+        assert_eq!(c.violations.iter().map(|v| v.0).collect::<Vec<_>>(), vec![6]);
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub struct ReplicaView {
 }
 
 type Views = Arc<Mutex<BTreeMap<(usize, u64), ReplicaView>>>;
+/// (group, replica) -> the first applied index not yet recorded for the Raft invariants.
+type AppliedCursors = BTreeMap<(usize, u64), u64>;
 /// Replicas stopped on a fatal error (and not restarted since), with the error.
 type Stopped = Arc<Mutex<BTreeMap<(usize, u64), String>>>;
 
@@ -158,6 +160,9 @@ pub struct SimCluster {
     retained: Mutex<BTreeMap<(usize, String, i32), u64>>,
     /// How many times each replica's data was wiped (a wiped replica votes afresh).
     wipes: Mutex<BTreeMap<(usize, u64), u32>>,
+    /// The Raft invariants checked on every observation, and how far each replica's applied
+    /// entries were recorded for them.
+    raft: Mutex<(crate::check::RaftInvariants, AppliedCursors)>,
     /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
     /// does nothing, so overlapping fault schedules stay well-formed).
     down: Mutex<std::collections::BTreeSet<String>>,
@@ -248,6 +253,7 @@ impl SimCluster {
             corrupted: Mutex::new(Default::default()),
             retained: Mutex::new(Default::default()),
             wipes: Mutex::new(Default::default()),
+            raft: Mutex::new(Default::default()),
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
@@ -741,6 +747,65 @@ impl SimCluster {
                 }
             }
         }
+    }
+
+    /// Checks the Raft invariants of [`crate::check::RaftInvariants`] on every running replica
+    /// of every group, as they stand now (called every 100 ms, and before the judge reads
+    /// [`SimCluster::raft_violations`]). #4 applies under sync flush (quorum replication
+    /// commits only what a majority synced either way), in groups none of whose replicas
+    /// was wiped.
+    pub fn observe_raft(&self) {
+        use openraft::ServerState;
+        let views: Vec<_> =
+            self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let wipes = self.wipes.lock().unwrap().clone();
+        let quorum_durable = matches!(self.topology.flush, rocketraft_store::FlushMode::Sync);
+        let mut raft = self.raft.lock().unwrap();
+        let (invariants, cursors) = &mut *raft;
+        for g in 0..self.topology.groups {
+            let voters = self.voters(g);
+            let mut samples = Vec::new();
+            for ((_, r), v) in views.iter().filter(|((vg, _), _)| *vg == g) {
+                let m = v.raft.metrics().borrow().clone();
+                let applied = m.last_applied.map(|l| l.index);
+                let log = v.log.lock().unwrap();
+                // The entries applied since the last observation (again after a restart,
+                // which applies from its saved applied id on).
+                let cursor = cursors.entry((g, *r)).or_insert(0);
+                let from = if applied.is_some_and(|a| a < *cursor) { 0 } else { *cursor };
+                let first = from.max(log.start().next_index.0);
+                let mut newly_applied = Vec::new();
+                if let Some(a) = applied {
+                    for i in first..=a {
+                        if let Ok(e) = log.entry_meta(rocketraft_store::RaftIndex(i)) {
+                            newly_applied.push((i, e.term, e.leader));
+                        }
+                    }
+                    *cursor = a + 1;
+                }
+                samples.push(crate::check::RaftSample {
+                    replica: format!("{r}#{}", wipes.get(&(g, *r)).copied().unwrap_or(0)),
+                    voter: voters.contains(r),
+                    leader: m.state == ServerState::Leader && m.current_leader == Some(*r),
+                    term: m.current_term,
+                    last_log: m.last_log_index,
+                    applied,
+                    snapshot: m.snapshot.map(|l| l.index),
+                    purged: m.purged.map(|l| l.index),
+                    durable_next: log.flushed().next_index.0,
+                    newly_applied,
+                });
+            }
+            // A wiped replica took committed entries' durable copies with it: #4 cannot hold
+            // for its group until the others catch up, and is not checked there any more.
+            let wiped = wipes.keys().any(|(wg, _)| *wg == g);
+            invariants.observe(&group_name(g), voters.len(), quorum_durable && !wiped, &samples);
+        }
+    }
+
+    /// The Raft invariants broken so far in this run (see [`SimCluster::observe_raft`]).
+    pub fn raft_violations(&self) -> Vec<crate::check::RaftViolation> {
+        self.raft.lock().unwrap().0.violations.clone()
     }
 
     /// Notes where queues `0..queues` of `topic` start on every running replica. Retention

@@ -1004,6 +1004,20 @@ mod whole_cluster {
         if dups.unexplained > 0 {
             return Err(format!("unexplained duplicates: {dups:?}"));
         }
+        // Raft's own invariants, observed every 100 ms (B.5 #3-#6): async flush may lose
+        // applied entries in a whole-group power loss (#3), nothing else may.
+        cluster.observe_raft();
+        let raft: Vec<_> = cluster
+            .raft_violations()
+            .into_iter()
+            .filter(|(n, _)| !(*n == 3 && matches!(may_lose, MayLose::AckedFrom(_))))
+            .collect();
+        if !raft.is_empty() {
+            return Err(format!(
+                "Raft invariants broken (B.5 number, what): {:?}",
+                &raft[..raft.len().min(5)]
+            ));
+        }
         let splits = check::split_brains(h);
         if !splits.is_empty() {
             return Err(format!(
@@ -1117,6 +1131,8 @@ mod whole_cluster {
         stopped: std::collections::BTreeMap<(usize, u64), String>,
         /// Running replicas whose log no longer starts where it began, at the end.
         trimmed: usize,
+        /// The Raft invariants broken in the run (B.5 number, what).
+        raft_violations: Vec<check::RaftViolation>,
         /// How many segments the longest log of a running replica reaches into, at the end.
         segments: u64,
         trace: u64,
@@ -1805,6 +1821,7 @@ mod whole_cluster {
                 cluster.observe_offsets(&history, GROUP, TOPIC, 4);
                 cluster.observe_retention(TOPIC, 4);
                 cluster.observe_retention(DELAYED, 2);
+                cluster.observe_raft();
                 madsim::time::sleep(Duration::from_millis(100)).await;
             }
         };
@@ -1978,6 +1995,7 @@ mod whole_cluster {
             .unwrap();
         tx_survivor.spawn(async move { tx_producer.shutdown().await }).await.unwrap();
         let stopped = cluster.stopped_on_fatal();
+        let raft_violations = cluster.raft_violations();
         cluster.stop().await;
         let mut trace = TraceHash::default();
         for e in &h.events {
@@ -1994,6 +2012,7 @@ mod whole_cluster {
             stopped,
             trimmed,
             segments,
+            raft_violations,
             trace: trace.value(),
         }
     }
@@ -2532,15 +2551,23 @@ mod whole_cluster {
     /// same fault without the bug: `quiet_then_slow_disks_then_a_group_power_loss_lose_nothing`.
     #[test]
     fn the_checkers_catch_acks_before_fsync() {
-        let caught = (340..346)
-            .filter(|&seed| {
-                let topology = Topology { sim_bug_ack_before_fsync: true, ..Topology::default() };
-                let o = run_seeded(seed, Fault::QuietThenSlowDisksThenPowerLossAll, topology);
-                eprintln!("acks before fsync, seed {seed}: {:?}", o.verdict);
-                o.verdict.as_ref().is_err_and(|e| e.contains("never consumed"))
-            })
-            .count();
+        let (mut caught, mut by_quorum_check) = (0, 0);
+        for seed in 340..346 {
+            let topology = Topology { sim_bug_ack_before_fsync: true, ..Topology::default() };
+            let o = run_seeded(seed, Fault::QuietThenSlowDisksThenPowerLossAll, topology);
+            let quorum: Vec<_> = o.raft_violations.iter().filter(|(n, _)| *n == 4).collect();
+            eprintln!(
+                "acks before fsync, seed {seed}: {:?}; B.5 #4 broken {} times, first {:?}",
+                o.verdict,
+                quorum.len(),
+                quorum.first()
+            );
+            caught += usize::from(o.verdict.as_ref().is_err_and(|e| e.contains("never consumed")));
+            by_quorum_check += usize::from(!quorum.is_empty());
+        }
         assert!(caught >= 5, "acks before fsync caught in only {caught} of 6 seeds");
+        // The invariant itself (an applied entry on a majority's disks) catches it too.
+        assert!(by_quorum_check >= 5, "B.5 #4 caught acks before fsync in {by_quorum_check} of 6");
     }
 
     /// The checkers catch a wiped replica taken for the member it was, put in on purpose:
