@@ -113,6 +113,11 @@ pub enum RpcRequest {
         incarnation: u64,
         inner: CheckedRequest,
     },
+    /// Whether the target belongs to a group already (it holds a membership): asked by a
+    /// replica with empty data that would bootstrap its group, so that one whose data was
+    /// wiped joins no group of its own while its old one goes on. After the others, so
+    /// frames of those decode as before.
+    Founded,
 }
 
 /// What a [`RpcRequest::Checked`] carries: the requests a replica serves, without another
@@ -172,6 +177,8 @@ pub enum RpcResponse {
     TimeoutNow(Result<(), String>),
     /// The target's incarnation (`None`: it keeps none).
     Identity(Option<u64>),
+    /// Whether the target belongs to a group already.
+    Founded(bool),
 }
 
 /// Why a frame could not be read.
@@ -409,6 +416,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     RpcResponse::TimeoutNow(stand_for_election(&raft, id, req).await)
                 }
                 Ok(RpcRequest::Identity) => RpcResponse::Identity(incarnation),
+                Ok(RpcRequest::Founded) => RpcResponse::Founded(
+                    raft.metrics().borrow().membership_config.membership().nodes().next().is_some(),
+                ),
                 // Never: a checked request carries none (see `CheckedRequest`).
                 Ok(RpcRequest::Checked { .. }) => RpcResponse::Misdirected {
                     reason: "a checked request inside a checked one".into(),
@@ -775,6 +785,15 @@ impl PeerClient {
     pub async fn identity(&mut self, timeout: Duration) -> Result<Option<u64>, String> {
         match self.call(RpcRequest::Identity, timeout).await {
             Ok(RpcResponse::Identity(incarnation)) => Ok(incarnation),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Whether the peer belongs to a group already (see [`RpcRequest::Founded`]).
+    pub async fn founded(&mut self, timeout: Duration) -> Result<bool, String> {
+        match self.call(RpcRequest::Founded, timeout).await {
+            Ok(RpcResponse::Founded(founded)) => Ok(founded),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err((_, e)) => Err(e),
         }

@@ -378,14 +378,29 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         // A replica outside the peer list (one being added) never bootstraps: it waits to be
         // added by the group's leader.
         let lowest = config.peers.keys().next().copied();
+        let members: BTreeMap<NodeId, BasicNode> =
+            config.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        // ...nor does one whose peers already run a group: its data was wiped (or a new
+        // machine took its id), and a group of its own would stand for elections against it.
+        // Asked in the background: a peer whose port is open but that does not serve yet (it
+        // is starting too) holds this one for its timeout, and the start must not wait.
         if fresh && lowest == Some(config.id) {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .peers
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            raft.initialize(members).await.map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(group = %config.group, "bootstrapped the group from its peer list");
+            let (raft, network, group, id) =
+                (raft.clone(), network.clone(), config.group.clone(), config.id);
+            tokio::spawn(async move {
+                if let Some(peer) = peer_founded(&network, &members, id).await {
+                    tracing::warn!(group = %group, id, peer, "empty data, but a peer already belongs to the group: not bootstrapping it again; this replica waits to be added (`rocketraft cluster repair-replica`)");
+                    return;
+                }
+                match raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(group = %group, "bootstrapped the group from its peer list")
+                    }
+                    Err(e) => {
+                        tracing::error!(group = %group, error = %e, "bootstrapping the group failed")
+                    }
+                }
+            });
         }
         Ok(RaftNode {
             raft,
@@ -1105,6 +1120,28 @@ fn delete_purged<S: Storage + Clone>(
     let Some(purged) = raft.metrics().borrow().purged.map(|p| p.index) else { return Ok(()) };
     let start = lock(log).purge_through(RaftIndex(purged.min(through.0)))?.position;
     lock(dispatcher).purge_before(start)
+}
+
+/// How long a replica with empty data waits for each peer's answer before it bootstraps.
+const FOUNDED_TIMEOUT_MS: u64 = 500;
+
+/// The first peer of `members` (but `own`) that answers it belongs to a group already. A peer
+/// that does not answer (down, or a version without the call) does not hold the bootstrap
+/// back: a group's first start must not wait for every machine.
+async fn peer_founded(
+    network: &Network,
+    members: &BTreeMap<NodeId, BasicNode>,
+    own: NodeId,
+) -> Option<NodeId> {
+    use openraft::network::RaftNetworkFactory;
+    for (id, node) in members.iter().filter(|(id, _)| **id != own) {
+        let mut client = network.clone().new_client(*id, node).await;
+        let timeout = std::time::Duration::from_millis(FOUNDED_TIMEOUT_MS);
+        if client.founded(timeout).await == Ok(true) {
+            return Some(*id);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
