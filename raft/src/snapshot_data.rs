@@ -345,11 +345,20 @@ impl<S: Storage> FileSpool<S> {
 }
 
 impl<S: Storage> Spool for FileSpool<S> {
+    /// A write at 0 starts the snapshot over: openraft sends a snapshot from offset 0 again
+    /// under the same id when a sending was cut off, and the second sending may be shorter
+    /// (its history is the sender's log from its start as of then, which retention may have
+    /// moved), so the length is what this sending writes, not the longest ever written.
     fn write_at(&self, at: u64, data: &[u8]) -> io::Result<()> {
         self.each_part(at, data.len(), true, |file, within, range| {
             file.write_at(within, &data[range])
         })?;
-        self.len.fetch_max(at + data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let end = at + data.len() as u64;
+        if at == 0 {
+            self.len.store(end, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.len.fetch_max(end, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -376,6 +385,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn a_snapshot_sent_again_from_its_start_is_as_long_as_the_second_sending() {
+        let storage = SimStorage::new();
+        let mut data = SnapshotData::incoming(storage.clone(), 1000).unwrap();
+        data.write_at(0, &[1u8; 1500]).unwrap();
+        data.write_at(1500, &[2u8; 1500]).unwrap();
+        assert_eq!(data.len(), 3000);
+        // Sent again, shorter: retention moved the sender's log start meanwhile.
+        data.write_at(0, &[3u8; 1200]).unwrap();
+        data.write_at(1200, &[4u8; 800]).unwrap();
+        assert_eq!(data.len(), 2000);
+        let mut back = vec![0u8; 2000];
+        data.read_at(0, &mut back).unwrap();
+        assert_eq!((back[0], back[1199], back[1200], back[1999]), (3, 3, 4, 4));
+    }
 
     #[tokio::test]
     async fn a_spooled_snapshot_reads_back_what_was_written_across_parts() {

@@ -630,8 +630,9 @@ mod whole_cluster {
         /// heard by no one for the other half (its followers elect; clients' sends to it are
         /// lost on the way back). Asymmetric partitions, clients and NameServers included.
         AsymmetricLeader,
-        /// A follower of broker-a is killed; 5 s later a bit flips in the leader's copy of the
-        /// first entry of the workload's topic the follower lacks (synced, a bad sector), and
+        /// A follower of broker-a is killed; 5 s later a bit flips in the leader's copy of an
+        /// entry of the workload's topic among its last 30, which the follower lacks (synced, a
+        /// bad sector), and
         /// the follower is restarted: the leader's read of that entry to replicate it (or a
         /// consumer's, at the latest the late group's) fails its crc, the leader quarantines
         /// itself and stops, and the third replica, whose copy is sound,
@@ -1308,7 +1309,10 @@ mod whole_cluster {
                 let lacks_from = cluster.last_log_index(0, follower).map_or(1, |l| l + 1);
                 cluster.kill(0, follower);
                 madsim::time::sleep(FAULT_FOR / 2).await;
-                let damaged = cluster.corrupt_entry(0, leader, lacks_from, TOPIC);
+                // Among the last entries: retention may delete older segments (and the damage
+                // with them) before any read meets it.
+                let recent = cluster.last_log_index(0, leader).map_or(1, |l| l.saturating_sub(30));
+                let damaged = cluster.corrupt_entry(0, leader, lacks_from.max(recent), TOPIC);
                 let damaged = damaged.expect("the leader has an entry of messages to damage");
                 eprintln!("damaged entry {damaged} on leader {leader}");
                 cluster.restart(0, follower);
