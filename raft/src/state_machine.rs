@@ -602,6 +602,17 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         Ok(true)
     }
 
+    /// The replicated metadata (topics, groups, offsets, delayed and transaction progress,
+    /// queue lock owners, members' incarnations), in key order: what a snapshot carries, and
+    /// the same on every replica that applied the same entries.
+    pub fn replicated_metadata(&self) -> Result<crate::meta::KvPairs, StorageError<NodeId>> {
+        let mut metadata = Vec::new();
+        for prefix in REPLICATED {
+            metadata.extend(self.meta.scan_prefix(prefix).map_err(sm_read)?);
+        }
+        Ok(metadata)
+    }
+
     /// The first CommitLog sync that failed, if one did: the replica must stop (see
     /// `StoreError::SyncFailed`).
     pub fn commit_log_sync_failure(&self) -> Option<String> {
@@ -996,10 +1007,7 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
         let applied = self.applied()?;
         let membership: Membership = self.read_value(KEY_MEMBERSHIP)?.unwrap_or_default();
         let cut = self.current_cut(applied)?;
-        let mut metadata = Vec::new();
-        for prefix in REPLICATED {
-            metadata.extend(self.meta.scan_prefix(prefix).map_err(sm_read)?);
-        }
+        let metadata = self.replicated_metadata()?;
         let queues = lock(&self.dispatcher)
             .queues()
             .map(|((topic, id), q)| (topic.clone(), *id, q.max_offset().0))

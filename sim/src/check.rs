@@ -494,6 +494,8 @@ pub struct ReplicaState {
     pub start: u64,
     /// Its log's bytes from `start` to its end.
     pub log: Vec<u8>,
+    /// Its replicated metadata (topics, groups, offsets, progress), key and value in key order.
+    pub metadata: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// At quiesce, no follower is ahead of the leader and every replica's log is byte-identical
@@ -519,6 +521,21 @@ pub fn replicas_diverge(leader: u64, replicas: &[ReplicaState]) -> Vec<String> {
                 "replica {}'s log [{}, {end}) differs from the leader's [{}, {lead_end}) over \
                  what both hold",
                 r.id, r.start, lead.start
+            ));
+        }
+        // B.5 #22: what was applied to the metadata converges too.
+        if r.metadata != lead.metadata {
+            let first = r
+                .metadata
+                .iter()
+                .zip(&lead.metadata)
+                .find(|(a, b)| a != b)
+                .map(|(a, _)| String::from_utf8_lossy(&a.0).into_owned());
+            bad.push(format!(
+                "replica {}'s metadata ({} keys) differs from the leader's ({} keys), first at {first:?}",
+                r.id,
+                r.metadata.len(),
+                lead.metadata.len()
             ));
         }
     }
@@ -789,8 +806,13 @@ mod tests {
 
     #[test]
     fn replicas_must_match_the_leader() {
-        let at =
-            |id, applied, start, log: &[u8]| ReplicaState { id, applied, start, log: log.to_vec() };
+        let at = |id, applied, start, log: &[u8]| ReplicaState {
+            id,
+            applied,
+            start,
+            log: log.to_vec(),
+            metadata: vec![(b"topic/T".to_vec(), b"4".to_vec())],
+        };
         // (the leader 0, a follower, how many differences)
         let cases = [
             (at(0, 10, 0, b"log"), at(1, 10, 0, b"log"), 0),
@@ -808,5 +830,9 @@ mod tests {
         }
         let same = [at(0, 10, 0, b"log"), at(1, 10, 0, b"log")];
         assert_eq!(replicas_diverge(5, &same).len(), 1, "no such leader");
+        // Metadata that differs (#22).
+        let mut other = at(1, 10, 0, b"log");
+        other.metadata[0].1 = b"8".to_vec();
+        assert_eq!(replicas_diverge(0, &[at(0, 10, 0, b"log"), other]).len(), 1);
     }
 }

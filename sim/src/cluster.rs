@@ -894,7 +894,8 @@ impl SimCluster {
                 let log = v.log.lock().unwrap();
                 let start = log.start().position;
                 let bytes = log.bytes_between(start, log.end().position).unwrap();
-                ReplicaState { id: r, applied, start: start.0, log: bytes }
+                let metadata = v.state_machine.replicated_metadata().unwrap();
+                ReplicaState { id: r, applied, start: start.0, log: bytes, metadata }
             })
             .collect()
     }
