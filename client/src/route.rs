@@ -147,9 +147,14 @@ impl Routes {
         Ok(route)
     }
 
-    /// Refreshes `topic`'s route after a call to one of its brokers failed (it may have lost
-    /// its master), unless a fetch of it started less than [`FAILURE_REFRESH_MIN_MS`] ago.
-    pub async fn refresh_after_failure(&self, topic: &str) {
+    /// Refreshes `topic`'s route after a call to one of its brokers failed with `error` (the
+    /// master may be gone: refused, unreachable, closed, or no longer the master), unless the
+    /// error says nothing of where the master is (a malformed answer, a bad argument) or a
+    /// fetch of it started less than [`FAILURE_REFRESH_MIN_MS`] ago.
+    pub async fn refresh_after_failure(&self, topic: &str, error: &ClientError) {
+        if matches!(error, ClientError::Protocol { .. } | ClientError::InvalidArgument(_)) {
+            return;
+        }
         let recent = lock(&self.inner.fetched).get(topic).is_some_and(|at| {
             crate::clock::instant().saturating_duration_since(*at)
                 < std::time::Duration::from_millis(FAILURE_REFRESH_MIN_MS)

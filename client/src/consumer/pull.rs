@@ -204,12 +204,7 @@ impl PullConsumer {
                     Err(e) => {
                         tracing::debug!(queue = ?mq, error = %e, "pull failed");
                         // Its master may be gone: the route says where it is now.
-                        if !matches!(
-                            e,
-                            ClientError::Protocol { .. } | ClientError::InvalidArgument(_)
-                        ) {
-                            self.core.routes.refresh_after_failure(&mq.topic).await;
-                        }
+                        self.core.routes.refresh_after_failure(&mq.topic, &e).await;
                         if remaining == 0 {
                             return Err(e);
                         }

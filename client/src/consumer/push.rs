@@ -1007,13 +1007,8 @@ impl<L: MessageListener> Inner<L> {
                 }
                 Err(e) => {
                     tracing::debug!(queue = ?pq.mq, error = %e, "pull failed; trying again");
-                    // The master may be gone (refused, unreachable, closed, or no longer the
-                    // master): the route says where it is now, without waiting for the
-                    // periodic poll (30 s).
-                    if !matches!(e, ClientError::Protocol { .. } | ClientError::InvalidArgument(_))
-                    {
-                        self.core.routes.refresh_after_failure(&pq.mq.topic).await;
-                    }
+                    // Where the master is now, without waiting for the periodic poll (30 s).
+                    self.core.routes.refresh_after_failure(&pq.mq.topic, &e).await;
                     tokio::select! {
                         biased;
                         _ = tokio::time::sleep(Duration::from_millis(self.config.pull_error_backoff_ms)) => {}
