@@ -132,6 +132,14 @@ pub struct BrokerConfig {
     /// (see `OffsetBatchConfig::sim_bug_out_of_order`).
     #[cfg(madsim)]
     pub sim_bug_offsets_out_of_order: bool,
+    /// Simulation builds only: a pull that finds messages answers a next offset one past the
+    /// right one, so its consumer skips a message each pull.
+    #[cfg(madsim)]
+    pub sim_bug_pull_skips_one: bool,
+    /// Simulation builds only: a pull returns as many messages as the client asks for,
+    /// `pull_batch_max` ignored (the byte budget still holds).
+    #[cfg(madsim)]
+    pub sim_bug_pull_batch_unbounded: bool,
 }
 
 impl BrokerConfig {
@@ -237,6 +245,10 @@ impl BrokerConfig {
             sim_bug_tx_scan_from_term_start: false,
             #[cfg(madsim)]
             sim_bug_offsets_out_of_order: false,
+            #[cfg(madsim)]
+            sim_bug_pull_skips_one: false,
+            #[cfg(madsim)]
+            sim_bug_pull_batch_unbounded: false,
         }
     }
 }

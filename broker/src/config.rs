@@ -507,6 +507,8 @@ impl BrokerFile {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         })
     }
 }

@@ -179,6 +179,8 @@ async fn start_group_configured(
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         };
         let mut config = config;
         tune(&mut config);

@@ -306,6 +306,8 @@ impl DevCluster {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         }
     }
 

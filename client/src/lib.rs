@@ -24,7 +24,7 @@ pub use crate::core::ClientConfig;
 pub use admin::{Admin, ParkedQueue};
 pub use consumer::{
     ConsumeFrom, ConsumeResult, MessageListener, PullConsumer, PullConsumerConfig, PushConsumer,
-    PushConsumerConfig, Selector,
+    PushConsumerConfig, QueueChange, QueueListener, Selector,
 };
 pub use error::{ClientError, Result};
 pub use message::{Message, MessageExt};

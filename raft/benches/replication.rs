@@ -68,6 +68,8 @@ fn cluster() -> Cluster {
                 sim_bug_accept_wiped: false,
                 #[cfg(madsim)]
                 sim_bug_retention_ignores_floor: false,
+                #[cfg(madsim)]
+                sim_bugs: Default::default(),
             };
             let base = dir.path().join(format!("n{id}"));
             let storage = MmapStorage::new(base.join("data")).unwrap();

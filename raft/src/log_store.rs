@@ -207,6 +207,8 @@ pub struct LogStore<S: Storage, M: MetaStore> {
     budget: Arc<ReplicationBudget>,
     #[cfg(madsim)]
     sim_bug_ack_before_fsync: bool,
+    #[cfg(madsim)]
+    sim_bug_vote_not_synced: bool,
 }
 
 /// Reads entries concurrently with appends.
@@ -356,7 +358,16 @@ impl<S: Storage, M: MetaStore> LogStore<S, M> {
             budget: Arc::default(),
             #[cfg(madsim)]
             sim_bug_ack_before_fsync: false,
+            #[cfg(madsim)]
+            sim_bug_vote_not_synced: false,
         }
+    }
+
+    /// Simulation builds only: the vote is written deferred, as the committed id is, so a
+    /// power loss within a second of an election takes it back (`SimBugs::vote_not_synced`).
+    #[cfg(madsim)]
+    pub fn sim_bug_vote_not_synced(&mut self) {
+        self.sim_bug_vote_not_synced = true;
     }
 
     /// Simulation builds only: from now on an append is reported durable (openraft's flush
@@ -477,6 +488,13 @@ impl<S: Storage, M: MetaStore> RaftLogStorage<TypeConfig> for LogStore<S, M> {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let raw = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        #[cfg(madsim)]
+        if self.sim_bug_vote_not_synced {
+            return self
+                .meta
+                .put_deferred(KEY_VOTE, raw)
+                .map_err(|e| StorageIOError::write_vote(&e).into());
+        }
         self.meta
             .write(vec![MetaOp::Put(KEY_VOTE.to_vec(), raw)])
             .map_err(|e| StorageIOError::write_vote(&e).into())

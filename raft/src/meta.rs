@@ -100,6 +100,16 @@ impl MemMeta {
     pub fn pending_ops(&self) -> usize {
         lock(&self.inner).pending.len()
     }
+
+    /// Lazy writes not yet durable of keys that start with `prefix`.
+    pub fn pending_puts(&self, prefix: &[u8]) -> usize {
+        let inner = lock(&self.inner);
+        inner
+            .pending
+            .iter()
+            .filter(|op| matches!(op, MetaOp::Put(k, _) if k.starts_with(prefix)))
+            .count()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

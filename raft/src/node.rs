@@ -114,6 +114,27 @@ pub struct NodeConfig {
     /// `StateMachine::retention_floor`). A bug put in on purpose, as above.
     #[cfg(madsim)]
     pub sim_bug_retention_ignores_floor: bool,
+    /// Simulation builds only: more bugs put in on purpose (see [`SimBugs`]).
+    #[cfg(madsim)]
+    pub sim_bugs: SimBugs,
+}
+
+/// Simulation builds only: bugs put back on purpose, each to show that a checker of the
+/// simulation catches what it names (B.5 #29); no real build has them. All off by default.
+#[cfg(madsim)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimBugs {
+    /// The vote is written like the committed id, deferred (durable with the next sync, up to
+    /// a second later): a power loss right after an election takes it back, and the replica's
+    /// term goes back (B.5 #5).
+    pub vote_not_synced: bool,
+    /// Retention deletes the segments before what is applied, whether a snapshot covers them
+    /// or not, without waiting for openraft to purge them (B.5 #6: purged <= snapshot).
+    pub retention_past_snapshot: bool,
+    /// Apply makes the applied id durable before the metadata changes of the entries it
+    /// covers (which stay lazy): a power loss then keeps the id and drops the changes, and the
+    /// replica never applies them again, so its metadata differs from its peers' (B.5 #22).
+    pub applied_before_metadata: bool,
 }
 
 /// How often a replica checks retention and disk usage by default.
@@ -241,11 +262,20 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
         if config.sim_bug_ack_before_fsync {
             log_store.sim_bug_ack_before_fsync();
         }
+        #[cfg(madsim)]
+        if config.sim_bugs.vote_not_synced {
+            log_store.sim_bug_vote_not_synced();
+        }
         let local_appends = log_store.local_appends();
         let mut state_machine =
             StateMachine::new(log.clone(), dispatcher.clone(), meta.clone(), arrivals)
                 .map_err(|e| StartError::Raft(e.to_string()))?
                 .with_stats(stats.clone());
+        #[cfg(madsim)]
+        {
+            state_machine = state_machine
+                .sim_bug_applied_before_metadata(config.sim_bugs.applied_before_metadata);
+        }
 
         // A snapshot install a crash interrupted is finished before anything reads the state.
         state_machine.finish_interrupted_install().map_err(|e| StartError::Raft(e.to_string()))?;
@@ -371,6 +401,8 @@ impl<S: Storage + Clone, M: MetaStore> RaftNode<S, M> {
                 stats: state_machine.stats().clone(),
                 #[cfg(madsim)]
                 ignore_floor: config.sim_bug_retention_ignores_floor,
+                #[cfg(madsim)]
+                past_snapshot: config.sim_bugs.retention_past_snapshot,
             },
             stop_rx,
         ));
@@ -954,6 +986,9 @@ struct Checks {
     /// `NodeConfig::sim_bug_retention_ignores_floor`.
     #[cfg(madsim)]
     ignore_floor: bool,
+    /// `SimBugs::retention_past_snapshot`.
+    #[cfg(madsim)]
+    past_snapshot: bool,
 }
 
 /// Retention for a replica: at start and every `every_ms` after, measure the disk (new writes
@@ -1007,6 +1042,11 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
             });
         #[cfg(madsim)]
         let floor = if checks.ignore_floor { Ok(None) } else { floor };
+        #[cfg(madsim)]
+        if checks.past_snapshot {
+            let applied = raft.metrics().borrow().last_applied.map(|a| a.index);
+            limit = applied.map_or(RaftIndex(0), |a| RaftIndex(a + 1));
+        }
         match floor {
             Ok(Some(index)) => limit = limit.min(index),
             Ok(None) => {}
@@ -1040,6 +1080,15 @@ async fn run_retention<S: Storage + Clone, M: MetaStore>(
                     "the disk is fuller than disk_clean_ratio: deleting the oldest CommitLog \
                      segment before its retention time"
                 );
+            }
+            #[cfg(madsim)]
+            if checks.past_snapshot {
+                // The bug: deleted at once, whatever openraft purged.
+                let start = lock(&log).purge_through(through).map(|s| s.position);
+                if let Ok(start) = start {
+                    let _ = lock(&dispatcher).purge_before(start);
+                }
+                continue;
             }
             if purge_log(&raft, &log, &dispatcher, through).await.is_err() {
                 return; // Raft has stopped

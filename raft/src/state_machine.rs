@@ -282,6 +282,9 @@ pub struct StateMachine<S: Storage, M: MetaStore> {
     catalog: Arc<RwLock<Catalog>>,
     listener: Option<ArrivalListener>,
     stats: Arc<crate::RaftStats>,
+    /// `SimBugs::applied_before_metadata`.
+    #[cfg(madsim)]
+    sim_bug_applied_before_metadata: bool,
 }
 
 impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
@@ -293,6 +296,8 @@ impl<S: Storage, M: MetaStore> Clone for StateMachine<S, M> {
             catalog: self.catalog.clone(),
             listener: self.listener.clone(),
             stats: self.stats.clone(),
+            #[cfg(madsim)]
+            sim_bug_applied_before_metadata: self.sim_bug_applied_before_metadata,
         }
     }
 }
@@ -337,7 +342,16 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     ) -> Result<Self, StorageError<NodeId>> {
         let catalog = Arc::new(RwLock::new(Catalog::load(&*meta)?));
         let stats = Arc::default();
-        let sm = StateMachine { log, dispatcher, meta, catalog, listener, stats };
+        let sm = StateMachine {
+            log,
+            dispatcher,
+            meta,
+            catalog,
+            listener,
+            stats,
+            #[cfg(madsim)]
+            sim_bug_applied_before_metadata: false,
+        };
         sm.catch_up_dispatch()?;
         Ok(sm)
     }
@@ -345,6 +359,14 @@ impl<S: Storage + Clone, M: MetaStore> StateMachine<S, M> {
     /// Counts into `stats` from now on (the replica's, shared with its log store and proposer).
     pub fn with_stats(mut self, stats: Arc<crate::RaftStats>) -> Self {
         self.stats = stats;
+        self
+    }
+
+    /// Simulation builds only: the applied id is made durable before the metadata changes
+    /// it covers (`SimBugs::applied_before_metadata`).
+    #[cfg(madsim)]
+    pub fn sim_bug_applied_before_metadata(mut self, on: bool) -> Self {
+        self.sim_bug_applied_before_metadata = on;
         self
     }
 
@@ -1174,6 +1196,11 @@ impl<S: Storage + Clone, M: MetaStore> RaftStateMachine<TypeConfig> for StateMac
         if !ops.is_empty() {
             if let Some(last) = last_applied {
                 self.log_durable_through(last.index).await?;
+            }
+            #[cfg(madsim)]
+            if let (true, Some(applied)) = (self.sim_bug_applied_before_metadata, last_applied) {
+                let raw = encode(&Some(applied)).map_err(sm_write)?;
+                self.meta.write(vec![MetaOp::Put(KEY_APPLIED.to_vec(), raw)]).map_err(sm_write)?;
             }
             self.meta.write_lazy(ops).map_err(sm_write)?;
         }

@@ -260,6 +260,8 @@ mod cluster {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         }
     }
 
@@ -539,6 +541,8 @@ mod recovery {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         }
     }
 

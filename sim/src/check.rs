@@ -63,6 +63,15 @@ pub enum Event {
     TxIntent { id: String, commit: bool },
     /// A transaction's half message was still unresolved by `broker` when the run ended.
     Unresolved { broker: String, id: String, half_offset: i64 },
+    /// Consumer `consumer` of `group` (orderly or not) started consuming `queue` of the plain
+    /// workload's topic at `offset`, the first it pulls; it holds the queue until its
+    /// [`Event::Released`] (or until it starts again after a crash).
+    Taken { consumer: String, group: String, queue: Queue, offset: i64, orderly: bool },
+    /// Consumer `consumer` stopped consuming `queue`: it is handed nothing of it after this.
+    Released { consumer: String, queue: Queue },
+    /// One pull of `queue` that asked for `asked` messages returned `messages`, whose bodies
+    /// hold `bytes`.
+    Pulled { queue: Queue, asked: i32, messages: usize, bytes: usize },
 }
 
 /// The delayed workload's message ids start so (only its consumers receive them).
@@ -325,6 +334,109 @@ pub fn offset_regressions(h: &History) -> Vec<(String, (String, i32), i64, i64)>
         }
     }
     bad
+}
+
+/// Consumers never skip or go back while their assignment is stable (B.5 #18), checked on the
+/// consumers whose queue changes the history records ([`Event::Taken`], [`Event::Released`]):
+/// - a member takes a queue at or before the first offset its group was not handed yet (its
+///   furthest delivery there, plus one), or past it only over offsets retention may have
+///   deleted (`retained_from(queue)`: the furthest start the queue had on any replica);
+/// - while it holds a queue it is handed only offsets at or after where it took it, each once
+///   (a second time is going back), and nothing of a queue it does not hold;
+/// - an orderly member is handed them in order and without a gap (but over deleted offsets).
+///
+/// A concurrent member's gaps are not judged here: its listener calls run in parallel and a
+/// queue given up mid-batch leaves gaps its next owner fills (the lost-message check holds the
+/// group to every acknowledged send). Returns each break seen, described.
+pub fn consumption_breaks(h: &History, retained_from: impl Fn(&Queue) -> i64) -> Vec<String> {
+    struct Held {
+        start: i64,
+        next: i64,
+        handed: BTreeSet<i64>,
+        orderly: bool,
+    }
+    let tracked: BTreeSet<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Taken { consumer, .. } => Some(consumer.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut held: BTreeMap<(&str, &Queue), Held> = BTreeMap::new();
+    let mut furthest: BTreeMap<(&str, &Queue), i64> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for e in &h.events {
+        match e {
+            Event::Taken { consumer, group, queue, offset, orderly } => {
+                let first_unhanded = furthest.get(&(group.as_str(), queue)).map_or(0, |f| f + 1);
+                if *offset > first_unhanded && *offset > retained_from(queue) {
+                    bad.push(format!(
+                        "{consumer} took {queue:?} at {offset}: skipped from {first_unhanded}, \
+                         the first offset {group} was not handed"
+                    ));
+                }
+                let taken = Held {
+                    start: *offset,
+                    next: *offset,
+                    handed: BTreeSet::new(),
+                    orderly: *orderly,
+                };
+                held.insert((consumer.as_str(), queue), taken);
+            }
+            Event::Released { consumer, queue } => {
+                held.remove(&(consumer.as_str(), queue));
+            }
+            Event::Delivered { consumer, group, queue, offset, .. } => {
+                let f = furthest.entry((group.as_str(), queue)).or_insert(*offset);
+                *f = (*f).max(*offset);
+                if !tracked.contains(consumer.as_str()) {
+                    continue;
+                }
+                let Some(q) = held.get_mut(&(consumer.as_str(), queue)) else {
+                    bad.push(format!(
+                        "{consumer} was handed {queue:?} at {offset}, not holding it"
+                    ));
+                    continue;
+                };
+                if *offset < q.start || !q.handed.insert(*offset) {
+                    bad.push(format!(
+                        "{consumer} went back: handed {queue:?} at {offset} again (held from {})",
+                        q.start
+                    ));
+                    continue;
+                }
+                if q.orderly && *offset > q.next && *offset > retained_from(queue) {
+                    bad.push(format!(
+                        "{consumer} skipped {queue:?} offsets {}..{offset} (orderly)",
+                        q.next
+                    ));
+                }
+                q.next = q.next.max(offset + 1);
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+/// Pulls stay within the brokers' bounds however many messages a client asks for (B.5 #26): at
+/// most `batch_max` messages, and more than one only within `bytes_max` (counted on bodies,
+/// which are smaller than the records the broker counts). Returns each pull over them.
+pub fn pulls_over_bounds(h: &History, batch_max: usize, bytes_max: usize) -> Vec<String> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Pulled { queue, asked, messages, bytes }
+                if *messages > batch_max || (*messages > 1 && *bytes > bytes_max) =>
+            {
+                Some(format!(
+                    "a pull of {queue:?} asking for {asked} returned {messages} messages of {bytes} bytes"
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A leader id as openraft orders it: (term, node id).
@@ -725,6 +837,79 @@ mod tests {
         assert!(offset_regressions(&h).is_empty());
         h.push(seen(5));
         assert_eq!(offset_regressions(&h), vec![("G".to_owned(), q(0), 7, 5)]);
+    }
+
+    #[test]
+    fn consumers_never_skip_or_go_back_while_they_hold_a_queue() {
+        let taken = |c: &str, offset, orderly| Event::Taken {
+            consumer: c.into(),
+            group: "G".into(),
+            queue: q(0),
+            offset,
+            orderly,
+        };
+        let handed = |c: &str, offset| Event::Delivered {
+            consumer: c.into(),
+            group: "G".into(),
+            id: format!("m-{offset}"),
+            queue: q(0),
+            offset,
+        };
+        let released = |c: &str| Event::Released { consumer: c.into(), queue: q(0) };
+        let nothing_deleted = |_: &Queue| 0;
+        let run = |events: Vec<Event>, retained_from: &dyn Fn(&Queue) -> i64| {
+            consumption_breaks(&History { events }, retained_from)
+        };
+        // A concurrent member in any order, then a hand-over at the first offset not handed
+        // (and one before it: redelivery after a hand-over is no break).
+        let good = vec![
+            taken("c1", 0, false),
+            handed("c1", 1),
+            handed("c1", 0),
+            handed("c1", 2),
+            released("c1"),
+            taken("c2", 3, true),
+            handed("c2", 3),
+            handed("c2", 4),
+            released("c2"),
+            taken("c1", 2, true),
+            handed("c1", 2),
+            handed("c1", 3),
+        ];
+        assert!(run(good.clone(), &nothing_deleted).is_empty());
+        // Nothing handed yet, taken past the queue's start: a skip, unless retention deleted it.
+        let late = vec![taken("c1", 5, true), handed("c1", 5)];
+        assert_eq!(run(late.clone(), &nothing_deleted).len(), 1);
+        assert!(run(late, &|_: &Queue| 5).is_empty());
+        // Each break alone.
+        let mut skipped_take = good.clone();
+        skipped_take.push(released("c1"));
+        skipped_take.push(taken("c2", 6, false));
+        assert!(run(skipped_take, &nothing_deleted)[0].contains("skipped from 5"));
+        let mut again = good.clone();
+        again.push(handed("c1", 3));
+        assert!(run(again, &nothing_deleted)[0].contains("went back"));
+        let mut before_start = good.clone();
+        before_start.push(handed("c1", 1));
+        assert!(run(before_start, &nothing_deleted)[0].contains("went back"));
+        let mut gap = good.clone();
+        gap.push(handed("c1", 6));
+        assert!(run(gap.clone(), &nothing_deleted)[0].contains("skipped"));
+        assert!(run(gap, &|_: &Queue| 6).is_empty(), "a gap over deleted offsets is allowed");
+        let mut not_held = good.clone();
+        not_held.push(handed("c2", 5));
+        assert!(run(not_held, &nothing_deleted)[0].contains("not holding"));
+        // A consumer whose queue changes are not recorded is not judged.
+        assert!(run(vec![handed("x", 7), handed("x", 7)], &nothing_deleted).is_empty());
+    }
+
+    #[test]
+    fn pulls_over_the_bounds_are_found() {
+        let pulled = |messages, bytes| Event::Pulled { queue: q(0), asked: 1_000, messages, bytes };
+        let h = History { events: vec![pulled(32, 1_000), pulled(1, 5 << 20), pulled(2, 300)] };
+        assert!(pulls_over_bounds(&h, 32, 256 << 10).is_empty());
+        let h = History { events: vec![pulled(33, 1_000), pulled(2, 300 << 10), pulled(3, 10)] };
+        assert_eq!(pulls_over_bounds(&h, 32, 256 << 10).len(), 2);
     }
 
     #[test]

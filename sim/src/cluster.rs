@@ -65,6 +65,12 @@ pub struct Topology {
     pub sim_bug_tx_end_unchecked: bool,
     pub sim_bug_tx_check_answer_commits: bool,
     pub sim_bug_tx_scan_from_term_start: bool,
+    /// Replica bugs put in on purpose (see `rocketraft_raft::node::SimBugs`).
+    pub sim_bugs: rocketraft_raft::node::SimBugs,
+    /// Brokers answer a pull's next offset one too far (consumers skip a message a pull), or
+    /// ignore `pull_batch_max`: put in on purpose, as above.
+    pub sim_bug_pull_skips_one: bool,
+    pub sim_bug_pull_batch_unbounded: bool,
     /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
     pub raft_message_faults: MessageFaults,
     /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
@@ -95,6 +101,9 @@ impl Default for Topology {
             sim_bug_tx_end_unchecked: false,
             sim_bug_tx_check_answer_commits: false,
             sim_bug_tx_scan_from_term_start: false,
+            sim_bugs: Default::default(),
+            sim_bug_pull_skips_one: false,
+            sim_bug_pull_batch_unbounded: false,
             raft_message_faults: MessageFaults::default(),
             proposals_in_flight_max: 4,
             replication: rocketraft_raft::Replication::Quorum,
@@ -791,7 +800,9 @@ impl SimCluster {
                     last_log: m.last_log_index,
                     applied,
                     snapshot: m.snapshot.map(|l| l.index),
-                    purged: m.purged.map(|l| l.index),
+                    // What its CommitLog deleted, if more than openraft purged (it never
+                    // should be: segments go only once openraft has purged them).
+                    purged: m.purged.map(|l| l.index).max(log.start().next_index.0.checked_sub(1)),
                     durable_next: log.flushed().next_index.0,
                     newly_applied,
                 });
@@ -1062,6 +1073,7 @@ async fn run_replica(
         sim_bug_ack_before_fsync: topo.sim_bug_ack_before_fsync,
         sim_bug_accept_wiped: topo.sim_bug_accept_wiped,
         sim_bug_retention_ignores_floor: topo.sim_bug_retention_ignores_floor,
+        sim_bugs: topo.sim_bugs,
     };
     let listener = tokio::net::TcpListener::bind(raft_addr(g, r)).await.expect("raft port");
     let waiters = Arc::new(PullWaiters::default());
@@ -1092,6 +1104,8 @@ async fn run_replica(
     bc.sim_bug_tx_check_answer_commits = topo.sim_bug_tx_check_answer_commits;
     bc.sim_bug_tx_scan_from_term_start = topo.sim_bug_tx_scan_from_term_start;
     bc.sim_bug_offsets_out_of_order = topo.sim_bug_offsets_out_of_order;
+    bc.sim_bug_pull_skips_one = topo.sim_bug_pull_skips_one;
+    bc.sim_bug_pull_batch_unbounded = topo.sim_bug_pull_batch_unbounded;
     // Transactions are checked back within a run: a half unresolved for 1 s is checked every
     // 500 ms; it is discarded only after 60 checks (30 s without an answer).
     bc.transaction_timeout_ms = TX_TIMEOUT_MS;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rocketraft_client::{
     Admin, ClientConfig, ClientError, ConsumeFrom, ConsumeResult, Message, MessageExt, Producer,
-    ProducerConfig, PushConsumer, PushConsumerConfig, TransactionListener, TransactionProducer,
-    TransactionState,
+    ProducerConfig, PullConsumer, PullConsumerConfig, PushConsumer, PushConsumerConfig,
+    QueueChange, QueueListener, TransactionListener, TransactionProducer, TransactionState,
 };
 
 use crate::check::{Event, History, SendOutcome};
@@ -207,6 +207,7 @@ pub async fn consume(
     let mut config = PushConsumerConfig::new(ns, group).subscribe(topic, "*");
     config.consume_from = ConsumeFrom::FirstOffset;
     config.client = named(config.client, name);
+    config.queue_listener = Some(queue_changes(name, group, topic, orderly, history.clone()));
     let (name, group_name) = (name.to_owned(), group.to_owned());
     let listener = move |msgs: Vec<MessageExt>| {
         let mut h = history.lock().unwrap();
@@ -227,6 +228,67 @@ pub async fn consume(
         PushConsumer::start_concurrently(config, listener).await
     };
     started.expect("consumer starts")
+}
+
+/// Records consumer `name`'s takes and releases of `topic`'s queues (not of its group's retry
+/// topic, whose queue ids are the same numbers) for the B.5 #18 check.
+fn queue_changes(
+    name: &str,
+    group: &str,
+    topic: &str,
+    orderly: bool,
+    history: Shared,
+) -> QueueListener {
+    let (name, group, topic) = (name.to_owned(), group.to_owned(), topic.to_owned());
+    QueueListener(Arc::new(move |change: &QueueChange| {
+        let event = match change {
+            QueueChange::Taken { queue, offset } if queue.topic == topic => Event::Taken {
+                consumer: name.clone(),
+                group: group.clone(),
+                queue: (queue.broker_name.clone(), queue.queue_id),
+                offset: *offset,
+                orderly,
+            },
+            QueueChange::Released { queue } if queue.topic == topic => Event::Released {
+                consumer: name.clone(),
+                queue: (queue.broker_name.clone(), queue.queue_id),
+            },
+            _ => return,
+        };
+        history.lock().unwrap().push(event);
+    }))
+}
+
+/// Reads every queue of `topic` from its start with a pull consumer that asks for `asked`
+/// messages a pull, until no pull finds more for a second (or 2,000 pulls), and records each
+/// pull that found messages (B.5 #26: the broker bounds what it returns, whatever is asked).
+pub async fn read_in_big_pulls(ns: &str, topic: &str, asked: i32, history: Shared) {
+    let mut config = PullConsumerConfig::new(ns, "bounds-reader");
+    config.consume_from = ConsumeFrom::FirstOffset;
+    config.poll_batch_max = asked;
+    config.client = named(config.client, "bounds-reader");
+    let consumer = PullConsumer::start(config).await.expect("pull consumer starts");
+    let queues = consumer.topic_queues(topic).await.expect("the topic is routed");
+    consumer.assign(queues);
+    let mut empty = 0;
+    for _ in 0..2_000 {
+        match consumer.poll(500).await {
+            Ok(found) if !found.is_empty() => {
+                empty = 0;
+                let queue = (found[0].queue.broker_name.clone(), found[0].queue.queue_id);
+                let bytes = found.iter().map(|m| m.body.len()).sum();
+                let pulled = Event::Pulled { queue, asked, messages: found.len(), bytes };
+                history.lock().unwrap().push(pulled);
+            }
+            _ => {
+                empty += 1;
+                if empty == 2 {
+                    break;
+                }
+            }
+        }
+    }
+    consumer.shutdown().await;
 }
 
 /// The delay the delayed workload gives message `i`, in ms, and the message: even ones a

@@ -178,6 +178,8 @@ mod raft_failover {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         }
     }
 
@@ -551,6 +553,7 @@ mod whole_cluster {
     use madsim::rand::Rng;
     use madsim::runtime::{Handle, Runtime};
     use rocketraft_raft::network::MessageFaults;
+    use rocketraft_raft::node::SimBugs;
     use rocketraft_raft::Replication;
     use rocketraft_sim::check::{self, History};
     use rocketraft_sim::cluster::{broker_addr, group_name, SimCluster, Topology};
@@ -597,6 +600,15 @@ mod whole_cluster {
         PowerLossLeader,
         /// All of broker-a loses power at once.
         PowerLossAll,
+        /// broker-a's leader loses power, every write not synced gone, at a moment its
+        /// metadata store holds a transaction's outcome not yet durable (aimed, within 5 s):
+        /// it must apply the entry again after its restart, 1 s later (outcomes are written
+        /// once).
+        PowerLossLeaderWithLazyMetadata,
+        /// broker-a's leader is killed; as soon as another replica leads, all of broker-a
+        /// loses power, every write not synced gone: votes given in that election must
+        /// survive it (a replica's term never goes back).
+        ElectionThenPowerLossAll,
         /// broker-a's disks turn slow (every CommitLog sync takes [`SLOW_SYNC_MS`] longer);
         /// 2 s later all of broker-a loses power at once, every write not synced gone on every
         /// replica (the worst a power loss can do): the slow syncs widen the window between a
@@ -997,6 +1009,24 @@ mod whole_cluster {
         if !order.is_empty() {
             return Err(format!("orderly group saw a key out of order: {order:?}"));
         }
+        // The simulated brokers' own (defaults).
+        let bounds = rocketraft_broker::BrokerConfig::new("bounds", "127.0.0.1:0".parse().unwrap());
+        let over =
+            check::pulls_over_bounds(h, bounds.pull_batch_max as usize, bounds.pull_bytes_max);
+        if !over.is_empty() {
+            return Err(format!(
+                "pulls over the brokers' bounds: {:?}",
+                &over[..over.len().min(5)]
+            ));
+        }
+        let breaks = consumption_breaks(h, cluster, may_lose);
+        if !breaks.is_empty() {
+            return Err(format!(
+                "consumers skipped or went back ({}): {:?}",
+                breaks.len(),
+                &breaks[..breaks.len().min(5)]
+            ));
+        }
         let unexpected = check::unexpected(h);
         if !unexpected.is_empty() {
             return Err(format!("delivered but never (successfully) sent: {unexpected:?}"));
@@ -1037,6 +1067,13 @@ mod whole_cluster {
         if !back.is_empty() {
             return Err(format!("committed offsets went backwards: {back:?}"));
         }
+        replicas_diverge(cluster)?;
+        Ok(dups)
+    }
+
+    /// B.5 #7 and #22 at quiesce: every replica of a group holds the leader's applied index,
+    /// log bytes and replicated metadata.
+    fn replicas_diverge(cluster: &SimCluster) -> Result<(), String> {
         for g in 0..cluster.topology.groups {
             let leader = cluster.leader(g).ok_or(format!("{} has no leader", group_name(g)))?;
             // A follower whose disk the run damaged and that never read the damaged entry
@@ -1052,7 +1089,26 @@ mod whole_cluster {
                 return Err(format!("{}: {diverge:?}", group_name(g)));
             }
         }
-        Ok(dups)
+        Ok(())
+    }
+
+    /// B.5 #18 on the plain workload's consumers (see [`check::consumption_breaks`]): none skips
+    /// or goes back while it holds a queue. Not judged where acknowledged sends may be lost: a
+    /// queue offset is then given again, and a consumer past it is moved back.
+    fn consumption_breaks(h: &History, cluster: &SimCluster, may_lose: MayLose) -> Vec<String> {
+        if may_lose != MayLose::Nothing {
+            return Vec::new();
+        }
+        cluster.observe_retention(TOPIC, 4);
+        let group_of = |name: &str| (0..cluster.topology.groups).find(|g| group_name(*g) == name);
+        let retained_from = |(broker, q): &check::Queue| {
+            group_of(broker).map_or(0, |g| cluster.retained_from(g, TOPIC, *q) as i64)
+        };
+        let mut breaks = check::consumption_breaks(h, retained_from);
+        if !h.events.iter().any(|e| matches!(e, check::Event::Taken { .. })) {
+            breaks.push("no consumer recorded taking a queue: the check would be vacuous".into());
+        }
+        breaks
     }
 
     /// The checks of records the broker moved (delayed messages, committed transactions), as
@@ -1134,6 +1190,10 @@ mod whole_cluster {
         trimmed: usize,
         /// The Raft invariants broken in the run (B.5 number, what).
         raft_violations: Vec<check::RaftViolation>,
+        /// Consumers that skipped or went back while holding a queue (B.5 #18).
+        breaks: Vec<String>,
+        /// How a replica differed from its leader at quiesce, if one did (B.5 #7, #22).
+        diverged: Option<String>,
         /// How many segments the longest log of a running replica reaches into, at the end.
         segments: u64,
         trace: u64,
@@ -1212,6 +1272,43 @@ mod whole_cluster {
                         let seed = madsim::rand::thread_rng().gen();
                         cluster.power_loss(0, r, seed);
                     }
+                }
+                madsim::time::sleep(FAULT_FOR).await;
+                for r in 0..3 {
+                    cluster.restart(0, r);
+                }
+            }
+            Fault::PowerLossLeaderWithLazyMetadata => {
+                let leader = cluster.leader(0).expect("broker-a has a leader");
+                for _ in 0..5_000 {
+                    if cluster.metas[&(0, leader)].pending_puts(b"txn-done/") > 0 {
+                        break;
+                    }
+                    madsim::time::sleep(Duration::from_millis(1)).await;
+                }
+                cluster.kill(0, leader);
+                cluster.power_loss_dropping_unsynced(0, leader);
+                // Back soon, so it catches up from its own log (a snapshot from its leader
+                // would replace its metadata whole).
+                madsim::time::sleep(Duration::from_secs(1)).await;
+                cluster.restart(0, leader);
+            }
+            Fault::ElectionThenPowerLossAll => {
+                let old = cluster.leader(0).expect("broker-a has a leader");
+                cluster.kill(0, old);
+                for _ in 0..1_000 {
+                    if cluster.leader(0).is_some_and(|l| l != old) {
+                        break;
+                    }
+                    madsim::time::sleep(Duration::from_millis(10)).await;
+                }
+                // The new term seen before the power goes.
+                cluster.observe_raft();
+                for r in 0..3 {
+                    if r != old {
+                        cluster.kill(0, r);
+                    }
+                    cluster.power_loss_dropping_unsynced(0, r);
                 }
                 madsim::time::sleep(FAULT_FOR).await;
                 for r in 0..3 {
@@ -1930,6 +2027,14 @@ mod whole_cluster {
                 h.push(check::Event::Unresolved { broker, id, half_offset });
             }
         }
+        // B.5 #26: one reader asks each queue for 1,000 messages a pull, from its start.
+        {
+            let (ns, h) = (ns.clone(), history.clone());
+            client
+                .spawn(async move { workload::read_in_big_pulls(&ns, TOPIC, 1_000, h).await })
+                .await
+                .unwrap();
+        }
         // Let the last offset commits land, then quiesce every group.
         madsim::time::sleep(Duration::from_secs(6)).await;
         cluster.observe_offsets(&history, GROUP, TOPIC, 4);
@@ -1951,6 +2056,9 @@ mod whole_cluster {
         let h = history.lock().unwrap().clone();
         let lost = check::lost(&h, GROUP).len();
         let offsets_given_twice = check::inconsistent_offsets(&h).len();
+        let breaks =
+            consumption_breaks(&h, &cluster, MayLose::of(&cluster.topology, fault, fault_at));
+        let diverged = if stuck.is_empty() { replicas_diverge(&cluster).err() } else { None };
         let (verdict, strict) = if stuck.is_empty() {
             (
                 judge(&h, &cluster, MayLose::of(&cluster.topology, fault, fault_at)),
@@ -2017,6 +2125,8 @@ mod whole_cluster {
             trimmed,
             segments,
             raft_violations,
+            breaks,
+            diverged,
             trace: trace.value(),
         }
     }
@@ -2578,21 +2688,31 @@ mod whole_cluster {
     /// every replica sends its Raft calls unchecked, so in [`Fault::WipedFollower`] the wiped
     /// follower votes in the one that was cut off, which lacks what the other two committed
     /// while it was: those acknowledged sends are lost. At least 5 of 6 seeds must catch it.
-    /// The same fault without the bug: `a_wiped_follower_is_refused_until_added_again`.
+    /// The same fault without the bug: `a_wiped_follower_is_refused_until_added_again`. The
+    /// new leader then writes other entries where the others had applied the lost ones: B.5 #3
+    /// (an applied index never changes its entry) must catch that too, in 5 of 6 seeds.
     #[test]
     fn the_checkers_catch_a_wiped_replica_taken_for_a_member() {
-        let caught = (350..356)
-            .filter(|&seed| {
-                let topology = Topology { sim_bug_accept_wiped: true, ..Topology::default() };
-                let o = run_seeded(seed, Fault::WipedFollower, topology);
-                eprintln!("wiped replica accepted, seed {seed}: {} lost, {:?}", o.lost, o.verdict);
-                o.lost > 0 && o.verdict.is_err()
-            })
-            .count();
+        let (mut caught, mut by_applied_check) = (0, 0);
+        for seed in 350..356 {
+            let topology = Topology { sim_bug_accept_wiped: true, ..Topology::default() };
+            let o = run_seeded(seed, Fault::WipedFollower, topology);
+            let rewritten: Vec<_> = o.raft_violations.iter().filter(|(n, _)| *n == 3).collect();
+            eprintln!(
+                "wiped replica accepted, seed {seed}: {} lost, {:?}; B.5 #3 broken {} times, first {:?}",
+                o.lost,
+                o.verdict,
+                rewritten.len(),
+                rewritten.first()
+            );
+            caught += usize::from(o.lost > 0 && o.verdict.is_err());
+            by_applied_check += usize::from(!rewritten.is_empty());
+        }
         assert!(
             caught >= 5,
             "a wiped replica taken for a member caught in only {caught} of 6 seeds"
         );
+        assert!(by_applied_check >= 5, "B.5 #3 caught it in {by_applied_check} of 6 seeds");
     }
 
     /// The checkers catch retention deleting what it must keep, put in on purpose: segments
@@ -2617,6 +2737,122 @@ mod whole_cluster {
             caught >= 4,
             "retention deleting parked messages caught in only {caught} of 6 seeds"
         );
+    }
+
+    /// The checkers catch votes that do not survive a power loss, put in on purpose: the vote
+    /// is written deferred (durable up to a second later), and broker-a loses power right after
+    /// it elected a new leader: restarted, its replicas are back in the old term (B.5 #5: a
+    /// replica's term never goes back). At least 5 of 6 seeds must catch it, and the same
+    /// fault without the bug (seed 360) passes every check.
+    #[test]
+    fn the_checkers_catch_a_vote_lost_in_a_power_loss() {
+        let clean = run_seeded(360, Fault::ElectionThenPowerLossAll, Topology::default());
+        assert!(clean.verdict.is_ok(), "without the bug: {:?}", clean.verdict);
+        let caught = (360..366)
+            .filter(|&seed| {
+                let bugs = SimBugs { vote_not_synced: true, ..SimBugs::default() };
+                let topology = Topology { sim_bugs: bugs, ..Topology::default() };
+                let o = run_seeded(seed, Fault::ElectionThenPowerLossAll, topology);
+                let back: Vec<_> = o.raft_violations.iter().filter(|(n, _)| *n == 5).collect();
+                eprintln!(
+                    "vote not synced, seed {seed}: B.5 #5 broken {} times, first {:?}; {:?}",
+                    back.len(),
+                    back.first(),
+                    o.verdict
+                );
+                !back.is_empty() && o.verdict.is_err()
+            })
+            .count();
+        assert!(caught >= 5, "a vote lost in a power loss caught in only {caught} of 6 seeds");
+    }
+
+    /// The checkers catch retention deleting what no snapshot covers, put in on purpose:
+    /// segments go up to what is applied, deleted at once rather than once openraft purged
+    /// them (B.5 #6: purged <= snapshot <= applied <= last log). At least 4 of 6 seeds (those of
+    /// `retention_deletes_segments_under_load_and_a_failover`) must catch it.
+    #[test]
+    fn the_checkers_catch_retention_past_the_snapshot() {
+        let caught = (500..506)
+            .filter(|&seed| {
+                let bugs = SimBugs { retention_past_snapshot: true, ..SimBugs::default() };
+                let topology = Topology { sim_bugs: bugs, ..Topology::default() };
+                let o = run_seeded(seed, Fault::KillLeader, topology);
+                let order: Vec<_> = o.raft_violations.iter().filter(|(n, _)| *n == 6).collect();
+                eprintln!(
+                    "retention past the snapshot, seed {seed}: B.5 #6 broken {} times, first {:?}",
+                    order.len(),
+                    order.first()
+                );
+                !order.is_empty() && o.verdict.is_err()
+            })
+            .count();
+        assert!(caught >= 4, "retention past the snapshot caught in only {caught} of 6 seeds");
+    }
+
+    /// The checkers catch metadata lost in a power loss, put in on purpose: apply makes the
+    /// applied id durable before the metadata changes it covers, so broker-a's leader, losing
+    /// power while transactions resolve, keeps the id and drops the changes (each half's
+    /// outcome is written once) and never applies them again (B.5 #22: acknowledged metadata
+    /// survives a restart). Leading again, the replica finds those halves unresolved, checks
+    /// them back and commits them a second time (which rewrites the outcomes, so by quiesce
+    /// the replicas' metadata agrees again): the transaction checker catches it, not the
+    /// metadata comparison. At least 5 of 6 seeds must be caught, and the same fault without
+    /// the bug (seed 370) passes every check.
+    #[test]
+    fn the_checkers_catch_metadata_lost_in_a_power_loss() {
+        let clean = run_seeded(370, Fault::PowerLossLeaderWithLazyMetadata, Topology::default());
+        assert!(clean.verdict.is_ok(), "without the bug: {:?}", clean.verdict);
+        let caught = (370..376)
+            .filter(|&seed| {
+                let bugs = SimBugs { applied_before_metadata: true, ..SimBugs::default() };
+                let topology = Topology { sim_bugs: bugs, ..Topology::default() };
+                let o = run_seeded(seed, Fault::PowerLossLeaderWithLazyMetadata, topology);
+                eprintln!(
+                    "applied id before metadata, seed {seed}: {:?}; replicas: {:?}",
+                    o.verdict, o.diverged
+                );
+                o.verdict.is_err()
+            })
+            .count();
+        assert!(caught >= 5, "metadata lost in a power loss caught in only {caught} of 6 seeds");
+    }
+
+    /// The checkers catch a consumer that skips, put in on purpose: brokers answer each pull
+    /// that found messages with a next offset one too far, so every consumer skips a message
+    /// a pull (B.5 #18: no consumer skips or goes back while it holds a queue). At least 5 of
+    /// 6 seeds must catch it in that check.
+    #[test]
+    fn the_checkers_catch_consumers_skipping() {
+        let caught = (380..386)
+            .filter(|&seed| {
+                let topology = Topology { sim_bug_pull_skips_one: true, ..Topology::default() };
+                let o = run_seeded(seed, Fault::KillLeader, topology);
+                eprintln!(
+                    "pulls skipping one, seed {seed}: {} breaks, first {:?}",
+                    o.breaks.len(),
+                    o.breaks.first()
+                );
+                o.breaks.iter().any(|b| b.contains("skipped")) && o.verdict.is_err()
+            })
+            .count();
+        assert!(caught >= 5, "consumers skipping caught in only {caught} of 6 seeds");
+    }
+
+    /// The checkers catch pulls over the brokers' bounds, put in on purpose: brokers return
+    /// as many messages as a pull asks for, `pull_batch_max` ignored (B.5 #26). The run's
+    /// reader asks for 1,000 a pull: at least 5 of 6 seeds must catch it.
+    #[test]
+    fn the_checkers_catch_unbounded_pulls() {
+        let caught = (390..396)
+            .filter(|&seed| {
+                let topology =
+                    Topology { sim_bug_pull_batch_unbounded: true, ..Topology::default() };
+                let o = run_seeded(seed, Fault::KillLeader, topology);
+                eprintln!("unbounded pulls, seed {seed}: {:?}", o.verdict);
+                o.verdict.as_ref().is_err_and(|e| e.contains("bounds"))
+            })
+            .count();
+        assert!(caught >= 5, "unbounded pulls caught in only {caught} of 6 seeds");
     }
 
     /// The delayed-delivery checkers catch the bugs they name, put in on purpose: a new master

@@ -100,6 +100,12 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
     let below_start = if is_leader(inner) { 0 } else { u64::MAX };
     let mut offset = QueueOffset(u64::try_from(h.queue_offset).unwrap_or(below_start));
     let max = h.max_msg_nums.clamp(1, inner.config.pull_batch_max) as usize;
+    #[cfg(madsim)]
+    let max = if inner.config.sim_bug_pull_batch_unbounded {
+        h.max_msg_nums.max(1) as usize
+    } else {
+        max
+    };
     let suspend = h.sys_flag & sysflag::pull::SUSPEND != 0;
     let hold = Duration::from_millis(
         (h.suspend_timeout_millis.max(0) as u64).min(inner.config.suspend_max_ms),
@@ -146,6 +152,8 @@ pub(crate) async fn pull<S: Storage + Clone, M: MetaStore>(
                 inner.rates.record(&h.consumer_group, messages as u64, now_ms(inner));
                 let (n, bytes) = (messages as u64, body.len() as u64);
                 inner.stats.pulled(&h.consumer_group, &h.topic, n, bytes, looked.elapsed());
+                #[cfg(madsim)]
+                let next = QueueOffset(next.0 + u64::from(inner.config.sim_bug_pull_skips_one));
                 return Ok(respond(response_code::SUCCESS, next.0 as i64, body, "FOUND"));
             }
             QueueRead::NoMatch { next } if suspend && next == max_offset => {

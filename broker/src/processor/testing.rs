@@ -66,6 +66,8 @@ impl OneReplica {
             sim_bug_accept_wiped: false,
             #[cfg(madsim)]
             sim_bug_retention_ignores_floor: false,
+            #[cfg(madsim)]
+            sim_bugs: Default::default(),
         };
         let node = RaftNode::start(
             config,

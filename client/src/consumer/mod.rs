@@ -27,7 +27,7 @@ use rocketraft_protocol::{request_code, response_code, sysflag, RemotingCommand}
 
 pub use offsets::OFFSET_FILE_NAME;
 pub use pull::{PullConsumer, PullConsumerConfig};
-pub use push::{PushConsumer, PushConsumerConfig};
+pub use push::{PushConsumer, PushConsumerConfig, QueueChange, QueueListener};
 
 use crate::core::{expect_success, Core};
 use crate::error::{ClientError, Result};

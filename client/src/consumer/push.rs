@@ -133,6 +133,30 @@ pub struct PushConsumerConfig {
     pub offset_dir: Option<PathBuf>,
     /// How long shutdown waits for running listener calls. Default 30,000 ms.
     pub shutdown_wait_ms: u64,
+    /// Told each time this member starts or stops consuming a queue (RocketMQ's
+    /// `MessageQueueListener`). Default none.
+    pub queue_listener: Option<QueueListener>,
+}
+
+/// A change in the queues a push consumer's member consumes (see [`QueueListener`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueChange {
+    /// The member starts consuming `queue` at `offset`: the group's committed offset, or where
+    /// [`PushConsumerConfig::consume_from`] points when there is none.
+    Taken { queue: MessageQueue, offset: i64 },
+    /// The member stopped consuming `queue` (a rebalance, a lock lost, shutdown): no listener
+    /// call for it starts after this one.
+    Released { queue: MessageQueue },
+}
+
+/// Called on each [`QueueChange`], from the consumer's own tasks: it must return quickly.
+#[derive(Clone)]
+pub struct QueueListener(pub Arc<dyn Fn(&QueueChange) + Send + Sync>);
+
+impl std::fmt::Debug for QueueListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueListener")
+    }
 }
 
 impl PushConsumerConfig {
@@ -161,6 +185,7 @@ impl PushConsumerConfig {
             orderly_max_reconsume_times: i32::MAX,
             offset_dir: None,
             shutdown_wait_ms: 30_000,
+            queue_listener: None,
         }
     }
 
@@ -548,11 +573,13 @@ impl ProcessQueue {
         *self.dropped.borrow()
     }
 
-    /// Stops everything on this queue: no new listener call, pulls and retries end.
-    fn close(&self) {
+    /// Stops everything on this queue: no new listener call, pulls and retries end. Whether
+    /// it was open until now.
+    fn close(&self) -> bool {
         lock(&self.state).closing = true;
-        self.dropped.send_replace(true);
+        let was_closed = self.dropped.send_replace(true);
         self.changed.notify_waiters();
+        !was_closed
     }
 
     /// Whether this member may consume the queue now: not given up, and (clustering) its lock
@@ -586,8 +613,9 @@ impl<L: MessageListener> Running for Inner<L> {
 
     fn halt(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for pq in lock(&self.queues).values() {
-            pq.close();
+        let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
+        for pq in &queues {
+            self.release(pq);
         }
         self.core.halt();
     }
@@ -690,7 +718,7 @@ impl<L: MessageListener> Inner<L> {
                 if !mine.contains(q) && !pq.is_dropped() {
                     tracing::info!(queue = ?q, "giving the queue up (rebalance)");
                     // Closed before the task runs, so the next round cannot spawn another.
-                    pq.close();
+                    self.release(pq);
                     let me = self.clone();
                     let pq = pq.clone();
                     tokio::spawn(async move { me.give_up(pq).await });
@@ -790,7 +818,8 @@ impl<L: MessageListener> Inner<L> {
             changed: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
         });
-        lock(&self.queues).insert(mq, pq.clone());
+        lock(&self.queues).insert(mq.clone(), pq.clone());
+        self.queue_changed(QueueChange::Taken { queue: mq, offset: start });
         tokio::spawn(self.clone().pull_loop(pq.clone(), sub));
         if self.orderly {
             tokio::spawn(self.clone().orderly_loop(pq));
@@ -800,7 +829,7 @@ impl<L: MessageListener> Inner<L> {
 
     /// Gives a queue up: stop pulling, let running calls finish, commit, unlock, forget.
     async fn give_up(self: &Arc<Self>, pq: Arc<ProcessQueue>) {
-        pq.close();
+        self.release(&pq);
         let deadline = clock::instant() + Duration::from_millis(self.config.shutdown_wait_ms);
         self.wait_idle(&pq, deadline).await;
         self.final_commit(&pq).await;
@@ -815,6 +844,19 @@ impl<L: MessageListener> Inner<L> {
             }
         }
         self.forget(&pq);
+    }
+
+    /// Stops consuming `pq` (see [`ProcessQueue::close`]) and tells the queue listener, once.
+    fn release(&self, pq: &ProcessQueue) {
+        if pq.close() {
+            self.queue_changed(QueueChange::Released { queue: pq.mq.clone() });
+        }
+    }
+
+    fn queue_changed(&self, change: QueueChange) {
+        if let Some(listener) = &self.config.queue_listener {
+            (listener.0)(&change);
+        }
     }
 
     /// Removes `pq` from the owned queues (unless a newer entry replaced it).
@@ -914,7 +956,7 @@ impl<L: MessageListener> Inner<L> {
                         // Another member holds it (ours expired): it is theirs now. Stop at
                         // once and commit nothing (the owner's offsets win).
                         tracing::warn!(queue = ?pq.mq, "lock lost to another member: dropping the queue");
-                        pq.close();
+                        self.release(pq);
                         self.forget(pq);
                     }
                     // A queue given up while this renewal was on its way may have been locked
@@ -1388,7 +1430,7 @@ impl<L: MessageListener> Inner<L> {
         drop(self.rebalancing.lock().await);
         let queues: Vec<Arc<ProcessQueue>> = lock(&self.queues).values().cloned().collect();
         for pq in &queues {
-            pq.close();
+            self.release(pq);
         }
         // One deadline for all: shutdown waits at most shutdown_wait_ms, not that per queue.
         let deadline = clock::instant() + Duration::from_millis(self.config.shutdown_wait_ms);
