@@ -481,6 +481,11 @@ pub struct RaftSample {
     pub durable_next: u64,
     /// The log ids (index, term, node) of the entries it applied since its last observation.
     pub newly_applied: Vec<(u64, u64, u64)>,
+    /// Its replicated metadata (key, value), in key order; `None` while it applies again,
+    /// after a restart, entries it had applied before (the changes of some may be there
+    /// already: they are written before the applied id, and applying them again is
+    /// idempotent).
+    pub metadata: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// A broken Raft invariant, by its number in B.5 and what was seen.
@@ -490,7 +495,9 @@ pub type RaftViolation = (u8, String);
 /// ms in a run): #3, an index applied anywhere holds the same entry (leader id) everywhere
 /// and forever; #4, the leader's applied (so committed) index is on a majority's disks
 /// (where sync flush and quorum replication promise it); #5, a replica's term never goes
-/// back, restarts included; #6, purged <= snapshot <= applied <= last log on each replica.
+/// back, restarts included; #6, purged <= snapshot <= applied <= last log on each replica;
+/// #22, replicas that applied the same entries hold the same replicated metadata (applying
+/// is deterministic: a difference is a change lost or made twice, e.g. in a restart).
 #[derive(Debug, Default)]
 pub struct RaftInvariants {
     applied: BTreeMap<(String, u64), (u64, u64)>,
@@ -533,6 +540,30 @@ impl RaftInvariants {
                         format!(
                             "{group}-{}: applied (term, node) {id:?} at index {index}, where {seen:?} was applied",
                             s.replica
+                        ),
+                    ));
+                }
+            }
+        }
+        // #22: one report per pair of replicas at one applied index.
+        for (i, a) in samples.iter().enumerate() {
+            for b in &samples[i + 1..] {
+                let (Some(ma), Some(mb)) = (&a.metadata, &b.metadata) else { continue };
+                if a.applied.is_some() && a.applied == b.applied && ma != mb {
+                    let first = ma
+                        .iter()
+                        .zip(mb)
+                        .find(|(x, y)| x != y)
+                        .map(|(x, _)| String::from_utf8_lossy(&x.0).into_owned());
+                    bad.push((
+                        22,
+                        format!(
+                            "{group}-{} and {group}-{} applied through {:?}, their metadata differ ({} and {} keys, first at {first:?})",
+                            a.replica,
+                            b.replica,
+                            a.applied,
+                            ma.len(),
+                            mb.len()
                         ),
                     ));
                 }
@@ -950,6 +981,7 @@ mod tests {
             purged: None,
             durable_next,
             newly_applied: vec![(applied, term, 0)],
+            metadata: Some(vec![(b"group/G".to_vec(), b"{}".to_vec())]),
         };
         let sound = [replica("0#0", 2, 5, 6), replica("1#0", 2, 5, 6), replica("2#0", 2, 5, 3)];
         let mut c = RaftInvariants::default();
@@ -976,6 +1008,20 @@ mod tests {
         let mut c = RaftInvariants::default();
         c.observe("a", 3, true, &[ahead]);
         assert_eq!(c.violations.iter().map(|v| v.0).collect::<Vec<_>>(), vec![6]);
+        // #22: two replicas through one index with different metadata; a replica behind
+        // may differ.
+        let mut lost = replica("1#0", 2, 5, 6);
+        lost.metadata = Some(Vec::new());
+        let mut c = RaftInvariants::default();
+        c.observe("a", 3, true, &[replica("0#0", 2, 5, 6), lost.clone()]);
+        assert_eq!(c.violations.iter().map(|v| v.0).collect::<Vec<_>>(), vec![22]);
+        let mut c = RaftInvariants::default();
+        c.observe("a", 3, true, &[replica("0#0", 2, 6, 7), lost.clone()]);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        // ...and one applying again after a restart is not compared.
+        lost.metadata = None;
+        c.observe("a", 3, true, &[replica("0#0", 2, 5, 6), lost]);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
     }
 
     #[test]

@@ -172,6 +172,9 @@ pub struct SimCluster {
     /// The Raft invariants checked on every observation, and how far each replica's applied
     /// entries were recorded for them.
     raft: Mutex<(crate::check::RaftInvariants, AppliedCursors)>,
+    /// Each replica's applied index when it was last killed: restarted, it applies again up
+    /// to there (see `RaftSample::metadata`).
+    applied_at_kill: Mutex<BTreeMap<(usize, u64), u64>>,
     /// Nodes killed and not restarted yet (a kill of a dead node or a restart of a live one
     /// does nothing, so overlapping fault schedules stay well-formed).
     down: Mutex<std::collections::BTreeSet<String>>,
@@ -263,6 +266,7 @@ impl SimCluster {
             retained: Mutex::new(Default::default()),
             wipes: Mutex::new(Default::default()),
             raft: Mutex::new(Default::default()),
+            applied_at_kill: Mutex::default(),
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
@@ -622,7 +626,11 @@ impl SimCluster {
     /// Kills replica (g, r): its tasks stop, its connections close, its disk stays.
     pub fn kill(&self, g: usize, r: u64) {
         if self.down.lock().unwrap().insert(format!("{g}-{r}")) {
-            self.views.lock().unwrap().remove(&(g, r));
+            if let Some(v) = self.views.lock().unwrap().remove(&(g, r)) {
+                if let Some(applied) = v.raft.metrics().borrow().last_applied {
+                    self.applied_at_kill.lock().unwrap().insert((g, r), applied.index);
+                }
+            }
             self.handle.kill(self.replica_nodes[&(g, r)].id());
         }
     }
@@ -768,6 +776,7 @@ impl SimCluster {
         let views: Vec<_> =
             self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
         let wipes = self.wipes.lock().unwrap().clone();
+        let applied_at_kill = self.applied_at_kill.lock().unwrap().clone();
         let quorum_durable = matches!(self.topology.flush, rocketraft_store::FlushMode::Sync);
         let mut raft = self.raft.lock().unwrap();
         let (invariants, cursors) = &mut *raft;
@@ -805,6 +814,9 @@ impl SimCluster {
                     purged: m.purged.map(|l| l.index).max(log.start().next_index.0.checked_sub(1)),
                     durable_next: log.flushed().next_index.0,
                     newly_applied,
+                    metadata: (applied >= applied_at_kill.get(&(g, *r)).copied())
+                        .then(|| v.state_machine.replicated_metadata().ok())
+                        .flatten(),
                 });
             }
             // A wiped replica took committed entries' durable copies with it: #4 cannot hold
