@@ -140,6 +140,10 @@ pub struct BrokerConfig {
     /// `pull_batch_max` ignored (the byte budget still holds).
     #[cfg(madsim)]
     pub sim_bug_pull_batch_unbounded: bool,
+    /// Simulation builds only: the replica is given 1,024 proposals in flight, whatever
+    /// `proposals_in_flight_max` says.
+    #[cfg(madsim)]
+    pub sim_bug_proposals_unbounded: bool,
 }
 
 impl BrokerConfig {
@@ -249,6 +253,8 @@ impl BrokerConfig {
             sim_bug_pull_skips_one: false,
             #[cfg(madsim)]
             sim_bug_pull_batch_unbounded: false,
+            #[cfg(madsim)]
+            sim_bug_proposals_unbounded: false,
         }
     }
 }

@@ -77,6 +77,9 @@ impl<S: Storage + Clone, M: MetaStore> Inner<S, M> {
         };
         #[cfg(madsim)]
         {
+            if config.sim_bug_proposals_unbounded {
+                replica_config.proposals_in_flight_max = 1024;
+            }
             replica_config.offsets.sim_bug_out_of_order = config.sim_bug_offsets_out_of_order;
         }
         let replica = Replica::start(node, replica_config, now_ms);

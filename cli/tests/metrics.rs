@@ -70,6 +70,7 @@ const REPLICA_SERIES: &[&str] = &[
     "rocketraft_raft_last_log_index",
     "rocketraft_raft_elections_total",
     "rocketraft_raft_proposals_in_flight",
+    "rocketraft_raft_proposals_in_flight_peak",
     "rocketraft_raft_batch_records_count",
     "rocketraft_commitlog_syncs_total",
     "rocketraft_commitlog_sync_seconds_bucket",

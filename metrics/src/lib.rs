@@ -56,6 +56,11 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)
     }
+
+    /// Sets the gauge to `v` if `v` is higher: a high-water mark.
+    pub fn raise_to(&self, v: i64) {
+        self.0.fetch_max(v, Relaxed);
+    }
 }
 
 /// Bucket bounds for latencies, in microseconds (50 us to 10 s).

@@ -271,6 +271,7 @@ async fn run<S: Storage + Clone>(
     let mut closed = false;
     loop {
         stats.proposals_in_flight.set(in_flight.len() as i64);
+        stats.proposals_in_flight_peak.raise_to(in_flight.len() as i64);
         if closed && in_flight.is_empty() {
             return;
         }

@@ -17,6 +17,9 @@ pub struct RaftStats {
     /// Proposals (batches) proposed, proposed and not yet answered, and their sizes.
     pub proposals: Counter,
     pub proposals_in_flight: Gauge,
+    /// The most proposals in flight at once since the replica started (what
+    /// `proposals_in_flight_max` bounds).
+    pub proposals_in_flight_peak: Gauge,
     pub batch_records: Histogram,
     pub batch_bytes: Histogram,
     /// Terms this replica has seen begin since it started: each begins with an election.
@@ -38,6 +41,7 @@ impl Default for RaftStats {
             sync_latency: Histogram::latency(),
             proposals: Counter::default(),
             proposals_in_flight: Gauge::default(),
+            proposals_in_flight_peak: Gauge::default(),
             batch_records: Histogram::new(rocketraft_metrics::COUNT, 1.0),
             batch_bytes: Histogram::new(rocketraft_metrics::BYTES, 1.0),
             elections: Counter::default(),
@@ -180,6 +184,12 @@ pub(crate) fn gather<S: Storage>(
         "Batches proposed and not yet answered.",
         &[],
         stats.proposals_in_flight.get() as f64,
+    );
+    out.gauge(
+        "rocketraft_raft_proposals_in_flight_peak",
+        "The most batches in flight at once since the replica started (bounded by proposals_in_flight_max).",
+        &[],
+        stats.proposals_in_flight_peak.get() as f64,
     );
     out.histogram(
         "rocketraft_raft_batch_records",

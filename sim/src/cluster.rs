@@ -71,6 +71,9 @@ pub struct Topology {
     /// ignore `pull_batch_max`: put in on purpose, as above.
     pub sim_bug_pull_skips_one: bool,
     pub sim_bug_pull_batch_unbounded: bool,
+    /// Brokers give their replicas 1,024 proposals in flight, not `proposals_in_flight_max`:
+    /// put in on purpose, as above.
+    pub sim_bug_proposals_unbounded: bool,
     /// Raft RPCs dropped and duplicated (per mille) by every replica's transport.
     pub raft_message_faults: MessageFaults,
     /// Send proposals each leader keeps in flight. Default 4 (not the broker's 1), so every
@@ -104,6 +107,7 @@ impl Default for Topology {
             sim_bugs: Default::default(),
             sim_bug_pull_skips_one: false,
             sim_bug_pull_batch_unbounded: false,
+            sim_bug_proposals_unbounded: false,
             raft_message_faults: MessageFaults::default(),
             proposals_in_flight_max: 4,
             replication: rocketraft_raft::Replication::Quorum,
@@ -824,6 +828,27 @@ impl SimCluster {
             let wiped = wipes.keys().any(|(wg, _)| *wg == g);
             invariants.observe(&group_name(g), voters.len(), quorum_durable && !wiped, &samples);
         }
+        // B.5 #26: proposals in flight stay within what the brokers were configured with (a
+        // high-water mark, so no peak falls between two observations).
+        let bound = match self.topology.replication {
+            rocketraft_raft::Replication::Leader => self
+                .topology
+                .proposals_in_flight_max
+                .max(rocketraft_raft::proposer::LEADER_ACK_IN_FLIGHT_MIN),
+            rocketraft_raft::Replication::Quorum => self.topology.proposals_in_flight_max.max(1),
+        };
+        for ((g, r), v) in &views {
+            let peak = v.state_machine.stats().proposals_in_flight_peak.get();
+            if peak > bound as i64 {
+                let what = format!(
+                    "{}-{r}: {peak} proposals in flight at once, over {bound}",
+                    group_name(*g)
+                );
+                if !invariants.violations.iter().any(|(n, w)| *n == 26 && *w == what) {
+                    invariants.violations.push((26, what));
+                }
+            }
+        }
     }
 
     /// The Raft invariants broken so far in this run (see [`SimCluster::observe_raft`]).
@@ -1118,6 +1143,7 @@ async fn run_replica(
     bc.sim_bug_offsets_out_of_order = topo.sim_bug_offsets_out_of_order;
     bc.sim_bug_pull_skips_one = topo.sim_bug_pull_skips_one;
     bc.sim_bug_pull_batch_unbounded = topo.sim_bug_pull_batch_unbounded;
+    bc.sim_bug_proposals_unbounded = topo.sim_bug_proposals_unbounded;
     // Transactions are checked back within a run: a half unresolved for 1 s is checked every
     // 500 ms; it is discarded only after 60 checks (30 s without an answer).
     bc.transaction_timeout_ms = TX_TIMEOUT_MS;

@@ -2856,6 +2856,28 @@ mod whole_cluster {
         assert!(caught >= 5, "unbounded pulls caught in only {caught} of 6 seeds");
     }
 
+    /// The checkers catch proposals over their bound, put in on purpose: brokers give their
+    /// replicas 1,024 proposals in flight, not the 4 the run configures (B.5 #26, from each
+    /// replica's high-water mark). At least 5 of 6 seeds must catch it.
+    #[test]
+    fn the_checkers_catch_unbounded_proposals() {
+        let caught = (396..402)
+            .filter(|&seed| {
+                let topology =
+                    Topology { sim_bug_proposals_unbounded: true, ..Topology::default() };
+                let o = run_seeded(seed, Fault::KillLeader, topology);
+                let over: Vec<_> = o.raft_violations.iter().filter(|(n, _)| *n == 26).collect();
+                eprintln!(
+                    "unbounded proposals, seed {seed}: {} over, first {:?}",
+                    over.len(),
+                    over.first()
+                );
+                !over.is_empty() && o.verdict.is_err()
+            })
+            .count();
+        assert!(caught >= 5, "unbounded proposals caught in only {caught} of 6 seeds");
+    }
+
     /// The delayed-delivery checkers catch the bugs they name, put in on purpose: a new master
     /// that moves parked messages from each queue's start (not from the replicated progress)
     /// moves some twice after the leader is killed; a schedule service 10 s ahead of the clock
