@@ -543,6 +543,16 @@ impl<S: Storage> CommitLog<S> {
         }
     }
 
+    /// The segment that holds `position`, created (its first entry `index`) if there is none.
+    fn segment_at(&mut self, position: u64, index: RaftIndex) -> StoreResult<usize> {
+        let i = self.segment_slot(position);
+        if i < self.segments.len() {
+            return Ok(i);
+        }
+        self.create_segment(position - position % self.config.segment_size_bytes, index)?;
+        Ok(self.segments.len() - 1)
+    }
+
     fn segment_for_index(&self, index: RaftIndex) -> &Segment<S::File> {
         let i = self.segments.partition_point(|s| s.slot_base <= index);
         &self.segments[i.saturating_sub(1)]
@@ -639,7 +649,10 @@ impl<S: Storage> CommitLog<S> {
     }
 
     /// The cut just before entry `index` (`end()` for the next index to be written): where a
-    /// snapshot taken after `index - 1` says the log continues.
+    /// snapshot taken after `index - 1` says the log continues, the end of entry `index - 1`.
+    /// Not where entry `index` begins, if it is written already: an entry that did not fit its
+    /// segment begins the next one, after a filler, and a peer copying the history up to the
+    /// cut reads entries only.
     pub fn cut_before(&self, index: RaftIndex) -> StoreResult<LogCut> {
         if index == self.end.next_index {
             return Ok(self.end);
@@ -647,8 +660,15 @@ impl<S: Storage> CommitLog<S> {
         if index == self.start.next_index {
             return Ok(self.start);
         }
-        let meta = self.entry_meta(index)?;
-        Ok(LogCut { next_index: index, position: meta.position, prev_crc: meta.prev_crc })
+        match index.0.checked_sub(1) {
+            Some(before) => Ok(LogCut::after(&self.entry_meta(RaftIndex(before))?)),
+            // Entry 0 that does not start the log: not in it (the error says so).
+            None => self.entry_meta(index).map(|m| LogCut {
+                next_index: index,
+                position: m.position,
+                prev_crc: m.prev_crc,
+            }),
+        }
     }
 
     /// Entries `range` (end exclusive), each checked by crc. Bytes that fail a check are
@@ -1032,28 +1052,22 @@ impl<S: Storage> CommitLog<S> {
             });
         }
         let mut pos = self.end.position.0;
-        let mut seg_i = self.segment_slot(pos);
-        if seg_i < self.segments.len() {
-            let seg_end = self.segments[seg_i].base + seg_size;
-            if pos + size > seg_end {
-                // Close this segment with a filler and move to the next one.
-                let remaining = seg_end - pos;
-                if remaining >= FILLER_MIN_BYTES {
-                    let seg = &self.segments[seg_i];
-                    seg.data
-                        .write_at(pos - seg.base, &entry::filler(remaining))
-                        .doing(|| "writing a segment filler".into())?;
-                    self.mark_dirty(pos..pos + FILLER_MIN_BYTES, e.index);
-                }
-                pos = seg_end;
-                seg_i += 1;
+        let seg_end = pos - pos % seg_size + seg_size;
+        if pos + size > seg_end {
+            // Close this segment with a filler and move to the next one. The segment may not
+            // exist yet: a log restarted at a snapshot's cut starts mid-segment, with no file.
+            let remaining = seg_end - pos;
+            if remaining >= FILLER_MIN_BYTES {
+                let seg_i = self.segment_at(pos, e.index)?;
+                let seg = &self.segments[seg_i];
+                seg.data
+                    .write_at(pos - seg.base, &entry::filler(remaining))
+                    .doing(|| "writing a segment filler".into())?;
+                self.mark_dirty(pos..pos + FILLER_MIN_BYTES, e.index);
             }
+            pos = seg_end;
         }
-        if seg_i >= self.segments.len() || self.segments.is_empty() {
-            let base = pos - pos % seg_size;
-            self.create_segment(base, e.index)?;
-            seg_i = self.segments.len() - 1;
-        }
+        let seg_i = self.segment_at(pos, e.index)?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let meta = entry::encode(e, CommitLogOffset(pos), self.end.prev_crc, &mut scratch);
         let result = meta.and_then(|meta| {

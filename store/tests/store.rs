@@ -334,6 +334,60 @@ mod crash {
     }
 
     #[test]
+    fn a_log_restarted_mid_segment_rolls_an_entry_that_does_not_fit() {
+        // A follower that installs a snapshot restarts its log at the snapshot's cut, in the
+        // middle of a segment it has no file for. An entry larger than the rest of that segment
+        // once went there anyway, past the file's end (swarm seed 1098); it must go to the next
+        // segment, as on any other log.
+        let (mut leader, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        leader.append(&(0..4).map(|i| entry(i, 1, 12_000, 1)).collect::<Vec<_>>()).unwrap();
+        let cut = leader.end();
+        let seg_size = config().segment_size_bytes;
+        let left = seg_size - cut.position.0 % seg_size;
+        assert!(left < 30_000, "the cut is near the segment's end ({left} bytes left)");
+        let storage = SimStorage::new();
+        let (mut follower, _) = CommitLog::open(storage.clone(), config()).unwrap();
+        follower.reset(cut).unwrap();
+        follower.append(&[entry(4, 1, 30_000, 1), entry(5, 1, 10, 1)]).unwrap();
+        let at = follower.entry_meta(RaftIndex(4)).unwrap().position.0;
+        assert_eq!(at % seg_size, 0, "the entry starts the next segment");
+        follower.flush().unwrap();
+        drop(follower);
+        let (log, _) = CommitLog::open(storage, config()).unwrap();
+        assert_eq!((log.start().next_index, log.end().next_index), (RaftIndex(4), RaftIndex(6)));
+        assert_eq!(log.entries(RaftIndex(4)..RaftIndex(6)).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_cut_before_an_entry_that_opened_a_segment_is_where_the_one_before_ends() {
+        // Entry 4 did not fit the rest of the first segment: it begins the second, after a
+        // filler. A snapshot taken after entry 3 cuts where entry 3 ends (swarm seed 1325: the
+        // cut was where entry 4 begins, and a follower copying the history up to it, entries
+        // only, stopped short of it and refused the snapshot).
+        let (mut leader, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        leader.append(&(0..4).map(|i| entry(i, 1, 12_000, 1)).collect::<Vec<_>>()).unwrap();
+        let after_3 = leader.end();
+        leader.append(&[entry(4, 1, 30_000, 1)]).unwrap();
+        let cut = leader.cut_before(RaftIndex(4)).unwrap();
+        assert_eq!(cut, after_3);
+        assert_ne!(cut.position, leader.entry_meta(RaftIndex(4)).unwrap().position);
+        let mut read = |pos: u64, buf: &mut [u8]| {
+            leader
+                .read_span(rocketraft_store::CommitLogOffset(pos), buf)
+                .map_err(std::io::Error::other)
+        };
+        let (mut follower, _) = CommitLog::open(SimStorage::new(), config()).unwrap();
+        follower.reset(leader.start()).unwrap();
+        assert_eq!(follower.copy_in(cut, &mut read).unwrap(), 4);
+        follower.append(&[entry(4, 1, 30_000, 1)]).unwrap();
+        assert_eq!(
+            follower.entry_meta(RaftIndex(4)).unwrap().position,
+            leader.entry_meta(RaftIndex(4)).unwrap().position,
+            "the follower places the next entry where the leader did"
+        );
+    }
+
+    #[test]
     fn history_copied_from_a_peer_is_byte_identical_and_checked() {
         // A leader with entries over several segments (fillers at their ends) and its start
         // purged; a follower copies from where the leader's log starts up to a cut.
