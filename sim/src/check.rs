@@ -69,6 +69,8 @@ pub enum Event {
     Taken { consumer: String, group: String, queue: Queue, offset: i64, orderly: bool },
     /// Consumer `consumer` stopped consuming `queue`: it is handed nothing of it after this.
     Released { consumer: String, queue: Queue },
+    /// The message `id` is stored in `queue` at `offset`, as a replica's queue showed.
+    Stored { id: String, queue: Queue, offset: i64 },
     /// One pull of `queue` that asked for `asked` messages returned `messages`, whose bodies
     /// hold `bytes`.
     Pulled { queue: Queue, asked: i32, messages: usize, bytes: usize },

@@ -171,6 +171,8 @@ pub struct SimCluster {
     /// (group, topic, queue) -> the furthest start of that queue any replica had in this run
     /// (see [`SimCluster::observe_retention`]).
     retained: Mutex<BTreeMap<(usize, String, i32), u64>>,
+    /// (group, topic, queue) -> the next queue offset [`SimCluster::observe_stored`] reads.
+    stored: Mutex<BTreeMap<(usize, String, i32), u64>>,
     /// How many times each replica's data was wiped (a wiped replica votes afresh).
     wipes: Mutex<BTreeMap<(usize, u64), u32>>,
     /// The Raft invariants checked on every observation, and how far each replica's applied
@@ -271,6 +273,7 @@ impl SimCluster {
             wipes: Mutex::new(Default::default()),
             raft: Mutex::new(Default::default()),
             applied_at_kill: Mutex::default(),
+            stored: Mutex::default(),
             down: Mutex::new(Default::default()),
             power_losses: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(Vec::new()),
@@ -751,6 +754,46 @@ impl SimCluster {
     /// rebuilt from the log at start, and the replica serves no reads as master until that is
     /// done (`leads_with_current_state`). (Reading through the brokers would mix replicas,
     /// and a lagging one legitimately answers older values.)
+    /// Records where each message of `topic`'s queues `0..queues` is stored (an
+    /// [`Event::Stored`] per queue entry, read once from any running replica that has it): a
+    /// message the broker wrote itself (a delayed message moved when due) may be deleted by
+    /// retention before any consumer reads it, and only its place tells that retention may
+    /// take it. Called every 100 ms, and before the judge reads the history.
+    pub fn observe_stored(&self, history: &Mutex<History>, topic: &str, queues: i32) {
+        let views: Vec<_> =
+            self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut stored = self.stored.lock().unwrap();
+        let mut h = history.lock().unwrap();
+        for ((g, _), v) in views {
+            for q in 0..queues {
+                let next = stored.entry((g, topic.to_owned(), q)).or_default();
+                let entries = {
+                    let dispatcher = v.dispatcher.lock().unwrap();
+                    let Some(cq) = dispatcher.queue(topic, q) else { continue };
+                    let from = (*next).max(cq.min_offset().0);
+                    cq.range(rocketraft_store::QueueOffset(from), 256).map(|e| (from, e))
+                };
+                let Ok((from, entries)) = entries else { continue };
+                let log = v.log.lock().unwrap();
+                for (i, e) in entries.iter().enumerate() {
+                    let Ok(mut raw) = log.read_records(&[(e.position, e.size)]) else { break };
+                    let Some(raw) = raw.pop() else { break };
+                    let Ok(record) = rocketraft_protocol::message::MessageRecord::decode(&raw)
+                    else {
+                        break;
+                    };
+                    let offset = from + i as u64;
+                    h.push(Event::Stored {
+                        id: crate::workload::id_of(&record.body),
+                        queue: (group_name(g), q),
+                        offset: offset as i64,
+                    });
+                    *next = offset + 1;
+                }
+            }
+        }
+    }
+
     pub fn observe_offsets(&self, history: &Mutex<History>, group: &str, topic: &str, queues: i32) {
         let views: Vec<_> =
             self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();

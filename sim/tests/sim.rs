@@ -809,17 +809,23 @@ mod whole_cluster {
     }
 
     /// Where each delayed message's copy in `DELAYED` is stored, as the delayed group (which
-    /// reads every one of them at its first delivery) saw it.
+    /// reads every one of them at its first delivery) saw it, or else as a replica's queue
+    /// showed it ([`SimCluster::observe_stored`]: a copy retention deleted unread).
     fn stored_delayed(h: &History) -> std::collections::BTreeMap<&str, (&check::Queue, i64)> {
-        h.events
-            .iter()
-            .filter_map(|e| match e {
+        let mut stored = std::collections::BTreeMap::new();
+        for e in &h.events {
+            match e {
                 check::Event::Moved { group, id, queue, offset, .. } if group == DELAYED_GROUP => {
-                    Some((id.as_str(), (queue, *offset)))
+                    stored.entry(id.as_str()).or_insert((queue, *offset));
                 }
-                _ => None,
-            })
-            .collect()
+                // Moved but deleted by retention before a consumer read it.
+                check::Event::Stored { id, queue, offset } => {
+                    stored.entry(id.as_str()).or_insert((queue, *offset));
+                }
+                _ => {}
+            }
+        }
+        stored
     }
 
     /// The lost messages of `group` but those it sent back within the window `may_lose`
@@ -1921,6 +1927,7 @@ mod whole_cluster {
                 cluster.observe_offsets(&history, GROUP, TOPIC, 4);
                 cluster.observe_retention(TOPIC, 4);
                 cluster.observe_retention(DELAYED, 2);
+                cluster.observe_stored(&history, DELAYED, 2);
                 cluster.observe_raft();
                 madsim::time::sleep(Duration::from_millis(100)).await;
             }
@@ -1990,6 +1997,7 @@ mod whole_cluster {
         for _ in 0..600 {
             cluster.observe_retention(TOPIC, 4);
             cluster.observe_retention(DELAYED, 2);
+            cluster.observe_stored(&history, DELAYED, 2);
             let drained = {
                 let h = history.lock().unwrap();
                 let (plain, delayed) = (stored_plain(&h), stored_delayed(&h));
@@ -2052,6 +2060,7 @@ mod whole_cluster {
             eprintln!("retention deleted nothing:{}", cluster.retention_report());
         }
         assert!(report.padded_acked > 0, "no send with a large body was acknowledged");
+        cluster.observe_stored(&history, DELAYED, 2);
         let h = history.lock().unwrap().clone();
         let lost = check::lost(&h, GROUP).len();
         let offsets_given_twice = check::inconsistent_offsets(&h).len();
