@@ -762,9 +762,12 @@ impl SimCluster {
     pub fn observe_stored(&self, history: &Mutex<History>, topic: &str, queues: i32) {
         let views: Vec<_> =
             self.views.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let corrupted = self.corrupted.lock().unwrap().clone();
         let mut stored = self.stored.lock().unwrap();
         let mut h = history.lock().unwrap();
-        for ((g, _), v) in views {
+        // Not a replica whose disk the run damaged: a read that met the damage would
+        // quarantine it, which the run did not do.
+        for ((g, _), v) in views.into_iter().filter(|((g, r), _)| !corrupted.contains(&(*g, *r))) {
             for q in 0..queues {
                 let next = stored.entry((g, topic.to_owned(), q)).or_default();
                 let entries = {
